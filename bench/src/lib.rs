@@ -1,0 +1,1 @@
+//! Benchmarks against named baselines (BIRD, ip -batch, raw etcd/SQLite)

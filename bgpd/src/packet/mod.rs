@@ -1,0 +1,1 @@
+//! BGP-4 codec (no I/O).

@@ -1,0 +1,1 @@
+//! Manx CNI plugin: pod veths, addresses and routes

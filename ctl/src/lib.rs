@@ -1,0 +1,1 @@
+//! manxctl, the Manx admin CLI

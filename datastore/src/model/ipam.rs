@@ -1,0 +1,1 @@
+//! IPAM internals: IPAMBlock, BlockAffinity, IPAMHandle.

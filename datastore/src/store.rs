@@ -1,0 +1,131 @@
+//! The `Datastore` trait: a revisioned key-value store with compare-and-swap
+//! and resumable watches. Both backends (etcd, embedded SQLite) implement it,
+//! and one conformance suite (`tests/conformance.rs`) runs against both.
+//!
+//! # Semantics
+//!
+//! * Every successful write gets a new, strictly increasing store-wide
+//!   revision (etcd's `mod_revision`; the embedded store's log id).
+//! * `create` fails with [`StoreError::AlreadyExists`] if the key exists.
+//! * `update` is a compare-and-swap on the key's current `mod_revision`; a
+//!   mismatch (or a missing key) is [`StoreError::Conflict`] /
+//!   [`StoreError::NotFound`]. Callers retry, bounded.
+//! * `delete` with `Some(rev)` deletes only if the key is at `rev`.
+//! * `list` returns every key under a prefix as of one revision.
+//! * `watch` streams every change under a prefix after `from_revision`
+//!   (exclusive) in revision order, reconnecting by itself after a
+//!   disconnect. If the store compacted the history it needs, it sends
+//!   [`WatchEvent::Resync`] with a fresh full listing, then carries on.
+
+use std::pin::Pin;
+
+use async_trait::async_trait;
+use futures::Stream;
+
+/// A store-wide revision. Revisions of successive writes strictly increase.
+pub type Revision = i64;
+
+/// One key with its value and revisions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyValue {
+    pub key: String,
+    pub value: Vec<u8>,
+    /// Revision of the write that created this key (in its current lifetime).
+    pub create_revision: Revision,
+    /// Revision of the last write to this key: the CAS token.
+    pub mod_revision: Revision,
+}
+
+/// A consistent listing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Listing {
+    pub items: Vec<KeyValue>,
+    /// The store revision the listing reflects.
+    pub revision: Revision,
+}
+
+/// One change seen by a watch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WatchEvent {
+    /// A key was created or updated.
+    Put(KeyValue),
+    /// A key was deleted at `revision`.
+    Delete { key: String, revision: Revision },
+    /// History was compacted (or the watch fell too far behind): this is the
+    /// whole state under the prefix; forget what you had and start again.
+    Resync(Listing),
+}
+
+impl WatchEvent {
+    /// The revision this event brings the watcher up to.
+    pub fn revision(&self) -> Revision {
+        match self {
+            WatchEvent::Put(kv) => kv.mod_revision,
+            WatchEvent::Delete { revision, .. } => *revision,
+            WatchEvent::Resync(listing) => listing.revision,
+        }
+    }
+}
+
+/// A watch: an endless stream of events (it ends only when dropped or when the
+/// store is shut down). Transient errors are retried inside; an `Err` item is
+/// one the watcher should see (e.g. access denied), after which it goes on.
+pub type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchEvent, StoreError>> + Send>>;
+
+/// Errors of the store. The messages name the key and say what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{key}: already exists")]
+    AlreadyExists { key: String },
+    #[error("{key}: not found")]
+    NotFound { key: String },
+    #[error("{key}: revision conflict (expected {expected}, found {found}): re-read and retry")]
+    Conflict {
+        key: String,
+        expected: Revision,
+        found: Revision,
+    },
+    #[error("datastore unavailable: {0}")]
+    Unavailable(String),
+    #[error("datastore request timed out after {0:?}")]
+    Timeout(std::time::Duration),
+    #[error("datastore access denied: {0}")]
+    Denied(String),
+    #[error("datastore configuration: {0}")]
+    Config(String),
+    #[error("datastore: {0}")]
+    Other(String),
+}
+
+impl StoreError {
+    /// Worth retrying as is (not a logic error).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_) | StoreError::Timeout(_))
+    }
+}
+
+/// The revisioned key-value store under Manx.
+#[async_trait]
+pub trait Datastore: Send + Sync + std::fmt::Debug {
+    /// Get one key, or `None`.
+    async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError>;
+    /// List every key under `prefix` at one revision.
+    async fn list(&self, prefix: &str) -> Result<Listing, StoreError>;
+    /// Create `key`; fails with `AlreadyExists`. Returns the new revision.
+    async fn create(&self, key: &str, value: Vec<u8>) -> Result<Revision, StoreError>;
+    /// Compare-and-swap: write `value` only if `key` is at `expected`.
+    async fn update(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        expected: Revision,
+    ) -> Result<Revision, StoreError>;
+    /// Delete `key`; with `Some(rev)` only if it is at `rev`. Returns the
+    /// revision of the delete. Deleting a missing key is `NotFound`.
+    async fn delete(&self, key: &str, expected: Option<Revision>) -> Result<Revision, StoreError>;
+    /// Watch every change under `prefix` after `from_revision` (exclusive).
+    async fn watch(&self, prefix: &str, from_revision: Revision)
+    -> Result<WatchStream, StoreError>;
+    /// The store's current revision.
+    async fn revision(&self) -> Result<Revision, StoreError>;
+}

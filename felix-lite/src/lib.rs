@@ -1,0 +1,1 @@
+//! Manx dataplane programmer: routes, tunnels, neighbours, NAT and uplink autodetection

@@ -1,0 +1,1 @@
+//! Manx block IPAM: pure blocks, the allocator over the Datastore, check and GC, and the manx-ipam CNI IPAM plugin

@@ -1,0 +1,1 @@
+//! manx-node, the per-node agent

@@ -1,0 +1,1 @@
+//! End-to-end tests: clusters of network namespaces, interop with BIRD and GoBGP
