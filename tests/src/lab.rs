@@ -1,0 +1,729 @@
+//! A whole Manx cluster on one machine: nodes are network namespaces on a
+//! shared L2 bridge (or two subnets joined by a router namespace), each
+//! running `manx-node`; pods are namespaces wired by the real `manx` CNI
+//! plugin.
+//!
+//! ```text
+//!            mxlab-<id>-hub (bridges br0 [, br1])
+//!        ┌──────────┬──────────┬──────────┐          crosssubnet only:
+//!   veth │     veth │     veth │          │      ┌── mxlab-<id>-rtr ──┐
+//!   mxlab-<id>-n1   n2         n3   ...   │      │ eth0 on br0        │
+//!   eth0 172.30.0.11 ...                  │      │ eth1 on br1        │
+//!   manx-node, caliXXX ──► pod namespaces └──────┘ (forwarding)       │
+//! ```
+//!
+//! Everything the lab makes is recorded in a state file under
+//! `/run/manx-lab/<id>/`, so `manx-lab down` removes exactly that even from
+//! another process, and a crashed `up` can still be cleaned.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+
+use crate::netns::{Netns, kill_all_in, run, wait_for};
+
+/// How pods on different nodes reach each other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// `ipipMode: Never, vxlanMode: Never`: routes via the peer's address.
+    Direct,
+    /// `vxlanMode: Always`.
+    Vxlan,
+    /// `ipipMode: Always` (needs a kernel with ipip).
+    Ipip,
+    /// `vxlanMode: CrossSubnet` across two subnets joined by a router.
+    Crosssubnet,
+}
+
+impl std::str::FromStr for Mode {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Mode> {
+        Ok(match s {
+            "direct" => Mode::Direct,
+            "vxlan" => Mode::Vxlan,
+            "ipip" => Mode::Ipip,
+            "crosssubnet" => Mode::Crosssubnet,
+            other => bail!("unknown mode {other:?}: use direct, vxlan, ipip or crosssubnet"),
+        })
+    }
+}
+
+/// Which datastore the nodes share.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    Embedded,
+    Etcd,
+}
+
+impl std::str::FromStr for StoreKind {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<StoreKind> {
+        Ok(match s {
+            "embedded" => StoreKind::Embedded,
+            "etcd" => StoreKind::Etcd,
+            other => bail!("unknown datastore {other:?}: use embedded or etcd"),
+        })
+    }
+}
+
+/// What to build.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LabSpec {
+    /// Short id that prefixes every namespace (`mxlab-<id>-…`); lets tests
+    /// run labs side by side.
+    pub id: String,
+    pub nodes: usize,
+    pub mode: Mode,
+    pub route_reflectors: usize,
+    pub datastore: StoreKind,
+    pub pods_per_node: usize,
+    /// The pod pool.
+    pub pool_cidr: String,
+    /// Where manx-node, manx, manx-ipam and manxctl live.
+    pub bin_dir: PathBuf,
+}
+
+impl LabSpec {
+    pub fn new(id: &str, nodes: usize, mode: Mode) -> LabSpec {
+        LabSpec {
+            id: id.to_string(),
+            nodes,
+            mode,
+            route_reflectors: 0,
+            datastore: StoreKind::Embedded,
+            pods_per_node: 1,
+            pool_cidr: "10.65.0.0/16".into(),
+            bin_dir: default_bin_dir(),
+        }
+    }
+}
+
+/// The directory holding the binary that is running (target/<profile>/),
+/// where cargo also put the other Manx binaries.
+pub fn default_bin_dir() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.to_path_buf()))
+        .map(|d| {
+            if d.ends_with("deps") {
+                d.parent().unwrap().to_path_buf()
+            } else {
+                d
+            }
+        })
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// One node of the lab.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LabNode {
+    pub name: String,
+    pub netns: String,
+    pub ip: Ipv4Addr,
+    pub prefix_len: u8,
+    pub subnet: u8,
+    pub route_reflector: bool,
+    pub pid: Option<u32>,
+    pub run_dir: PathBuf,
+}
+
+/// One pod of the lab.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LabPod {
+    pub name: String,
+    pub node: String,
+    pub netns: String,
+    pub ip: String,
+}
+
+/// Everything a lab made: written to `state.json` as it goes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LabState {
+    pub spec: LabSpec,
+    pub dir: PathBuf,
+    pub namespaces: Vec<String>,
+    pub nodes: Vec<LabNode>,
+    pub pods: Vec<LabPod>,
+    pub etcd_pid: Option<u32>,
+}
+
+/// The root of every lab's files.
+pub const LAB_ROOT: &str = "/run/manx-lab";
+
+impl LabState {
+    pub fn dir_for(id: &str) -> PathBuf {
+        Path::new(LAB_ROOT).join(id)
+    }
+
+    pub fn load(id: &str) -> Result<LabState> {
+        let path = Self::dir_for(id).join("state.json");
+        let text = std::fs::read_to_string(&path).with_context(|| {
+            format!("no lab {id:?} ({path:?} missing): run `manx-lab up` first")
+        })?;
+        serde_json::from_str(&text).with_context(|| format!("reading {path:?}"))
+    }
+
+    fn save(&self) -> Result<()> {
+        let path = self.dir.join("state.json");
+        std::fs::write(&path, serde_json::to_vec_pretty(self)?)
+            .with_context(|| format!("writing {path:?}"))
+    }
+
+    fn ns(&self, name: &str) -> Netns {
+        Netns::adopt(name)
+    }
+
+    /// The datastore environment every Manx process of the lab gets.
+    pub fn store_env(&self) -> Vec<(String, String)> {
+        match self.spec.datastore {
+            StoreKind::Embedded => vec![
+                ("DATASTORE_TYPE".into(), "embedded".into()),
+                (
+                    "MANX_DB".into(),
+                    self.dir.join("manx.db").display().to_string(),
+                ),
+            ],
+            StoreKind::Etcd => vec![
+                ("DATASTORE_TYPE".into(), "etcdv3".into()),
+                ("ETCD_ENDPOINTS".into(), "http://127.0.0.1:23790".into()),
+            ],
+        }
+    }
+
+    pub fn bin(&self, name: &str) -> PathBuf {
+        self.spec.bin_dir.join(name)
+    }
+
+    /// `manxctl <args>` against the lab's datastore, run in node `node`'s
+    /// namespace (so `node status` reaches that node's status socket).
+    pub fn manxctl(&self, node: &LabNode, args: &[&str]) -> Result<String> {
+        let mut cmd = self.ns(&node.netns).command(self.bin("manxctl"));
+        cmd.args(args).envs(self.store_env());
+        cmd.env("MANX_RUN_DIR", &node.run_dir);
+        let out = run(&mut cmd)?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+}
+
+/// Check what the lab needs from the host, saying what is missing and how
+/// to get it.
+pub fn preflight(spec: &LabSpec) -> Result<()> {
+    let mut missing = Vec::new();
+    let uid = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout)
+        .unwrap_or_default();
+    if String::from_utf8_lossy(&uid).trim() != "0" {
+        missing.push("root: network namespaces need it (run with sudo)".to_string());
+    }
+    for tool in ["ip", "ping", "sysctl"] {
+        if which(tool).is_none() {
+            missing.push(format!(
+                "`{tool}`: apt-get install -y iproute2 iputils-ping procps"
+            ));
+        }
+    }
+    for bin in ["manx-node", "manx", "manx-ipam", "manxctl"] {
+        if !spec.bin_dir.join(bin).exists() {
+            missing.push(format!(
+                "{bin} in {}: build it with `cargo build --release --workspace`",
+                spec.bin_dir.display()
+            ));
+        }
+    }
+    if spec.datastore == StoreKind::Etcd && which("etcd").is_none() {
+        missing.push("etcd: apt-get install -y etcd-server".into());
+    }
+    if !missing.is_empty() {
+        bail!(
+            "this host lacks what the lab needs:\n  - {}",
+            missing.join("\n  - ")
+        );
+    }
+    Ok(())
+}
+
+/// Find `tool` on PATH.
+pub fn which(tool: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(tool))
+            .find(|p| p.is_file())
+    })
+}
+
+/// Progress lines for the operator (the lab is a command, not a library
+/// daemon: plain stderr is the right channel).
+pub fn progress(msg: impl std::fmt::Display) {
+    eprintln!("manx-lab: {msg}");
+}
+
+/// A result of pinging every pod from every other pod.
+#[derive(Debug, Default)]
+pub struct PingMatrix {
+    pub ok: Vec<(String, String)>,
+    pub failed: Vec<(String, String)>,
+}
+
+/// Build the lab (see the module doc). On failure everything made so far
+/// is torn down again.
+pub fn up(spec: LabSpec) -> Result<LabState> {
+    preflight(&spec)?;
+    let dir = LabState::dir_for(&spec.id);
+    if dir.join("state.json").exists() {
+        progress(format!("lab {} exists: tearing it down first", spec.id));
+        down(&spec.id)?;
+    }
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {dir:?}"))?;
+    let mut state = LabState {
+        spec,
+        dir,
+        namespaces: vec![],
+        nodes: vec![],
+        pods: vec![],
+        etcd_pid: None,
+    };
+    state.save()?;
+    match build(&mut state) {
+        Ok(()) => Ok(state),
+        Err(e) => {
+            let logs = tail_logs(&state);
+            let _ = down(&state.spec.id);
+            Err(e.context(logs))
+        }
+    }
+}
+
+fn tail_logs(state: &LabState) -> String {
+    let mut out = String::from("node logs (tail):");
+    for node in &state.nodes {
+        let log = node.run_dir.join("manx-node.log");
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        out.push_str(&format!("\n--- {} ({})", node.name, log.display()));
+        for l in &lines[lines.len().saturating_sub(15)..] {
+            out.push_str("\n    ");
+            out.push_str(l);
+        }
+    }
+    out
+}
+
+fn ns_name(id: &str, part: &str) -> String {
+    format!("mxlab-{id}-{part}")
+}
+
+fn build(state: &mut LabState) -> Result<()> {
+    let id = state.spec.id.clone();
+    let cross = state.spec.mode == Mode::Crosssubnet;
+    // The hub holds the L2 segment(s).
+    let hub = Netns::create(&ns_name(&id, "hub"))?.persist();
+    state.namespaces.push(hub.clone());
+    state.save()?;
+    let hub = Netns::adopt(&hub);
+    let subnets = if cross { 2 } else { 1 };
+    for s in 0..subnets {
+        hub.ip(&["link", "add", &format!("br{s}"), "type", "bridge"])?;
+        hub.ip(&["link", "set", &format!("br{s}"), "up"])?;
+    }
+    if cross {
+        progress("router namespace joining 172.30.0.0/24 and 172.30.1.0/24");
+        let rtr = Netns::create(&ns_name(&id, "rtr"))?.persist();
+        state.namespaces.push(rtr.clone());
+        state.save()?;
+        let rtr = Netns::adopt(&rtr);
+        for s in 0..2u8 {
+            plug(&hub, &rtr, &format!("r{s}"), &format!("eth{s}"), s)?;
+            rtr.ip(&[
+                "addr",
+                "add",
+                &format!("172.30.{s}.1/24"),
+                "dev",
+                &format!("eth{s}"),
+            ])?;
+            rtr.ip(&["link", "set", &format!("eth{s}"), "up"])?;
+        }
+        rtr.sysctl("net.ipv4.ip_forward", "1")?;
+    }
+    if state.spec.datastore == StoreKind::Etcd {
+        start_etcd(state)?;
+    }
+    let n = state.spec.nodes;
+    for i in 1..=n {
+        let subnet = if cross && i > n.div_ceil(2) { 1 } else { 0 };
+        let host = 10 + i as u8;
+        let name = format!("node{i}");
+        let netns = Netns::create(&ns_name(&id, &format!("n{i}")))?.persist();
+        state.namespaces.push(netns.clone());
+        let node = LabNode {
+            name: name.clone(),
+            netns: netns.clone(),
+            ip: Ipv4Addr::new(172, 30, subnet, host),
+            prefix_len: 24,
+            subnet,
+            route_reflector: i <= state.spec.route_reflectors,
+            pid: None,
+            run_dir: state.dir.join(&name),
+        };
+        std::fs::create_dir_all(&node.run_dir)?;
+        let ns = Netns::adopt(&netns);
+        plug(&hub, &ns, &format!("n{i}"), "eth0", subnet)?;
+        ns.ip(&["addr", "add", &format!("{}/24", node.ip), "dev", "eth0"])?;
+        ns.ip(&["link", "set", "eth0", "up"])?;
+        if cross {
+            ns.ip(&[
+                "route",
+                "add",
+                "default",
+                "via",
+                &format!("172.30.{subnet}.1"),
+            ])?;
+        }
+        state.nodes.push(node);
+        state.save()?;
+    }
+    progress(format!(
+        "{n} node namespaces up, starting manx-node in each"
+    ));
+    for i in 0..state.nodes.len() {
+        start_node(state, i)?;
+        state.save()?;
+    }
+    wait_ready(state)?;
+    if state.spec.route_reflectors > 0 {
+        configure_route_reflectors(state)?;
+    }
+    create_pods(state)?;
+    state.save()?;
+    Ok(())
+}
+
+/// A veth from the hub's bridge `br<subnet>` (hub side `hub_if`) into `ns`
+/// (named `ns_if` there).
+fn plug(hub: &Netns, ns: &Netns, hub_if: &str, ns_if: &str, subnet: u8) -> Result<()> {
+    hub.ip(&[
+        "link",
+        "add",
+        hub_if,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        ns_if,
+        "netns",
+        ns.name(),
+    ])?;
+    hub.ip(&[
+        "link",
+        "set",
+        hub_if,
+        "master",
+        &format!("br{subnet}"),
+        "up",
+    ])?;
+    Ok(())
+}
+
+fn pool_env(state: &LabState) -> Vec<(String, String)> {
+    let (ipip, vxlan) = match state.spec.mode {
+        Mode::Direct => ("Never", "Never"),
+        Mode::Vxlan => ("Never", "Always"),
+        Mode::Ipip => ("Always", "Never"),
+        Mode::Crosssubnet => ("Never", "CrossSubnet"),
+    };
+    vec![
+        ("MANX_IPV4POOL_CIDR".into(), state.spec.pool_cidr.clone()),
+        ("MANX_IPV4POOL_IPIP".into(), ipip.into()),
+        ("MANX_IPV4POOL_VXLAN".into(), vxlan.into()),
+    ]
+}
+
+/// Start (or restart) manx-node on node `i`.
+pub fn start_node(state: &mut LabState, i: usize) -> Result<()> {
+    let node = state.nodes[i].clone();
+    let ns = Netns::adopt(&node.netns);
+    let mut cmd = Command::new(state.bin("manx-node"));
+    cmd.envs(state.store_env())
+        .envs(pool_env(state))
+        .env("NODENAME", &node.name)
+        .env("IP", "autodetect")
+        .env("IP_AUTODETECTION_METHOD", "interface=eth0")
+        .env("MANX_RUN_DIR", &node.run_dir)
+        .env("MANX_HEALTH_LISTEN", format!("{}:9099", node.ip))
+        .env("RUST_LOG", "info");
+    let log = node.run_dir.join("manx-node.log");
+    let proc_ = ns.spawn(cmd, &log)?;
+    state.nodes[i].pid = Some(proc_.detach());
+    Ok(())
+}
+
+fn wait_ready(state: &LabState) -> Result<()> {
+    for node in &state.nodes {
+        let ns = Netns::adopt(&node.netns);
+        wait_for(
+            &format!("{} /readyz", node.name),
+            Duration::from_secs(60),
+            || {
+                let out = ns
+                    .command(state.bin("manxctl"))
+                    .args(["node", "ready"])
+                    .env("MANX_RUN_DIR", &node.run_dir)
+                    .envs(state.store_env())
+                    .stderr(Stdio::piped())
+                    .output()?;
+                if out.status.success() {
+                    Ok(Some(()))
+                } else {
+                    bail!("{}", String::from_utf8_lossy(&out.stderr).trim())
+                }
+            },
+        )?;
+        progress(format!("{} ready ({})", node.name, node.ip));
+    }
+    Ok(())
+}
+
+fn configure_route_reflectors(state: &LabState) -> Result<()> {
+    let rr: Vec<&LabNode> = state.nodes.iter().filter(|n| n.route_reflector).collect();
+    progress(format!(
+        "route reflectors: {} (cluster id 244.0.0.1), node-to-node mesh off",
+        rr.iter()
+            .map(|n| n.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+    let first = &state.nodes[0];
+    for node in &rr {
+        state.manxctl(
+            first,
+            &["label", "node", &node.name, "route-reflector=true"],
+        )?;
+        state.manxctl(
+            first,
+            &[
+                "patch",
+                "node",
+                &node.name,
+                "-p",
+                r#"{"spec":{"bgp":{"routeReflectorClusterID":"244.0.0.1"}}}"#,
+            ],
+        )?;
+    }
+    let manifest = state.dir.join("rr.yaml");
+    std::fs::write(
+        &manifest,
+        "apiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata:\n  name: default\nspec:\n  nodeToNodeMeshEnabled: false\n  asNumber: 64512\n---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: peer-with-route-reflectors\nspec:\n  nodeSelector: all()\n  peerSelector: route-reflector == 'true'\n",
+    )?;
+    state.manxctl(first, &["apply", "-f", &manifest.display().to_string()])?;
+    Ok(())
+}
+
+/// The CNI network config the lab's pods are created with.
+pub fn cni_config(state: &LabState, node: &LabNode) -> serde_json::Value {
+    let mut conf = serde_json::json!({
+        "cniVersion": "1.0.0",
+        "name": "k8s-pod-network",
+        "type": "manx",
+        "nodename": node.name,
+        "log_level": "info",
+        "ipam": { "type": "manx-ipam", "assign_ipv4": "true", "assign_ipv6": "false" },
+    });
+    match state.spec.datastore {
+        StoreKind::Embedded => {
+            conf["datastore_type"] = "embedded".into();
+            conf["manx_db"] = state.dir.join("manx.db").display().to_string().into();
+        }
+        StoreKind::Etcd => {
+            conf["datastore_type"] = "etcdv3".into();
+            conf["etcd_endpoints"] = "http://127.0.0.1:23790".into();
+        }
+    }
+    conf
+}
+
+/// Run the CNI plugin for `cmd` (ADD/DEL) on `pod`, returning its stdout.
+pub fn cni(state: &LabState, node: &LabNode, command: &str, pod: &str) -> Result<String> {
+    let conf = cni_config(state, node);
+    let ns = Netns::adopt(&node.netns);
+    let mut child = ns
+        .command(state.bin("manx"))
+        .env("CNI_COMMAND", command)
+        .env("CNI_CONTAINERID", pod)
+        .env("CNI_NETNS", format!("/run/netns/{pod}"))
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_PATH", &state.spec.bin_dir)
+        .env(
+            "CNI_ARGS",
+            format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME={pod}"),
+        )
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("running the manx CNI plugin")?;
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(conf.to_string().as_bytes())?;
+    let out = child.wait_with_output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        bail!(
+            "CNI {command} of {pod} on {} failed: {} {}",
+            node.name,
+            stdout.trim(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(stdout)
+}
+
+/// Create `pods_per_node` pods on every node through the real CNI plugin.
+pub fn create_pods(state: &mut LabState) -> Result<()> {
+    let nodes = state.nodes.clone();
+    for node in &nodes {
+        for p in 1..=state.spec.pods_per_node {
+            add_pod(state, node, p)?;
+        }
+    }
+    Ok(())
+}
+
+/// Create pod number `p` on `node`.
+pub fn add_pod(state: &mut LabState, node: &LabNode, p: usize) -> Result<LabPod> {
+    let id = state.spec.id.clone();
+    let pod_ns = Netns::create(&ns_name(&id, &format!("{}-p{p}", node.name)))?.persist();
+    state.namespaces.push(pod_ns.clone());
+    state.save()?;
+    let result = cni(state, node, "ADD", &pod_ns)?;
+    let v: serde_json::Value =
+        serde_json::from_str(&result).with_context(|| format!("CNI result {result:?}"))?;
+    let ip = v["ips"][0]["address"]
+        .as_str()
+        .and_then(|a| a.split('/').next())
+        .with_context(|| format!("CNI result without an address: {result}"))?
+        .to_string();
+    progress(format!("pod {pod_ns} on {}: {ip}", node.name));
+    let pod = LabPod {
+        name: pod_ns.clone(),
+        node: node.name.clone(),
+        netns: pod_ns,
+        ip,
+    };
+    state.pods.push(pod.clone());
+    state.save()?;
+    Ok(pod)
+}
+
+/// Ping every pod from every other pod (waiting up to `timeout` for each
+/// pair's route to appear).
+pub fn ping_all(state: &LabState, timeout: Duration) -> PingMatrix {
+    let mut m = PingMatrix::default();
+    for a in &state.pods {
+        let ns = Netns::adopt(&a.netns);
+        for b in &state.pods {
+            if a.name == b.name {
+                continue;
+            }
+            let ok = wait_for(&format!("{} -> {}", a.name, b.ip), timeout, || {
+                Ok((ns.ping(&b.ip, 1, "0.2")? == 1).then_some(()))
+            })
+            .is_ok();
+            let pair = (a.name.clone(), b.name.clone());
+            if ok {
+                m.ok.push(pair)
+            } else {
+                m.failed.push(pair)
+            }
+        }
+    }
+    m
+}
+
+/// Each node's routing table, as `ip route` prints it.
+pub fn routes(state: &LabState) -> BTreeMap<String, String> {
+    state
+        .nodes
+        .iter()
+        .map(|n| {
+            let ns = Netns::adopt(&n.netns);
+            (
+                n.name.clone(),
+                ns.ip(&["route", "show"])
+                    .unwrap_or_else(|e| format!("{e:#}")),
+            )
+        })
+        .collect()
+}
+
+fn start_etcd(state: &mut LabState) -> Result<()> {
+    progress("starting etcd on 127.0.0.1:23790");
+    let data = state.dir.join("etcd");
+    let log = state.dir.join("etcd.log");
+    let child = Command::new("etcd")
+        .args([
+            "--data-dir",
+            &data.display().to_string(),
+            "--listen-client-urls",
+            "http://127.0.0.1:23790",
+            "--advertise-client-urls",
+            "http://127.0.0.1:23790",
+            "--listen-peer-urls",
+            "http://127.0.0.1:23800",
+        ])
+        .stdout(std::fs::File::create(&log)?)
+        .stderr(std::fs::File::create(state.dir.join("etcd.err"))?)
+        .spawn()
+        .context("starting etcd (apt-get install -y etcd-server)")?;
+    state.etcd_pid = Some(child.id());
+    state.save()?;
+    Ok(())
+}
+
+/// Tear down the lab `id`: every process, namespace and file it made.
+pub fn down(id: &str) -> Result<()> {
+    let dir = LabState::dir_for(id);
+    let state = LabState::load(id).ok();
+    let mut names: Vec<String> = state
+        .as_ref()
+        .map(|s| s.namespaces.clone())
+        .unwrap_or_default();
+    // Also sweep namespaces of a run that died before saving its state.
+    if let Ok(entries) = std::fs::read_dir("/run/netns") {
+        let prefix = format!("mxlab-{id}-");
+        for e in entries.flatten() {
+            let n = e.file_name().to_string_lossy().into_owned();
+            if n.starts_with(&prefix) && !names.contains(&n) {
+                names.push(n);
+            }
+        }
+    }
+    // Pods first (their veths vanish with them), then nodes, hub last.
+    names.reverse();
+    for name in &names {
+        kill_all_in(name);
+    }
+    if let Some(pid) = state.as_ref().and_then(|s| s.etcd_pid) {
+        crate::netns::signal(pid as i32, libc::SIGKILL);
+    }
+    for name in &names {
+        let _ = Command::new("ip")
+            .args(["netns", "del", name])
+            .stderr(Stdio::null())
+            .status();
+    }
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).with_context(|| format!("removing {dir:?}"))?;
+    }
+    Ok(())
+}
