@@ -1,1 +1,681 @@
-//! Under construction.
+//! The embedded backend: one SQLite file holding a revision log, kine-style.
+//!
+//! Every write appends a row to `kv_log`; the row id (AUTOINCREMENT) is the
+//! store-wide revision. The current value of a key is its latest row; a
+//! delete appends a tombstone. A compare-and-swap is one `BEGIN IMMEDIATE`
+//! transaction that reads the key's latest row, checks its revision and
+//! appends. SQLite serialises writers across processes (WAL mode, with a
+//! busy timeout), so several processes on one machine can share the file; and
+//! since only one writer commits at a time, ids become visible in order: a
+//! reader that sees revision N has every revision below N.
+//!
+//! Watches poll the log for rows past their last revision (every
+//! [`POLL_INTERVAL`], or at once when a write from this process commits).
+//! [`EmbeddedStore::compact`] drops superseded rows; a watcher that needs one
+//! of them gets [`WatchEvent::Resync`].
+//!
+//! SQLite calls block, so they run on tokio's blocking pool
+//! (`spawn_blocking`), never on the async executor.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, Transaction, params};
+use tokio::sync::watch;
+
+use crate::store::{
+    Datastore, KeyValue, Listing, Revision, StoreError, WatchEvent, WatchStream, prefix_end,
+};
+
+/// Where the embedded store lives unless `MANX_DB` says otherwise.
+pub const DEFAULT_DB_PATH: &str = "/var/lib/manx/manx.db";
+
+/// How often a watch looks for writes made by other processes.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(10);
+
+/// How long a write waits for another process's write lock.
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Most rows one watch poll reads; the rest come on the next poll.
+const WATCH_BATCH: i64 = 512;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS kv_log (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT, -- the revision
+    key           BLOB    NOT NULL,
+    value         BLOB    NOT NULL,
+    created       INTEGER NOT NULL,                  -- create_revision
+    deleted       INTEGER NOT NULL DEFAULT 0,        -- 1: tombstone
+    prev_revision INTEGER NOT NULL DEFAULT 0         -- the row this one replaces
+);
+CREATE INDEX IF NOT EXISTS kv_log_key_id ON kv_log (key, id);
+CREATE TABLE IF NOT EXISTS kv_meta (
+    name  TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+";
+
+/// The embedded SQLite store. Cheap to clone: clones share connections.
+#[derive(Clone)]
+pub struct EmbeddedStore {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    path: PathBuf,
+    /// All writes of this process go through one connection, so they queue
+    /// on this mutex instead of spinning in SQLite's busy handler; only
+    /// writers in other processes meet the busy timeout.
+    writer: Mutex<Connection>,
+    /// Idle read connections (WAL readers do not block each other).
+    readers: Mutex<Vec<Connection>>,
+    /// Bumped after each local commit: wakes this process's watchers early.
+    changed: watch::Sender<u64>,
+}
+
+impl fmt::Debug for EmbeddedStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EmbeddedStore")
+            .field("path", &self.shared.path)
+            .finish()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Connections stay usable after a panic elsewhere: any open transaction
+    // is rolled back when its `Transaction` is dropped during unwinding.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Map a SQLite error on `path` to a [`StoreError`] that says what to do.
+fn sql_err(path: &Path, e: rusqlite::Error) -> StoreError {
+    let p = path.display();
+    match e.sqlite_error_code() {
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
+            StoreError::Timeout(BUSY_TIMEOUT)
+        }
+        Some(ErrorCode::CannotOpen) => StoreError::Unavailable(format!(
+            "cannot open embedded datastore {p}: {e}; check the directory exists and is \
+             writable, or set MANX_DB to another path"
+        )),
+        Some(ErrorCode::ReadOnly | ErrorCode::PermissionDenied) => StoreError::Denied(format!(
+            "embedded datastore {p} is not writable: {e}; fix its permissions or set MANX_DB"
+        )),
+        Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => StoreError::Other(format!(
+            "{p} is not a usable Manx datastore: {e}; point MANX_DB at another file"
+        )),
+        _ => StoreError::Other(format!("embedded datastore {p}: {e}")),
+    }
+}
+
+fn open_connection(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    // WAL: readers never block the writer nor each other. synchronous=FULL:
+    // an acknowledged write survives power loss, as etcd's does.
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    Ok(conn)
+}
+
+/// The latest row of `key`: (revision, create_revision, deleted, value).
+type LatestRow = (Revision, Revision, bool, Vec<u8>);
+
+fn latest(tx: &Transaction<'_>, key: &str) -> rusqlite::Result<Option<LatestRow>> {
+    tx.query_row(
+        "SELECT id, created, deleted, value FROM kv_log WHERE key = ?1 ORDER BY id DESC LIMIT 1",
+        params![key.as_bytes()],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? != 0, r.get(3)?)),
+    )
+    .optional()
+}
+
+fn current_revision(conn: &Connection) -> rusqlite::Result<Revision> {
+    Ok(conn
+        .query_row(
+            "SELECT seq FROM sqlite_sequence WHERE name = 'kv_log'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .optional()?
+        .unwrap_or(0))
+}
+
+fn compacted_revision(conn: &Connection) -> rusqlite::Result<Revision> {
+    Ok(conn
+        .query_row(
+            "SELECT value FROM kv_meta WHERE name = 'compact_revision'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .optional()?
+        .unwrap_or(0))
+}
+
+fn decode_key(raw: Vec<u8>) -> rusqlite::Result<String> {
+    String::from_utf8(raw).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(1, rusqlite::types::Type::Blob, Box::new(e))
+    })
+}
+
+/// Every live key under `prefix`, and the revision they reflect, from one
+/// read snapshot.
+fn list_in(conn: &mut Connection, prefix: &str) -> rusqlite::Result<Listing> {
+    let tx = conn.transaction()?;
+    let revision = current_revision(&tx)?;
+    let end = prefix_end(prefix.as_bytes());
+    let sql = format!(
+        "SELECT l.id, l.key, l.value, l.created FROM kv_log l
+         JOIN (SELECT MAX(id) AS id FROM kv_log WHERE key >= ?1 {} GROUP BY key) m
+           ON l.id = m.id
+         WHERE l.deleted = 0 ORDER BY l.key",
+        if end.is_some() { "AND key < ?2" } else { "" }
+    );
+    let mut stmt = tx.prepare_cached(&sql)?;
+    let map = |r: &rusqlite::Row<'_>| {
+        Ok(KeyValue {
+            mod_revision: r.get(0)?,
+            key: decode_key(r.get(1)?)?,
+            value: r.get(2)?,
+            create_revision: r.get(3)?,
+        })
+    };
+    let items = match &end {
+        Some(end) => stmt.query_map(params![prefix.as_bytes(), end], map)?,
+        None => stmt.query_map(params![prefix.as_bytes()], map)?,
+    }
+    .collect::<rusqlite::Result<Vec<_>>>()?;
+    drop(stmt);
+    tx.commit()?;
+    Ok(Listing { items, revision })
+}
+
+/// What a watch poll found.
+enum Poll {
+    Events {
+        events: Vec<WatchEvent>,
+        /// The revision the watcher has now seen everything up to.
+        up_to: Revision,
+    },
+    Compacted(Listing),
+}
+
+fn poll_in(conn: &mut Connection, prefix: &str, after: Revision) -> rusqlite::Result<Poll> {
+    let tx = conn.transaction()?;
+    if after + 1 < compacted_revision(&tx)? {
+        drop(tx);
+        return Ok(Poll::Compacted(list_in(conn, prefix)?));
+    }
+    let revision = current_revision(&tx)?;
+    let end = prefix_end(prefix.as_bytes());
+    let sql = format!(
+        "SELECT id, key, value, created, deleted FROM kv_log
+         WHERE id > ?1 AND key >= ?2 {} ORDER BY id LIMIT {WATCH_BATCH}",
+        if end.is_some() { "AND key < ?3" } else { "" }
+    );
+    let mut stmt = tx.prepare_cached(&sql)?;
+    let map = |r: &rusqlite::Row<'_>| {
+        let id: i64 = r.get(0)?;
+        let key = decode_key(r.get(1)?)?;
+        Ok(if r.get::<_, i64>(4)? != 0 {
+            WatchEvent::Delete { key, revision: id }
+        } else {
+            WatchEvent::Put(KeyValue {
+                key,
+                value: r.get(2)?,
+                create_revision: r.get(3)?,
+                mod_revision: id,
+            })
+        })
+    };
+    let events = match &end {
+        Some(end) => stmt.query_map(params![after, prefix.as_bytes(), end], map)?,
+        None => stmt.query_map(params![after, prefix.as_bytes()], map)?,
+    }
+    .collect::<rusqlite::Result<Vec<_>>>()?;
+    drop(stmt);
+    tx.commit()?;
+    // A full batch may have more behind it; otherwise the watcher has seen
+    // everything up to the snapshot's revision, matching or not.
+    let up_to = match events.last() {
+        Some(last) if events.len() as i64 == WATCH_BATCH => last.revision(),
+        _ => revision.max(after),
+    };
+    Ok(Poll::Events { events, up_to })
+}
+
+/// The write a transaction makes.
+enum Write {
+    Create,
+    Update(Revision),
+    Delete(Option<Revision>),
+}
+
+fn write_in(
+    conn: &mut Connection,
+    key: &str,
+    value: Vec<u8>,
+    op: Write,
+) -> Result<Revision, WriteError> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let old = latest(&tx, key)?.filter(|(_, _, deleted, _)| !deleted);
+    let (created, prev, deleted) = match (&op, &old) {
+        (Write::Create, Some(_)) => {
+            return Err(StoreError::AlreadyExists { key: key.into() }.into());
+        }
+        (Write::Create, None) => (None, 0, false),
+        (Write::Update(_) | Write::Delete(_), None) => {
+            return Err(StoreError::NotFound { key: key.into() }.into());
+        }
+        (Write::Update(expected) | Write::Delete(Some(expected)), Some((rev, ..)))
+            if rev != expected =>
+        {
+            return Err(StoreError::Conflict {
+                key: key.into(),
+                expected: *expected,
+                found: *rev,
+            }
+            .into());
+        }
+        (Write::Update(_), Some((rev, created, ..))) => (Some(*created), *rev, false),
+        (Write::Delete(_), Some((rev, created, ..))) => (Some(*created), *rev, true),
+    };
+    tx.execute(
+        "INSERT INTO kv_log (key, value, created, deleted, prev_revision) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![key.as_bytes(), if deleted { Vec::new() } else { value }, created.unwrap_or(0), deleted, prev],
+    )?;
+    let revision = tx.last_insert_rowid();
+    if created.is_none() {
+        tx.execute(
+            "UPDATE kv_log SET created = id WHERE id = ?1",
+            params![revision],
+        )?;
+    }
+    tx.commit()?;
+    Ok(revision)
+}
+
+/// A write's failure: a store verdict, or SQLite trouble (mapped later with
+/// the path).
+enum WriteError {
+    Store(StoreError),
+    Sql(rusqlite::Error),
+}
+
+impl From<StoreError> for WriteError {
+    fn from(e: StoreError) -> Self {
+        WriteError::Store(e)
+    }
+}
+
+impl From<rusqlite::Error> for WriteError {
+    fn from(e: rusqlite::Error) -> Self {
+        WriteError::Sql(e)
+    }
+}
+
+impl EmbeddedStore {
+    /// Open (creating if needed) the store at `path`, creating its directory.
+    pub async fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let path = path.as_ref().to_path_buf();
+        tokio::task::spawn_blocking(move || Self::open_blocking(path))
+            .await
+            .map_err(|e| StoreError::Other(format!("embedded datastore open task: {e}")))?
+    }
+
+    /// Open the store at `MANX_DB`, or [`DEFAULT_DB_PATH`].
+    pub async fn open_default() -> Result<Self, StoreError> {
+        let path = std::env::var_os("MANX_DB")
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DB_PATH));
+        Self::open(path).await
+    }
+
+    fn open_blocking(path: PathBuf) -> Result<Self, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StoreError::Config(format!(
+                    "cannot create directory {} for the embedded datastore {}: {e}; \
+                     set MANX_DB to a writable path",
+                    dir.display(),
+                    path.display()
+                ))
+            })?;
+        }
+        let mut writer = open_connection(&path).map_err(|e| sql_err(&path, e))?;
+        {
+            // Several processes may open a fresh file at once: create the
+            // schema under the write lock.
+            let tx = writer
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(|e| sql_err(&path, e))?;
+            tx.execute_batch(SCHEMA).map_err(|e| sql_err(&path, e))?;
+            tx.commit().map_err(|e| sql_err(&path, e))?;
+        }
+        tracing::debug!(path = %path.display(), "opened embedded datastore");
+        let (changed, _) = watch::channel(0);
+        Ok(EmbeddedStore {
+            shared: Arc::new(Shared {
+                path,
+                writer: Mutex::new(writer),
+                readers: Mutex::new(Vec::new()),
+                changed,
+            }),
+        })
+    }
+
+    /// The file this store lives in.
+    pub fn path(&self) -> &Path {
+        &self.shared.path
+    }
+
+    /// Drop history before `revision`: superseded rows and tombstones older
+    /// than it go (the latest row of each live key stays). Watchers that need
+    /// a dropped event get [`WatchEvent::Resync`]. Clamped to the current
+    /// revision + 1.
+    pub async fn compact(&self, revision: Revision) -> Result<(), StoreError> {
+        self.with_writer(move |conn| {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let revision = revision.min(current_revision(&tx)? + 1);
+            if revision <= compacted_revision(&tx)? {
+                return Ok(());
+            }
+            tx.execute(
+                "DELETE FROM kv_log WHERE id < ?1
+                   AND id NOT IN (SELECT MAX(id) FROM kv_log GROUP BY key)",
+                params![revision],
+            )?;
+            tx.execute(
+                "DELETE FROM kv_log WHERE id < ?1 AND deleted = 1",
+                params![revision],
+            )?;
+            tx.execute(
+                "INSERT INTO kv_meta (name, value) VALUES ('compact_revision', ?1)
+                 ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                params![revision],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+        .map_err(|e| match e {
+            WriteError::Store(e) => e,
+            WriteError::Sql(e) => sql_err(&self.shared.path, e),
+        })
+    }
+
+    /// The oldest revision still in the log (0: never compacted).
+    pub async fn compacted_revision(&self) -> Result<Revision, StoreError> {
+        self.with_reader(|conn| compacted_revision(conn)).await
+    }
+
+    async fn with_writer<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<R, WriteError> + Send + 'static,
+    ) -> Result<R, WriteError> {
+        let shared = self.shared.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let mut conn = lock(&shared.writer);
+            f(&mut conn)
+        })
+        .await
+        .map_err(|e| StoreError::Other(format!("embedded datastore write task: {e}")))?;
+        if result.is_ok() {
+            self.shared.changed.send_modify(|n| *n = n.wrapping_add(1));
+        }
+        result
+    }
+
+    async fn write(&self, key: &str, value: Vec<u8>, op: Write) -> Result<Revision, StoreError> {
+        let key = key.to_string();
+        self.with_writer(move |conn| write_in(conn, &key, value, op))
+            .await
+            .map_err(|e| match e {
+                WriteError::Store(e) => e,
+                WriteError::Sql(e) => sql_err(&self.shared.path, e),
+            })
+    }
+
+    async fn with_reader<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<R> + Send + 'static,
+    ) -> Result<R, StoreError> {
+        Shared::with_reader(self.shared.clone(), f).await
+    }
+}
+
+impl Shared {
+    async fn with_reader<R: Send + 'static>(
+        self: Arc<Self>,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<R> + Send + 'static,
+    ) -> Result<R, StoreError> {
+        tokio::task::spawn_blocking(move || {
+            let pooled = lock(&self.readers).pop();
+            let mut conn = match pooled {
+                Some(c) => c,
+                None => open_connection(&self.path).map_err(|e| sql_err(&self.path, e))?,
+            };
+            let result = f(&mut conn).map_err(|e| sql_err(&self.path, e));
+            if conn.is_autocommit() {
+                lock(&self.readers).push(conn);
+            }
+            result
+        })
+        .await
+        .map_err(|e| StoreError::Other(format!("embedded datastore read task: {e}")))?
+    }
+}
+
+#[async_trait]
+impl Datastore for EmbeddedStore {
+    async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
+        let key = key.to_string();
+        self.with_reader(move |conn| {
+            let tx = conn.transaction()?;
+            let row = latest(&tx, &key)?;
+            tx.commit()?;
+            Ok(row
+                .filter(|(_, _, deleted, _)| !deleted)
+                .map(|(rev, created, _, value)| KeyValue {
+                    key,
+                    value,
+                    create_revision: created,
+                    mod_revision: rev,
+                }))
+        })
+        .await
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Listing, StoreError> {
+        let prefix = prefix.to_string();
+        self.with_reader(move |conn| list_in(conn, &prefix)).await
+    }
+
+    async fn create(&self, key: &str, value: Vec<u8>) -> Result<Revision, StoreError> {
+        self.write(key, value, Write::Create).await
+    }
+
+    async fn update(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        expected: Revision,
+    ) -> Result<Revision, StoreError> {
+        self.write(key, value, Write::Update(expected)).await
+    }
+
+    async fn delete(&self, key: &str, expected: Option<Revision>) -> Result<Revision, StoreError> {
+        self.write(key, Vec::new(), Write::Delete(expected)).await
+    }
+
+    async fn watch(
+        &self,
+        prefix: &str,
+        from_revision: Revision,
+    ) -> Result<WatchStream, StoreError> {
+        let cursor = Cursor {
+            shared: self.shared.clone(),
+            rx: self.shared.changed.subscribe(),
+            prefix: prefix.to_string(),
+            last: from_revision,
+            pending: VecDeque::new(),
+        };
+        let stream = futures::stream::unfold(cursor, |mut cursor| async move {
+            let event = cursor.next().await;
+            Some((event, cursor))
+        });
+        Ok(Box::pin(stream))
+    }
+
+    async fn revision(&self) -> Result<Revision, StoreError> {
+        self.with_reader(|conn| current_revision(conn)).await
+    }
+}
+
+/// A watcher's position in the log.
+struct Cursor {
+    shared: Arc<Shared>,
+    rx: watch::Receiver<u64>,
+    prefix: String,
+    /// Last revision delivered (or skipped as not matching the prefix).
+    last: Revision,
+    pending: VecDeque<WatchEvent>,
+}
+
+impl Cursor {
+    async fn next(&mut self) -> Result<WatchEvent, StoreError> {
+        let mut backoff = POLL_INTERVAL;
+        loop {
+            if let Some(ev) = self.pending.pop_front() {
+                self.last = ev.revision();
+                return Ok(ev);
+            }
+            // Mark local commits seen before polling, so one landing after
+            // the poll still wakes us at once.
+            self.rx.borrow_and_update();
+            let prefix = self.prefix.clone();
+            let after = self.last;
+            match self
+                .shared
+                .clone()
+                .with_reader(move |conn| poll_in(conn, &prefix, after))
+                .await
+            {
+                Ok(Poll::Compacted(listing)) => {
+                    tracing::info!(
+                        prefix = %self.prefix,
+                        from = self.last,
+                        "watch history compacted: resyncing"
+                    );
+                    self.last = listing.revision;
+                    return Ok(WatchEvent::Resync(listing));
+                }
+                Ok(Poll::Events { events, up_to }) => {
+                    backoff = POLL_INTERVAL;
+                    self.pending.extend(events);
+                    if self.pending.is_empty() {
+                        self.last = up_to;
+                        tokio::select! {
+                            _ = self.rx.changed() => {}
+                            _ = tokio::time::sleep(POLL_INTERVAL) => {}
+                        }
+                    }
+                }
+                Err(e) if e.is_transient() => {
+                    tracing::warn!(prefix = %self.prefix, error = %e, "watch poll failed, retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+                Err(e) => {
+                    // Shown to the watcher; the next poll tries again.
+                    tokio::time::sleep(backoff).await;
+                    return Err(e);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::StreamExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn open_names_the_path_when_directory_cannot_be_made() {
+        let dir = tempfile::tempdir().unwrap();
+        let blocker = dir.path().join("file");
+        std::fs::write(&blocker, b"x").unwrap();
+        let err = EmbeddedStore::open(blocker.join("sub/manx.db"))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("file/sub"), "{err}");
+        assert!(err.contains("MANX_DB"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn survives_reopen_with_revisions() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.db");
+        let s = EmbeddedStore::open(&path).await.unwrap();
+        let r1 = s.create("/k", b"1".to_vec()).await.unwrap();
+        let r2 = s.update("/k", b"2".to_vec(), r1).await.unwrap();
+        s.delete("/k", Some(r2)).await.unwrap();
+        let r4 = s.create("/k", b"3".to_vec()).await.unwrap();
+        drop(s);
+        let s = EmbeddedStore::open(&path).await.unwrap();
+        let kv = s.get("/k").await.unwrap().unwrap();
+        assert_eq!((kv.create_revision, kv.mod_revision), (r4, r4));
+        assert_eq!(s.revision().await.unwrap(), 4);
+    }
+
+    #[tokio::test]
+    async fn compaction_keeps_live_keys_and_revision() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = EmbeddedStore::open(dir.path().join("m.db")).await.unwrap();
+        let a = s.create("/a", b"1".to_vec()).await.unwrap();
+        s.update("/a", b"2".to_vec(), a).await.unwrap();
+        s.create("/b", b"1".to_vec()).await.unwrap();
+        s.delete("/b", None).await.unwrap();
+        s.compact(5).await.unwrap();
+        assert_eq!(s.compacted_revision().await.unwrap(), 5);
+        assert_eq!(s.revision().await.unwrap(), 4);
+        let l = s.list("").await.unwrap();
+        assert_eq!(l.items.len(), 1);
+        assert_eq!(l.items[0].value, b"2");
+        // The revision counter never goes back, even with the last rows gone.
+        assert_eq!(s.create("/c", vec![]).await.unwrap(), 5);
+        let mut w = s.watch("", 0).await.unwrap();
+        assert!(matches!(w.next().await, Some(Ok(WatchEvent::Resync(_)))));
+    }
+
+    #[tokio::test]
+    async fn keys_with_high_bytes_stay_in_their_prefix() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = EmbeddedStore::open(dir.path().join("m.db")).await.unwrap();
+        for k in ["/p\u{7f}", "/p\u{80}x", "/q", "/p/é"] {
+            s.create(k, vec![]).await.unwrap();
+        }
+        let keys: Vec<_> = s
+            .list("/p")
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .map(|kv| kv.key)
+            .collect();
+        assert_eq!(keys, ["/p/é", "/p\u{7f}", "/p\u{80}x"]);
+    }
+}

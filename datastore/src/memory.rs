@@ -1,1 +1,382 @@
-//! Under construction.
+//! An in-memory [`Datastore`] with the same semantics as the real backends:
+//! a store-wide revision counter, a history of writes for watches, and
+//! [`MemoryStore::compact`] to drop old history (so tests can exercise
+//! [`WatchEvent::Resync`]). For unit tests of everything above the store.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use tokio::sync::watch;
+
+use crate::store::{
+    Datastore, KeyValue, Listing, Revision, StoreError, WatchEvent, WatchStream, prefix_matches,
+};
+
+/// One write in the history.
+#[derive(Debug, Clone)]
+struct HistoryEntry {
+    revision: Revision,
+    event: WatchEvent,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    revision: Revision,
+    current: BTreeMap<String, KeyValue>,
+    /// Writes in revision order; entries below `compacted` are dropped.
+    history: VecDeque<HistoryEntry>,
+    /// Oldest revision still in `history` (etcd's compact revision): a watch
+    /// that needs an event before it gets a `Resync`.
+    compacted: Revision,
+}
+
+impl State {
+    fn listing(&self, prefix: &str) -> Listing {
+        Listing {
+            items: self
+                .current
+                .range(prefix.to_string()..)
+                .take_while(|(k, _)| k.starts_with(prefix))
+                .map(|(_, kv)| kv.clone())
+                .collect(),
+            revision: self.revision,
+        }
+    }
+
+    fn record(&mut self, event: WatchEvent) -> Revision {
+        let revision = event.revision();
+        self.history.push_back(HistoryEntry { revision, event });
+        revision
+    }
+}
+
+#[derive(Debug)]
+struct Shared {
+    state: Mutex<State>,
+    /// Carries the latest revision; watchers wait on it.
+    changed: watch::Sender<Revision>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves consistent state (every
+        // mutation is a few infallible steps), so poisoning is ignored.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The in-memory store. Cheap to clone: clones share the same data.
+#[derive(Debug, Clone)]
+pub struct MemoryStore {
+    shared: Arc<Shared>,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MemoryStore {
+    /// An empty store at revision 0.
+    pub fn new() -> Self {
+        let (changed, _) = watch::channel(0);
+        MemoryStore {
+            shared: Arc::new(Shared {
+                state: Mutex::new(State::default()),
+                changed,
+            }),
+        }
+    }
+
+    /// Drop history before `revision` (etcd semantics: events at `revision`
+    /// and later stay). A watch that needs an older event gets
+    /// [`WatchEvent::Resync`]. Compacting beyond the current revision clamps.
+    pub fn compact(&self, revision: Revision) {
+        let mut st = self.shared.lock();
+        let revision = revision.min(st.revision + 1);
+        if revision <= st.compacted {
+            return;
+        }
+        st.compacted = revision;
+        while st.history.front().is_some_and(|e| e.revision < revision) {
+            st.history.pop_front();
+        }
+    }
+
+    fn commit(&self, st: MutexGuard<'_, State>) -> Revision {
+        let rev = st.revision;
+        drop(st);
+        self.shared.changed.send_replace(rev);
+        rev
+    }
+}
+
+#[async_trait]
+impl Datastore for MemoryStore {
+    async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
+        Ok(self.shared.lock().current.get(key).cloned())
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Listing, StoreError> {
+        Ok(self.shared.lock().listing(prefix))
+    }
+
+    async fn create(&self, key: &str, value: Vec<u8>) -> Result<Revision, StoreError> {
+        let mut st = self.shared.lock();
+        if st.current.contains_key(key) {
+            return Err(StoreError::AlreadyExists { key: key.into() });
+        }
+        st.revision += 1;
+        let kv = KeyValue {
+            key: key.into(),
+            value,
+            create_revision: st.revision,
+            mod_revision: st.revision,
+        };
+        st.current.insert(key.into(), kv.clone());
+        st.record(WatchEvent::Put(kv));
+        Ok(self.commit(st))
+    }
+
+    async fn update(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        expected: Revision,
+    ) -> Result<Revision, StoreError> {
+        let mut st = self.shared.lock();
+        let Some(old) = st.current.get(key) else {
+            return Err(StoreError::NotFound { key: key.into() });
+        };
+        if old.mod_revision != expected {
+            return Err(StoreError::Conflict {
+                key: key.into(),
+                expected,
+                found: old.mod_revision,
+            });
+        }
+        let create_revision = old.create_revision;
+        st.revision += 1;
+        let kv = KeyValue {
+            key: key.into(),
+            value,
+            create_revision,
+            mod_revision: st.revision,
+        };
+        st.current.insert(key.into(), kv.clone());
+        st.record(WatchEvent::Put(kv));
+        Ok(self.commit(st))
+    }
+
+    async fn delete(&self, key: &str, expected: Option<Revision>) -> Result<Revision, StoreError> {
+        let mut st = self.shared.lock();
+        let Some(old) = st.current.get(key) else {
+            return Err(StoreError::NotFound { key: key.into() });
+        };
+        if let Some(expected) = expected
+            && old.mod_revision != expected
+        {
+            return Err(StoreError::Conflict {
+                key: key.into(),
+                expected,
+                found: old.mod_revision,
+            });
+        }
+        st.current.remove(key);
+        st.revision += 1;
+        let revision = st.revision;
+        st.record(WatchEvent::Delete {
+            key: key.into(),
+            revision,
+        });
+        Ok(self.commit(st))
+    }
+
+    async fn watch(
+        &self,
+        prefix: &str,
+        from_revision: Revision,
+    ) -> Result<WatchStream, StoreError> {
+        let cursor = Cursor {
+            shared: self.shared.clone(),
+            rx: self.shared.changed.subscribe(),
+            prefix: prefix.to_string(),
+            last: from_revision,
+            pending: VecDeque::new(),
+        };
+        let stream = futures::stream::unfold(cursor, |mut cursor| async move {
+            let event = cursor.next().await;
+            Some((Ok(event), cursor))
+        });
+        Ok(Box::pin(stream))
+    }
+
+    async fn revision(&self) -> Result<Revision, StoreError> {
+        Ok(self.shared.lock().revision)
+    }
+}
+
+/// A watcher's position in the history.
+struct Cursor {
+    shared: Arc<Shared>,
+    rx: watch::Receiver<Revision>,
+    prefix: String,
+    /// Last revision delivered.
+    last: Revision,
+    pending: VecDeque<WatchEvent>,
+}
+
+impl Cursor {
+    async fn next(&mut self) -> WatchEvent {
+        loop {
+            if let Some(ev) = self.pending.pop_front() {
+                self.last = ev.revision();
+                return ev;
+            }
+            // Mark the current value seen before reading, so a write that
+            // lands after the read below still wakes us.
+            self.rx.borrow_and_update();
+            {
+                let st = self.shared.lock();
+                if self.last + 1 < st.compacted {
+                    let listing = st.listing(&self.prefix);
+                    self.last = listing.revision;
+                    return WatchEvent::Resync(listing);
+                }
+                self.pending.extend(
+                    st.history
+                        .iter()
+                        .filter(|e| e.revision > self.last)
+                        .filter(|e| match &e.event {
+                            WatchEvent::Put(kv) => prefix_matches(&kv.key, &self.prefix),
+                            WatchEvent::Delete { key, .. } => prefix_matches(key, &self.prefix),
+                            WatchEvent::Resync(_) => false,
+                        })
+                        .map(|e| e.event.clone()),
+                );
+                // Skip revisions that did not match the prefix.
+                if self.pending.is_empty() {
+                    self.last = self.last.max(st.revision);
+                }
+            }
+            if self.pending.is_empty() && self.rx.changed().await.is_err() {
+                // The store is gone (all handles dropped): nothing more comes.
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::StreamExt;
+
+    use super::*;
+
+    fn v(s: &str) -> Vec<u8> {
+        s.as_bytes().to_vec()
+    }
+
+    #[tokio::test]
+    async fn create_update_delete_with_revisions() {
+        let s = MemoryStore::new();
+        let r1 = s.create("/a/1", v("x")).await.unwrap();
+        assert_eq!(r1, 1);
+        assert!(matches!(
+            s.create("/a/1", v("y")).await,
+            Err(StoreError::AlreadyExists { .. })
+        ));
+        let r2 = s.update("/a/1", v("y"), r1).await.unwrap();
+        assert_eq!(r2, 2);
+        match s.update("/a/1", v("z"), r1).await {
+            Err(StoreError::Conflict {
+                expected, found, ..
+            }) => assert_eq!((expected, found), (1, 2)),
+            other => panic!("expected conflict, got {other:?}"),
+        }
+        let kv = s.get("/a/1").await.unwrap().unwrap();
+        assert_eq!(
+            (kv.create_revision, kv.mod_revision, kv.value),
+            (1, 2, v("y"))
+        );
+        assert!(matches!(
+            s.delete("/a/1", Some(r1)).await,
+            Err(StoreError::Conflict { .. })
+        ));
+        assert_eq!(s.delete("/a/1", Some(r2)).await.unwrap(), 3);
+        assert!(s.get("/a/1").await.unwrap().is_none());
+        assert!(matches!(
+            s.delete("/a/1", None).await,
+            Err(StoreError::NotFound { .. })
+        ));
+        assert!(matches!(
+            s.update("/a/1", v("q"), 3).await,
+            Err(StoreError::NotFound { .. })
+        ));
+        // Re-created keys start a new lifetime.
+        let r4 = s.create("/a/1", v("n")).await.unwrap();
+        assert_eq!(s.get("/a/1").await.unwrap().unwrap().create_revision, r4);
+        assert_eq!(s.revision().await.unwrap(), 4);
+    }
+
+    #[tokio::test]
+    async fn list_is_prefix_bounded() {
+        let s = MemoryStore::new();
+        for k in ["/a/1", "/a/2", "/ab", "/b/1"] {
+            s.create(k, v(k)).await.unwrap();
+        }
+        let l = s.list("/a/").await.unwrap();
+        let keys: Vec<_> = l.items.iter().map(|kv| kv.key.as_str()).collect();
+        assert_eq!(keys, ["/a/1", "/a/2"]);
+        assert_eq!(l.revision, 4);
+    }
+
+    #[tokio::test]
+    async fn watch_replays_then_follows() {
+        let s = MemoryStore::new();
+        s.create("/a/1", v("1")).await.unwrap();
+        s.create("/b/1", v("1")).await.unwrap();
+        let mut w = s.watch("/a/", 0).await.unwrap();
+        let ev = w.next().await.unwrap().unwrap();
+        assert!(matches!(&ev, WatchEvent::Put(kv) if kv.key == "/a/1" && kv.mod_revision == 1));
+        let s2 = s.clone();
+        tokio::spawn(async move {
+            s2.create("/a/2", v("2")).await.unwrap();
+            s2.delete("/a/1", None).await.unwrap();
+        });
+        let ev = w.next().await.unwrap().unwrap();
+        assert!(matches!(&ev, WatchEvent::Put(kv) if kv.key == "/a/2" && kv.mod_revision == 3));
+        let ev = w.next().await.unwrap().unwrap();
+        assert_eq!(
+            ev,
+            WatchEvent::Delete {
+                key: "/a/1".into(),
+                revision: 4
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn watch_from_compacted_revision_resyncs() {
+        let s = MemoryStore::new();
+        for i in 0..5 {
+            s.create(&format!("/k/{i}"), v("x")).await.unwrap();
+        }
+        s.compact(4);
+        // Needs event 2 onwards, but history starts at 4.
+        let mut w = s.watch("/k/", 1).await.unwrap();
+        match w.next().await.unwrap().unwrap() {
+            WatchEvent::Resync(l) => {
+                assert_eq!(l.revision, 5);
+                assert_eq!(l.items.len(), 5);
+            }
+            other => panic!("expected resync, got {other:?}"),
+        }
+        // From 3 onwards is still available: no resync.
+        let mut w = s.watch("/k/", 3).await.unwrap();
+        assert_eq!(w.next().await.unwrap().unwrap().revision(), 4);
+        assert_eq!(w.next().await.unwrap().unwrap().revision(), 5);
+    }
+}

@@ -129,3 +129,35 @@ pub trait Datastore: Send + Sync + std::fmt::Debug {
     /// The store's current revision.
     async fn revision(&self) -> Result<Revision, StoreError>;
 }
+
+/// Whether `key` is under `prefix` (an empty prefix matches every key).
+pub fn prefix_matches(key: &str, prefix: &str) -> bool {
+    key.starts_with(prefix)
+}
+
+/// The smallest key greater than every key starting with `prefix`, for range
+/// queries (etcd's `range_end`); `None` when no such key exists (an empty
+/// prefix, or one made only of 0xff bytes): the range is then unbounded.
+pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_end_increments_last_byte() {
+        assert_eq!(prefix_end(b"/a/"), Some(b"/a0".to_vec()));
+        assert_eq!(prefix_end(b"a\xff"), Some(b"b".to_vec()));
+        assert_eq!(prefix_end(b""), None);
+        assert_eq!(prefix_end(b"\xff\xff"), None);
+    }
+}
