@@ -211,7 +211,7 @@ enum Poll {
 
 fn poll_in(conn: &mut Connection, prefix: &str, after: Revision) -> rusqlite::Result<Poll> {
     let tx = conn.transaction()?;
-    if after + 1 < compacted_revision(&tx)? {
+    if after < compacted_revision(&tx)? {
         drop(tx);
         return Ok(Poll::Compacted(list_in(conn, prefix)?));
     }
@@ -379,24 +379,24 @@ impl EmbeddedStore {
         &self.shared.path
     }
 
-    /// Drop history before `revision`: superseded rows and tombstones older
-    /// than it go (the latest row of each live key stays). Watchers that need
-    /// a dropped event get [`WatchEvent::Resync`]. Clamped to the current
-    /// revision + 1.
+    /// Drop history up to and including `revision`: superseded rows and
+    /// tombstones at or below it go (the latest row of each live key stays).
+    /// Watchers from `revision` on go on; one that needs a dropped event gets
+    /// [`WatchEvent::Resync`]. Clamped to the current revision.
     pub async fn compact(&self, revision: Revision) -> Result<(), StoreError> {
         self.with_writer(move |conn| {
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let revision = revision.min(current_revision(&tx)? + 1);
+            let revision = revision.min(current_revision(&tx)?);
             if revision <= compacted_revision(&tx)? {
                 return Ok(());
             }
             tx.execute(
-                "DELETE FROM kv_log WHERE id < ?1
+                "DELETE FROM kv_log WHERE id <= ?1
                    AND id NOT IN (SELECT MAX(id) FROM kv_log GROUP BY key)",
                 params![revision],
             )?;
             tx.execute(
-                "DELETE FROM kv_log WHERE id < ?1 AND deleted = 1",
+                "DELETE FROM kv_log WHERE id <= ?1 AND deleted = 1",
                 params![revision],
             )?;
             tx.execute(
@@ -414,7 +414,7 @@ impl EmbeddedStore {
         })
     }
 
-    /// The oldest revision still in the log (0: never compacted).
+    /// The revision history was compacted up to (0: never compacted).
     pub async fn compacted_revision(&self) -> Result<Revision, StoreError> {
         self.with_reader(|conn| compacted_revision(conn)).await
     }
@@ -649,8 +649,8 @@ mod tests {
         s.update("/a", b"2".to_vec(), a).await.unwrap();
         s.create("/b", b"1".to_vec()).await.unwrap();
         s.delete("/b", None).await.unwrap();
-        s.compact(5).await.unwrap();
-        assert_eq!(s.compacted_revision().await.unwrap(), 5);
+        s.compact(9).await.unwrap();
+        assert_eq!(s.compacted_revision().await.unwrap(), 4);
         assert_eq!(s.revision().await.unwrap(), 4);
         let l = s.list("").await.unwrap();
         assert_eq!(l.items.len(), 1);

@@ -1,1 +1,637 @@
-//! Under construction.
+//! The etcd v3 backend (`etcd-client`), with TLS and user/password auth.
+//!
+//! * `create` is a txn `CreateRevision(key) == 0 → Put`.
+//! * `update` is a txn `ModRevision(key) == expected ∧ CreateRevision(key) > 0
+//!   → Put`, else `Get` to tell `NotFound` from `Conflict`.
+//! * `delete` is the same with `Delete`.
+//! * `list` pages through the range at one fixed revision.
+//! * `watch` starts at `from + 1` and, when the stream breaks, re-watches from
+//!   the last revision delivered (+1) with exponential backoff, so no event is
+//!   lost or repeated. A `compact_revision` answer becomes a fresh listing
+//!   sent as [`WatchEvent::Resync`].
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use etcd_client::{
+    Certificate, Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Identity,
+    TlsOptions, Txn, TxnOp, TxnOpResponse, WatchOptions,
+};
+
+use crate::store::{
+    Datastore, KeyValue, Listing, Revision, StoreError, WatchEvent, WatchStream, prefix_end,
+};
+
+/// Keys fetched per page by `list`.
+const LIST_PAGE: i64 = 1000;
+/// Longest wait between watch reconnection attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// How to reach etcd. Build it from flags or a config file, or with
+/// [`crate::config::DatastoreConfig::from_env`].
+#[derive(Clone, PartialEq, Eq)]
+pub struct EtcdConfig {
+    /// `https://host:2379` or `http://host:2379` (a bare `host:port` is
+    /// http, or https when TLS files are given).
+    pub endpoints: Vec<String>,
+    /// PEM CA bundle that signed the etcd server certificates.
+    pub ca_cert: Option<PathBuf>,
+    /// PEM client certificate (with `key`) for mutual TLS.
+    pub cert: Option<PathBuf>,
+    /// PEM private key of `cert`.
+    pub key: Option<PathBuf>,
+    pub username: Option<String>,
+    /// Never logged: `Debug` shows it redacted.
+    pub password: Option<String>,
+    /// Timeout of connecting to one endpoint.
+    pub dial_timeout: Duration,
+    /// Timeout of one request.
+    pub request_timeout: Duration,
+    /// Prepended to every key (e.g. `/manx`), stripped from results.
+    pub key_prefix: String,
+}
+
+impl Default for EtcdConfig {
+    fn default() -> Self {
+        EtcdConfig {
+            endpoints: vec!["http://127.0.0.1:2379".into()],
+            ca_cert: None,
+            cert: None,
+            key: None,
+            username: None,
+            password: None,
+            dial_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(10),
+            key_prefix: String::new(),
+        }
+    }
+}
+
+impl fmt::Debug for EtcdConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EtcdConfig")
+            .field("endpoints", &self.endpoints)
+            .field("ca_cert", &self.ca_cert)
+            .field("cert", &self.cert)
+            .field("key", &self.key)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("dial_timeout", &self.dial_timeout)
+            .field("request_timeout", &self.request_timeout)
+            .field("key_prefix", &self.key_prefix)
+            .finish()
+    }
+}
+
+impl EtcdConfig {
+    fn read_pem(what: &str, env: &str, path: &PathBuf) -> Result<Vec<u8>, StoreError> {
+        std::fs::read(path).map_err(|e| {
+            StoreError::Config(format!(
+                "cannot read etcd {what} {}: {e}; check {env}",
+                path.display()
+            ))
+        })
+    }
+
+    fn connect_options(&self) -> Result<ConnectOptions, StoreError> {
+        let mut opts = ConnectOptions::new()
+            .with_connect_timeout(self.dial_timeout)
+            .with_timeout(self.request_timeout)
+            // Dead connections must be noticed, or a watch would hang on a
+            // half-open TCP connection forever.
+            .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5))
+            .with_keep_alive_while_idle(true)
+            // A member cut off from the quorum fails requests instead of
+            // serving them stale or hanging, so we move to another member.
+            .with_require_leader(true);
+        if let (Some(user), Some(password)) = (&self.username, &self.password) {
+            opts = opts
+                .with_user(user.clone(), password.clone())
+                .with_auto_token_refresh(true);
+        } else if self.username.is_some() {
+            return Err(StoreError::Config(
+                "ETCD_USERNAME is set but ETCD_PASSWORD is empty: set both or neither".into(),
+            ));
+        }
+        if self.ca_cert.is_some() || self.cert.is_some() || self.key.is_some() {
+            let mut tls = TlsOptions::new();
+            if let Some(ca) = &self.ca_cert {
+                tls = tls.ca_certificate(Certificate::from_pem(Self::read_pem(
+                    "CA certificate",
+                    "ETCD_CA_CERT_FILE",
+                    ca,
+                )?));
+            }
+            match (&self.cert, &self.key) {
+                (Some(cert), Some(key)) => {
+                    tls = tls.identity(Identity::from_pem(
+                        Self::read_pem("client certificate", "ETCD_CERT_FILE", cert)?,
+                        Self::read_pem("client key", "ETCD_KEY_FILE", key)?,
+                    ));
+                }
+                (None, None) => {}
+                _ => {
+                    return Err(StoreError::Config(
+                        "ETCD_CERT_FILE and ETCD_KEY_FILE go together: set both or neither".into(),
+                    ));
+                }
+            }
+            opts = opts.with_tls(tls);
+        }
+        Ok(opts)
+    }
+}
+
+/// The etcd-backed store. Cheap to clone.
+#[derive(Clone)]
+pub struct EtcdStore {
+    client: Client,
+    prefix: String,
+    request_timeout: Duration,
+    endpoints: Vec<String>,
+}
+
+impl fmt::Debug for EtcdStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EtcdStore")
+            .field("endpoints", &self.endpoints)
+            .field("key_prefix", &self.prefix)
+            .finish()
+    }
+}
+
+/// Turn an etcd client error into a [`StoreError`] naming what failed.
+fn map_err(what: &str, timeout: Duration, e: etcd_client::Error) -> StoreError {
+    use etcd_client::Error as E;
+    use tonic::Code;
+    match e {
+        E::GRpcStatus(s) => match s.code() {
+            Code::Unauthenticated | Code::PermissionDenied => StoreError::Denied(format!(
+                "{what}: {}; check ETCD_USERNAME/ETCD_PASSWORD and the user's roles",
+                s.message()
+            )),
+            Code::DeadlineExceeded => StoreError::Timeout(timeout),
+            Code::Unavailable | Code::Cancelled | Code::Aborted => {
+                StoreError::Unavailable(format!("{what}: {}", s.message()))
+            }
+            Code::InvalidArgument | Code::FailedPrecondition
+                if s.message().contains("user name") || s.message().contains("auth") =>
+            {
+                StoreError::Denied(format!("{what}: {}", s.message()))
+            }
+            _ => StoreError::Other(format!("{what}: {}", s.message())),
+        },
+        E::TransportError(t) => StoreError::Unavailable(format!(
+            "{what}: {t}; check ETCD_ENDPOINTS and that etcd is running"
+        )),
+        E::IoError(io) => StoreError::Unavailable(format!("{what}: {io}")),
+        E::InvalidUri(u) => StoreError::Config(format!(
+            "bad etcd endpoint: {u}; use ETCD_ENDPOINTS=https://host:2379"
+        )),
+        E::InvalidArgs(a) => StoreError::Config(format!("{what}: {a}")),
+        other => StoreError::Other(format!("{what}: {other}")),
+    }
+}
+
+impl EtcdStore {
+    /// Connect and check that etcd answers (a first request within
+    /// `dial_timeout + request_timeout`).
+    pub async fn connect(config: EtcdConfig) -> Result<Self, StoreError> {
+        if config.endpoints.iter().all(|e| e.trim().is_empty()) {
+            return Err(StoreError::Config(
+                "no etcd endpoints: set ETCD_ENDPOINTS=https://host:2379".into(),
+            ));
+        }
+        let opts = config.connect_options()?;
+        let endpoints: Vec<String> = config
+            .endpoints
+            .iter()
+            .map(|e| e.trim().to_string())
+            .filter(|e| !e.is_empty())
+            .collect();
+        let what = format!("connect to etcd {}", endpoints.join(","));
+        let client = tokio::time::timeout(
+            config.dial_timeout + config.request_timeout,
+            Client::connect(&endpoints, Some(opts)),
+        )
+        .await
+        .map_err(|_| StoreError::Timeout(config.dial_timeout + config.request_timeout))?
+        .map_err(|e| map_err(&what, config.request_timeout, e))?;
+        let store = EtcdStore {
+            client,
+            prefix: config.key_prefix.clone(),
+            request_timeout: config.request_timeout,
+            endpoints,
+        };
+        store.revision().await.map_err(|e| match e {
+            StoreError::Unavailable(m) => StoreError::Unavailable(format!(
+                "{what}: {m}; check ETCD_ENDPOINTS and that etcd is running"
+            )),
+            other => other,
+        })?;
+        tracing::debug!(endpoints = ?store.endpoints, "connected to etcd");
+        Ok(store)
+    }
+
+    /// The underlying client, for operations outside the trait (compaction,
+    /// cluster status).
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Compact etcd's history up to `revision` (watchers that need events at
+    /// or before it get [`WatchEvent::Resync`]).
+    pub async fn compact(&self, revision: Revision) -> Result<(), StoreError> {
+        let mut kv = self.client.kv_client();
+        self.timed("compact", kv.compact(revision, None)).await?;
+        Ok(())
+    }
+
+    fn full(&self, key: &str) -> Vec<u8> {
+        format!("{}{key}", self.prefix).into_bytes()
+    }
+
+    /// Start key of the range under `prefix`: etcd refuses an empty key,
+    /// and `\0` is the smallest non-empty one.
+    fn range_start(&self, prefix: &str) -> Vec<u8> {
+        let start = self.full(prefix);
+        if start.is_empty() { vec![0] } else { start }
+    }
+
+    fn to_kv(&self, kv: &etcd_client::KeyValue) -> Result<KeyValue, StoreError> {
+        let key = std::str::from_utf8(kv.key())
+            .map_err(|_| StoreError::Other(format!("etcd key {:?} is not UTF-8", kv.key())))?;
+        Ok(KeyValue {
+            key: key.strip_prefix(&self.prefix).unwrap_or(key).to_string(),
+            value: kv.value().to_vec(),
+            create_revision: kv.create_revision(),
+            mod_revision: kv.mod_revision(),
+        })
+    }
+
+    async fn timed<T>(
+        &self,
+        what: &str,
+        fut: impl Future<Output = Result<T, etcd_client::Error>>,
+    ) -> Result<T, StoreError> {
+        match tokio::time::timeout(self.request_timeout, fut).await {
+            Ok(r) => r.map_err(|e| map_err(what, self.request_timeout, e)),
+            Err(_) => Err(StoreError::Timeout(self.request_timeout)),
+        }
+    }
+
+    /// Run a guarded write: `guard → op`, else read the key back to say why
+    /// it failed.
+    async fn guarded(
+        &self,
+        what: &str,
+        key: &str,
+        guard: Vec<Compare>,
+        op: TxnOp,
+        expected: Option<Revision>,
+    ) -> Result<Revision, StoreError> {
+        let full = self.full(key);
+        let txn = Txn::new()
+            .when(guard)
+            .and_then(vec![op])
+            .or_else(vec![TxnOp::get(full, None)]);
+        let mut kv = self.client.kv_client();
+        let resp = self.timed(&format!("{what} {key}"), kv.txn(txn)).await?;
+        let revision = resp.header().map(|h| h.revision()).unwrap_or(0);
+        if resp.succeeded() {
+            return Ok(revision);
+        }
+        let found = resp.op_responses().into_iter().find_map(|r| match r {
+            TxnOpResponse::Get(g) => Some(g.kvs().first().map(|kv| kv.mod_revision())),
+            _ => None,
+        });
+        Err(match (found.flatten(), expected) {
+            (None, _) => StoreError::NotFound { key: key.into() },
+            (Some(_), None) => StoreError::AlreadyExists { key: key.into() },
+            (Some(found), Some(expected)) => StoreError::Conflict {
+                key: key.into(),
+                expected,
+                found,
+            },
+        })
+    }
+
+    fn range_end(&self, prefix: &str) -> Vec<u8> {
+        // `[0]` as range end means "every key from the start key on".
+        prefix_end(&self.full(prefix)).unwrap_or_else(|| vec![0])
+    }
+}
+
+#[async_trait]
+impl Datastore for EtcdStore {
+    async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
+        let mut kv = self.client.kv_client();
+        let resp = self
+            .timed(&format!("get {key}"), kv.get(self.full(key), None))
+            .await?;
+        resp.kvs().first().map(|kv| self.to_kv(kv)).transpose()
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Listing, StoreError> {
+        let end = self.range_end(prefix);
+        let mut kv = self.client.kv_client();
+        let mut items = Vec::new();
+        let mut start = self.range_start(prefix);
+        let mut revision = 0;
+        loop {
+            let mut opts = GetOptions::new()
+                .with_range(end.clone())
+                .with_limit(LIST_PAGE);
+            if revision > 0 {
+                // Later pages read the same snapshot as the first.
+                opts = opts.with_revision(revision);
+            }
+            let resp = self
+                .timed(&format!("list {prefix}"), kv.get(start.clone(), Some(opts)))
+                .await?;
+            if revision == 0 {
+                revision = resp.header().map(|h| h.revision()).unwrap_or(0);
+            }
+            for kv in resp.kvs() {
+                items.push(self.to_kv(kv)?);
+            }
+            match resp.kvs().last() {
+                Some(last) if resp.more() => {
+                    start = last.key().to_vec();
+                    start.push(0);
+                }
+                _ => break,
+            }
+        }
+        Ok(Listing { items, revision })
+    }
+
+    async fn create(&self, key: &str, value: Vec<u8>) -> Result<Revision, StoreError> {
+        let full = self.full(key);
+        self.guarded(
+            "create",
+            key,
+            vec![Compare::create_revision(full.clone(), CompareOp::Equal, 0)],
+            TxnOp::put(full, value, None),
+            None,
+        )
+        .await
+    }
+
+    async fn update(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        expected: Revision,
+    ) -> Result<Revision, StoreError> {
+        let full = self.full(key);
+        self.guarded(
+            "update",
+            key,
+            vec![
+                Compare::mod_revision(full.clone(), CompareOp::Equal, expected),
+                Compare::create_revision(full.clone(), CompareOp::Greater, 0),
+            ],
+            TxnOp::put(full, value, None),
+            Some(expected),
+        )
+        .await
+    }
+
+    async fn delete(&self, key: &str, expected: Option<Revision>) -> Result<Revision, StoreError> {
+        let full = self.full(key);
+        let mut guard = vec![Compare::create_revision(
+            full.clone(),
+            CompareOp::Greater,
+            0,
+        )];
+        if let Some(expected) = expected {
+            guard.push(Compare::mod_revision(
+                full.clone(),
+                CompareOp::Equal,
+                expected,
+            ));
+        }
+        // A failed guard on an existing key without `expected` cannot
+        // happen (the key exists), so `AlreadyExists` never comes out.
+        self.guarded(
+            "delete",
+            key,
+            guard,
+            TxnOp::delete(full, None),
+            expected.or(Some(0)),
+        )
+        .await
+    }
+
+    async fn watch(
+        &self,
+        prefix: &str,
+        from_revision: Revision,
+    ) -> Result<WatchStream, StoreError> {
+        let cursor = WatchCursor {
+            store: self.clone(),
+            prefix: prefix.to_string(),
+            last: from_revision,
+            stream: None,
+            pending: VecDeque::new(),
+            backoff: Duration::from_millis(50),
+        };
+        let stream = futures::stream::unfold(cursor, |mut cursor| async move {
+            let item = cursor.next().await;
+            Some((item, cursor))
+        });
+        Ok(Box::pin(stream))
+    }
+
+    async fn revision(&self) -> Result<Revision, StoreError> {
+        let mut kv = self.client.kv_client();
+        let resp = self
+            .timed(
+                "read revision",
+                // Any key will do: the header carries the store revision.
+                kv.get(vec![0], Some(GetOptions::new().with_count_only())),
+            )
+            .await?;
+        Ok(resp.header().map(|h| h.revision()).unwrap_or(0))
+    }
+}
+
+/// A watcher's position; owns the etcd watch stream while it is up.
+struct WatchCursor {
+    store: EtcdStore,
+    prefix: String,
+    /// Last revision delivered (or confirmed by a progress notification).
+    last: Revision,
+    stream: Option<etcd_client::WatchStream>,
+    pending: VecDeque<WatchEvent>,
+    backoff: Duration,
+}
+
+impl WatchCursor {
+    async fn wait_backoff(&mut self) {
+        tokio::time::sleep(self.backoff).await;
+        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+    }
+
+    async fn next(&mut self) -> Result<WatchEvent, StoreError> {
+        loop {
+            if let Some(ev) = self.pending.pop_front() {
+                self.last = ev.revision();
+                return Ok(ev);
+            }
+            let Some(stream) = self.stream.as_mut() else {
+                let opts = WatchOptions::new()
+                    .with_range(self.store.range_end(&self.prefix))
+                    .with_start_revision(self.last + 1)
+                    .with_progress_notify();
+                let mut client = self.store.client.watch_client();
+                let what = format!("watch {}", self.prefix);
+                match self
+                    .store
+                    .timed(
+                        &what,
+                        client.watch(self.store.full(&self.prefix), Some(opts)),
+                    )
+                    .await
+                {
+                    Ok(s) => self.stream = Some(s),
+                    Err(e) if e.is_transient() => {
+                        tracing::debug!(prefix = %self.prefix, error = %e, "watch: reconnecting");
+                        self.wait_backoff().await;
+                    }
+                    Err(e) => {
+                        self.wait_backoff().await;
+                        return Err(e);
+                    }
+                }
+                continue;
+            };
+            match stream.message().await {
+                Ok(Some(resp)) => {
+                    if resp.compact_revision() > 0 {
+                        // Our start revision is gone: relist and go on from
+                        // the listing's revision.
+                        self.stream = None;
+                        tracing::info!(
+                            prefix = %self.prefix,
+                            from = self.last,
+                            compacted = resp.compact_revision(),
+                            "watch history compacted: resyncing"
+                        );
+                        match self.store.list(&self.prefix).await {
+                            Ok(listing) => {
+                                self.last = listing.revision;
+                                return Ok(WatchEvent::Resync(listing));
+                            }
+                            Err(e) => {
+                                self.wait_backoff().await;
+                                if !e.is_transient() {
+                                    return Err(e);
+                                }
+                                continue;
+                            }
+                        }
+                    }
+                    if resp.canceled() {
+                        tracing::debug!(
+                            prefix = %self.prefix,
+                            reason = resp.cancel_reason(),
+                            "watch canceled by etcd: rewatching"
+                        );
+                        self.stream = None;
+                        self.wait_backoff().await;
+                        continue;
+                    }
+                    self.backoff = Duration::from_millis(50);
+                    if !resp.created() && resp.events().is_empty() {
+                        // Progress notification: everything up to the
+                        // header's revision has been sent.
+                        if let Some(h) = resp.header() {
+                            self.last = self.last.max(h.revision());
+                        }
+                        continue;
+                    }
+                    for ev in resp.events() {
+                        let Some(kv) = ev.kv() else { continue };
+                        // Guard against replays after a reconnect.
+                        if kv.mod_revision() <= self.last {
+                            continue;
+                        }
+                        let kv = match self.store.to_kv(kv) {
+                            Ok(kv) => kv,
+                            Err(e) => {
+                                tracing::warn!(error = %e, "watch: skipping event");
+                                continue;
+                            }
+                        };
+                        self.pending.push_back(match ev.event_type() {
+                            EventType::Put => WatchEvent::Put(kv),
+                            EventType::Delete => WatchEvent::Delete {
+                                key: kv.key,
+                                revision: kv.mod_revision,
+                            },
+                        });
+                    }
+                }
+                Ok(None) => {
+                    tracing::debug!(prefix = %self.prefix, "watch stream closed: rewatching");
+                    self.stream = None;
+                    self.wait_backoff().await;
+                }
+                Err(e) => {
+                    let e = map_err("watch", self.store.request_timeout, e);
+                    tracing::debug!(prefix = %self.prefix, error = %e, "watch stream broke: rewatching");
+                    self.stream = None;
+                    self.wait_backoff().await;
+                    if matches!(e, StoreError::Denied(_)) {
+                        return Err(e);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_redacts_password() {
+        let cfg = EtcdConfig {
+            username: Some("root".into()),
+            password: Some("hunter2".into()),
+            ..EtcdConfig::default()
+        };
+        let shown = format!("{cfg:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("<redacted>"), "{shown}");
+    }
+
+    #[test]
+    fn half_tls_config_is_refused() {
+        let cfg = EtcdConfig {
+            cert: Some("/nonexistent/cert.pem".into()),
+            ..EtcdConfig::default()
+        };
+        let err = cfg.connect_options().unwrap_err().to_string();
+        assert!(err.contains("ETCD_CERT_FILE"), "{err}");
+    }
+
+    #[test]
+    fn unreadable_ca_names_file_and_variable() {
+        let cfg = EtcdConfig {
+            ca_cert: Some("/nonexistent/ca.pem".into()),
+            ..EtcdConfig::default()
+        };
+        let err = cfg.connect_options().unwrap_err().to_string();
+        assert!(
+            err.contains("/nonexistent/ca.pem") && err.contains("ETCD_CA_CERT_FILE"),
+            "{err}"
+        );
+    }
+}

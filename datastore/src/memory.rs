@@ -26,8 +26,8 @@ struct State {
     current: BTreeMap<String, KeyValue>,
     /// Writes in revision order; entries below `compacted` are dropped.
     history: VecDeque<HistoryEntry>,
-    /// Oldest revision still in `history` (etcd's compact revision): a watch
-    /// that needs an event before it gets a `Resync`.
+    /// History up to here is gone: a watch that needs an event at or before
+    /// it gets a `Resync`.
     compacted: Revision,
 }
 
@@ -90,17 +90,17 @@ impl MemoryStore {
         }
     }
 
-    /// Drop history before `revision` (etcd semantics: events at `revision`
-    /// and later stay). A watch that needs an older event gets
+    /// Drop history up to and including `revision`: watches from
+    /// `revision` on go on; one that needs an older event gets
     /// [`WatchEvent::Resync`]. Compacting beyond the current revision clamps.
     pub fn compact(&self, revision: Revision) {
         let mut st = self.shared.lock();
-        let revision = revision.min(st.revision + 1);
+        let revision = revision.min(st.revision);
         if revision <= st.compacted {
             return;
         }
         st.compacted = revision;
-        while st.history.front().is_some_and(|e| e.revision < revision) {
+        while st.history.front().is_some_and(|e| e.revision <= revision) {
             st.history.pop_front();
         }
     }
@@ -240,7 +240,7 @@ impl Cursor {
             self.rx.borrow_and_update();
             {
                 let st = self.shared.lock();
-                if self.last + 1 < st.compacted {
+                if self.last < st.compacted {
                     let listing = st.listing(&self.prefix);
                     self.last = listing.revision;
                     return WatchEvent::Resync(listing);
@@ -365,8 +365,8 @@ mod tests {
             s.create(&format!("/k/{i}"), v("x")).await.unwrap();
         }
         s.compact(4);
-        // Needs event 2 onwards, but history starts at 4.
-        let mut w = s.watch("/k/", 1).await.unwrap();
+        // Needs event 4 onwards, but history starts at 5.
+        let mut w = s.watch("/k/", 3).await.unwrap();
         match w.next().await.unwrap().unwrap() {
             WatchEvent::Resync(l) => {
                 assert_eq!(l.revision, 5);
@@ -374,9 +374,8 @@ mod tests {
             }
             other => panic!("expected resync, got {other:?}"),
         }
-        // From 3 onwards is still available: no resync.
-        let mut w = s.watch("/k/", 3).await.unwrap();
-        assert_eq!(w.next().await.unwrap().unwrap().revision(), 4);
+        // Events after 4 are still there: no resync.
+        let mut w = s.watch("/k/", 4).await.unwrap();
         assert_eq!(w.next().await.unwrap().unwrap().revision(), 5);
     }
 }
