@@ -19,5 +19,7 @@ pub mod memory;
 pub mod model;
 pub mod selector;
 pub mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use store::{Datastore, KeyValue, Listing, Revision, StoreError, WatchEvent, WatchStream};
