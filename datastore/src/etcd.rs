@@ -18,7 +18,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use etcd_client::{
     Certificate, Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Identity,
-    TlsOptions, Txn, TxnOp, TxnOpResponse, WatchOptions,
+    KvClient, TlsOptions, Txn, TxnOp, TxnOpResponse, WatchOptions,
 };
 
 use crate::store::{
@@ -163,6 +163,24 @@ impl fmt::Debug for EtcdStore {
     }
 }
 
+/// Which failures a request may be retried after.
+#[derive(Debug, Clone, Copy)]
+enum Retry {
+    Any,
+    NotSent,
+}
+
+/// Whether the request surely never reached etcd (the connection to the
+/// chosen member could not be made).
+fn not_sent(e: &etcd_client::Error) -> bool {
+    let msg = match e {
+        etcd_client::Error::GRpcStatus(s) => s.message().to_string(),
+        etcd_client::Error::TransportError(t) => t.to_string(),
+        _ => return false,
+    };
+    msg.contains("connect")
+}
+
 /// Turn an etcd client error into a [`StoreError`] naming what failed.
 fn map_err(what: &str, timeout: Duration, e: etcd_client::Error) -> StoreError {
     use etcd_client::Error as E;
@@ -174,7 +192,9 @@ fn map_err(what: &str, timeout: Duration, e: etcd_client::Error) -> StoreError {
                 s.message()
             )),
             Code::DeadlineExceeded => StoreError::Timeout(timeout),
-            Code::Unavailable | Code::Cancelled | Code::Aborted => {
+            // tonic reports a broken connection (a member killed under an
+            // in-flight request) as `Unknown: transport error`.
+            Code::Unavailable | Code::Cancelled | Code::Aborted | Code::Unknown => {
                 StoreError::Unavailable(format!("{what}: {}", s.message()))
             }
             Code::InvalidArgument | Code::FailedPrecondition
@@ -245,8 +265,10 @@ impl EtcdStore {
     /// Compact etcd's history up to `revision` (watchers that need events at
     /// or before it get [`WatchEvent::Resync`]).
     pub async fn compact(&self, revision: Revision) -> Result<(), StoreError> {
-        let mut kv = self.client.kv_client();
-        self.timed("compact", kv.compact(revision, None)).await?;
+        self.call("compact", Retry::Any, |mut kv| async move {
+            kv.compact(revision, None).await
+        })
+        .await?;
         Ok(())
     }
 
@@ -272,14 +294,41 @@ impl EtcdStore {
         })
     }
 
-    async fn timed<T>(
+    /// Run one request with the request timeout. Transient failures are
+    /// retried until that timeout: any of them for `Retry::Any` (reads, and
+    /// writes whose replay is harmless), only connection failures — where
+    /// the request never left — for `Retry::NotSent` (a replayed CAS whose
+    /// first attempt landed would report a false conflict).
+    async fn call<T, F, Fut>(
         &self,
         what: &str,
-        fut: impl Future<Output = Result<T, etcd_client::Error>>,
-    ) -> Result<T, StoreError> {
-        match tokio::time::timeout(self.request_timeout, fut).await {
-            Ok(r) => r.map_err(|e| map_err(what, self.request_timeout, e)),
-            Err(_) => Err(StoreError::Timeout(self.request_timeout)),
+        retry: Retry,
+        mut attempt: F,
+    ) -> Result<T, StoreError>
+    where
+        F: FnMut(KvClient) -> Fut,
+        Fut: Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let deadline = tokio::time::Instant::now() + self.request_timeout;
+        let mut pause = Duration::from_millis(20);
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let err = match tokio::time::timeout(left, attempt(self.client.kv_client())).await {
+                Ok(Ok(v)) => return Ok(v),
+                Ok(Err(e)) => e,
+                Err(_) => return Err(StoreError::Timeout(self.request_timeout)),
+            };
+            let again = match retry {
+                Retry::Any => true,
+                Retry::NotSent => not_sent(&err),
+            };
+            let err = map_err(what, self.request_timeout, err);
+            if !again || !err.is_transient() || tokio::time::Instant::now() + pause >= deadline {
+                return Err(err);
+            }
+            tracing::debug!(error = %err, "etcd request failed, retrying");
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(500));
         }
     }
 
@@ -298,8 +347,12 @@ impl EtcdStore {
             .when(guard)
             .and_then(vec![op])
             .or_else(vec![TxnOp::get(full, None)]);
-        let mut kv = self.client.kv_client();
-        let resp = self.timed(&format!("{what} {key}"), kv.txn(txn)).await?;
+        let resp = self
+            .call(&format!("{what} {key}"), Retry::NotSent, |mut kv| {
+                let txn = txn.clone();
+                async move { kv.txn(txn).await }
+            })
+            .await?;
         let revision = resp.header().map(|h| h.revision()).unwrap_or(0);
         if resp.succeeded() {
             return Ok(revision);
@@ -328,16 +381,18 @@ impl EtcdStore {
 #[async_trait]
 impl Datastore for EtcdStore {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
-        let mut kv = self.client.kv_client();
+        let full = self.full(key);
         let resp = self
-            .timed(&format!("get {key}"), kv.get(self.full(key), None))
+            .call(&format!("get {key}"), Retry::Any, |mut kv| {
+                let full = full.clone();
+                async move { kv.get(full, None).await }
+            })
             .await?;
         resp.kvs().first().map(|kv| self.to_kv(kv)).transpose()
     }
 
     async fn list(&self, prefix: &str) -> Result<Listing, StoreError> {
         let end = self.range_end(prefix);
-        let mut kv = self.client.kv_client();
         let mut items = Vec::new();
         let mut start = self.range_start(prefix);
         let mut revision = 0;
@@ -350,7 +405,10 @@ impl Datastore for EtcdStore {
                 opts = opts.with_revision(revision);
             }
             let resp = self
-                .timed(&format!("list {prefix}"), kv.get(start.clone(), Some(opts)))
+                .call(&format!("list {prefix}"), Retry::Any, |mut kv| {
+                    let (start, opts) = (start.clone(), opts.clone());
+                    async move { kv.get(start, Some(opts)).await }
+                })
                 .await?;
             if revision == 0 {
                 revision = resp.header().map(|h| h.revision()).unwrap_or(0);
@@ -448,13 +506,12 @@ impl Datastore for EtcdStore {
     }
 
     async fn revision(&self) -> Result<Revision, StoreError> {
-        let mut kv = self.client.kv_client();
         let resp = self
-            .timed(
-                "read revision",
+            .call("read revision", Retry::Any, |mut kv| async move {
                 // Any key will do: the header carries the store revision.
-                kv.get(vec![0], Some(GetOptions::new().with_count_only())),
-            )
+                kv.get(vec![0], Some(GetOptions::new().with_count_only()))
+                    .await
+            })
             .await?;
         Ok(resp.header().map(|h| h.revision()).unwrap_or(0))
     }
@@ -490,14 +547,15 @@ impl WatchCursor {
                     .with_progress_notify();
                 let mut client = self.store.client.watch_client();
                 let what = format!("watch {}", self.prefix);
-                match self
-                    .store
-                    .timed(
-                        &what,
-                        client.watch(self.store.full(&self.prefix), Some(opts)),
-                    )
-                    .await
-                {
+                let start = self.store.range_start(&self.prefix);
+                let created = tokio::time::timeout(
+                    self.store.request_timeout,
+                    client.watch(start, Some(opts)),
+                )
+                .await
+                .map_err(|_| StoreError::Timeout(self.store.request_timeout))
+                .and_then(|r| r.map_err(|e| map_err(&what, self.store.request_timeout, e)));
+                match created {
                     Ok(s) => self.stream = Some(s),
                     Err(e) if e.is_transient() => {
                         tracing::debug!(prefix = %self.prefix, error = %e, "watch: reconnecting");

@@ -19,16 +19,24 @@ const PER_WRITER: usize = 60;
 /// Create `key` = `value`, retrying transient errors for up to a minute.
 /// An `AlreadyExists` after a retry means an earlier attempt landed (its
 /// reply was lost): that is an acknowledgement too, if the value is ours.
-async fn acked_create(store: &EtcdStore, key: &str, value: &[u8]) -> Option<Revision> {
+async fn acked_create(store: &EtcdStore, key: &str, value: &[u8]) -> Revision {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     let mut retried = false;
     loop {
         match store.create(key, value.to_vec()).await {
-            Ok(rev) => return Some(rev),
+            Ok(rev) => return rev,
             Err(StoreError::AlreadyExists { .. }) if retried => {
-                let kv = store.get(key).await.ok()??;
+                let kv = loop {
+                    match store.get(key).await {
+                        Ok(kv) => break kv.expect("AlreadyExists, yet the key is missing"),
+                        Err(e) if e.is_transient() => {
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                        Err(e) => panic!("get {key}: {e}"),
+                    }
+                };
                 assert_eq!(kv.value, value, "{key} holds someone else's value");
-                return Some(kv.mod_revision);
+                return kv.mod_revision;
             }
             Err(e) if e.is_transient() && tokio::time::Instant::now() < deadline => {
                 retried = true;
@@ -59,9 +67,8 @@ async fn heavy_etcd_cluster_survives_leader_kill() {
                 for i in 0..PER_WRITER {
                     let key = format!("/acked/{w}/{i:03}");
                     let value = format!("{w}:{i}").into_bytes();
-                    if let Some(rev) = acked_create(&store, &key, &value).await {
-                        acked.push((key, value, rev));
-                    }
+                    let rev = acked_create(&store, &key, &value).await;
+                    acked.push((key, value, rev));
                     progress.fetch_add(1, Ordering::Relaxed);
                 }
                 acked
