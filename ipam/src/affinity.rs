@@ -1,0 +1,174 @@
+//! Giving blocks back: empty blocks lose their affinity after a grace period,
+//! and the blocks (and addresses) of deleted nodes are reclaimed.
+//!
+//! Write order for releasing an empty block (see [`crate::allocator`]):
+//! affinity `pendingDeletion` → delete the block at the revision seen empty →
+//! delete the affinity. Allocators only use `confirmed` affinities, and the
+//! block delete is a CAS, so an allocation racing with the release either
+//! lands first (the delete fails and the affinity is restored) or finds the
+//! block gone and claims another.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+
+use datastore::model::ipam::{AffinityState, BlockAffinity};
+use ipnetwork::IpNetwork;
+use serde::Serialize;
+
+use crate::allocator::Ipam;
+use crate::block::ATTR_NODE;
+use crate::blockrw::{FaultPoint, Versioned, is_conflict};
+use crate::error::{IpamError, Result};
+use crate::keys;
+
+/// What [`Ipam::reclaim_node`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ReclaimReport {
+    /// Addresses of the node's workloads and tunnels that were released.
+    pub released_ips: Vec<IpAddr>,
+    /// Empty blocks deleted along with their affinity.
+    pub deleted_blocks: Vec<IpNetwork>,
+    /// Non-empty blocks (other nodes borrow from them) that lost the affinity.
+    pub unaffined_blocks: Vec<IpNetwork>,
+}
+
+impl Ipam {
+    /// Release the affinity of every block of `node` (all nodes if `None`)
+    /// that has been empty for longer than the grace period; deletes the
+    /// block. Returns the released blocks.
+    pub async fn release_empty_blocks(&self, node: Option<&str>) -> Result<Vec<IpNetwork>> {
+        let now = self.now_ms();
+        let grace = self.opts.empty_block_grace.as_millis() as u64;
+        let mut released = Vec::new();
+        for aff in self.rw.list_affinities(node).await? {
+            if aff.value.state != AffinityState::Confirmed {
+                continue;
+            }
+            let Some(b) = self.rw.get_block(&aff.value.cidr).await? else {
+                continue;
+            };
+            let expired = b.value.is_empty()
+                && b.value
+                    .empty_since_ms()
+                    .is_some_and(|t| now.saturating_sub(t) >= grace);
+            if expired && self.release_block_affinity(&aff, true).await? {
+                released.push(aff.value.cidr);
+            }
+        }
+        Ok(released)
+    }
+
+    /// Release `aff`: mark it pendingDeletion, then delete the block if it is
+    /// (still) empty, or else with `require_empty == false` clear the block's
+    /// affinity; finally delete the affinity. `false` if the block was in use
+    /// (with `require_empty`) and the affinity was restored.
+    pub(crate) async fn release_block_affinity(
+        &self,
+        aff: &Versioned<BlockAffinity>,
+        require_empty: bool,
+    ) -> Result<bool> {
+        let node = aff.value.node.clone();
+        let cidr = aff.value.cidr;
+        let akey = keys::affinity(&node, &cidr);
+        let mut pending = aff.value.clone();
+        pending.state = AffinityState::PendingDeletion;
+        let arev = if aff.value.state == AffinityState::PendingDeletion {
+            aff.revision
+        } else {
+            match self.rw.update_raw(&akey, &pending, aff.revision).await {
+                Ok(r) => r,
+                Err(e) if is_conflict(&e) => return Ok(false),
+                Err(e) => {
+                    return Err(IpamError::store(
+                        format!("releasing affinity of {node} to {cidr}"),
+                        e,
+                    ));
+                }
+            }
+        };
+        self.rw.fault(FaultPoint::AfterAffinityPendingDeletion)?;
+        let affine_here = |b: &crate::block::Block| b.affine_node() == Some(node.as_str());
+        let deleted = self
+            .delete_block_if(&cidr, |b| b.is_empty() && affine_here(b))
+            .await?;
+        if deleted {
+            self.rw.fault(FaultPoint::AfterBlockDelete)?;
+        } else if let Some(b) = self.rw.get_block(&cidr).await?
+            && affine_here(&b.value)
+        {
+            if require_empty {
+                // Someone allocated meanwhile: keep the block, restore.
+                let mut back = aff.value.clone();
+                back.state = AffinityState::Confirmed;
+                let _ = self.rw.update_raw(&akey, &back, arev).await;
+                return Ok(false);
+            }
+            self.modify_block(&cidr, |b| {
+                if b.affine_node() == Some(node.as_str()) {
+                    b.set_affinity(None);
+                    Ok(Some(()))
+                } else {
+                    Ok(None)
+                }
+            })
+            .await?;
+        }
+        match self.rw.delete_raw(&akey, Some(arev)).await {
+            Ok(_) => {}
+            Err(e) if is_conflict(&e) => {}
+            Err(e) => {
+                return Err(IpamError::store(
+                    format!("deleting affinity of {node} to {cidr}"),
+                    e,
+                ));
+            }
+        }
+        tracing::info!(%node, %cidr, deleted, "released block affinity");
+        Ok(true)
+    }
+
+    /// Reclaim everything of a deleted node: release the addresses its
+    /// workloads and tunnels hold (by handle, so handles go too), delete its
+    /// empty blocks and take the affinity off the others.
+    pub async fn reclaim_node(&self, node: &str) -> Result<ReclaimReport> {
+        let mut report = ReclaimReport::default();
+        let mut handles = BTreeSet::new();
+        let mut loose = Vec::new();
+        for b in self.rw.list_blocks().await? {
+            for (ip, attr, seq) in b.value.allocated() {
+                if attr.secondary.get(ATTR_NODE).map(String::as_str) != Some(node) {
+                    continue;
+                }
+                match &attr.handle_id {
+                    Some(h) => {
+                        handles.insert(h.clone());
+                    }
+                    None => loose.push((ip, Some(seq))),
+                }
+            }
+        }
+        for h in handles {
+            report.released_ips.extend(self.release_by_handle(&h).await?);
+        }
+        report
+            .released_ips
+            .extend(self.release_checked(&loose).await?);
+        for aff in self.rw.list_affinities(Some(node)).await? {
+            let cidr = aff.value.cidr;
+            let empty = self
+                .rw
+                .get_block(&cidr)
+                .await?
+                .is_none_or(|b| b.value.is_empty());
+            if self.release_block_affinity(&aff, false).await? {
+                if empty {
+                    report.deleted_blocks.push(cidr);
+                } else {
+                    report.unaffined_blocks.push(cidr);
+                }
+            }
+        }
+        report.released_ips.sort();
+        Ok(report)
+    }
+}

@@ -1,0 +1,1126 @@
+//! The allocator over a [`Datastore`]: auto-assign, assign a given address,
+//! release by address or by handle.
+//!
+//! # Write order, and why
+//!
+//! The block is the single source of truth for "who holds this address": an
+//! address is allocated iff its ordinal is allocated in the stored block, and
+//! every block write is a compare-and-swap on the block's revision, so two
+//! writers can never both hand out the same ordinal. Everything else (handles,
+//! affinities) is bookkeeping that may run ahead or behind the block; the order
+//! makes sure a crash between two writes leaves only something `check` sees
+//! and GC can undo, never a duplicate address:
+//!
+//! * **Allocate**: (1) handle `+n` for the block, (2) block CAS. A crash after
+//!   (1) leaves a handle counting more than the block holds: an *orphan handle
+//!   count*, reported by `check` and trimmed by GC. The reverse order would
+//!   leave allocated addresses without a handle, which nothing could release
+//!   by handle. Steady state: 2 writes (handle + block), and concurrent
+//!   requests on one block are combined into a single block CAS.
+//! * **Claim a block**: (1) affinity `pending`, (2) create the block (already
+//!   affine), (3) affinity `confirmed`, then allocate as above. The pending
+//!   affinity marks the claim before the block exists, so a crash after (1)
+//!   leaves a dangling pending affinity (GC deletes it) and after (2) a block
+//!   with a pending affinity (confirmed by the next claim or by GC). Creating
+//!   the block is the CAS that decides between two racing claimers.
+//! * **Release**: (1) block CAS freeing the ordinals, (2) handle `-n` / delete.
+//!   A crash after (1) again leaves only an over-counting handle. Releasing
+//!   the handle first would leave allocations no handle refers to.
+//! * **Release an empty block's affinity** (after the grace period): (1)
+//!   affinity `pendingDeletion` (allocators stop using it), (2) delete the
+//!   block at the revision seen empty (fails if anyone allocated meanwhile:
+//!   then the affinity goes back to `confirmed`), (3) delete the affinity.
+//!
+//! Every write that can race is a CAS retried a bounded number of times.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::{Hash, Hasher};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use datastore::Datastore;
+use datastore::model::ipam::{IPAMConfig, IPAMHandle};
+use ipnetwork::IpNetwork;
+use tokio::sync::oneshot;
+
+use crate::block::{Attrs, Block, IntendedUse, Release};
+use crate::blockrw::{BlockRw, FaultPlan, FaultPoint, Versioned, is_conflict};
+use crate::error::{IpamError, Result};
+use crate::topology::{Labels, Pool, Topology};
+
+/// Milliseconds since the Unix epoch, injectable for tests.
+pub trait Clock: Send + Sync + std::fmt::Debug {
+    /// Now, in ms since the epoch.
+    fn now_ms(&self) -> u64;
+}
+
+/// The system clock.
+#[derive(Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0)
+    }
+}
+
+/// A clock that moves only when told (tests).
+#[derive(Debug, Default)]
+pub struct ManualClock(AtomicU64);
+
+impl ManualClock {
+    /// Starting at `ms`.
+    pub fn new(ms: u64) -> Arc<Self> {
+        Arc::new(ManualClock(AtomicU64::new(ms)))
+    }
+    /// Move forward.
+    pub fn advance(&self, d: Duration) {
+        self.0.fetch_add(d.as_millis() as u64, Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_ms(&self) -> u64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// Tunables.
+#[derive(Debug, Clone)]
+pub struct IpamOptions {
+    /// How long a block must stay empty before it loses its affinity.
+    pub empty_block_grace: Duration,
+    /// Attempts of each CAS loop before giving up with `Contention`.
+    pub max_retries: usize,
+}
+
+impl Default for IpamOptions {
+    fn default() -> Self {
+        IpamOptions {
+            empty_block_grace: Duration::from_secs(300),
+            max_retries: 100,
+        }
+    }
+}
+
+/// Arguments of [`Ipam::auto_assign`] (Calico `AutoAssignArgs`).
+#[derive(Debug, Clone, Default)]
+pub struct AutoAssignArgs {
+    /// IPv4 addresses wanted.
+    pub num_v4: usize,
+    /// IPv6 addresses wanted.
+    pub num_v6: usize,
+    /// Handle that will own the addresses.
+    pub handle_id: String,
+    /// Metadata stored with the allocation (`handle_id` is overwritten).
+    pub attrs: Attrs,
+    /// Node asking.
+    pub hostname: String,
+    /// Only these IPv4 pools (names or CIDRs); empty = every pool selecting the node.
+    pub ipv4_pools: Vec<String>,
+    /// Only these IPv6 pools.
+    pub ipv6_pools: Vec<String>,
+    /// What the addresses are for.
+    pub intended_use: IntendedUse,
+    /// Overrides the config's `maxBlocksPerHost` (0 = unlimited).
+    pub max_blocks_per_host: Option<u32>,
+}
+
+/// Result of [`Ipam::auto_assign`]: each address with its block's prefix length.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AutoAssignResult {
+    pub ipv4: Vec<IpNetwork>,
+    pub ipv6: Vec<IpNetwork>,
+}
+
+type Reply = oneshot::Sender<Result<Vec<(IpAddr, u64)>>>;
+
+struct PendingAlloc {
+    n: usize,
+    attrs: Attrs,
+    /// Only allocate while the block is affine to this node.
+    require_node: Option<String>,
+    reserved: Arc<Vec<IpNetwork>>,
+    reply: Reply,
+}
+
+/// In-process state of one block: requests waiting to be combined into one
+/// CAS, and the last block we wrote or read (the CAS token), valid only while
+/// holding `leader`.
+#[derive(Default)]
+struct Slot {
+    queue: Mutex<Vec<PendingAlloc>>,
+    leader: tokio::sync::Mutex<Option<Versioned<Block>>>,
+    /// Free addresses at last sight: skip full blocks without a write.
+    free_hint: AtomicU64,
+}
+
+/// The IPAM allocator. Cheap to share (`Arc<Ipam>`); concurrent calls are fine.
+pub struct Ipam {
+    pub(crate) rw: BlockRw,
+    pub(crate) topology: Arc<dyn Topology>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) opts: IpamOptions,
+    slots: Mutex<HashMap<IpNetwork, Arc<Slot>>>,
+}
+
+impl std::fmt::Debug for Ipam {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ipam")
+            .field("rw", &self.rw)
+            .field("topology", &self.topology)
+            .field("opts", &self.opts)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The reservations as a predicate.
+pub(crate) fn is_reserved(reserved: &[IpNetwork], ip: IpAddr) -> bool {
+    reserved.iter().any(|r| r.contains(ip))
+}
+
+/// A copy of `e` for the other requests of a failed batch.
+fn share_error(e: &IpamError) -> IpamError {
+    match e {
+        IpamError::InjectedCrash(pt) => IpamError::InjectedCrash(*pt),
+        IpamError::Contention { what, attempts } => IpamError::Contention {
+            what: what.clone(),
+            attempts: *attempts,
+        },
+        IpamError::Store { context, source } => IpamError::Store {
+            context: context.clone(),
+            source: if source.is_transient() {
+                datastore::StoreError::Unavailable(source.to_string())
+            } else {
+                datastore::StoreError::Other(source.to_string())
+            },
+        },
+        other => IpamError::Invalid(other.to_string()),
+    }
+}
+
+/// Whether a pool name or CIDR in `filter` designates `pool`.
+fn pool_requested(filter: &[String], pool: &Pool) -> bool {
+    filter
+        .iter()
+        .any(|f| *f == pool.name || f.parse::<IpNetwork>().is_ok_and(|c| c == pool.cidr))
+}
+
+impl Ipam {
+    /// An allocator over `store` with pools etc. from `topology`.
+    pub fn new(store: Arc<dyn Datastore>, topology: Arc<dyn Topology>) -> Self {
+        Ipam {
+            rw: BlockRw::new(store),
+            topology,
+            clock: Arc::new(SystemClock),
+            opts: IpamOptions::default(),
+            slots: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Replace the options.
+    pub fn with_options(mut self, opts: IpamOptions) -> Self {
+        self.opts = opts;
+        self
+    }
+
+    /// Replace the clock.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Enable fault injection (crash tests).
+    pub fn with_faults(mut self, faults: Arc<FaultPlan>) -> Self {
+        self.rw = self.rw.with_faults(faults);
+        self
+    }
+
+    /// The CAS layer.
+    pub fn rw(&self) -> &BlockRw {
+        &self.rw
+    }
+
+    /// The topology.
+    pub fn topology(&self) -> &Arc<dyn Topology> {
+        &self.topology
+    }
+
+    /// Now per the clock (ms).
+    pub fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
+    }
+
+    fn slot(&self, cidr: &IpNetwork) -> Arc<Slot> {
+        let mut g = self.slots.lock().expect("poisoned");
+        g.entry(*cidr)
+            .or_insert_with(|| {
+                Arc::new(Slot {
+                    free_hint: AtomicU64::new(u64::MAX),
+                    ..Slot::default()
+                })
+            })
+            .clone()
+    }
+
+    /// The IPAM configuration (defaults if never written).
+    pub async fn config(&self) -> Result<IPAMConfig> {
+        Ok(self.rw.get_config().await?.value)
+    }
+
+    /// Change the configuration with `f` (CAS, retried).
+    pub async fn update_config(&self, f: impl Fn(&mut IPAMConfig)) -> Result<IPAMConfig> {
+        for _ in 0..self.opts.max_retries {
+            let cur = self.rw.get_config().await?;
+            let mut cfg = cur.value.clone();
+            f(&mut cfg);
+            match self.rw.put_config(&cfg, cur.revision).await {
+                Ok(_) => return Ok(cfg),
+                Err(IpamError::Store { source, .. }) if is_conflict(&source) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(IpamError::Contention {
+            what: "IPAM config".into(),
+            attempts: self.opts.max_retries,
+        })
+    }
+
+    // ------------------------------------------------------------------
+    // Handles
+
+    /// Add `delta` to `handle`'s count for `cidr` (creating / deleting the
+    /// handle as needed). CAS, retried.
+    pub(crate) async fn handle_add(&self, handle: &str, cidr: &IpNetwork, delta: i64) -> Result<()> {
+        let key = crate::keys::handle(handle);
+        let cidr_s = cidr.to_string();
+        // Fresh handles are the common case (one per pod): try create first.
+        let mut try_create = delta > 0;
+        for _ in 0..self.opts.max_retries {
+            if try_create {
+                let h = IPAMHandle {
+                    handle_id: handle.to_string(),
+                    block: BTreeMap::from([(cidr_s.clone(), delta as u64)]),
+                    deleted: false,
+                };
+                match self.rw.create_raw(&key, &h).await {
+                    Ok(_) => return Ok(()),
+                    Err(e) if is_conflict(&e) => try_create = false,
+                    Err(e) => return Err(IpamError::store(format!("creating handle {handle}"), e)),
+                }
+            }
+            let Some(cur) = self.rw.get_handle(handle).await? else {
+                if delta <= 0 {
+                    return Ok(());
+                }
+                try_create = true;
+                continue;
+            };
+            let mut h = cur.value;
+            let count = h.block.get(&cidr_s).copied().unwrap_or(0) as i64 + delta;
+            if count > 0 {
+                h.block.insert(cidr_s.clone(), count as u64);
+            } else {
+                h.block.remove(&cidr_s);
+            }
+            let res = if h.block.is_empty() {
+                self.rw.delete_raw(&key, Some(cur.revision)).await
+            } else {
+                self.rw.update_raw(&key, &h, cur.revision).await
+            };
+            match res {
+                Ok(_) => return Ok(()),
+                Err(e) if is_conflict(&e) => continue,
+                Err(e) => return Err(IpamError::store(format!("updating handle {handle}"), e)),
+            }
+        }
+        Err(IpamError::Contention {
+            what: format!("handle {handle}"),
+            attempts: self.opts.max_retries,
+        })
+    }
+
+    // ------------------------------------------------------------------
+    // Block writes (all through the block's slot so the cache stays right)
+
+    /// Read-modify-CAS block `cidr` with `f` under the slot lock. `f` returns
+    /// `None` for "no write needed". `Ok(None)` if the block does not exist.
+    pub(crate) async fn modify_block<R>(
+        &self,
+        cidr: &IpNetwork,
+        mut f: impl FnMut(&mut Block) -> Result<Option<R>>,
+    ) -> Result<Option<R>> {
+        let slot = self.slot(cidr);
+        let mut cache = slot.leader.lock().await;
+        for attempt in 0..self.opts.max_retries {
+            if cache.is_none() || attempt > 0 {
+                *cache = self.rw.get_block(cidr).await?;
+            }
+            let Some(cur) = cache.as_ref() else {
+                return Ok(None);
+            };
+            let mut b = cur.value.clone();
+            let Some(r) = f(&mut b)? else {
+                return Ok(None);
+            };
+            match self.rw.update_block(&b, cur.revision).await {
+                Ok(rev) => {
+                    slot.free_hint.store(b.free_count() as u64, Ordering::Relaxed);
+                    *cache = Some(Versioned {
+                        value: b,
+                        revision: rev,
+                    });
+                    return Ok(Some(r));
+                }
+                Err(e) if is_conflict(&e) => continue,
+                Err(e) => {
+                    *cache = None;
+                    return Err(IpamError::store(format!("writing block {cidr}"), e));
+                }
+            }
+        }
+        Err(IpamError::Contention {
+            what: format!("block {cidr}"),
+            attempts: self.opts.max_retries,
+        })
+    }
+
+    /// Delete block `cidr` if it is still at the revision `f` approves of.
+    pub(crate) async fn delete_block_if(
+        &self,
+        cidr: &IpNetwork,
+        f: impl Fn(&Block) -> bool,
+    ) -> Result<bool> {
+        let slot = self.slot(cidr);
+        let mut cache = slot.leader.lock().await;
+        let Some(cur) = self.rw.get_block(cidr).await? else {
+            *cache = None;
+            return Ok(false);
+        };
+        if !f(&cur.value) {
+            *cache = Some(cur);
+            return Ok(false);
+        }
+        *cache = None;
+        match self
+            .rw
+            .delete_raw(&crate::keys::block(cidr), Some(cur.revision))
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if is_conflict(&e) => Ok(false),
+            Err(e) => Err(IpamError::store(format!("deleting block {cidr}"), e)),
+        }
+    }
+
+    /// Allocate up to `n` from block `cidr`, combined with concurrent requests
+    /// for the same block into one CAS.
+    async fn allocate_in_block(
+        &self,
+        cidr: &IpNetwork,
+        n: usize,
+        attrs: &Attrs,
+        require_node: Option<&str>,
+        reserved: &Arc<Vec<IpNetwork>>,
+    ) -> Result<Vec<(IpAddr, u64)>> {
+        let slot = self.slot(cidr);
+        let (tx, mut rx) = oneshot::channel();
+        slot.queue.lock().expect("poisoned").push(PendingAlloc {
+            n,
+            attrs: attrs.clone(),
+            require_node: require_node.map(str::to_string),
+            reserved: reserved.clone(),
+            reply: tx,
+        });
+        let mut cache = slot.leader.lock().await;
+        if let Ok(r) = rx.try_recv() {
+            return r; // a previous leader served us
+        }
+        let batch: Vec<PendingAlloc> = std::mem::take(&mut *slot.queue.lock().expect("poisoned"));
+        let outcome = self.allocate_batch(cidr, &slot, &mut cache, &batch).await;
+        match outcome {
+            Ok(results) => {
+                for (p, r) in batch.into_iter().zip(results) {
+                    let _ = p.reply.send(Ok(r));
+                }
+            }
+            Err(e) => {
+                for p in batch {
+                    let _ = p.reply.send(Err(share_error(&e)));
+                }
+            }
+        }
+        drop(cache);
+        rx.try_recv()
+            .unwrap_or_else(|_| Err(IpamError::Invalid("allocation batch lost its reply".into())))
+    }
+
+    async fn allocate_batch(
+        &self,
+        cidr: &IpNetwork,
+        slot: &Slot,
+        cache: &mut Option<Versioned<Block>>,
+        batch: &[PendingAlloc],
+    ) -> Result<Vec<Vec<(IpAddr, u64)>>> {
+        for attempt in 0..self.opts.max_retries {
+            if cache.is_none() || attempt > 0 {
+                *cache = self.rw.get_block(cidr).await?;
+            }
+            let Some(cur) = cache.as_ref() else {
+                slot.free_hint.store(0, Ordering::Relaxed);
+                return Ok(batch.iter().map(|_| Vec::new()).collect());
+            };
+            let mut b = cur.value.clone();
+            let mut results = Vec::with_capacity(batch.len());
+            for p in batch {
+                let ok = match &p.require_node {
+                    Some(node) => b.affine_node() == Some(node.as_str()) && !b.deleted(),
+                    None => !b.deleted(),
+                };
+                if ok {
+                    let reserved = p.reserved.clone();
+                    results.push(b.allocate(p.n, &p.attrs, &|ip| is_reserved(&reserved, ip)));
+                } else {
+                    results.push(Vec::new());
+                }
+            }
+            if results.iter().all(|r| r.is_empty()) {
+                slot.free_hint.store(b.free_count() as u64, Ordering::Relaxed);
+                return Ok(results);
+            }
+            match self.rw.update_block(&b, cur.revision).await {
+                Ok(rev) => {
+                    slot.free_hint.store(b.free_count() as u64, Ordering::Relaxed);
+                    *cache = Some(Versioned {
+                        value: b,
+                        revision: rev,
+                    });
+                    self.rw.fault(FaultPoint::AfterBlockAllocate)?;
+                    return Ok(results);
+                }
+                Err(e) if is_conflict(&e) => {
+                    // Spread retries of racing processes apart a little.
+                    if attempt > 2 {
+                        let ms = rand::random_range(0..(attempt as u64).min(20));
+                        tokio::time::sleep(Duration::from_millis(ms)).await;
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    *cache = None;
+                    return Err(IpamError::store(format!("writing block {cidr}"), e));
+                }
+            }
+        }
+        Err(IpamError::Contention {
+            what: format!("block {cidr}"),
+            attempts: self.opts.max_retries,
+        })
+    }
+
+    /// Handle first, then block (see the module doc). Returns what was got.
+    async fn try_block(
+        &self,
+        cidr: &IpNetwork,
+        n: usize,
+        attrs: &Attrs,
+        require_node: Option<&str>,
+        reserved: &Arc<Vec<IpNetwork>>,
+    ) -> Result<Vec<(IpAddr, u64)>> {
+        if self.slot(cidr).free_hint.load(Ordering::Relaxed) == 0 {
+            return Ok(Vec::new());
+        }
+        self.handle_add(&attrs.handle_id, cidr, n as i64).await?;
+        self.rw.fault(FaultPoint::AfterHandleIncrement)?;
+        let got = match self
+            .allocate_in_block(cidr, n, attrs, require_node, reserved)
+            .await
+        {
+            Ok(got) => got,
+            Err(e @ IpamError::InjectedCrash(_)) => return Err(e),
+            Err(e) => {
+                // Best effort: the handle over-counts otherwise (check reports it).
+                let _ = self.handle_add(&attrs.handle_id, cidr, -(n as i64)).await;
+                return Err(e);
+            }
+        };
+        if got.len() < n {
+            self.handle_add(&attrs.handle_id, cidr, got.len() as i64 - n as i64)
+                .await?;
+        }
+        Ok(got)
+    }
+
+    // ------------------------------------------------------------------
+    // Auto-assign
+
+    /// Pools usable by `node` for `use_` in a family, honouring an explicit
+    /// filter (which, as in Calico, overrides the node selector).
+    pub(crate) async fn eligible_pools(
+        &self,
+        node: &str,
+        labels: &Labels,
+        v6: bool,
+        filter: &[String],
+        use_: IntendedUse,
+    ) -> Result<(Vec<Pool>, Vec<String>)> {
+        let mut ok = Vec::new();
+        let mut why_not = Vec::new();
+        for p in self.topology.pools().await? {
+            if p.cidr.is_ipv6() != v6 {
+                continue;
+            }
+            if !filter.is_empty() && !pool_requested(filter, &p) {
+                continue;
+            }
+            if p.disabled {
+                why_not.push(format!("pool {} is disabled", p.cidr));
+            } else if !p.allows(use_) {
+                why_not.push(format!("pool {} does not allow {use_} use", p.cidr));
+            } else if filter.is_empty() && !self.topology.selector_matches(&p.node_selector, labels)? {
+                why_not.push(format!(
+                    "pool {}'s nodeSelector {:?} does not select node {node}",
+                    p.cidr, p.node_selector
+                ));
+            } else if let Err(e) = p.validate() {
+                why_not.push(e.to_string());
+            } else {
+                ok.push(p);
+            }
+        }
+        for f in filter {
+            if !ok.iter().any(|p| pool_requested(std::slice::from_ref(f), p))
+                && !why_not.iter().any(|w| w.contains(f.as_str()))
+            {
+                why_not.push(format!("requested pool {f} does not exist"));
+            }
+        }
+        Ok((ok, why_not))
+    }
+
+    /// Assign `num_v4` + `num_v6` addresses to `handle_id` on `hostname`.
+    /// All or nothing: on error nothing stays allocated.
+    pub async fn auto_assign(&self, args: &AutoAssignArgs) -> Result<AutoAssignResult> {
+        if args.handle_id.is_empty() {
+            return Err(IpamError::Invalid("auto_assign: empty handle id".into()));
+        }
+        let mut attrs = args.attrs.clone();
+        attrs.handle_id = args.handle_id.clone();
+        attrs.intended_use = args.intended_use;
+        if attrs.node.is_none() {
+            attrs.node = Some(args.hostname.clone());
+        }
+        let cfg = self.config().await?;
+        let labels = self
+            .topology
+            .node_labels(&args.hostname)
+            .await?
+            .unwrap_or_default();
+        let reserved = Arc::new(self.topology.reservations().await?);
+        let mut result = AutoAssignResult::default();
+        for (v6, n, filter) in [
+            (false, args.num_v4, &args.ipv4_pools),
+            (true, args.num_v6, &args.ipv6_pools),
+        ] {
+            if n == 0 {
+                continue;
+            }
+            match self
+                .assign_family(args, &attrs, &cfg, &labels, &reserved, v6, n, filter)
+                .await
+            {
+                Ok(got) => {
+                    if v6 {
+                        result.ipv6 = got;
+                    } else {
+                        result.ipv4 = got;
+                    }
+                }
+                Err(e) => {
+                    if !matches!(e, IpamError::InjectedCrash(_)) {
+                        let ips: Vec<IpAddr> = result.ipv4.iter().map(|n| n.ip()).collect();
+                        let _ = self.release_ips(&ips).await;
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok(result)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn assign_family(
+        &self,
+        args: &AutoAssignArgs,
+        attrs: &Attrs,
+        cfg: &IPAMConfig,
+        labels: &Labels,
+        reserved: &Arc<Vec<IpNetwork>>,
+        v6: bool,
+        n: usize,
+        filter: &[String],
+    ) -> Result<Vec<IpNetwork>> {
+        let node = args.hostname.as_str();
+        let (pools, why_not) = self
+            .eligible_pools(node, labels, v6, filter, args.intended_use)
+            .await?;
+        let family = if v6 { "IPv6" } else { "IPv4" };
+        if pools.is_empty() {
+            let detail = if why_not.is_empty() {
+                format!("no {family} pool exists; create an IPPool")
+            } else {
+                format!("no usable {family} pool: {}", why_not.join("; "))
+            };
+            return Err(IpamError::Exhausted {
+                node: node.to_string(),
+                detail,
+            });
+        }
+        let in_pools = |c: &IpNetwork| {
+            pools
+                .iter()
+                .find(|p| p.cidr.contains(c.network()) && p.block_size == c.prefix())
+        };
+        let mut got: Vec<IpNetwork> = Vec::new();
+        let to_net = |ip: IpAddr, c: &IpNetwork| IpNetwork::new(ip, c.prefix()).expect("valid");
+
+        // 1. The node's own blocks.
+        let affine = self.affine_blocks(node, v6).await?;
+        let mut own_count = affine.len();
+        for cidr in affine.iter().filter(|c| in_pools(c).is_some()) {
+            if got.len() == n {
+                break;
+            }
+            let r = self
+                .try_block(cidr, n - got.len(), attrs, Some(node), reserved)
+                .await;
+            got.extend(self.collect(r, &got, v6).await?.iter().map(|(ip, _)| to_net(*ip, cidr)));
+        }
+
+        // 2. Claim new blocks.
+        let max_blocks = args.max_blocks_per_host.unwrap_or(cfg.max_blocks_per_host);
+        while got.len() < n && cfg.auto_allocate_blocks {
+            if max_blocks > 0 && own_count >= max_blocks as usize {
+                break;
+            }
+            let Some(cidr) = self.claim_block(node, &pools, v6, reserved).await? else {
+                break;
+            };
+            own_count += 1;
+            let r = self
+                .try_block(&cidr, n - got.len(), attrs, Some(node), reserved)
+                .await;
+            got.extend(self.collect(r, &got, v6).await?.iter().map(|(ip, _)| to_net(*ip, &cidr)));
+        }
+
+        // 3. Borrow from other nodes' blocks.
+        if got.len() < n && !cfg.strict_affinity {
+            let mut blocks = self.rw.list_blocks().await?;
+            blocks.retain(|b| {
+                b.value.cidr().is_ipv6() == v6
+                    && b.value.affine_node() != Some(node)
+                    && in_pools(&b.value.cidr()).is_some()
+                    && b.value.available(&|ip| is_reserved(reserved, ip)) > 0
+            });
+            for b in blocks {
+                if got.len() == n {
+                    break;
+                }
+                let cidr = b.value.cidr();
+                let r = self
+                    .try_block(&cidr, n - got.len(), attrs, None, reserved)
+                    .await;
+                got.extend(self.collect(r, &got, v6).await?.iter().map(|(ip, _)| to_net(*ip, &cidr)));
+            }
+        }
+
+        if got.len() < n {
+            let ips: Vec<IpAddr> = got.iter().map(|n| n.ip()).collect();
+            self.release_ips(&ips).await?;
+            let detail = self
+                .explain_exhaustion(node, &pools, cfg, max_blocks, v6, n, reserved)
+                .await?;
+            return Err(IpamError::Exhausted {
+                node: node.to_string(),
+                detail,
+            });
+        }
+        Ok(got)
+    }
+
+    /// On error, release what this family already got (unless crashing).
+    async fn collect(
+        &self,
+        r: Result<Vec<(IpAddr, u64)>>,
+        so_far: &[IpNetwork],
+        _v6: bool,
+    ) -> Result<Vec<(IpAddr, u64)>> {
+        match r {
+            Ok(v) => Ok(v),
+            Err(e @ IpamError::InjectedCrash(_)) => Err(e),
+            Err(e) => {
+                let ips: Vec<IpAddr> = so_far.iter().map(|n| n.ip()).collect();
+                let _ = self.release_ips(&ips).await;
+                Err(e)
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn explain_exhaustion(
+        &self,
+        node: &str,
+        pools: &[Pool],
+        cfg: &IPAMConfig,
+        max_blocks: u32,
+        v6: bool,
+        n: usize,
+        reserved: &Arc<Vec<IpNetwork>>,
+    ) -> Result<String> {
+        let blocks = self.rw.list_blocks().await?;
+        let mut parts = Vec::new();
+        for p in pools {
+            let total = p.block_count();
+            let in_pool: Vec<&Block> = blocks
+                .iter()
+                .map(|b| &b.value)
+                .filter(|b| b.cidr().is_ipv6() == v6 && p.cidr.contains(b.cidr().network()))
+                .collect();
+            let own = in_pool.iter().filter(|b| b.affine_node() == Some(node)).count();
+            let others = in_pool
+                .iter()
+                .filter(|b| b.affine_node().is_some_and(|a| a != node))
+                .count();
+            let free_own: u32 = in_pool
+                .iter()
+                .filter(|b| b.affine_node() == Some(node))
+                .map(|b| b.available(&|ip| is_reserved(reserved, ip)))
+                .sum();
+            let free_other: u32 = in_pool
+                .iter()
+                .filter(|b| b.affine_node() != Some(node))
+                .map(|b| b.available(&|ip| is_reserved(reserved, ip)))
+                .sum();
+            let mut s = format!("pool {} has {total} blocks", p.cidr);
+            if in_pool.len() as u128 == total && own == 0 && others as u128 == total {
+                s.push_str(", all affine to other nodes");
+            } else {
+                s.push_str(&format!(
+                    " ({own} affine to {node} with {free_own} free, {others} affine to other nodes, {} unclaimed)",
+                    total - in_pool.len() as u128
+                ));
+            }
+            if cfg.strict_affinity && free_other > 0 {
+                s.push_str(", and strictAffinity is on");
+            } else if cfg.strict_affinity && others > 0 {
+                s.push_str(", and strictAffinity is on");
+            } else if free_other == 0 && others > 0 {
+                s.push_str(", and every other block is full");
+            }
+            parts.push(s);
+        }
+        if max_blocks > 0 {
+            parts.push(format!("node {node} is at maxBlocksPerHost={max_blocks}"));
+        }
+        if !cfg.auto_allocate_blocks {
+            parts.push("autoAllocateBlocks is off".into());
+        }
+        Ok(format!("wanted {n}: {}", parts.join("; ")))
+    }
+
+    /// The confirmed blocks of `node` in a family; confirms pending ones
+    /// whose block exists and is affine to the node (an interrupted claim).
+    pub(crate) async fn affine_blocks(&self, node: &str, v6: bool) -> Result<Vec<IpNetwork>> {
+        use datastore::model::ipam::AffinityState;
+        let mut out = Vec::new();
+        for a in self.rw.list_affinities(Some(node)).await? {
+            if a.value.cidr.is_ipv6() != v6 {
+                continue;
+            }
+            match a.value.state {
+                AffinityState::Confirmed => out.push(a.value.cidr),
+                AffinityState::Pending => {
+                    if let Some(b) = self.rw.get_block(&a.value.cidr).await?
+                        && b.value.affine_node() == Some(node)
+                    {
+                        let mut aff = a.value.clone();
+                        aff.state = AffinityState::Confirmed;
+                        let key = crate::keys::affinity(node, &aff.cidr);
+                        if self.rw.update_raw(&key, &aff, a.revision).await.is_ok() {
+                            out.push(aff.cidr);
+                        }
+                    }
+                }
+                AffinityState::PendingDeletion => {}
+            }
+        }
+        out.sort_by_key(|c| (c.network(), c.prefix()));
+        Ok(out)
+    }
+
+    /// Claim a free block for `node` from `pools` (two-phase affinity).
+    pub(crate) async fn claim_block(
+        &self,
+        node: &str,
+        pools: &[Pool],
+        v6: bool,
+        reserved: &Arc<Vec<IpNetwork>>,
+    ) -> Result<Option<IpNetwork>> {
+        let existing: HashSet<IpNetwork> = self.rw.list_block_cidrs(v6).await?.into_iter().collect();
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        node.hash(&mut hasher);
+        let seed = hasher.finish() as u128;
+        for pool in pools {
+            let count = pool.block_count();
+            // Start at a node-dependent offset so nodes do not all race for
+            // the first free block.
+            let start = seed % count;
+            for i in 0..count.min(1 << 20) {
+                let cidr = pool.nth_block((start + i) % count);
+                if existing.contains(&cidr) {
+                    continue;
+                }
+                let probe = Block::new(cidr, None)?;
+                if probe.available(&|ip| is_reserved(reserved, ip)) == 0 {
+                    continue;
+                }
+                if self.claim_one(node, &cidr).await? {
+                    return Ok(Some(cidr));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Try to claim `cidr` for `node`; `false` if someone else got it.
+    async fn claim_one(&self, node: &str, cidr: &IpNetwork) -> Result<bool> {
+        use datastore::model::ipam::{AffinityState, BlockAffinity};
+        let akey = crate::keys::affinity(node, cidr);
+        let mut aff = BlockAffinity {
+            state: AffinityState::Pending,
+            node: node.to_string(),
+            cidr: *cidr,
+            deleted: false,
+        };
+        // Phase 1: pending affinity.
+        let arev = match self.rw.create_raw(&akey, &aff).await {
+            Ok(rev) => rev,
+            Err(e) if is_conflict(&e) => match self.rw.get_affinity(node, cidr).await? {
+                Some(cur) if cur.value.state == AffinityState::Pending => cur.revision,
+                _ => return Ok(false),
+            },
+            Err(e) => return Err(IpamError::store(format!("claiming block {cidr} for {node}"), e)),
+        };
+        self.rw.fault(FaultPoint::AfterAffinityPending)?;
+        // Phase 2: the block, already affine. Creating it is the CAS that
+        // decides between racing claimers.
+        let mut block = Block::new(*cidr, Some(node))?;
+        block.mark_empty_since(self.now_ms());
+        match self.rw.create_block(&block).await {
+            Ok(_) => {}
+            Err(e) if is_conflict(&e) => {
+                let ours = self
+                    .rw
+                    .get_block(cidr)
+                    .await?
+                    .is_some_and(|b| b.value.affine_node() == Some(node));
+                if !ours {
+                    let _ = self.rw.delete_raw(&akey, Some(arev)).await;
+                    return Ok(false);
+                }
+            }
+            Err(e) => return Err(IpamError::store(format!("creating block {cidr}"), e)),
+        }
+        self.rw.fault(FaultPoint::AfterBlockCreate)?;
+        // Phase 3: confirm.
+        aff.state = AffinityState::Confirmed;
+        match self.rw.update_raw(&akey, &aff, arev).await {
+            Ok(_) => {}
+            // A concurrent claimer of the same node confirmed it first.
+            Err(e) if is_conflict(&e) => {}
+            Err(e) => return Err(IpamError::store(format!("confirming block {cidr}"), e)),
+        }
+        tracing::info!(node, %cidr, "claimed block");
+        Ok(true)
+    }
+
+    // ------------------------------------------------------------------
+    // Assign a given address, release
+
+    /// Assign exactly `ip` to `handle_id` on `host` (Calico `AssignIP`). The
+    /// address must be in a pool; its block is claimed for `host` if absent.
+    pub async fn assign_ip(&self, ip: IpAddr, handle_id: &str, attrs: &Attrs, host: &str) -> Result<()> {
+        let pools = self.topology.pools().await?;
+        let pool = pools
+            .iter()
+            .find(|p| p.cidr.contains(ip))
+            .ok_or_else(|| IpamError::Address {
+                ip,
+                reason: "not in any IP pool; pick an address from a pool or create one".into(),
+            })?;
+        let reserved = self.topology.reservations().await?;
+        if is_reserved(&reserved, ip) {
+            return Err(IpamError::Address {
+                ip,
+                reason: "is reserved by an IPReservation".into(),
+            });
+        }
+        let cidr = IpNetwork::new(ip, pool.block_size)
+            .map_err(|e| IpamError::Invalid(e.to_string()))?;
+        let cidr = IpNetwork::new(cidr.network(), pool.block_size).expect("valid");
+        if self.rw.get_block(&cidr).await?.is_none() {
+            // Claim it for the host; losing the race is fine (someone created it).
+            self.claim_one(host, &cidr).await?;
+        }
+        let mut attrs = attrs.clone();
+        attrs.handle_id = handle_id.to_string();
+        if attrs.node.is_none() {
+            attrs.node = Some(host.to_string());
+        }
+        self.handle_add(handle_id, &cidr, 1).await?;
+        self.rw.fault(FaultPoint::AfterHandleIncrement)?;
+        let r = self
+            .modify_block(&cidr, |b| Ok(Some(b.assign(ip, &attrs)?)))
+            .await;
+        match r {
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => {
+                self.handle_add(handle_id, &cidr, -1).await?;
+                Err(IpamError::Address {
+                    ip,
+                    reason: format!("block {cidr} vanished while assigning; retry"),
+                })
+            }
+            Err(e @ IpamError::InjectedCrash(_)) => Err(e),
+            Err(e) => {
+                self.handle_add(handle_id, &cidr, -1).await?;
+                Err(e)
+            }
+        }
+    }
+
+    /// Find the block holding `ip` among `cidrs`.
+    fn block_of(cidrs: &[IpNetwork], ip: IpAddr) -> Option<IpNetwork> {
+        cidrs.iter().find(|c| c.contains(ip)).copied()
+    }
+
+    /// Release `ips` (idempotent: addresses not allocated are skipped).
+    /// Returns the addresses actually freed.
+    pub async fn release_ips(&self, ips: &[IpAddr]) -> Result<Vec<IpAddr>> {
+        let with_seq: Vec<(IpAddr, Option<u64>)> = ips.iter().map(|ip| (*ip, None)).collect();
+        self.release_checked(&with_seq).await
+    }
+
+    /// Release `ips`, each only if its allocation still has the given sequence
+    /// number (when `Some`): GC's guard against freeing a reused address.
+    pub async fn release_checked(&self, ips: &[(IpAddr, Option<u64>)]) -> Result<Vec<IpAddr>> {
+        if ips.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut cidrs = self.rw.list_block_cidrs(false).await?;
+        cidrs.extend(self.rw.list_block_cidrs(true).await?);
+        let mut by_block: BTreeMap<IpNetwork, Vec<(IpAddr, Option<u64>)>> = BTreeMap::new();
+        for (ip, seq) in ips {
+            if let Some(c) = Self::block_of(&cidrs, *ip) {
+                by_block.entry(c).or_default().push((*ip, *seq));
+            }
+        }
+        let now = self.now_ms();
+        let mut freed = Vec::new();
+        for (cidr, list) in by_block {
+            let r = self
+                .modify_block(&cidr, |b| {
+                    let mut done: Vec<(IpAddr, Option<String>)> = Vec::new();
+                    for (ip, seq) in &list {
+                        if let Release::Released { handle_id } = b.release(*ip, *seq, now)? {
+                            done.push((*ip, handle_id));
+                        }
+                    }
+                    Ok(if done.is_empty() { None } else { Some(done) })
+                })
+                .await?;
+            let Some(done) = r else { continue };
+            self.rw.fault(FaultPoint::AfterBlockRelease)?;
+            let mut per_handle: BTreeMap<String, i64> = BTreeMap::new();
+            for (ip, h) in done {
+                freed.push(ip);
+                if let Some(h) = h {
+                    *per_handle.entry(h).or_default() += 1;
+                }
+            }
+            for (h, count) in per_handle {
+                self.handle_add(&h, &cidr, -count).await?;
+            }
+        }
+        Ok(freed)
+    }
+
+    /// Release every address of `handle_id` and delete the handle. Idempotent:
+    /// an unknown handle releases nothing.
+    pub async fn release_by_handle(&self, handle_id: &str) -> Result<Vec<IpAddr>> {
+        let mut freed = Vec::new();
+        for _ in 0..self.opts.max_retries {
+            let Some(h) = self.rw.get_handle(handle_id).await? else {
+                return Ok(freed);
+            };
+            let now = self.now_ms();
+            for cidr_s in h.value.block.keys() {
+                let Ok(cidr) = cidr_s.parse::<IpNetwork>() else {
+                    continue;
+                };
+                let r = self
+                    .modify_block(&cidr, |b| {
+                        let ips = b.release_handle(handle_id, now);
+                        Ok(if ips.is_empty() { None } else { Some(ips) })
+                    })
+                    .await?;
+                if let Some(ips) = r {
+                    self.rw.fault(FaultPoint::AfterBlockRelease)?;
+                    freed.extend(ips);
+                }
+            }
+            match self
+                .rw
+                .delete_raw(&crate::keys::handle(handle_id), Some(h.revision))
+                .await
+            {
+                Ok(_) => return Ok(freed),
+                // Someone changed the handle meanwhile (a concurrent assign
+                // with the same handle): go round again.
+                Err(e) if is_conflict(&e) => continue,
+                Err(e) => {
+                    return Err(IpamError::store(format!("deleting handle {handle_id}"), e));
+                }
+            }
+        }
+        Err(IpamError::Contention {
+            what: format!("handle {handle_id}"),
+            attempts: self.opts.max_retries,
+        })
+    }
+
+    /// Addresses held by `handle_id`.
+    pub async fn ips_by_handle(&self, handle_id: &str) -> Result<Vec<IpAddr>> {
+        let Some(h) = self.rw.get_handle(handle_id).await? else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for cidr_s in h.value.block.keys() {
+            if let Ok(cidr) = cidr_s.parse::<IpNetwork>()
+                && let Some(b) = self.rw.get_block(&cidr).await?
+            {
+                out.extend(b.value.ips_of_handle(handle_id));
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+#[path = "allocator_tests.rs"]
+mod tests;
