@@ -148,7 +148,9 @@ impl Ipam {
             }
         }
         for h in handles {
-            report.released_ips.extend(self.release_by_handle(&h).await?);
+            report
+                .released_ips
+                .extend(self.release_by_handle(&h).await?);
         }
         report
             .released_ips

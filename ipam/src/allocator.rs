@@ -296,7 +296,12 @@ impl Ipam {
 
     /// Add `delta` to `handle`'s count for `cidr` (creating / deleting the
     /// handle as needed). CAS, retried.
-    pub(crate) async fn handle_add(&self, handle: &str, cidr: &IpNetwork, delta: i64) -> Result<()> {
+    pub(crate) async fn handle_add(
+        &self,
+        handle: &str,
+        cidr: &IpNetwork,
+        delta: i64,
+    ) -> Result<()> {
         let key = crate::keys::handle(handle);
         let cidr_s = cidr.to_string();
         // Fresh handles are the common case (one per pod): try create first.
@@ -370,7 +375,8 @@ impl Ipam {
             };
             match self.rw.update_block(&b, cur.revision).await {
                 Ok(rev) => {
-                    slot.free_hint.store(b.free_count() as u64, Ordering::Relaxed);
+                    slot.free_hint
+                        .store(b.free_count() as u64, Ordering::Relaxed);
                     *cache = Some(Versioned {
                         value: b,
                         revision: rev,
@@ -490,12 +496,14 @@ impl Ipam {
                 }
             }
             if results.iter().all(|r| r.is_empty()) {
-                slot.free_hint.store(b.free_count() as u64, Ordering::Relaxed);
+                slot.free_hint
+                    .store(b.free_count() as u64, Ordering::Relaxed);
                 return Ok(results);
             }
             match self.rw.update_block(&b, cur.revision).await {
                 Ok(rev) => {
-                    slot.free_hint.store(b.free_count() as u64, Ordering::Relaxed);
+                    slot.free_hint
+                        .store(b.free_count() as u64, Ordering::Relaxed);
                     *cache = Some(Versioned {
                         value: b,
                         revision: rev,
@@ -582,7 +590,9 @@ impl Ipam {
                 why_not.push(format!("pool {} is disabled", p.cidr));
             } else if !p.allows(use_) {
                 why_not.push(format!("pool {} does not allow {use_} use", p.cidr));
-            } else if filter.is_empty() && !self.topology.selector_matches(&p.node_selector, labels)? {
+            } else if filter.is_empty()
+                && !self.topology.selector_matches(&p.node_selector, labels)?
+            {
                 why_not.push(format!(
                     "pool {}'s nodeSelector {:?} does not select node {node}",
                     p.cidr, p.node_selector
@@ -594,7 +604,9 @@ impl Ipam {
             }
         }
         for f in filter {
-            if !ok.iter().any(|p| pool_requested(std::slice::from_ref(f), p))
+            if !ok
+                .iter()
+                .any(|p| pool_requested(std::slice::from_ref(f), p))
                 && !why_not.iter().any(|w| w.contains(f.as_str()))
             {
                 why_not.push(format!("requested pool {f} does not exist"));
@@ -699,7 +711,12 @@ impl Ipam {
             let r = self
                 .try_block(cidr, n - got.len(), attrs, Some(node), reserved)
                 .await;
-            got.extend(self.collect(r, &got, v6).await?.iter().map(|(ip, _)| to_net(*ip, cidr)));
+            got.extend(
+                self.collect(r, &got, v6)
+                    .await?
+                    .iter()
+                    .map(|(ip, _)| to_net(*ip, cidr)),
+            );
         }
 
         // 2. Claim new blocks.
@@ -715,7 +732,12 @@ impl Ipam {
             let r = self
                 .try_block(&cidr, n - got.len(), attrs, Some(node), reserved)
                 .await;
-            got.extend(self.collect(r, &got, v6).await?.iter().map(|(ip, _)| to_net(*ip, &cidr)));
+            got.extend(
+                self.collect(r, &got, v6)
+                    .await?
+                    .iter()
+                    .map(|(ip, _)| to_net(*ip, &cidr)),
+            );
         }
 
         // 3. Borrow from other nodes' blocks.
@@ -735,7 +757,12 @@ impl Ipam {
                 let r = self
                     .try_block(&cidr, n - got.len(), attrs, None, reserved)
                     .await;
-                got.extend(self.collect(r, &got, v6).await?.iter().map(|(ip, _)| to_net(*ip, &cidr)));
+                got.extend(
+                    self.collect(r, &got, v6)
+                        .await?
+                        .iter()
+                        .map(|(ip, _)| to_net(*ip, &cidr)),
+                );
             }
         }
 
@@ -791,7 +818,10 @@ impl Ipam {
                 .map(|b| &b.value)
                 .filter(|b| b.cidr().is_ipv6() == v6 && p.cidr.contains(b.cidr().network()))
                 .collect();
-            let own = in_pool.iter().filter(|b| b.affine_node() == Some(node)).count();
+            let own = in_pool
+                .iter()
+                .filter(|b| b.affine_node() == Some(node))
+                .count();
             let others = in_pool
                 .iter()
                 .filter(|b| b.affine_node().is_some_and(|a| a != node))
@@ -871,7 +901,8 @@ impl Ipam {
         v6: bool,
         reserved: &Arc<Vec<IpNetwork>>,
     ) -> Result<Option<IpNetwork>> {
-        let existing: HashSet<IpNetwork> = self.rw.list_block_cidrs(v6).await?.into_iter().collect();
+        let existing: HashSet<IpNetwork> =
+            self.rw.list_block_cidrs(v6).await?.into_iter().collect();
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         node.hash(&mut hasher);
         let seed = hasher.finish() as u128;
@@ -914,7 +945,12 @@ impl Ipam {
                 Some(cur) if cur.value.state == AffinityState::Pending => cur.revision,
                 _ => return Ok(false),
             },
-            Err(e) => return Err(IpamError::store(format!("claiming block {cidr} for {node}"), e)),
+            Err(e) => {
+                return Err(IpamError::store(
+                    format!("claiming block {cidr} for {node}"),
+                    e,
+                ));
+            }
         };
         self.rw.fault(FaultPoint::AfterAffinityPending)?;
         // Phase 2: the block, already affine. Creating it is the CAS that
@@ -954,15 +990,22 @@ impl Ipam {
 
     /// Assign exactly `ip` to `handle_id` on `host` (Calico `AssignIP`). The
     /// address must be in a pool; its block is claimed for `host` if absent.
-    pub async fn assign_ip(&self, ip: IpAddr, handle_id: &str, attrs: &Attrs, host: &str) -> Result<()> {
+    pub async fn assign_ip(
+        &self,
+        ip: IpAddr,
+        handle_id: &str,
+        attrs: &Attrs,
+        host: &str,
+    ) -> Result<()> {
         let pools = self.topology.pools().await?;
-        let pool = pools
-            .iter()
-            .find(|p| p.cidr.contains(ip))
-            .ok_or_else(|| IpamError::Address {
-                ip,
-                reason: "not in any IP pool; pick an address from a pool or create one".into(),
-            })?;
+        let pool =
+            pools
+                .iter()
+                .find(|p| p.cidr.contains(ip))
+                .ok_or_else(|| IpamError::Address {
+                    ip,
+                    reason: "not in any IP pool; pick an address from a pool or create one".into(),
+                })?;
         let reserved = self.topology.reservations().await?;
         if is_reserved(&reserved, ip) {
             return Err(IpamError::Address {
@@ -970,8 +1013,8 @@ impl Ipam {
                 reason: "is reserved by an IPReservation".into(),
             });
         }
-        let cidr = IpNetwork::new(ip, pool.block_size)
-            .map_err(|e| IpamError::Invalid(e.to_string()))?;
+        let cidr =
+            IpNetwork::new(ip, pool.block_size).map_err(|e| IpamError::Invalid(e.to_string()))?;
         let cidr = IpNetwork::new(cidr.network(), pool.block_size).expect("valid");
         if self.rw.get_block(&cidr).await?.is_none() {
             // Claim it for the host; losing the race is fine (someone created it).

@@ -119,7 +119,10 @@ pub enum BlockError {
     )]
     TooLarge { cidr: IpNetwork, bits: u8 },
     #[error("block {cidr}: not a network address (host bits set): use {expected}")]
-    NotAligned { cidr: IpNetwork, expected: IpNetwork },
+    NotAligned {
+        cidr: IpNetwork,
+        expected: IpNetwork,
+    },
     #[error("block {cidr}: address {ip} is outside the block")]
     OutOfRange { cidr: IpNetwork, ip: IpAddr },
     #[error("block {cidr}: address {ip} is already allocated (handle {handle})")]
@@ -215,7 +218,9 @@ impl Block {
 
     /// The node the block is affine to, if any.
     pub fn affine_node(&self) -> Option<&str> {
-        self.affinity.as_deref().and_then(|a| a.strip_prefix("host:"))
+        self.affinity
+            .as_deref()
+            .and_then(|a| a.strip_prefix("host:"))
     }
 
     /// Set or clear the affinity.

@@ -196,7 +196,8 @@ proptest! {
                 Op::ReleaseNth(i) => {
                     if let Some((&ip, (_, seq))) = model.iter().nth(i % model.len().max(1)) {
                         let seq = *seq;
-                        prop_assert!(matches!(b.release(ip, Some(seq), 1).unwrap(), Release::Released { .. }));
+                        let r = b.release(ip, Some(seq), 1).unwrap();
+                        prop_assert!(matches!(r, Release::Released { .. }), "{:?}", r);
                         model.remove(&ip);
                         released.push((ip, seq));
                         // FIFO: the released ordinal is now at the back of the queue.
@@ -208,7 +209,7 @@ proptest! {
                         let (ip, seq) = released[i % released.len()];
                         let r = b.release(ip, Some(seq), 1).unwrap();
                         match model.get(&ip) {
-                            Some((_, cur)) if *cur != seq => prop_assert!(matches!(r, Release::Stale { .. })),
+                            Some((_, cur)) if *cur != seq => prop_assert!(matches!(r, Release::Stale { .. }), "{:?}", r),
                             Some(_) => prop_assert!(false, "seq reused for {}", ip),
                             None => prop_assert_eq!(r, Release::NotAllocated),
                         }

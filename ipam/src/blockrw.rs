@@ -157,7 +157,9 @@ fn encode<T: Serialize>(v: &T) -> Vec<u8> {
 pub fn is_conflict(e: &StoreError) -> bool {
     matches!(
         e,
-        StoreError::Conflict { .. } | StoreError::AlreadyExists { .. } | StoreError::NotFound { .. }
+        StoreError::Conflict { .. }
+            | StoreError::AlreadyExists { .. }
+            | StoreError::NotFound { .. }
     )
 }
 
@@ -279,7 +281,8 @@ impl BlockRw {
 
     /// Create block (fails with the raw store error on a race).
     pub async fn create_block(&self, b: &Block) -> std::result::Result<Revision, StoreError> {
-        self.create_raw(&keys::block(&b.cidr()), &b.to_model()).await
+        self.create_raw(&keys::block(&b.cidr()), &b.to_model())
+            .await
     }
 
     /// CAS-update block.
@@ -345,13 +348,10 @@ impl BlockRw {
 
     /// The IPAM config (defaults when absent).
     pub async fn get_config(&self) -> Result<Versioned<IPAMConfig>> {
-        Ok(self
-            .get_typed(keys::CONFIG)
-            .await?
-            .unwrap_or(Versioned {
-                value: IPAMConfig::default(),
-                revision: 0,
-            }))
+        Ok(self.get_typed(keys::CONFIG).await?.unwrap_or(Versioned {
+            value: IPAMConfig::default(),
+            revision: 0,
+        }))
     }
 
     /// Write the IPAM config (CAS against `rev`; 0 = create).

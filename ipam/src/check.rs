@@ -450,7 +450,11 @@ impl Gc {
 }
 
 /// Is `l` still a leak, read fresh?
-async fn revalidate_leak(ipam: &Ipam, l: &LeakedAddress, live: Option<&HashSet<String>>) -> Result<bool> {
+async fn revalidate_leak(
+    ipam: &Ipam,
+    l: &LeakedAddress,
+    live: Option<&HashSet<String>>,
+) -> Result<bool> {
     let Some(b) = ipam.rw.get_block(&l.block).await? else {
         return Ok(false);
     };
@@ -483,10 +487,9 @@ async fn fix_handle(ipam: &Ipam, m: &HandleMismatch) -> Result<bool> {
     if h.revision != m.revision {
         return Ok(false);
     }
-    let cidr: IpNetwork = m
-        .block
-        .parse()
-        .map_err(|e| IpamError::Invalid(format!("handle {}: block {}: {e}", m.handle_id, m.block)))?;
+    let cidr: IpNetwork = m.block.parse().map_err(|e| {
+        IpamError::Invalid(format!("handle {}: block {}: {e}", m.handle_id, m.block))
+    })?;
     let actual = match ipam.rw.get_block(&cidr).await? {
         Some(b) => b.value.ips_of_handle(&m.handle_id).len() as u64,
         None => 0,
@@ -506,7 +509,10 @@ async fn fix_handle(ipam: &Ipam, m: &HandleMismatch) -> Result<bool> {
     match res {
         Ok(_) => Ok(true),
         Err(e) if is_conflict(&e) => Ok(false),
-        Err(e) => Err(IpamError::store(format!("fixing handle {}", m.handle_id), e)),
+        Err(e) => Err(IpamError::store(
+            format!("fixing handle {}", m.handle_id),
+            e,
+        )),
     }
 }
 

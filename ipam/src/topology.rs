@@ -237,7 +237,13 @@ impl Topology for StaticTopology {
         Ok(self.inner.lock().expect("poisoned").pools.clone())
     }
     async fn node_labels(&self, node: &str) -> Result<Option<Labels>> {
-        Ok(self.inner.lock().expect("poisoned").nodes.get(node).cloned())
+        Ok(self
+            .inner
+            .lock()
+            .expect("poisoned")
+            .nodes
+            .get(node)
+            .cloned())
     }
     async fn nodes(&self) -> Result<Vec<String>> {
         Ok(self
@@ -277,9 +283,15 @@ mod tests {
     fn pool_blocks() {
         let p = Pool::new("p", "10.0.0.0/24").unwrap();
         assert_eq!(p.block_count(), 4);
-        assert_eq!(p.nth_block(3), "10.0.0.192/26".parse::<IpNetwork>().unwrap());
+        assert_eq!(
+            p.nth_block(3),
+            "10.0.0.192/26".parse::<IpNetwork>().unwrap()
+        );
         let p6 = Pool::new("p6", "fd10::/120").unwrap();
-        assert_eq!(p6.nth_block(1), "fd10::40/122".parse::<IpNetwork>().unwrap());
+        assert_eq!(
+            p6.nth_block(1),
+            "fd10::40/122".parse::<IpNetwork>().unwrap()
+        );
         assert!(p.clone().with_block_size(19).validate().is_err());
         assert!(p.with_block_size(28).validate().is_ok());
     }
