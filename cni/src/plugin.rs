@@ -1,0 +1,424 @@
+//! The CNI commands: ADD, DEL, CHECK, VERSION, STATUS, GC.
+//!
+//! ADD, in order, each step undone in reverse if a later one fails (so a
+//! failed ADD leaves no veth, no allocation, no WorkloadEndpoint):
+//! 1. validate environment and configuration (nothing touched yet);
+//! 2. IPAM ADD through the delegated plugin   — undo: IPAM DEL;
+//! 3. veth pair, addresses, routes, sysctls   — undo: delete the host veth;
+//! 4. WorkloadEndpoint written                — last, nothing after it fails.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use crate::config::NetConf;
+use crate::dataplane::{self, Netlink, Wiring};
+use crate::endpoint::{self, Endpoint, EndpointKey, EndpointStore};
+use crate::env::{CniEnv, Command};
+use crate::error::{CniError, ErrorCode};
+use crate::ipam::{Invocation, IpamPlugin};
+use crate::names;
+use crate::netns::NetNs;
+use crate::result::{AddResult, Interface, IpConfig};
+use crate::version::{self, CURRENT_VERSION};
+
+/// What the plugin prints and how it exits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// JSON for stdout (empty for a successful DEL/GC).
+    pub stdout: Vec<u8>,
+    /// 0 on success, 1 on a CNI error.
+    pub exit_code: i32,
+}
+
+/// Opens the endpoint store a configuration names.
+pub type StoreOpener = dyn Fn(&NetConf) -> Result<Arc<dyn EndpointStore>, CniError> + Send + Sync;
+
+/// Runs one plugin invocation: `lookup` reads the environment, `stdin` is
+/// the network configuration. Never panics on bad input.
+pub fn run(
+    lookup: impl Fn(&str) -> Option<String>,
+    stdin: &[u8],
+    open_store: &StoreOpener,
+) -> Outcome {
+    let requested_version = loose_version(stdin);
+    match run_inner(lookup, stdin, open_store) {
+        Ok(out) => Outcome {
+            stdout: out.map(|v| v.to_string().into_bytes()).unwrap_or_default(),
+            exit_code: 0,
+        },
+        Err(e) => {
+            tracing::error!(code = e.code, msg = %e.msg, details = %e.details, "CNI command failed");
+            Outcome {
+                stdout: e.to_json(&requested_version).to_string().into_bytes(),
+                exit_code: 1,
+            }
+        }
+    }
+}
+
+/// `cniVersion` of stdin if readable, for error and VERSION output.
+fn loose_version(stdin: &[u8]) -> String {
+    serde_json::from_slice::<serde_json::Value>(stdin)
+        .ok()
+        .and_then(|v| {
+            v.get("cniVersion")
+                .and_then(|s| s.as_str())
+                .map(str::to_string)
+        })
+        .filter(|v| version::SUPPORTED_VERSIONS.contains(&v.as_str()))
+        .unwrap_or_else(|| CURRENT_VERSION.to_string())
+}
+
+fn run_inner(
+    lookup: impl Fn(&str) -> Option<String>,
+    stdin: &[u8],
+    open_store: &StoreOpener,
+) -> Result<Option<serde_json::Value>, CniError> {
+    let env = CniEnv::from_lookup(lookup)?;
+    if env.command == Command::Version {
+        return Ok(Some(version::version_info(&loose_version(stdin))));
+    }
+    let conf = NetConf::parse(stdin)?;
+    let span = tracing::info_span!("cni", cmd = env.command.as_str(), container = %env.container_id, ifname = %env.ifname);
+    let _enter = span.enter();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CniError::io(format!("cannot start the async runtime: {e}")))?;
+    rt.block_on(async {
+        match env.command {
+            Command::Add => add(&env, &conf, open_store).await.map(Some),
+            Command::Del => del(&env, &conf, open_store).await.map(|()| None),
+            Command::Check => check(&env, &conf, open_store).await.map(|()| None),
+            Command::Status => status(&env, &conf, open_store).await.map(|()| None),
+            Command::Gc => gc(&env, &conf, open_store).await.map(|()| None),
+            Command::Version => Ok(Some(version::version_info(&conf.cni_version))),
+        }
+    })
+}
+
+fn require_1_1(conf: &NetConf, cmd: Command) -> Result<(), CniError> {
+    if conf.version.has_status_gc() {
+        return Ok(());
+    }
+    Err(CniError::new(
+        ErrorCode::IncompatibleVersion,
+        format!(
+            "{} needs cniVersion 1.1.0 or newer; the configuration says {}",
+            cmd.as_str(),
+            conf.cni_version
+        ),
+    ))
+}
+
+async fn add(
+    env: &CniEnv,
+    conf: &NetConf,
+    open_store: &StoreOpener,
+) -> Result<serde_json::Value, CniError> {
+    let ipam = IpamPlugin::find(conf.require_ipam()?, &env.path)?;
+    let node = conf.node_name()?;
+    let netns_path = env
+        .netns
+        .as_ref()
+        .ok_or_else(|| CniError::env("CNI_NETNS is not set"))?;
+    let ns = NetNs::open(netns_path)?;
+    let store = open_store(conf)?;
+    let host = Netlink::current()?;
+    let pod = Netlink::in_netns(&ns)?;
+    let mtu = match conf.mtu {
+        Some(m) => m,
+        None => dataplane::detect_mtu(&host).await?,
+    };
+
+    // 2. Addresses.
+    let inv = Invocation::from_env(env, Command::Add);
+    let ipam_result = ipam.add(&inv, &conf.raw)?;
+    let release = || {
+        let inv = Invocation::from_env(env, Command::Del);
+        if let Err(e) = ipam.exec(&inv, &conf.raw) {
+            tracing::error!(error = %e, "rollback: IPAM DEL failed; the address may leak until GC");
+        }
+    };
+    let addresses: Vec<IpAddr> = ipam_result.ips.iter().map(|c| c.address.ip()).collect();
+
+    // 3. Dataplane.
+    let host_ifname = names::host_veth_name(&env.workload_id());
+    let wiring = Wiring {
+        host_ifname: host_ifname.clone(),
+        pod_ifname: env.ifname.clone(),
+        mtu,
+        addresses: addresses.clone(),
+    };
+    let wired = match dataplane::wire(&host, &pod, &ns, &wiring).await {
+        Ok(w) => w,
+        Err(e) => {
+            if let Err(e2) = host.delete_link_by_name(&host_ifname).await {
+                tracing::error!(error = %e2, veth = %host_ifname, "rollback: deleting veth failed");
+            }
+            release();
+            return Err(e);
+        }
+    };
+
+    // 4. WorkloadEndpoint.
+    let (namespace, orchestrator, workload) = endpoint::identity(env);
+    let ip_networks: Vec<_> = addresses
+        .iter()
+        .map(|ip| dataplane::host_network(*ip))
+        .collect();
+    let ep = Endpoint {
+        name: endpoint::endpoint_name(&node, &orchestrator, &workload, &env.ifname),
+        namespace: namespace.clone(),
+        node,
+        orchestrator: orchestrator.clone(),
+        pod: (orchestrator == "k8s").then(|| workload.clone()),
+        workload,
+        endpoint: env.ifname.clone(),
+        container_id: env.container_id.clone(),
+        ip_networks: ip_networks.clone(),
+        host_ifname: host_ifname.clone(),
+        mac: wired.pod_mac.clone(),
+        profiles: if orchestrator == "k8s" {
+            vec![format!("kns.{namespace}")]
+        } else {
+            Vec::new()
+        },
+    };
+    if let Err(e) = store.put(&ep).await {
+        if let Err(e2) = host.delete_link_by_name(&host_ifname).await {
+            tracing::error!(error = %e2, veth = %host_ifname, "rollback: deleting veth failed");
+        }
+        release();
+        return Err(e.context(format!(
+            "recording workload endpoint {}/{}",
+            ep.namespace, ep.name
+        )));
+    }
+    tracing::info!(veth = %host_ifname, ips = ?ip_networks, "pod attached");
+
+    // The result: our two interfaces after any from an earlier plugin.
+    let mut result = conf.prev_result.clone().unwrap_or_default();
+    let base = result.interfaces.len();
+    result.interfaces.push(Interface {
+        name: host_ifname,
+        mac: wired.host_mac,
+        sandbox: String::new(),
+    });
+    result.interfaces.push(Interface {
+        name: env.ifname.clone(),
+        mac: wired.pod_mac,
+        sandbox: netns_path.display().to_string(),
+    });
+    for net in ip_networks {
+        result.ips.push(IpConfig {
+            address: net,
+            gateway: None,
+            interface: Some(base + 1),
+        });
+    }
+    result.routes.extend(ipam_result.routes);
+    if result.dns == Default::default() {
+        result.dns = ipam_result.dns;
+    }
+    Ok(result.to_json(&conf.cni_version))
+}
+
+async fn del(env: &CniEnv, conf: &NetConf, open_store: &StoreOpener) -> Result<(), CniError> {
+    let node = conf.node_name()?;
+    let store = open_store(conf)?;
+    let host = Netlink::current()?;
+    // The namespace may be gone (DEL after the sandbox died): the host end
+    // is then removed by name.
+    let ns = match &env.netns {
+        Some(p) if p.exists() => match NetNs::open(p) {
+            Ok(ns) => Some(ns),
+            Err(e) if e.code == ErrorCode::UnknownContainer as u32 => None,
+            Err(e) => return Err(e),
+        },
+        _ => None,
+    };
+    let pod = match &ns {
+        Some(ns) => Some(Netlink::in_netns(ns)?),
+        None => None,
+    };
+    let host_ifname = names::host_veth_name(&env.workload_id());
+    dataplane::unwire(&host, pod.as_ref(), &host_ifname, &env.ifname).await?;
+
+    if let Some(ipam_type) = &conf.ipam_type {
+        let ipam = IpamPlugin::find(ipam_type, &env.path)?;
+        ipam.exec(&Invocation::from_env(env, Command::Del), &conf.raw)?;
+    }
+    let key = EndpointKey::for_invocation(env, &node);
+    store.delete(&key, Some(&env.container_id)).await?;
+    tracing::info!(veth = %host_ifname, "pod detached");
+    Ok(())
+}
+
+async fn check(env: &CniEnv, conf: &NetConf, open_store: &StoreOpener) -> Result<(), CniError> {
+    if !conf.version.has_check() {
+        return Err(CniError::new(
+            ErrorCode::IncompatibleVersion,
+            format!(
+                "CHECK needs cniVersion 0.4.0 or newer; the configuration says {}",
+                conf.cni_version
+            ),
+        ));
+    }
+    let prev = conf.prev_result.as_ref().ok_or_else(|| {
+        CniError::config("CHECK needs prevResult in the configuration (the result of ADD)")
+    })?;
+    let netns_path = env
+        .netns
+        .as_ref()
+        .ok_or_else(|| CniError::env("CNI_NETNS is not set"))?;
+    let sandbox = netns_path.display().to_string();
+    let index = prev
+        .interfaces
+        .iter()
+        .position(|i| i.name == env.ifname && i.sandbox == sandbox)
+        .ok_or_else(|| {
+            CniError::internal(format!(
+                "CHECK: prevResult has no interface {} in sandbox {sandbox}",
+                env.ifname
+            ))
+        })?;
+    let addresses: Vec<IpAddr> = prev
+        .ips
+        .iter()
+        .filter(|ip| ip.interface.is_none_or(|i| i == index))
+        .map(|ip| ip.address.ip())
+        .collect();
+    if addresses.is_empty() {
+        return Err(CniError::internal(format!(
+            "CHECK: prevResult has no address for interface {}",
+            env.ifname
+        )));
+    }
+    let ns = NetNs::open(netns_path)?;
+    let host = Netlink::current()?;
+    let pod = Netlink::in_netns(&ns)?;
+    let wiring = Wiring {
+        host_ifname: names::host_veth_name(&env.workload_id()),
+        pod_ifname: env.ifname.clone(),
+        mtu: 0,
+        addresses,
+    };
+    dataplane::check(&host, &pod, &ns, &wiring, &prev.interfaces[index].mac).await?;
+
+    let ipam = IpamPlugin::find(conf.require_ipam()?, &env.path)?;
+    ipam.exec(&Invocation::from_env(env, Command::Check), &conf.raw)?;
+
+    let node = conf.node_name()?;
+    let store = open_store(conf)?;
+    let key = EndpointKey::for_invocation(env, &node);
+    if conf.datastore.datastore_type.as_deref() != Some("none") {
+        match store.get(&key).await? {
+            Some(ep) if ep.container_id == env.container_id => {}
+            Some(ep) => {
+                return Err(CniError::internal(format!(
+                    "CHECK: workload endpoint {}/{} belongs to container {}, not {}",
+                    key.namespace, key.name, ep.container_id, env.container_id
+                )));
+            }
+            None => {
+                return Err(CniError::internal(format!(
+                    "CHECK: workload endpoint {}/{} is missing from the datastore",
+                    key.namespace, key.name
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn status(env: &CniEnv, conf: &NetConf, open_store: &StoreOpener) -> Result<(), CniError> {
+    require_1_1(conf, Command::Status)?;
+    let unavailable = |e: CniError| {
+        CniError::new(
+            ErrorCode::PluginNotAvailable,
+            format!("manx is not ready: {}", e.msg),
+        )
+        .with_details(e.details)
+    };
+    let store = open_store(conf).map_err(unavailable)?;
+    let manx_ipam = conf.ipam_type.as_deref() == Some("manx-ipam");
+    store.status(manx_ipam).await?;
+    if let Some(ipam_type) = &conf.ipam_type {
+        let ipam = IpamPlugin::find(ipam_type, &env.path).map_err(unavailable)?;
+        let inv = Invocation::from_env(env, Command::Status);
+        if ipam.speaks_1_1(&inv) {
+            ipam.exec(&inv, &conf.raw)?;
+        }
+    }
+    Ok(())
+}
+
+async fn gc(env: &CniEnv, conf: &NetConf, open_store: &StoreOpener) -> Result<(), CniError> {
+    require_1_1(conf, Command::Gc)?;
+    let valid = conf.valid_attachments.clone().unwrap_or_default();
+    let node = conf.node_name()?;
+    let store = open_store(conf)?;
+    let host = Netlink::current()?;
+    let ipam = match &conf.ipam_type {
+        Some(t) => Some(IpamPlugin::find(t, &env.path)?),
+        None => None,
+    };
+    let base_inv = Invocation::from_env(env, Command::Gc);
+    // An IPAM plugin that speaks 1.1 gets the GC with the same stdin and
+    // releases every handle not in the list itself.
+    let ipam_does_gc = ipam.as_ref().is_some_and(|p| p.speaks_1_1(&base_inv));
+    let mut first_error = None;
+    for ep in store.list_on_node(&node).await? {
+        let live = valid.iter().any(|a| {
+            a.container_id == ep.container_id && (a.ifname.is_empty() || a.ifname == ep.endpoint)
+        });
+        if live {
+            continue;
+        }
+        tracing::info!(endpoint = %ep.name, container = %ep.container_id, "GC: removing stale attachment");
+        if let Err(e) = host.delete_link_by_name(&ep.host_ifname).await {
+            first_error.get_or_insert(e);
+            continue;
+        }
+        if let (Some(ipam), false) = (&ipam, ipam_does_gc) {
+            let mut inv = base_inv.clone();
+            inv.command = Command::Del;
+            inv.container_id = ep.container_id.clone();
+            inv.ifname = ep.endpoint.clone();
+            inv.netns = String::new();
+            inv.args = match &ep.pod {
+                Some(pod) => format!(
+                    "IgnoreUnknown=1;K8S_POD_NAMESPACE={};K8S_POD_NAME={pod}",
+                    ep.namespace
+                ),
+                None => String::new(),
+            };
+            if let Err(e) = ipam.exec(&inv, &conf.raw) {
+                first_error.get_or_insert(e);
+                continue;
+            }
+        }
+        let key = EndpointKey {
+            namespace: ep.namespace.clone(),
+            name: ep.name.clone(),
+        };
+        if let Err(e) = store.delete(&key, Some(&ep.container_id)).await {
+            first_error.get_or_insert(e);
+        }
+    }
+    if let (Some(ipam), true) = (&ipam, ipam_does_gc) {
+        ipam.exec(&base_inv, &conf.raw)?;
+    }
+    match first_error {
+        Some(e) => Err(e.context("GC")),
+        None => Ok(()),
+    }
+}
+
+/// Reads a result printed by this plugin (for tests and tools).
+pub fn parse_result(stdout: &[u8]) -> Result<AddResult, CniError> {
+    let v: serde_json::Value = serde_json::from_slice(stdout)
+        .map_err(|e| CniError::decode(format!("result is not JSON: {e}")))?;
+    AddResult::from_json(&v)
+}
