@@ -1,1 +1,52 @@
-//! Manx dataplane programmer: routes, tunnels, neighbours, NAT and uplink autodetection
+//! Manx dataplane programmer ("felix-lite"): routes, tunnels, neighbours, NAT and uplink
+//! autodetection.
+//!
+//! # Route protocol
+//!
+//! Every route felix-lite installs carries [`MANX_ROUTE_PROTOCOL`] (77) in `rtm_protocol`
+//! (`ip route` shows `proto 77`). felix-lite owns exactly the routes of the main table with
+//! that protocol: it purges stale ones at start and never touches routes of other protocols.
+//! 77 is not registered in iproute2's `rt_protos` (0-4, 8-16, 18, 42, 99, 186-192) and
+//! differs from Calico felix's 80, so both can coexist on a node during a migration.
+//!
+//! # Shape
+//!
+//! manx-node builds a [`DataplaneInput`] (pools, BGP-learnt remote blocks, local blocks,
+//! peers, workloads, uplink, tunnel addresses) and hands it to [`Dataplane::apply`]. The
+//! [`calc`] module turns it into a [`DesiredDataplane`]; reconcilers diff that against the
+//! kernel through the [`Netlink`] trait and write only the difference.
+
+pub mod autodetect;
+pub mod calc;
+pub mod clock;
+pub mod dataplane;
+pub mod nat;
+pub mod netlink;
+pub mod netns;
+pub mod reconcile;
+pub mod sysctl;
+pub mod types;
+
+/// The `rtm_protocol` value of every route felix-lite owns.
+pub const MANX_ROUTE_PROTOCOL: u8 = 77;
+
+/// Name of the IPIP tunnel device (the kernel's fallback tunnel name).
+pub const IPIP_DEVICE: &str = "tunl0";
+/// Name of the IPv4 VXLAN device.
+pub const VXLAN_DEVICE: &str = "vxlan.manx";
+/// VXLAN network identifier (Calico's default).
+pub const VXLAN_VNI: u32 = 4096;
+/// VXLAN UDP port (IANA).
+pub const VXLAN_PORT: u16 = 4789;
+/// IPIP overhead subtracted from the uplink MTU.
+pub const IPIP_OVERHEAD: u32 = 20;
+/// VXLAN overhead (IPv4 underlay) subtracted from the uplink MTU.
+pub const VXLAN_OVERHEAD: u32 = 50;
+
+pub use calc::{DesiredDataplane, DesiredRoute, NextHop};
+pub use clock::{Clock, FakeClock, SystemClock};
+pub use dataplane::{Dataplane, DataplaneConfig, DataplaneError, DegradedPool};
+pub use netlink::{MemNetlink, Netlink, RealNetlink};
+pub use types::{
+    DataplaneInput, EncapMode, LocalWorkload, MacAddr, PeerNode, PoolInfo, RemoteBlock, Uplink,
+};

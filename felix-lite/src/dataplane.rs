@@ -1,0 +1,494 @@
+//! The dataplane: one owner of felix-lite's state. manx-node feeds it [`DataplaneInput`]s;
+//! it computes the desired state and drives the reconcilers.
+//!
+//! ```text
+//!  manx-node ──watch<DataplaneInput>──► Dataplane::run ──► calc::compute
+//!                                            │                 │ DesiredDataplane
+//!                     Clock (resync due?) ───┤                 ▼
+//!                                            ├─► LinkReconciler   (tunl0, vxlan.manx, addrs)
+//!                                            ├─► NeighbourReconciler (ARP + FDB on vxlan.manx)
+//!                                            ├─► RouteReconciler  (proto 77, batched)
+//!                                            ├─► sysctls          (/proc/sys)
+//!                                            └─► NatReconciler    (nft table manx)
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use ipnetwork::IpNetwork;
+
+use crate::calc::{self, DegradeReason, DesiredDataplane, NextHop};
+use crate::clock::Clock;
+use crate::nat::{NatBackend, NatError, NatReconciler};
+use crate::netlink::{
+    EOPNOTSUPP, KernelLink, KernelRoute, LinkKind, LinkSpec, NeighTable, Neighbour, Netlink,
+    NlError, RouteKind,
+};
+use crate::reconcile::routes::manx_route;
+use crate::reconcile::{LinkReconciler, NeighbourReconciler, RouteReconciler};
+use crate::sysctl::{self, Sysctls};
+use crate::types::{DataplaneInput, MacAddr};
+use crate::{IPIP_DEVICE, VXLAN_DEVICE, VXLAN_PORT, VXLAN_VNI};
+
+/// Settings that do not come from the datastore's per-object resources.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataplaneConfig {
+    /// `tunl0` MTU; default uplink MTU − 20.
+    pub ipip_mtu: Option<u32>,
+    /// `vxlan.manx` MTU; default uplink MTU − 50.
+    pub vxlan_mtu: Option<u32>,
+    /// `vxlan.manx` MAC; default derived from the node name ([`MacAddr::from_seed`]).
+    pub vxlan_mac: Option<MacAddr>,
+    /// VXLAN network identifier.
+    pub vxlan_vni: u32,
+    /// VXLAN UDP port.
+    pub vxlan_port: u16,
+    /// Full resync period.
+    pub resync_interval: Duration,
+    /// `rp_filter` for workload interfaces: "1" strict (Calico's default) or "2" loose.
+    pub workload_rp_filter: &'static str,
+    /// Program NAT outgoing.
+    pub nat: bool,
+}
+
+impl Default for DataplaneConfig {
+    fn default() -> Self {
+        DataplaneConfig {
+            ipip_mtu: None,
+            vxlan_mtu: None,
+            vxlan_mac: None,
+            vxlan_vni: VXLAN_VNI,
+            vxlan_port: VXLAN_PORT,
+            resync_interval: Duration::from_secs(90),
+            workload_rp_filter: "1",
+            nat: true,
+        }
+    }
+}
+
+/// A fatal failure of one apply (the dataplane keeps its state and retries).
+#[derive(Debug, thiserror::Error)]
+pub enum DataplaneError {
+    /// A netlink dump or device operation failed.
+    #[error(transparent)]
+    Netlink(#[from] NlError),
+    /// nft failed.
+    #[error(transparent)]
+    Nat(#[from] NatError),
+}
+
+/// A pool felix-lite cannot program, for `manxctl node status`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DegradedPool {
+    /// The pool.
+    pub cidr: IpNetwork,
+    /// One-line reason with what to do.
+    pub reason: String,
+}
+
+/// What one apply did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ApplyReport {
+    /// Whether the routes were resynced from a kernel dump.
+    pub full_resync: bool,
+    /// Route writes: added, replaced, deleted.
+    pub routes_added: usize,
+    /// Routes replaced.
+    pub routes_replaced: usize,
+    /// Routes deleted.
+    pub routes_deleted: usize,
+    /// Writes to links, addresses, neighbours and FDB.
+    pub link_writes: usize,
+    /// Sysctl writes.
+    pub sysctl_writes: usize,
+    /// nft applies.
+    pub nat_writes: usize,
+    /// Non-fatal errors (a resync follows).
+    pub errors: Vec<String>,
+}
+
+impl ApplyReport {
+    /// Total writes of every kind.
+    pub fn writes(&self) -> usize {
+        self.routes_added
+            + self.routes_replaced
+            + self.routes_deleted
+            + self.link_writes
+            + self.sysctl_writes
+            + self.nat_writes
+    }
+}
+
+fn degrade_message(cidr: &IpNetwork, reason: DegradeReason) -> String {
+    match reason {
+        DegradeReason::NoIpip => format!(
+            "IPIP pool {cidr} cannot be programmed: this kernel has no ipip support \
+             (CONFIG_NET_IPIP); use vxlanMode or ipipMode: Never"
+        ),
+        DegradeReason::Ipv6Vxlan => format!(
+            "VXLAN pool {cidr} cannot be programmed: felix-lite has no IPv6 VXLAN device yet; \
+             use vxlanMode: Never for IPv6 pools"
+        ),
+    }
+}
+
+/// The dataplane programmer.
+#[derive(Debug)]
+pub struct Dataplane<N, S, F, C> {
+    nl: N,
+    sysctls: S,
+    nat_backend: F,
+    clock: C,
+    cfg: DataplaneConfig,
+    routes: RouteReconciler,
+    nat: NatReconciler,
+    ipip_supported: bool,
+    degraded: BTreeMap<IpNetwork, DegradeReason>,
+    logged: BTreeSet<(IpNetwork, DegradeReason)>,
+    last_full: Option<Instant>,
+    needs_resync: bool,
+    sysctl_done: HashSet<(String, u32)>,
+    globals_done: bool,
+}
+
+impl<N: Netlink, S: Sysctls, F: NatBackend, C: Clock> Dataplane<N, S, F, C> {
+    /// A dataplane over the given kernel shims. Nothing is written until [`Self::apply`].
+    pub fn new(nl: N, sysctls: S, nat_backend: F, clock: C, cfg: DataplaneConfig) -> Self {
+        Dataplane {
+            nl,
+            sysctls,
+            nat_backend,
+            clock,
+            cfg,
+            routes: RouteReconciler::new(),
+            nat: NatReconciler::default(),
+            ipip_supported: true,
+            degraded: BTreeMap::new(),
+            logged: BTreeSet::new(),
+            last_full: None,
+            needs_resync: true,
+            sysctl_done: HashSet::new(),
+            globals_done: false,
+        }
+    }
+
+    /// False once creating `tunl0` failed because the kernel has no IPIP.
+    pub fn ipip_supported(&self) -> bool {
+        self.ipip_supported
+    }
+
+    /// Pools that cannot be programmed on this node, with the reason.
+    pub fn degraded_pools(&self) -> Vec<DegradedPool> {
+        self.degraded
+            .iter()
+            .map(|(cidr, r)| DegradedPool {
+                cidr: *cidr,
+                reason: degrade_message(cidr, *r),
+            })
+            .collect()
+    }
+
+    /// The MAC `vxlan.manx` gets on this node (record it in the Node resource).
+    pub fn vxlan_mac(&self, node_name: &str) -> MacAddr {
+        self.cfg
+            .vxlan_mac
+            .unwrap_or_else(|| MacAddr::from_seed(node_name))
+    }
+
+    /// The kernel shim (tests read it).
+    pub fn netlink(&self) -> &N {
+        &self.nl
+    }
+
+    /// Force a full resync on the next apply.
+    pub fn request_resync(&mut self) {
+        self.needs_resync = true;
+    }
+
+    fn resync_due(&self) -> bool {
+        self.needs_resync
+            || self.last_full.is_none_or(|t| {
+                self.clock.now().saturating_duration_since(t) >= self.cfg.resync_interval
+            })
+    }
+
+    /// Bring the kernel in line with `input`. A full resync from kernel dumps happens on the
+    /// first call, after errors and every `resync_interval`; other calls write only what
+    /// changed since the last one.
+    pub async fn apply(&mut self, input: &DataplaneInput) -> Result<ApplyReport, DataplaneError> {
+        let full = self.resync_due();
+        let res = self.apply_inner(input, full).await;
+        match &res {
+            Ok(r) if r.errors.is_empty() => {
+                if full {
+                    self.last_full = Some(self.clock.now());
+                    self.needs_resync = false;
+                }
+            }
+            _ => self.needs_resync = true,
+        }
+        res
+    }
+
+    async fn apply_inner(
+        &mut self,
+        input: &DataplaneInput,
+        full: bool,
+    ) -> Result<ApplyReport, DataplaneError> {
+        let mut report = ApplyReport {
+            full_resync: full,
+            ..ApplyReport::default()
+        };
+        if full {
+            self.sysctl_done.clear();
+            self.globals_done = false;
+        }
+        let mut desired = calc::compute(input, &self.cfg, self.ipip_supported);
+        let mut links = self.nl.links().await?;
+
+        // tunl0.
+        if let Some(dev) = desired.ipip.clone() {
+            let spec = LinkSpec {
+                name: IPIP_DEVICE.into(),
+                kind: LinkKind::Ipip,
+                mtu: dev.mtu,
+                mac: None,
+            };
+            match LinkReconciler::ensure(&self.nl, &mut links, &spec).await {
+                Ok((index, w)) => {
+                    report.link_writes += w;
+                    let addrs = self.nl.addresses().await?;
+                    let want: Vec<IpNetwork> = dev.addr.map(IpNetwork::from).into_iter().collect();
+                    report.link_writes +=
+                        LinkReconciler::ensure_addresses(&self.nl, &addrs, index, true, &want)
+                            .await?;
+                }
+                Err(e) if e.errno == Some(EOPNOTSUPP) => {
+                    self.ipip_supported = false;
+                    desired = calc::compute(input, &self.cfg, false);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        self.note_degraded(&desired);
+
+        // vxlan.manx.
+        match desired.vxlan.clone() {
+            Some(dev) => {
+                let parent = links.iter().find(|l| l.name == dev.parent).map(|l| l.index);
+                let spec = LinkSpec {
+                    name: VXLAN_DEVICE.into(),
+                    kind: LinkKind::Vxlan {
+                        vni: self.cfg.vxlan_vni,
+                        port: self.cfg.vxlan_port,
+                        local: dev.local,
+                        parent,
+                    },
+                    mtu: dev.mtu,
+                    mac: Some(dev.mac),
+                };
+                let (index, w) = LinkReconciler::ensure(&self.nl, &mut links, &spec).await?;
+                report.link_writes += w;
+                let addrs = self.nl.addresses().await?;
+                let want: Vec<IpNetwork> = dev.addr.map(IpNetwork::from).into_iter().collect();
+                report.link_writes +=
+                    LinkReconciler::ensure_addresses(&self.nl, &addrs, index, true, &want).await?;
+                let arp: Vec<Neighbour> = desired
+                    .vxlan_neighbours
+                    .iter()
+                    .map(|(ip, mac)| Neighbour {
+                        index,
+                        ip: *ip,
+                        mac: *mac,
+                    })
+                    .collect();
+                report.link_writes +=
+                    NeighbourReconciler::sync(&self.nl, NeighTable::Neigh, index, &arp).await?;
+                let fdb: Vec<Neighbour> = desired
+                    .vxlan_fdb
+                    .iter()
+                    .map(|(mac, ip)| Neighbour {
+                        index,
+                        ip: *ip,
+                        mac: *mac,
+                    })
+                    .collect();
+                report.link_writes +=
+                    NeighbourReconciler::sync(&self.nl, NeighTable::Fdb, index, &fdb).await?;
+            }
+            None => {
+                report.link_writes +=
+                    LinkReconciler::remove(&self.nl, &mut links, VXLAN_DEVICE).await?;
+            }
+        }
+
+        // Routes.
+        let kroutes = kernel_routes(&desired, &links);
+        let stats = self.routes.apply(&self.nl, &kroutes, full).await?;
+        report.routes_added = stats.added;
+        report.routes_replaced = stats.replaced;
+        report.routes_deleted = stats.deleted;
+        report
+            .errors
+            .extend(stats.errors.iter().map(ToString::to_string));
+
+        // Sysctls.
+        self.apply_sysctls(&desired, &links, &mut report);
+
+        // NAT outgoing.
+        if self.cfg.nat {
+            match self.nat.apply(&self.nat_backend, &desired.nat, full) {
+                Ok(w) => report.nat_writes = w,
+                Err(e) => {
+                    self.nat.invalidate();
+                    report.errors.push(e.to_string());
+                }
+            }
+        }
+        if !report.errors.is_empty() {
+            tracing::warn!(
+                errors = report.errors.len(),
+                "dataplane apply had errors; will resync"
+            );
+        }
+        Ok(report)
+    }
+
+    fn note_degraded(&mut self, desired: &DesiredDataplane) {
+        for (cidr, reason) in &desired.degraded {
+            // One line per pool and reason for the life of the process, not per resync.
+            if self.logged.insert((*cidr, *reason)) {
+                tracing::error!("{}", degrade_message(cidr, *reason));
+            }
+        }
+        self.degraded = desired.degraded.clone();
+    }
+
+    fn apply_sysctls(
+        &mut self,
+        desired: &DesiredDataplane,
+        links: &[KernelLink],
+        report: &mut ApplyReport,
+    ) {
+        let set = |path: &str, value: &str, report: &mut ApplyReport| -> bool {
+            match sysctl::ensure(&self.sysctls, path, value) {
+                Ok(true) => {
+                    report.sysctl_writes += 1;
+                    true
+                }
+                Ok(false) => true,
+                // The interface went away between dump and write: not an error.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+                Err(e) => {
+                    report.errors.push(format!("sysctl {path}={value}: {e}"));
+                    false
+                }
+            }
+        };
+        if !self.globals_done {
+            let mut ok = true;
+            for (path, value) in sysctl::global_settings(desired.ipv6) {
+                ok &= set(&path, value, report);
+            }
+            self.globals_done = ok;
+        }
+        let index: HashMap<&str, u32> = links.iter().map(|l| (l.name.as_str(), l.index)).collect();
+        let mut live = HashSet::new();
+        for (iface, (v4, v6)) in &desired.workload_ifaces {
+            let Some(idx) = index.get(iface.as_str()) else {
+                continue;
+            };
+            let key = (iface.clone(), *idx);
+            live.insert(key.clone());
+            if self.sysctl_done.contains(&key) {
+                continue;
+            }
+            let mut ok = true;
+            for (path, value) in
+                sysctl::workload_settings(iface, *v4, *v6, self.cfg.workload_rp_filter)
+            {
+                ok &= set(&path, value, report);
+            }
+            if ok {
+                self.sysctl_done.insert(key);
+            }
+        }
+        self.sysctl_done.retain(|k| live.contains(k));
+    }
+
+    /// Run until `input`'s sender is dropped: apply every new input, resync every
+    /// `resync_interval`, retry after errors with backoff (1 s doubling to 30 s).
+    pub async fn run(mut self, mut input: tokio::sync::watch::Receiver<DataplaneInput>) {
+        let mut backoff = Duration::from_secs(1);
+        loop {
+            let current = input.borrow_and_update().clone();
+            let wait = match self.apply(&current).await {
+                Ok(r) if r.errors.is_empty() => {
+                    backoff = Duration::from_secs(1);
+                    if r.writes() > 0 {
+                        tracing::debug!(
+                            writes = r.writes(),
+                            full = r.full_resync,
+                            "dataplane applied"
+                        );
+                    }
+                    self.cfg.resync_interval
+                }
+                Ok(_) => {
+                    let b = backoff;
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                    b
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "dataplane apply failed; retrying");
+                    let b = backoff;
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                    b
+                }
+            };
+            tokio::select! {
+                changed = input.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                }
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+}
+
+/// Resolve device names to indexes. Routes whose device does not exist (yet) are left out:
+/// a workload veth that is gone, or a tunnel that failed.
+pub fn kernel_routes(
+    desired: &DesiredDataplane,
+    links: &[KernelLink],
+) -> HashMap<IpNetwork, KernelRoute> {
+    let index: HashMap<&str, u32> = links.iter().map(|l| (l.name.as_str(), l.index)).collect();
+    let mut out = HashMap::with_capacity(desired.routes.len());
+    for (dst, nh) in &desired.routes {
+        let route = match nh {
+            NextHop::Blackhole => manx_route(*dst, RouteKind::Blackhole, None, None, false),
+            NextHop::Device(dev) => {
+                let Some(i) = index.get(dev.as_str()) else {
+                    tracing::debug!(route = %dst, device = %dev, "device missing; route skipped");
+                    continue;
+                };
+                manx_route(*dst, RouteKind::Unicast, None, Some(*i), false)
+            }
+            NextHop::Via {
+                gateway,
+                dev,
+                onlink,
+            } => {
+                let Some(i) = index.get(dev.as_str()) else {
+                    tracing::debug!(route = %dst, device = %dev, "device missing; route skipped");
+                    continue;
+                };
+                manx_route(*dst, RouteKind::Unicast, Some(*gateway), Some(*i), *onlink)
+            }
+        };
+        out.insert(*dst, route);
+    }
+    out
+}

@@ -1,0 +1,214 @@
+//! Plain input types. manx-node maps datastore resources (IPPool, Node, IPAMBlock affinities,
+//! WorkloadEndpoint) and bgpd's `RouteUpdate`s onto these; felix-lite knows neither crate.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
+
+use ipnetwork::IpNetwork;
+use serde::{Deserialize, Serialize};
+
+/// When a pool's traffic to another node is encapsulated (Calico `ipipMode` / `vxlanMode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub enum EncapMode {
+    /// Always encapsulate.
+    Always,
+    /// Encapsulate only when the peer is outside the local uplink's subnet.
+    CrossSubnet,
+    /// Never encapsulate: plain routes via the peer's address.
+    #[default]
+    Never,
+}
+
+/// An IP pool as felix-lite needs it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolInfo {
+    /// The pool's CIDR.
+    pub cidr: IpNetwork,
+    /// IPIP mode (IPv4 pools only).
+    pub ipip: EncapMode,
+    /// VXLAN mode.
+    pub vxlan: EncapMode,
+    /// Masquerade traffic from the pool to destinations outside every pool.
+    pub nat_outgoing: bool,
+    /// Disabled pools get no new allocations; their existing blocks keep routes and NAT,
+    /// as in Calico.
+    pub disabled: bool,
+}
+
+impl PoolInfo {
+    /// A pool with no encapsulation and no NAT.
+    pub fn new(cidr: IpNetwork) -> Self {
+        PoolInfo {
+            cidr,
+            ipip: EncapMode::Never,
+            vxlan: EncapMode::Never,
+            nat_outgoing: false,
+            disabled: false,
+        }
+    }
+}
+
+/// A block owned by another node, learnt through BGP (prefix, next hop, originating node).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct RemoteBlock {
+    /// The block prefix.
+    pub block: IpNetwork,
+    /// The name of the node that owns the block.
+    pub node: String,
+    /// The BGP next hop: the owning node's address.
+    pub node_ip: IpAddr,
+}
+
+/// Another node of the cluster, from its Node resource.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct PeerNode {
+    /// Node name.
+    pub name: String,
+    /// The node's uplink address (the VXLAN underlay destination).
+    pub ip: IpAddr,
+    /// The node's VXLAN tunnel address (its VTEP address), if it has one.
+    pub vxlan_tunnel_addr: Option<IpAddr>,
+    /// The node's VXLAN device MAC, if it has one.
+    pub vxlan_mac: Option<MacAddr>,
+}
+
+/// A pod on this node: its address and its host-side veth.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct LocalWorkload {
+    /// The pod address.
+    pub ip: IpAddr,
+    /// Host-side interface (`caliXXXXXXXXXXX`).
+    pub iface: String,
+}
+
+/// The node's uplink: the interface that carries traffic to other nodes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Uplink {
+    /// Interface name.
+    pub iface: String,
+    /// IPv4 address with prefix length, if any.
+    pub v4: Option<IpNetwork>,
+    /// IPv6 address with prefix length, if any.
+    pub v6: Option<IpNetwork>,
+    /// Interface MTU.
+    pub mtu: u32,
+}
+
+impl Uplink {
+    /// The uplink address of the same family as `ip`.
+    pub fn addr_for(&self, ip: IpAddr) -> Option<IpNetwork> {
+        match ip {
+            IpAddr::V4(_) => self.v4,
+            IpAddr::V6(_) => self.v6,
+        }
+    }
+}
+
+/// Everything the dataplane is computed from.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct DataplaneInput {
+    /// This node's name.
+    pub node_name: String,
+    /// Every IP pool of the cluster.
+    pub pools: Vec<PoolInfo>,
+    /// Blocks of other nodes (from BGP).
+    pub remote_blocks: Vec<RemoteBlock>,
+    /// Blocks affine to this node: each gets a blackhole route.
+    pub local_blocks: Vec<IpNetwork>,
+    /// Other nodes (VXLAN VTEP data).
+    pub peers: Vec<PeerNode>,
+    /// Pods on this node.
+    pub workloads: Vec<LocalWorkload>,
+    /// The uplink, from autodetection. Without one, no remote routes are programmed.
+    pub uplink: Option<Uplink>,
+    /// The IPIP tunnel address given to `tunl0` (allocated by manx-node through IPAM).
+    pub ipip_tunnel_addr: Option<IpAddr>,
+    /// The VXLAN tunnel address given to `vxlan.manx`.
+    pub vxlan_tunnel_addr: Option<IpAddr>,
+}
+
+/// A 48-bit Ethernet address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct MacAddr(pub [u8; 6]);
+
+impl MacAddr {
+    /// A stable, locally administered unicast MAC derived from `seed` (the node name), so
+    /// `vxlan.manx` keeps its MAC across restarts and peers' FDB entries stay valid.
+    pub fn from_seed(seed: &str) -> MacAddr {
+        // FNV-1a 64: stable across releases, unlike `DefaultHasher`.
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in seed.as_bytes() {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        let b = h.to_be_bytes();
+        // Locally administered (bit 1), unicast (bit 0 clear).
+        MacAddr([(b[0] & 0xfc) | 0x02, b[1], b[2], b[3], b[4], b[5]])
+    }
+}
+
+impl fmt::Display for MacAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let m = self.0;
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            m[0], m[1], m[2], m[3], m[4], m[5]
+        )
+    }
+}
+
+/// Error parsing a MAC address.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid MAC address {0:?}: expected six hex bytes like 66:d2:3a:00:01:02")]
+pub struct MacParseError(pub String);
+
+impl FromStr for MacAddr {
+    type Err = MacParseError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let parts: Vec<&str> = s.split(':').collect();
+        if parts.len() != 6 {
+            return Err(MacParseError(s.to_string()));
+        }
+        let mut out = [0u8; 6];
+        for (o, p) in out.iter_mut().zip(parts) {
+            if p.len() != 2 {
+                return Err(MacParseError(s.to_string()));
+            }
+            *o = u8::from_str_radix(p, 16).map_err(|_| MacParseError(s.to_string()))?;
+        }
+        Ok(MacAddr(out))
+    }
+}
+
+impl TryFrom<&[u8]> for MacAddr {
+    type Error = MacParseError;
+    fn try_from(b: &[u8]) -> Result<Self, Self::Error> {
+        <[u8; 6]>::try_from(b)
+            .map(MacAddr)
+            .map_err(|_| MacParseError(format!("{b:02x?}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mac_from_seed_is_stable_local_unicast() {
+        let a = MacAddr::from_seed("node-a");
+        assert_eq!(a, MacAddr::from_seed("node-a"));
+        assert_ne!(a, MacAddr::from_seed("node-b"));
+        // IEEE 802 bit 0 of octet 0 is I/G (must be 0), bit 1 is U/L (must be 1).
+        assert_eq!(a.0[0] & 0x03, 0x02);
+    }
+
+    #[test]
+    fn mac_round_trips_through_text() {
+        let m: MacAddr = "66:d2:3a:00:01:ff".parse().unwrap();
+        assert_eq!(m.to_string(), "66:d2:3a:00:01:ff");
+        assert!("66:d2:3a:00:01".parse::<MacAddr>().is_err());
+        assert!("66:d2:3a:00:01:zz".parse::<MacAddr>().is_err());
+    }
+}
