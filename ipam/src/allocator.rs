@@ -270,7 +270,13 @@ impl Ipam {
 
     /// The IPAM configuration (defaults if never written).
     pub async fn config(&self) -> Result<IPAMConfig> {
-        Ok(self.rw.get_config().await?.value)
+        let v = self.rw.get_config().await?;
+        if v.revision == 0
+            && let Some(cfg) = self.topology.default_config().await?
+        {
+            return Ok(cfg);
+        }
+        Ok(v.value)
     }
 
     /// Change the configuration with `f` (CAS, retried).
@@ -278,6 +284,11 @@ impl Ipam {
         for _ in 0..self.opts.max_retries {
             let cur = self.rw.get_config().await?;
             let mut cfg = cur.value.clone();
+            if cur.revision == 0
+                && let Some(base) = self.topology.default_config().await?
+            {
+                cfg = base;
+            }
             f(&mut cfg);
             match self.rw.put_config(&cfg, cur.revision).await {
                 Ok(_) => return Ok(cfg),
@@ -584,6 +595,9 @@ impl Ipam {
                 continue;
             }
             if !filter.is_empty() && !pool_requested(filter, &p) {
+                continue;
+            }
+            if filter.is_empty() && p.manual_assignment {
                 continue;
             }
             if p.disabled {

@@ -32,6 +32,8 @@ pub struct Pool {
     pub disabled: bool,
     /// What the addresses may be used for; empty means Workload and Tunnel.
     pub allowed_uses: Vec<IntendedUse>,
+    /// `assignmentMode: Manual`: used only when asked for by name or CIDR.
+    pub manual_assignment: bool,
 }
 
 impl Pool {
@@ -52,6 +54,7 @@ impl Pool {
             node_selector: String::new(),
             disabled: false,
             allowed_uses: Vec::new(),
+            manual_assignment: false,
         };
         Ok(p)
     }
@@ -129,6 +132,11 @@ pub trait Topology: Send + Sync + fmt::Debug {
     async fn nodes(&self) -> Result<Vec<String>>;
     /// CIDRs never to hand out (`IPReservation` resources).
     async fn reservations(&self) -> Result<Vec<IpNetwork>>;
+    /// The `IPAMConfiguration` resource, used while IPAM's own config key
+    /// has never been written.
+    async fn default_config(&self) -> Result<Option<datastore::model::ipam::IPAMConfig>> {
+        Ok(None)
+    }
     /// Whether `selector` selects a node with `labels`.
     fn selector_matches(&self, selector: &str, labels: &Labels) -> Result<bool>;
 }
