@@ -27,6 +27,9 @@ pub mod reconcile;
 pub mod sysctl;
 pub mod types;
 
+#[cfg(test)]
+mod dataplane_tests;
+
 /// The `rtm_protocol` value of every route felix-lite owns.
 pub const MANX_ROUTE_PROTOCOL: u8 = 77;
 

@@ -69,6 +69,17 @@ fn elements(nets: &[IpNetwork]) -> String {
         .join(", ")
 }
 
+/// A stable tag for the desired content of one family's table (FNV-1a of the sets).
+pub fn fingerprint(fam: &NatFamily, v6: bool) -> String {
+    let text = format!("{v6} {} | {}", elements(&fam.masq), elements(&fam.all));
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.as_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("manx:{h:016x}")
+}
+
 /// The `nft -f` script that makes the kernel match `fam` for one family: replaces the table,
 /// or deletes it when no pool needs NAT. `table_exists` avoids deleting a missing table
 /// (an error in nft).
@@ -86,6 +97,8 @@ pub fn script(fam: &NatFamily, v6: bool, table_exists: bool) -> String {
     s.push_str(&format!("table {kw} {NFT_TABLE} {{}}\n"));
     s.push_str(&format!("delete table {kw} {NFT_TABLE}\n"));
     s.push_str(&format!("table {kw} {NFT_TABLE} {{\n"));
+    // The fingerprint lets a restarted felix-lite see that the table is already right.
+    s.push_str(&format!("  comment \"{}\"\n", fingerprint(fam, v6)));
     s.push_str(&format!(
         "  set pools {{\n    type {addr_type}\n    flags interval\n    elements = {{ {} }}\n  }}\n",
         elements(&fam.masq)
@@ -126,6 +139,15 @@ pub trait NatBackend: Send + Sync {
     fn list(&self, v6: bool) -> Result<Option<String>, NatError>;
     /// Run a script atomically.
     fn apply(&self, v6: bool, script: &str) -> Result<(), NatError>;
+}
+
+impl<T: NatBackend + ?Sized> NatBackend for std::sync::Arc<T> {
+    fn list(&self, v6: bool) -> Result<Option<String>, NatError> {
+        (**self).list(v6)
+    }
+    fn apply(&self, v6: bool, script: &str) -> Result<(), NatError> {
+        (**self).apply(v6, script)
+    }
 }
 
 /// The `nft` command line, run in the caller's network namespace.
@@ -241,6 +263,17 @@ impl NatReconciler {
             if cached_same && slot.as_ref().is_some_and(|(_, l)| *l == now) {
                 continue;
             }
+            // Fresh start (or changed spec): a table carrying the desired fingerprint is
+            // already right; adopt it without writing.
+            if !cached_same
+                && !fam.masq.is_empty()
+                && now
+                    .as_deref()
+                    .is_some_and(|l| l.contains(&format!("\"{}\"", fingerprint(fam, v6))))
+            {
+                *slot = Some((fam.clone(), now));
+                continue;
+            }
             let exists = now.is_some();
             if fam.masq.is_empty() && !exists {
                 *slot = Some((fam.clone(), None));
@@ -305,5 +338,17 @@ mod tests {
         assert_eq!(be.table(false), None);
         assert_eq!(r.apply(&be, &none, true).unwrap(), 0);
         assert_eq!(be.applies(), 4);
+    }
+
+    #[test]
+    fn a_restarted_reconciler_adopts_a_table_with_the_right_fingerprint() {
+        let be = MemNat::default();
+        let spec = NatSpec::from_pools(&[pool("10.19.0.0/16", true)]);
+        NatReconciler::default().apply(&be, &spec, true).unwrap();
+        let mut fresh = NatReconciler::default();
+        assert_eq!(fresh.apply(&be, &spec, true).unwrap(), 0);
+        let other = NatSpec::from_pools(&[pool("10.19.0.0/16", true), pool("10.20.0.0/16", true)]);
+        assert_eq!(fresh.apply(&be, &other, true).unwrap(), 1);
+        assert!(be.table(false).unwrap().contains("10.20.0.0/16"));
     }
 }

@@ -25,6 +25,15 @@ pub trait Sysctls: Send + Sync {
     fn write(&self, path: &str, value: &str) -> io::Result<()>;
 }
 
+impl<T: Sysctls + ?Sized> Sysctls for std::sync::Arc<T> {
+    fn read(&self, path: &str) -> io::Result<String> {
+        (**self).read(path)
+    }
+    fn write(&self, path: &str, value: &str) -> io::Result<()> {
+        (**self).write(path, value)
+    }
+}
+
 /// The real `/proc/sys` (or another root, for tests).
 #[derive(Debug, Clone)]
 pub struct ProcSysctl {

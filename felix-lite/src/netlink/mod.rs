@@ -275,3 +275,43 @@ pub trait Netlink: Send + Sync {
     /// Delete a neighbour / FDB entry.
     async fn del_neighbour(&self, table: NeighTable, n: &Neighbour) -> Result<(), NlError>;
 }
+
+#[async_trait]
+impl<T: Netlink + ?Sized> Netlink for std::sync::Arc<T> {
+    async fn links(&self) -> Result<Vec<KernelLink>, NlError> {
+        (**self).links().await
+    }
+    async fn add_link(&self, spec: &LinkSpec) -> Result<(), NlError> {
+        (**self).add_link(spec).await
+    }
+    async fn del_link(&self, index: u32) -> Result<(), NlError> {
+        (**self).del_link(index).await
+    }
+    async fn set_link(&self, index: u32, mtu: u32, up: bool) -> Result<(), NlError> {
+        (**self).set_link(index, mtu, up).await
+    }
+    async fn addresses(&self) -> Result<Vec<KernelAddr>, NlError> {
+        (**self).addresses().await
+    }
+    async fn add_address(&self, index: u32, addr: IpNetwork) -> Result<(), NlError> {
+        (**self).add_address(index, addr).await
+    }
+    async fn del_address(&self, index: u32, addr: IpNetwork) -> Result<(), NlError> {
+        (**self).del_address(index, addr).await
+    }
+    async fn routes(&self) -> Result<Vec<KernelRoute>, NlError> {
+        (**self).routes().await
+    }
+    async fn apply_routes(&self, ops: Vec<RouteOp>) -> Vec<Result<(), NlError>> {
+        (**self).apply_routes(ops).await
+    }
+    async fn neighbours(&self, table: NeighTable, index: u32) -> Result<Vec<Neighbour>, NlError> {
+        (**self).neighbours(table, index).await
+    }
+    async fn set_neighbour(&self, table: NeighTable, n: &Neighbour) -> Result<(), NlError> {
+        (**self).set_neighbour(table, n).await
+    }
+    async fn del_neighbour(&self, table: NeighTable, n: &Neighbour) -> Result<(), NlError> {
+        (**self).del_neighbour(table, n).await
+    }
+}

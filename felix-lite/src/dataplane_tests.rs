@@ -1,0 +1,421 @@
+//! Dataplane scenarios on [`MemNetlink`]: every encapsulation mode, restart/resync write
+//! counts, the no-IPIP kernel path.
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ipnetwork::IpNetwork;
+
+use crate::clock::FakeClock;
+use crate::nat::MemNat;
+use crate::netlink::{KernelRoute, LinkKind, MemNetlink, NeighTable, Neighbour, RouteKind};
+use crate::sysctl::MemSysctl;
+use crate::types::*;
+use crate::{Dataplane, DataplaneConfig, MANX_ROUTE_PROTOCOL};
+
+type MemDataplane = Dataplane<Arc<MemNetlink>, Arc<MemSysctl>, Arc<MemNat>, Arc<FakeClock>>;
+
+fn net(s: &str) -> IpNetwork {
+    s.parse().unwrap()
+}
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+struct Rig {
+    nl: Arc<MemNetlink>,
+    sys: Arc<MemSysctl>,
+    nat: Arc<MemNat>,
+    clock: Arc<FakeClock>,
+    eth: u32,
+    cali: u32,
+}
+
+impl Rig {
+    fn new() -> Self {
+        let nl = Arc::new(MemNetlink::new());
+        let eth = nl.add_host_link("eth0", 1500, &[net("198.19.1.1/24")]);
+        let cali = nl.add_host_link("cali0123456789a", 1500, &[]);
+        Rig {
+            nl,
+            sys: Arc::new(MemSysctl::default()),
+            nat: Arc::new(MemNat::default()),
+            clock: Arc::new(FakeClock::default()),
+            eth,
+            cali,
+        }
+    }
+    fn dataplane(&self) -> MemDataplane {
+        Dataplane::new(
+            self.nl.clone(),
+            self.sys.clone(),
+            self.nat.clone(),
+            self.clock.clone(),
+            DataplaneConfig::default(),
+        )
+    }
+    fn route(&self, dst: &str) -> Option<KernelRoute> {
+        self.nl
+            .route_table()
+            .into_iter()
+            .find(|r| r.dst == net(dst))
+    }
+}
+
+fn input(ipip: EncapMode, vxlan: EncapMode) -> DataplaneInput {
+    let mut pool = PoolInfo::new(net("10.19.0.0/16"));
+    pool.ipip = ipip;
+    pool.vxlan = vxlan;
+    pool.nat_outgoing = true;
+    DataplaneInput {
+        node_name: "a".into(),
+        pools: vec![pool],
+        remote_blocks: vec![
+            RemoteBlock {
+                block: net("10.19.1.0/26"),
+                node: "b".into(),
+                node_ip: ip("198.19.1.2"),
+            },
+            RemoteBlock {
+                block: net("10.19.2.0/26"),
+                node: "c".into(),
+                node_ip: ip("198.19.9.3"),
+            },
+        ],
+        local_blocks: vec![net("10.19.0.0/26")],
+        peers: vec![
+            PeerNode {
+                name: "b".into(),
+                ip: ip("198.19.1.2"),
+                vxlan_tunnel_addr: Some(ip("10.19.1.0")),
+                vxlan_mac: Some(MacAddr([2, 0, 0, 0, 0, 0xb])),
+            },
+            PeerNode {
+                name: "c".into(),
+                ip: ip("198.19.9.3"),
+                vxlan_tunnel_addr: Some(ip("10.19.2.0")),
+                vxlan_mac: Some(MacAddr([2, 0, 0, 0, 0, 0xc])),
+            },
+        ],
+        workloads: vec![LocalWorkload {
+            ip: ip("10.19.0.5"),
+            iface: "cali0123456789a".into(),
+        }],
+        uplink: Some(Uplink {
+            iface: "eth0".into(),
+            v4: Some(net("198.19.1.1/24")),
+            v6: None,
+            mtu: 1500,
+        }),
+        ipip_tunnel_addr: Some(ip("10.19.0.1")),
+        vxlan_tunnel_addr: Some(ip("10.19.0.0")),
+    }
+}
+
+#[tokio::test]
+async fn ipip_always_programs_tunl0_and_onlink_routes() {
+    let rig = Rig::new();
+    let mut dp = rig.dataplane();
+    let rep = dp
+        .apply(&input(EncapMode::Always, EncapMode::Never))
+        .await
+        .unwrap();
+    assert!(rep.errors.is_empty(), "{:?}", rep.errors);
+    let links = rig.nl.link_list();
+    let tunl = links.iter().find(|l| l.name == "tunl0").unwrap();
+    assert_eq!(
+        (tunl.kind.clone(), tunl.mtu, tunl.up),
+        (LinkKind::Ipip, 1480, true)
+    );
+    assert!(
+        rig.nl
+            .address_list()
+            .iter()
+            .any(|a| a.index == tunl.index && a.addr == net("10.19.0.1/32"))
+    );
+    let r = rig.route("10.19.1.0/26").unwrap();
+    assert_eq!(
+        (r.gateway, r.oif, r.onlink, r.protocol),
+        (
+            Some(ip("198.19.1.2")),
+            Some(tunl.index),
+            true,
+            MANX_ROUTE_PROTOCOL
+        )
+    );
+    assert!(dp.ipip_supported());
+    assert!(dp.degraded_pools().is_empty());
+}
+
+#[tokio::test]
+async fn vxlan_always_programs_device_arp_fdb_and_routes() {
+    let rig = Rig::new();
+    let mut dp = rig.dataplane();
+    let mut inp = input(EncapMode::Never, EncapMode::Always);
+    dp.apply(&inp).await.unwrap();
+    let links = rig.nl.link_list();
+    let vx = links.iter().find(|l| l.name == "vxlan.manx").unwrap();
+    assert_eq!(vx.mtu, 1450);
+    assert_eq!(vx.mac, Some(MacAddr::from_seed("a")));
+    assert_eq!(dp.vxlan_mac("a"), MacAddr::from_seed("a"));
+    assert!(matches!(
+        vx.kind,
+        LinkKind::Vxlan { vni: 4096, port: 4789, local, parent: Some(p) }
+            if local == ip("198.19.1.1") && p == rig.eth
+    ));
+    let r = rig.route("10.19.2.0/26").unwrap();
+    assert_eq!(
+        (r.gateway, r.oif, r.onlink),
+        (Some(ip("10.19.2.0")), Some(vx.index), true)
+    );
+    let n = |i: &str, m: u8| Neighbour {
+        index: vx.index,
+        ip: ip(i),
+        mac: MacAddr([2, 0, 0, 0, 0, m]),
+    };
+    assert_eq!(
+        rig.nl.neighbour_table(NeighTable::Neigh),
+        vec![n("10.19.1.0", 0xb), n("10.19.2.0", 0xc)]
+    );
+    let mut fdb = rig.nl.neighbour_table(NeighTable::Fdb);
+    fdb.sort_by_key(|x| x.mac);
+    assert_eq!(fdb, vec![n("198.19.1.2", 0xb), n("198.19.9.3", 0xc)]);
+
+    // Node c leaves: its route, ARP and FDB entries go.
+    inp.peers.pop();
+    inp.remote_blocks.pop();
+    rig.nl.clear_log();
+    let rep = dp.apply(&inp).await.unwrap();
+    assert_eq!((rep.routes_deleted, rep.link_writes), (1, 2));
+    assert!(rig.route("10.19.2.0/26").is_none());
+    assert_eq!(
+        rig.nl.neighbour_table(NeighTable::Neigh),
+        vec![n("10.19.1.0", 0xb)]
+    );
+
+    // Pool switched to Never: vxlan.manx is removed and routes go direct.
+    let never = input(EncapMode::Never, EncapMode::Never);
+    dp.apply(&never).await.unwrap();
+    assert!(rig.nl.index_of("vxlan.manx").is_none());
+    assert_eq!(rig.route("10.19.1.0/26").unwrap().oif, Some(rig.eth));
+}
+
+#[tokio::test]
+async fn never_and_cross_subnet_route_directly_in_subnet() {
+    for (ipip, vxlan) in [
+        (EncapMode::Never, EncapMode::Never),
+        (EncapMode::CrossSubnet, EncapMode::Never),
+        (EncapMode::Never, EncapMode::CrossSubnet),
+    ] {
+        let rig = Rig::new();
+        let mut dp = rig.dataplane();
+        dp.apply(&input(ipip, vxlan)).await.unwrap();
+        let r = rig.route("10.19.1.0/26").unwrap();
+        assert_eq!(
+            (r.gateway, r.oif, r.onlink),
+            (Some(ip("198.19.1.2")), Some(rig.eth), false)
+        );
+        let far = rig.route("10.19.2.0/26").unwrap();
+        if ipip == EncapMode::Never && vxlan == EncapMode::Never {
+            // Not in the subnet and no tunnel: the kernel would need a route to the gateway;
+            // MemNetlink does not check that, the kernel test does.
+            assert_eq!(far.oif, Some(rig.eth));
+        } else {
+            assert!(far.onlink);
+            assert_ne!(far.oif, Some(rig.eth));
+        }
+    }
+}
+
+#[tokio::test]
+async fn local_blocks_blackhole_and_workloads_get_routes_and_sysctls() {
+    let rig = Rig::new();
+    let mut dp = rig.dataplane();
+    dp.apply(&input(EncapMode::Never, EncapMode::Never))
+        .await
+        .unwrap();
+    assert_eq!(
+        rig.route("10.19.0.0/26").unwrap().kind,
+        RouteKind::Blackhole
+    );
+    let w = rig.route("10.19.0.5/32").unwrap();
+    assert_eq!((w.oif, w.gateway), (Some(rig.cali), None));
+    assert_eq!(w.scope, crate::netlink::Scope::Link);
+    for (path, want) in [
+        ("net/ipv4/ip_forward", "1"),
+        ("net/ipv4/conf/cali0123456789a/rp_filter", "1"),
+        ("net/ipv4/conf/cali0123456789a/proxy_arp", "1"),
+        ("net/ipv4/neigh/cali0123456789a/proxy_delay", "0"),
+    ] {
+        assert_eq!(
+            crate::sysctl::Sysctls::read(&*rig.sys, path).unwrap(),
+            want,
+            "{path}"
+        );
+    }
+    assert_eq!(
+        rig.sys
+            .get("net/ipv4/conf/cali0123456789a/rp_filter")
+            .as_deref(),
+        Some("1")
+    );
+    assert!(rig.sys.get("net/ipv6/conf/all/forwarding").is_none());
+    let t = rig.nat.table(false).unwrap();
+    assert!(t.contains("ip saddr @pools ip daddr != @allpools masquerade"));
+}
+
+#[tokio::test]
+async fn restart_and_periodic_resync_with_unchanged_state_write_nothing() {
+    for (ipip, vxlan) in [
+        (EncapMode::Always, EncapMode::Never),
+        (EncapMode::Never, EncapMode::Always),
+        (EncapMode::Never, EncapMode::Never),
+    ] {
+        let rig = Rig::new();
+        let inp = input(ipip, vxlan);
+        let mut dp = rig.dataplane();
+        let first = dp.apply(&inp).await.unwrap();
+        assert!(first.writes() > 0);
+        // Steady state, incremental.
+        rig.nl.clear_log();
+        let rep = dp.apply(&inp).await.unwrap();
+        assert_eq!(
+            (rep.writes(), rig.nl.writes()),
+            (0, 0),
+            "{ipip:?}/{vxlan:?}"
+        );
+        // Periodic full resync.
+        rig.clock.advance(Duration::from_secs(91));
+        let rep = dp.apply(&inp).await.unwrap();
+        assert!(rep.full_resync);
+        assert_eq!(
+            (rep.writes(), rig.nl.writes()),
+            (0, 0),
+            "{ipip:?}/{vxlan:?}"
+        );
+        // Restart: a new Dataplane over the same kernel.
+        let nat_before = rig.nat.applies();
+        let sys_before = rig.sys.writes();
+        let mut again = rig.dataplane();
+        let rep = again.apply(&inp).await.unwrap();
+        assert!(rep.full_resync);
+        assert_eq!(rig.nl.writes(), 0, "{:?}", rig.nl.log());
+        assert_eq!(rep.writes(), 0);
+        assert_eq!(
+            (rig.nat.applies(), rig.sys.writes()),
+            (nat_before, sys_before)
+        );
+    }
+}
+
+#[tokio::test]
+async fn errors_trigger_a_resync_on_the_next_apply() {
+    let rig = Rig::new();
+    let inp = input(EncapMode::Never, EncapMode::Never);
+    let mut dp = rig.dataplane();
+    rig.nl.fail_route(net("10.19.1.0/26"), libc::ENOMEM);
+    let rep = dp.apply(&inp).await.unwrap();
+    assert_eq!(rep.errors.len(), 1);
+    assert!(rep.errors[0].contains("10.19.1.0/26"), "{}", rep.errors[0]);
+    rig.nl.fail_route(net("10.19.1.0/26"), 0);
+    let rep = dp.apply(&inp).await.unwrap();
+    assert!(rep.full_resync, "an error forces a full resync");
+    assert_eq!(rep.routes_added, 1);
+    let rep = dp.apply(&inp).await.unwrap();
+    assert!(!rep.full_resync);
+}
+
+/// Counts events whose message contains a needle (no tracing-subscriber dependency).
+struct Counter {
+    needle: &'static str,
+    hits: Arc<AtomicUsize>,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+struct MessageVisitor(String);
+impl tracing::field::Visit for MessageVisitor {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            self.0 = format!("{value:?}");
+        }
+    }
+}
+
+impl tracing::Subscriber for Counter {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, event: &tracing::Event<'_>) {
+        let mut v = MessageVisitor(String::new());
+        event.record(&mut v);
+        if v.0.contains(self.needle) {
+            self.hits.fetch_add(1, Ordering::SeqCst);
+            self.lines.lock().unwrap().push(v.0);
+        }
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+#[tokio::test]
+async fn kernel_without_ipip_logs_one_line_per_pool_and_keeps_other_pools() {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let _guard = tracing::subscriber::set_default(Counter {
+        needle: "cannot be programmed",
+        hits: hits.clone(),
+        lines: lines.clone(),
+    });
+    let rig = Rig::new();
+    rig.nl.set_ipip_unsupported(true);
+    let mut inp = input(EncapMode::Always, EncapMode::Never);
+    let mut vx = PoolInfo::new(net("10.20.0.0/16"));
+    vx.vxlan = EncapMode::Always;
+    inp.pools.push(vx);
+    inp.remote_blocks.push(RemoteBlock {
+        block: net("10.20.1.0/26"),
+        node: "b".into(),
+        node_ip: ip("198.19.1.2"),
+    });
+    let mut dp = rig.dataplane();
+    for _ in 0..3 {
+        let rep = dp.apply(&inp).await.unwrap();
+        assert!(rep.errors.is_empty(), "{:?}", rep.errors);
+        rig.clock.advance(Duration::from_secs(100));
+    }
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        1,
+        "{:?}",
+        lines.lock().unwrap()
+    );
+    assert_eq!(
+        lines.lock().unwrap()[0],
+        "IPIP pool 10.19.0.0/16 cannot be programmed: this kernel has no ipip support \
+         (CONFIG_NET_IPIP); use vxlanMode or ipipMode: Never"
+    );
+    assert!(!dp.ipip_supported());
+    let degraded = dp.degraded_pools();
+    assert_eq!(degraded.len(), 1);
+    assert_eq!(degraded[0].cidr, net("10.19.0.0/16"));
+    // IPIP routes skipped; the VXLAN pool, blackholes and workloads are programmed.
+    assert!(rig.route("10.19.1.0/26").is_none());
+    assert!(rig.route("10.20.1.0/26").is_some());
+    assert!(rig.route("10.19.0.0/26").is_some());
+    assert!(rig.route("10.19.0.5/32").is_some());
+    // Creating tunl0 was tried once, not on every resync.
+    let tries = rig
+        .nl
+        .log()
+        .iter()
+        .filter(|o| matches!(o, crate::netlink::Op::AddLink(n) if n == "tunl0"))
+        .count();
+    assert_eq!(tries, 1);
+}
