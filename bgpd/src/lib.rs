@@ -3,6 +3,24 @@
 //! * [`packet`] — BGP-4 messages, capabilities and path attributes: decode
 //!   with `nom`, encode into a reused buffer. No I/O.
 //! * [`fsm`] — the RFC 4271 §8 state machine, sans-IO.
+//! * [`rib`] — Adj-RIB-In, Loc-RIB best path, export rules.
+//! * [`session`] — the tokio tasks that own sockets (listener, dialer, one
+//!   task per connection), TCP-MD5 and GTSM.
+//! * [`speaker`] — the actor that owns all peers, FSMs, timers and the RIB;
+//!   [`tasks`] draws every task and channel.
+//! * [`config`] — the daemon's YAML; [`control`] — the local status socket
+//!   and its client (`manxctl node status`).
 
+pub mod config;
+pub mod control;
 pub mod fsm;
 pub mod packet;
+pub mod rib;
+pub mod session;
+pub mod speaker;
+pub mod tasks;
+
+pub use config::{PeerConfig, PeerType, SpeakerConfig};
+pub use control::{PeerStatus, RouteStatus, query_peers, query_routes};
+pub use rib::RouteUpdate;
+pub use speaker::{Speaker, SpeakerHandle};

@@ -1,0 +1,359 @@
+//! Speaker configuration: the `manx-bgpd --config FILE` YAML, and the types
+//! `manx-node` fills from the datastore.
+//!
+//! ```yaml
+//! asNumber: 64512
+//! routerId: 198.18.0.1
+//! listen: { address: "::", port: 179 }
+//! holdTime: 90
+//! connectRetryTime: 5
+//! peers:
+//!   - address: 198.18.0.2
+//!     asNumber: 64512
+//!     password: s3cret          # TCP-MD5 (RFC 2385)
+//!     passive: false
+//!     sourceAddress: 198.18.0.1
+//!     ttlSecurity: true         # GTSM (RFC 5082)
+//!     type: node-to-node mesh
+//! networks: [10.65.0.0/26, "fd42:65::/122"]
+//! controlSocket: /run/manx/bgpd.sock
+//! ```
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnetwork::IpNetwork;
+use serde::{Deserialize, Serialize};
+
+use crate::fsm::{DEFAULT_CONNECT_RETRY, DEFAULT_HOLD_TIME};
+use crate::packet::BGP_PORT;
+
+/// Default AS number of a Manx cluster (Calico's too).
+pub const DEFAULT_AS: u32 = 64512;
+
+/// Errors reading or checking a configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("bgpd config {path}: cannot read: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The YAML did not parse into the schema.
+    #[error("bgpd config {path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's error (with line and column).
+        source: serde_norway::Error,
+    },
+    /// A value is out of range or inconsistent.
+    #[error("bgpd config: {0}")]
+    Invalid(String),
+}
+
+/// Where to accept BGP connections.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ListenConfig {
+    /// Address to bind; `::` accepts IPv4 and IPv6.
+    #[serde(default = "default_listen_address")]
+    pub address: IpAddr,
+    /// TCP port (179).
+    #[serde(default = "default_port")]
+    pub port: u16,
+}
+
+impl Default for ListenConfig {
+    fn default() -> Self {
+        ListenConfig {
+            address: default_listen_address(),
+            port: BGP_PORT,
+        }
+    }
+}
+
+impl ListenConfig {
+    /// The socket address to bind.
+    pub fn socket_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.address, self.port)
+    }
+}
+
+fn default_listen_address() -> IpAddr {
+    IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+}
+fn default_port() -> u16 {
+    BGP_PORT
+}
+fn default_hold_time() -> u16 {
+    DEFAULT_HOLD_TIME
+}
+fn default_connect_retry() -> u64 {
+    DEFAULT_CONNECT_RETRY.as_secs()
+}
+fn default_as() -> u32 {
+    DEFAULT_AS
+}
+
+/// How a peer came to be configured (Calico's peer types, shown by `manxctl node status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub enum PeerType {
+    /// A global BGPPeer (every node peers with it).
+    #[default]
+    #[serde(rename = "global")]
+    Global,
+    /// Another node of the full mesh.
+    #[serde(rename = "node-to-node mesh")]
+    NodeMesh,
+    /// A BGPPeer selected for this node only.
+    #[serde(rename = "node specific")]
+    NodeSpecific,
+}
+
+impl std::fmt::Display for PeerType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PeerType::Global => "global",
+            PeerType::NodeMesh => "node-to-node mesh",
+            PeerType::NodeSpecific => "node specific",
+        })
+    }
+}
+
+/// One BGP neighbour.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PeerConfig {
+    /// The neighbour's address (also its identity: one session per address).
+    pub address: IpAddr,
+    /// Its TCP port (179).
+    #[serde(default = "default_port")]
+    pub port: u16,
+    /// Its AS number; equal to ours means iBGP.
+    pub as_number: u32,
+    /// TCP-MD5 password (RFC 2385).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    /// Never connect; only accept.
+    #[serde(default)]
+    pub passive: bool,
+    /// Local address for outgoing connections.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_address: Option<IpAddr>,
+    /// GTSM (RFC 5082): send with TTL 255, accept only TTL ≥ 254.
+    #[serde(default)]
+    pub ttl_security: bool,
+    /// Where the peer came from.
+    #[serde(default, rename = "type")]
+    pub peer_type: PeerType,
+    /// Hold time for this peer (overrides the global one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold_time: Option<u16>,
+}
+
+impl PeerConfig {
+    /// A peer with defaults for everything but address and AS.
+    pub fn new(address: IpAddr, as_number: u32) -> PeerConfig {
+        PeerConfig {
+            address,
+            port: BGP_PORT,
+            as_number,
+            password: None,
+            passive: false,
+            source_address: None,
+            ttl_security: false,
+            peer_type: PeerType::Global,
+            hold_time: None,
+        }
+    }
+
+    /// Where to connect.
+    pub fn socket_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.address, self.port)
+    }
+}
+
+/// The whole speaker configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SpeakerConfig {
+    /// Our AS number.
+    #[serde(default = "default_as")]
+    pub as_number: u32,
+    /// Our BGP identifier.
+    pub router_id: Ipv4Addr,
+    /// Listener; `None` in YAML means `:::179`.
+    #[serde(default)]
+    pub listen: Option<ListenConfig>,
+    /// Hold time proposed to peers (0 or ≥ 3).
+    #[serde(default = "default_hold_time")]
+    pub hold_time: u16,
+    /// ConnectRetry time in seconds.
+    #[serde(default = "default_connect_retry")]
+    pub connect_retry_time: u64,
+    /// Neighbours.
+    #[serde(default)]
+    pub peers: Vec<PeerConfig>,
+    /// Prefixes to originate.
+    #[serde(default)]
+    pub networks: Vec<IpNetwork>,
+    /// Unix socket for `manxctl node status` (see [`crate::control`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control_socket: Option<PathBuf>,
+}
+
+impl SpeakerConfig {
+    /// A config with defaults and no peers.
+    pub fn new(as_number: u32, router_id: Ipv4Addr) -> SpeakerConfig {
+        SpeakerConfig {
+            as_number,
+            router_id,
+            listen: Some(ListenConfig::default()),
+            hold_time: DEFAULT_HOLD_TIME,
+            connect_retry_time: DEFAULT_CONNECT_RETRY.as_secs(),
+            peers: Vec::new(),
+            networks: Vec::new(),
+            control_socket: None,
+        }
+    }
+
+    /// Parse YAML text (no file).
+    pub fn from_yaml(text: &str, origin: &Path) -> Result<SpeakerConfig, ConfigError> {
+        let cfg: SpeakerConfig =
+            serde_norway::from_str(text).map_err(|source| ConfigError::Parse {
+                path: origin.to_path_buf(),
+                source,
+            })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Read and check a YAML file.
+    pub fn load(path: &Path) -> Result<SpeakerConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_yaml(&text, path)
+    }
+
+    /// ConnectRetry as a duration.
+    pub fn connect_retry(&self) -> Duration {
+        Duration::from_secs(self.connect_retry_time)
+    }
+
+    /// Check ranges and duplicates.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let check_hold = |what: &str, h: u16| {
+            if h == 1 || h == 2 {
+                Err(ConfigError::Invalid(format!(
+                    "{what}: holdTime {h} is not allowed; use 0 (no keepalives) or at least 3 seconds (RFC 4271 §4.2)"
+                )))
+            } else {
+                Ok(())
+            }
+        };
+        check_hold("speaker", self.hold_time)?;
+        if self.router_id.is_unspecified() {
+            return Err(ConfigError::Invalid(
+                "routerId 0.0.0.0 is not a valid BGP identifier; set a unique IPv4 address".into(),
+            ));
+        }
+        if self.as_number == 0 {
+            return Err(ConfigError::Invalid(
+                "asNumber 0 is reserved; use e.g. 64512".into(),
+            ));
+        }
+        if self.connect_retry_time == 0 {
+            return Err(ConfigError::Invalid(
+                "connectRetryTime must be at least 1 second".into(),
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for p in &self.peers {
+            check_hold(
+                &format!("peer {}", p.address),
+                p.hold_time.unwrap_or(self.hold_time),
+            )?;
+            if !seen.insert(p.address) {
+                return Err(ConfigError::Invalid(format!(
+                    "peer {} is listed twice; keep one entry",
+                    p.address
+                )));
+            }
+            if p.as_number == 0 {
+                return Err(ConfigError::Invalid(format!(
+                    "peer {}: asNumber 0 is reserved",
+                    p.address
+                )));
+            }
+            if let Some(src) = p.source_address
+                && src.is_ipv4() != p.address.is_ipv4()
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "peer {}: sourceAddress {src} is not of the same address family",
+                    p.address
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_documented_example() {
+        let yaml = r#"
+asNumber: 64512
+routerId: 198.18.0.1
+listen: { address: "::", port: 1179 }
+holdTime: 30
+peers:
+  - address: 198.18.0.2
+    asNumber: 64512
+    password: s3cret
+    ttlSecurity: true
+    type: node-to-node mesh
+  - address: "fd42:18::2"
+    asNumber: 65001
+    passive: true
+    holdTime: 9
+    type: node specific
+networks: [10.65.0.0/26, "fd42:65::/122"]
+controlSocket: /run/manx/bgpd.sock
+"#;
+        let cfg = SpeakerConfig::from_yaml(yaml, Path::new("test.yaml")).unwrap();
+        assert_eq!(cfg.as_number, 64512);
+        assert_eq!(cfg.listen.as_ref().unwrap().port, 1179);
+        assert_eq!(cfg.peers.len(), 2);
+        assert_eq!(cfg.peers[0].peer_type, PeerType::NodeMesh);
+        assert_eq!(cfg.peers[0].port, 179);
+        assert_eq!(cfg.peers[1].hold_time, Some(9));
+        assert!(cfg.peers[1].passive);
+        assert_eq!(cfg.networks.len(), 2);
+        assert_eq!(cfg.connect_retry(), Duration::from_secs(5));
+    }
+
+    #[test]
+    fn rejects_hold_time_two_with_a_hint() {
+        let err = SpeakerConfig::from_yaml("routerId: 1.1.1.1\nholdTime: 2\n", Path::new("x"))
+            .unwrap_err();
+        assert!(err.to_string().contains("holdTime 2"), "{err}");
+    }
+
+    #[test]
+    fn rejects_unknown_fields_and_duplicate_peers() {
+        assert!(SpeakerConfig::from_yaml("routerId: 1.1.1.1\nbogus: 1\n", Path::new("x")).is_err());
+        let yaml = "routerId: 1.1.1.1\npeers:\n- {address: 10.0.0.1, asNumber: 1}\n- {address: 10.0.0.1, asNumber: 2}\n";
+        let err = SpeakerConfig::from_yaml(yaml, Path::new("x")).unwrap_err();
+        assert!(err.to_string().contains("listed twice"), "{err}");
+    }
+}

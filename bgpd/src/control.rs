@@ -1,0 +1,288 @@
+//! The local control socket: a Unix stream socket speaking one JSON object
+//! per line, request then response.
+//!
+//! ```text
+//! → {"cmd":"peers"}
+//! ← {"ok":true,"peers":[{"address":"198.18.0.2","type":"node-to-node mesh","state":"Established",...}]}
+//! → {"cmd":"routes"}
+//! ← {"ok":true,"routes":[{"prefix":"10.65.0.0/26","source":{"kind":"local"},...}]}
+//! → {"cmd":"announce","prefix":"10.65.1.0/26"}     (also "withdraw")
+//! ← {"ok":true}
+//! ```
+//!
+//! The server side is a task that forwards requests to the speaker actor;
+//! the client side ([`query_peers`], [`query_routes`], [`request`]) is plain
+//! blocking std I/O so that `manxctl node status` needs no runtime.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnetwork::IpNetwork;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+
+use crate::config::PeerType;
+use crate::fsm::State;
+use crate::rib::RouteSource;
+use crate::speaker::SpeakerHandle;
+use crate::tasks::TaskGuard;
+
+/// One peer, as `manxctl node status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PeerStatus {
+    /// Peer address.
+    pub address: IpAddr,
+    /// Peer type (global, node-to-node mesh, node specific).
+    #[serde(rename = "type")]
+    pub peer_type: PeerType,
+    /// Peer AS.
+    pub as_number: u32,
+    /// FSM state.
+    pub state: State,
+    /// When the peer entered its current state, RFC 3339 UTC.
+    pub since: String,
+    /// The same instant as Unix seconds.
+    pub since_unix: u64,
+    /// Why the session last went down or failed, if it did.
+    pub last_error: Option<String>,
+    /// Prefixes in its Adj-RIB-In.
+    pub prefixes_received: usize,
+    /// Of those, usable (passed import checks).
+    pub prefixes_accepted: usize,
+    /// Prefixes in its Adj-RIB-Out.
+    pub prefixes_advertised: usize,
+    /// The peer's BGP identifier, once an OPEN was received.
+    pub router_id: Option<Ipv4Addr>,
+    /// Negotiated hold time, when established.
+    pub hold_time: Option<u16>,
+}
+
+/// One Loc-RIB entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteStatus {
+    /// Destination.
+    pub prefix: IpNetwork,
+    /// Where the best path came from.
+    pub source: RouteSource,
+    /// Next hop as received (none for local prefixes).
+    pub next_hop: Option<IpAddr>,
+    /// AS_PATH as a flat list.
+    pub as_path: Vec<u32>,
+    /// LOCAL_PREF, if any.
+    pub local_pref: Option<u32>,
+}
+
+/// A control request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "cmd")]
+pub enum Request {
+    /// Peer table.
+    Peers,
+    /// Loc-RIB.
+    Routes,
+    /// Originate a prefix.
+    Announce {
+        /// The prefix.
+        prefix: IpNetwork,
+    },
+    /// Stop originating a prefix.
+    Withdraw {
+        /// The prefix.
+        prefix: IpNetwork,
+    },
+}
+
+/// A control response.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Response {
+    /// Whether the request succeeded.
+    pub ok: bool,
+    /// Failure reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// For `peers`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peers: Option<Vec<PeerStatus>>,
+    /// For `routes`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routes: Option<Vec<RouteStatus>>,
+}
+
+/// Client errors.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// Connecting or talking to the socket failed.
+    #[error("bgpd control socket {path}: {source} (is manx-bgpd / manx-node running?)")]
+    Io {
+        /// The socket path.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The answer was not the expected JSON.
+    #[error("bgpd control socket {path}: bad response: {detail}")]
+    BadResponse {
+        /// The socket path.
+        path: PathBuf,
+        /// What was wrong.
+        detail: String,
+    },
+    /// The daemon refused the request.
+    #[error("bgpd control socket {path}: {message}")]
+    Refused {
+        /// The socket path.
+        path: PathBuf,
+        /// The daemon's reason.
+        message: String,
+    },
+}
+
+/// Send one request and read the response (blocking, 10 s timeout).
+pub fn request(path: &Path, req: &Request) -> Result<Response, ControlError> {
+    let io = |source| ControlError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut stream = std::os::unix::net::UnixStream::connect(path).map_err(io)?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(io)?;
+    let mut line = serde_json::to_string(req).expect("requests serialise");
+    line.push('\n');
+    stream.write_all(line.as_bytes()).map_err(io)?;
+    let mut reader = BufReader::new(stream);
+    let mut answer = String::new();
+    reader.read_line(&mut answer).map_err(io)?;
+    let resp: Response = serde_json::from_str(&answer).map_err(|e| ControlError::BadResponse {
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    })?;
+    if !resp.ok {
+        return Err(ControlError::Refused {
+            path: path.to_path_buf(),
+            message: resp.error.unwrap_or_else(|| "request failed".into()),
+        });
+    }
+    Ok(resp)
+}
+
+/// The peer table (the data behind `manxctl node status`).
+pub fn query_peers(path: &Path) -> Result<Vec<PeerStatus>, ControlError> {
+    request(path, &Request::Peers)?
+        .peers
+        .ok_or_else(|| ControlError::BadResponse {
+            path: path.to_path_buf(),
+            detail: "no peers field".into(),
+        })
+}
+
+/// The Loc-RIB.
+pub fn query_routes(path: &Path) -> Result<Vec<RouteStatus>, ControlError> {
+    request(path, &Request::Routes)?
+        .routes
+        .ok_or_else(|| ControlError::BadResponse {
+            path: path.to_path_buf(),
+            detail: "no routes field".into(),
+        })
+}
+
+/// The server: accepts connections on `path` (replacing a stale socket
+/// file) and answers from the speaker. Dropping the guard stops it.
+pub fn serve(path: &Path, speaker: SpeakerHandle) -> std::io::Result<TaskGuard> {
+    if path.exists() {
+        std::fs::remove_file(path)?;
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let listener = tokio::net::UnixListener::bind(path)?;
+    Ok(TaskGuard::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let speaker = speaker.clone();
+            // Short-lived per-client task; it ends when the client hangs up.
+            tokio::spawn(async move {
+                let (rd, mut wr) = stream.into_split();
+                let mut lines = tokio::io::BufReader::new(rd).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    let resp = match serde_json::from_str::<Request>(&line) {
+                        Ok(req) => speaker.control(req).await,
+                        Err(e) => Response {
+                            ok: false,
+                            error: Some(format!("bad request: {e}")),
+                            ..Default::default()
+                        },
+                    };
+                    let mut out = serde_json::to_string(&resp).expect("responses serialise");
+                    out.push('\n');
+                    if wr.write_all(out.as_bytes()).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    }))
+}
+
+/// Format Unix seconds as RFC 3339 UTC (`2026-01-02T03:04:05Z`).
+pub fn rfc3339(unix: u64) -> String {
+    let days = (unix / 86_400) as i64;
+    let secs = unix % 86_400;
+    // Civil-from-days (H. Hinnant), proleptic Gregorian.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        (secs / 60) % 60,
+        secs % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_formats_known_instants() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
+    }
+
+    #[test]
+    fn requests_use_the_documented_json() {
+        assert_eq!(
+            serde_json::to_string(&Request::Peers).unwrap(),
+            r#"{"cmd":"peers"}"#
+        );
+        let r: Request =
+            serde_json::from_str(r#"{"cmd":"announce","prefix":"10.0.0.0/24"}"#).unwrap();
+        assert_eq!(
+            r,
+            Request::Announce {
+                prefix: "10.0.0.0/24".parse().unwrap()
+            }
+        );
+    }
+
+    #[test]
+    fn client_reports_missing_socket_with_a_hint() {
+        let err = query_peers(Path::new("/nonexistent/bgpd.sock")).unwrap_err();
+        assert!(err.to_string().contains("is manx-bgpd"), "{err}");
+    }
+}

@@ -1,0 +1,366 @@
+//! RIB unit tests (RFC 4271 §9.1).
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, Ipv4Addr};
+
+use super::export::{ExportTarget, build_updates, export};
+use super::*;
+use crate::packet::{AfiSafi, AsPath, MpReach, Nlri, Origin, PathAttribute, Update};
+
+fn net(s: &str) -> IpNetwork {
+    s.parse().unwrap()
+}
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn announce(
+    prefixes: &[&str],
+    as_path: Vec<u32>,
+    next_hop: Ipv4Addr,
+    local_pref: Option<u32>,
+) -> Update {
+    let mut attributes = vec![
+        PathAttribute::Origin(Origin::Igp),
+        PathAttribute::AsPath(AsPath::from_sequence(as_path)),
+        PathAttribute::NextHop(next_hop),
+    ];
+    if let Some(lp) = local_pref {
+        attributes.push(PathAttribute::LocalPref(lp));
+    }
+    Update {
+        attributes,
+        nlri: prefixes.iter().map(|p| Nlri::new(net(p))).collect(),
+        ..Default::default()
+    }
+}
+
+fn rib_with_peers() -> Rib {
+    let mut rib = Rib::new(64512, Ipv4Addr::new(198, 18, 0, 1));
+    rib.peer_up(PeerMeta {
+        address: ip("198.18.0.2"),
+        ibgp: true,
+        router_id: Ipv4Addr::new(198, 18, 0, 2),
+    });
+    rib.peer_up(PeerMeta {
+        address: ip("198.18.0.3"),
+        ibgp: false,
+        router_id: Ipv4Addr::new(198, 18, 0, 3),
+    });
+    rib
+}
+
+fn target(peer: &str, ibgp: bool, local: &str) -> ExportTarget {
+    ExportTarget {
+        peer: ip(peer),
+        ibgp,
+        local_as: 64512,
+        local_addr: ip(local),
+        families: BTreeSet::from([AfiSafi::IPV4_UNICAST, AfiSafi::IPV6_UNICAST]),
+    }
+}
+
+/// §9.1.2.2 a: the shorter AS_PATH wins; withdrawing it falls back to the other.
+#[test]
+fn shorter_as_path_wins_and_withdraw_falls_back() {
+    let mut rib = rib_with_peers();
+    let p = net("10.1.0.0/24");
+    rib.apply_update(
+        ip("198.18.0.2"),
+        &announce(
+            &["10.1.0.0/24"],
+            vec![65001, 65002],
+            Ipv4Addr::new(198, 18, 0, 2),
+            None,
+        ),
+    );
+    let changed = rib.apply_update(
+        ip("198.18.0.3"),
+        &announce(
+            &["10.1.0.0/24"],
+            vec![65010],
+            Ipv4Addr::new(198, 18, 0, 3),
+            None,
+        ),
+    );
+    assert_eq!(changed, vec![p]);
+    assert_eq!(
+        rib.best(&p).unwrap().source,
+        RouteSource::Peer(ip("198.18.0.3"))
+    );
+    let withdraw = Update {
+        withdrawn: vec![Nlri::new(p)],
+        ..Default::default()
+    };
+    rib.apply_update(ip("198.18.0.3"), &withdraw);
+    assert_eq!(
+        rib.best(&p).unwrap().source,
+        RouteSource::Peer(ip("198.18.0.2"))
+    );
+    assert_eq!(
+        rib.route_update(p),
+        Some(RouteUpdate::Add {
+            prefix: p,
+            next_hop: ip("198.18.0.2"),
+            peer: ip("198.18.0.2")
+        })
+    );
+}
+
+/// §9.1.1: higher LOCAL_PREF beats a shorter path.
+#[test]
+fn local_pref_beats_path_length() {
+    let mut rib = rib_with_peers();
+    rib.apply_update(
+        ip("198.18.0.2"),
+        &announce(
+            &["10.1.0.0/24"],
+            vec![1, 2, 3],
+            Ipv4Addr::new(198, 18, 0, 2),
+            Some(200),
+        ),
+    );
+    rib.apply_update(
+        ip("198.18.0.3"),
+        &announce(
+            &["10.1.0.0/24"],
+            vec![65010],
+            Ipv4Addr::new(198, 18, 0, 3),
+            None,
+        ),
+    );
+    assert_eq!(
+        rib.best(&net("10.1.0.0/24")).unwrap().source,
+        RouteSource::Peer(ip("198.18.0.2"))
+    );
+}
+
+/// §9.1.2: an eBGP path containing our own AS is a loop and is not used.
+#[test]
+fn as_path_loop_is_not_eligible() {
+    let mut rib = rib_with_peers();
+    let changed = rib.apply_update(
+        ip("198.18.0.3"),
+        &announce(
+            &["10.2.0.0/24"],
+            vec![65010, 64512],
+            Ipv4Addr::new(198, 18, 0, 3),
+            None,
+        ),
+    );
+    assert!(changed.is_empty());
+    assert_eq!(
+        rib.adj_in_stats(ip("198.18.0.3")),
+        AdjInStats {
+            received: 1,
+            accepted: 0
+        }
+    );
+}
+
+/// RFC 7606 §2: treat-as-withdraw removes what the UPDATE announces.
+#[test]
+fn treat_as_withdraw_removes_the_prefixes() {
+    let mut rib = rib_with_peers();
+    rib.apply_update(
+        ip("198.18.0.3"),
+        &announce(
+            &["10.3.0.0/24"],
+            vec![65010],
+            Ipv4Addr::new(198, 18, 0, 3),
+            None,
+        ),
+    );
+    let mut bad = announce(
+        &["10.3.0.0/24"],
+        vec![65010],
+        Ipv4Addr::new(198, 18, 0, 3),
+        None,
+    );
+    bad.treat_as_withdraw = true;
+    let changed = rib.apply_update(ip("198.18.0.3"), &bad);
+    assert_eq!(changed, vec![net("10.3.0.0/24")]);
+    assert!(rib.best(&net("10.3.0.0/24")).is_none());
+    assert_eq!(
+        rib.route_update(net("10.3.0.0/24")),
+        Some(RouteUpdate::Remove {
+            prefix: net("10.3.0.0/24")
+        })
+    );
+}
+
+/// §9.1 / §8: when a session goes down its routes go.
+#[test]
+fn peer_down_flushes_adj_rib_in() {
+    let mut rib = rib_with_peers();
+    rib.apply_update(
+        ip("198.18.0.3"),
+        &announce(
+            &["10.4.0.0/24", "10.5.0.0/24"],
+            vec![65010],
+            Ipv4Addr::new(198, 18, 0, 3),
+            None,
+        ),
+    );
+    let mut changed = rib.peer_down(ip("198.18.0.3"));
+    changed.sort();
+    assert_eq!(changed, vec![net("10.4.0.0/24"), net("10.5.0.0/24")]);
+    assert_eq!(rib.loc_rib().count(), 0);
+}
+
+/// RFC 4760: IPv6 prefixes arrive in MP_REACH with their next hop.
+#[test]
+fn mp_reach_ipv6_is_installed() {
+    let mut rib = rib_with_peers();
+    let reach = MpReach {
+        family: AfiSafi::IPV6_UNICAST,
+        next_hops: vec![ip("fd42:18::3")],
+        nlri: vec![Nlri::new(net("fd42:65::/64"))],
+    };
+    let u = Update {
+        attributes: vec![
+            PathAttribute::Origin(Origin::Igp),
+            PathAttribute::AsPath(AsPath::from_sequence(vec![65010])),
+            PathAttribute::MpReach(reach),
+        ],
+        ..Default::default()
+    };
+    rib.apply_update(ip("198.18.0.3"), &u);
+    assert_eq!(
+        rib.best(&net("fd42:65::/64")).unwrap().attrs.next_hop,
+        Some(ip("fd42:18::3"))
+    );
+}
+
+/// Local prefixes win and are exported with next hop self; eBGP gets our AS prepended.
+#[test]
+fn export_rules_for_ibgp_and_ebgp() {
+    let mut rib = rib_with_peers();
+    rib.add_local(net("10.65.0.0/26"));
+    rib.apply_update(
+        ip("198.18.0.2"),
+        &announce(
+            &["10.7.0.0/24"],
+            vec![],
+            Ipv4Addr::new(198, 18, 0, 2),
+            Some(100),
+        ),
+    );
+    let is_ibgp = |a: IpAddr| a == ip("198.18.0.2");
+    let local = net("10.65.0.0/26");
+
+    let to_ibgp = export(
+        &local,
+        rib.best(&local),
+        &target("198.18.0.9", true, "198.18.0.1"),
+        is_ibgp,
+    )
+    .unwrap();
+    assert_eq!(to_ibgp.next_hop, Some(ip("198.18.0.1")));
+    assert_eq!(to_ibgp.local_pref, Some(100));
+    assert_eq!(to_ibgp.as_path.path_len(), 0);
+
+    let to_ebgp = export(
+        &local,
+        rib.best(&local),
+        &target("198.18.0.3", false, "198.18.0.1"),
+        is_ibgp,
+    )
+    .unwrap();
+    assert_eq!(to_ebgp.as_path, AsPath::from_sequence(vec![64512]));
+    assert_eq!(to_ebgp.local_pref, None);
+
+    // iBGP-learnt routes are not sent to iBGP peers (no reflection), but go to eBGP peers.
+    let learnt = net("10.7.0.0/24");
+    assert!(
+        export(
+            &learnt,
+            rib.best(&learnt),
+            &target("198.18.0.9", true, "198.18.0.1"),
+            is_ibgp
+        )
+        .is_none()
+    );
+    assert!(
+        export(
+            &learnt,
+            rib.best(&learnt),
+            &target("198.18.0.3", false, "198.18.0.1"),
+            is_ibgp
+        )
+        .is_some()
+    );
+    // Never back to where it came from.
+    assert!(
+        export(
+            &learnt,
+            rib.best(&learnt),
+            &target("198.18.0.2", true, "198.18.0.1"),
+            is_ibgp
+        )
+        .is_none()
+    );
+    // IPv6 prefixes need an IPv6 session address for next hop self.
+    rib.add_local(net("fd42:65::/122"));
+    let v6 = net("fd42:65::/122");
+    assert!(
+        export(
+            &v6,
+            rib.best(&v6),
+            &target("198.18.0.3", false, "198.18.0.1"),
+            is_ibgp
+        )
+        .is_none()
+    );
+    let over_v6 = export(
+        &v6,
+        rib.best(&v6),
+        &target("fd42:18::3", false, "fd42:18::1"),
+        is_ibgp,
+    )
+    .unwrap();
+    assert_eq!(over_v6.next_hop, Some(ip("fd42:18::1")));
+}
+
+#[test]
+fn build_updates_groups_and_splits_families() {
+    let mut attrs = PathAttrs::local();
+    attrs.next_hop = Some(ip("198.18.0.1"));
+    let mut v6 = PathAttrs::local();
+    v6.next_hop = Some(ip("fd42:18::1"));
+    let updates = build_updates(vec![
+        (net("10.0.0.0/24"), Some(attrs.clone())),
+        (net("10.0.1.0/24"), Some(attrs)),
+        (net("fd42::/64"), Some(v6)),
+        (net("10.9.0.0/24"), None),
+        (net("fd42:9::/64"), None),
+    ]);
+    assert_eq!(updates.len(), 4);
+    assert_eq!(updates[0].withdrawn.len(), 1);
+    assert!(updates[1].mp_unreach().is_some());
+    assert_eq!(updates[2].nlri.len(), 2);
+    assert_eq!(updates[2].next_hop(), Some(Ipv4Addr::new(198, 18, 0, 1)));
+    assert_eq!(updates[3].mp_reach().unwrap().nlri.len(), 1);
+    // Every UPDATE encodes within 4096 octets, even for many prefixes.
+    let many: Vec<_> = (0..2000u32)
+        .map(|i| {
+            (
+                IpNetwork::V4(
+                    ipnetwork::Ipv4Network::new(Ipv4Addr::from(0x0a00_0000 + (i << 8)), 24)
+                        .unwrap(),
+                ),
+                None,
+            )
+        })
+        .collect();
+    for u in build_updates(many) {
+        let mut buf = Vec::new();
+        crate::packet::encode_message(
+            &crate::packet::Message::Update(u),
+            &Default::default(),
+            &mut buf,
+        )
+        .unwrap();
+        assert!(buf.len() <= 4096);
+    }
+}

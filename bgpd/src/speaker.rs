@@ -1,0 +1,771 @@
+//! The speaker actor: the one owner of every peer FSM, the RIB, the timers
+//! and the Adj-RIBs-Out. Session tasks and callers talk to it over typed
+//! channels (diagram in [`crate::tasks`]); nothing here is shared behind a
+//! lock.
+//!
+//! Start it with [`Speaker::start`]; talk to it with a [`SpeakerHandle`]
+//! (cheap to clone); stop it with [`Speaker::shutdown`], which sends every
+//! peer a CEASE with an RFC 8203 shutdown message.
+
+mod peer;
+mod routing;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use ipnetwork::IpNetwork;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use crate::config::{PeerConfig, SpeakerConfig};
+use crate::control::{PeerStatus, Request, Response, RouteStatus, rfc3339};
+use crate::fsm::{CollisionWinner, Fsm, Input, Output, State, Timer, resolve_collision};
+use crate::packet::{Message, Notification};
+use crate::rib::{Rib, RouteUpdate};
+use crate::session::{self, ConnEvent, ConnId, Listener, SessionEvent};
+use crate::tasks::TaskGuard;
+use peer::{Established, Peer, Slot, SlotKind};
+
+/// How long [`Speaker::shutdown`] waits for the CEASE messages to go out.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+/// Errors starting the speaker.
+#[derive(Debug, thiserror::Error)]
+pub enum SpeakerError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// The BGP port could not be bound.
+    #[error(
+        "bgpd: cannot listen on {addr}: {source} (is another BGP daemon running, or is the address missing?)"
+    )]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// Requests to the actor.
+#[derive(Debug)]
+enum Command {
+    Control(Request, oneshot::Sender<Response>),
+    SetPeers(Vec<PeerConfig>),
+    Shutdown(String, oneshot::Sender<()>),
+}
+
+/// A cheap, clonable way to talk to a running speaker.
+#[derive(Debug, Clone)]
+pub struct SpeakerHandle {
+    tx: mpsc::UnboundedSender<Command>,
+}
+
+impl SpeakerHandle {
+    /// Answer a control request (what the control socket serves).
+    pub async fn control(&self, req: Request) -> Response {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Command::Control(req, tx)).is_err() {
+            return Response {
+                ok: false,
+                error: Some("speaker stopped".into()),
+                ..Default::default()
+            };
+        }
+        rx.await.unwrap_or_else(|_| Response {
+            ok: false,
+            error: Some("speaker stopped".into()),
+            ..Default::default()
+        })
+    }
+
+    /// The peer table.
+    pub async fn peers(&self) -> Vec<PeerStatus> {
+        self.control(Request::Peers).await.peers.unwrap_or_default()
+    }
+
+    /// The Loc-RIB.
+    pub async fn routes(&self) -> Vec<RouteStatus> {
+        self.control(Request::Routes)
+            .await
+            .routes
+            .unwrap_or_default()
+    }
+
+    /// Originate a prefix.
+    pub async fn announce(&self, prefix: IpNetwork) {
+        self.control(Request::Announce { prefix }).await;
+    }
+
+    /// Stop originating a prefix.
+    pub async fn withdraw(&self, prefix: IpNetwork) {
+        self.control(Request::Withdraw { prefix }).await;
+    }
+
+    /// Replace the peer list: new peers start, removed ones get a CEASE
+    /// (Peer De-configured), changed ones restart.
+    pub fn set_peers(&self, peers: Vec<PeerConfig>) {
+        let _ = self.tx.send(Command::SetPeers(peers));
+    }
+}
+
+/// A running speaker; dropping it aborts the actor (prefer [`Speaker::shutdown`]).
+#[derive(Debug)]
+pub struct Speaker {
+    handle: SpeakerHandle,
+    task: TaskGuard,
+    listen_addr: Option<SocketAddr>,
+}
+
+impl Speaker {
+    /// Bind the listener, start every configured peer and originate the
+    /// configured networks. Best-path changes of learnt routes go to
+    /// `route_tx` if given.
+    pub fn start(
+        cfg: SpeakerConfig,
+        route_tx: Option<mpsc::UnboundedSender<RouteUpdate>>,
+    ) -> Result<Speaker, SpeakerError> {
+        cfg.validate()?;
+        let (session_tx, session_rx) = mpsc::unbounded_channel();
+        let listener = match &cfg.listen {
+            Some(l) => Some(Listener::bind(l.socket_addr(), session_tx.clone()).map_err(
+                |source| SpeakerError::Listen {
+                    addr: l.socket_addr(),
+                    source,
+                },
+            )?),
+            None => None,
+        };
+        let listen_addr = listener.as_ref().map(|l| l.local_addr);
+        let (tx, cmd_rx) = mpsc::unbounded_channel();
+        let mut actor = Actor {
+            rib: Rib::new(cfg.as_number, cfg.router_id),
+            cfg: cfg.clone(),
+            peers: BTreeMap::new(),
+            conn_owner: HashMap::new(),
+            closing: HashMap::new(),
+            listener,
+            session_tx,
+            next_conn: 1,
+            next_attempt: 1,
+            route_tx,
+        };
+        for prefix in &cfg.networks {
+            actor.rib.add_local(*prefix);
+        }
+        for p in cfg.peers.clone() {
+            actor.add_peer(p);
+        }
+        let task = TaskGuard::spawn(actor.run(cmd_rx, session_rx));
+        tracing::info!(asn = cfg.as_number, router_id = %cfg.router_id, listen = ?listen_addr, "BGP speaker started");
+        Ok(Speaker {
+            handle: SpeakerHandle { tx },
+            task,
+            listen_addr,
+        })
+    }
+
+    /// A handle for callers.
+    pub fn handle(&self) -> SpeakerHandle {
+        self.handle.clone()
+    }
+
+    /// The bound listener address (resolves port 0).
+    pub fn listen_addr(&self) -> Option<SocketAddr> {
+        self.listen_addr
+    }
+
+    /// Send every peer CEASE/Administrative Shutdown with `message`
+    /// (RFC 8203), wait (bounded) for the messages to go out, and stop.
+    pub async fn shutdown(self, message: &str) {
+        let (tx, rx) = oneshot::channel();
+        if self
+            .handle
+            .tx
+            .send(Command::Shutdown(message.to_string(), tx))
+            .is_ok()
+        {
+            let _ = rx.await;
+        }
+        let _ = self.task.join().await;
+    }
+}
+
+struct Actor {
+    cfg: SpeakerConfig,
+    rib: Rib,
+    peers: BTreeMap<IpAddr, Peer>,
+    /// Which peer each live connection belongs to.
+    conn_owner: HashMap<ConnId, IpAddr>,
+    /// Connections flushing their last messages before they close.
+    closing: HashMap<ConnId, TaskGuard>,
+    listener: Option<Listener>,
+    session_tx: mpsc::UnboundedSender<SessionEvent>,
+    next_conn: ConnId,
+    next_attempt: u64,
+    route_tx: Option<mpsc::UnboundedSender<RouteUpdate>>,
+}
+
+impl std::fmt::Debug for Actor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Actor")
+            .field("peers", &self.peers.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Actor {
+    async fn run(
+        mut self,
+        mut cmd_rx: mpsc::UnboundedReceiver<Command>,
+        mut session_rx: mpsc::UnboundedReceiver<SessionEvent>,
+    ) {
+        loop {
+            let deadline = self.peers.values().filter_map(Peer::next_deadline).min();
+            tokio::select! {
+                cmd = cmd_rx.recv() => match cmd {
+                    Some(Command::Control(req, reply)) => { let _ = reply.send(self.control(req)); }
+                    Some(Command::SetPeers(peers)) => self.set_peers(peers),
+                    Some(Command::Shutdown(msg, done)) => {
+                        self.shutdown(&msg).await;
+                        let _ = done.send(());
+                        return;
+                    }
+                    None => {
+                        self.shutdown("speaker stopped").await;
+                        return;
+                    }
+                },
+                Some(ev) = session_rx.recv() => self.session_event(ev),
+                () = sleep_until_opt(deadline) => self.fire_timers(Instant::now()),
+            }
+        }
+    }
+
+    async fn shutdown(&mut self, message: &str) {
+        tracing::info!(%message, "shutting down: CEASE to every peer");
+        let addrs: Vec<IpAddr> = self.peers.keys().copied().collect();
+        for addr in addrs {
+            self.stop_peer(addr, Some(message.to_string()));
+        }
+        let closing: Vec<TaskGuard> = self.closing.drain().map(|(_, t)| t).collect();
+        let _ = tokio::time::timeout(
+            SHUTDOWN_GRACE,
+            futures::future::join_all(closing.into_iter().map(TaskGuard::join)),
+        )
+        .await;
+    }
+
+    // ---- peers ----------------------------------------------------------
+
+    fn add_peer(&mut self, cfg: PeerConfig) {
+        let addr = cfg.address;
+        if let (Some(l), Some(pw)) = (&self.listener, &cfg.password)
+            && let Err(e) = l.set_md5_key(addr, Some(pw))
+        {
+            tracing::error!(peer = %addr, error = %e, "cannot install the TCP-MD5 key on the listener; the peer cannot connect to us");
+        }
+        let passive = cfg.passive;
+        self.peers.insert(addr, Peer::new(cfg, &self.cfg));
+        self.run_fsm(addr, SlotKind::Primary, Input::AutomaticStart { passive });
+    }
+
+    /// ManualStop both connections of a peer (CEASE with `message`).
+    fn stop_peer(&mut self, addr: IpAddr, message: Option<String>) {
+        for kind in [SlotKind::Secondary, SlotKind::Primary] {
+            self.run_fsm(
+                addr,
+                kind,
+                Input::ManualStop {
+                    shutdown_message: message.clone(),
+                },
+            );
+        }
+    }
+
+    fn set_peers(&mut self, peers: Vec<PeerConfig>) {
+        let wanted: HashMap<IpAddr, PeerConfig> =
+            peers.into_iter().map(|p| (p.address, p)).collect();
+        let existing: Vec<IpAddr> = self.peers.keys().copied().collect();
+        for addr in existing {
+            if wanted.get(&addr) != self.peers.get(&addr).map(|p| &p.cfg) {
+                self.remove_peer(addr);
+            }
+        }
+        for (addr, cfg) in wanted {
+            if !self.peers.contains_key(&addr) {
+                self.add_peer(cfg);
+            }
+        }
+    }
+
+    fn remove_peer(&mut self, addr: IpAddr) {
+        for kind in [SlotKind::Secondary, SlotKind::Primary] {
+            let n = Notification::new(6, 3, Vec::new()); // Cease / Peer De-configured (RFC 4486)
+            if let Some(slot) = self.peers.get_mut(&addr).and_then(|p| p.slot(kind))
+                && matches!(
+                    slot.fsm.state(),
+                    State::OpenSent | State::OpenConfirm | State::Established
+                )
+                && let Some((_, h)) = &slot.conn
+            {
+                h.send(Message::Notification(n));
+            }
+            self.run_fsm(
+                addr,
+                kind,
+                Input::ManualStop {
+                    shutdown_message: None,
+                },
+            );
+        }
+        if let Some(peer) = self.peers.remove(&addr)
+            && let (Some(l), Some(_)) = (&self.listener, &peer.cfg.password)
+        {
+            let _ = l.set_md5_key(addr, None);
+        }
+        let changed = self.rib.peer_down(addr);
+        self.propagate(changed);
+    }
+
+    // ---- FSM plumbing ---------------------------------------------------
+
+    fn run_fsm(&mut self, addr: IpAddr, kind: SlotKind, input: Input) {
+        let Some(slot) = self.peers.get_mut(&addr).and_then(|p| p.slot(kind)) else {
+            return;
+        };
+        let outputs = slot.fsm.process(input);
+        let mut established_now = false;
+        for o in outputs {
+            established_now |= matches!(o, Output::SessionEstablished { .. });
+            self.apply_output(addr, kind, o);
+        }
+        self.after_fsm(addr, established_now);
+    }
+
+    fn apply_output(&mut self, addr: IpAddr, kind: SlotKind, output: Output) {
+        let timeout = self.cfg.connect_retry();
+        let Some(peer) = self.peers.get_mut(&addr) else {
+            return;
+        };
+        let ibgp = peer.ibgp(self.cfg.as_number);
+        let cfg = peer.cfg.clone();
+        let Some(slot) = peer.slot(kind) else { return };
+        match output {
+            Output::Connect => {
+                let attempt = self.next_attempt;
+                self.next_attempt += 1;
+                let tx = self.session_tx.clone();
+                let task = TaskGuard::spawn(async move {
+                    let result = session::connect(&cfg, timeout).await;
+                    let _ = tx.send(SessionEvent::Connected {
+                        peer: addr,
+                        attempt,
+                        result,
+                    });
+                });
+                slot.dial = Some((attempt, task));
+            }
+            Output::SendMessage(msg) => {
+                if let Message::Notification(n) = &msg {
+                    tracing::warn!(peer = %addr, notification = %n.describe(), "sending NOTIFICATION");
+                }
+                if let Some((_, h)) = &slot.conn {
+                    h.send(msg);
+                }
+            }
+            Output::CloseConnection => {
+                slot.dial = None;
+                if let Some((id, h)) = slot.conn.take() {
+                    self.conn_owner.remove(&id);
+                    if let Some(task) = h.close() {
+                        self.closing.insert(id, task);
+                    }
+                }
+            }
+            Output::StartTimer(t, d) => slot.timers[t.index()] = Some(Instant::now() + d),
+            Output::StopTimer(t) => slot.timers[t.index()] = None,
+            Output::SessionEstablished {
+                peer_open,
+                hold_time,
+                ..
+            } => {
+                let local_addr = slot
+                    .conn
+                    .as_ref()
+                    .map(|(_, h)| h.local.ip())
+                    .unwrap_or(addr);
+                let families = peer::negotiated_families(
+                    slot.fsm.config().capabilities.as_slice(),
+                    &peer_open,
+                );
+                tracing::info!(peer = %addr, router_id = %peer_open.router_id, hold_time, ?families, "session established");
+                peer.router_id = Some(peer_open.router_id);
+                peer.last_error = None;
+                self.rib.peer_up(crate::rib::PeerMeta {
+                    address: addr,
+                    ibgp,
+                    router_id: peer_open.router_id,
+                });
+                peer.established = Some(Established {
+                    hold_time,
+                    families,
+                    local_addr,
+                });
+            }
+            Output::SessionDown { reason, from } => {
+                tracing::info!(peer = %addr, from = %from, %reason, "session down");
+                peer.last_error = Some(reason.to_string());
+                if from == State::Established {
+                    peer.established = None;
+                    peer.adj_out.clear();
+                    let changed = self.rib.peer_down(addr);
+                    self.propagate(changed);
+                }
+            }
+            Output::DeliverUpdate(update) => {
+                if update.is_end_of_rib().is_some() {
+                    tracing::debug!(peer = %addr, "End-of-RIB received");
+                    return;
+                }
+                if update.treat_as_withdraw {
+                    tracing::warn!(peer = %addr, "malformed UPDATE treated as withdraw (RFC 7606)");
+                }
+                let changed = self.rib.apply_update(addr, &update);
+                self.propagate(changed);
+            }
+            Output::DeliverRouteRefresh(_) => {
+                peer.adj_out.clear();
+                self.advertise_all(addr);
+            }
+        }
+    }
+
+    /// Housekeeping after an FSM ran: retire dead second connections,
+    /// promote a surviving one, send the initial table to a new session.
+    fn after_fsm(&mut self, addr: IpAddr, established_now: bool) {
+        let Some(peer) = self.peers.get_mut(&addr) else {
+            return;
+        };
+        if peer
+            .secondary
+            .as_ref()
+            .is_some_and(|s| s.fsm.state() == State::Idle)
+        {
+            peer.secondary = None;
+        }
+        if peer.primary.fsm.state() == State::Idle
+            && let Some(mut second) = peer.secondary.take()
+        {
+            second.fsm.set_passive(peer.cfg.passive);
+            tracing::debug!(peer = %addr, "the accepted connection takes over the session");
+            peer.primary = second;
+        }
+        peer.note_state();
+        if established_now && peer.primary.fsm.state() == State::Established {
+            self.advertise_all(addr);
+        }
+    }
+
+    fn attach(
+        &mut self,
+        addr: IpAddr,
+        kind: SlotKind,
+        stream: tokio::net::TcpStream,
+        outgoing: bool,
+    ) -> bool {
+        let id = self.next_conn;
+        self.next_conn += 1;
+        let handle = match session::spawn_connection(id, stream, self.session_tx.clone()) {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!(peer = %addr, error = %e, "cannot set up the connection");
+                return false;
+            }
+        };
+        let Some(slot) = self.peers.get_mut(&addr).and_then(|p| p.slot(kind)) else {
+            return false;
+        };
+        slot.conn = Some((id, handle));
+        slot.outgoing = outgoing;
+        self.conn_owner.insert(id, addr);
+        true
+    }
+
+    // ---- session events -------------------------------------------------
+
+    fn session_event(&mut self, ev: SessionEvent) {
+        match ev {
+            SessionEvent::Accepted { stream, remote } => self.accepted(stream, remote),
+            SessionEvent::Connected {
+                peer,
+                attempt,
+                result,
+            } => {
+                let Some(p) = self.peers.get_mut(&peer) else {
+                    return;
+                };
+                if p.primary.dial.as_ref().map(|(a, _)| *a) != Some(attempt) {
+                    return; // a stale attempt: the FSM moved on
+                }
+                p.primary.dial = None;
+                match result {
+                    Ok(stream) => {
+                        if self.attach(peer, SlotKind::Primary, stream, true) {
+                            self.run_fsm(peer, SlotKind::Primary, Input::TcpCrAcked);
+                        } else {
+                            self.run_fsm(peer, SlotKind::Primary, Input::TcpConnectionFails);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::debug!(peer = %peer, error = %e, "connect failed");
+                        p.last_error = Some(format!("connect to {}: {e}", p.cfg.socket_addr()));
+                        self.run_fsm(peer, SlotKind::Primary, Input::TcpConnectionFails);
+                    }
+                }
+            }
+            SessionEvent::Conn { id, event } => self.conn_event(id, event),
+        }
+    }
+
+    fn accepted(&mut self, stream: tokio::net::TcpStream, remote: SocketAddr) {
+        let addr = remote.ip();
+        let Some(peer) = self.peers.get_mut(&addr) else {
+            tracing::info!(%remote, "connection from an address that is not a configured peer; refused");
+            return;
+        };
+        if peer.cfg.ttl_security
+            && let Err(e) = session::apply_gtsm(socket2::SockRef::from(&stream), addr)
+        {
+            tracing::warn!(peer = %addr, error = %e, "cannot apply GTSM to the accepted connection");
+        }
+        match peer.primary.fsm.state() {
+            State::Idle => tracing::debug!(peer = %addr, "connection refused in Idle"),
+            State::Connect | State::Active => {
+                peer.primary.dial = None;
+                if let Some((id, h)) = peer.primary.conn.take() {
+                    self.conn_owner.remove(&id);
+                    if let Some(t) = h.close() {
+                        self.closing.insert(id, t);
+                    }
+                }
+                if self.attach(addr, SlotKind::Primary, stream, false) {
+                    self.run_fsm(addr, SlotKind::Primary, Input::TcpConnectionConfirmed);
+                }
+            }
+            State::OpenSent | State::OpenConfirm if peer.secondary.is_none() => {
+                let mut fsm = Fsm::new(peer.primary.fsm.config().clone());
+                fsm.process(Input::AutomaticStart { passive: true });
+                peer.secondary = Some(Slot::new(fsm));
+                if self.attach(addr, SlotKind::Secondary, stream, false) {
+                    self.run_fsm(addr, SlotKind::Secondary, Input::TcpConnectionConfirmed);
+                } else if let Some(p) = self.peers.get_mut(&addr) {
+                    p.secondary = None;
+                }
+            }
+            state => {
+                // §6.8: a new connection colliding with an Established one is closed.
+                tracing::info!(peer = %addr, %state, "second connection refused (Cease/Connection Collision Resolution)");
+                let id = self.next_conn;
+                self.next_conn += 1;
+                if let Ok(h) = session::spawn_connection(id, stream, self.session_tx.clone()) {
+                    h.send(Message::Notification(Notification::new(6, 7, Vec::new())));
+                    if let Some(t) = h.close() {
+                        self.closing.insert(id, t);
+                    }
+                }
+            }
+        }
+    }
+
+    fn conn_event(&mut self, id: ConnId, event: ConnEvent) {
+        let kind = self
+            .conn_owner
+            .get(&id)
+            .and_then(|a| Some((*a, self.peers.get(a)?.slot_of_conn(id)?)));
+        let Some((addr, kind)) = kind else {
+            if matches!(event, ConnEvent::Closed(_)) {
+                self.closing.remove(&id);
+            }
+            return;
+        };
+        let input = match event {
+            ConnEvent::Received(Message::Open(open)) => {
+                return self.received_open(addr, kind, id, open);
+            }
+            ConnEvent::Received(Message::Keepalive) => Input::KeepAliveMsg,
+            ConnEvent::Received(Message::Update(u)) => Input::UpdateMsg(u),
+            ConnEvent::Received(Message::RouteRefresh(r)) => Input::RouteRefreshMsg(r),
+            ConnEvent::Received(Message::Notification(n)) => {
+                tracing::warn!(peer = %addr, notification = %n.describe(), "received NOTIFICATION");
+                Input::NotifMsg(n)
+            }
+            ConnEvent::DecodeFailed(e) => {
+                tracing::warn!(peer = %addr, error = %e, "malformed message");
+                let n = e.notification();
+                match self
+                    .peers
+                    .get(&addr)
+                    .and_then(|p| p.slot_of_conn(id))
+                    .map(|_| self.state_of(addr, kind))
+                {
+                    Some(State::Established) => Input::UpdateMsgErr(n),
+                    Some(State::OpenSent) => Input::BgpOpenMsgErr(n),
+                    _ => Input::BgpHeaderErr(n),
+                }
+            }
+            ConnEvent::Closed(reason) => {
+                tracing::debug!(peer = %addr, ?reason, "connection closed");
+                self.conn_owner.remove(&id);
+                Input::TcpConnectionFails
+            }
+        };
+        self.run_fsm(addr, kind, input);
+    }
+
+    fn state_of(&self, addr: IpAddr, kind: SlotKind) -> State {
+        let p = &self.peers[&addr];
+        match kind {
+            SlotKind::Primary => p.primary.fsm.state(),
+            SlotKind::Secondary => p.secondary.as_ref().map_or(State::Idle, |s| s.fsm.state()),
+        }
+    }
+
+    /// An OPEN: resolve a collision with the peer's other connection first (§6.8).
+    fn received_open(
+        &mut self,
+        addr: IpAddr,
+        kind: SlotKind,
+        id: ConnId,
+        open: crate::packet::Open,
+    ) {
+        let other = match kind {
+            SlotKind::Primary => SlotKind::Secondary,
+            SlotKind::Secondary => SlotKind::Primary,
+        };
+        let Some(peer) = self.peers.get_mut(&addr) else {
+            return;
+        };
+        let other_state = peer.slot(other).map(|s| s.fsm.state());
+        if !matches!(other_state, Some(State::OpenSent | State::OpenConfirm)) {
+            return self.run_fsm(addr, kind, Input::BgpOpen(open));
+        }
+        let this_outgoing = peer.slot(kind).is_some_and(|s| s.outgoing);
+        let winner = resolve_collision(self.cfg.router_id, open.router_id);
+        let keep_this = (winner == CollisionWinner::LocallyInitiated) == this_outgoing;
+        tracing::info!(peer = %addr, ?winner, "connection collision");
+        if keep_this {
+            self.run_fsm(addr, other, Input::OpenCollisionDump);
+            // The dump may have promoted this connection to primary.
+            let Some(kind) = self.peers.get(&addr).and_then(|p| p.slot_of_conn(id)) else {
+                return;
+            };
+            self.run_fsm(addr, kind, Input::BgpOpen(open));
+        } else {
+            self.run_fsm(addr, kind, Input::OpenCollisionDump);
+        }
+    }
+
+    fn fire_timers(&mut self, now: Instant) {
+        let addrs: Vec<IpAddr> = self.peers.keys().copied().collect();
+        for addr in addrs {
+            for kind in [SlotKind::Primary, SlotKind::Secondary] {
+                let due = match self.peers.get_mut(&addr).and_then(|p| p.slot(kind)) {
+                    Some(slot) => slot.take_expired(now),
+                    None => continue,
+                };
+                for t in due {
+                    let input = match t {
+                        Timer::ConnectRetry => Input::ConnectRetryTimerExpires,
+                        Timer::Hold => Input::HoldTimerExpires,
+                        Timer::Keepalive => Input::KeepaliveTimerExpires,
+                        Timer::IdleHold => Input::IdleHoldTimerExpires,
+                    };
+                    self.run_fsm(addr, kind, input);
+                }
+            }
+        }
+    }
+
+    // ---- control --------------------------------------------------------
+
+    fn control(&mut self, req: Request) -> Response {
+        let ok = Response {
+            ok: true,
+            ..Default::default()
+        };
+        match req {
+            Request::Peers => Response {
+                peers: Some(self.peer_status()),
+                ..ok
+            },
+            Request::Routes => Response {
+                routes: Some(self.route_status()),
+                ..ok
+            },
+            Request::Announce { prefix } => {
+                let changed = self.rib.add_local(prefix);
+                self.propagate(changed);
+                ok
+            }
+            Request::Withdraw { prefix } => {
+                let changed = self.rib.remove_local(prefix);
+                self.propagate(changed);
+                ok
+            }
+        }
+    }
+
+    fn peer_status(&self) -> Vec<PeerStatus> {
+        self.peers
+            .values()
+            .map(|p| {
+                let stats = self.rib.adj_in_stats(p.cfg.address);
+                PeerStatus {
+                    address: p.cfg.address,
+                    peer_type: p.cfg.peer_type,
+                    as_number: p.cfg.as_number,
+                    state: p.primary.fsm.state(),
+                    since: rfc3339(p.since_unix()),
+                    since_unix: p.since_unix(),
+                    last_error: p.last_error.clone(),
+                    prefixes_received: stats.received,
+                    prefixes_accepted: stats.accepted,
+                    prefixes_advertised: p.adj_out.len(),
+                    router_id: p.router_id,
+                    hold_time: p.established.as_ref().map(|e| e.hold_time),
+                }
+            })
+            .collect()
+    }
+
+    fn route_status(&self) -> Vec<RouteStatus> {
+        self.rib
+            .loc_rib()
+            .map(|(prefix, best)| RouteStatus {
+                prefix: *prefix,
+                source: best.source,
+                next_hop: best.attrs.next_hop,
+                as_path: best
+                    .attrs
+                    .as_path
+                    .segments
+                    .iter()
+                    .flat_map(|s| s.asns().iter().copied())
+                    .collect(),
+                local_pref: best.attrs.local_pref,
+            })
+            .collect()
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests;

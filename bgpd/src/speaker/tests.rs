@@ -1,0 +1,1 @@
+//! Actor-level tests.
