@@ -203,7 +203,8 @@ fn neighbour_message(table: NeighTable, n: &Neighbour) -> NeighbourMessage {
 }
 
 fn parse_neighbour(m: &NeighbourMessage) -> Option<Neighbour> {
-    if m.header.state != NeighbourState::Permanent {
+    // NUD_PERMANENT (0x80), possibly with NUD_NOARP as `bridge fdb add … permanent` sets.
+    if u16::from(m.header.state) & 0x80 == 0 {
         return None;
     }
     let mut ip = None;
@@ -213,6 +214,14 @@ fn parse_neighbour(m: &NeighbourMessage) -> Option<Neighbour> {
             NeighbourAttribute::Destination(NeighbourAddress::Inet(v)) => ip = Some(IpAddr::V4(*v)),
             NeighbourAttribute::Destination(NeighbourAddress::Inet6(v)) => {
                 ip = Some(IpAddr::V6(*v))
+            }
+            // FDB dumps are AF_BRIDGE, so the parser cannot know NDA_DST's family.
+            NeighbourAttribute::Destination(NeighbourAddress::Other(b)) => {
+                ip = match b.len() {
+                    4 => <[u8; 4]>::try_from(b.as_slice()).ok().map(IpAddr::from),
+                    16 => <[u8; 16]>::try_from(b.as_slice()).ok().map(IpAddr::from),
+                    _ => None,
+                }
             }
             NeighbourAttribute::LinkLayerAddress(b) => mac = MacAddr::try_from(b.as_slice()).ok(),
             _ => {}
