@@ -255,8 +255,10 @@ fn kernel_reconciler_purges_stale_keeps_foreign_and_writes_nothing_on_restart() 
         }),
         ..DataplaneInput::default()
     };
-    let mut cfg = DataplaneConfig::default();
-    cfg.nat = false;
+    let cfg = DataplaneConfig {
+        nat: false,
+        ..DataplaneConfig::default()
+    };
     let first = input.clone();
     // Second state: one block gone (deleted behind our back first: ESRCH must be fine).
     input.remote_blocks.remove(0);
@@ -310,8 +312,10 @@ fn kernel_reconciler_purges_stale_keeps_foreign_and_writes_nothing_on_restart() 
     assert!(v6.contains("blackhole fd42:19:1::/122"), "{v6}");
 
     // Restart (a new Dataplane) with the same desired state: zero writes of any kind.
-    let mut cfg = DataplaneConfig::default();
-    cfg.nat = false;
+    let cfg = DataplaneConfig {
+        nat: false,
+        ..DataplaneConfig::default()
+    };
     let r3 = run_dataplane(&ns, cfg, vec![second_again]);
     assert!(r3[0].full_resync);
     assert_eq!(r3[0].writes(), 0, "{:?}", r3[0]);
