@@ -1,0 +1,418 @@
+//! Shared support for bgpd's namespace tests: namespaces `mxbg-<pid>-<n>`,
+//! a veth between two of them (198.18.0.0/24 + fd42:18::/64), daemons
+//! started with `ip netns exec`, and Drop guards that clean up even on panic.
+#![allow(dead_code)]
+
+pub mod peers;
+pub mod scenario;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// manx-bgpd's side of the link.
+pub const MANX_V4: &str = "198.18.0.1";
+/// manx-bgpd's IPv6 address.
+pub const MANX_V6: &str = "fd42:18::1";
+/// The peer daemon's address.
+pub const PEER_V4: &str = "198.18.0.2";
+/// The peer daemon's IPv6 address.
+pub const PEER_V6: &str = "fd42:18::2";
+/// Extra addresses in the peer namespace (injectors, second peers).
+pub const EXTRA_V4: [&str; 4] = ["198.18.0.3", "198.18.0.4", "198.18.0.5", "198.18.0.6"];
+
+static NEXT_NS: AtomicU32 = AtomicU32::new(0);
+
+/// Whether `CI=true`: missing tools fail instead of skipping.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
+/// Check the prerequisites of a namespace test: root and the given
+/// binaries. Returns false (after printing why) when the test should skip;
+/// panics under CI.
+pub fn prerequisites(binaries: &[&str]) -> bool {
+    let mut missing = Vec::new();
+    if !nix::unistd::Uid::effective().is_root() {
+        missing.push("root (network namespaces)".to_string());
+    }
+    for b in binaries {
+        if !Path::new(b).exists() {
+            missing.push(b.to_string());
+        }
+    }
+    if missing.is_empty() {
+        return true;
+    }
+    if in_ci() {
+        panic!(
+            "CI=true and prerequisites are missing: {}",
+            missing.join(", ")
+        );
+    }
+    eprintln!("SKIP: missing {}", missing.join(", "));
+    false
+}
+
+/// Run a command; panic with its output if it fails.
+pub fn run(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}): {}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A network namespace, deleted on drop after killing what runs in it.
+#[derive(Debug)]
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new() -> Netns {
+        let n = NEXT_NS.fetch_add(1, Ordering::SeqCst);
+        let name = format!("mxbg-{}-{n}", std::process::id());
+        if Path::new("/run/netns").join(&name).exists() {
+            let _ = Command::new("ip").args(["netns", "del", &name]).status();
+        }
+        run(Command::new("ip").args(["netns", "add", &name]));
+        let ns = Netns { name };
+        ns.ip(&["link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// `ip -n <ns> <args>`.
+    pub fn ip(&self, args: &[&str]) -> String {
+        run(Command::new("ip").arg("-n").arg(&self.name).args(args))
+    }
+
+    /// A command run inside the namespace.
+    pub fn command(&self, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name, program]);
+        c
+    }
+
+    /// Run inside the namespace, return stdout (panics on failure).
+    pub fn exec(&self, program: &str, args: &[&str]) -> String {
+        run(self.command(program).args(args))
+    }
+
+    /// Run a closure on a thread that has entered this namespace (sockets it
+    /// creates live in the namespace).
+    pub fn run_in<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let path = format!("/run/netns/{}", self.name);
+        std::thread::spawn(move || {
+            let file = std::fs::File::open(&path).expect("open netns file");
+            nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+            f()
+        })
+        .join()
+        .expect("namespace thread panicked")
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        // Kill anything left in the namespace, then delete it.
+        if let Ok(out) = Command::new("ip")
+            .args(["netns", "pids", &self.name])
+            .output()
+        {
+            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                if let Ok(pid) = pid.parse::<i32>() {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+            }
+        }
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// Two namespaces joined by a veth: `manx` (198.18.0.1, fd42:18::1) and
+/// `peer` (198.18.0.2-6, fd42:18::2), plus a scratch directory.
+#[derive(Debug)]
+pub struct Lab {
+    pub manx: Netns,
+    pub peer: Netns,
+    pub dir: tempfile::TempDir,
+}
+
+impl Lab {
+    pub fn new() -> Lab {
+        let manx = Netns::new();
+        let peer = Netns::new();
+        manx.ip(&[
+            "link", "add", "mxa", "type", "veth", "peer", "name", "mxb", "netns", &peer.name,
+        ]);
+        manx.ip(&["addr", "add", &format!("{MANX_V4}/24"), "dev", "mxa"]);
+        manx.ip(&[
+            "-6",
+            "addr",
+            "add",
+            &format!("{MANX_V6}/64"),
+            "dev",
+            "mxa",
+            "nodad",
+        ]);
+        manx.ip(&["link", "set", "mxa", "up"]);
+        peer.ip(&["addr", "add", &format!("{PEER_V4}/24"), "dev", "mxb"]);
+        for a in EXTRA_V4 {
+            peer.ip(&["addr", "add", &format!("{a}/24"), "dev", "mxb"]);
+        }
+        peer.ip(&[
+            "-6",
+            "addr",
+            "add",
+            &format!("{PEER_V6}/64"),
+            "dev",
+            "mxb",
+            "nodad",
+        ]);
+        peer.ip(&["link", "set", "mxb", "up"]);
+        let dir = tempfile::Builder::new()
+            .prefix("mxbg-")
+            .tempdir()
+            .expect("tempdir");
+        Lab { manx, peer, dir }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+/// A daemon in a namespace; killed (SIGTERM, then SIGKILL) on drop. Its
+/// output goes to `<dir>/<name>.log`, printed when a test fails.
+#[derive(Debug)]
+pub struct Daemon {
+    pub name: String,
+    child: Option<Child>,
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    pub fn spawn(ns: &Netns, dir: &Path, name: &str, program: &str, args: &[&str]) -> Daemon {
+        let log = dir.join(format!("{name}.log"));
+        let file = std::fs::File::create(&log).expect("log file");
+        let child = ns
+            .command(program)
+            .args(args)
+            .env("MANX_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().expect("dup log"))
+            .stderr(file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
+        Daemon {
+            name: name.to_string(),
+            child: Some(child),
+            log,
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().map(|c| c.id() as i32).unwrap_or(0)
+    }
+
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// SIGTERM and wait (bounded); returns the exit status code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let mut child = self.child.take()?;
+        // `ip netns exec` execs the program, so the child pid is the daemon.
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!(
+                "---- {} log ({}) ----\n{}",
+                self.name,
+                self.log.display(),
+                self.log_text()
+            );
+        }
+    }
+}
+
+/// Poll `f` every 200 ms until it returns true or `limit` passes.
+pub fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The manx-bgpd binary of this package.
+pub fn manx_bgpd_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_manx-bgpd")
+}
+
+/// A manx-bgpd peer entry in YAML.
+#[derive(Debug, Clone)]
+pub struct ManxPeer {
+    pub address: String,
+    pub asn: u32,
+    pub password: Option<String>,
+    pub passive: bool,
+    pub hold_time: Option<u16>,
+}
+
+impl ManxPeer {
+    pub fn new(address: &str, asn: u32) -> ManxPeer {
+        ManxPeer {
+            address: address.into(),
+            asn,
+            password: None,
+            passive: false,
+            hold_time: None,
+        }
+    }
+}
+
+/// manx-bgpd running in the lab's `manx` namespace.
+#[derive(Debug)]
+pub struct Manx {
+    pub daemon: Daemon,
+    pub control: PathBuf,
+    pub config: PathBuf,
+}
+
+impl Manx {
+    pub fn start(lab: &Lab, asn: u32, peers: &[ManxPeer], networks: &[&str]) -> Manx {
+        let control = lab.path("manx.sock");
+        let config = lab.path("manx.yaml");
+        let mut yaml = format!(
+            "asNumber: {asn}\nrouterId: {MANX_V4}\nholdTime: 9\nconnectRetryTime: 2\ncontrolSocket: {}\nlisten: {{address: \"::\", port: 179}}\npeers:\n",
+            control.display()
+        );
+        for p in peers {
+            yaml.push_str(&format!(
+                "  - address: \"{}\"\n    asNumber: {}\n    passive: {}\n",
+                p.address, p.asn, p.passive
+            ));
+            if let Some(pw) = &p.password {
+                yaml.push_str(&format!("    password: \"{pw}\"\n"));
+            }
+            if let Some(h) = p.hold_time {
+                yaml.push_str(&format!("    holdTime: {h}\n"));
+            }
+        }
+        yaml.push_str("networks:\n");
+        for n in networks {
+            yaml.push_str(&format!("  - \"{n}\"\n"));
+        }
+        std::fs::write(&config, yaml).unwrap();
+        let daemon = Daemon::spawn(
+            &lab.manx,
+            lab.dir.path(),
+            "manx-bgpd",
+            manx_bgpd_bin(),
+            &["--config", config.to_str().unwrap()],
+        );
+        let m = Manx {
+            daemon,
+            control,
+            config,
+        };
+        assert!(
+            eventually(Duration::from_secs(10), || m.control.exists()),
+            "manx-bgpd control socket never appeared"
+        );
+        m
+    }
+
+    pub fn peers(&self) -> Vec<bgpd::PeerStatus> {
+        bgpd::query_peers(&self.control).unwrap_or_default()
+    }
+
+    pub fn peer_state(&self, addr: &str) -> Option<bgpd::fsm::State> {
+        let addr: std::net::IpAddr = addr.parse().unwrap();
+        self.peers()
+            .into_iter()
+            .find(|p| p.address == addr)
+            .map(|p| p.state)
+    }
+
+    pub fn established(&self, addr: &str) -> bool {
+        self.peer_state(addr) == Some(bgpd::fsm::State::Established)
+    }
+
+    /// Prefixes in the Loc-RIB learnt from a peer (not local ones).
+    pub fn learnt(&self) -> Vec<String> {
+        bgpd::query_routes(&self.control)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|r| r.source != bgpd::rib::RouteSource::Local)
+            .map(|r| r.prefix.to_string())
+            .collect()
+    }
+
+    pub fn has_route(&self, prefix: &str) -> bool {
+        self.learnt().iter().any(|p| p == prefix)
+    }
+
+    pub fn request(&self, req: bgpd::control::Request) {
+        bgpd::control::request(&self.control, &req).expect("control request");
+    }
+
+    pub fn withdraw(&self, prefix: &str) {
+        self.request(bgpd::control::Request::Withdraw {
+            prefix: prefix.parse().unwrap(),
+        });
+    }
+
+    pub fn announce(&self, prefix: &str) {
+        self.request(bgpd::control::Request::Announce {
+            prefix: prefix.parse().unwrap(),
+        });
+    }
+}

@@ -1,0 +1,175 @@
+//! Interop scenarios shared by the interop_* test files.
+
+use std::time::Duration;
+
+use super::peers::{Kind, PEER_NET_V4, PEER_NET_V6, PeerDaemon, PeerOpts};
+use super::{Lab, Manx, ManxPeer, PEER_V4, PEER_V6, eventually, prerequisites};
+
+pub const MANX_AS: u32 = 64512;
+pub const PEER_EBGP_AS: u32 = 65002;
+pub const MANX_NET_V4: &str = "10.65.0.0/26";
+pub const MANX_NET_V6: &str = "fd42:65::/122";
+
+/// Generous bound for "eventually": sessions come up in seconds.
+pub const SETTLE: Duration = Duration::from_secs(60);
+
+fn fail(what: &str, manx: &Manx, peer: &PeerDaemon) -> ! {
+    panic!(
+        "{what}\nmanx peers: {:#?}\nmanx learnt: {:?}\npeer routes:\n{}\npeer logs:\n{}",
+        manx.peers(),
+        manx.learnt(),
+        peer.routes(),
+        peer.logs()
+    );
+}
+
+pub fn require(kind: Kind) -> bool {
+    let mut bins = kind.binaries();
+    bins.push("/usr/sbin/ip");
+    prerequisites(&bins)
+}
+
+pub fn start(
+    kind: Kind,
+    ibgp: bool,
+    password: Option<&str>,
+    manx_password: Option<&str>,
+) -> (Lab, PeerDaemon, Manx) {
+    let lab = Lab::new();
+    let peer_as = if ibgp { MANX_AS } else { PEER_EBGP_AS };
+    let peer = PeerDaemon::start(
+        kind,
+        &lab,
+        PeerOpts {
+            asn: peer_as,
+            manx_asn: MANX_AS,
+            password: password.map(String::from),
+        },
+    );
+    let mut peers = vec![
+        ManxPeer::new(PEER_V4, peer_as),
+        ManxPeer::new(PEER_V6, peer_as),
+    ];
+    for p in &mut peers {
+        p.password = manx_password.map(String::from);
+    }
+    let manx = Manx::start(&lab, MANX_AS, &peers, &[MANX_NET_V4, MANX_NET_V6]);
+    (lab, peer, manx)
+}
+
+pub fn wait_established(manx: &Manx, peer: &PeerDaemon) {
+    if !eventually(SETTLE, || {
+        manx.established(PEER_V4) && manx.established(PEER_V6)
+    }) {
+        fail("sessions never reached Established", manx, peer);
+    }
+}
+
+/// Sessions up, IPv4 and IPv6 routes flow both ways and are withdrawn both
+/// ways, and SIGTERM stops manx-bgpd cleanly.
+pub fn exchange(kind: Kind, ibgp: bool) {
+    if !require(kind) {
+        return;
+    }
+    let (_lab, peer, mut manx) = start(kind, ibgp, None, None);
+    wait_established(&manx, &peer);
+
+    // Peer → manx (IPv4 in NLRI, IPv6 in MP_REACH).
+    if !eventually(SETTLE, || {
+        manx.has_route(PEER_NET_V4) && manx.has_route(PEER_NET_V6)
+    }) {
+        fail("manx-bgpd never learnt the peer's prefixes", &manx, &peer);
+    }
+    // manx → peer.
+    if !eventually(SETTLE, || {
+        peer.has_route(MANX_NET_V4) && peer.has_route(MANX_NET_V6)
+    }) {
+        fail("the peer never learnt manx-bgpd's prefixes", &manx, &peer);
+    }
+    let status = manx.peers();
+    for s in &status {
+        assert_eq!(s.prefixes_advertised, 1, "{s:?}");
+        assert_eq!(s.prefixes_received, 1, "{s:?}");
+        assert_eq!(s.prefixes_accepted, 1, "{s:?}");
+    }
+
+    // Withdraw manx → peer.
+    manx.withdraw(MANX_NET_V4);
+    manx.withdraw(MANX_NET_V6);
+    if !eventually(SETTLE, || {
+        !peer.has_route(MANX_NET_V4) && !peer.has_route(MANX_NET_V6)
+    }) {
+        fail("the peer kept manx-bgpd's withdrawn prefixes", &manx, &peer);
+    }
+    // Withdraw peer → manx.
+    peer.withdraw_own();
+    if !eventually(SETTLE, || {
+        !manx.has_route(PEER_NET_V4) && !manx.has_route(PEER_NET_V6)
+    }) {
+        fail("manx-bgpd kept the peer's withdrawn prefixes", &manx, &peer);
+    }
+    // Sessions stayed up throughout.
+    assert!(manx.established(PEER_V4) && manx.established(PEER_V6));
+
+    // SIGTERM: CEASE to every peer and exit 0.
+    assert_eq!(
+        manx.daemon.terminate(),
+        Some(0),
+        "manx-bgpd did not exit 0 on SIGTERM"
+    );
+}
+
+/// The peer restarts; the session comes back on its own.
+pub fn peer_restart(kind: Kind) {
+    if !require(kind) {
+        return;
+    }
+    let (lab, mut peer, manx) = start(kind, false, None, None);
+    wait_established(&manx, &peer);
+    if !eventually(SETTLE, || manx.has_route(PEER_NET_V4)) {
+        fail("no route before the restart", &manx, &peer);
+    }
+    peer.restart(&lab);
+    wait_established(&manx, &peer);
+    if !eventually(SETTLE, || {
+        manx.has_route(PEER_NET_V4) && peer.has_route(MANX_NET_V4)
+    }) {
+        fail(
+            "routes did not come back after the peer restarted",
+            &manx,
+            &peer,
+        );
+    }
+}
+
+/// TCP-MD5: the right password establishes, a wrong one never does.
+pub fn md5(kind: Kind, right: bool) {
+    if !require(kind) {
+        return;
+    }
+    let manx_pw = if right { "s3cret-pw" } else { "wrong-pw" };
+    let (_lab, peer, manx) = start(kind, false, Some("s3cret-pw"), Some(manx_pw));
+    if right {
+        wait_established(&manx, &peer);
+        if !eventually(SETTLE, || {
+            manx.has_route(PEER_NET_V4) && peer.has_route(MANX_NET_V4)
+        }) {
+            fail("no routes over the MD5 session", &manx, &peer);
+        }
+    } else {
+        // Both sides retry every 2 s: 15 s is several attempts each way.
+        let mut reached = None;
+        eventually(Duration::from_secs(15), || {
+            reached = manx.peers().into_iter().find(|p| {
+                p.state != bgpd::fsm::State::Idle
+                    && p.state != bgpd::fsm::State::Active
+                    && p.state != bgpd::fsm::State::Connect
+            });
+            reached.is_some()
+        });
+        assert!(
+            reached.is_none(),
+            "a session with a wrong TCP-MD5 password got to {reached:?}"
+        );
+    }
+}
