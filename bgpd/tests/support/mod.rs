@@ -3,6 +3,7 @@
 //! started with `ip netns exec`, and Drop guards that clean up even on panic.
 #![allow(dead_code)]
 
+pub mod inject;
 pub mod peers;
 pub mod scenario;
 
@@ -20,7 +21,20 @@ pub const PEER_V4: &str = "198.18.0.2";
 /// The peer daemon's IPv6 address.
 pub const PEER_V6: &str = "fd42:18::2";
 /// Extra addresses in the peer namespace (injectors, second peers).
-pub const EXTRA_V4: [&str; 4] = ["198.18.0.3", "198.18.0.4", "198.18.0.5", "198.18.0.6"];
+pub const EXTRA_V4: [&str; 12] = [
+    "198.18.0.3",
+    "198.18.0.4",
+    "198.18.0.5",
+    "198.18.0.6",
+    "198.18.0.7",
+    "198.18.0.8",
+    "198.18.0.9",
+    "198.18.0.10",
+    "198.18.0.11",
+    "198.18.0.12",
+    "198.18.0.13",
+    "198.18.0.14",
+];
 
 static NEXT_NS: AtomicU32 = AtomicU32::new(0);
 
