@@ -859,9 +859,7 @@ impl Ipam {
                     total - in_pool.len() as u128
                 ));
             }
-            if cfg.strict_affinity && free_other > 0 {
-                s.push_str(", and strictAffinity is on");
-            } else if cfg.strict_affinity && others > 0 {
+            if cfg.strict_affinity && (free_other > 0 || others > 0) {
                 s.push_str(", and strictAffinity is on");
             } else if free_other == 0 && others > 0 {
                 s.push_str(", and every other block is full");

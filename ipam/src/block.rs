@@ -432,10 +432,10 @@ impl Block {
             return Ok(Release::NotAllocated);
         };
         let current = self.seq_for.get(&ord).copied().unwrap_or(0);
-        if let Some(seq) = expected_seq {
-            if seq != current {
-                return Ok(Release::Stale { current });
-            }
+        if let Some(seq) = expected_seq
+            && seq != current
+        {
+            return Ok(Release::Stale { current });
         }
         let handle_id = self.attributes[idx].handle_id.clone();
         self.allocations[ord as usize] = None;

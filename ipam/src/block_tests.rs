@@ -229,10 +229,11 @@ proptest! {
                 Op::Assign(o, h) => {
                     let ip = b.ip(o % b.size());
                     let r = b.assign(ip, &Attrs::handle(format!("h{h}")));
-                    if model.contains_key(&ip) {
-                        prop_assert!(r.is_err());
-                    } else {
-                        model.insert(ip, (format!("h{h}"), r.unwrap()));
+                    match model.entry(ip) {
+                        std::collections::btree_map::Entry::Occupied(_) => prop_assert!(r.is_err()),
+                        std::collections::btree_map::Entry::Vacant(v) => {
+                            v.insert((format!("h{h}"), r.unwrap()));
+                        }
                     }
                 }
             }

@@ -86,10 +86,9 @@ pub struct IpamShow {
 }
 
 fn pct(n: u128, d: u128) -> String {
-    if d == 0 {
-        "0%".into()
-    } else {
-        format!("{}%", n * 100 / d)
+    match (n * 100).checked_div(d) {
+        Some(p) => format!("{p}%"),
+        None => "0%".into(),
     }
 }
 
