@@ -1,0 +1,255 @@
+//! `BGPPeer`: a BGP session to configure, either from every node (global),
+//! from one node (`node`), or from the nodes a `nodeSelector` picks; the far
+//! end is a fixed `peerIP` or the nodes a `peerSelector` picks (route
+//! reflector topologies).
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::meta::{AsNumber, ObjectMeta, SecretSource, parse_go_duration};
+use crate::model::validate::{Checker, ValidationErrors};
+
+/// A BGP peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BGPPeer {
+    pub metadata: ObjectMeta,
+    pub spec: BGPPeerSpec,
+}
+
+/// Source address of the session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SourceAddress {
+    /// Bind to the node's IP (default).
+    UseNodeIP,
+    /// Let the kernel choose.
+    None,
+}
+
+/// Next-hop handling towards this peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NextHopMode {
+    /// Standard BGP rules (default).
+    Auto,
+    /// Always set next hop to self.
+    #[serde(rename = "Self")]
+    SelfHop,
+    /// Keep the original next hop.
+    Keep,
+}
+
+/// `BGPPeer.spec`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BGPPeerSpec {
+    /// Only this node peers (empty: see `nodeSelector`; neither: all nodes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_selector: Option<String>,
+    /// `10.0.0.1`, `10.0.0.1:1179`, `fd00::1` or `[fd00::1]:1179`.
+    #[serde(default, rename = "peerIP", skip_serializing_if = "Option::is_none")]
+    pub peer_ip: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub as_number: Option<AsNumber>,
+    /// Peer with the nodes this selects (instead of `peerIP`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_selector: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<SecretSource>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_address: Option<SourceAddress>,
+    /// Go duration: graceful-restart time (default 120s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_restart_time: Option<String>,
+    /// Go duration: keepalive time (default 30s, hold 3x).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keepalive_time: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_hop_mode: Option<NextHopMode>,
+    /// Deprecated form of `nextHopMode: Keep`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_original_next_hop: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub num_allowed_local_as_numbers: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_security: Option<u8>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reachable_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filters: Option<Vec<String>>,
+}
+
+/// Parse a `peerIP`: `ip`, `ipv4:port` or `[ipv6]:port`.
+pub fn parse_peer_ip(text: &str) -> Result<(IpAddr, Option<u16>), String> {
+    let t = text.trim();
+    if let Ok(ip) = t.parse::<IpAddr>() {
+        return Ok((ip, None));
+    }
+    match t.parse::<SocketAddr>() {
+        Ok(sa) if sa.port() != 0 => Ok((sa.ip(), Some(sa.port()))),
+        Ok(_) => Err(format!("{text:?}: port 0 is not a port; use 1..=65535")),
+        Err(_) => Err(format!(
+            "{text:?} is not an IP address: write 10.0.0.1, 10.0.0.1:1179, fd00::1 or [fd00::1]:1179"
+        )),
+    }
+}
+
+impl BGPPeerSpec {
+    /// The peer address and optional port, if `peerIP` is set and valid.
+    pub fn peer_addr(&self) -> Option<(IpAddr, Option<u16>)> {
+        self.peer_ip.as_deref().and_then(|p| parse_peer_ip(p).ok())
+    }
+    pub fn source_address(&self) -> SourceAddress {
+        self.source_address.unwrap_or(SourceAddress::UseNodeIP)
+    }
+    /// Effective next-hop mode (`keepOriginalNextHop: true` means `Keep`).
+    pub fn next_hop_mode(&self) -> NextHopMode {
+        match (self.next_hop_mode, self.keep_original_next_hop) {
+            (Some(m), _) => m,
+            (None, Some(true)) => NextHopMode::Keep,
+            _ => NextHopMode::Auto,
+        }
+    }
+    pub fn max_restart_time(&self) -> Duration {
+        self.max_restart_time
+            .as_deref()
+            .and_then(|s| parse_go_duration(s).ok())
+            .unwrap_or(Duration::from_secs(120))
+    }
+    pub fn keepalive_time(&self) -> Duration {
+        self.keepalive_time
+            .as_deref()
+            .and_then(|s| parse_go_duration(s).ok())
+            .unwrap_or(Duration::from_secs(30))
+    }
+    /// True when no `node` and no `nodeSelector`: every node peers.
+    pub fn is_global(&self) -> bool {
+        self.node.as_deref().unwrap_or("").is_empty()
+            && self
+                .node_selector
+                .as_deref()
+                .unwrap_or("")
+                .trim()
+                .is_empty()
+    }
+}
+
+impl BGPPeer {
+    pub fn new(name: impl Into<String>, spec: BGPPeerSpec) -> Self {
+        BGPPeer {
+            metadata: ObjectMeta::named(name),
+            spec,
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), ValidationErrors> {
+        let mut c = Checker::new("bgppeer", &self.metadata.name);
+        c.name(&self.metadata.name);
+        let s = &self.spec;
+        let has = |o: &Option<String>| o.as_deref().is_some_and(|v| !v.trim().is_empty());
+        if has(&s.node) && has(&s.node_selector) {
+            c.error(
+                "spec",
+                "sets both node and nodeSelector: use node for one node or nodeSelector for a set",
+            );
+        }
+        if let Some(sel) = s.node_selector.as_deref().filter(|v| !v.trim().is_empty()) {
+            c.selector("spec.nodeSelector", sel);
+        }
+        if has(&s.peer_selector) {
+            if let Some(sel) = &s.peer_selector {
+                c.selector("spec.peerSelector", sel);
+            }
+            if has(&s.peer_ip) || s.as_number.is_some() {
+                c.error(
+                    "spec",
+                    "sets peerSelector together with peerIP/asNumber: the selected nodes give both; remove peerIP and asNumber",
+                );
+            }
+        } else {
+            match s.peer_ip.as_deref().filter(|v| !v.trim().is_empty()) {
+                None => c.error(
+                    "spec.peerIP",
+                    "is required (or set peerSelector to peer with selected nodes)",
+                ),
+                Some(p) => {
+                    if let Err(why) = parse_peer_ip(p) {
+                        c.error("spec.peerIP", why);
+                    }
+                }
+            }
+            match s.as_number {
+                None => c.error(
+                    "spec.asNumber",
+                    "is required with peerIP: give the peer's AS number",
+                ),
+                Some(asn) => c.as_number("spec.asNumber", asn),
+            }
+        }
+        for (value, field) in [
+            (&s.max_restart_time, "spec.maxRestartTime"),
+            (&s.keepalive_time, "spec.keepaliveTime"),
+        ] {
+            if let Some(d) = value
+                && let Err(why) = parse_go_duration(d)
+            {
+                c.error(field, why);
+            }
+        }
+        if let Some(pw) = &s.password
+            && pw.secret_key_ref.is_none()
+        {
+            c.error("spec.password", "needs secretKeyRef {name, key}");
+        }
+        if s.next_hop_mode.is_some() && s.keep_original_next_hop == Some(true) {
+            c.error(
+                "spec.keepOriginalNextHop",
+                "conflicts with nextHopMode: drop keepOriginalNextHop and use nextHopMode: Keep",
+            );
+        }
+        if let Some(ttl) = s.ttl_security
+            && ttl > 254
+        {
+            c.error(
+                "spec.ttlSecurity",
+                format!("{ttl} is out of range 0..=254 hops"),
+            );
+        }
+        if let Some(rb) = &s.reachable_by
+            && rb.parse::<IpAddr>().is_err()
+        {
+            c.error("spec.reachableBy", format!("{rb:?} is not an IP address"));
+        }
+        c.finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peer_ip_forms() {
+        assert_eq!(
+            parse_peer_ip("10.0.0.1").unwrap(),
+            ("10.0.0.1".parse().unwrap(), None)
+        );
+        assert_eq!(
+            parse_peer_ip("10.0.0.1:1179").unwrap(),
+            ("10.0.0.1".parse().unwrap(), Some(1179))
+        );
+        assert_eq!(
+            parse_peer_ip("fd00::1").unwrap(),
+            ("fd00::1".parse().unwrap(), None)
+        );
+        assert_eq!(
+            parse_peer_ip("[fd00::1]:1179").unwrap(),
+            ("fd00::1".parse().unwrap(), Some(1179))
+        );
+        assert!(parse_peer_ip("10.0.0.1:0").is_err());
+        assert!(parse_peer_ip("10.0.0.300").is_err());
+        assert!(parse_peer_ip("fd00::1:1179x").is_err());
+    }
+}

@@ -1,0 +1,237 @@
+//! `IPPool`: a range of pod addresses, cut into blocks that nodes claim.
+
+use ipnetwork::IpNetwork;
+use serde::{Deserialize, Serialize};
+
+use crate::model::meta::ObjectMeta;
+use crate::model::validate::{Checker, ValidationErrors};
+
+/// IPIP / VXLAN encapsulation mode of a pool.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum EncapMode {
+    /// Encapsulate all traffic to other nodes.
+    Always,
+    /// Encapsulate only to nodes in another subnet.
+    CrossSubnet,
+    /// Never encapsulate.
+    #[default]
+    Never,
+}
+
+/// What a pool's addresses may be used for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum AllowedUse {
+    /// Pod (workload) addresses.
+    Workload,
+    /// Node tunnel addresses (IPIP `tunl0`, VXLAN).
+    Tunnel,
+}
+
+/// Whether IPAM may pick this pool without being asked for it by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum AssignmentMode {
+    Automatic,
+    Manual,
+}
+
+/// An IP pool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IPPool {
+    pub metadata: ObjectMeta,
+    pub spec: IPPoolSpec,
+}
+
+/// `IPPool.spec`. Fields the operator omitted stay `None` so a round trip
+/// gives back what was written; the accessors give effective values.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct IPPoolSpec {
+    /// The pool's range.
+    pub cidr: IpNetwork,
+    /// Prefix length of the blocks (default 26 for IPv4, 122 for IPv6).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block_size: Option<u8>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipip_mode: Option<EncapMode>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vxlan_mode: Option<EncapMode>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nat_outgoing: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disabled: Option<bool>,
+    #[serde(
+        default,
+        rename = "disableBGPExport",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub disable_bgp_export: Option<bool>,
+    /// Which nodes may take blocks from this pool (default `all()`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_selector: Option<String>,
+    /// Default `[Workload, Tunnel]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_uses: Option<Vec<AllowedUse>>,
+    /// Default `Automatic`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assignment_mode: Option<AssignmentMode>,
+}
+
+impl IPPoolSpec {
+    /// A spec with only a CIDR; everything else default.
+    pub fn new(cidr: IpNetwork) -> Self {
+        IPPoolSpec {
+            cidr,
+            block_size: None,
+            ipip_mode: None,
+            vxlan_mode: None,
+            nat_outgoing: None,
+            disabled: None,
+            disable_bgp_export: None,
+            node_selector: None,
+            allowed_uses: None,
+            assignment_mode: None,
+        }
+    }
+
+    /// Effective block prefix length: 26 (IPv4) / 122 (IPv6) unless set.
+    pub fn block_size(&self) -> u8 {
+        self.block_size
+            .unwrap_or(if self.cidr.is_ipv4() { 26 } else { 122 })
+    }
+    pub fn ipip_mode(&self) -> EncapMode {
+        self.ipip_mode.unwrap_or_default()
+    }
+    pub fn vxlan_mode(&self) -> EncapMode {
+        self.vxlan_mode.unwrap_or_default()
+    }
+    pub fn nat_outgoing(&self) -> bool {
+        self.nat_outgoing.unwrap_or(false)
+    }
+    pub fn disabled(&self) -> bool {
+        self.disabled.unwrap_or(false)
+    }
+    pub fn disable_bgp_export(&self) -> bool {
+        self.disable_bgp_export.unwrap_or(false)
+    }
+    /// Effective node selector (`all()` unless set).
+    pub fn node_selector(&self) -> &str {
+        match self.node_selector.as_deref() {
+            Some(s) if !s.trim().is_empty() => s,
+            _ => "all()",
+        }
+    }
+    /// Effective allowed uses (`[Workload, Tunnel]` unless set).
+    pub fn allowed_uses(&self) -> Vec<AllowedUse> {
+        self.allowed_uses
+            .clone()
+            .unwrap_or_else(|| vec![AllowedUse::Workload, AllowedUse::Tunnel])
+    }
+    pub fn allows(&self, use_: AllowedUse) -> bool {
+        self.allowed_uses().contains(&use_)
+    }
+    pub fn assignment_mode(&self) -> AssignmentMode {
+        self.assignment_mode.unwrap_or(AssignmentMode::Automatic)
+    }
+}
+
+impl IPPool {
+    /// A pool named `name` over `cidr`, other fields default.
+    pub fn new(name: impl Into<String>, cidr: IpNetwork) -> Self {
+        IPPool {
+            metadata: ObjectMeta::named(name),
+            spec: IPPoolSpec::new(cidr),
+        }
+    }
+
+    /// Check this pool on its own (not against other pools).
+    pub fn validate(&self) -> Result<(), ValidationErrors> {
+        let mut c = Checker::new("ippool", &self.metadata.name);
+        c.name(&self.metadata.name);
+        let spec = &self.spec;
+        c.network("spec.cidr", &spec.cidr);
+        let (family, range) = if spec.cidr.is_ipv4() {
+            ("IPv4", 20..=32)
+        } else {
+            ("IPv6", 116..=128)
+        };
+        let bs = spec.block_size();
+        if !range.contains(&bs) {
+            c.error(
+                "spec.blockSize",
+                format!(
+                    "{bs} is out of range {}..={} for {family}",
+                    range.start(),
+                    range.end()
+                ),
+            );
+        } else if bs < spec.cidr.prefix() {
+            c.error(
+                "spec.blockSize",
+                format!(
+                    "{bs} makes blocks larger than the pool {}: use a blockSize of at least {} or a larger pool",
+                    spec.cidr,
+                    spec.cidr.prefix()
+                ),
+            );
+        }
+        if spec.ipip_mode() != EncapMode::Never && spec.vxlan_mode() != EncapMode::Never {
+            c.error(
+                "spec",
+                format!(
+                    "sets both ipipMode ({:?}) and vxlanMode ({:?}): a pool uses one encapsulation; set one of them to Never",
+                    spec.ipip_mode(),
+                    spec.vxlan_mode()
+                ),
+            );
+        }
+        if spec.cidr.is_ipv6() && spec.ipip_mode() != EncapMode::Never {
+            c.error(
+                "spec.ipipMode",
+                "must be Never for an IPv6 pool: IPIP carries IPv4 only; use vxlanMode",
+            );
+        }
+        if let Some(sel) = &spec.node_selector {
+            c.selector("spec.nodeSelector", sel);
+        }
+        if let Some(uses) = &spec.allowed_uses
+            && uses.is_empty()
+        {
+            c.error(
+                "spec.allowedUses",
+                "is empty: list Workload and/or Tunnel, or omit it for both",
+            );
+        }
+        c.finish()
+    }
+
+    /// Check this pool against pools that already exist (its own previous
+    /// version, same name, is skipped): CIDRs must not overlap.
+    pub fn validate_pool_against(&self, existing: &[IPPool]) -> Result<(), ValidationErrors> {
+        let mut c = Checker::new("ippool", &self.metadata.name);
+        for other in existing {
+            if other.metadata.name == self.metadata.name {
+                continue;
+            }
+            if networks_overlap(&self.spec.cidr, &other.spec.cidr) {
+                c.error(
+                    "spec.cidr",
+                    format!(
+                        "{} overlaps ippool {} ({}): pools must not overlap; pick a disjoint CIDR",
+                        self.spec.cidr, other.metadata.name, other.spec.cidr
+                    ),
+                );
+            }
+        }
+        c.finish()
+    }
+}
+
+/// Do two networks share any address?
+pub fn networks_overlap(a: &IpNetwork, b: &IpNetwork) -> bool {
+    match (a, b) {
+        (IpNetwork::V4(_), IpNetwork::V4(_)) | (IpNetwork::V6(_), IpNetwork::V6(_)) => {
+            a.contains(b.network()) || b.contains(a.network())
+        }
+        _ => false,
+    }
+}
