@@ -22,6 +22,7 @@ pub mod cni_plugin;
 pub mod error;
 pub mod keys;
 pub mod ops;
+pub mod resources;
 pub mod topology;
 
 pub use allocator::{AutoAssignArgs, AutoAssignResult, Ipam, IpamOptions};

@@ -1,0 +1,245 @@
+//! CNI plugin protocol tests (CNI spec 1.1 sections 2 and 5) on an
+//! in-memory store.
+
+use std::sync::Arc;
+
+use datastore::memory::MemoryStore;
+
+use super::*;
+use crate::topology::{Pool, StaticTopology};
+
+fn connector(ipam: Arc<Ipam>) -> Connector {
+    Box::new(move |_, _| {
+        let ipam = ipam.clone();
+        Box::pin(async move { Ok(ipam) })
+    })
+}
+
+fn setup() -> (Arc<Ipam>, Connector) {
+    let topo = StaticTopology::new();
+    topo.add_pool(Pool::new("v4", "10.30.0.0/24").unwrap());
+    topo.add_pool(Pool::new("v6", "fd30::/120").unwrap());
+    let ipam = Arc::new(Ipam::new(Arc::new(MemoryStore::new()), Arc::new(topo)));
+    (ipam.clone(), connector(ipam))
+}
+
+fn env(cmd: &str, cid: &str) -> CniEnv {
+    CniEnv::from_vars([
+        ("CNI_COMMAND".to_string(), cmd.to_string()),
+        ("CNI_CONTAINERID".to_string(), cid.to_string()),
+        ("CNI_IFNAME".to_string(), "eth0".to_string()),
+        (
+            "CNI_ARGS".to_string(),
+            "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web-1".to_string(),
+        ),
+    ])
+}
+
+fn conf(version: &str, v6: &str) -> Vec<u8> {
+    json!({
+        "cniVersion": version, "name": "k8s-pod-network", "type": "manx",
+        "nodename": "n1",
+        "ipam": {"type": "manx-ipam", "assign_ipv4": "true", "assign_ipv6": v6}
+    })
+    .to_string()
+    .into_bytes()
+}
+
+#[tokio::test]
+async fn add_returns_host_prefixes_and_records_pod_attributes() {
+    let (ipam, c) = setup();
+    let out = run(&env("ADD", "c1"), &conf("1.0.0", "true"), &c)
+        .await
+        .unwrap()
+        .unwrap();
+    let ips = out["ips"].as_array().unwrap();
+    assert_eq!(ips.len(), 2);
+    assert!(
+        ips[0]["address"].as_str().unwrap().ends_with("/32"),
+        "{out}"
+    );
+    assert!(
+        ips[1]["address"].as_str().unwrap().ends_with("/128"),
+        "{out}"
+    );
+    assert!(ips[0].get("version").is_none(), "no version field in 1.0.0");
+    assert_eq!(out["cniVersion"], "1.0.0");
+    let held = ipam.ips_by_handle("k8s-pod-network.c1").await.unwrap();
+    assert_eq!(held.len(), 2);
+    let info = crate::ops::show_ip(&ipam, held[0]).await.unwrap();
+    let attrs = info.attributes.unwrap();
+    assert_eq!(attrs.secondary["pod"], "web-1");
+    assert_eq!(attrs.secondary["namespace"], "default");
+    assert_eq!(attrs.secondary["node"], "n1");
+    // A repeated ADD gives the same addresses.
+    let again = run(&env("ADD", "c1"), &conf("1.0.0", "true"), &c)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again["ips"], out["ips"]);
+}
+
+#[tokio::test]
+async fn old_versions_carry_the_ip_version_field() {
+    let (_, c) = setup();
+    let out = run(&env("ADD", "c2"), &conf("0.3.1", "false"), &c)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(out["ips"][0]["version"], "4");
+    assert_eq!(out["ips"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn del_is_idempotent_and_check_follows_state() {
+    let (ipam, c) = setup();
+    let out = run(&env("ADD", "c3"), &conf("1.1.0", "false"), &c)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut check_conf: Value = serde_json::from_slice(&conf("1.1.0", "false")).unwrap();
+    check_conf["prevResult"] = out.clone();
+    let check_bytes = check_conf.to_string().into_bytes();
+    assert_eq!(
+        run(&env("CHECK", "c3"), &check_bytes, &c).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        run(&env("DEL", "c3"), &conf("1.1.0", "false"), &c)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        run(&env("DEL", "c3"), &conf("1.1.0", "false"), &c)
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(
+        ipam.ips_by_handle("k8s-pod-network.c3")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let err = run(&env("CHECK", "c3"), &check_bytes, &c)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, codes::CHECK_FAILED);
+}
+
+#[tokio::test]
+async fn errors_carry_spec_codes() {
+    let (_, c) = setup();
+    let e = run(&env("ADD", "c"), b"{not json", &c).await.unwrap_err();
+    assert_eq!(e.code, codes::DECODE);
+    let e = run(&env("ADD", "c"), &conf("0.2.0", "false"), &c)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, codes::INCOMPATIBLE_VERSION);
+    let e = run(&env("ADD", ""), &conf("1.0.0", "false"), &c)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, codes::INVALID_ENV);
+    let e = run(&CniEnv::default(), &conf("1.0.0", "false"), &c)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, codes::INVALID_ENV);
+    let mut bad: Value = serde_json::from_slice(&conf("1.0.0", "false")).unwrap();
+    bad["ipam"]["assign_ipv4"] = json!("false");
+    let e = run(&env("ADD", "c"), bad.to_string().as_bytes(), &c)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, codes::INVALID_CONFIG);
+    bad["ipam"]["assign_ipv4"] = json!("maybe");
+    let e = run(&env("ADD", "c"), bad.to_string().as_bytes(), &c)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, codes::INVALID_CONFIG);
+    let json = serde_json::to_value(&e).unwrap();
+    assert_eq!(json["code"], 7);
+    assert_eq!(json["cniVersion"], "1.0.0");
+    assert!(json["msg"].as_str().unwrap().contains("assign_ipv4"));
+}
+
+#[tokio::test]
+async fn exhaustion_is_one_clear_line() {
+    let topo = StaticTopology::new();
+    topo.add_pool(
+        Pool::new("tiny", "10.31.0.0/30")
+            .unwrap()
+            .with_block_size(30),
+    );
+    let ipam = Arc::new(Ipam::new(Arc::new(MemoryStore::new()), Arc::new(topo)));
+    let c = connector(ipam);
+    for i in 0..4 {
+        run(&env("ADD", &format!("c{i}")), &conf("1.0.0", "false"), &c)
+            .await
+            .unwrap();
+    }
+    let e = run(&env("ADD", "c9"), &conf("1.0.0", "false"), &c)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, codes::NO_ADDRESS);
+    assert!(e.msg.starts_with("no address for node n1: "), "{}", e.msg);
+    assert!(!e.msg.contains('\n'));
+}
+
+#[tokio::test]
+async fn version_status_and_gc() {
+    let (ipam, c) = setup();
+    let v = run(&env("VERSION", ""), b"", &c).await.unwrap().unwrap();
+    assert!(
+        v["supportedVersions"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("1.1.0"))
+    );
+    assert_eq!(
+        run(&env("STATUS", ""), &conf("1.1.0", "true"), &c)
+            .await
+            .unwrap(),
+        None
+    );
+    for cid in ["keep", "stale"] {
+        run(&env("ADD", cid), &conf("1.1.0", "false"), &c)
+            .await
+            .unwrap();
+    }
+    let mut gc: Value = serde_json::from_slice(&conf("1.1.0", "false")).unwrap();
+    gc["cni.dev/valid-attachments"] = json!([{"containerID": "keep", "ifname": "eth0"}]);
+    run(&env("GC", ""), gc.to_string().as_bytes(), &c)
+        .await
+        .unwrap();
+    assert_eq!(
+        ipam.ips_by_handle("k8s-pod-network.keep")
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(
+        ipam.ips_by_handle("k8s-pod-network.stale")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[test]
+fn datastore_selection_config_overrides_env() {
+    let c: NetConf = serde_json::from_value(json!({
+        "name": "n", "datastore_type": "etcdv3", "etcd_endpoints": "http://127.0.0.1:1"
+    }))
+    .unwrap();
+    let env: HashMap<String, String> = [("MANX_DB".to_string(), "/tmp/x.db".to_string())].into();
+    assert!(matches!(
+        c.datastore(&env).unwrap(),
+        DatastoreConfig::Etcd(_)
+    ));
+    let c: NetConf = serde_json::from_value(json!({"name": "n"})).unwrap();
+    match c.datastore(&env).unwrap() {
+        DatastoreConfig::Embedded { path } => assert_eq!(path.to_str(), Some("/tmp/x.db")),
+        other => panic!("{other:?}"),
+    }
+}
