@@ -269,7 +269,11 @@ fn expect<'a, O>(
     mut p: impl Parser<&'a str, Output = O, Error = PErr<'a>>,
 ) -> impl Parser<&'a str, Output = O, Error = PErr<'a>> {
     move |i: &'a str| match p.parse(i) {
-        Err(nom::Err::Error(_)) => Err(nom::Err::Failure(PErr { input: i, expected })),
+        // Point past blanks: the missing thing would start there.
+        Err(nom::Err::Error(_)) => Err(nom::Err::Failure(PErr {
+            input: i.trim_start(),
+            expected,
+        })),
         other => other,
     }
 }

@@ -1,0 +1,208 @@
+//! Manifest decode errors: source name, line, column, object, field path,
+//! and unknown fields reported (never dropped).
+
+use datastore::model::{ManifestError, parse_manifests, parse_manifests_unvalidated};
+
+fn err(text: &str, source: &str) -> ManifestError {
+    match parse_manifests(text, source) {
+        Ok(r) => panic!("expected an error, parsed {r:?}"),
+        Err(e) => e,
+    }
+}
+
+const TYPO: &str = "\
+apiVersion: projectcalico.org/v3
+kind: IPPool
+metadata:
+  name: default-ipv4-ippool
+spec:
+  cidr: 192.168.0.0/16
+  blockSzie: 26
+  natOutgoing: true
+";
+
+#[test]
+fn unknown_field_has_line_column_object_path_and_hint() {
+    let e = err(TYPO, "pools.yaml");
+    assert_eq!(e.problems.len(), 1);
+    assert_eq!(
+        e.to_string(),
+        "pools.yaml:7:3: IPPool default-ipv4-ippool: spec.blockSzie: unknown field (did you mean blockSize?)"
+    );
+    let p = &e.problems[0];
+    assert_eq!((p.line, p.column), (7, Some(3)));
+    assert_eq!(p.path.as_deref(), Some("spec.blockSzie"));
+}
+
+#[test]
+fn lines_count_across_documents() {
+    let text = format!(
+        "# header\n---\napiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata:\n  name: ok\nspec:\n  cidr: 10.0.0.0/16\n---\n{TYPO}"
+    );
+    let e = err(&text, "multi.yaml");
+    // The typo is on line 7 of the second document, which starts at line 10.
+    assert_eq!(e.problems[0].line, 16, "{e}");
+    assert!(
+        e.to_string()
+            .starts_with("multi.yaml:16:3: IPPool default-ipv4-ippool: ")
+    );
+}
+
+#[test]
+fn every_bad_document_is_reported() {
+    let text = format!("{TYPO}---\n{}", TYPO.replace("blockSzie", "natOutgoin"));
+    let e = err(&text, "two.yaml");
+    assert_eq!(e.problems.len(), 2, "{e}");
+    assert!(
+        e.problems[1].message.contains("did you mean natOutgoing?"),
+        "{e}"
+    );
+    assert_eq!(e.problems[1].line, 9 + 7);
+}
+
+#[test]
+fn unknown_top_level_and_metadata_fields() {
+    let text = "apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: p\n  lables: {a: b}\nspec:\n  peerIP: 10.0.0.1\n  asNumber: 64512\n";
+    let e = err(text, "p.yaml");
+    assert_eq!(e.problems[0].path.as_deref(), Some("metadata.lables"));
+    assert!(
+        e.problems[0].message.contains("did you mean labels?"),
+        "{e}"
+    );
+    assert_eq!(e.problems[0].line, 5);
+
+    let text = "apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: p\nspecs: {}\n";
+    let e = err(text, "p.yaml");
+    assert_eq!(e.problems[0].path.as_deref(), Some("specs"));
+    assert!(e.problems[0].message.contains("did you mean spec?"), "{e}");
+}
+
+#[test]
+fn bad_enum_value_names_the_choices() {
+    let text = "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata:\n  name: p\nspec:\n  cidr: 10.0.0.0/16\n  ipipMode: Alwys\n";
+    let e = err(text, "p.yaml");
+    let p = &e.problems[0];
+    assert_eq!(p.path.as_deref(), Some("spec.ipipMode"));
+    assert_eq!(p.message, "unknown value \"Alwys\" (did you mean Always?)");
+    assert_eq!(p.line, 7);
+}
+
+#[test]
+fn unknown_field_in_list_item_names_the_item() {
+    let text = "apiVersion: projectcalico.org/v3\nkind: List\nitems:\n- apiVersion: projectcalico.org/v3\n  kind: IPPool\n  metadata:\n    name: a\n  spec:\n    cidr: 10.0.0.0/16\n- apiVersion: projectcalico.org/v3\n  kind: BGPPeer\n  metadata:\n    name: second\n  spec:\n    peerIp: 10.0.0.1\n";
+    let e = err(text, "list.yaml");
+    let p = &e.problems[0];
+    assert_eq!(p.path.as_deref(), Some("items[1].spec.peerIp"), "{e}");
+    assert_eq!(p.object.as_deref(), Some("BGPPeer second"));
+    assert_eq!(p.line, 15);
+    assert!(p.message.contains("did you mean peerIP?"), "{e}");
+}
+
+#[test]
+fn wrong_api_version_and_kind() {
+    let text = "apiVersion: crd.projectcalico.org/v1\nkind: IPPool\nmetadata:\n  name: p\nspec:\n  cidr: 10.0.0.0/16\n";
+    let e = err(text, "p.yaml");
+    assert!(e.to_string().contains("use projectcalico.org/v3"), "{e}");
+
+    let text = "apiVersion: projectcalico.org/v3\nkind: IpPool\nmetadata:\n  name: p\nspec:\n  cidr: 10.0.0.0/16\n";
+    let e = err(text, "p.yaml");
+    assert!(e.to_string().contains("did you mean IPPool?"), "{e}");
+
+    let text = "apiVersion: projectcalico.org/v3\nkind: FelixConfiguration\nmetadata:\n  name: p\n";
+    let e = err(text, "p.yaml");
+    assert!(
+        e.to_string()
+            .contains("unknown kind \"FelixConfiguration\""),
+        "{e}"
+    );
+}
+
+#[test]
+fn missing_required_fields() {
+    let text = "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata:\n  name: p\nspec:\n  natOutgoing: true\n";
+    let e = err(text, "p.yaml");
+    assert!(e.to_string().contains("missing field `cidr`"), "{e}");
+    assert_eq!(e.problems[0].object.as_deref(), Some("IPPool p"));
+
+    let text = "kind: IPPool\nmetadata:\n  name: p\nspec:\n  cidr: 10.0.0.0/16\n";
+    let e = err(text, "p.yaml");
+    assert!(
+        e.to_string()
+            .contains("add apiVersion: projectcalico.org/v3"),
+        "{e}"
+    );
+}
+
+#[test]
+fn yaml_syntax_error_has_source_line() {
+    let text = "apiVersion: projectcalico.org/v3\nkind: IPPool\n---\nmetadata:\n  name: [a\n";
+    let e = err(text, "bad.yaml");
+    // Both documents are reported: the first lacks metadata, the second is
+    // not valid YAML.
+    assert_eq!(e.problems.len(), 2, "{e}");
+    assert_eq!(e.problems[0].line, 1, "{e}");
+    let p = &e.problems[1];
+    assert!(p.line >= 5, "{e}");
+    // No stale document-relative "at line N" left in the message.
+    assert!(!p.message.contains(" at line "), "{e}");
+}
+
+#[test]
+fn bad_values_have_line_and_column() {
+    let text = "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata:\n  name: p\nspec:\n  cidr: 10.0.0.0/33\n";
+    let e = err(text, "p.yaml");
+    assert_eq!(e.problems[0].line, 6, "{e}");
+    assert!(e.to_string().contains("10.0.0.0/33"), "{e}");
+
+    let text = "apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: p\nspec:\n  peerIP: 10.0.0.1\n  asNumber: 4294967296\n";
+    let e = err(text, "p.yaml");
+    assert_eq!(e.problems[0].line, 7, "{e}");
+    assert!(e.to_string().contains("larger than 4294967295"), "{e}");
+}
+
+#[test]
+fn json_errors_have_line_and_column() {
+    let text = "{\n  \"apiVersion\": \"projectcalico.org/v3\",\n  \"kind\": \"IPPool\",\n  \"metadata\": {\"name\": \"j\"},\n  \"spec\": {\"cidr\": \"10.0.0.0/16\", \"blockSzie\": 26}\n}\n";
+    let e = err(text, "p.json");
+    let p = &e.problems[0];
+    assert_eq!(p.line, 5, "{e}");
+    assert!(p.column.is_some());
+    assert_eq!(p.object.as_deref(), Some("IPPool j"));
+    assert!(p.message.contains("did you mean blockSize?"), "{e}");
+}
+
+#[test]
+fn spec_before_kind_still_decodes_and_checks_fields() {
+    let text = "spec:\n  cidr: 10.0.0.0/16\napiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata:\n  name: late\n";
+    let r = parse_manifests(text, "x").unwrap();
+    assert_eq!(r[0].name(), "late");
+    let text = "spec:\n  cidr: 10.0.0.0/16\n  bogus: 1\napiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata:\n  name: late\n";
+    let e = err(text, "x");
+    assert!(e.to_string().contains("spec.bogus"), "{e}");
+}
+
+#[test]
+fn status_only_on_nodes() {
+    let text = "apiVersion: projectcalico.org/v3\nkind: Node\nmetadata:\n  name: n1\nspec: {}\nstatus:\n  podCIDRs: [10.0.0.0/24]\n";
+    parse_manifests(text, "n").unwrap();
+    let text = "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata:\n  name: p\nspec:\n  cidr: 10.0.0.0/16\nstatus: {}\n";
+    assert!(parse_manifests(text, "p").is_err());
+}
+
+#[test]
+fn empty_input_is_no_resources() {
+    assert!(parse_manifests("", "e").unwrap().is_empty());
+    assert!(
+        parse_manifests("# only a comment\n---\n", "e")
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[test]
+fn unvalidated_parse_skips_validation_only() {
+    let text = "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata:\n  name: p\nspec:\n  cidr: 10.0.0.0/16\n  blockSize: 40\n";
+    assert!(parse_manifests(text, "p").is_err());
+    assert_eq!(parse_manifests_unvalidated(text, "p").unwrap().len(), 1);
+    assert!(parse_manifests_unvalidated(TYPO, "p").is_err());
+}
