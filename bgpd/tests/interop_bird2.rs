@@ -29,3 +29,13 @@ fn heavy_interop_bird2_md5_right_password() {
 fn heavy_interop_bird2_md5_wrong_password() {
     scenario::md5(Kind::Bird2, false);
 }
+
+#[test]
+fn heavy_interop_bird2_gtsm_both_sides() {
+    scenario::gtsm(Kind::Bird2, true);
+}
+
+#[test]
+fn heavy_interop_bird2_gtsm_rejects_ttl1_peer() {
+    scenario::gtsm(Kind::Bird2, false);
+}

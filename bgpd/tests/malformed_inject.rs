@@ -40,6 +40,7 @@ fn setup() -> Option<Setup> {
             asn: BIRD_AS,
             manx_asn: MANX_AS,
             password: None,
+            ttl_security: false,
         },
     );
     let mut peers = vec![ManxPeer::new(PEER_V4, BIRD_AS)];

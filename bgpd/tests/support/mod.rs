@@ -318,6 +318,7 @@ pub struct ManxPeer {
     pub password: Option<String>,
     pub passive: bool,
     pub hold_time: Option<u16>,
+    pub ttl_security: bool,
 }
 
 impl ManxPeer {
@@ -328,6 +329,7 @@ impl ManxPeer {
             password: None,
             passive: false,
             hold_time: None,
+            ttl_security: false,
         }
     }
 }
@@ -350,8 +352,8 @@ impl Manx {
         );
         for p in peers {
             yaml.push_str(&format!(
-                "  - address: \"{}\"\n    asNumber: {}\n    passive: {}\n",
-                p.address, p.asn, p.passive
+                "  - address: \"{}\"\n    asNumber: {}\n    passive: {}\n    ttlSecurity: {}\n",
+                p.address, p.asn, p.passive, p.ttl_security
             ));
             if let Some(pw) = &p.password {
                 yaml.push_str(&format!("    password: \"{pw}\"\n"));

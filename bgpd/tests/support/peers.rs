@@ -26,6 +26,8 @@ pub struct PeerOpts {
     pub asn: u32,
     pub manx_asn: u32,
     pub password: Option<String>,
+    /// GTSM (RFC 5082): BIRD 2 `ttl security on`.
+    pub ttl_security: bool,
 }
 
 /// Which implementation.
@@ -58,7 +60,10 @@ pub struct PeerDaemon {
 
 fn bird2_conf(o: &PeerOpts) -> String {
     let ibgp = o.asn == o.manx_asn;
-    let direct = if ibgp { "direct;" } else { "" };
+    let mut direct = if ibgp { "direct;" } else { "" }.to_string();
+    if o.ttl_security {
+        direct.push_str(" ttl security on;");
+    }
     let pw = o
         .password
         .as_ref()

@@ -29,21 +29,27 @@ pub fn require(kind: Kind) -> bool {
     prerequisites(&bins)
 }
 
-pub fn start(
-    kind: Kind,
-    ibgp: bool,
-    password: Option<&str>,
-    manx_password: Option<&str>,
-) -> (Lab, PeerDaemon, Manx) {
+/// Knobs of a lab.
+#[derive(Debug, Clone, Default)]
+pub struct Opts {
+    pub ibgp: bool,
+    pub peer_password: Option<&'static str>,
+    pub manx_password: Option<&'static str>,
+    pub peer_gtsm: bool,
+    pub manx_gtsm: bool,
+}
+
+pub fn start(kind: Kind, o: Opts) -> (Lab, PeerDaemon, Manx) {
     let lab = Lab::new();
-    let peer_as = if ibgp { MANX_AS } else { PEER_EBGP_AS };
+    let peer_as = if o.ibgp { MANX_AS } else { PEER_EBGP_AS };
     let peer = PeerDaemon::start(
         kind,
         &lab,
         PeerOpts {
             asn: peer_as,
             manx_asn: MANX_AS,
-            password: password.map(String::from),
+            password: o.peer_password.map(String::from),
+            ttl_security: o.peer_gtsm,
         },
     );
     let mut peers = vec![
@@ -51,7 +57,8 @@ pub fn start(
         ManxPeer::new(PEER_V6, peer_as),
     ];
     for p in &mut peers {
-        p.password = manx_password.map(String::from);
+        p.password = o.manx_password.map(String::from);
+        p.ttl_security = o.manx_gtsm;
     }
     let manx = Manx::start(&lab, MANX_AS, &peers, &[MANX_NET_V4, MANX_NET_V6]);
     (lab, peer, manx)
@@ -71,7 +78,13 @@ pub fn exchange(kind: Kind, ibgp: bool) {
     if !require(kind) {
         return;
     }
-    let (_lab, peer, mut manx) = start(kind, ibgp, None, None);
+    let (_lab, peer, mut manx) = start(
+        kind,
+        Opts {
+            ibgp,
+            ..Opts::default()
+        },
+    );
     wait_established(&manx, &peer);
 
     // Peer → manx (IPv4 in NLRI, IPv6 in MP_REACH).
@@ -117,6 +130,14 @@ pub fn exchange(kind: Kind, ibgp: bool) {
         Some(0),
         "manx-bgpd did not exit 0 on SIGTERM"
     );
+    // RFC 8203: the peer logged our shutdown communication.
+    assert!(
+        eventually(Duration::from_secs(10), || peer
+            .logs()
+            .contains("manx-bgpd shutting down")),
+        "the peer never logged the CEASE shutdown message:\n{}",
+        peer.logs()
+    );
 }
 
 /// The peer restarts; the session comes back on its own.
@@ -124,7 +145,7 @@ pub fn peer_restart(kind: Kind) {
     if !require(kind) {
         return;
     }
-    let (lab, mut peer, manx) = start(kind, false, None, None);
+    let (lab, mut peer, manx) = start(kind, Opts::default());
     wait_established(&manx, &peer);
     if !eventually(SETTLE, || manx.has_route(PEER_NET_V4)) {
         fail("no route before the restart", &manx, &peer);
@@ -148,7 +169,12 @@ pub fn md5(kind: Kind, right: bool) {
         return;
     }
     let manx_pw = if right { "s3cret-pw" } else { "wrong-pw" };
-    let (_lab, peer, manx) = start(kind, false, Some("s3cret-pw"), Some(manx_pw));
+    let opts = Opts {
+        peer_password: Some("s3cret-pw"),
+        manx_password: Some(manx_pw),
+        ..Opts::default()
+    };
+    let (_lab, peer, manx) = start(kind, opts);
     if right {
         wait_established(&manx, &peer);
         if !eventually(SETTLE, || {
@@ -171,5 +197,34 @@ pub fn md5(kind: Kind, right: bool) {
             reached.is_none(),
             "a session with a wrong TCP-MD5 password got to {reached:?}"
         );
+    }
+}
+
+/// GTSM (RFC 5082): with both sides on, the session comes up; with only
+/// manx-bgpd on, the peer's TTL-1 eBGP packets are dropped and it never does.
+pub fn gtsm(kind: Kind, peer_gtsm: bool) {
+    if !require(kind) {
+        return;
+    }
+    let opts = Opts {
+        peer_gtsm,
+        manx_gtsm: true,
+        ..Opts::default()
+    };
+    let (_lab, peer, manx) = start(kind, opts);
+    if peer_gtsm {
+        wait_established(&manx, &peer);
+        if !eventually(SETTLE, || {
+            manx.has_route(PEER_NET_V4) && peer.has_route(MANX_NET_V4)
+        }) {
+            fail("no routes over the GTSM session", &manx, &peer);
+        }
+    } else {
+        let mut up = false;
+        eventually(Duration::from_secs(15), || {
+            up = manx.established(PEER_V4);
+            up
+        });
+        assert!(!up, "a TTL-1 peer got past GTSM");
     }
 }
