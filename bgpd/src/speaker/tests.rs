@@ -1,1 +1,64 @@
-//! Actor-level tests.
+//! Actor internals: timer slots on a paused clock, family negotiation.
+
+use std::time::Duration;
+
+use super::peer::{Slot, negotiated_families};
+use crate::fsm::{Fsm, FsmConfig, Input, Output, Timer};
+use crate::packet::{AfiSafi, Capability, Open};
+
+fn fsm() -> Fsm {
+    Fsm::new(FsmConfig {
+        local_as: 64512,
+        router_id: "198.18.0.1".parse().unwrap(),
+        peer_as: 64512,
+        hold_time: 90,
+        connect_retry: Duration::from_secs(5),
+        capabilities: FsmConfig::default_capabilities(64512),
+    })
+}
+
+/// The actor arms the slot timers the FSM asks for and fires exactly the
+/// due ones: ConnectRetry after 5 s (RFC 4271 §8.2.2, Manx default).
+#[tokio::test(start_paused = true)]
+async fn slot_timers_fire_when_due() {
+    let mut slot = Slot::new(fsm());
+    for o in slot.fsm.process(Input::ManualStart) {
+        if let Output::StartTimer(t, d) = o {
+            slot.timers[t.index()] = Some(tokio::time::Instant::now() + d);
+        }
+    }
+    let deadline = slot.next_deadline().expect("ConnectRetry armed");
+    tokio::time::advance(Duration::from_millis(4999)).await;
+    assert!(slot.take_expired(tokio::time::Instant::now()).is_empty());
+    tokio::time::sleep_until(deadline).await;
+    assert_eq!(
+        slot.take_expired(tokio::time::Instant::now()),
+        vec![Timer::ConnectRetry]
+    );
+    assert!(slot.next_deadline().is_none(), "fired timers are cleared");
+}
+
+/// RFC 4760 §8: only families both sides announce; none announced means IPv4.
+#[test]
+fn families_are_the_intersection() {
+    let local = FsmConfig::default_capabilities(64512);
+    let v6_only = Open::new(
+        65001,
+        90,
+        "198.18.0.2".parse().unwrap(),
+        vec![Capability::Multiprotocol(AfiSafi::IPV6_UNICAST)],
+    );
+    assert_eq!(
+        negotiated_families(&local, &v6_only)
+            .into_iter()
+            .collect::<Vec<_>>(),
+        vec![AfiSafi::IPV6_UNICAST]
+    );
+    let plain = Open::new(65001, 90, "198.18.0.2".parse().unwrap(), vec![]);
+    assert_eq!(
+        negotiated_families(&local, &plain)
+            .into_iter()
+            .collect::<Vec<_>>(),
+        vec![AfiSafi::IPV4_UNICAST]
+    );
+}
