@@ -298,3 +298,27 @@ fn kind_names_as_calicoctl() {
     const { assert!(<WorkloadEndpoint as Kind>::NAMESPACED) };
     const { assert!(!<Node as Kind>::NAMESPACED) };
 }
+
+/// The examples in the resource reference (`docs/resources/*.md`) are valid.
+#[test]
+fn reference_doc_examples_parse_and_validate() {
+    let dir: PathBuf = [env!("CARGO_MANIFEST_DIR"), "..", "docs", "resources"]
+        .iter()
+        .collect();
+    let mut examples = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("md") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        for block in text.split("```yaml\n").skip(1) {
+            let yaml = block.split("```").next().unwrap();
+            let parsed = parse_manifests(yaml, &path.display().to_string())
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert!(!parsed.is_empty(), "{path:?}");
+            examples += 1;
+        }
+    }
+    assert!(examples >= 7, "found only {examples} examples in {dir:?}");
+}
