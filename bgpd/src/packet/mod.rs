@@ -44,3 +44,6 @@ pub const HEADER_LEN: usize = 19;
 pub const MAX_MESSAGE_LEN: usize = 4096;
 /// Maximum message length with extended messages (RFC 8654 §4).
 pub const MAX_EXTENDED_MESSAGE_LEN: usize = 65535;
+
+#[cfg(test)]
+mod tests;
