@@ -20,7 +20,7 @@
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use crate::packet::{Capability, Message, Notification, Open, SessionCaps, Update};
+use crate::packet::{Capability, DecodeError, Message, Notification, Open, SessionCaps, Update};
 
 /// Hold timer used in OpenSent, before the peer's hold time is known (§8.2.2: "4 minutes is suggested").
 pub const LARGE_HOLD_TIME: Duration = Duration::from_secs(240);
@@ -168,6 +168,20 @@ pub enum Input {
     UpdateMsgErr(Notification),
     /// A ROUTE-REFRESH arrived (RFC 2918); not an RFC 4271 event.
     RouteRefreshMsg(crate::packet::RouteRefresh),
+}
+
+impl Input {
+    /// The event for a decode error (Events 21, 22, 28): the codec's
+    /// [`DecodeError::notification`] is what gets sent. Which event it is
+    /// depends only on the state the connection is in.
+    pub fn decode_error(err: &DecodeError, state: State) -> Input {
+        let n = err.notification();
+        match state {
+            State::Established => Input::UpdateMsgErr(n),
+            State::OpenSent => Input::BgpOpenMsgErr(n),
+            _ => Input::BgpHeaderErr(n),
+        }
+    }
 }
 
 /// Why a session left its state for Idle (the "last error" of a peer).
@@ -361,6 +375,8 @@ pub struct Fsm {
     cfg: FsmConfig,
     state: State,
     passive: bool,
+    /// Stopped by the operator: no automatic restart until a start event.
+    stopped: bool,
     /// ConnectRetryCounter of §8: failures since the last Established.
     connect_retry_counter: u32,
     negotiated_hold: u16,
@@ -374,6 +390,7 @@ impl Fsm {
             cfg,
             state: State::Idle,
             passive: false,
+            stopped: false,
             connect_retry_counter: 0,
             negotiated_hold: 0,
             peer_open: None,
@@ -432,6 +449,7 @@ impl Fsm {
 
     fn start(&mut self, passive: bool, out: &mut Vec<Output>) {
         self.passive = passive;
+        self.stopped = false;
         out.push(Output::StopTimer(Timer::IdleHold));
         if passive {
             // Event 4/5: wait for the peer in Active; no ConnectRetry, we never dial.
@@ -453,7 +471,8 @@ impl Fsm {
                 self.start(false, out);
             }
             Input::AutomaticStart { passive } => self.start(passive, out),
-            Input::IdleHoldTimerExpires => self.start(self.passive, out),
+            // A stale expiry after ManualStop must not restart the peer.
+            Input::IdleHoldTimerExpires if !self.stopped => self.start(self.passive, out),
             // §8.2.2 Idle: "any other event ... the local system refuses the connection".
             Input::TcpConnectionConfirmed | Input::TcpCrAcked => out.push(Output::CloseConnection),
             _ => {}
@@ -677,6 +696,7 @@ impl Fsm {
         for t in [Timer::ConnectRetry, Timer::Hold, Timer::Keepalive] {
             out.push(Output::StopTimer(t));
         }
+        self.stopped = !restart;
         if restart {
             self.connect_retry_counter += 1;
             out.push(Output::StartTimer(

@@ -603,17 +603,7 @@ impl Actor {
             }
             ConnEvent::DecodeFailed(e) => {
                 tracing::warn!(peer = %addr, error = %e, "malformed message");
-                let n = e.notification();
-                match self
-                    .peers
-                    .get(&addr)
-                    .and_then(|p| p.slot_of_conn(id))
-                    .map(|_| self.state_of(addr, kind))
-                {
-                    Some(State::Established) => Input::UpdateMsgErr(n),
-                    Some(State::OpenSent) => Input::BgpOpenMsgErr(n),
-                    _ => Input::BgpHeaderErr(n),
-                }
+                Input::decode_error(&e, self.state_of(addr, kind))
             }
             ConnEvent::Closed(reason) => {
                 tracing::debug!(peer = %addr, ?reason, "connection closed");

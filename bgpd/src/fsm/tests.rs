@@ -428,3 +428,36 @@ fn keepalive_is_a_third_of_hold() {
     assert_eq!(keepalive_interval(3), Duration::from_secs(1));
     assert_eq!(keepalive_interval(4), Duration::from_secs(1));
 }
+
+/// Events 21/22/28: the same decode error is a header, OPEN or UPDATE
+/// error event depending on the state; the NOTIFICATION is the codec's.
+#[test]
+fn decode_error_event_depends_on_state() {
+    let err = crate::packet::DecodeError::ConnectionNotSynchronized;
+    assert!(
+        matches!(Input::decode_error(&err, State::OpenSent), Input::BgpOpenMsgErr(n) if (n.code, n.subcode) == (1, 1))
+    );
+    assert!(matches!(
+        Input::decode_error(&err, State::Established),
+        Input::UpdateMsgErr(_)
+    ));
+    assert!(matches!(
+        Input::decode_error(&err, State::OpenConfirm),
+        Input::BgpHeaderErr(_)
+    ));
+}
+
+/// After ManualStop a stale IdleHold expiry must not restart the peer.
+#[test]
+fn stale_idle_hold_after_manual_stop_is_ignored() {
+    let mut fsm = Fsm::new(cfg(64512, 64512));
+    to_established(&mut fsm, 90);
+    fsm.process(Input::ManualStop {
+        shutdown_message: None,
+    });
+    assert!(fsm.process(Input::IdleHoldTimerExpires).is_empty());
+    assert_eq!(fsm.state(), State::Idle);
+    // A start event still works.
+    fsm.process(Input::ManualStart);
+    assert_eq!(fsm.state(), State::Connect);
+}
