@@ -220,12 +220,25 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn spawn(ns: &Netns, dir: &Path, name: &str, program: &str, args: &[&str]) -> Daemon {
+        Self::spawn_env(ns, dir, name, program, args, &[])
+    }
+
+    /// [`Daemon::spawn`] with extra environment variables.
+    pub fn spawn_env(
+        ns: &Netns,
+        dir: &Path,
+        name: &str,
+        program: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Daemon {
         let log = dir.join(format!("{name}.log"));
         let file = std::fs::File::create(&log).expect("log file");
         let child = ns
             .command(program)
             .args(args)
             .env("MANX_LOG", "debug")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(file.try_clone().expect("dup log"))
             .stderr(file)
