@@ -147,6 +147,14 @@ fn bgp_rs_nlri(n: &bgp_rs::NLRIEncoding) -> (Option<u32>, String) {
 
 /// bgp-rs's view of the same UPDATE bytes (a whole message).
 pub fn bgp_rs_fields(message: &[u8], caps: &SessionCaps) -> Fields {
+    try_bgp_rs_fields(message, caps).unwrap_or_else(|e| {
+        let hex: String = message.iter().map(|b| format!("{b:02x}")).collect();
+        panic!("bgp-rs cannot decode {hex}: {e}")
+    })
+}
+
+/// bgp-rs's view, or its error.
+pub fn try_bgp_rs_fields(message: &[u8], caps: &SessionCaps) -> std::io::Result<Fields> {
     let mut bcaps = bgp_rs::Capabilities {
         FOUR_OCTET_ASN_SUPPORT: caps.four_octet_as,
         EXTENDED_PATH_NLRI_SUPPORT: !caps.add_path_rx.is_empty(),
@@ -162,9 +170,9 @@ pub fn bgp_rs_fields(message: &[u8], caps: &SessionCaps) -> Fields {
         stream: std::io::Cursor::new(message),
         capabilities: bcaps,
     };
-    let (_, msg) = reader.read().expect("bgp-rs decodes the message");
+    let (_, msg) = reader.read()?;
     let bgp_rs::Message::Update(u) = msg else {
-        panic!("bgp-rs: not an UPDATE");
+        return Err(std::io::Error::other("bgp-rs: not an UPDATE"));
     };
     let mut f = Fields {
         withdrawn: u.withdrawn_routes.iter().map(bgp_rs_nlri).collect(),
@@ -212,7 +220,7 @@ pub fn bgp_rs_fields(message: &[u8], caps: &SessionCaps) -> Fields {
             _ => {}
         }
     }
-    f
+    Ok(f)
 }
 
 /// The families announced or withdrawn by an UPDATE (for coverage checks).
