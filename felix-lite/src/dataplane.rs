@@ -21,10 +21,9 @@ use crate::calc::{self, DegradeReason, DesiredDataplane, NextHop};
 use crate::clock::Clock;
 use crate::nat::{NatBackend, NatError, NatReconciler};
 use crate::netlink::{
-    EOPNOTSUPP, KernelLink, KernelRoute, LinkKind, LinkSpec, NeighTable, Neighbour, Netlink,
-    NlError, RouteKind,
+    EOPNOTSUPP, KernelLink, LinkKind, LinkSpec, NeighTable, Neighbour, Netlink, NlError, RouteKind,
 };
-use crate::reconcile::routes::manx_route;
+use crate::reconcile::routes::{RouteMap, manx_route};
 use crate::reconcile::{LinkReconciler, NeighbourReconciler, RouteReconciler};
 use crate::sysctl::{self, Sysctls};
 use crate::types::{DataplaneInput, MacAddr};
@@ -460,12 +459,9 @@ impl<N: Netlink, S: Sysctls, F: NatBackend, C: Clock> Dataplane<N, S, F, C> {
 
 /// Resolve device names to indexes. Routes whose device does not exist (yet) are left out:
 /// a workload veth that is gone, or a tunnel that failed.
-pub fn kernel_routes(
-    desired: &DesiredDataplane,
-    links: &[KernelLink],
-) -> HashMap<IpNetwork, KernelRoute> {
+pub fn kernel_routes(desired: &DesiredDataplane, links: &[KernelLink]) -> RouteMap {
     let index: HashMap<&str, u32> = links.iter().map(|l| (l.name.as_str(), l.index)).collect();
-    let mut out = HashMap::with_capacity(desired.routes.len());
+    let mut out = RouteMap::with_capacity_and_hasher(desired.routes.len(), Default::default());
     for (dst, nh) in &desired.routes {
         let route = match nh {
             NextHop::Blackhole => manx_route(*dst, RouteKind::Blackhole, None, None, false),
