@@ -40,6 +40,25 @@ pub const POLL_INTERVAL: Duration = Duration::from_millis(10);
 /// How long a write waits for another process's write lock.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Tuning of an [`EmbeddedStore`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EmbeddedOptions {
+    /// Revisions of history the automatic compaction keeps: a watcher that
+    /// falls further behind gets a [`WatchEvent::Resync`].
+    pub history_kept: Revision,
+    /// The automatic compaction runs after every this many revisions.
+    pub compact_every: Revision,
+}
+
+impl Default for EmbeddedOptions {
+    fn default() -> Self {
+        EmbeddedOptions {
+            history_kept: 10_000,
+            compact_every: 1_000,
+        }
+    }
+}
+
 /// Most rows one watch poll reads; the rest come on the next poll.
 const WATCH_BATCH: i64 = 512;
 
@@ -67,6 +86,7 @@ pub struct EmbeddedStore {
 
 struct Shared {
     path: PathBuf,
+    options: EmbeddedOptions,
     /// All writes of this process go through one connection, so they queue
     /// on this mutex instead of spinning in SQLite's busy handler; only
     /// writers in other processes meet the busy timeout.
@@ -253,6 +273,30 @@ fn poll_in(conn: &mut Connection, prefix: &str, after: Revision) -> rusqlite::Re
     Ok(Poll::Events { events, up_to })
 }
 
+/// Drop history up to `revision` (see [`EmbeddedStore::compact`]).
+fn compact_in(conn: &mut Connection, revision: Revision) -> rusqlite::Result<()> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let revision = revision.min(current_revision(&tx)?);
+    if revision <= compacted_revision(&tx)? {
+        return Ok(());
+    }
+    tx.execute(
+        "DELETE FROM kv_log WHERE id <= ?1
+           AND id NOT IN (SELECT MAX(id) FROM kv_log GROUP BY key)",
+        params![revision],
+    )?;
+    tx.execute(
+        "DELETE FROM kv_log WHERE id <= ?1 AND deleted = 1",
+        params![revision],
+    )?;
+    tx.execute(
+        "INSERT INTO kv_meta (name, value) VALUES ('compact_revision', ?1)
+         ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+        params![revision],
+    )?;
+    tx.commit()
+}
+
 /// The write a transaction makes.
 enum Write {
     Create,
@@ -326,8 +370,22 @@ impl From<rusqlite::Error> for WriteError {
 impl EmbeddedStore {
     /// Open (creating if needed) the store at `path`, creating its directory.
     pub async fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        Self::open_with(path, EmbeddedOptions::default()).await
+    }
+
+    /// [`Self::open`] with non-default tuning.
+    pub async fn open_with(
+        path: impl AsRef<Path>,
+        options: EmbeddedOptions,
+    ) -> Result<Self, StoreError> {
+        if options.history_kept < 0 || options.compact_every < 1 {
+            return Err(StoreError::Config(format!(
+                "embedded datastore: bad options {options:?}: history_kept must be >= 0 and \
+                 compact_every >= 1"
+            )));
+        }
         let path = path.as_ref().to_path_buf();
-        tokio::task::spawn_blocking(move || Self::open_blocking(path))
+        tokio::task::spawn_blocking(move || Self::open_blocking(path, options))
             .await
             .map_err(|e| StoreError::Other(format!("embedded datastore open task: {e}")))?
     }
@@ -341,7 +399,7 @@ impl EmbeddedStore {
         Self::open(path).await
     }
 
-    fn open_blocking(path: PathBuf) -> Result<Self, StoreError> {
+    fn open_blocking(path: PathBuf, options: EmbeddedOptions) -> Result<Self, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| {
                 StoreError::Config(format!(
@@ -367,6 +425,7 @@ impl EmbeddedStore {
         Ok(EmbeddedStore {
             shared: Arc::new(Shared {
                 path,
+                options,
                 writer: Mutex::new(writer),
                 readers: Mutex::new(Vec::new()),
                 changed,
@@ -384,34 +443,12 @@ impl EmbeddedStore {
     /// Watchers from `revision` on go on; one that needs a dropped event gets
     /// [`WatchEvent::Resync`]. Clamped to the current revision.
     pub async fn compact(&self, revision: Revision) -> Result<(), StoreError> {
-        self.with_writer(move |conn| {
-            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let revision = revision.min(current_revision(&tx)?);
-            if revision <= compacted_revision(&tx)? {
-                return Ok(());
-            }
-            tx.execute(
-                "DELETE FROM kv_log WHERE id <= ?1
-                   AND id NOT IN (SELECT MAX(id) FROM kv_log GROUP BY key)",
-                params![revision],
-            )?;
-            tx.execute(
-                "DELETE FROM kv_log WHERE id <= ?1 AND deleted = 1",
-                params![revision],
-            )?;
-            tx.execute(
-                "INSERT INTO kv_meta (name, value) VALUES ('compact_revision', ?1)
-                 ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-                params![revision],
-            )?;
-            tx.commit()?;
-            Ok(())
-        })
-        .await
-        .map_err(|e| match e {
-            WriteError::Store(e) => e,
-            WriteError::Sql(e) => sql_err(&self.shared.path, e),
-        })
+        self.with_writer(move |conn| Ok(compact_in(conn, revision)?))
+            .await
+            .map_err(|e| match e {
+                WriteError::Store(e) => e,
+                WriteError::Sql(e) => sql_err(&self.shared.path, e),
+            })
     }
 
     /// The revision history was compacted up to (0: never compacted).
@@ -438,12 +475,25 @@ impl EmbeddedStore {
 
     async fn write(&self, key: &str, value: Vec<u8>, op: Write) -> Result<Revision, StoreError> {
         let key = key.to_string();
-        self.with_writer(move |conn| write_in(conn, &key, value, op))
-            .await
-            .map_err(|e| match e {
-                WriteError::Store(e) => e,
-                WriteError::Sql(e) => sql_err(&self.shared.path, e),
-            })
+        let path = self.shared.path.clone();
+        let opts = self.shared.options;
+        self.with_writer(move |conn| {
+            let revision = write_in(conn, &key, value, op)?;
+            // Keep the log bounded, as kine does: every AUTO_COMPACT_EVERY
+            // revisions, drop history older than HISTORY_KEPT revisions.
+            if revision % opts.compact_every == 0
+                && revision > opts.history_kept
+                && let Err(e) = compact_in(conn, revision - opts.history_kept)
+            {
+                tracing::warn!(path = %path.display(), error = %e, "auto-compaction failed");
+            }
+            Ok(revision)
+        })
+        .await
+        .map_err(|e| match e {
+            WriteError::Store(e) => e,
+            WriteError::Sql(e) => sql_err(&self.shared.path, e),
+        })
     }
 
     async fn with_reader<R: Send + 'static>(
@@ -659,6 +709,50 @@ mod tests {
         assert_eq!(s.create("/c", vec![]).await.unwrap(), 5);
         let mut w = s.watch("", 0).await.unwrap();
         assert!(matches!(w.next().await, Some(Ok(WatchEvent::Resync(_)))));
+    }
+
+    #[tokio::test]
+    async fn log_is_compacted_automatically() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = EmbeddedOptions {
+            history_kept: 5,
+            compact_every: 10,
+        };
+        let s = EmbeddedStore::open_with(dir.path().join("m.db"), opts)
+            .await
+            .unwrap();
+        let mut rev = s.create("/k", b"0".to_vec()).await.unwrap();
+        let mut w = s.watch("/", 0).await.unwrap();
+        for i in 1..25 {
+            rev = s
+                .update("/k", i.to_string().into_bytes(), rev)
+                .await
+                .unwrap();
+        }
+        // Compacted at revision 20 down to 15.
+        assert_eq!(s.compacted_revision().await.unwrap(), 15);
+        let rows: i64 = s
+            .with_reader(|c| c.query_row("SELECT COUNT(*) FROM kv_log", [], |r| r.get(0)))
+            .await
+            .unwrap();
+        // Rows up to 15 were superseded by 16..=20 when it ran.
+        assert_eq!(rows, 10, "rows 16..=25 stay");
+        // The watcher from 0 was not reading: it resyncs to the present.
+        match w.next().await.unwrap().unwrap() {
+            WatchEvent::Resync(l) => assert_eq!(l.revision, 25),
+            other => panic!("expected resync, got {other:?}"),
+        }
+        assert!(
+            EmbeddedStore::open_with(
+                dir.path().join("x.db"),
+                EmbeddedOptions {
+                    history_kept: 1,
+                    compact_every: 0
+                }
+            )
+            .await
+            .is_err()
+        );
     }
 
     #[tokio::test]
