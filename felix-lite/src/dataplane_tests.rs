@@ -419,3 +419,23 @@ async fn kernel_without_ipip_logs_one_line_per_pool_and_keeps_other_pools() {
         .count();
     assert_eq!(tries, 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn run_applies_each_new_input_and_stops_when_the_sender_goes() {
+    let rig = Rig::new();
+    let dp = rig.dataplane();
+    let (tx, rx) = tokio::sync::watch::channel(input(EncapMode::Never, EncapMode::Never));
+    let task = tokio::spawn(dp.run(rx));
+    // Let the first apply happen (paused time auto-advances while idle).
+    while rig.route("10.19.1.0/26").is_none() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut next = input(EncapMode::Never, EncapMode::Never);
+    next.remote_blocks.clear();
+    tx.send(next).unwrap();
+    while rig.route("10.19.1.0/26").is_some() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    drop(tx);
+    task.await.unwrap();
+}

@@ -410,3 +410,63 @@ fn kernel_without_ipip_reports_the_pool_in_one_line() {
         assert!(!r.contains("10.0.1.0/26"), "{r}");
     }
 }
+
+#[test]
+fn kernel_errors_name_the_route_and_carry_the_kernel_reason() {
+    if !kernel_ok(&["ip"]) {
+        return;
+    }
+    let ns = netns();
+    ns.ip(&[
+        "link", "add", "eth0", "type", "veth", "peer", "name", "eth0p",
+    ]);
+    ns.ip(&["link", "set", "eth0", "up"]);
+    ns.ip(&["addr", "add", "198.19.1.1/24", "dev", "eth0"]);
+    let name = ns.name().to_string();
+    let errs = block_on_in(&name, || async {
+        use felix::Netlink;
+        use felix::netlink::{RouteKind, RouteOp};
+        use felix::reconcile::routes::manx_route;
+        let nl = felix::RealNetlink::new().unwrap();
+        let eth = nl
+            .links()
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|l| l.name == "eth0")
+            .unwrap()
+            .index;
+        // Gateway outside every on-link prefix and no onlink flag: the kernel refuses.
+        let bad = manx_route(
+            net("10.19.5.0/26"),
+            RouteKind::Unicast,
+            Some(ip("198.19.77.1")),
+            Some(eth),
+            false,
+        );
+        let good = manx_route(
+            net("10.19.6.0/26"),
+            RouteKind::Unicast,
+            Some(ip("198.19.1.2")),
+            Some(eth),
+            false,
+        );
+        nl.apply_routes(vec![RouteOp::Add(bad), RouteOp::Add(good)])
+            .await
+    })
+    .unwrap();
+    let e = errs[0].as_ref().unwrap_err();
+    assert!(
+        errs[1].is_ok(),
+        "a failure must not sink the rest of the batch"
+    );
+    let text = e.to_string();
+    // The kernel's extended-ACK reason rides along.
+    assert!(text.contains("(Nexthop has invalid gateway)"), "{text}");
+    assert!(
+        text.starts_with("netlink add route 10.19.5.0/26 via 198.19.77.1"),
+        "{text}"
+    );
+    assert_eq!(e.errno, Some(libc::ENETUNREACH), "{text}");
+    assert!(routes(&ns).contains("10.19.6.0/26 via 198.19.1.2 dev eth0"));
+}

@@ -64,7 +64,11 @@ impl RealNetlink {
 
 fn wire_err(op: &str, object: impl Into<String>, e: WireError) -> NlError {
     match e {
-        WireError::Errno(n) => NlError::errno(op, object, n),
+        WireError::Errno(n, None) => NlError::errno(op, object, n),
+        WireError::Errno(n, Some(m)) => NlError {
+            message: format!("{} ({m})", std::io::Error::from_raw_os_error(n)),
+            ..NlError::errno(op, object, n)
+        },
         other => NlError::other(op, object, other.to_string()),
     }
 }

@@ -29,8 +29,8 @@ pub(crate) const BATCH_CHUNK: usize = 256;
 /// What went wrong on the socket.
 #[derive(Debug)]
 pub(crate) enum WireError {
-    /// The kernel answered with this errno.
-    Errno(i32),
+    /// The kernel answered with this errno, and its extended-ACK message if any.
+    Errno(i32, Option<String>),
     /// Socket I/O failed.
     Io(io::Error),
     /// A reply did not decode.
@@ -40,7 +40,10 @@ pub(crate) enum WireError {
 impl std::fmt::Display for WireError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            WireError::Errno(e) => write!(f, "{}", io::Error::from_raw_os_error(*e)),
+            WireError::Errno(e, None) => write!(f, "{}", io::Error::from_raw_os_error(*e)),
+            WireError::Errno(e, Some(m)) => {
+                write!(f, "{} ({m})", io::Error::from_raw_os_error(*e))
+            }
             WireError::Io(e) => write!(f, "netlink socket: {e}"),
             WireError::Decode(e) => write!(f, "netlink decode: {e}"),
         }
@@ -64,6 +67,8 @@ impl NlSocket {
         sock.connect(&SocketAddr::new(0, 0))?;
         // Error ACKs without the echoed request: smaller, so more fit in the buffer.
         sock.set_cap_ack(true)?;
+        // Extended ACKs carry the kernel's reason ("Nexthop has invalid gateway").
+        let _ = sock.set_ext_ack(true);
         // Best effort: capped by net.core.rmem_max without CAP_NET_ADMIN tricks.
         let _ = sock.set_rx_buf_sz(4 * 1024 * 1024);
         Ok(NlSocket {
@@ -152,7 +157,7 @@ impl NlSocket {
                 {
                     done = Some(match e.code {
                         None => Ok(()),
-                        Some(c) => Err(WireError::Errno(-c.get())),
+                        Some(c) => Err(WireError::Errno(-c.get(), ext_ack_message(&e.header))),
                     });
                 }
                 Ok(())
@@ -182,7 +187,7 @@ impl NlSocket {
                     NetlinkPayload::Error(e) => {
                         finished = true;
                         if let Some(c) = e.code {
-                            failure = Some(WireError::Errno(-c.get()));
+                            failure = Some(WireError::Errno(-c.get(), ext_ack_message(&e.header)));
                         }
                     }
                     _ => {}
@@ -235,7 +240,8 @@ impl NlSocket {
                         if seq.wrapping_sub(first_seq) < n as u32 {
                             let idx = base + seq.wrapping_sub(first_seq) as usize;
                             if let Some(c) = e.code {
-                                results[idx] = Err(WireError::Errno(-c.get()));
+                                results[idx] =
+                                    Err(WireError::Errno(-c.get(), ext_ack_message(&e.header)));
                             }
                         }
                         if seq == last_seq {
@@ -259,6 +265,27 @@ impl NlSocket {
         }
         results
     }
+}
+
+/// The `NLMSGERR_ATTR_MSG` string of an extended ACK. `after_code` is the error payload after
+/// the errno: the echoed request header (16 bytes, capped) then TLVs (netlink(7)).
+pub(crate) fn ext_ack_message(after_code: &[u8]) -> Option<String> {
+    const NLMSGERR_ATTR_MSG: u16 = 1;
+    let mut off = 16;
+    while off + 4 <= after_code.len() {
+        let len = u16::from_ne_bytes([after_code[off], after_code[off + 1]]) as usize;
+        let kind = u16::from_ne_bytes([after_code[off + 2], after_code[off + 3]]) & 0x3fff;
+        if len < 4 || off + len > after_code.len() {
+            return None;
+        }
+        if kind == NLMSGERR_ATTR_MSG {
+            let text = &after_code[off + 4..off + len];
+            let text = text.split(|b| *b == 0).next().unwrap_or_default();
+            return Some(String::from_utf8_lossy(text).into_owned()).filter(|s| !s.is_empty());
+        }
+        off += (len + 3) & !3;
+    }
+    None
 }
 
 fn family_of(ip: IpAddr) -> AddressFamily {
@@ -437,5 +464,68 @@ mod tests {
                 .iter()
                 .any(|a| matches!(a, RouteAttribute::Gateway(_)))
         );
+    }
+
+    #[test]
+    fn ext_ack_message_is_read_from_the_tlvs_after_the_echoed_header() {
+        let mut payload = vec![0u8; 16];
+        let msg = b"Nexthop has invalid gateway\0";
+        let len = (4 + msg.len()) as u16;
+        payload.extend_from_slice(&len.to_ne_bytes());
+        payload.extend_from_slice(&1u16.to_ne_bytes());
+        payload.extend_from_slice(msg);
+        assert_eq!(
+            ext_ack_message(&payload).as_deref(),
+            Some("Nexthop has invalid gateway")
+        );
+        assert_eq!(ext_ack_message(&payload[..16]), None);
+    }
+
+    proptest::proptest! {
+        // rtnetlink(7): any route we emit decodes back to the same route.
+        #[test]
+        fn any_manx_route_round_trips(
+            v6 in proptest::bool::ANY,
+            bits in proptest::num::u128::ANY,
+            prefix_seed in 0u8..=128,
+            gw_bits in proptest::option::of(proptest::num::u128::ANY),
+            oif in proptest::option::of(1u32..100_000),
+            onlink in proptest::bool::ANY,
+            blackhole in proptest::bool::ANY,
+            metric in 0u32..2000,
+        ) {
+            let (dst, gateway) = if v6 {
+                let p = prefix_seed % 129;
+                let n = ipnetwork::Ipv6Network::new(std::net::Ipv6Addr::from(bits), p).unwrap();
+                (
+                    IpNetwork::V6(ipnetwork::Ipv6Network::new(n.network(), p).unwrap()),
+                    gw_bits.map(|g| IpAddr::V6(std::net::Ipv6Addr::from(g))),
+                )
+            } else {
+                let p = prefix_seed % 33;
+                let n = ipnetwork::Ipv4Network::new(std::net::Ipv4Addr::from(bits as u32), p)
+                    .unwrap();
+                (
+                    IpNetwork::V4(ipnetwork::Ipv4Network::new(n.network(), p).unwrap()),
+                    gw_bits.map(|g| IpAddr::V4(std::net::Ipv4Addr::from(g as u32))),
+                )
+            };
+            let r = KernelRoute {
+                dst,
+                kind: if blackhole { RouteKind::Blackhole } else { RouteKind::Unicast },
+                gateway,
+                oif,
+                onlink,
+                scope: Scope::Universe,
+                protocol: crate::MANX_ROUTE_PROTOCOL,
+                table: 254,
+                metric,
+            };
+            let m = route_message(&r, false);
+            let mut buf = vec![0u8; m.buffer_len()];
+            m.emit(&mut buf);
+            let parsed = RouteMessage::parse(buf.as_slice()).unwrap();
+            proptest::prop_assert_eq!(parse_route(&parsed), Some(r));
+        }
     }
 }
