@@ -15,6 +15,42 @@
 //! peers, workloads, uplink, tunnel addresses) and hands it to [`Dataplane::apply`]. The
 //! [`calc`] module turns it into a [`DesiredDataplane`]; reconcilers diff that against the
 //! kernel through the [`Netlink`] trait and write only the difference.
+//!
+//! ```no_run
+//! use felix::autodetect::{AutodetectMethod, detect_uplink};
+//! use felix::nat::NftCli;
+//! use felix::sysctl::ProcSysctl;
+//! use felix::{Dataplane, DataplaneConfig, DataplaneInput, RealNetlink, SystemClock};
+//!
+//! # async fn wire() -> Result<(), Box<dyn std::error::Error>> {
+//! let nl = RealNetlink::new()?;
+//! let method: AutodetectMethod = "first-found".parse()?;
+//! let uplink = detect_uplink(&nl, Some(&method), None).await?;
+//! let mut dp = Dataplane::new(
+//!     nl,
+//!     ProcSysctl::default(),
+//!     NftCli::default(),
+//!     SystemClock,
+//!     DataplaneConfig::default(),
+//! );
+//! let vxlan_mac = dp.vxlan_mac("node-1"); // publish in the Node resource
+//! # let _ = vxlan_mac;
+//! let input = DataplaneInput {
+//!     node_name: "node-1".into(),
+//!     uplink: Some(uplink),
+//!     ..DataplaneInput::default()
+//! };
+//! let report = dp.apply(&input).await?;
+//! # let _ = report;
+//! for pool in dp.degraded_pools() {
+//!     eprintln!("{}", pool.reason); // surface in `manxctl node status`
+//! }
+//! // Or hand the dataplane to its own task and feed it through a watch channel:
+//! let (_tx, rx) = tokio::sync::watch::channel(input);
+//! tokio::spawn(dp.run(rx));
+//! # Ok(())
+//! # }
+//! ```
 
 pub mod autodetect;
 pub mod calc;

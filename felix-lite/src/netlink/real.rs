@@ -413,3 +413,91 @@ impl Netlink for RealNetlink {
             .map_err(|e| wire_err("delete neighbour", obj, e))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rtnetlink::packet_core::{Emitable, Parseable};
+
+    fn bytes(m: &LinkMessage) -> Vec<u8> {
+        let mut b = vec![0u8; m.buffer_len()];
+        m.emit(&mut b);
+        b
+    }
+
+    fn find(hay: &[u8], needle: &[u8]) -> bool {
+        hay.windows(needle.len()).any(|w| w == needle)
+    }
+
+    // rtnetlink(7) / if_link.h: IFLA_LINKINFO(18) { IFLA_INFO_KIND(1) "ipip\0" }, as
+    // `ip link add tunl0 type ipip` sends it. This is the IPIP path the build machines'
+    // kernel cannot run.
+    #[test]
+    fn ipip_link_message_carries_kind_ipip_name_and_mtu() {
+        let spec = LinkSpec {
+            name: "tunl0".into(),
+            kind: LinkKind::Ipip,
+            mtu: 1480,
+            mac: None,
+        };
+        let b = bytes(&new_link_message(&spec));
+        // IFLA_IFNAME(3) "tunl0\0", padded to 12.
+        assert!(find(&b, &[10, 0, 3, 0, b't', b'u', b'n', b'l', b'0', 0]));
+        // IFLA_MTU(4) 1480.
+        assert!(find(&b, &[8, 0, 4, 0]));
+        assert!(find(&b, &1480u32.to_ne_bytes()));
+        // IFLA_INFO_KIND(1) "ipip\0".
+        assert!(find(&b, &[9, 0, 1, 0, b'i', b'p', b'i', b'p', 0]));
+        let parsed = LinkMessage::parse(b.as_slice()).unwrap();
+        let l = parse_link(&parsed);
+        assert_eq!(
+            (l.name.as_str(), l.mtu, l.kind),
+            ("tunl0", 1480, LinkKind::Ipip)
+        );
+    }
+
+    // if_link.h: IFLA_VXLAN_ID(1) u32, IFLA_VXLAN_LOCAL(4) be32, IFLA_VXLAN_LEARNING(7) u8,
+    // IFLA_VXLAN_PORT(15) be16.
+    #[test]
+    fn vxlan_link_message_has_vni_local_port_and_learning_off() {
+        let spec = LinkSpec {
+            name: "vxlan.manx".into(),
+            kind: LinkKind::Vxlan {
+                vni: 4096,
+                port: 4789,
+                local: "198.19.1.1".parse().unwrap(),
+                parent: Some(3),
+            },
+            mtu: 1450,
+            mac: Some(MacAddr([0x66, 1, 2, 3, 4, 5])),
+        };
+        let b = bytes(&new_link_message(&spec));
+        assert!(find(&b, &[8, 0, 1, 0, 0x00, 0x10, 0, 0])); // VNI 4096 (host order, LE)
+        assert!(find(&b, &[8, 0, 4, 0, 198, 19, 1, 1]));
+        assert!(find(&b, &[5, 0, 7, 0, 0]));
+        assert!(find(&b, &[6, 0, 15, 0, 0x12, 0xb5])); // 4789 big-endian
+        // IFLA_ADDRESS(1) with the MAC.
+        assert!(find(&b, &[10, 0, 1, 0, 0x66, 1, 2, 3, 4, 5]));
+        let parsed = LinkMessage::parse(b.as_slice()).unwrap();
+        assert_eq!(parse_link(&parsed).kind, spec.kind);
+    }
+
+    // neighbour(7)/bridge(8): an FDB entry is AF_BRIDGE(7) with NTF_SELF and NUD_PERMANENT.
+    #[test]
+    fn fdb_message_is_af_bridge_self_permanent() {
+        let n = Neighbour {
+            index: 9,
+            ip: "198.19.1.2".parse().unwrap(),
+            mac: MacAddr([2, 0, 0, 0, 0, 0xb]),
+        };
+        let m = neighbour_message(NeighTable::Fdb, &n);
+        let mut b = vec![0u8; m.buffer_len()];
+        m.emit(&mut b);
+        // ndmsg: family, pad×3, ifindex, state u16, flags u8, type u8.
+        assert_eq!(b[0], 7);
+        assert_eq!(&b[4..8], &9i32.to_ne_bytes());
+        assert_eq!(&b[8..10], &0x80u16.to_ne_bytes());
+        assert_eq!(b[10], 0x02);
+        assert_eq!(parse_neighbour(&m), Some(n));
+    }
+}
