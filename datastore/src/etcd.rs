@@ -195,7 +195,12 @@ fn map_err(what: &str, timeout: Duration, e: etcd_client::Error) -> StoreError {
             // tonic reports a broken connection (a member killed under an
             // in-flight request) as `Unknown: transport error`.
             Code::Unavailable | Code::Cancelled | Code::Aborted | Code::Unknown => {
-                StoreError::Unavailable(format!("{what}: {}", s.message()))
+                let hint = if s.message().contains("certificate") {
+                    "; check ETCD_CA_CERT_FILE, ETCD_CERT_FILE and ETCD_KEY_FILE"
+                } else {
+                    ""
+                };
+                StoreError::Unavailable(format!("{what}: {}{hint}", s.message()))
             }
             Code::InvalidArgument | Code::FailedPrecondition
                 if s.message().contains("user name") || s.message().contains("auth") =>

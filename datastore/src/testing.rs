@@ -100,6 +100,8 @@ struct Member {
     data_dir: PathBuf,
     log: PathBuf,
     child: Option<Child>,
+    /// Serve clients over TLS with these files (and require client certs).
+    tls: Option<TestPki>,
 }
 
 impl Member {
@@ -111,11 +113,13 @@ impl Member {
             client_port: free_port()?,
             peer_port: free_port()?,
             child: None,
+            tls: None,
         })
     }
 
     fn client_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.client_port)
     }
 
     fn peer_url(&self) -> String {
@@ -127,7 +131,17 @@ impl Member {
             .create(true)
             .append(true)
             .open(&self.log)?;
-        let child = Command::new(etcd_bin())
+        let mut cmd = Command::new(etcd_bin());
+        if let Some(pki) = &self.tls {
+            cmd.arg("--cert-file")
+                .arg(&pki.server_cert)
+                .arg("--key-file")
+                .arg(&pki.server_key)
+                .arg("--trusted-ca-file")
+                .arg(&pki.ca)
+                .arg("--client-cert-auth");
+        }
+        let child = cmd
             .arg("--name")
             .arg(&self.name)
             .arg("--data-dir")
@@ -193,7 +207,10 @@ impl Member {
                     self.log_tail()
                 )));
             }
-            if member_status(&self.client_url()).await.is_some() {
+            if member_status(&self.client_url(), self.tls.as_ref())
+                .await
+                .is_some()
+            {
                 return Ok(());
             }
             if Instant::now() > deadline {
@@ -219,10 +236,13 @@ impl Drop for Member {
 
 /// (member id, leader id) of the member at `url`, if it answers and has a
 /// leader.
-async fn member_status(url: &str) -> Option<(u64, u64)> {
-    let opts = etcd_client::ConnectOptions::new()
+async fn member_status(url: &str, tls: Option<&TestPki>) -> Option<(u64, u64)> {
+    let mut opts = etcd_client::ConnectOptions::new()
         .with_connect_timeout(Duration::from_millis(500))
         .with_timeout(Duration::from_secs(1));
+    if let Some(pki) = tls {
+        opts = opts.with_tls(pki.client_tls().ok()?);
+    }
     let mut client = etcd_client::Client::connect([url], Some(opts)).await.ok()?;
     let status = tokio::time::timeout(Duration::from_secs(2), client.status())
         .await
@@ -234,17 +254,204 @@ async fn member_status(url: &str) -> Option<(u64, u64)> {
 
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The root password of [`EtcdServer::start_secure`] servers.
+pub const TEST_ROOT_PASSWORD: &str = "manx-test-root-pw";
+
+/// Whether the `openssl` CLI runs (to make test certificates).
+pub fn openssl_available() -> bool {
+    Command::new("openssl")
+        .arg("version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// `true` if etcd and openssl can be run for a TLS test. Otherwise prints
+/// why the test is skipped and returns `false` — or panics when `CI=true`.
+pub fn require_etcd_and_openssl() -> bool {
+    if !require_etcd() {
+        return false;
+    }
+    if openssl_available() {
+        return true;
+    }
+    let why = "openssl CLI not installed (apt-get install openssl): cannot make test certificates";
+    if in_ci() {
+        panic!("CI=true and {why}");
+    }
+    eprintln!("skipped: {why}");
+    false
+}
+
+/// A throwaway PKI: a CA, a server certificate for 127.0.0.1/localhost, and
+/// a client certificate (CN=root). PEM files, P-256 keys, valid one day.
+#[derive(Debug, Clone)]
+pub struct TestPki {
+    pub ca: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+}
+
+fn openssl(dir: &Path, args: &[&str]) -> io::Result<()> {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| io::Error::new(e.kind(), format!("run openssl: {e}")))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(io::Error::other(format!(
+            "openssl {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        )))
+    }
+}
+
+impl TestPki {
+    /// Make the CA and both certificates under `dir` with the openssl CLI.
+    pub fn generate(dir: &Path) -> io::Result<TestPki> {
+        std::fs::create_dir_all(dir)?;
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        let mut ca = vec!["req", "-x509", "-days", "1", "-subj", "/CN=manx-test-ca"];
+        ca.extend(ec);
+        ca.extend([
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ]);
+        openssl(dir, &ca)?;
+        for (name, cn, ext) in [
+            (
+                "server",
+                "127.0.0.1",
+                "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\nbasicConstraints=CA:FALSE\n",
+            ),
+            (
+                "client",
+                "root",
+                "extendedKeyUsage=clientAuth\nbasicConstraints=CA:FALSE\n",
+            ),
+        ] {
+            let subj = format!("/CN={cn}");
+            let key = format!("{name}.key");
+            let csr = format!("{name}.csr");
+            let pem = format!("{name}.pem");
+            let extfile = format!("{name}.ext");
+            std::fs::write(dir.join(&extfile), ext)?;
+            let mut req = vec!["req", "-subj", &subj];
+            req.extend(ec);
+            req.extend(["-keyout", &key, "-out", &csr]);
+            openssl(dir, &req)?;
+            openssl(
+                dir,
+                &[
+                    "x509",
+                    "-req",
+                    "-in",
+                    &csr,
+                    "-CA",
+                    "ca.pem",
+                    "-CAkey",
+                    "ca.key",
+                    "-CAcreateserial",
+                    "-days",
+                    "1",
+                    "-out",
+                    &pem,
+                    "-extfile",
+                    &extfile,
+                ],
+            )?;
+        }
+        Ok(TestPki {
+            ca: dir.join("ca.pem"),
+            server_cert: dir.join("server.pem"),
+            server_key: dir.join("server.key"),
+            client_cert: dir.join("client.pem"),
+            client_key: dir.join("client.key"),
+        })
+    }
+
+    /// Client TLS options trusting the CA and presenting the client cert.
+    pub fn client_tls(&self) -> io::Result<etcd_client::TlsOptions> {
+        Ok(etcd_client::TlsOptions::new()
+            .ca_certificate(etcd_client::Certificate::from_pem(std::fs::read(&self.ca)?))
+            .identity(etcd_client::Identity::from_pem(
+                std::fs::read(&self.client_cert)?,
+                std::fs::read(&self.client_key)?,
+            )))
+    }
+}
+
 /// One etcd server on loopback, killed and deleted on drop.
 #[derive(Debug)]
 pub struct EtcdServer {
     member: Member,
     initial_cluster: String,
+    /// Set by [`EtcdServer::start_secure`]: root user's password.
+    root_password: Option<String>,
     _dir: TempDir,
 }
 
 impl EtcdServer {
     /// Start a single-member etcd on free ports and wait until it serves.
     pub async fn start() -> io::Result<EtcdServer> {
+        Self::start_with(false).await
+    }
+
+    /// Like [`Self::start`], but clients must use TLS with a client
+    /// certificate (from a fresh throwaway CA made with the `openssl` CLI),
+    /// and auth is on: user `root`, password [`TEST_ROOT_PASSWORD`].
+    /// [`Self::config`] carries all of it. Needs `openssl` (see
+    /// [`require_openssl`]).
+    pub async fn start_secure() -> io::Result<EtcdServer> {
+        let mut server = Self::start_with(true).await?;
+        let cfg = server.config();
+        let opts = etcd_client::ConnectOptions::new().with_tls(
+            server
+                .pki()
+                .expect("secure server has a PKI")
+                .client_tls()?,
+        );
+        let mut client = etcd_client::Client::connect(&cfg.endpoints, Some(opts))
+            .await
+            .map_err(io::Error::other)?;
+        client
+            .user_add("root", TEST_ROOT_PASSWORD, None)
+            .await
+            .map_err(io::Error::other)?;
+        client
+            .user_grant_role("root", "root")
+            .await
+            .map_err(io::Error::other)?;
+        client.auth_enable().await.map_err(io::Error::other)?;
+        server.root_password = Some(TEST_ROOT_PASSWORD.into());
+        Ok(server)
+    }
+
+    /// The throwaway PKI of a [`Self::start_secure`] server.
+    pub fn pki(&self) -> Option<&TestPki> {
+        self.member.tls.as_ref()
+    }
+
+    async fn start_with(secure: bool) -> io::Result<EtcdServer> {
         if !etcd_available() {
             return Err(io::Error::new(
                 io::ErrorKind::NotFound,
@@ -259,6 +466,9 @@ impl EtcdServer {
         for _ in 0..3 {
             let dir = TempDir::new("etcd")?;
             let mut member = Member::new("m0".into(), &dir.0)?;
+            if secure {
+                member.tls = Some(TestPki::generate(&dir.0.join("pki"))?);
+            }
             let initial_cluster = format!("m0={}", member.peer_url());
             member.spawn(&initial_cluster)?;
             match member.wait_healthy(START_TIMEOUT).await {
@@ -266,6 +476,7 @@ impl EtcdServer {
                     return Ok(EtcdServer {
                         member,
                         initial_cluster,
+                        root_password: None,
                         _dir: dir,
                     });
                 }
@@ -280,12 +491,19 @@ impl EtcdServer {
         self.member.client_url()
     }
 
-    /// A config that reaches this server.
+    /// A config that reaches this server (with TLS files and credentials
+    /// for a secure one).
     pub fn config(&self) -> EtcdConfig {
+        let pki = self.pki();
         EtcdConfig {
             endpoints: vec![self.endpoint()],
             dial_timeout: Duration::from_secs(2),
             request_timeout: Duration::from_secs(5),
+            ca_cert: pki.map(|p| p.ca.clone()),
+            cert: pki.map(|p| p.client_cert.clone()),
+            key: pki.map(|p| p.client_key.clone()),
+            username: self.root_password.as_ref().map(|_| "root".to_string()),
+            password: self.root_password.clone(),
             ..EtcdConfig::default()
         }
     }
@@ -367,12 +585,12 @@ impl EtcdCluster {
             if m.child.is_none() {
                 continue;
             }
-            let Some((_, leader)) = member_status(&m.client_url()).await else {
+            let Some((_, leader)) = member_status(&m.client_url(), m.tls.as_ref()).await else {
                 continue;
             };
             for (i, other) in self.members.iter().enumerate() {
                 if other.child.is_some()
-                    && member_status(&other.client_url())
+                    && member_status(&other.client_url(), other.tls.as_ref())
                         .await
                         .is_some_and(|(id, _)| id == leader)
                 {
