@@ -6,6 +6,7 @@
 //! |----------------------|--------------------------------------------------------|
 //! | IPIP Always          | `<block> via <node IP> dev tunl0 onlink`               |
 //! | VXLAN Always         | `<block> via <peer VTEP> dev vxlan.manx onlink` + ARP + FDB |
+//! | VXLAN Always (IPv6)  | `<block> via <peer VTEP6> dev vxlan-v6.manx onlink` + NDP + FDB |
 //! | Never                | `<block> via <node IP> dev <uplink>`                   |
 //! | CrossSubnet          | Never when the node IP is in the uplink's subnet, else the tunnel |
 //!
@@ -19,7 +20,9 @@ use ipnetwork::IpNetwork;
 use crate::dataplane::DataplaneConfig;
 use crate::nat::NatSpec;
 use crate::types::{DataplaneInput, EncapMode, MacAddr, PoolInfo};
-use crate::{IPIP_DEVICE, IPIP_OVERHEAD, VXLAN_DEVICE, VXLAN_OVERHEAD};
+use crate::{
+    IPIP_DEVICE, IPIP_OVERHEAD, VXLAN_DEVICE, VXLAN_OVERHEAD, VXLAN_V6_DEVICE, VXLAN_V6_OVERHEAD,
+};
 
 /// How a desired route forwards.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -77,8 +80,8 @@ pub struct VxlanDevice {
 pub enum DegradeReason {
     /// The pool needs IPIP and the kernel has none.
     NoIpip,
-    /// IPv6 pools with VXLAN are not implemented.
-    Ipv6Vxlan,
+    /// An IPv6 VXLAN pool on a node whose uplink has no IPv6 address.
+    NoIpv6Uplink,
 }
 
 /// Everything felix-lite wants in the kernel.
@@ -94,6 +97,12 @@ pub struct DesiredDataplane {
     pub vxlan_neighbours: BTreeMap<IpAddr, MacAddr>,
     /// FDB entries on `vxlan.manx`: peer MAC → peer node IP.
     pub vxlan_fdb: BTreeMap<MacAddr, IpAddr>,
+    /// `vxlan-v6.manx`, if any IPv6 pool needs VXLAN.
+    pub vxlan_v6: Option<VxlanDevice>,
+    /// Permanent NDP entries on `vxlan-v6.manx`: peer IPv6 VTEP → peer MAC.
+    pub vxlan_v6_neighbours: BTreeMap<IpAddr, MacAddr>,
+    /// FDB entries on `vxlan-v6.manx`: peer MAC → peer node IPv6 address.
+    pub vxlan_v6_fdb: BTreeMap<MacAddr, IpAddr>,
     /// Workload interfaces (for sysctls), with whether they carry IPv4 / IPv6.
     pub workload_ifaces: BTreeMap<String, (bool, bool)>,
     /// Whether any IPv6 pool exists (IPv6 forwarding is then needed).
@@ -108,6 +117,7 @@ pub struct DesiredDataplane {
 enum Encap {
     Ipip,
     Vxlan,
+    Vxlan6,
     Direct,
 }
 
@@ -145,13 +155,18 @@ pub fn compute(
         .pools
         .iter()
         .any(|p| p.cidr.is_ipv4() && p.vxlan != EncapMode::Never);
+    let wants_vxlan6 = input
+        .pools
+        .iter()
+        .any(|p| p.cidr.is_ipv6() && p.vxlan != EncapMode::Never);
     let wants_ipip = input
         .pools
         .iter()
         .any(|p| p.cidr.is_ipv4() && p.vxlan == EncapMode::Never && p.ipip != EncapMode::Never);
     for p in &input.pools {
-        if p.cidr.is_ipv6() && p.vxlan != EncapMode::Never {
-            out.degraded.insert(p.cidr, DegradeReason::Ipv6Vxlan);
+        if p.cidr.is_ipv6() && p.vxlan != EncapMode::Never && uplink.is_some_and(|u| u.v6.is_none())
+        {
+            out.degraded.insert(p.cidr, DegradeReason::NoIpv6Uplink);
         }
         if p.cidr.is_ipv4()
             && p.vxlan == EncapMode::Never
@@ -179,6 +194,19 @@ pub fn compute(
                 parent: up.iface.clone(),
             });
         }
+        if let (true, Some(v6)) = (wants_vxlan6, up.v6) {
+            out.vxlan_v6 = Some(VxlanDevice {
+                mtu: cfg
+                    .vxlan_mtu_v6
+                    .unwrap_or(up.mtu.saturating_sub(VXLAN_V6_OVERHEAD)),
+                addr: input.vxlan_tunnel_addr_v6,
+                mac: cfg
+                    .vxlan_mac_v6
+                    .unwrap_or_else(|| MacAddr::from_seed(&format!("{}/v6", input.node_name))),
+                local: v6.ip(),
+                parent: up.iface.clone(),
+            });
+        }
     }
     out.ipv6 = input.pools.iter().any(|p| p.cidr.is_ipv6());
 
@@ -193,6 +221,19 @@ pub fn compute(
             {
                 out.vxlan_neighbours.insert(IpAddr::V4(vtep), mac);
                 out.vxlan_fdb.insert(mac, peer.ip);
+            }
+        }
+    }
+    if out.vxlan_v6.is_some() {
+        for peer in &input.peers {
+            if peer.name == input.node_name {
+                continue;
+            }
+            if let (Some(IpAddr::V6(vtep)), Some(mac), Some(IpAddr::V6(underlay))) =
+                (peer.vxlan_tunnel_addr_v6, peer.vxlan_mac_v6, peer.ip_v6)
+            {
+                out.vxlan_v6_neighbours.insert(IpAddr::V6(vtep), mac);
+                out.vxlan_v6_fdb.insert(mac, IpAddr::V6(underlay));
             }
         }
     }
@@ -215,8 +256,7 @@ pub fn compute(
                 Some(p) if rb.block.is_ipv4() && mode_applies(p.vxlan, same_subnet) => Encap::Vxlan,
                 Some(p) if rb.block.is_ipv4() && mode_applies(p.ipip, same_subnet) => Encap::Ipip,
                 Some(p) if rb.block.is_ipv6() && mode_applies(p.vxlan, same_subnet) => {
-                    // Degraded (see above): no device to send through.
-                    continue;
+                    Encap::Vxlan6
                 }
                 _ => Encap::Direct,
             };
@@ -254,6 +294,22 @@ pub fn compute(
                     NextHop::Via {
                         gateway: vtep,
                         dev: VXLAN_DEVICE.to_string(),
+                        onlink: true,
+                    }
+                }
+                Encap::Vxlan6 => {
+                    let vtep = input
+                        .peers
+                        .iter()
+                        .find(|p| p.name == rb.node)
+                        .and_then(|p| p.vxlan_tunnel_addr_v6.zip(p.vxlan_mac_v6));
+                    let (Some((vtep, _)), true) = (vtep, out.vxlan_v6.is_some()) else {
+                        tracing::debug!(block = %rb.block, node = %rb.node, "no IPv6 VTEP yet");
+                        continue;
+                    };
+                    NextHop::Via {
+                        gateway: vtep,
+                        dev: VXLAN_V6_DEVICE.to_string(),
                         onlink: true,
                     }
                 }
@@ -326,12 +382,18 @@ mod tests {
                     ip: ip("198.19.1.2"),
                     vxlan_tunnel_addr: Some(ip("10.19.1.0")),
                     vxlan_mac: Some(MacAddr([2, 0, 0, 0, 0, 0xb])),
+                    ip_v6: None,
+                    vxlan_tunnel_addr_v6: None,
+                    vxlan_mac_v6: None,
                 },
                 PeerNode {
                     name: "c".into(),
                     ip: ip("198.19.9.3"),
                     vxlan_tunnel_addr: Some(ip("10.19.2.0")),
                     vxlan_mac: Some(MacAddr([2, 0, 0, 0, 0, 0xc])),
+                    ip_v6: None,
+                    vxlan_tunnel_addr_v6: None,
+                    vxlan_mac_v6: None,
                 },
             ],
             workloads: vec![LocalWorkload {
@@ -346,6 +408,7 @@ mod tests {
             }),
             ipip_tunnel_addr: Some(ip("10.19.0.1")),
             vxlan_tunnel_addr: Some(ip("10.19.0.0")),
+            vxlan_tunnel_addr_v6: None,
         }
     }
 
@@ -511,5 +574,49 @@ mod tests {
             via("fd42:19::2", "eth0", false)
         );
         assert_eq!(d.workload_ifaces["cali0123456789a"], (true, true));
+    }
+
+    #[test]
+    fn ipv6_vxlan_routes_via_the_v6_vtep_on_vxlan_v6() {
+        let mut i = input(EncapMode::Never, EncapMode::Never);
+        let mut pool6 = PoolInfo::new(net("fd42:19:1::/64"));
+        pool6.vxlan = EncapMode::Always;
+        i.pools.push(pool6);
+        i.remote_blocks.push(RemoteBlock {
+            block: net("fd42:19:1::40/122"),
+            node: "b".into(),
+            node_ip: ip("fd42:19::2"),
+        });
+        i.peers[0].ip_v6 = Some(ip("fd42:19::2"));
+        i.peers[0].vxlan_tunnel_addr_v6 = Some(ip("fd42:19:1::41"));
+        i.peers[0].vxlan_mac_v6 = Some(MacAddr([2, 0, 0, 0, 6, 0xb]));
+        // No IPv6 uplink address yet: degraded, nothing routed.
+        let d = compute(&i, &DataplaneConfig::default(), true);
+        assert_eq!(
+            d.degraded.get(&net("fd42:19:1::/64")),
+            Some(&DegradeReason::NoIpv6Uplink)
+        );
+        assert!(d.vxlan_v6.is_none());
+        assert!(!d.routes.contains_key(&net("fd42:19:1::40/122")));
+        i.uplink.as_mut().unwrap().v6 = Some(net("fd42:19::1/64"));
+        let d = compute(&i, &DataplaneConfig::default(), true);
+        assert!(d.degraded.is_empty());
+        let dev = d.vxlan_v6.as_ref().unwrap();
+        assert_eq!((dev.mtu, dev.local), (1430, ip("fd42:19::1")));
+        assert_eq!(dev.mac, MacAddr::from_seed("a/v6"));
+        assert_eq!(
+            d.routes[&net("fd42:19:1::40/122")],
+            via("fd42:19:1::41", "vxlan-v6.manx", true)
+        );
+        assert_eq!(
+            d.vxlan_v6_neighbours[&ip("fd42:19:1::41")],
+            MacAddr([2, 0, 0, 0, 6, 0xb])
+        );
+        assert_eq!(
+            d.vxlan_v6_fdb[&MacAddr([2, 0, 0, 0, 6, 0xb])],
+            ip("fd42:19::2")
+        );
+        // The IPv4 device is not wanted by an IPv6-only VXLAN pool.
+        assert!(d.vxlan.is_none());
     }
 }

@@ -13,11 +13,12 @@
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use ipnetwork::IpNetwork;
 
-use crate::calc::{self, DegradeReason, DesiredDataplane, NextHop};
+use crate::calc::{self, DegradeReason, DesiredDataplane, NextHop, VxlanDevice};
 use crate::clock::Clock;
 use crate::nat::{NatBackend, NatError, NatReconciler};
 use crate::netlink::{
@@ -27,7 +28,7 @@ use crate::reconcile::routes::{RouteMap, manx_route};
 use crate::reconcile::{LinkReconciler, NeighbourReconciler, RouteReconciler};
 use crate::sysctl::{self, Sysctls};
 use crate::types::{DataplaneInput, MacAddr};
-use crate::{IPIP_DEVICE, VXLAN_DEVICE, VXLAN_PORT, VXLAN_VNI};
+use crate::{IPIP_DEVICE, VXLAN_DEVICE, VXLAN_PORT, VXLAN_V6_DEVICE, VXLAN_VNI};
 
 /// Settings that do not come from the datastore's per-object resources.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,6 +39,10 @@ pub struct DataplaneConfig {
     pub vxlan_mtu: Option<u32>,
     /// `vxlan.manx` MAC; default derived from the node name ([`MacAddr::from_seed`]).
     pub vxlan_mac: Option<MacAddr>,
+    /// `vxlan-v6.manx` MTU; default uplink MTU − 70.
+    pub vxlan_mtu_v6: Option<u32>,
+    /// `vxlan-v6.manx` MAC; default derived from `<node name>/v6`.
+    pub vxlan_mac_v6: Option<MacAddr>,
     /// VXLAN network identifier.
     pub vxlan_vni: u32,
     /// VXLAN UDP port.
@@ -56,6 +61,8 @@ impl Default for DataplaneConfig {
             ipip_mtu: None,
             vxlan_mtu: None,
             vxlan_mac: None,
+            vxlan_mtu_v6: None,
+            vxlan_mac_v6: None,
             vxlan_vni: VXLAN_VNI,
             vxlan_port: VXLAN_PORT,
             resync_interval: Duration::from_secs(90),
@@ -124,9 +131,9 @@ fn degrade_message(cidr: &IpNetwork, reason: DegradeReason) -> String {
             "IPIP pool {cidr} cannot be programmed: this kernel has no ipip support \
              (CONFIG_NET_IPIP); use vxlanMode or ipipMode: Never"
         ),
-        DegradeReason::Ipv6Vxlan => format!(
-            "VXLAN pool {cidr} cannot be programmed: felix-lite has no IPv6 VXLAN device yet; \
-             use vxlanMode: Never for IPv6 pools"
+        DegradeReason::NoIpv6Uplink => format!(
+            "IPv6 VXLAN pool {cidr} cannot be programmed: the uplink has no IPv6 address; \
+             set an IPv6 autodetection method or use vxlanMode: Never"
         ),
     }
 }
@@ -192,6 +199,13 @@ impl<N: Netlink, S: Sysctls, F: NatBackend, C: Clock> Dataplane<N, S, F, C> {
         self.cfg
             .vxlan_mac
             .unwrap_or_else(|| MacAddr::from_seed(node_name))
+    }
+
+    /// The MAC `vxlan-v6.manx` gets on this node (record it in the Node resource).
+    pub fn vxlan_mac_v6(&self, node_name: &str) -> MacAddr {
+        self.cfg
+            .vxlan_mac_v6
+            .unwrap_or_else(|| MacAddr::from_seed(&format!("{node_name}/v6")))
     }
 
     /// The kernel shim (tests read it).
@@ -271,55 +285,25 @@ impl<N: Netlink, S: Sysctls, F: NatBackend, C: Clock> Dataplane<N, S, F, C> {
         }
         self.note_degraded(&desired);
 
-        // vxlan.manx.
-        match desired.vxlan.clone() {
-            Some(dev) => {
-                let parent = links.iter().find(|l| l.name == dev.parent).map(|l| l.index);
-                let spec = LinkSpec {
-                    name: VXLAN_DEVICE.into(),
-                    kind: LinkKind::Vxlan {
-                        vni: self.cfg.vxlan_vni,
-                        port: self.cfg.vxlan_port,
-                        local: dev.local,
-                        parent,
-                    },
-                    mtu: dev.mtu,
-                    mac: Some(dev.mac),
-                };
-                let (index, w) = LinkReconciler::ensure(&self.nl, &mut links, &spec).await?;
-                report.link_writes += w;
-                let addrs = self.nl.addresses().await?;
-                let want: Vec<IpNetwork> = dev.addr.map(IpNetwork::from).into_iter().collect();
-                report.link_writes +=
-                    LinkReconciler::ensure_addresses(&self.nl, &addrs, index, true, &want).await?;
-                let arp: Vec<Neighbour> = desired
-                    .vxlan_neighbours
-                    .iter()
-                    .map(|(ip, mac)| Neighbour {
-                        index,
-                        ip: *ip,
-                        mac: *mac,
-                    })
-                    .collect();
-                report.link_writes +=
-                    NeighbourReconciler::sync(&self.nl, NeighTable::Neigh, index, &arp).await?;
-                let fdb: Vec<Neighbour> = desired
-                    .vxlan_fdb
-                    .iter()
-                    .map(|(mac, ip)| Neighbour {
-                        index,
-                        ip: *ip,
-                        mac: *mac,
-                    })
-                    .collect();
-                report.link_writes +=
-                    NeighbourReconciler::sync(&self.nl, NeighTable::Fdb, index, &fdb).await?;
-            }
-            None => {
-                report.link_writes +=
-                    LinkReconciler::remove(&self.nl, &mut links, VXLAN_DEVICE).await?;
-            }
-        }
+        // vxlan.manx and vxlan-v6.manx.
+        report.link_writes += self
+            .sync_vxlan(
+                &mut links,
+                VXLAN_DEVICE,
+                desired.vxlan.as_ref(),
+                &desired.vxlan_neighbours,
+                &desired.vxlan_fdb,
+            )
+            .await?;
+        report.link_writes += self
+            .sync_vxlan(
+                &mut links,
+                VXLAN_V6_DEVICE,
+                desired.vxlan_v6.as_ref(),
+                &desired.vxlan_v6_neighbours,
+                &desired.vxlan_v6_fdb,
+            )
+            .await?;
 
         // Routes.
         let kroutes = kernel_routes(&desired, &links);
@@ -351,6 +335,57 @@ impl<N: Netlink, S: Sysctls, F: NatBackend, C: Clock> Dataplane<N, S, F, C> {
             );
         }
         Ok(report)
+    }
+
+    /// Create/fix (or remove) one VXLAN device with its address, neighbours and FDB.
+    async fn sync_vxlan(
+        &self,
+        links: &mut Vec<KernelLink>,
+        name: &str,
+        dev: Option<&VxlanDevice>,
+        neighbours: &BTreeMap<IpAddr, MacAddr>,
+        fdb: &BTreeMap<MacAddr, IpAddr>,
+    ) -> Result<usize, NlError> {
+        let Some(dev) = dev else {
+            return LinkReconciler::remove(&self.nl, links, name).await;
+        };
+        let parent = links.iter().find(|l| l.name == dev.parent).map(|l| l.index);
+        let spec = LinkSpec {
+            name: name.into(),
+            kind: LinkKind::Vxlan {
+                vni: self.cfg.vxlan_vni,
+                port: self.cfg.vxlan_port,
+                local: dev.local,
+                parent,
+            },
+            mtu: dev.mtu,
+            mac: Some(dev.mac),
+        };
+        let (index, mut writes) = LinkReconciler::ensure(&self.nl, links, &spec).await?;
+        let addrs = self.nl.addresses().await?;
+        let want: Vec<IpNetwork> = dev.addr.map(IpNetwork::from).into_iter().collect();
+        writes +=
+            LinkReconciler::ensure_addresses(&self.nl, &addrs, index, dev.local.is_ipv4(), &want)
+                .await?;
+        let arp: Vec<Neighbour> = neighbours
+            .iter()
+            .map(|(ip, mac)| Neighbour {
+                index,
+                ip: *ip,
+                mac: *mac,
+            })
+            .collect();
+        writes += NeighbourReconciler::sync(&self.nl, NeighTable::Neigh, index, &arp).await?;
+        let fdb: Vec<Neighbour> = fdb
+            .iter()
+            .map(|(mac, ip)| Neighbour {
+                index,
+                ip: *ip,
+                mac: *mac,
+            })
+            .collect();
+        writes += NeighbourReconciler::sync(&self.nl, NeighTable::Fdb, index, &fdb).await?;
+        Ok(writes)
     }
 
     fn note_degraded(&mut self, desired: &DesiredDataplane) {

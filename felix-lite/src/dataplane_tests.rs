@@ -91,12 +91,18 @@ fn input(ipip: EncapMode, vxlan: EncapMode) -> DataplaneInput {
                 ip: ip("198.19.1.2"),
                 vxlan_tunnel_addr: Some(ip("10.19.1.0")),
                 vxlan_mac: Some(MacAddr([2, 0, 0, 0, 0, 0xb])),
+                ip_v6: None,
+                vxlan_tunnel_addr_v6: None,
+                vxlan_mac_v6: None,
             },
             PeerNode {
                 name: "c".into(),
                 ip: ip("198.19.9.3"),
                 vxlan_tunnel_addr: Some(ip("10.19.2.0")),
                 vxlan_mac: Some(MacAddr([2, 0, 0, 0, 0, 0xc])),
+                ip_v6: None,
+                vxlan_tunnel_addr_v6: None,
+                vxlan_mac_v6: None,
             },
         ],
         workloads: vec![LocalWorkload {
@@ -111,6 +117,7 @@ fn input(ipip: EncapMode, vxlan: EncapMode) -> DataplaneInput {
         }),
         ipip_tunnel_addr: Some(ip("10.19.0.1")),
         vxlan_tunnel_addr: Some(ip("10.19.0.0")),
+        vxlan_tunnel_addr_v6: None,
     }
 }
 

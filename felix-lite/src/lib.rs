@@ -73,6 +73,10 @@ pub const MANX_ROUTE_PROTOCOL: u8 = 77;
 pub const IPIP_DEVICE: &str = "tunl0";
 /// Name of the IPv4 VXLAN device.
 pub const VXLAN_DEVICE: &str = "vxlan.manx";
+/// Name of the IPv6 VXLAN device.
+pub const VXLAN_V6_DEVICE: &str = "vxlan-v6.manx";
+/// VXLAN overhead with an IPv6 underlay.
+pub const VXLAN_V6_OVERHEAD: u32 = 70;
 /// VXLAN network identifier (Calico's default).
 pub const VXLAN_VNI: u32 = 4096;
 /// VXLAN UDP port (IANA).

@@ -71,6 +71,15 @@ pub struct PeerNode {
     pub vxlan_tunnel_addr: Option<IpAddr>,
     /// The node's VXLAN device MAC, if it has one.
     pub vxlan_mac: Option<MacAddr>,
+    /// The node's IPv6 uplink address (the IPv6 VXLAN underlay destination).
+    #[serde(default)]
+    pub ip_v6: Option<IpAddr>,
+    /// The node's IPv6 VXLAN tunnel address.
+    #[serde(default)]
+    pub vxlan_tunnel_addr_v6: Option<IpAddr>,
+    /// The node's IPv6 VXLAN device MAC.
+    #[serde(default)]
+    pub vxlan_mac_v6: Option<MacAddr>,
 }
 
 /// A pod on this node: its address and its host-side veth.
@@ -126,6 +135,9 @@ pub struct DataplaneInput {
     pub ipip_tunnel_addr: Option<IpAddr>,
     /// The VXLAN tunnel address given to `vxlan.manx`.
     pub vxlan_tunnel_addr: Option<IpAddr>,
+    /// The IPv6 VXLAN tunnel address given to `vxlan-v6.manx`.
+    #[serde(default)]
+    pub vxlan_tunnel_addr_v6: Option<IpAddr>,
 }
 
 /// A 48-bit Ethernet address.

@@ -55,12 +55,18 @@ fn node_input(me: &str, mode: EncapMode) -> DataplaneInput {
             ip: ip("198.19.1.1"),
             vxlan_tunnel_addr: Some(ip("10.19.1.0")),
             vxlan_mac: Some(MacAddr::from_seed("a")),
+            ip_v6: None,
+            vxlan_tunnel_addr_v6: None,
+            vxlan_mac_v6: None,
         },
         PeerNode {
             name: "b".into(),
             ip: ip("198.19.1.2"),
             vxlan_tunnel_addr: Some(ip("10.19.2.0")),
             vxlan_mac: Some(MacAddr::from_seed("b")),
+            ip_v6: None,
+            vxlan_tunnel_addr_v6: None,
+            vxlan_mac_v6: None,
         },
     ];
     let other = if me == "a" {
@@ -94,6 +100,7 @@ fn node_input(me: &str, mode: EncapMode) -> DataplaneInput {
         }),
         ipip_tunnel_addr: None,
         vxlan_tunnel_addr: Some(ip(if me == "a" { "10.19.1.0" } else { "10.19.2.0" })),
+        vxlan_tunnel_addr_v6: None,
     }
 }
 
@@ -356,6 +363,9 @@ fn kernel_without_ipip_reports_the_pool_in_one_line() {
             ip: ip("198.19.1.2"),
             vxlan_tunnel_addr: Some(ip("10.19.1.0")),
             vxlan_mac: Some(MacAddr::from_seed("b")),
+            ip_v6: None,
+            vxlan_tunnel_addr_v6: None,
+            vxlan_mac_v6: None,
         }],
         uplink: Some(Uplink {
             iface: "eth0".into(),
