@@ -87,6 +87,9 @@ impl ListenConfig {
 fn default_listen_address() -> IpAddr {
     IpAddr::V6(Ipv6Addr::UNSPECIFIED)
 }
+fn default_listen() -> Option<ListenConfig> {
+    Some(ListenConfig::default())
+}
 fn default_port() -> u16 {
     BGP_PORT
 }
@@ -187,8 +190,9 @@ pub struct SpeakerConfig {
     pub as_number: u32,
     /// Our BGP identifier.
     pub router_id: Ipv4Addr,
-    /// Listener; `None` in YAML means `:::179`.
-    #[serde(default)]
+    /// Listener; omitted in YAML means `[::]:179`; `None` (YAML `null`)
+    /// means no listener: every peer is dialled, none can connect to us.
+    #[serde(default = "default_listen")]
     pub listen: Option<ListenConfig>,
     /// Hold time proposed to peers (0 or ≥ 3).
     #[serde(default = "default_hold_time")]
@@ -340,6 +344,16 @@ controlSocket: /run/manx/bgpd.sock
         assert!(cfg.peers[1].passive);
         assert_eq!(cfg.networks.len(), 2);
         assert_eq!(cfg.connect_retry(), Duration::from_secs(5));
+    }
+
+    #[test]
+    fn omitted_listen_means_all_addresses_port_179() {
+        let cfg = SpeakerConfig::from_yaml("routerId: 1.1.1.1\n", Path::new("x")).unwrap();
+        assert_eq!(cfg.listen, Some(ListenConfig::default()));
+        assert_eq!(cfg.listen.unwrap().socket_addr().to_string(), "[::]:179");
+        let cfg =
+            SpeakerConfig::from_yaml("routerId: 1.1.1.1\nlisten: null\n", Path::new("x")).unwrap();
+        assert_eq!(cfg.listen, None);
     }
 
     #[test]
