@@ -16,6 +16,12 @@
 //! [`calc`] module turns it into a [`DesiredDataplane`]; reconcilers diff that against the
 //! kernel through the [`Netlink`] trait and write only the difference.
 //!
+//! Devices: `tunl0` (IPIP, IPv4 pools), `vxlan.manx` (IPv4 underlay) and `vxlan-v6.manx`
+//! (IPv6 underlay), VNI 4096, UDP 4789, learning off, MAC stable per node
+//! ([`Dataplane::vxlan_mac`] / [`Dataplane::vxlan_mac_v6`] to publish in the Node). On a kernel
+//! without IPIP, IPIP pools are reported once each ([`Dataplane::degraded_pools`]) and the
+//! other pools keep working.
+//!
 //! ```no_run
 //! use felix::autodetect::{AutodetectMethod, detect_uplink};
 //! use felix::nat::NftCli;

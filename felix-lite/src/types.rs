@@ -129,7 +129,8 @@ pub struct DataplaneInput {
     pub peers: Vec<PeerNode>,
     /// Pods on this node.
     pub workloads: Vec<LocalWorkload>,
-    /// The uplink, from autodetection. Without one, no remote routes are programmed.
+    /// The uplink, from autodetection. Without one, no remote routes are programmed and the
+    /// tunnel devices are removed: always pass the detected uplink.
     pub uplink: Option<Uplink>,
     /// The IPIP tunnel address given to `tunl0` (allocated by manx-node through IPAM).
     pub ipip_tunnel_addr: Option<IpAddr>,
