@@ -128,7 +128,7 @@ struct WireConf {
     valid_attachments: Option<Vec<Attachment>>,
 }
 
-const DATASTORE_TYPES: [&str; 4] = ["etcdv3", "embedded", "memory", "none"];
+const DATASTORE_TYPES: [&str; 3] = ["etcdv3", "embedded", "none"];
 
 impl NetConf {
     /// Parses and validates the stdin configuration. Decode errors are code 6,

@@ -4,7 +4,8 @@
 //!   node netns (the plugin runs here)         pod netns (CNI_NETNS)
 //!   caliXXXXXXXXXXX  ee:ee:ee:ee:ee:ee  <==>  eth0  10.20.0.5/32
 //!     proxy_arp=1, proxy_delay=0               169.254.1.1/32 dev eth0 scope link
-//!     10.20.0.5/32 dev caliX scope link        default via 169.254.1.1 dev eth0
+//!     10.20.0.5/32 dev caliX scope link        169.254.1.1 lladdr ee:ee:ee:ee:ee:ee PERMANENT
+//!                                              default via 169.254.1.1 dev eth0
 //!                                              default via fe80::ecee:eeff:feee:eeee (v6)
 //! ```
 //!
@@ -310,6 +311,21 @@ pub async fn wire(
             .build();
         pod.add_route(link_route, format!("{GATEWAY_V4}/32 dev {}", w.pod_ifname))
             .await?;
+        // A permanent neighbour for the gateway (as Calico): the pod needs no
+        // ARP round trip, and does not depend on the node's proxy ARP, which
+        // only answers when the node has a route to 169.254.1.1.
+        pod.handle
+            .neighbours()
+            .add(pod_index, IpAddr::V4(GATEWAY_V4))
+            .link_layer_address(&HOST_MAC)
+            .execute()
+            .await
+            .map_err(|e| {
+                nl_err(
+                    format!("adding neighbour {GATEWAY_V4} on {}", w.pod_ifname),
+                    e,
+                )
+            })?;
         let default = RouteMessageBuilder::<Ipv4Addr>::new()
             .destination_prefix(Ipv4Addr::UNSPECIFIED, 0)
             .gateway(GATEWAY_V4)

@@ -29,6 +29,9 @@ pub struct Invocation {
     pub ifname: String,
     pub args: String,
     pub path: String,
+    /// More variables for the plugin (the datastore settings,
+    /// [`crate::store::datastore_vars`]).
+    pub extra_env: Vec<(String, String)>,
 }
 
 impl Invocation {
@@ -45,6 +48,7 @@ impl Invocation {
             ifname: env.ifname.clone(),
             args: env.raw_args.clone(),
             path: env.raw_path.clone(),
+            extra_env: Vec::new(),
         }
     }
 }
@@ -81,6 +85,7 @@ impl IpamPlugin {
             .env("CNI_IFNAME", &inv.ifname)
             .env("CNI_ARGS", &inv.args)
             .env("CNI_PATH", &inv.path)
+            .envs(inv.extra_env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -201,6 +206,7 @@ mod tests {
             ifname: "eth0".into(),
             args: String::new(),
             path: "/usr/lib/cni".into(),
+            extra_env: Vec::new(),
         }
     }
 

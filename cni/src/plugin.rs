@@ -97,6 +97,13 @@ fn run_inner(
     })
 }
 
+/// The IPAM plugin's variables: ours, plus the datastore settings.
+fn ipam_invocation(env: &CniEnv, conf: &NetConf, command: Command) -> Invocation {
+    let mut inv = Invocation::from_env(env, command);
+    inv.extra_env = crate::store::datastore_vars(conf);
+    inv
+}
+
 fn require_1_1(conf: &NetConf, cmd: Command) -> Result<(), CniError> {
     if conf.version.has_status_gc() {
         return Ok(());
@@ -132,10 +139,10 @@ async fn add(
     };
 
     // 2. Addresses.
-    let inv = Invocation::from_env(env, Command::Add);
+    let inv = ipam_invocation(env, conf, Command::Add);
     let ipam_result = ipam.add(&inv, &conf.raw)?;
     let release = || {
-        let inv = Invocation::from_env(env, Command::Del);
+        let inv = ipam_invocation(env, conf, Command::Del);
         if let Err(e) = ipam.exec(&inv, &conf.raw) {
             tracing::error!(error = %e, "rollback: IPAM DEL failed; the address may leak until GC");
         }
@@ -247,7 +254,7 @@ async fn del(env: &CniEnv, conf: &NetConf, open_store: &StoreOpener) -> Result<(
 
     if let Some(ipam_type) = &conf.ipam_type {
         let ipam = IpamPlugin::find(ipam_type, &env.path)?;
-        ipam.exec(&Invocation::from_env(env, Command::Del), &conf.raw)?;
+        ipam.exec(&ipam_invocation(env, conf, Command::Del), &conf.raw)?;
     }
     let key = EndpointKey::for_invocation(env, &node);
     store.delete(&key, Some(&env.container_id)).await?;
@@ -307,7 +314,7 @@ async fn check(env: &CniEnv, conf: &NetConf, open_store: &StoreOpener) -> Result
     dataplane::check(&host, &pod, &ns, &wiring, &prev.interfaces[index].mac).await?;
 
     let ipam = IpamPlugin::find(conf.require_ipam()?, &env.path)?;
-    ipam.exec(&Invocation::from_env(env, Command::Check), &conf.raw)?;
+    ipam.exec(&ipam_invocation(env, conf, Command::Check), &conf.raw)?;
 
     let node = conf.node_name()?;
     let store = open_store(conf)?;
@@ -346,7 +353,7 @@ async fn status(env: &CniEnv, conf: &NetConf, open_store: &StoreOpener) -> Resul
     store.status(manx_ipam).await?;
     if let Some(ipam_type) = &conf.ipam_type {
         let ipam = IpamPlugin::find(ipam_type, &env.path).map_err(unavailable)?;
-        let inv = Invocation::from_env(env, Command::Status);
+        let inv = ipam_invocation(env, conf, Command::Status);
         if ipam.speaks_1_1(&inv) {
             ipam.exec(&inv, &conf.raw)?;
         }
@@ -364,7 +371,7 @@ async fn gc(env: &CniEnv, conf: &NetConf, open_store: &StoreOpener) -> Result<()
         Some(t) => Some(IpamPlugin::find(t, &env.path)?),
         None => None,
     };
-    let base_inv = Invocation::from_env(env, Command::Gc);
+    let base_inv = ipam_invocation(env, conf, Command::Gc);
     // An IPAM plugin that speaks 1.1 gets the GC with the same stdin and
     // releases every handle not in the list itself.
     let ipam_does_gc = ipam.as_ref().is_some_and(|p| p.speaks_1_1(&base_inv));
