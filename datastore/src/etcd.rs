@@ -511,14 +511,34 @@ impl Datastore for EtcdStore {
     }
 
     async fn revision(&self) -> Result<Revision, StoreError> {
-        let resp = self
-            .call("read revision", Retry::Any, |mut kv| async move {
-                // Any key will do: the header carries the store revision.
-                kv.get(vec![0], Some(GetOptions::new().with_count_only()))
-                    .await
+        // A linearizable read of one key: its header carries the store
+        // revision. The key under our prefix is one a user limited to that
+        // prefix may read.
+        let probe = self.range_start("");
+        let read = self
+            .call("read revision", Retry::Any, |mut kv| {
+                let probe = probe.clone();
+                async move {
+                    kv.get(probe, Some(GetOptions::new().with_count_only()))
+                        .await
+                }
             })
-            .await?;
-        Ok(resp.header().map(|h| h.revision()).unwrap_or(0))
+            .await;
+        match read {
+            Ok(resp) => Ok(resp.header().map(|h| h.revision()).unwrap_or(0)),
+            // A user with rights on sub-prefixes only: ask the member's
+            // status instead (no key rights needed; may trail the leader by
+            // a few revisions, which only makes a watch replay a little).
+            Err(StoreError::Denied(_)) => {
+                let mut m = self.client.maintenance_client();
+                let status = tokio::time::timeout(self.request_timeout, m.status())
+                    .await
+                    .map_err(|_| StoreError::Timeout(self.request_timeout))?
+                    .map_err(|e| map_err("read revision", self.request_timeout, e))?;
+                Ok(status.header().map(|h| h.revision()).unwrap_or(0))
+            }
+            Err(e) => Err(e),
+        }
     }
 }
 
@@ -598,6 +618,15 @@ impl WatchCursor {
                                 continue;
                             }
                         }
+                    }
+                    if resp.canceled() && resp.cancel_reason().contains("permission denied") {
+                        self.stream = None;
+                        let reason = resp.cancel_reason().to_string();
+                        self.wait_backoff().await;
+                        return Err(StoreError::Denied(format!(
+                            "watch {}: {reason}; check the etcd user's roles",
+                            self.prefix
+                        )));
                     }
                     if resp.canceled() {
                         tracing::debug!(

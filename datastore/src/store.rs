@@ -16,6 +16,9 @@
 //!   (exclusive) in revision order, reconnecting by itself after a
 //!   disconnect. If the store compacted the history it needs, it sends
 //!   [`WatchEvent::Resync`] with a fresh full listing, then carries on.
+//! * Compaction at revision `C` drops the history of writes up to and
+//!   including `C`: a watch from `C` or later goes on; one from before `C`
+//!   gets a `Resync`. The latest value of every live key always stays.
 
 use std::pin::Pin;
 

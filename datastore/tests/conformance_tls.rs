@@ -7,7 +7,7 @@ use std::time::Duration;
 use datastore::config::DatastoreConfig;
 use datastore::etcd::{EtcdConfig, EtcdStore};
 use datastore::testing::{EtcdServer, TEST_ROOT_PASSWORD, require_etcd_and_openssl};
-use datastore::{StoreError, WatchEvent};
+use datastore::{Datastore, StoreError, WatchEvent};
 use futures::StreamExt;
 
 fn quick(cfg: EtcdConfig) -> EtcdConfig {
@@ -93,4 +93,53 @@ async fn etcd_tls_with_client_cert_and_password() {
     };
     let err = EtcdStore::connect(no_cert).await.unwrap_err();
     eprintln!("without client cert: {err}");
+}
+
+/// A user whose role covers `/allowed/` only: writes and watches elsewhere
+/// come back as `Denied`, with a message that says what to check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_role_limits_map_to_denied() {
+    if !require_etcd_and_openssl() {
+        return;
+    }
+    let server = EtcdServer::start_secure().await.unwrap();
+    let root = server.config();
+    let pki = server.pki().unwrap();
+    let opts = etcd_client::ConnectOptions::new()
+        .with_tls(pki.client_tls().unwrap())
+        .with_user("root", TEST_ROOT_PASSWORD);
+    let mut admin = etcd_client::Client::connect(&root.endpoints, Some(opts))
+        .await
+        .unwrap();
+    admin.role_add("allowed-rw").await.unwrap();
+    admin
+        .role_grant_permission(
+            "allowed-rw",
+            etcd_client::Permission::read_write("/allowed/").with_range_end("/allowed0"),
+        )
+        .await
+        .unwrap();
+    admin.user_add("limited", "limited-pw", None).await.unwrap();
+    admin
+        .user_grant_role("limited", "allowed-rw")
+        .await
+        .unwrap();
+
+    let store = EtcdStore::connect(EtcdConfig {
+        username: Some("limited".into()),
+        password: Some("limited-pw".into()),
+        ..quick(root)
+    })
+    .await
+    .unwrap();
+    store.create("/allowed/a", b"1".to_vec()).await.unwrap();
+    match store.create("/secret/a", b"1".to_vec()).await {
+        Err(StoreError::Denied(msg)) => assert!(msg.contains("/secret/a"), "{msg}"),
+        other => panic!("write outside the role: expected Denied, got {other:?}"),
+    }
+    let mut w = store.watch("/secret/", 0).await.unwrap();
+    match tokio::time::timeout(Duration::from_secs(10), w.next()).await {
+        Ok(Some(Err(StoreError::Denied(msg)))) => assert!(msg.contains("roles"), "{msg}"),
+        other => panic!("watch outside the role: expected Denied, got {other:?}"),
+    }
 }
