@@ -202,13 +202,19 @@ pub fn serve(path: &Path, speaker: SpeakerHandle) -> std::io::Result<TaskGuard> 
     }
     let listener = tokio::net::UnixListener::bind(path)?;
     Ok(TaskGuard::spawn(async move {
+        // Client tasks live in a JoinSet owned by this task: aborting the
+        // server (dropping its guard) aborts them too.
+        let mut clients = tokio::task::JoinSet::new();
         loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
+            let stream = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(_) => continue,
+                },
+                Some(_) = clients.join_next(), if !clients.is_empty() => continue,
             };
             let speaker = speaker.clone();
-            // Short-lived per-client task; it ends when the client hangs up.
-            tokio::spawn(async move {
+            clients.spawn(async move {
                 let (rd, mut wr) = stream.into_split();
                 let mut lines = tokio::io::BufReader::new(rd).lines();
                 while let Ok(Some(line)) = lines.next_line().await {
@@ -278,6 +284,44 @@ mod tests {
                 prefix: "10.0.0.0/24".parse().unwrap()
             }
         );
+    }
+
+    /// The server answers the blocking client: announce, routes, peers, bad JSON.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn server_and_client_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bgpd.sock");
+        let mut cfg = crate::SpeakerConfig::new(64512, "198.18.0.1".parse().unwrap());
+        cfg.listen = None;
+        cfg.peers = vec![crate::PeerConfig::new("127.0.0.71".parse().unwrap(), 65071)];
+        cfg.peers[0].passive = true;
+        let speaker = crate::Speaker::start(cfg, None).unwrap();
+        let _server = serve(&path, speaker.handle()).unwrap();
+        let p = path.clone();
+        let (peers, routes) = tokio::task::spawn_blocking(move || {
+            request(
+                &p,
+                &Request::Announce {
+                    prefix: "10.65.0.0/26".parse().unwrap(),
+                },
+            )
+            .unwrap();
+            (query_peers(&p).unwrap(), query_routes(&p).unwrap())
+        })
+        .await
+        .unwrap();
+        assert_eq!(peers.len(), 1);
+        assert_eq!(peers[0].state, State::Active);
+        assert_eq!(peers[0].as_number, 65071);
+        assert_eq!(routes.len(), 1);
+        assert_eq!(routes[0].source, RouteSource::Local);
+        // A malformed request gets an error answer, not a hang-up.
+        let mut raw = std::os::unix::net::UnixStream::connect(&path).unwrap();
+        raw.write_all(b"{\"cmd\":\"nope\"}\n").unwrap();
+        let mut line = String::new();
+        BufReader::new(raw).read_line(&mut line).unwrap();
+        let resp: Response = serde_json::from_str(&line).unwrap();
+        assert!(!resp.ok && resp.error.unwrap().contains("bad request"));
     }
 
     #[test]
