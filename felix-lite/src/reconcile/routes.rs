@@ -492,4 +492,77 @@ mod tests {
         };
         assert!(same_forwarding(&bh, &have));
     }
+
+    fn kernel_manx_routes(nl: &MemNetlink) -> HashMap<IpNetwork, KernelRoute> {
+        nl.route_table()
+            .into_iter()
+            .filter(|r| r.protocol == MANX_ROUTE_PROTOCOL)
+            .map(|r| (r.dst, r))
+            .collect()
+    }
+
+    proptest::proptest! {
+        // Any sequence of desired states converges exactly (foreign routes untouched), and
+        // re-applying a converged state, incrementally or after a resync, writes nothing.
+        #[test]
+        fn any_sequence_of_desired_states_converges(
+            states in proptest::collection::vec(
+                proptest::collection::btree_map(0u8..40, (0u8..3, proptest::bool::ANY), 0..25),
+                1..6,
+            ),
+            full in proptest::collection::vec(proptest::bool::ANY, 6),
+        ) {
+            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            rt.block_on(async {
+                let nl = MemNetlink::new();
+                let eth = nl.add_host_link("eth0", 1500, &[]);
+                let cali = nl.add_host_link("cali1", 1500, &[]);
+                nl.insert_route(other_proto("10.19.250.0/24", 12));
+                let mut r = RouteReconciler::new();
+                for (step, state) in states.iter().enumerate() {
+                    let desired: HashMap<IpNetwork, KernelRoute> = state
+                        .iter()
+                        .map(|(k, (shape, alt))| {
+                            let dst = net(&format!("10.19.{k}.0/26"));
+                            let gw = if *alt { "198.19.0.3" } else { "198.19.0.2" };
+                            let route = match shape {
+                                0 => manx_route(dst, RouteKind::Blackhole, None, None, false),
+                                1 => manx_route(
+                                    dst,
+                                    RouteKind::Unicast,
+                                    None,
+                                    Some(if *alt { cali } else { eth }),
+                                    false,
+                                ),
+                                _ => manx_route(
+                                    dst,
+                                    RouteKind::Unicast,
+                                    Some(gw.parse().unwrap()),
+                                    Some(eth),
+                                    *alt,
+                                ),
+                            };
+                            (dst, route)
+                        })
+                        .collect();
+                    let s = r.apply(&nl, &desired, full[step]).await.unwrap();
+                    proptest::prop_assert!(s.errors.is_empty());
+                    let have = kernel_manx_routes(&nl);
+                    proptest::prop_assert_eq!(have.len(), desired.len());
+                    for (dst, want) in &desired {
+                        proptest::prop_assert!(same_forwarding(want, &have[dst]));
+                    }
+                    nl.clear_log();
+                    r.apply(&nl, &desired, false).await.unwrap();
+                    r.apply(&nl, &desired, true).await.unwrap();
+                    proptest::prop_assert_eq!(nl.writes(), 0);
+                }
+                proptest::prop_assert!(
+                    nl.route_table().iter().any(|x| x.protocol == 12),
+                    "foreign route removed"
+                );
+                Ok(())
+            })?;
+        }
+    }
 }
