@@ -11,7 +11,8 @@ use std::net::IpAddr;
 
 use ipnetwork::IpNetwork;
 use rtnetlink::packet_core::{
-    NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
+    NLM_F_ACK, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage,
+    NetlinkPayload,
 };
 use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::packet_route::RouteNetlinkMessage;
@@ -176,11 +177,13 @@ impl NlSocket {
         let mut out = Vec::new();
         let mut finished = false;
         let mut failure = None;
+        let mut interrupted = false;
         while !finished {
             self.recv_each(|m| {
                 if m.header.sequence_number != seq {
                     return Ok(());
                 }
+                interrupted |= m.header.flags & NLM_F_DUMP_INTR != 0;
                 match m.payload {
                     NetlinkPayload::InnerMessage(inner) => out.push(inner),
                     NetlinkPayload::Done(_) => finished = true,
@@ -197,6 +200,11 @@ impl NlSocket {
         }
         match failure {
             Some(e) => Err(e),
+            // The table changed during the dump: the snapshot may be inconsistent, so the
+            // caller retries rather than acting on it (a purge could hit a live route).
+            None if interrupted => Err(WireError::Decode(
+                "dump interrupted by a concurrent change (NLM_F_DUMP_INTR); retry".into(),
+            )),
             None => Ok(out),
         }
     }
