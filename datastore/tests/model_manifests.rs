@@ -322,3 +322,42 @@ fn reference_doc_examples_parse_and_validate() {
     }
     assert!(examples >= 7, "found only {examples} examples in {dir:?}");
 }
+
+#[test]
+fn selector_helpers_for_ipam_and_bgp() {
+    use std::collections::BTreeMap;
+    let labels = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    let pools = one::<IPPool>("ippools-multi.yaml");
+    assert!(pools[0].spec.selects_node(&labels(&[])));
+    assert!(
+        pools[1]
+            .spec
+            .selects_node(&labels(&[("zone", "us-east-1a")]))
+    );
+    assert!(!pools[1].spec.selects_node(&labels(&[("zone", "eu")])));
+
+    let global = &one::<BGPPeer>("bgppeer-global.yaml")[0];
+    assert!(global.spec.applies_to_node("any", &labels(&[])));
+    let node = &one::<BGPPeer>("bgppeer-node.yaml")[0];
+    assert!(node.spec.applies_to_node("rack1-host1", &labels(&[])));
+    assert!(!node.spec.applies_to_node("rack2-host1", &labels(&[])));
+    let rr = one::<BGPPeer>("bgppeer-rr.yaml");
+    assert!(
+        rr[1]
+            .spec
+            .applies_to_node("h", &labels(&[("rack", "rack-1")]))
+    );
+    assert!(
+        !rr[1]
+            .spec
+            .applies_to_node("h", &labels(&[("rack", "rack-2")]))
+    );
+    let sel = rr[0].spec.peer_selector().unwrap();
+    assert!(sel.matches(&labels(&[("route-reflector", "true")])));
+    assert!(global.spec.peer_selector().is_none());
+}

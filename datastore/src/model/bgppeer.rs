@@ -3,6 +3,7 @@
 //! end is a fixed `peerIP` or the nodes a `peerSelector` picks (route
 //! reflector topologies).
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
@@ -10,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::meta::{AsNumber, ObjectMeta, SecretSource, parse_go_duration};
 use crate::model::validate::{Checker, ValidationErrors};
+use crate::selector::Selector;
 
 /// A BGP peer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,6 +126,32 @@ impl BGPPeerSpec {
             .and_then(|s| parse_go_duration(s).ok())
             .unwrap_or(Duration::from_secs(30))
     }
+    /// Does this peering apply to (is it configured on) the given node?
+    /// `node` must equal its name; else `nodeSelector` must match its
+    /// labels; with neither, every node. An invalid selector (rejected by
+    /// validation) matches nothing.
+    pub fn applies_to_node(&self, node_name: &str, labels: &BTreeMap<String, String>) -> bool {
+        if let Some(n) = self.node.as_deref().filter(|n| !n.is_empty()) {
+            return n == node_name;
+        }
+        match self
+            .node_selector
+            .as_deref()
+            .filter(|s| !s.trim().is_empty())
+        {
+            Some(sel) => Selector::parse(sel).is_ok_and(|s| s.matches(labels)),
+            None => true,
+        }
+    }
+
+    /// The parsed `peerSelector`, if set (and valid).
+    pub fn peer_selector(&self) -> Option<Selector> {
+        self.peer_selector
+            .as_deref()
+            .filter(|s| !s.trim().is_empty())
+            .and_then(|s| Selector::parse(s).ok())
+    }
+
     /// True when no `node` and no `nodeSelector`: every node peers.
     pub fn is_global(&self) -> bool {
         self.node.as_deref().unwrap_or("").is_empty()

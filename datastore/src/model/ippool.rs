@@ -120,6 +120,11 @@ impl IPPoolSpec {
             _ => "all()",
         }
     }
+    /// May a node with these labels take blocks from this pool? An invalid
+    /// selector (rejected by validation) matches nothing.
+    pub fn selects_node(&self, labels: &std::collections::BTreeMap<String, String>) -> bool {
+        crate::selector::Selector::parse(self.node_selector()).is_ok_and(|s| s.matches(labels))
+    }
     /// Effective allowed uses (`[Workload, Tunnel]` unless set).
     pub fn allowed_uses(&self) -> Vec<AllowedUse> {
         self.allowed_uses
