@@ -206,3 +206,25 @@ fn unvalidated_parse_skips_validation_only() {
     assert_eq!(parse_manifests_unvalidated(text, "p").unwrap().len(), 1);
     assert!(parse_manifests_unvalidated(TYPO, "p").is_err());
 }
+
+#[test]
+fn as_numbers_in_all_notations() {
+    let peer = |asn: &str| {
+        format!(
+            "apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: p\nspec:\n  peerIP: 10.0.0.1\n  asNumber: {asn}\n"
+        )
+    };
+    let asn = |text: &str| match &parse_manifests(text, "p").unwrap()[0] {
+        datastore::model::Resource::BGPPeer(p) => p.spec.as_number.unwrap().0,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(asn(&peer("64512")), 64512);
+    assert_eq!(asn(&peer("'64512'")), 64512);
+    // RFC 5396 asdot, quoted as Calico requires.
+    assert_eq!(asn(&peer("'1.10'")), 65546);
+    let e = err(&peer("1.10"), "p.yaml");
+    assert!(e.to_string().contains("write asdot notation quoted"), "{e}");
+    assert_eq!(e.problems[0].line, 7);
+    let e = err(&peer("-1"), "p.yaml");
+    assert!(e.to_string().contains("AS number -1 is negative"), "{e}");
+}
