@@ -129,12 +129,7 @@ impl Speaker {
         cfg.validate()?;
         let (session_tx, session_rx) = mpsc::unbounded_channel();
         let listener = match &cfg.listen {
-            Some(l) => Some(Listener::bind(l.socket_addr(), session_tx.clone()).map_err(
-                |source| SpeakerError::Listen {
-                    addr: l.socket_addr(),
-                    source,
-                },
-            )?),
+            Some(l) => Some(bind_listener(l.socket_addr(), &session_tx)?),
             None => None,
         };
         let listen_addr = listener.as_ref().map(|l| l.local_addr);
@@ -189,6 +184,28 @@ impl Speaker {
             let _ = rx.await;
         }
         let _ = self.task.join().await;
+    }
+}
+
+/// Bind the BGP listener. `[::]` falls back to `0.0.0.0` on hosts without
+/// IPv6, so the default configuration works everywhere.
+fn bind_listener(
+    addr: SocketAddr,
+    events: &mpsc::UnboundedSender<SessionEvent>,
+) -> Result<Listener, SpeakerError> {
+    match Listener::bind(addr, events.clone()) {
+        Ok(l) => Ok(l),
+        Err(e)
+            if addr.ip() == IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)
+                && (e.raw_os_error() == Some(libc::EAFNOSUPPORT)
+                    || e.kind() == std::io::ErrorKind::AddrNotAvailable) =>
+        {
+            let v4 = SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), addr.port());
+            tracing::warn!(error = %e, "cannot listen on {addr}; trying {v4} (no IPv6 on this host?)");
+            Listener::bind(v4, events.clone())
+                .map_err(|source| SpeakerError::Listen { addr: v4, source })
+        }
+        Err(source) => Err(SpeakerError::Listen { addr, source }),
     }
 }
 
