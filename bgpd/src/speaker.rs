@@ -53,6 +53,7 @@ pub enum SpeakerError {
 enum Command {
     Control(Request, oneshot::Sender<Response>),
     SetPeers(Vec<PeerConfig>),
+    SetNetworks(Vec<IpNetwork>),
     Shutdown(String, oneshot::Sender<()>),
 }
 
@@ -107,6 +108,12 @@ impl SpeakerHandle {
     /// (Peer De-configured), changed ones restart.
     pub fn set_peers(&self, peers: Vec<PeerConfig>) {
         let _ = self.tx.send(Command::SetPeers(peers));
+    }
+
+    /// Replace the set of originated prefixes (e.g. the node's affine IPAM
+    /// blocks): new ones are announced, missing ones withdrawn.
+    pub fn set_networks(&self, networks: Vec<IpNetwork>) {
+        let _ = self.tx.send(Command::SetNetworks(networks));
     }
 }
 
@@ -244,6 +251,7 @@ impl Actor {
                 cmd = cmd_rx.recv() => match cmd {
                     Some(Command::Control(req, reply)) => { let _ = reply.send(self.control(req)); }
                     Some(Command::SetPeers(peers)) => self.set_peers(peers),
+                    Some(Command::SetNetworks(networks)) => self.set_networks(networks),
                     Some(Command::Shutdown(msg, done)) => {
                         self.shutdown(&msg).await;
                         let _ = done.send(());
@@ -315,6 +323,20 @@ impl Actor {
                 self.add_peer(cfg);
             }
         }
+    }
+
+    fn set_networks(&mut self, networks: Vec<IpNetwork>) {
+        let wanted: std::collections::BTreeSet<IpNetwork> =
+            networks.into_iter().map(crate::rib::normalize).collect();
+        let current: Vec<IpNetwork> = self.rib.local_prefixes().copied().collect();
+        let mut changed = Vec::new();
+        for p in current.iter().filter(|p| !wanted.contains(p)) {
+            changed.extend(self.rib.remove_local(*p));
+        }
+        for p in wanted.iter().filter(|p| !current.contains(p)) {
+            changed.extend(self.rib.add_local(*p));
+        }
+        self.propagate(changed);
     }
 
     fn remove_peer(&mut self, addr: IpAddr) {

@@ -181,6 +181,58 @@ async fn two_speakers_collide_exchange_and_shut_down() {
     a.shutdown("done").await;
 }
 
+/// `set_networks` reconciles the originated prefixes: the peer sees the
+/// additions and the withdrawals.
+#[tokio::test]
+async fn set_networks_reconciles_originated_prefixes() {
+    let mut a_cfg = speaker_config(64512, "127.0.0.91");
+    a_cfg.networks = vec![
+        "10.65.9.0/26".parse().unwrap(),
+        "10.65.9.64/26".parse().unwrap(),
+    ];
+    let a = Speaker::start(a_cfg, None).unwrap();
+    let b = Speaker::start(speaker_config(65092, "127.0.0.92"), None).unwrap();
+    let (ah, bh) = (a.handle(), b.handle());
+    ah.set_peers(vec![peer(
+        "127.0.0.92",
+        b.listen_addr().unwrap().port(),
+        65092,
+        "127.0.0.91",
+    )]);
+    let mut p = peer(
+        "127.0.0.91",
+        a.listen_addr().unwrap().port(),
+        64512,
+        "127.0.0.92",
+    );
+    p.passive = true;
+    bh.set_peers(vec![p]);
+    let prefixes = |h: bgpd::SpeakerHandle| async move {
+        let mut v: Vec<String> = h
+            .routes()
+            .await
+            .iter()
+            .map(|r| r.prefix.to_string())
+            .collect();
+        v.sort();
+        v
+    };
+    let first = eventually(Duration::from_secs(30), || async {
+        prefixes(bh.clone()).await == ["10.65.9.0/26", "10.65.9.64/26"]
+    })
+    .await;
+    assert!(first, "{:?}", bh.routes().await);
+    ah.set_networks(vec![
+        "10.65.9.64/26".parse().unwrap(),
+        "10.65.9.128/26".parse().unwrap(),
+    ]);
+    let second = eventually(Duration::from_secs(10), || async {
+        prefixes(bh.clone()).await == ["10.65.9.128/26", "10.65.9.64/26"]
+    })
+    .await;
+    assert!(second, "{:?}", bh.routes().await);
+}
+
 /// Removing a peer sends it CEASE / Peer De-configured and drops its routes.
 #[tokio::test]
 async fn removing_a_peer_ceases_and_flushes() {
