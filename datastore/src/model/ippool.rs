@@ -18,6 +18,16 @@ pub enum EncapMode {
     Never,
 }
 
+impl std::fmt::Display for EncapMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            EncapMode::Always => "Always",
+            EncapMode::CrossSubnet => "CrossSubnet",
+            EncapMode::Never => "Never",
+        })
+    }
+}
+
 /// What a pool's addresses may be used for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum AllowedUse {
