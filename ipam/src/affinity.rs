@@ -92,6 +92,14 @@ impl Ipam {
             .delete_block_if(&cidr, |b| b.is_empty() && affine_here(b))
             .await?;
         if deleted {
+            if let Some(set) = self
+                .known_blocks
+                .lock()
+                .expect("poisoned")
+                .get_mut(&cidr.is_ipv6())
+            {
+                set.remove(&cidr);
+            }
             self.rw.fault(FaultPoint::AfterBlockDelete)?;
         } else if let Some(b) = self.rw.get_block(&cidr).await?
             && affine_here(&b.value)
@@ -122,6 +130,14 @@ impl Ipam {
                     e,
                 ));
             }
+        }
+        if let Some(list) = self
+            .affine_cache
+            .lock()
+            .expect("poisoned")
+            .get_mut(&(node.clone(), cidr.is_ipv6()))
+        {
+            list.retain(|c| *c != cidr);
         }
         tracing::info!(%node, %cidr, deleted, "released block affinity");
         Ok(true)

@@ -34,7 +34,6 @@
 //! Every write that can race is a CAS retried a bounded number of times.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -97,6 +96,9 @@ pub struct IpamOptions {
     pub empty_block_grace: Duration,
     /// Attempts of each CAS loop before giving up with `Contention`.
     pub max_retries: usize,
+    /// How long a read IPAM config is reused (other writers' changes take
+    /// this long to be seen; changes through this `Ipam` are seen at once).
+    pub config_ttl: Duration,
 }
 
 impl Default for IpamOptions {
@@ -104,6 +106,7 @@ impl Default for IpamOptions {
         IpamOptions {
             empty_block_grace: Duration::from_secs(300),
             max_retries: 100,
+            config_ttl: Duration::from_secs(1),
         }
     }
 }
@@ -138,6 +141,9 @@ pub struct AutoAssignResult {
     pub ipv6: Vec<IpNetwork>,
 }
 
+/// Serializes one node's claims within the process.
+type ClaimLock = Arc<tokio::sync::Mutex<()>>;
+
 type Reply = oneshot::Sender<Result<Vec<(IpAddr, u64)>>>;
 
 struct PendingAlloc {
@@ -146,6 +152,8 @@ struct PendingAlloc {
     /// Only allocate while the block is affine to this node.
     require_node: Option<String>,
     reserved: Arc<Vec<IpNetwork>>,
+    /// Re-read the block before trying (the cached copy may be stale).
+    fresh: bool,
     reply: Reply,
 }
 
@@ -167,6 +175,13 @@ pub struct Ipam {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) opts: IpamOptions,
     slots: Mutex<HashMap<IpNetwork, Arc<Slot>>>,
+    /// (node, v6) -> the node's blocks as last listed.
+    pub(crate) affine_cache: Mutex<HashMap<(String, bool), Vec<IpNetwork>>>,
+    config_cache: Mutex<Option<(std::time::Instant, IPAMConfig)>>,
+    /// (node, v6) -> serializes this process's claims for a node.
+    claim_locks: Mutex<HashMap<(String, bool), ClaimLock>>,
+    /// v6 -> block CIDRs known to exist (claims skip them without a read).
+    pub(crate) known_blocks: Mutex<HashMap<bool, HashSet<IpNetwork>>>,
 }
 
 impl std::fmt::Debug for Ipam {
@@ -220,6 +235,10 @@ impl Ipam {
             clock: Arc::new(SystemClock),
             opts: IpamOptions::default(),
             slots: Mutex::new(HashMap::new()),
+            affine_cache: Mutex::new(HashMap::new()),
+            config_cache: Mutex::new(None),
+            claim_locks: Mutex::new(HashMap::new()),
+            known_blocks: Mutex::new(HashMap::new()),
         }
     }
 
@@ -256,6 +275,15 @@ impl Ipam {
         self.clock.now_ms()
     }
 
+    fn claim_lock(&self, node: &str, v6: bool) -> ClaimLock {
+        self.claim_locks
+            .lock()
+            .expect("poisoned")
+            .entry((node.to_string(), v6))
+            .or_default()
+            .clone()
+    }
+
     fn slot(&self, cidr: &IpNetwork) -> Arc<Slot> {
         let mut g = self.slots.lock().expect("poisoned");
         g.entry(*cidr)
@@ -270,13 +298,19 @@ impl Ipam {
 
     /// The IPAM configuration (defaults if never written).
     pub async fn config(&self) -> Result<IPAMConfig> {
-        let v = self.rw.get_config().await?;
-        if v.revision == 0
-            && let Some(cfg) = self.topology.default_config().await?
+        if let Some((at, cfg)) = self.config_cache.lock().expect("poisoned").as_ref()
+            && at.elapsed() < self.opts.config_ttl
         {
-            return Ok(cfg);
+            return Ok(cfg.clone());
         }
-        Ok(v.value)
+        let v = self.rw.get_config().await?;
+        let cfg = match self.topology.default_config().await? {
+            Some(cfg) if v.revision == 0 => cfg,
+            _ => v.value,
+        };
+        *self.config_cache.lock().expect("poisoned") =
+            Some((std::time::Instant::now(), cfg.clone()));
+        Ok(cfg)
     }
 
     /// Change the configuration with `f` (CAS, retried).
@@ -291,7 +325,10 @@ impl Ipam {
             }
             f(&mut cfg);
             match self.rw.put_config(&cfg, cur.revision).await {
-                Ok(_) => return Ok(cfg),
+                Ok(_) => {
+                    *self.config_cache.lock().expect("poisoned") = None;
+                    return Ok(cfg);
+                }
                 Err(IpamError::Store { source, .. }) if is_conflict(&source) => continue,
                 Err(e) => return Err(e),
             }
@@ -444,6 +481,7 @@ impl Ipam {
         attrs: &Attrs,
         require_node: Option<&str>,
         reserved: &Arc<Vec<IpNetwork>>,
+        fresh: bool,
     ) -> Result<Vec<(IpAddr, u64)>> {
         let slot = self.slot(cidr);
         let (tx, mut rx) = oneshot::channel();
@@ -452,6 +490,7 @@ impl Ipam {
             attrs: attrs.clone(),
             require_node: require_node.map(str::to_string),
             reserved: reserved.clone(),
+            fresh,
             reply: tx,
         });
         let mut cache = slot.leader.lock().await;
@@ -484,8 +523,9 @@ impl Ipam {
         cache: &mut Option<Versioned<Block>>,
         batch: &[PendingAlloc],
     ) -> Result<Vec<Vec<(IpAddr, u64)>>> {
+        let want_fresh = batch.iter().any(|p| p.fresh);
         for attempt in 0..self.opts.max_retries {
-            if cache.is_none() || attempt > 0 {
+            if cache.is_none() || attempt > 0 || want_fresh {
                 *cache = self.rw.get_block(cidr).await?;
             }
             let Some(cur) = cache.as_ref() else {
@@ -550,14 +590,26 @@ impl Ipam {
         attrs: &Attrs,
         require_node: Option<&str>,
         reserved: &Arc<Vec<IpNetwork>>,
+        fresh: bool,
     ) -> Result<Vec<(IpAddr, u64)>> {
-        if self.slot(cidr).free_hint.load(Ordering::Relaxed) == 0 {
+        // Reserve room in the last-seen free count so concurrent requests
+        // do not all pile onto a block that can serve only some of them
+        // (each miss costs two handle writes).
+        if !fresh
+            && self
+                .slot(cidr)
+                .free_hint
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |h| {
+                    h.checked_sub(n as u64)
+                })
+                .is_err()
+        {
             return Ok(Vec::new());
         }
         self.handle_add(&attrs.handle_id, cidr, n as i64).await?;
         self.rw.fault(FaultPoint::AfterHandleIncrement)?;
         let got = match self
-            .allocate_in_block(cidr, n, attrs, require_node, reserved)
+            .allocate_in_block(cidr, n, attrs, require_node, reserved, fresh)
             .await
         {
             Ok(got) => got,
@@ -715,26 +767,82 @@ impl Ipam {
         let mut got: Vec<IpNetwork> = Vec::new();
         let to_net = |ip: IpAddr, c: &IpNetwork| IpNetwork::new(ip, c.prefix()).expect("valid");
 
-        // 1. The node's own blocks.
-        let affine = self.affine_blocks(node, v6).await?;
-        let mut own_count = affine.len();
-        for cidr in affine.iter().filter(|c| in_pools(c).is_some()) {
+        // 1. The node's own blocks: from the in-process list first (the
+        // block write re-checks the affinity, so a stale list is harmless),
+        // then, if that was not enough, from a fresh listing and fresh blocks.
+        let mut own_count = 0;
+        for fresh in [false, true] {
+            let affine = if fresh {
+                let list = self.affine_blocks(node, v6).await?;
+                self.affine_cache
+                    .lock()
+                    .expect("poisoned")
+                    .insert((node.to_string(), v6), list.clone());
+                list
+            } else {
+                let cached = self
+                    .affine_cache
+                    .lock()
+                    .expect("poisoned")
+                    .get(&(node.to_string(), v6))
+                    .cloned();
+                match cached {
+                    Some(list) => list,
+                    None => continue,
+                }
+            };
+            own_count = affine.len();
+            for cidr in affine.iter().filter(|c| in_pools(c).is_some()) {
+                if got.len() == n {
+                    break;
+                }
+                let r = self
+                    .try_block(cidr, n - got.len(), attrs, Some(node), reserved, fresh)
+                    .await;
+                got.extend(
+                    self.collect(r, &got, v6)
+                        .await?
+                        .iter()
+                        .map(|(ip, _)| to_net(*ip, cidr)),
+                );
+            }
             if got.len() == n {
                 break;
             }
-            let r = self
-                .try_block(cidr, n - got.len(), attrs, Some(node), reserved)
-                .await;
-            got.extend(
-                self.collect(r, &got, v6)
-                    .await?
-                    .iter()
-                    .map(|(ip, _)| to_net(*ip, cidr)),
-            );
         }
 
-        // 2. Claim new blocks.
+        // 2. Claim new blocks, one claimer per node at a time in this
+        // process: the others wait, then use the block it claimed.
         let max_blocks = args.max_blocks_per_host.unwrap_or(cfg.max_blocks_per_host);
+        let claim_lock = self.claim_lock(node, v6);
+        let _claiming = if got.len() < n {
+            let guard = claim_lock.lock().await;
+            let cached = self
+                .affine_cache
+                .lock()
+                .expect("poisoned")
+                .get(&(node.to_string(), v6))
+                .cloned()
+                .unwrap_or_default();
+            own_count = own_count.max(cached.len());
+            for cidr in cached.iter().filter(|c| in_pools(c).is_some()) {
+                if got.len() == n {
+                    break;
+                }
+                let r = self
+                    .try_block(cidr, n - got.len(), attrs, Some(node), reserved, false)
+                    .await;
+                got.extend(
+                    self.collect(r, &got, v6)
+                        .await?
+                        .iter()
+                        .map(|(ip, _)| to_net(*ip, cidr)),
+                );
+            }
+            Some(guard)
+        } else {
+            None
+        };
         while got.len() < n && cfg.auto_allocate_blocks {
             if max_blocks > 0 && own_count >= max_blocks as usize {
                 break;
@@ -743,8 +851,14 @@ impl Ipam {
                 break;
             };
             own_count += 1;
+            self.affine_cache
+                .lock()
+                .expect("poisoned")
+                .entry((node.to_string(), v6))
+                .or_default()
+                .push(cidr);
             let r = self
-                .try_block(&cidr, n - got.len(), attrs, Some(node), reserved)
+                .try_block(&cidr, n - got.len(), attrs, Some(node), reserved, true)
                 .await;
             got.extend(
                 self.collect(r, &got, v6)
@@ -769,7 +883,7 @@ impl Ipam {
                 }
                 let cidr = b.value.cidr();
                 let r = self
-                    .try_block(&cidr, n - got.len(), attrs, None, reserved)
+                    .try_block(&cidr, n - got.len(), attrs, None, reserved, true)
                     .await;
                 got.extend(
                     self.collect(r, &got, v6)
@@ -873,128 +987,6 @@ impl Ipam {
             parts.push("autoAllocateBlocks is off".into());
         }
         Ok(format!("wanted {n}: {}", parts.join("; ")))
-    }
-
-    /// The confirmed blocks of `node` in a family; confirms pending ones
-    /// whose block exists and is affine to the node (an interrupted claim).
-    pub(crate) async fn affine_blocks(&self, node: &str, v6: bool) -> Result<Vec<IpNetwork>> {
-        use datastore::model::ipam::AffinityState;
-        let mut out = Vec::new();
-        for a in self.rw.list_affinities(Some(node)).await? {
-            if a.value.cidr.is_ipv6() != v6 {
-                continue;
-            }
-            match a.value.state {
-                AffinityState::Confirmed => out.push(a.value.cidr),
-                AffinityState::Pending => {
-                    if let Some(b) = self.rw.get_block(&a.value.cidr).await?
-                        && b.value.affine_node() == Some(node)
-                    {
-                        let mut aff = a.value.clone();
-                        aff.state = AffinityState::Confirmed;
-                        let key = crate::keys::affinity(node, &aff.cidr);
-                        if self.rw.update_raw(&key, &aff, a.revision).await.is_ok() {
-                            out.push(aff.cidr);
-                        }
-                    }
-                }
-                AffinityState::PendingDeletion => {}
-            }
-        }
-        out.sort_by_key(|c| (c.network(), c.prefix()));
-        Ok(out)
-    }
-
-    /// Claim a free block for `node` from `pools` (two-phase affinity).
-    pub(crate) async fn claim_block(
-        &self,
-        node: &str,
-        pools: &[Pool],
-        v6: bool,
-        reserved: &Arc<Vec<IpNetwork>>,
-    ) -> Result<Option<IpNetwork>> {
-        let existing: HashSet<IpNetwork> =
-            self.rw.list_block_cidrs(v6).await?.into_iter().collect();
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        node.hash(&mut hasher);
-        let seed = hasher.finish() as u128;
-        for pool in pools {
-            let count = pool.block_count();
-            // Start at a node-dependent offset so nodes do not all race for
-            // the first free block.
-            let start = seed % count;
-            for i in 0..count.min(1 << 20) {
-                let cidr = pool.nth_block((start + i) % count);
-                if existing.contains(&cidr) {
-                    continue;
-                }
-                let probe = Block::new(cidr, None)?;
-                if probe.available(&|ip| is_reserved(reserved, ip)) == 0 {
-                    continue;
-                }
-                if self.claim_one(node, &cidr).await? {
-                    return Ok(Some(cidr));
-                }
-            }
-        }
-        Ok(None)
-    }
-
-    /// Try to claim `cidr` for `node`; `false` if someone else got it.
-    async fn claim_one(&self, node: &str, cidr: &IpNetwork) -> Result<bool> {
-        use datastore::model::ipam::{AffinityState, BlockAffinity};
-        let akey = crate::keys::affinity(node, cidr);
-        let mut aff = BlockAffinity {
-            state: AffinityState::Pending,
-            node: node.to_string(),
-            cidr: *cidr,
-            deleted: false,
-        };
-        // Phase 1: pending affinity.
-        let arev = match self.rw.create_raw(&akey, &aff).await {
-            Ok(rev) => rev,
-            Err(e) if is_conflict(&e) => match self.rw.get_affinity(node, cidr).await? {
-                Some(cur) if cur.value.state == AffinityState::Pending => cur.revision,
-                _ => return Ok(false),
-            },
-            Err(e) => {
-                return Err(IpamError::store(
-                    format!("claiming block {cidr} for {node}"),
-                    e,
-                ));
-            }
-        };
-        self.rw.fault(FaultPoint::AfterAffinityPending)?;
-        // Phase 2: the block, already affine. Creating it is the CAS that
-        // decides between racing claimers.
-        let mut block = Block::new(*cidr, Some(node))?;
-        block.mark_empty_since(self.now_ms());
-        match self.rw.create_block(&block).await {
-            Ok(_) => {}
-            Err(e) if is_conflict(&e) => {
-                let ours = self
-                    .rw
-                    .get_block(cidr)
-                    .await?
-                    .is_some_and(|b| b.value.affine_node() == Some(node));
-                if !ours {
-                    let _ = self.rw.delete_raw(&akey, Some(arev)).await;
-                    return Ok(false);
-                }
-            }
-            Err(e) => return Err(IpamError::store(format!("creating block {cidr}"), e)),
-        }
-        self.rw.fault(FaultPoint::AfterBlockCreate)?;
-        // Phase 3: confirm.
-        aff.state = AffinityState::Confirmed;
-        match self.rw.update_raw(&akey, &aff, arev).await {
-            Ok(_) => {}
-            // A concurrent claimer of the same node confirmed it first.
-            Err(e) if is_conflict(&e) => {}
-            Err(e) => return Err(IpamError::store(format!("confirming block {cidr}"), e)),
-        }
-        tracing::info!(node, %cidr, "claimed block");
-        Ok(true)
     }
 
     // ------------------------------------------------------------------

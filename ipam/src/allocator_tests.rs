@@ -30,6 +30,7 @@ fn env_with(pools: Vec<Pool>) -> Env {
         .with_options(IpamOptions {
             empty_block_grace: Duration::from_secs(300),
             max_retries: 50,
+            ..IpamOptions::default()
         });
     Env {
         ipam: Arc::new(ipam),

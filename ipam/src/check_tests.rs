@@ -31,6 +31,7 @@ fn env() -> Env {
         .with_options(IpamOptions {
             empty_block_grace: Duration::from_secs(300),
             max_retries: 20,
+            ..IpamOptions::default()
         });
     Env {
         ipam,

@@ -18,6 +18,7 @@ pub mod allocator;
 pub mod block;
 pub mod blockrw;
 pub mod check;
+pub mod claim;
 pub mod cni_plugin;
 pub mod error;
 pub mod keys;

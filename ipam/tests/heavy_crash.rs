@@ -46,7 +46,9 @@ async fn gc_until_clean(ipam: &Ipam, clock: &ManualClock, live: Option<&HashSet<
         if r.is_clean() {
             return;
         }
-        eprintln!("after GC round {round}: {r}");
+        if round > 0 {
+            eprintln!("after GC round {round}: {r}");
+        }
     }
     panic!("GC did not converge: {}", ipam.check(live).await.unwrap());
 }
@@ -72,6 +74,7 @@ async fn heavy_crash_fault_injection_at_every_write_boundary() {
                 .with_options(IpamOptions {
                     empty_block_grace: Duration::from_secs(30),
                     max_retries: 200,
+                    ..IpamOptions::default()
                 }),
         );
         let mut tasks = Vec::new();

@@ -1,0 +1,192 @@
+//! Claiming blocks for a node: the two-phase affinity (pending → block
+//! created already affine → confirmed), and listing a node's blocks
+//! (finishing claims a crash interrupted). See [`crate::allocator`] for why
+//! the writes are in this order.
+
+use std::collections::HashSet;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use ipnetwork::IpNetwork;
+
+use crate::allocator::{Ipam, is_reserved};
+use crate::block::Block;
+use crate::blockrw::{FaultPoint, is_conflict};
+use crate::error::{IpamError, Result};
+use crate::topology::Pool;
+
+impl Ipam {
+    /// The confirmed blocks of `node` in a family; confirms pending ones
+    /// whose block exists and is affine to the node (an interrupted claim).
+    pub(crate) async fn affine_blocks(&self, node: &str, v6: bool) -> Result<Vec<IpNetwork>> {
+        use datastore::model::ipam::AffinityState;
+        let mut out = Vec::new();
+        for a in self.rw.list_affinities(Some(node)).await? {
+            if a.value.cidr.is_ipv6() != v6 {
+                continue;
+            }
+            match a.value.state {
+                AffinityState::Confirmed => out.push(a.value.cidr),
+                AffinityState::Pending => {
+                    if let Some(b) = self.rw.get_block(&a.value.cidr).await?
+                        && b.value.affine_node() == Some(node)
+                    {
+                        let mut aff = a.value.clone();
+                        aff.state = AffinityState::Confirmed;
+                        let key = crate::keys::affinity(node, &aff.cidr);
+                        if self.rw.update_raw(&key, &aff, a.revision).await.is_ok() {
+                            out.push(aff.cidr);
+                        }
+                    }
+                }
+                AffinityState::PendingDeletion => {}
+            }
+        }
+        out.sort_by_key(|c| (c.network(), c.prefix()));
+        Ok(out)
+    }
+
+    /// Claim a free block for `node` from `pools` (two-phase affinity).
+    pub(crate) async fn claim_block(
+        &self,
+        node: &str,
+        pools: &[Pool],
+        v6: bool,
+        reserved: &Arc<Vec<IpNetwork>>,
+    ) -> Result<Option<IpNetwork>> {
+        // Known blocks come from one listing, then from what we learn; a
+        // candidate not known is probed with a read before claiming. If
+        // nothing is found that way, list again (blocks may have gone).
+        for relist in [false, true] {
+            let cached = self
+                .known_blocks
+                .lock()
+                .expect("poisoned")
+                .get(&v6)
+                .cloned();
+            let existing = match cached {
+                Some(set) if !relist => set,
+                _ => {
+                    let set: HashSet<IpNetwork> =
+                        self.rw.list_block_cidrs(v6).await?.into_iter().collect();
+                    self.known_blocks
+                        .lock()
+                        .expect("poisoned")
+                        .insert(v6, set.clone());
+                    set
+                }
+            };
+            if let Some(cidr) = self
+                .claim_free_block(node, pools, &existing, reserved)
+                .await?
+            {
+                return Ok(Some(cidr));
+            }
+        }
+        Ok(None)
+    }
+
+    fn learn_block(&self, cidr: IpNetwork) {
+        self.known_blocks
+            .lock()
+            .expect("poisoned")
+            .entry(cidr.is_ipv6())
+            .or_default()
+            .insert(cidr);
+    }
+
+    async fn claim_free_block(
+        &self,
+        node: &str,
+        pools: &[Pool],
+        existing: &HashSet<IpNetwork>,
+        reserved: &Arc<Vec<IpNetwork>>,
+    ) -> Result<Option<IpNetwork>> {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        node.hash(&mut hasher);
+        let seed = hasher.finish() as u128;
+        for pool in pools {
+            let count = pool.block_count();
+            // Start at a node-dependent offset so nodes do not all race for
+            // the first free block.
+            let start = seed % count;
+            for i in 0..count.min(1 << 20) {
+                let cidr = pool.nth_block((start + i) % count);
+                if existing.contains(&cidr) {
+                    continue;
+                }
+                let probe = Block::new(cidr, None)?;
+                if probe.available(&|ip| is_reserved(reserved, ip)) == 0 {
+                    continue;
+                }
+                if self.rw.get_block(&cidr).await?.is_some() {
+                    self.learn_block(cidr);
+                    continue;
+                }
+                let won = self.claim_one(node, &cidr).await?;
+                self.learn_block(cidr);
+                if won {
+                    return Ok(Some(cidr));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Try to claim `cidr` for `node`; `false` if someone else got it.
+    pub(crate) async fn claim_one(&self, node: &str, cidr: &IpNetwork) -> Result<bool> {
+        use datastore::model::ipam::{AffinityState, BlockAffinity};
+        let akey = crate::keys::affinity(node, cidr);
+        let mut aff = BlockAffinity {
+            state: AffinityState::Pending,
+            node: node.to_string(),
+            cidr: *cidr,
+            deleted: false,
+        };
+        // Phase 1: pending affinity.
+        let arev = match self.rw.create_raw(&akey, &aff).await {
+            Ok(rev) => rev,
+            Err(e) if is_conflict(&e) => match self.rw.get_affinity(node, cidr).await? {
+                Some(cur) if cur.value.state == AffinityState::Pending => cur.revision,
+                _ => return Ok(false),
+            },
+            Err(e) => {
+                return Err(IpamError::store(
+                    format!("claiming block {cidr} for {node}"),
+                    e,
+                ));
+            }
+        };
+        self.rw.fault(FaultPoint::AfterAffinityPending)?;
+        // Phase 2: the block, already affine. Creating it is the CAS that
+        // decides between racing claimers.
+        let mut block = Block::new(*cidr, Some(node))?;
+        block.mark_empty_since(self.now_ms());
+        match self.rw.create_block(&block).await {
+            Ok(_) => {}
+            Err(e) if is_conflict(&e) => {
+                let ours = self
+                    .rw
+                    .get_block(cidr)
+                    .await?
+                    .is_some_and(|b| b.value.affine_node() == Some(node));
+                if !ours {
+                    let _ = self.rw.delete_raw(&akey, Some(arev)).await;
+                    return Ok(false);
+                }
+            }
+            Err(e) => return Err(IpamError::store(format!("creating block {cidr}"), e)),
+        }
+        self.rw.fault(FaultPoint::AfterBlockCreate)?;
+        // Phase 3: confirm.
+        aff.state = AffinityState::Confirmed;
+        match self.rw.update_raw(&akey, &aff, arev).await {
+            Ok(_) => {}
+            // A concurrent claimer of the same node confirmed it first.
+            Err(e) if is_conflict(&e) => {}
+            Err(e) => return Err(IpamError::store(format!("confirming block {cidr}"), e)),
+        }
+        tracing::info!(node, %cidr, "claimed block");
+        Ok(true)
+    }
+}
