@@ -69,9 +69,9 @@ pub struct DatastoreSettings {
     pub etcd_ca_cert_file: Option<String>,
     pub etcd_username: Option<String>,
     pub etcd_password: Option<String>,
-    /// `datastore_path`: the embedded store's file (Manx; `MANX_DB` in
-    /// the environment otherwise).
-    pub datastore_path: Option<String>,
+    /// `manx_db` (alias `datastore_path`): the embedded store's file, as
+    /// manx-ipam reads it (`MANX_DB` in the environment otherwise).
+    pub manx_db: Option<String>,
 }
 
 /// One live attachment named in `cni.dev/valid-attachments`.
@@ -110,8 +110,8 @@ struct WireConf {
     etcd_username: Option<String>,
     #[serde(default)]
     etcd_password: Option<String>,
-    #[serde(default)]
-    datastore_path: Option<String>,
+    #[serde(default, alias = "datastore_path")]
+    manx_db: Option<String>,
     #[serde(default)]
     nodename: Option<String>,
     #[serde(default)]
@@ -228,7 +228,7 @@ impl NetConf {
                 etcd_ca_cert_file: wire.etcd_ca_cert_file.filter(|s| !s.is_empty()),
                 etcd_username: wire.etcd_username.filter(|s| !s.is_empty()),
                 etcd_password: wire.etcd_password.filter(|s| !s.is_empty()),
-                datastore_path: wire.datastore_path.filter(|s| !s.is_empty()),
+                manx_db: wire.manx_db.filter(|s| !s.is_empty()),
             },
             nodename: wire.nodename.filter(|s| !s.is_empty()),
             nodename_file: wire

@@ -2,7 +2,7 @@
 //!
 //! As Calico's plugin, the datastore is chosen by the config fields
 //! (`datastore_type`, `etcd_endpoints`, `etcd_*_file`, and Manx's
-//! `datastore_path` for the embedded file), which override the calicoctl
+//! `manx_db` for the embedded file, as manx-ipam), which override the calicoctl
 //! environment variables (`DATASTORE_TYPE`, `ETCD_ENDPOINTS`, `MANX_DB`…).
 //! The same variables are passed to the IPAM plugin ([`datastore_vars`]), so
 //! both plugins always talk to the same store.
@@ -56,7 +56,7 @@ pub fn datastore_vars(conf: &NetConf) -> Vec<(String, String)> {
     set("ETCD_CA_CERT_FILE", &d.etcd_ca_cert_file);
     set("ETCD_USERNAME", &d.etcd_username);
     set("ETCD_PASSWORD", &d.etcd_password);
-    set("MANX_DB", &d.datastore_path);
+    set("MANX_DB", &d.manx_db);
     vars
 }
 

@@ -369,3 +369,63 @@ pub fn result_ip(result: &serde_json::Value) -> String {
     let addr = result["ips"][0]["address"].as_str().unwrap();
     addr.split('/').next().unwrap().to_string()
 }
+
+/// The `manx-ipam` binary from the `manx-ipam` package, built into the same
+/// target directory as this test (`<target>/<profile>/manx-ipam`). Cargo
+/// gives tests only their own package's binaries, so this runs
+/// `cargo build -p manx-ipam --bin manx-ipam` once per test process (a
+/// no-op when up to date; `cargo nextest` and a preceding `cargo build
+/// --workspace` make it instant). `MANX_IPAM_BIN` overrides the path.
+pub fn manx_ipam_bin() -> PathBuf {
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Ok(p) = std::env::var("MANX_IPAM_BIN") {
+            return PathBuf::from(p);
+        }
+        let me = manx_bin();
+        let profile_dir = me.parent().unwrap().to_path_buf();
+        let target_dir = profile_dir.parent().unwrap().to_path_buf();
+        let release = profile_dir.file_name().is_some_and(|n| n == "release");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.toml");
+        let mut cmd = Command::new(cargo);
+        cmd.args([
+            "build",
+            "-q",
+            "-p",
+            "manx-ipam",
+            "--bin",
+            "manx-ipam",
+            "--manifest-path",
+            manifest,
+        ])
+        .env("CARGO_TARGET_DIR", &target_dir);
+        if release {
+            cmd.arg("--release");
+        }
+        let out = cmd.output().expect("run cargo build -p manx-ipam");
+        assert!(
+            out.status.success(),
+            "cargo build -p manx-ipam failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let bin = profile_dir.join("manx-ipam");
+        assert!(bin.exists(), "{} missing after cargo build", bin.display());
+        bin
+    })
+    .clone()
+}
+
+/// A manx network config using manx-ipam on the embedded store at `db`.
+pub fn manx_ipam_conf(version: &str, db: &Path) -> serde_json::Value {
+    serde_json::json!({
+        "cniVersion": version,
+        "name": "k8s-pod-network",
+        "type": "manx",
+        "datastore_type": "embedded",
+        "manx_db": db.display().to_string(),
+        "nodename": "node1",
+        "mtu": 1400,
+        "ipam": {"type": "manx-ipam", "assign_ipv4": "true"}
+    })
+}
