@@ -19,6 +19,7 @@ mod message;
 mod nlri;
 mod notification;
 mod open;
+mod split;
 mod update;
 
 pub use aspath::{AsPath, AsSegment};

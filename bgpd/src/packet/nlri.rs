@@ -235,7 +235,6 @@ pub(crate) fn encode_nlri(nlri: &Nlri, add_path: bool, out: &mut Vec<u8>) {
 }
 
 /// Encoded size of one entry.
-#[allow(dead_code)] // used by Update::split_to_fit (next commit)
 pub(crate) fn nlri_len(nlri: &Nlri, add_path: bool) -> usize {
     usize::from(nlri.prefix.prefix()).div_ceil(8) + 1 + if add_path { 4 } else { 0 }
 }

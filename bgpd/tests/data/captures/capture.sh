@@ -21,6 +21,10 @@ PIDS=()
 
 cleanup() {
     set +e
+    # Everything still running inside our namespaces, then what we started.
+    for ns in "$NS_A" "$NS_B"; do
+        for pid in $(ip netns pids "$ns" 2>/dev/null); do kill "$pid" 2>/dev/null; done
+    done
     for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null; done
     sleep 0.5
     for pid in "${PIDS[@]}"; do kill -9 "$pid" 2>/dev/null; done
@@ -116,12 +120,13 @@ cat >"$WORK/gobgpd.toml" <<'CONF'
       send-max = 4
 CONF
 
-A tcpdump -i mxpk-a -U -s 0 -w "$WORK/bgp.pcap" tcp port 179 2>"$WORK/tcpdump.log" &
+# `ip netns exec` execs the command, so $! is the daemon's own pid.
+ip netns exec "$NS_A" tcpdump -i mxpk-a -U -s 0 -w "$WORK/bgp.pcap" tcp port 179 2>"$WORK/tcpdump.log" &
 PIDS+=($!)
 sleep 1
-B gobgpd -f "$WORK/gobgpd.toml" --api-hosts 127.0.0.1:50051 >"$WORK/gobgpd.log" 2>&1 &
+ip netns exec "$NS_B" gobgpd -f "$WORK/gobgpd.toml" --api-hosts 127.0.0.1:50051 >"$WORK/gobgpd.log" 2>&1 &
 PIDS+=($!)
-A bird -c "$WORK/bird.conf" -s "$WORK/bird.ctl" -P "$WORK/bird.pid" -f >"$WORK/bird.log" 2>&1 &
+ip netns exec "$NS_A" bird -c "$WORK/bird.conf" -s "$WORK/bird.ctl" -P "$WORK/bird.pid" -f >"$WORK/bird.log" 2>&1 &
 PIDS+=($!)
 
 birdc() { A /usr/sbin/birdc -s "$WORK/bird.ctl" "$@"; }
