@@ -20,6 +20,12 @@
 //! Semantics follow calicoctl: `create` fails if the object exists, `update`
 //! (calicoctl `replace`) needs the `resourceVersion` you read, `apply`
 //! creates or overwrites (retrying CAS conflicts a few times).
+//!
+//! Every write validates first. IPPools are also checked against the other
+//! pools in a listing taken just before the write (overlap), and `cidr` /
+//! `blockSize` cannot change on update. That check and the write are two
+//! steps, so two *concurrent* creates of overlapping pools can both pass, as
+//! in Calico; IPAM never hands out an address twice regardless.
 
 use std::pin::Pin;
 use std::sync::Arc;
