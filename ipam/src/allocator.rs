@@ -166,6 +166,31 @@ struct Slot {
     leader: tokio::sync::Mutex<Option<Versioned<Block>>>,
     /// Free addresses at last sight: skip full blocks without a write.
     free_hint: AtomicU64,
+    /// When `free_hint` was last set from the store (real ms since epoch).
+    hint_at_ms: AtomicU64,
+}
+
+/// How long a block's free count seen in this process is trusted before a
+/// re-read (other processes may have freed addresses in it).
+const HINT_TTL_MS: u64 = 5_000;
+
+impl Slot {
+    fn set_hint(&self, free: u64) {
+        self.free_hint.store(free, Ordering::Release);
+        self.hint_at_ms
+            .store(SystemClock.now_ms(), Ordering::Release);
+    }
+}
+
+/// How much to trust a block's cached free count in [`Ipam::try_block`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Freshness {
+    /// Use the in-process free count.
+    Hint,
+    /// Re-read the block if its free count is older than [`HINT_TTL_MS`].
+    RefreshStale,
+    /// Re-read the block first.
+    Refresh,
 }
 
 /// The IPAM allocator. Cheap to share (`Arc<Ipam>`); concurrent calls are fine.
@@ -290,6 +315,7 @@ impl Ipam {
             .or_insert_with(|| {
                 Arc::new(Slot {
                     free_hint: AtomicU64::new(u64::MAX),
+                    hint_at_ms: AtomicU64::new(SystemClock.now_ms()),
                     ..Slot::default()
                 })
             })
@@ -423,8 +449,7 @@ impl Ipam {
             };
             match self.rw.update_block(&b, cur.revision).await {
                 Ok(rev) => {
-                    slot.free_hint
-                        .store(b.free_count() as u64, Ordering::Relaxed);
+                    slot.set_hint(b.free_count() as u64);
                     *cache = Some(Versioned {
                         value: b,
                         revision: rev,
@@ -529,7 +554,7 @@ impl Ipam {
                 *cache = self.rw.get_block(cidr).await?;
             }
             let Some(cur) = cache.as_ref() else {
-                slot.free_hint.store(0, Ordering::Relaxed);
+                slot.set_hint(0);
                 return Ok(batch.iter().map(|_| Vec::new()).collect());
             };
             let mut b = cur.value.clone();
@@ -547,14 +572,12 @@ impl Ipam {
                 }
             }
             if results.iter().all(|r| r.is_empty()) {
-                slot.free_hint
-                    .store(b.free_count() as u64, Ordering::Relaxed);
+                slot.set_hint(b.free_count() as u64);
                 return Ok(results);
             }
             match self.rw.update_block(&b, cur.revision).await {
                 Ok(rev) => {
-                    slot.free_hint
-                        .store(b.free_count() as u64, Ordering::Relaxed);
+                    slot.set_hint(b.free_count() as u64);
                     *cache = Some(Versioned {
                         value: b,
                         revision: rev,
@@ -590,26 +613,38 @@ impl Ipam {
         attrs: &Attrs,
         require_node: Option<&str>,
         reserved: &Arc<Vec<IpNetwork>>,
-        fresh: bool,
+        mode: Freshness,
     ) -> Result<Vec<(IpAddr, u64)>> {
+        let slot = self.slot(cidr);
+        let stale = SystemClock
+            .now_ms()
+            .saturating_sub(slot.hint_at_ms.load(Ordering::Acquire))
+            > HINT_TTL_MS;
+        if mode == Freshness::Refresh || (mode == Freshness::RefreshStale && stale) {
+            // Under the slot lock so the cached copy and the hint agree.
+            let mut cache = slot.leader.lock().await;
+            *cache = self.rw.get_block(cidr).await?;
+            let free = cache.as_ref().map_or(0, |b| {
+                b.value.available(&|ip| is_reserved(reserved, ip)) as u64
+            });
+            slot.set_hint(free);
+        }
         // Reserve room in the last-seen free count so concurrent requests
         // do not all pile onto a block that can serve only some of them
         // (each miss costs two handle writes).
-        if !fresh
-            && self
-                .slot(cidr)
-                .free_hint
-                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |h| {
-                    h.checked_sub(n as u64)
-                })
-                .is_err()
-        {
+        let Ok(before) = slot
+            .free_hint
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |h| {
+                (h > 0).then(|| h - h.min(n as u64))
+            })
+        else {
             return Ok(Vec::new());
-        }
+        };
+        let n = n.min(before.min(usize::MAX as u64) as usize);
         self.handle_add(&attrs.handle_id, cidr, n as i64).await?;
         self.rw.fault(FaultPoint::AfterHandleIncrement)?;
         let got = match self
-            .allocate_in_block(cidr, n, attrs, require_node, reserved, fresh)
+            .allocate_in_block(cidr, n, attrs, require_node, reserved, false)
             .await
         {
             Ok(got) => got,
@@ -796,8 +831,13 @@ impl Ipam {
                 if got.len() == n {
                     break;
                 }
+                let mode = if fresh {
+                    Freshness::RefreshStale
+                } else {
+                    Freshness::Hint
+                };
                 let r = self
-                    .try_block(cidr, n - got.len(), attrs, Some(node), reserved, fresh)
+                    .try_block(cidr, n - got.len(), attrs, Some(node), reserved, mode)
                     .await;
                 got.extend(
                     self.collect(r, &got, v6)
@@ -830,7 +870,14 @@ impl Ipam {
                     break;
                 }
                 let r = self
-                    .try_block(cidr, n - got.len(), attrs, Some(node), reserved, false)
+                    .try_block(
+                        cidr,
+                        n - got.len(),
+                        attrs,
+                        Some(node),
+                        reserved,
+                        Freshness::Hint,
+                    )
                     .await;
                 got.extend(
                     self.collect(r, &got, v6)
@@ -858,7 +905,14 @@ impl Ipam {
                 .or_default()
                 .push(cidr);
             let r = self
-                .try_block(&cidr, n - got.len(), attrs, Some(node), reserved, true)
+                .try_block(
+                    &cidr,
+                    n - got.len(),
+                    attrs,
+                    Some(node),
+                    reserved,
+                    Freshness::Refresh,
+                )
                 .await;
             got.extend(
                 self.collect(r, &got, v6)
@@ -866,6 +920,35 @@ impl Ipam {
                     .iter()
                     .map(|(ip, _)| to_net(*ip, &cidr)),
             );
+        }
+
+        // 2b. Before borrowing or giving up: re-read every own block (another
+        // process may have freed addresses in one the hints call full).
+        if got.len() < n {
+            for cidr in self.affine_blocks(node, v6).await? {
+                if got.len() == n {
+                    break;
+                }
+                if in_pools(&cidr).is_none() {
+                    continue;
+                }
+                let r = self
+                    .try_block(
+                        &cidr,
+                        n - got.len(),
+                        attrs,
+                        Some(node),
+                        reserved,
+                        Freshness::Refresh,
+                    )
+                    .await;
+                got.extend(
+                    self.collect(r, &got, v6)
+                        .await?
+                        .iter()
+                        .map(|(ip, _)| to_net(*ip, &cidr)),
+                );
+            }
         }
 
         // 3. Borrow from other nodes' blocks.
@@ -883,7 +966,14 @@ impl Ipam {
                 }
                 let cidr = b.value.cidr();
                 let r = self
-                    .try_block(&cidr, n - got.len(), attrs, None, reserved, true)
+                    .try_block(
+                        &cidr,
+                        n - got.len(),
+                        attrs,
+                        None,
+                        reserved,
+                        Freshness::Refresh,
+                    )
                     .await;
                 got.extend(
                     self.collect(r, &got, v6)
