@@ -9,8 +9,10 @@
 //! since only one writer commits at a time, ids become visible in order: a
 //! reader that sees revision N has every revision below N.
 //!
-//! Watches poll the log for rows past their last revision (every
-//! [`POLL_INTERVAL`], or at once when a write from this process commits).
+//! Watches read the log for rows past their last revision when woken: at
+//! once when a write from this process commits, and within
+//! [`POLL_INTERVAL`] for other processes' writes (one poller task per store
+//! handle watches the revision for all of its watchers).
 //! [`EmbeddedStore::compact`] drops superseded rows; a watcher that needs one
 //! of them gets [`WatchEvent::Resync`].
 //!
@@ -20,7 +22,8 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -36,6 +39,9 @@ pub const DEFAULT_DB_PATH: &str = "/var/lib/manx/manx.db";
 
 /// How often a watch looks for writes made by other processes.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(10);
+
+/// A watcher with no wake-up for this long polls anyway.
+const SAFETY_POLL: Duration = Duration::from_secs(1);
 
 /// How long a write waits for another process's write lock.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -100,6 +106,8 @@ struct Shared {
     readers: Mutex<Vec<Connection>>,
     /// Bumped after each local commit: wakes this process's watchers early.
     changed: watch::Sender<u64>,
+    /// Whether the revision poller task runs (see [`Shared::ensure_poller`]).
+    poller_running: AtomicBool,
 }
 
 impl fmt::Debug for EmbeddedStore {
@@ -436,6 +444,7 @@ impl EmbeddedStore {
                 writer: Mutex::new(writer),
                 readers: Mutex::new(Vec::new()),
                 changed,
+                poller_running: AtomicBool::new(false),
             }),
         })
     }
@@ -512,6 +521,47 @@ impl EmbeddedStore {
 }
 
 impl Shared {
+    /// Start the task that notices other processes' writes, unless it runs.
+    ///
+    /// One task per store handle, not one per watch: every [`POLL_INTERVAL`]
+    /// it reads the current revision (one row) and, when it moved, wakes
+    /// every watcher through `changed`. Idle watchers cost nothing more. It
+    /// stops when no watcher is left (or the store is gone) and the next
+    /// watch starts it again.
+    fn ensure_poller(shared: &Arc<Shared>) {
+        if shared.poller_running.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let weak: Weak<Shared> = Arc::downgrade(shared);
+        tokio::spawn(async move {
+            let mut seen: Option<Revision> = None;
+            loop {
+                tokio::time::sleep(POLL_INTERVAL).await;
+                let Some(shared) = weak.upgrade() else { return };
+                if shared.changed.receiver_count() == 0 {
+                    shared.poller_running.store(false, Ordering::SeqCst);
+                    // A watch that subscribed just now saw `true` and left
+                    // the polling to us: take it back if so, else stop.
+                    if shared.changed.receiver_count() == 0
+                        || shared.poller_running.swap(true, Ordering::SeqCst)
+                    {
+                        return;
+                    }
+                }
+                match shared.clone().with_reader(|c| current_revision(c)).await {
+                    Ok(rev) if seen != Some(rev) => {
+                        seen = Some(rev);
+                        shared.changed.send_modify(|n| *n = n.wrapping_add(1));
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::debug!(error = %e, "embedded datastore revision poll failed");
+                    }
+                }
+            }
+        });
+    }
+
     async fn with_reader<R: Send + 'static>(
         self: Arc<Self>,
         f: impl FnOnce(&mut Connection) -> rusqlite::Result<R> + Send + 'static,
@@ -581,9 +631,11 @@ impl Datastore for EmbeddedStore {
         prefix: &str,
         from_revision: Revision,
     ) -> Result<WatchStream, StoreError> {
+        let rx = self.shared.changed.subscribe();
+        Shared::ensure_poller(&self.shared);
         let cursor = Cursor {
             shared: self.shared.clone(),
-            rx: self.shared.changed.subscribe(),
+            rx,
             prefix: prefix.to_string(),
             last: from_revision,
             pending: VecDeque::new(),
@@ -643,9 +695,11 @@ impl Cursor {
                     self.pending.extend(events);
                     if self.pending.is_empty() {
                         self.last = up_to;
+                        // Woken by a local commit or by the poller; the
+                        // timeout is only a safety net.
                         tokio::select! {
                             _ = self.rx.changed() => {}
-                            _ = tokio::time::sleep(POLL_INTERVAL) => {}
+                            _ = tokio::time::sleep(SAFETY_POLL) => {}
                         }
                     }
                 }
@@ -762,6 +816,42 @@ mod tests {
             .await
             .is_err()
         );
+    }
+
+    #[tokio::test]
+    async fn poller_restarts_for_new_watchers() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.db");
+        let a = EmbeddedStore::open(&path).await.unwrap();
+        let b = EmbeddedStore::open(&path).await.unwrap();
+        for round in 0..3u8 {
+            let from = b.revision().await.unwrap();
+            let mut w = b.watch("/", from).await.unwrap();
+            assert!(b.shared.poller_running.load(Ordering::SeqCst));
+            // The watcher is idle, waiting, before the write lands.
+            let waiting = tokio::spawn(async move {
+                let ev = w.next().await.unwrap().unwrap();
+                (ev, w)
+            });
+            tokio::time::sleep(POLL_INTERVAL * 3).await;
+            // Written through another handle: only the poller can tell `b`.
+            let rev = a.create(&format!("/k{round}"), vec![round]).await.unwrap();
+            let (ev, w) = tokio::time::timeout(Duration::from_secs(10), waiting)
+                .await
+                .expect("no event from the other handle")
+                .unwrap();
+            assert_eq!(ev.revision(), rev);
+            drop(w);
+            // With no watcher left the poller stops.
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            while b.shared.poller_running.load(Ordering::SeqCst) {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "poller never stopped"
+                );
+                tokio::time::sleep(POLL_INTERVAL).await;
+            }
+        }
     }
 
     #[tokio::test]
