@@ -8,9 +8,12 @@
 //!   task per connection), TCP-MD5 and GTSM.
 //! * [`speaker`] — the actor that owns all peers, FSMs, timers and the RIB;
 //!   [`tasks`] draws every task and channel.
+//! * [`cluster`] — the peers a node has, from the datastore's `Node`s,
+//!   `BGPPeer`s and `BGPConfiguration` (mesh, route reflectors).
 //! * [`config`] — the daemon's YAML; [`control`] — the local status socket
 //!   and its client (`manxctl node status`).
 
+pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod fsm;
