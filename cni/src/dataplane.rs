@@ -391,10 +391,8 @@ pub async fn unwire(
     pod_ifname: &str,
 ) -> Result<(), CniError> {
     if let Some(pod) = pod {
-        // Only delete the pod interface if it is a veth whose peer is ours,
-        // or any interface of that name when the host end is gone already:
-        // the pod side of a failed ADD by another plugin is not ours, but
-        // CNI gives us the interface name as ours to manage.
+        // CNI_IFNAME in this sandbox is ours to manage (spec: the runtime
+        // gives each plugin its interface name).
         pod.delete_link_by_name(pod_ifname).await?;
     }
     host.delete_link_by_name(host_ifname).await?;

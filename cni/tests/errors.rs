@@ -22,22 +22,58 @@ fn bad_environment_and_config_give_codes_and_messages() {
         c
     };
     let env_cases: Vec<(Call, u32, &str)> = vec![
-        (set(&|c| c.command = String::new()), 4, "CNI_COMMAND is not set"),
-        (set(&|c| c.command = "UP".into()), 4, "CNI_COMMAND \"UP\" is not a CNI command"),
-        (set(&|c| c.container_id = String::new()), 4, "CNI_CONTAINERID is not set"),
-        (set(&|c| c.container_id = "_bad".into()), 4, "CNI_CONTAINERID \"_bad\" is not valid"),
+        (
+            set(&|c| c.command = String::new()),
+            4,
+            "CNI_COMMAND is not set",
+        ),
+        (
+            set(&|c| c.command = "UP".into()),
+            4,
+            "CNI_COMMAND \"UP\" is not a CNI command",
+        ),
+        (
+            set(&|c| c.container_id = String::new()),
+            4,
+            "CNI_CONTAINERID is not set",
+        ),
+        (
+            set(&|c| c.container_id = "_bad".into()),
+            4,
+            "CNI_CONTAINERID \"_bad\" is not valid",
+        ),
         (set(&|c| c.netns = String::new()), 4, "CNI_NETNS is not set"),
-        (set(&|c| c.netns = "/var/run/netns/../netns/x".into()), 4, "'..'"),
-        (set(&|c| c.netns = "/var/run/netns/mxcn-missing".into()), 4, "does not exist"),
+        (
+            set(&|c| c.netns = "/var/run/netns/../netns/x".into()),
+            4,
+            "'..'",
+        ),
+        (
+            set(&|c| c.netns = "/var/run/netns/mxcn-missing".into()),
+            4,
+            "does not exist",
+        ),
         (
             set(&|c| c.ifname = "eth0/x".into()),
             4,
             "CNI_IFNAME \"eth0/x\" is not a valid interface name: at most 15 characters, no '/', ':' or spaces",
         ),
-        (set(&|c| c.ifname = "averyveryverylongname".into()), 4, "at most 15 characters"),
-        (set(&|c| c.args = "K8S_POD_NAME=x;FOO=1".into()), 4, "unknown key \"FOO\""),
+        (
+            set(&|c| c.ifname = "averyveryverylongname".into()),
+            4,
+            "at most 15 characters",
+        ),
+        (
+            set(&|c| c.args = "K8S_POD_NAME=x;FOO=1".into()),
+            4,
+            "unknown key \"FOO\"",
+        ),
         (set(&|c| c.path = String::new()), 4, "CNI_PATH is not set"),
-        (set(&|c| c.path = "/nonexistent".into()), 7, "IPAM plugin \"host-local\" was not found in CNI_PATH"),
+        (
+            set(&|c| c.path = "/nonexistent".into()),
+            7,
+            "IPAM plugin \"host-local\" was not found in CNI_PATH",
+        ),
     ];
     for (call, code, needle) in env_cases {
         let out = manx(&node, &call, &conf);
