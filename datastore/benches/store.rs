@@ -9,7 +9,8 @@
 //!   watch, an INSERT then a SELECT of the new row on a second connection.
 //!
 //! The two sides of each pair alternate (chunk by chunk, sample by sample),
-//! so load from other processes falls on both alike. The embedded store is
+//! so load from other processes falls on both alike; watch probes start at
+//! spread-out times (see `jitter`). The embedded store is
 //! measured durable (fsync per commit: the numbers are mostly the disk's)
 //! and not durable (synchronous=NORMAL: the numbers are mostly our code's).
 //!
@@ -70,6 +71,15 @@ fn row_lat(name: &str, ours: Vec<Duration>, base: Vec<Duration>, base_name: &str
         ms(base.p99),
         ours.p50.as_secs_f64() / base.p50.as_secs_f64()
     );
+}
+
+/// A pause of 0..POLL_INTERVAL, spread over the samples, before a probe's
+/// write: writes back to back would fall in step with the embedded store's
+/// poller and always wait a full interval (or never), which no real writer
+/// does.
+async fn jitter(i: usize) {
+    let step = datastore::embedded::POLL_INTERVAL.as_micros() as u64 / 16;
+    tokio::time::sleep(Duration::from_micros((i as u64 * 7 % 16) * step)).await;
 }
 
 /// Sequential CAS updates of one key.
@@ -237,7 +247,9 @@ async fn bench_embedded(durable: bool) {
     let (mut s_same, mut s_far, mut s_base) = (vec![], vec![], vec![]);
     for i in 0..WATCH_N {
         s_base.push(raw.visible_once(i));
+        jitter(i).await;
         s_same.push(same.once(i).await);
+        jitter(i + 1).await;
         s_far.push(far.once(i).await);
     }
     let base_name = "INSERT + SELECT on 2nd conn";
@@ -339,7 +351,9 @@ async fn bench_etcd() {
     let mut probe = WatchProbe::new(&store, &store, "/bench/w/").await;
     let (mut s_ours, mut s_base) = (vec![], vec![]);
     for i in 0..WATCH_N {
+        jitter(i).await;
         s_base.push(raw.watch_once(i).await);
+        jitter(i + 1).await;
         s_ours.push(probe.once(i).await);
     }
     row_lat(
