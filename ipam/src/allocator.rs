@@ -33,18 +33,18 @@
 //!
 //! Every write that can race is a CAS retried a bounded number of times.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use datastore::Datastore;
-use datastore::model::ipam::{IPAMConfig, IPAMHandle};
+use datastore::model::ipam::IPAMConfig;
 use ipnetwork::IpNetwork;
 use tokio::sync::oneshot;
 
-use crate::block::{Attrs, Block, IntendedUse, Release};
+use crate::block::{Attrs, Block, IntendedUse};
 use crate::blockrw::{BlockRw, FaultPlan, FaultPoint, Versioned, is_conflict};
 use crate::error::{IpamError, Result};
 use crate::topology::{Labels, Pool, Topology};
@@ -173,6 +173,8 @@ struct Slot {
 /// How long a block's free count seen in this process is trusted before a
 /// re-read (other processes may have freed addresses in it).
 const HINT_TTL_MS: u64 = 5_000;
+/// Same for a block seen full.
+const FULL_HINT_TTL_MS: u64 = 60_000;
 
 impl Slot {
     fn set_hint(&self, free: u64) {
@@ -368,62 +370,6 @@ impl Ipam {
     // ------------------------------------------------------------------
     // Handles
 
-    /// Add `delta` to `handle`'s count for `cidr` (creating / deleting the
-    /// handle as needed). CAS, retried.
-    pub(crate) async fn handle_add(
-        &self,
-        handle: &str,
-        cidr: &IpNetwork,
-        delta: i64,
-    ) -> Result<()> {
-        let key = crate::keys::handle(handle);
-        let cidr_s = cidr.to_string();
-        // Fresh handles are the common case (one per pod): try create first.
-        let mut try_create = delta > 0;
-        for _ in 0..self.opts.max_retries {
-            if try_create {
-                let h = IPAMHandle {
-                    handle_id: handle.to_string(),
-                    block: BTreeMap::from([(cidr_s.clone(), delta as u64)]),
-                    deleted: false,
-                };
-                match self.rw.create_raw(&key, &h).await {
-                    Ok(_) => return Ok(()),
-                    Err(e) if is_conflict(&e) => try_create = false,
-                    Err(e) => return Err(IpamError::store(format!("creating handle {handle}"), e)),
-                }
-            }
-            let Some(cur) = self.rw.get_handle(handle).await? else {
-                if delta <= 0 {
-                    return Ok(());
-                }
-                try_create = true;
-                continue;
-            };
-            let mut h = cur.value;
-            let count = h.block.get(&cidr_s).copied().unwrap_or(0) as i64 + delta;
-            if count > 0 {
-                h.block.insert(cidr_s.clone(), count as u64);
-            } else {
-                h.block.remove(&cidr_s);
-            }
-            let res = if h.block.is_empty() {
-                self.rw.delete_raw(&key, Some(cur.revision)).await
-            } else {
-                self.rw.update_raw(&key, &h, cur.revision).await
-            };
-            match res {
-                Ok(_) => return Ok(()),
-                Err(e) if is_conflict(&e) => continue,
-                Err(e) => return Err(IpamError::store(format!("updating handle {handle}"), e)),
-            }
-        }
-        Err(IpamError::Contention {
-            what: format!("handle {handle}"),
-            attempts: self.opts.max_retries,
-        })
-    }
-
     // ------------------------------------------------------------------
     // Block writes (all through the block's slot so the cache stays right)
 
@@ -616,10 +562,18 @@ impl Ipam {
         mode: Freshness,
     ) -> Result<Vec<(IpAddr, u64)>> {
         let slot = self.slot(cidr);
+        // A block seen full is re-read less often: it rarely matters, and a
+        // node accumulates many full blocks (step 2b re-reads them all
+        // before borrowing or giving up anyway).
+        let ttl = if slot.free_hint.load(Ordering::Acquire) == 0 {
+            FULL_HINT_TTL_MS
+        } else {
+            HINT_TTL_MS
+        };
         let stale = SystemClock
             .now_ms()
             .saturating_sub(slot.hint_at_ms.load(Ordering::Acquire))
-            > HINT_TTL_MS;
+            > ttl;
         if mode == Freshness::Refresh || (mode == Freshness::RefreshStale && stale) {
             // Under the slot lock so the cached copy and the hint agree.
             let mut cache = slot.leader.lock().await;
@@ -1016,69 +970,6 @@ impl Ipam {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn explain_exhaustion(
-        &self,
-        node: &str,
-        pools: &[Pool],
-        cfg: &IPAMConfig,
-        max_blocks: u32,
-        v6: bool,
-        n: usize,
-        reserved: &Arc<Vec<IpNetwork>>,
-    ) -> Result<String> {
-        let blocks = self.rw.list_blocks().await?;
-        let mut parts = Vec::new();
-        for p in pools {
-            let total = p.block_count();
-            let in_pool: Vec<&Block> = blocks
-                .iter()
-                .map(|b| &b.value)
-                .filter(|b| b.cidr().is_ipv6() == v6 && p.cidr.contains(b.cidr().network()))
-                .collect();
-            let own = in_pool
-                .iter()
-                .filter(|b| b.affine_node() == Some(node))
-                .count();
-            let others = in_pool
-                .iter()
-                .filter(|b| b.affine_node().is_some_and(|a| a != node))
-                .count();
-            let free_own: u32 = in_pool
-                .iter()
-                .filter(|b| b.affine_node() == Some(node))
-                .map(|b| b.available(&|ip| is_reserved(reserved, ip)))
-                .sum();
-            let free_other: u32 = in_pool
-                .iter()
-                .filter(|b| b.affine_node() != Some(node))
-                .map(|b| b.available(&|ip| is_reserved(reserved, ip)))
-                .sum();
-            let mut s = format!("pool {} has {total} blocks", p.cidr);
-            if in_pool.len() as u128 == total && own == 0 && others as u128 == total {
-                s.push_str(", all affine to other nodes");
-            } else {
-                s.push_str(&format!(
-                    " ({own} affine to {node} with {free_own} free, {others} affine to other nodes, {} unclaimed)",
-                    total - in_pool.len() as u128
-                ));
-            }
-            if cfg.strict_affinity && (free_other > 0 || others > 0) {
-                s.push_str(", and strictAffinity is on");
-            } else if free_other == 0 && others > 0 {
-                s.push_str(", and every other block is full");
-            }
-            parts.push(s);
-        }
-        if max_blocks > 0 {
-            parts.push(format!("node {node} is at maxBlocksPerHost={max_blocks}"));
-        }
-        if !cfg.auto_allocate_blocks {
-            parts.push("autoAllocateBlocks is off".into());
-        }
-        Ok(format!("wanted {n}: {}", parts.join("; ")))
-    }
-
     // ------------------------------------------------------------------
     // Assign a given address, release
 
@@ -1139,106 +1030,6 @@ impl Ipam {
                 Err(e)
             }
         }
-    }
-
-    /// Find the block holding `ip` among `cidrs`.
-    fn block_of(cidrs: &[IpNetwork], ip: IpAddr) -> Option<IpNetwork> {
-        cidrs.iter().find(|c| c.contains(ip)).copied()
-    }
-
-    /// Release `ips` (idempotent: addresses not allocated are skipped).
-    /// Returns the addresses actually freed.
-    pub async fn release_ips(&self, ips: &[IpAddr]) -> Result<Vec<IpAddr>> {
-        let with_seq: Vec<(IpAddr, Option<u64>)> = ips.iter().map(|ip| (*ip, None)).collect();
-        self.release_checked(&with_seq).await
-    }
-
-    /// Release `ips`, each only if its allocation still has the given sequence
-    /// number (when `Some`): GC's guard against freeing a reused address.
-    pub async fn release_checked(&self, ips: &[(IpAddr, Option<u64>)]) -> Result<Vec<IpAddr>> {
-        if ips.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut cidrs = self.rw.list_block_cidrs(false).await?;
-        cidrs.extend(self.rw.list_block_cidrs(true).await?);
-        let mut by_block: BTreeMap<IpNetwork, Vec<(IpAddr, Option<u64>)>> = BTreeMap::new();
-        for (ip, seq) in ips {
-            if let Some(c) = Self::block_of(&cidrs, *ip) {
-                by_block.entry(c).or_default().push((*ip, *seq));
-            }
-        }
-        let now = self.now_ms();
-        let mut freed = Vec::new();
-        for (cidr, list) in by_block {
-            let r = self
-                .modify_block(&cidr, |b| {
-                    let mut done: Vec<(IpAddr, Option<String>)> = Vec::new();
-                    for (ip, seq) in &list {
-                        if let Release::Released { handle_id } = b.release(*ip, *seq, now)? {
-                            done.push((*ip, handle_id));
-                        }
-                    }
-                    Ok(if done.is_empty() { None } else { Some(done) })
-                })
-                .await?;
-            let Some(done) = r else { continue };
-            self.rw.fault(FaultPoint::AfterBlockRelease)?;
-            let mut per_handle: BTreeMap<String, i64> = BTreeMap::new();
-            for (ip, h) in done {
-                freed.push(ip);
-                if let Some(h) = h {
-                    *per_handle.entry(h).or_default() += 1;
-                }
-            }
-            for (h, count) in per_handle {
-                self.handle_add(&h, &cidr, -count).await?;
-            }
-        }
-        Ok(freed)
-    }
-
-    /// Release every address of `handle_id` and delete the handle. Idempotent:
-    /// an unknown handle releases nothing.
-    pub async fn release_by_handle(&self, handle_id: &str) -> Result<Vec<IpAddr>> {
-        let mut freed = Vec::new();
-        for _ in 0..self.opts.max_retries {
-            let Some(h) = self.rw.get_handle(handle_id).await? else {
-                return Ok(freed);
-            };
-            let now = self.now_ms();
-            for cidr_s in h.value.block.keys() {
-                let Ok(cidr) = cidr_s.parse::<IpNetwork>() else {
-                    continue;
-                };
-                let r = self
-                    .modify_block(&cidr, |b| {
-                        let ips = b.release_handle(handle_id, now);
-                        Ok(if ips.is_empty() { None } else { Some(ips) })
-                    })
-                    .await?;
-                if let Some(ips) = r {
-                    self.rw.fault(FaultPoint::AfterBlockRelease)?;
-                    freed.extend(ips);
-                }
-            }
-            match self
-                .rw
-                .delete_raw(&crate::keys::handle(handle_id), Some(h.revision))
-                .await
-            {
-                Ok(_) => return Ok(freed),
-                // Someone changed the handle meanwhile (a concurrent assign
-                // with the same handle): go round again.
-                Err(e) if is_conflict(&e) => continue,
-                Err(e) => {
-                    return Err(IpamError::store(format!("deleting handle {handle_id}"), e));
-                }
-            }
-        }
-        Err(IpamError::Contention {
-            what: format!("handle {handle_id}"),
-            attempts: self.opts.max_retries,
-        })
     }
 
     /// Addresses held by `handle_id`.

@@ -21,8 +21,11 @@ pub mod check;
 pub mod claim;
 pub mod cni_plugin;
 pub mod error;
+mod exhaustion;
+mod handles;
 pub mod keys;
 pub mod ops;
+pub mod release;
 pub mod resources;
 pub mod topology;
 

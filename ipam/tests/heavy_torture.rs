@@ -4,7 +4,7 @@
 //! map equals what the allocators got, and `check` is clean.
 //!
 //! N is `MANX_TORTURE_PER_ALLOCATOR` (the bench/full size is 1000; the test
-//! default is 40 to keep the suite within minutes on 2 shared cores).
+//! default is 100 to keep the suite within minutes on 2 shared cores).
 
 mod support;
 
@@ -15,7 +15,7 @@ use support::torture;
 
 const NODES: usize = 4;
 const PER_NODE: usize = 32;
-const DEFAULT_PER_ALLOCATOR: usize = 40;
+const DEFAULT_PER_ALLOCATOR: usize = 100;
 
 fn per_allocator() -> usize {
     std::env::var("MANX_TORTURE_PER_ALLOCATOR")
