@@ -727,3 +727,56 @@ pub fn down(id: &str) -> Result<()> {
     }
     Ok(())
 }
+
+/// Delete a pod through the CNI plugin (DEL), then its namespace.
+pub fn del_pod(state: &mut LabState, pod: &str) -> Result<()> {
+    let Some(idx) = state.pods.iter().position(|p| p.name == pod) else {
+        bail!("no pod {pod} in lab {}", state.spec.id);
+    };
+    let p = state.pods.remove(idx);
+    let node = state
+        .nodes
+        .iter()
+        .find(|n| n.name == p.node)
+        .cloned()
+        .with_context(|| format!("pod {pod} on unknown node {}", p.node))?;
+    cni(state, &node, "DEL", &p.netns)?;
+    drop(Netns::adopt(&p.netns));
+    let _ = Command::new("ip")
+        .args(["netns", "del", &p.netns])
+        .stderr(Stdio::null())
+        .status();
+    state.namespaces.retain(|n| n != &p.netns);
+    state.save()?;
+    Ok(())
+}
+
+/// The prefixes of one routing-table listing, by kind.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct NodeRoutes {
+    /// `blackhole <block>` (this node's blocks).
+    pub blackholes: Vec<String>,
+    /// `<block> via ...` routes Manx programmed (other nodes' blocks).
+    pub remote: Vec<String>,
+    /// `<ip> dev cali...` workload routes.
+    pub workloads: Vec<String>,
+}
+
+/// Parse `ip route` output into Manx's kinds of routes (protocol 77).
+pub fn parse_routes(text: &str) -> NodeRoutes {
+    let mut r = NodeRoutes::default();
+    for line in text.lines().filter(|l| l.contains("proto 77")) {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        if words.first() == Some(&"blackhole") {
+            r.blackholes.push(words[1].to_string());
+        } else if line.contains(" dev cali") {
+            r.workloads.push(words[0].to_string());
+        } else if line.contains(" via ") {
+            r.remote.push(words[0].to_string());
+        }
+    }
+    for v in [&mut r.blackholes, &mut r.remote, &mut r.workloads] {
+        v.sort();
+    }
+    r
+}
