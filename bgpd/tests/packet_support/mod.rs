@@ -21,7 +21,11 @@ pub fn captures_dir() -> PathBuf {
 }
 
 pub fn load_capture(name: &str) -> Capture {
-    let path = captures_dir().join(name);
+    load_capture_from(&captures_dir(), name)
+}
+
+pub fn load_capture_from(dir: &std::path::Path, name: &str) -> Capture {
+    let path = dir.join(name);
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("{}: {e}; run capture.sh to regenerate", path.display()));
     let mut source = String::new();
@@ -236,4 +240,34 @@ pub fn families(update: &Update) -> Vec<AfiSafi> {
         out.push(u.family);
     }
     out
+}
+
+/// Decode every message of both directions of a captured session, check
+/// the byte-exact re-encoding and the agreement with bgp-rs on UPDATEs.
+/// Returns the number of messages checked.
+pub fn check_session(dir: &std::path::Path, a: &str, b: &str) -> usize {
+    use bgpd::packet::{decode_message, encode_message};
+    let mut checked = 0;
+    for (name, reply) in [(a, b), (b, a)] {
+        let sent = load_capture_from(dir, name);
+        let caps = receiver_caps(&sent, &load_capture_from(dir, reply));
+        for (i, bytes) in sent.messages.iter().enumerate() {
+            let (msg, used) = decode_message(bytes, &caps)
+                .unwrap_or_else(|e| panic!("{name} message {i}: {e}"))
+                .unwrap_or_else(|| panic!("{name} message {i}: incomplete"));
+            assert_eq!(used, bytes.len(), "{name} message {i}");
+            let mut out = Vec::new();
+            encode_message(&msg, &caps.reversed(), &mut out).unwrap();
+            assert_eq!(&out, bytes, "{name} message {i}: {msg:?}");
+            if let Message::Update(u) = &msg {
+                assert_eq!(
+                    our_fields(u),
+                    bgp_rs_fields(bytes, &caps),
+                    "{name} message {i}"
+                );
+            }
+            checked += 1;
+        }
+    }
+    checked
 }
