@@ -88,6 +88,16 @@ pub struct LabSpec {
     pub pool_cidr: String,
     /// Where manx-node, manx, manx-ipam and manxctl live.
     pub bin_dir: PathBuf,
+    /// Give every node a second NIC `eth1` on 172.30.5.0/24 (bridge `br5`).
+    #[serde(default)]
+    pub second_nic: bool,
+    /// manx-node's `IP_AUTODETECTION_METHOD`.
+    #[serde(default = "default_autodetect")]
+    pub autodetect: String,
+}
+
+fn default_autodetect() -> String {
+    "interface=eth0".into()
 }
 
 impl LabSpec {
@@ -101,6 +111,8 @@ impl LabSpec {
             pods_per_node: 1,
             pool_cidr: "10.65.0.0/16".into(),
             bin_dir: default_bin_dir(),
+            second_nic: false,
+            autodetect: default_autodetect(),
         }
     }
 }
@@ -334,6 +346,10 @@ fn build(state: &mut LabState) -> Result<()> {
         hub.ip(&["link", "add", &format!("br{s}"), "type", "bridge"])?;
         hub.ip(&["link", "set", &format!("br{s}"), "up"])?;
     }
+    if state.spec.second_nic {
+        hub.ip(&["link", "add", "br5", "type", "bridge"])?;
+        hub.ip(&["link", "set", "br5", "up"])?;
+    }
     if cross {
         progress("router namespace joining 172.30.0.0/24 and 172.30.1.0/24");
         let rtr = Netns::create(&ns_name(&id, "rtr"))?.persist();
@@ -386,6 +402,11 @@ fn build(state: &mut LabState) -> Result<()> {
                 "via",
                 &format!("172.30.{subnet}.1"),
             ])?;
+        }
+        if state.spec.second_nic {
+            plug(&hub, &ns, &format!("s{i}"), "eth1", 5)?;
+            ns.ip(&["addr", "add", &format!("172.30.5.{host}/24"), "dev", "eth1"])?;
+            ns.ip(&["link", "set", "eth1", "up"])?;
         }
         state.nodes.push(node);
         state.save()?;
@@ -455,7 +476,7 @@ pub fn start_node(state: &mut LabState, i: usize) -> Result<()> {
         .envs(pool_env(state))
         .env("NODENAME", &node.name)
         .env("IP", "autodetect")
-        .env("IP_AUTODETECTION_METHOD", "interface=eth0")
+        .env("IP_AUTODETECTION_METHOD", &state.spec.autodetect)
         .env("MANX_RUN_DIR", &node.run_dir)
         .env("MANX_HEALTH_LISTEN", format!("{}:9099", node.ip))
         .env("RUST_LOG", "info");
@@ -472,6 +493,15 @@ fn wait_ready(state: &LabState) -> Result<()> {
             &format!("{} /readyz", node.name),
             Duration::from_secs(60),
             || {
+                if let Some(pid) = node.pid
+                    && !Path::new(&format!("/proc/{pid}")).exists()
+                {
+                    bail!(
+                        "manx-node on {} exited (see {})",
+                        node.name,
+                        node.run_dir.join("manx-node.log").display()
+                    );
+                }
                 let out = ns
                     .command(state.bin("manxctl"))
                     .args(["node", "ready"])
