@@ -39,6 +39,16 @@ pub enum Mode {
     Ipip,
     /// `vxlanMode: CrossSubnet` across two subnets joined by a router.
     Crosssubnet,
+    /// `ipipMode: CrossSubnet` across two subnets (needs ipip).
+    #[serde(rename = "ipip-crosssubnet")]
+    IpipCrosssubnet,
+}
+
+impl Mode {
+    /// Two subnets joined by a router namespace.
+    pub fn two_subnets(self) -> bool {
+        matches!(self, Mode::Crosssubnet | Mode::IpipCrosssubnet)
+    }
 }
 
 impl std::str::FromStr for Mode {
@@ -49,7 +59,10 @@ impl std::str::FromStr for Mode {
             "vxlan" => Mode::Vxlan,
             "ipip" => Mode::Ipip,
             "crosssubnet" => Mode::Crosssubnet,
-            other => bail!("unknown mode {other:?}: use direct, vxlan, ipip or crosssubnet"),
+            "ipip-crosssubnet" => Mode::IpipCrosssubnet,
+            other => bail!(
+                "unknown mode {other:?}: use direct, vxlan, ipip, crosssubnet or ipip-crosssubnet"
+            ),
         })
     }
 }
@@ -335,7 +348,7 @@ fn ns_name(id: &str, part: &str) -> String {
 
 fn build(state: &mut LabState) -> Result<()> {
     let id = state.spec.id.clone();
-    let cross = state.spec.mode == Mode::Crosssubnet;
+    let cross = state.spec.mode.two_subnets();
     // The hub holds the L2 segment(s).
     let hub = Netns::create(&ns_name(&id, "hub"))?.persist();
     state.namespaces.push(hub.clone());
@@ -459,11 +472,14 @@ fn pool_env(state: &LabState) -> Vec<(String, String)> {
         Mode::Vxlan => ("Never", "Always"),
         Mode::Ipip => ("Always", "Never"),
         Mode::Crosssubnet => ("Never", "CrossSubnet"),
+        Mode::IpipCrosssubnet => ("CrossSubnet", "Never"),
     };
     vec![
         ("MANX_IPV4POOL_CIDR".into(), state.spec.pool_cidr.clone()),
         ("MANX_IPV4POOL_IPIP".into(), ipip.into()),
         ("MANX_IPV4POOL_VXLAN".into(), vxlan.into()),
+        // Lab pods talk only to each other; no masquerade (and no nft needed).
+        ("MANX_IPV4POOL_NAT_OUTGOING".into(), "false".into()),
     ]
 }
 
