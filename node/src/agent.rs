@@ -115,14 +115,74 @@ struct Agent {
     remote: BTreeMap<IpNetwork, (IpAddr, IpAddr)>,
     ipip_addr: Option<IpAddr>,
     vxlan_addr: Option<IpAddr>,
+    vxlan_mac: felix::MacAddr,
+    ipam: Arc<Ipam>,
     dp_tx: tokio::sync::watch::Sender<Option<DataplaneInput>>,
     started: Instant,
     first_sync_done: bool,
 }
 
 impl Agent {
+    /// Take a tunnel address when a pool starts needing one (a VXLAN or
+    /// IPIP pool created after start), and record it in the Node.
+    async fn ensure_tunnels(&mut self) {
+        let mut changed = false;
+        for vxlan in [false, true] {
+            let have = if vxlan {
+                self.vxlan_addr
+            } else {
+                self.ipip_addr
+            };
+            let pools = startup::tunnel_pools(&self.view.pools, vxlan);
+            if have.is_some() || pools.is_empty() {
+                continue;
+            }
+            let kind = if vxlan { "vxlan" } else { "ipip" };
+            let handle = format!("{kind}-tunnel-addr-{}", self.name);
+            match startup::tunnel_address(&self.ipam, &self.name, &handle, pools).await {
+                Ok(Some(ip)) => {
+                    tracing::info!(%ip, kind, "tunnel address allocated");
+                    self.metrics.inc(
+                        names::IPAM_OPERATIONS,
+                        &[("op", "tunnel-address"), ("result", "ok")],
+                        1.0,
+                    );
+                    if vxlan {
+                        self.vxlan_addr = Some(ip);
+                    } else {
+                        self.ipip_addr = Some(ip);
+                    }
+                    changed = true;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    self.metrics.inc(
+                        names::IPAM_OPERATIONS,
+                        &[("op", "tunnel-address"), ("result", "error")],
+                        1.0,
+                    );
+                    tracing::warn!(error = %e, kind, "cannot allocate a tunnel address yet");
+                }
+            }
+        }
+        if changed {
+            let (ipip, vxlan, mac) = (self.ipip_addr, self.vxlan_addr, self.vxlan_mac);
+            if let Err(e) = startup::update_node(&self.client, &self.name, |n| {
+                let bgp = n.spec.bgp.get_or_insert_with(Default::default);
+                bgp.ipv4_ipip_tunnel_addr = ipip.map(|a| a.to_string());
+                n.spec.ipv4_vxlan_tunnel_addr = vxlan.map(|a| a.to_string());
+                n.spec.vxlan_tunnel_mac_addr = vxlan.map(|_| mac.to_string());
+            })
+            .await
+            {
+                tracing::warn!(error = %e, "cannot record the tunnel addresses in the Node");
+            }
+        }
+    }
+
     async fn recompute(&mut self) {
         self.view = self.cache.view(&self.name);
+        self.ensure_tunnels().await;
         let secrets = SecretDir("/etc/manx/secrets".into());
         let peers = desired_peers(
             &self.name,
@@ -551,11 +611,12 @@ pub async fn run(cfg: NodeConfig) -> Result<()> {
         remote: BTreeMap::new(),
         ipip_addr,
         vxlan_addr,
+        vxlan_mac: mac,
+        ipam: ipam.clone(),
         dp_tx,
         started: Instant::now(),
         first_sync_done: false,
     };
-    let _ = &agent.client;
     agent.recompute().await;
 
     let mut watch = store.watch(WATCH_PREFIX, agent.cache.revision).await?;

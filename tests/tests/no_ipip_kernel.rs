@@ -1,0 +1,120 @@
+//! On this host kernel (no IPIP), an `ipipMode: Always` pool gives the one
+//! clear line, and the node keeps serving its VXLAN and direct pools.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Lab, require};
+use manx_e2e::lab::{self, Mode};
+use manx_e2e::netns::wait_for;
+
+const LINE: &str = "IPIP pool 10.65.0.0/16 cannot be programmed: this kernel has no ipip support (CONFIG_NET_IPIP); use vxlanMode or ipipMode: Never";
+
+fn kernel_has_ipip() -> bool {
+    let ns = manx_e2e::netns::Netns::create(&format!("mxnoipip-{}", std::process::id())).unwrap();
+    ns.ip(&["link", "add", "t0", "type", "ipip", "local", "198.51.100.1"])
+        .is_ok()
+}
+
+#[test]
+fn ipip_pool_degrades_with_one_line_and_vxlan_and_direct_pools_keep_working() {
+    if !require() {
+        return;
+    }
+    if kernel_has_ipip() {
+        eprintln!(
+            "skipped: this kernel has IPIP; the degraded path is covered by tests/vm on such kernels"
+        );
+        return;
+    }
+    let mut spec = Lab::spec("e2enoipip", 2, Mode::Ipip);
+    spec.pods_per_node = 0;
+    let mut lab = Lab::up(spec);
+    let nodes = lab.0.nodes.clone();
+    for n in &nodes {
+        let log = n.run_dir.join("manx-node.log");
+        wait_for(
+            "the no-IPIP line in the node log",
+            Duration::from_secs(10),
+            || {
+                let text = std::fs::read_to_string(&log)?;
+                Ok((text.matches(LINE).count() == 1).then_some(()))
+            },
+        )
+        .unwrap_or_else(|e| {
+            panic!(
+                "{}: {e:#}\n{}",
+                n.name,
+                std::fs::read_to_string(&log).unwrap_or_default()
+            )
+        });
+        let status = lab.0.manxctl(n, &["node", "status"]).unwrap();
+        assert!(status.contains(LINE), "node status should warn:\n{status}");
+    }
+    // A VXLAN pool serves new pods while the IPIP pool is disabled.
+    let manifest = lab.0.dir.join("pools.yaml");
+    std::fs::write(
+        &manifest,
+        "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata:\n  name: vxlan-pool\nspec:\n  cidr: 10.66.0.0/16\n  vxlanMode: Always\n",
+    )
+    .unwrap();
+    lab.0
+        .manxctl(&nodes[0], &["apply", "-f", &manifest.display().to_string()])
+        .unwrap();
+    lab.0
+        .manxctl(
+            &nodes[0],
+            &[
+                "patch",
+                "ippool",
+                "default-ipv4-ippool",
+                "-p",
+                r#"{"spec":{"disabled":true}}"#,
+            ],
+        )
+        .unwrap();
+    for (i, n) in nodes.iter().enumerate() {
+        let pod = lab::add_pod(&mut lab.0, n, 10 + i).unwrap();
+        assert!(
+            pod.ip.starts_with("10.66."),
+            "pod from the VXLAN pool: {}",
+            pod.ip
+        );
+    }
+    lab.assert_all_ping();
+    // And a direct pool next to it.
+    std::fs::write(
+        &manifest,
+        "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata:\n  name: direct-pool\nspec:\n  cidr: 10.67.0.0/16\n  ipipMode: Never\n  vxlanMode: Never\n",
+    )
+    .unwrap();
+    lab.0
+        .manxctl(&nodes[0], &["apply", "-f", &manifest.display().to_string()])
+        .unwrap();
+    lab.0
+        .manxctl(
+            &nodes[0],
+            &[
+                "patch",
+                "ippool",
+                "vxlan-pool",
+                "-p",
+                r#"{"spec":{"disabled":true}}"#,
+            ],
+        )
+        .unwrap();
+    for (i, n) in nodes.iter().enumerate() {
+        let pod = lab::add_pod(&mut lab.0, n, 20 + i).unwrap();
+        assert!(
+            pod.ip.starts_with("10.67."),
+            "pod from the direct pool: {}",
+            pod.ip
+        );
+    }
+    lab.assert_all_ping();
+    let r = lab.routes(0);
+    assert!(r.contains("dev vxlan.manx proto 77 onlink"), "{r}");
+    assert!(r.contains("via 172.30.0.12 dev eth0 proto 77"), "{r}");
+    assert!(!r.contains("tunl0"), "{r}");
+}
