@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# IPIP end to end in a real kernel: build static Manx binaries and run tests/vm/ipip-cluster.sh
+# (a 4-node manx-lab cluster, ipipMode Always then CrossSubnet) in a Debian 6.1 kernel under qemu,
+# through ../shared/vm/run-in-vm.sh (the repository's sibling `shared/` checkout).
+#
+#   tests/vm/run.sh            # from anywhere; exit 0 = every check passed
+#
+# Exit status: 0 pass; 77 = this machine cannot run the VM (runner, qemu or kernel unavailable:
+# the reason is printed as "vm-skip: <reason>"); anything else = a failure (guest output above).
+# Environment:
+#   STATIC_TARGET_DIR  CARGO_TARGET_DIR of the static build (default <repo>/target/static; reused)
+#   MANX_VM_RUNNER     run-in-vm.sh to use (default <repo>/../shared/vm/run-in-vm.sh)
+#   VM_MEM, VM_TIMEOUT passed to run-in-vm.sh (defaults here 2048 MiB, 1200 s: qemu TCG is slow)
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+RUNNER=${MANX_VM_RUNNER:-$(dirname "$ROOT")/shared/vm/run-in-vm.sh}
+skip() { echo "vm-skip: $*" >&2; exit 77; }
+[ -f "$RUNNER" ] || skip "no VM runner at $RUNNER (clone shared/ beside the repo or set MANX_VM_RUNNER)"
+[ "$(uname -m)" = x86_64 ] || skip "the VM image is x86_64; this machine is $(uname -m)"
+
+T=${STATIC_TARGET_DIR:-$ROOT/target/static}
+TRIPLE=x86_64-unknown-linux-gnu
+echo "vm: static build into $T (reused between runs)" >&2
+t0=$(date +%s)
+# Outer cargo (e.g. when run from a test) may export flags meant for the host build: the static
+# build must see only crt-static.
+unset CARGO_ENCODED_RUSTFLAGS CARGO_BUILD_RUSTFLAGS
+(cd "$ROOT" && RUSTFLAGS='-C target-feature=+crt-static' CARGO_TARGET_DIR="$T" "${CARGO:-cargo}" build \
+  --release --target "$TRIPLE" -p manx-node -p manx-cni -p manx-ipam -p manxctl -p manx-e2e --bins)
+BIN=$T/$TRIPLE/release
+FILES=()
+for b in manx-node manx manx-ipam manxctl manx-lab; do
+  f=$BIN/$b
+  [ -x "$f" ] || { echo "vm: $f missing after the build" >&2; exit 1; }
+  # The guest has no libc: a dynamic binary would fail there with a confusing "not found".
+  if ! ldd "$f" 2>&1 | grep -qE 'not a dynamic executable|statically linked'; then
+    echo "vm: $f is dynamically linked (ldd: $(ldd "$f" 2>&1 | head -n3 | tr '\n' ' ')); check RUSTFLAGS" >&2
+    exit 1
+  fi
+  FILES+=("$f")
+done
+t1=$(date +%s)
+echo "vm: static build took $((t1 - t0)) s" >&2
+
+# First use fetches qemu and the kernel into the VM cache: probe that with a trivial boot so a
+# machine that cannot get them reports "cannot run" (77), not a failing cluster.
+C=${VM_CACHE:-/var/cache/manx-vm}
+if [ ! -x "$C/qemu/usr/bin/qemu-system-x86_64" ] || [ ! -d "$C/kernel/lib/modules" ]; then
+  probe=$(mktemp /tmp/vm-probe.XXXXXX.sh)
+  echo 'echo vm-probe-ok' >"$probe"
+  if ! out=$(VM_TIMEOUT=300 bash "$RUNNER" "$probe" 2>&1) || ! grep -q vm-probe-ok <<<"$out"; then
+    rm -f "$probe"
+    echo "$out" | tail -n 20 >&2
+    skip "cannot fetch or boot the VM (qemu-system-x86, busybox-static, linux-image from apt into $C)"
+  fi
+  rm -f "$probe"
+fi
+
+export VM_MEM=${VM_MEM:-2048} VM_TIMEOUT=${VM_TIMEOUT:-1200}
+rc=0
+bash "$RUNNER" "$ROOT/tests/vm/ipip-cluster.sh" "${FILES[@]}" || rc=$?
+t2=$(date +%s)
+echo "vm: guest run took $((t2 - t1)) s (exit $rc); total $((t2 - t0)) s" >&2
+exit "$rc"
