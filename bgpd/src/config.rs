@@ -15,8 +15,14 @@
 //!     sourceAddress: 198.18.0.1
 //!     ttlSecurity: true         # GTSM (RFC 5082)
 //!     type: node-to-node mesh
+//!     rrClient: false           # RFC 4456 client (needs clusterId)
+//!     nextHopMode: auto         # auto | self | keep
+//!     restartTime: 120          # graceful restart (RFC 4724)
 //! networks: [10.65.0.0/26, "fd42:65::/122"]
 //! controlSocket: /run/manx/bgpd.sock
+//! clusterId: 244.0.0.1          # be a route reflector
+//! restartTime: 120
+//! restarting: false
 //! ```
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -157,6 +163,32 @@ pub struct PeerConfig {
     /// Hold time for this peer (overrides the global one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hold_time: Option<u16>,
+    /// A route-reflector client of ours (RFC 4456); only meaningful when
+    /// the speaker has a `clusterId`.
+    #[serde(default)]
+    pub rr_client: bool,
+    /// Which next hop to send this peer.
+    #[serde(default)]
+    pub next_hop_mode: NextHopMode,
+    /// Graceful-restart time advertised to this peer (RFC 4724 §3),
+    /// overriding the speaker's (Calico's `maxRestartTime`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_time: Option<u16>,
+}
+
+/// The NEXT_HOP a peer is sent (RFC 4271 §5.1.3, RFC 4456 §10).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum NextHopMode {
+    /// eBGP: self; iBGP: self for our own prefixes, unchanged for learnt ones
+    /// (what a route reflector must do).
+    #[default]
+    Auto,
+    /// Always our session address.
+    #[serde(rename = "self")]
+    SelfAddr,
+    /// Never rewrite a learnt next hop, even toward eBGP peers.
+    Keep,
 }
 
 impl PeerConfig {
@@ -172,6 +204,9 @@ impl PeerConfig {
             ttl_security: false,
             peer_type: PeerType::Global,
             hold_time: None,
+            rr_client: false,
+            next_hop_mode: NextHopMode::Auto,
+            restart_time: None,
         }
     }
 
@@ -209,7 +244,25 @@ pub struct SpeakerConfig {
     /// Unix socket for `manxctl node status` (see [`crate::control`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub control_socket: Option<PathBuf>,
+    /// Route-reflector cluster id (RFC 4456 §7): set, this speaker reflects
+    /// routes between its `rrClient` peers and the others.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_id: Option<Ipv4Addr>,
+    /// Graceful-restart time we advertise (RFC 4724 §3, seconds, ≤ 4095).
+    #[serde(default = "default_restart_time")]
+    pub restart_time: u16,
+    /// We are coming back from a restart: advertise the GR R bit so that
+    /// helpers keep our routes until our End-of-RIB (RFC 4724 §4.1).
+    #[serde(default)]
+    pub restarting: bool,
 }
+
+fn default_restart_time() -> u16 {
+    DEFAULT_RESTART_TIME
+}
+
+/// Default graceful-restart time (seconds), as BIRD and Calico use.
+pub const DEFAULT_RESTART_TIME: u16 = 120;
 
 impl SpeakerConfig {
     /// A config with defaults and no peers.
@@ -223,6 +276,9 @@ impl SpeakerConfig {
             peers: Vec::new(),
             networks: Vec::new(),
             control_socket: None,
+            cluster_id: None,
+            restart_time: DEFAULT_RESTART_TIME,
+            restarting: false,
         }
     }
 
@@ -278,8 +334,20 @@ impl SpeakerConfig {
                 "connectRetryTime must be at least 1 second".into(),
             ));
         }
+        if self.restart_time > 4095 {
+            return Err(ConfigError::Invalid(format!(
+                "restartTime {} does not fit the 12-bit field; use at most 4095 seconds (RFC 4724 §3)",
+                self.restart_time
+            )));
+        }
         let mut seen = std::collections::HashSet::new();
         for p in &self.peers {
+            if p.restart_time.is_some_and(|t| t > 4095) {
+                return Err(ConfigError::Invalid(format!(
+                    "peer {}: restartTime must be at most 4095 seconds (RFC 4724 §3)",
+                    p.address
+                )));
+            }
             check_hold(
                 &format!("peer {}", p.address),
                 p.hold_time.unwrap_or(self.hold_time),

@@ -74,6 +74,10 @@ pub struct RouteStatus {
     pub as_path: Vec<u32>,
     /// LOCAL_PREF, if any.
     pub local_pref: Option<u32>,
+    /// How many times this prefix's best path changed since start (a
+    /// flap shows as a count above 1).
+    #[serde(default)]
+    pub changes: u64,
 }
 
 /// A control request.

@@ -2,10 +2,13 @@
 //! Loc-RIB with one best path per prefix, locally originated prefixes, and
 //! the export rules that make each peer's Adj-RIB-Out.
 //!
-//! Deliberately small: the decision process is §9.1.2.2 without IGP cost
-//! and without route reflection; [`Rib::recompute`] is the one place a fuller
-//! decision process, RFC 4456 reflection, update groups or graceful restart
-//! plug in later. Pure data, no I/O: the speaker actor owns a `Rib`.
+//! The decision process is RFC 4271 §9.1.2.2 (no IGP cost: every next hop
+//! is directly reachable here) with the RFC 4456 §9 route-reflection
+//! tie-breaks; [`Rib::recompute`] is the one place the Loc-RIB changes.
+//! Graceful restart (RFC 4724 §4.2): a helper keeps a restarting peer's
+//! paths marked stale ([`Rib::peer_down_graceful`]) and sweeps those not
+//! refreshed ([`Rib::sweep_stale`]). Pure data, no I/O: the speaker actor
+//! owns a `Rib`.
 
 pub mod export;
 
@@ -35,6 +38,8 @@ pub struct PathAttrs {
     pub communities: Vec<u32>,
     /// ORIGINATOR_ID (RFC 4456), for loop detection.
     pub originator_id: Option<Ipv4Addr>,
+    /// CLUSTER_LIST (RFC 4456), most recent reflector first.
+    pub cluster_list: Vec<Ipv4Addr>,
     /// Other optional transitive attributes, passed on unchanged.
     pub transitive: Vec<PathAttribute>,
 }
@@ -50,6 +55,7 @@ impl PathAttrs {
             local_pref: None,
             communities: Vec::new(),
             originator_id: None,
+            cluster_list: Vec::new(),
             transitive: Vec::new(),
         }
     }
@@ -77,6 +83,7 @@ impl PathAttrs {
                 PathAttribute::LocalPref(l) => attrs.local_pref = Some(*l),
                 PathAttribute::Communities(c) => attrs.communities = c.clone(),
                 PathAttribute::OriginatorId(id) => attrs.originator_id = Some(*id),
+                PathAttribute::ClusterList(l) => attrs.cluster_list = l.clone(),
                 PathAttribute::LargeCommunities(_) | PathAttribute::ExtendedCommunities(_) => {
                     attrs.transitive.push(a.clone())
                 }
@@ -111,13 +118,17 @@ pub struct PeerMeta {
     pub ibgp: bool,
     /// Its BGP identifier (tie-break, §9.1.2.2 f).
     pub router_id: Ipv4Addr,
+    /// A route-reflector client of ours (RFC 4456 §6).
+    pub rr_client: bool,
 }
 
 #[derive(Debug, Clone)]
 struct InPath {
     attrs: Arc<PathAttrs>,
-    /// Passed import checks (AS loop, originator loop).
+    /// Passed import checks (AS loop, originator / cluster loop).
     eligible: bool,
+    /// Kept through the peer's restart, not yet re-announced (RFC 4724 §4.2).
+    stale: bool,
 }
 
 /// The Loc-RIB entry of a prefix.
@@ -127,6 +138,9 @@ pub struct BestPath {
     pub source: RouteSource,
     /// Its attributes as received.
     pub attrs: Arc<PathAttrs>,
+    /// The peer it was learnt from, as it was then (export needs its kind
+    /// even after the peer is gone, to know what it had told others).
+    pub from: Option<PeerMeta>,
 }
 
 /// A change to a Loc-RIB best path, for the kernel programmer (bgpd never
@@ -164,10 +178,18 @@ pub struct AdjInStats {
 pub struct Rib {
     local_as: u32,
     router_id: Ipv4Addr,
+    cluster_id: Option<Ipv4Addr>,
     peers: HashMap<IpAddr, PeerMeta>,
     adj_in: HashMap<IpAddr, BTreeMap<IpNetwork, InPath>>,
     local: BTreeMap<IpNetwork, Arc<PathAttrs>>,
     loc: BTreeMap<IpNetwork, BestPath>,
+    /// Best path of each prefix before the changes not yet exported
+    /// ([`Rib::take_previous`]): lets export diff without storing every
+    /// peer's Adj-RIB-Out.
+    previous: BTreeMap<IpNetwork, Option<BestPath>>,
+    /// How often each prefix's best path changed (flap detection in tests
+    /// and `manxctl node status`).
+    changes: HashMap<IpNetwork, u64>,
 }
 
 impl Rib {
@@ -176,11 +198,36 @@ impl Rib {
         Rib {
             local_as,
             router_id,
+            cluster_id: None,
             peers: HashMap::new(),
             adj_in: HashMap::new(),
             local: BTreeMap::new(),
             loc: BTreeMap::new(),
+            previous: BTreeMap::new(),
+            changes: HashMap::new(),
         }
+    }
+
+    /// Act as a route reflector of this cluster (RFC 4456 §7): paths whose
+    /// CLUSTER_LIST holds it are loops.
+    pub fn set_cluster_id(&mut self, cluster_id: Option<Ipv4Addr>) {
+        self.cluster_id = cluster_id;
+    }
+
+    /// The meta of an up (or restarting) peer.
+    pub fn peer_meta(&self, peer: &IpAddr) -> Option<&PeerMeta> {
+        self.peers.get(peer)
+    }
+
+    /// How many times the best path of `prefix` changed.
+    pub fn change_count(&self, prefix: &IpNetwork) -> u64 {
+        self.changes.get(prefix).copied().unwrap_or(0)
+    }
+
+    /// The best paths, before the changes made since the last call, of the
+    /// prefixes that changed (`None`: there was none).
+    pub fn take_previous(&mut self) -> BTreeMap<IpNetwork, Option<BestPath>> {
+        std::mem::take(&mut self.previous)
     }
 
     /// Originate a prefix. Returns the prefixes whose best path changed.
@@ -208,6 +255,47 @@ impl Rib {
     pub fn peer_up(&mut self, meta: PeerMeta) {
         self.peers.insert(meta.address, meta);
         self.adj_in.entry(meta.address).or_default();
+    }
+
+    /// A graceful-restart-capable peer's session went down without a
+    /// NOTIFICATION (RFC 4724 §4.2): keep its paths, marked stale, and keep
+    /// using them. Returns how many were marked.
+    pub fn peer_down_graceful(&mut self, peer: IpAddr) -> usize {
+        let Some(table) = self.adj_in.get_mut(&peer) else {
+            return 0;
+        };
+        table.values_mut().for_each(|p| p.stale = true);
+        table.len()
+    }
+
+    /// Whether a peer still has stale paths.
+    pub fn has_stale(&self, peer: IpAddr) -> bool {
+        self.adj_in
+            .get(&peer)
+            .is_some_and(|t| t.values().any(|p| p.stale))
+    }
+
+    /// Drop the peer's paths still stale: after its End-of-RIB, or when its
+    /// restart time ran out (RFC 4724 §4.2). Returns the prefixes whose best
+    /// path changed.
+    /// `family` limits the sweep to one family (its End-of-RIB came).
+    pub fn sweep_stale(
+        &mut self,
+        peer: IpAddr,
+        family: Option<crate::packet::AfiSafi>,
+    ) -> Vec<IpNetwork> {
+        let Some(table) = self.adj_in.get_mut(&peer) else {
+            return Vec::new();
+        };
+        let stale: Vec<IpNetwork> = table
+            .iter()
+            .filter(|(k, p)| p.stale && family.is_none_or(|f| export::family_of(k) == f))
+            .map(|(k, _)| *k)
+            .collect();
+        for p in &stale {
+            table.remove(p);
+        }
+        self.recompute(stale)
     }
 
     /// A session went down: flush its Adj-RIB-In (§9.1: its routes are
@@ -253,9 +341,15 @@ impl Rib {
             None => announced.into_iter().for_each(|p| withdraw(table, p)),
             Some(attrs) => {
                 let ibgp = self.peers.get(&peer).is_some_and(|m| m.ibgp);
-                // §9.1.2: a path with our own AS is a loop (eBGP); RFC 4456 §8: our originator id too.
+                // §9.1.2: a path with our own AS is a loop (eBGP); RFC 4456 §8:
+                // our router id as ORIGINATOR_ID, or our cluster id in the
+                // CLUSTER_LIST, too.
+                let cluster_loop = self
+                    .cluster_id
+                    .is_some_and(|c| attrs.cluster_list.contains(&c));
                 let eligible = (ibgp || !attrs.as_path.contains(self.local_as))
                     && attrs.originator_id != Some(self.router_id)
+                    && !cluster_loop
                     && attrs.next_hop.is_some();
                 let attrs = Arc::new(attrs);
                 for p in announced {
@@ -265,6 +359,7 @@ impl Rib {
                         InPath {
                             attrs: attrs.clone(),
                             eligible,
+                            stale: false,
                         },
                     );
                     touched.insert(p);
@@ -301,6 +396,7 @@ impl Rib {
             Some(BestPath {
                 source: RouteSource::Peer(peer),
                 attrs,
+                ..
             }) => attrs.next_hop.map(|next_hop| RouteUpdate::Add {
                 prefix,
                 next_hop,
@@ -318,6 +414,9 @@ impl Rib {
             let best = self.select(&prefix);
             let old = self.loc.get(&prefix);
             if old != best.as_ref() {
+                let old = old.cloned();
+                self.previous.entry(prefix).or_insert(old);
+                *self.changes.entry(prefix).or_default() += 1;
                 match best {
                     Some(b) => self.loc.insert(prefix, b),
                     None => self.loc.remove(&prefix),
@@ -334,9 +433,10 @@ impl Rib {
             return Some(BestPath {
                 source: RouteSource::Local,
                 attrs: attrs.clone(),
+                from: None,
             });
         }
-        let mut best: Option<(&PeerMeta, &Arc<PathAttrs>)> = None;
+        let mut candidates: Vec<Candidate<'_>> = Vec::new();
         for (peer, table) in &self.adj_in {
             let Some(path) = table.get(prefix).filter(|p| p.eligible) else {
                 continue;
@@ -344,32 +444,59 @@ impl Rib {
             let Some(meta) = self.peers.get(peer) else {
                 continue;
             };
-            if best.is_none_or(|(bm, ba)| better(meta, &path.attrs, bm, ba)) {
-                best = Some((meta, &path.attrs));
-            }
+            candidates.push(Candidate {
+                meta,
+                attrs: &path.attrs,
+            });
         }
-        best.map(|(m, a)| BestPath {
-            source: RouteSource::Peer(m.address),
-            attrs: a.clone(),
+        decide(candidates, self.local_as).map(|c| BestPath {
+            source: RouteSource::Peer(c.meta.address),
+            attrs: c.attrs.clone(),
+            from: Some(*c.meta),
         })
     }
 }
 
-/// §9.1.2.2 without IGP cost: is path `a` (from `am`) better than `b` (from `bm`)?
-fn better(am: &PeerMeta, a: &PathAttrs, bm: &PeerMeta, b: &PathAttrs) -> bool {
-    use std::cmp::Ordering::*;
-    let lp = |x: &PathAttrs| x.local_pref.unwrap_or(100);
-    let origin = |x: &PathAttrs| x.origin as u8;
-    let steps = [
-        lp(b).cmp(&lp(a)),                                     // higher LOCAL_PREF (§9.1.1)
-        a.as_path.path_len().cmp(&b.as_path.path_len()),       // shorter AS_PATH (a)
-        origin(a).cmp(&origin(b)),                             // lower ORIGIN (b)
-        a.med.unwrap_or(0).cmp(&b.med.unwrap_or(0)),           // lower MED (c), compared always
-        am.ibgp.cmp(&bm.ibgp),                                 // eBGP over iBGP (d)
-        u32::from(am.router_id).cmp(&u32::from(bm.router_id)), // lower BGP identifier (f)
-        am.address.cmp(&bm.address),                           // lower peer address (g)
-    ];
-    steps.into_iter().find(|o| *o != Equal) == Some(Less)
+/// A feasible path in the decision process.
+#[derive(Debug, Clone, Copy)]
+struct Candidate<'a> {
+    meta: &'a PeerMeta,
+    attrs: &'a Arc<PathAttrs>,
+}
+
+/// RFC 4271 §9.1.2.2 by elimination, each step keeping the candidates
+/// that are best by it (MED only among paths from the same neighbouring
+/// AS, step c), with the RFC 4456 §9 changes: ORIGINATOR_ID stands for the
+/// BGP identifier, then the shorter CLUSTER_LIST wins. No IGP cost (e).
+fn decide(mut c: Vec<Candidate<'_>>, local_as: u32) -> Option<Candidate<'_>> {
+    fn keep_min<K: Ord>(c: &mut Vec<Candidate<'_>>, key: impl Fn(&Candidate<'_>) -> K) {
+        if let Some(min) = c.iter().map(&key).min() {
+            c.retain(|x| key(x) == min);
+        }
+    }
+    // §9.1.1: degree of preference = LOCAL_PREF (iBGP) or the default.
+    keep_min(&mut c, |x| {
+        std::cmp::Reverse(x.attrs.local_pref.unwrap_or(export::DEFAULT_LOCAL_PREF))
+    });
+    keep_min(&mut c, |x| x.attrs.as_path.path_len()); // (a)
+    keep_min(&mut c, |x| x.attrs.origin as u8); // (b)
+    // (c): the neighbouring AS is the first of the AS_PATH (ours if empty).
+    let neighbour = |x: &Candidate<'_>| x.attrs.as_path.first_as().unwrap_or(local_as);
+    let med = |x: &Candidate<'_>| x.attrs.med.unwrap_or(0);
+    let all = c.clone();
+    c.retain(|x| {
+        !all.iter()
+            .any(|y| neighbour(y) == neighbour(x) && med(y) < med(x))
+    });
+    // (d): eBGP-learnt over iBGP-learnt.
+    keep_min(&mut c, |x| x.meta.ibgp);
+    // (f) with RFC 4456 §9: ORIGINATOR_ID if present, else the peer's id.
+    keep_min(&mut c, |x| {
+        u32::from(x.attrs.originator_id.unwrap_or(x.meta.router_id))
+    });
+    keep_min(&mut c, |x| x.attrs.cluster_list.len()); // RFC 4456 §9
+    keep_min(&mut c, |x| x.meta.address); // (g)
+    c.into_iter().next()
 }
 
 /// Prefixes are keyed by their network address (host bits cleared).

@@ -6,6 +6,29 @@
 //! Start it with [`Speaker::start`]; talk to it with a [`SpeakerHandle`]
 //! (cheap to clone); stop it with [`Speaker::shutdown`], which sends every
 //! peer a CEASE with an RFC 8203 shutdown message.
+//!
+//! # Graceful restart (RFC 4724)
+//!
+//! Every session advertises the Graceful Restart capability (restart time
+//! [`SpeakerConfig::restart_time`], per peer [`PeerConfig::restart_time`]).
+//!
+//! * **Helper**: when a GR-capable peer's session drops without a
+//!   NOTIFICATION (TCP reset or close, process killed), its paths are kept,
+//!   marked stale, still used and still advertised, and no
+//!   [`RouteUpdate::Remove`] is emitted for them. When the peer is back and
+//!   sends End-of-RIB for a family, the stale paths of that family it did
+//!   not re-announce are swept (only those emit `Remove`); if it is not back
+//!   within its restart time (or sends no GR capability when back), all go.
+//! * **Restarting speaker**: stop with [`Speaker::shutdown_for_restart`]
+//!   (closes every session *without* a CEASE, so GR peers keep our routes),
+//!   start the new process with [`SpeakerConfig::restarting`] set (R bit,
+//!   F bit), and wait for [`SpeakerHandle::synced`] before the first
+//!   dataplane sync: it resolves once every configured peer has sent
+//!   End-of-RIB for each negotiated family, or [`INITIAL_SYNC_BOUND`] after
+//!   start, whichever is first. While restarting and not yet synced, the
+//!   initial table to each peer is deferred (selection deferral, RFC 4724
+//!   §4.1), so a restarted route reflector does not send a partial table
+//!   followed by End-of-RIB (which would make its clients sweep routes).
 
 mod peer;
 mod routing;
@@ -31,6 +54,14 @@ use peer::{Established, Peer, Slot, SlotKind};
 /// How long [`Speaker::shutdown`] waits for the CEASE messages to go out.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
+/// The longest [`SpeakerHandle::synced`] waits after start for peers that
+/// do not come up or send no End-of-RIB.
+pub const INITIAL_SYNC_BOUND: Duration = Duration::from_secs(10);
+
+/// How long a helper keeps stale paths of a peer that came back but has
+/// not sent End-of-RIB yet (RFC 4724 §4.2 "stale path" timer; BIRD's 360 s).
+const STALE_PATH_TIME: Duration = Duration::from_secs(360);
+
 /// Errors starting the speaker.
 #[derive(Debug, thiserror::Error)]
 pub enum SpeakerError {
@@ -55,13 +86,15 @@ enum Command {
     Control(Request, oneshot::Sender<Response>),
     SetPeers(Vec<PeerConfig>),
     SetNetworks(Vec<IpNetwork>),
-    Shutdown(String, oneshot::Sender<()>),
+    /// Stop; `graceful`: close sessions without a NOTIFICATION.
+    Shutdown(String, bool, oneshot::Sender<()>),
 }
 
 /// A cheap, clonable way to talk to a running speaker.
 #[derive(Debug, Clone)]
 pub struct SpeakerHandle {
     tx: mpsc::UnboundedSender<Command>,
+    synced: tokio::sync::watch::Receiver<bool>,
 }
 
 impl SpeakerHandle {
@@ -111,6 +144,20 @@ impl SpeakerHandle {
         let _ = self.tx.send(Command::SetPeers(peers));
     }
 
+    /// Resolves once initial convergence is reached after start: every
+    /// configured peer sent End-of-RIB for each negotiated family, or
+    /// [`INITIAL_SYNC_BOUND`] passed. Hold the first dataplane sync until
+    /// then so that the kernel keeps its routes through a restart.
+    pub async fn synced(&self) {
+        let mut rx = self.synced.clone();
+        let _ = rx.wait_for(|s| *s).await;
+    }
+
+    /// Whether initial convergence was reached (see [`SpeakerHandle::synced`]).
+    pub fn is_synced(&self) -> bool {
+        *self.synced.borrow()
+    }
+
     /// Replace the set of originated prefixes (e.g. the node's affine IPAM
     /// blocks): new ones are announced, missing ones withdrawn.
     pub fn set_networks(&self, networks: Vec<IpNetwork>) {
@@ -142,8 +189,13 @@ impl Speaker {
         };
         let listen_addr = listener.as_ref().map(|l| l.local_addr);
         let (tx, cmd_rx) = mpsc::unbounded_channel();
+        let (synced_tx, synced_rx) = tokio::sync::watch::channel(false);
+        let mut rib = Rib::new(cfg.as_number, cfg.router_id);
+        rib.set_cluster_id(cfg.cluster_id);
         let mut actor = Actor {
-            rib: Rib::new(cfg.as_number, cfg.router_id),
+            rib,
+            synced: synced_tx,
+            sync_deadline: Some(Instant::now() + INITIAL_SYNC_BOUND),
             cfg: cfg.clone(),
             peers: BTreeMap::new(),
             conn_owner: HashMap::new(),
@@ -157,13 +209,18 @@ impl Speaker {
         for prefix in &cfg.networks {
             actor.rib.add_local(*prefix);
         }
+        actor.rib.take_previous();
         for p in cfg.peers.clone() {
             actor.add_peer(p);
         }
+        actor.check_synced();
         let task = TaskGuard::spawn(actor.run(cmd_rx, session_rx));
         tracing::info!(asn = cfg.as_number, router_id = %cfg.router_id, listen = ?listen_addr, "BGP speaker started");
         Ok(Speaker {
-            handle: SpeakerHandle { tx },
+            handle: SpeakerHandle {
+                tx,
+                synced: synced_rx,
+            },
             task,
             listen_addr,
         })
@@ -182,11 +239,23 @@ impl Speaker {
     /// Send every peer CEASE/Administrative Shutdown with `message`
     /// (RFC 8203), wait (bounded) for the messages to go out, and stop.
     pub async fn shutdown(self, message: &str) {
+        self.stop(message, false).await;
+    }
+
+    /// Stop for a restart (RFC 4724): close every session without a
+    /// NOTIFICATION, so that graceful-restart peers keep our routes (stale)
+    /// until we are back and send End-of-RIB. Start the next process with
+    /// [`SpeakerConfig::restarting`].
+    pub async fn shutdown_for_restart(self) {
+        self.stop("restarting", true).await;
+    }
+
+    async fn stop(self, message: &str, graceful: bool) {
         let (tx, rx) = oneshot::channel();
         if self
             .handle
             .tx
-            .send(Command::Shutdown(message.to_string(), tx))
+            .send(Command::Shutdown(message.to_string(), graceful, tx))
             .is_ok()
         {
             let _ = rx.await;
@@ -230,6 +299,10 @@ struct Actor {
     next_conn: ConnId,
     next_attempt: u64,
     route_tx: Option<mpsc::UnboundedSender<RouteUpdate>>,
+    /// Initial convergence reached (see [`SpeakerHandle::synced`]).
+    synced: tokio::sync::watch::Sender<bool>,
+    /// When we stop waiting for initial convergence; `None` once synced.
+    sync_deadline: Option<Instant>,
 }
 
 impl std::fmt::Debug for Actor {
@@ -247,14 +320,23 @@ impl Actor {
         mut session_rx: mpsc::UnboundedReceiver<SessionEvent>,
     ) {
         loop {
-            let deadline = self.peers.values().filter_map(Peer::next_deadline).min();
+            let deadline = self
+                .peers
+                .values()
+                .filter_map(Peer::next_deadline)
+                .chain(self.sync_deadline)
+                .min();
             tokio::select! {
                 cmd = cmd_rx.recv() => match cmd {
                     Some(Command::Control(req, reply)) => { let _ = reply.send(self.control(req)); }
                     Some(Command::SetPeers(peers)) => self.set_peers(peers),
                     Some(Command::SetNetworks(networks)) => self.set_networks(networks),
-                    Some(Command::Shutdown(msg, done)) => {
-                        self.shutdown(&msg).await;
+                    Some(Command::Shutdown(msg, graceful, done)) => {
+                        if graceful {
+                            self.shutdown_graceful();
+                        } else {
+                            self.shutdown(&msg).await;
+                        }
                         let _ = done.send(());
                         return;
                     }
@@ -281,6 +363,62 @@ impl Actor {
             futures::future::join_all(closing.into_iter().map(TaskGuard::join)),
         )
         .await;
+    }
+
+    /// Close every connection without a NOTIFICATION (RFC 4724 §4.1).
+    fn shutdown_graceful(&mut self) {
+        tracing::info!("shutting down for a restart: sessions closed without CEASE");
+        for peer in self.peers.values_mut() {
+            for slot in [Some(&mut peer.primary), peer.secondary.as_mut()]
+                .into_iter()
+                .flatten()
+            {
+                slot.dial = None;
+                // Dropping the handle aborts the connection task: the socket
+                // closes with nothing more sent.
+                slot.conn = None;
+            }
+        }
+        self.conn_owner.clear();
+        self.closing.clear();
+        self.listener = None;
+    }
+
+    /// Initial convergence: every configured peer sent End-of-RIB for each
+    /// negotiated family, or the bound passed.
+    fn check_synced(&mut self) {
+        if self.sync_deadline.is_none() {
+            return;
+        }
+        let all_done = self.peers.values().all(|p| {
+            p.established
+                .as_ref()
+                .is_some_and(|e| e.families.is_subset(&e.eor_received))
+        });
+        let expired = self.sync_deadline.is_some_and(|d| d <= Instant::now());
+        if !(all_done || expired) {
+            return;
+        }
+        tracing::info!(timed_out = !all_done, "initial convergence reached");
+        self.sync_deadline = None;
+        let _ = self.synced.send(true);
+        // Deferred initial tables (restarting speaker) go out now.
+        let pending: Vec<IpAddr> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.established.as_ref().is_some_and(|e| e.initial_pending))
+            .map(|(a, _)| *a)
+            .collect();
+        for addr in pending {
+            if let Some(e) = self
+                .peers
+                .get_mut(&addr)
+                .and_then(|p| p.established.as_mut())
+            {
+                e.initial_pending = false;
+            }
+            self.advertise_all(addr);
+        }
     }
 
     // ---- peers ----------------------------------------------------------
@@ -441,32 +579,78 @@ impl Actor {
                     &peer_open,
                 );
                 tracing::info!(peer = %addr, router_id = %peer_open.router_id, hold_time, ?families, "session established");
+                let caps =
+                    crate::packet::SessionCaps::negotiate(&slot.fsm.config().open(), &peer_open);
+                let peer_gr = peer_open.graceful_restart().cloned();
                 peer.router_id = Some(peer_open.router_id);
                 peer.last_error = None;
                 self.rib.peer_up(crate::rib::PeerMeta {
                     address: addr,
                     ibgp,
                     router_id: peer_open.router_id,
+                    rr_client: cfg.rr_client && self.cfg.cluster_id.is_some(),
                 });
+                let initial_pending = self.cfg.restarting && self.sync_deadline.is_some();
                 peer.established = Some(Established {
                     hold_time,
                     families,
                     local_addr,
+                    caps,
+                    peer_gr: peer_gr.clone(),
+                    eor_received: Default::default(),
+                    initial_pending,
                 });
+                if peer.gr_deadline.is_some() {
+                    if peer_gr.is_some() {
+                        // Back: wait for its End-of-RIB (bounded).
+                        peer.gr_deadline = Some(Instant::now() + STALE_PATH_TIME);
+                    } else {
+                        // §4.2: no GR capability any more: stale paths go now.
+                        peer.gr_deadline = None;
+                        let changed = self.rib.sweep_stale(addr, None);
+                        self.propagate(changed);
+                    }
+                }
             }
             Output::SessionDown { reason, from } => {
                 tracing::info!(peer = %addr, from = %from, %reason, "session down");
                 peer.last_error = Some(reason.to_string());
                 if from == State::Established {
-                    peer.established = None;
-                    peer.adj_out.clear();
-                    let changed = self.rib.peer_down(addr);
-                    self.propagate(changed);
+                    let est = peer.established.take();
+                    peer.advertised = 0;
+                    let restart_time = est
+                        .and_then(|e| e.peer_gr)
+                        .map(|gr| gr.restart_time)
+                        .filter(|t| *t > 0);
+                    match (&reason, restart_time) {
+                        // RFC 4724 §4.2: the session died without a
+                        // NOTIFICATION: keep its routes through the restart.
+                        (crate::fsm::DownReason::ConnectionFailed, Some(t)) => {
+                            let kept = self.rib.peer_down_graceful(addr);
+                            peer.gr_deadline =
+                                Some(Instant::now() + Duration::from_secs(u64::from(t)));
+                            tracing::info!(peer = %addr, restart_time = t, kept, "graceful restart: keeping the peer's routes as stale");
+                        }
+                        _ => {
+                            peer.gr_deadline = None;
+                            let changed = self.rib.peer_down(addr);
+                            self.propagate(changed);
+                        }
+                    }
                 }
             }
             Output::DeliverUpdate(update) => {
-                if update.is_end_of_rib().is_some() {
-                    tracing::debug!(peer = %addr, "End-of-RIB received");
+                if let Some(family) = update.is_end_of_rib() {
+                    tracing::debug!(peer = %addr, ?family, "End-of-RIB received");
+                    if let Some(e) = peer.established.as_mut() {
+                        e.eor_received.insert(family);
+                    }
+                    let changed = self.rib.sweep_stale(addr, Some(family));
+                    if !self.rib.has_stale(addr) {
+                        peer.gr_deadline = None;
+                    }
+                    self.propagate(changed);
+                    self.check_synced();
                     return;
                 }
                 if update.treat_as_withdraw {
@@ -475,10 +659,7 @@ impl Actor {
                 let changed = self.rib.apply_update(addr, &update);
                 self.propagate(changed);
             }
-            Output::DeliverRouteRefresh(_) => {
-                peer.adj_out.clear();
-                self.advertise_all(addr);
-            }
+            Output::DeliverRouteRefresh(_) => self.advertise_all(addr),
         }
     }
 
@@ -699,6 +880,19 @@ impl Actor {
 
     fn fire_timers(&mut self, now: Instant) {
         let addrs: Vec<IpAddr> = self.peers.keys().copied().collect();
+        for addr in addrs.iter().copied() {
+            let expired = self
+                .peers
+                .get_mut(&addr)
+                .filter(|p| p.gr_deadline.is_some_and(|d| d <= now));
+            if let Some(p) = expired {
+                p.gr_deadline = None;
+                tracing::info!(peer = %addr, "graceful restart: the peer did not come back in time; its stale routes go");
+                let changed = self.rib.sweep_stale(addr, None);
+                self.propagate(changed);
+            }
+        }
+        self.check_synced();
         for addr in addrs {
             for kind in [SlotKind::Primary, SlotKind::Secondary] {
                 let due = match self.peers.get_mut(&addr).and_then(|p| p.slot(kind)) {

@@ -3,10 +3,14 @@
 //!
 //! Rules (RFC 4271 §9.1.3, §5.1):
 //! * never back to the peer it came from;
-//! * iBGP-learnt paths are not sent to iBGP peers (no route reflection yet);
-//! * eBGP: prepend our AS, next hop self, no LOCAL_PREF, no MED from elsewhere;
+//! * iBGP-learnt paths are not sent to iBGP peers, unless we are a route
+//!   reflector (RFC 4456 §6): from a client to every iBGP peer, from a
+//!   non-client to clients only; a reflected path gets ORIGINATOR_ID (if
+//!   absent) and our CLUSTER_ID prepended to its CLUSTER_LIST;
+//! * eBGP: prepend our AS, next hop self, no LOCAL_PREF, no MED from
+//!   elsewhere, no ORIGINATOR_ID / CLUSTER_LIST;
 //! * iBGP: LOCAL_PREF (default 100), next hop self for local prefixes,
-//!   unchanged for eBGP-learnt ones;
+//!   unchanged for learnt ones ([`NextHopMode`] overrides);
 //! * only the families both sides negotiated (RFC 4760 §7).
 
 use std::collections::BTreeSet;
@@ -14,7 +18,8 @@ use std::net::IpAddr;
 
 use ipnetwork::IpNetwork;
 
-use super::{BestPath, PathAttrs, RouteSource};
+use super::{BestPath, PathAttrs, PeerMeta, RouteSource};
+use crate::config::NextHopMode;
 use crate::packet::{AfiSafi, MpReach, MpUnreach, Nlri, PathAttribute, Update};
 
 /// Default LOCAL_PREF sent to iBGP peers (§5.1.5).
@@ -38,6 +43,26 @@ pub struct ExportTarget {
     pub local_addr: IpAddr,
     /// Families negotiated on the session.
     pub families: BTreeSet<AfiSafi>,
+    /// The peer is a route-reflector client of ours.
+    pub rr_client: bool,
+    /// Our cluster id when we are a route reflector.
+    pub cluster_id: Option<std::net::Ipv4Addr>,
+    /// Next-hop rewriting.
+    pub next_hop_mode: NextHopMode,
+}
+
+impl ExportTarget {
+    /// Targets with equal keys are told exactly the same thing about any
+    /// path not learnt from one of them: an update group.
+    pub fn group_key(&self) -> impl Eq + std::hash::Hash + Clone + use<> {
+        (
+            self.ibgp,
+            self.rr_client,
+            self.next_hop_mode,
+            self.local_addr,
+            self.families.clone(),
+        )
+    }
 }
 
 /// The family of a prefix.
@@ -54,7 +79,6 @@ pub fn export(
     prefix: &IpNetwork,
     best: Option<&BestPath>,
     target: &ExportTarget,
-    is_ibgp_peer: impl Fn(IpAddr) -> bool,
 ) -> Option<PathAttrs> {
     let best = best?;
     if !target.families.contains(&family_of(prefix)) {
@@ -67,8 +91,17 @@ pub fn export(
     if learnt_from == Some(target.peer) {
         return None;
     }
-    if target.ibgp && learnt_from.is_some_and(&is_ibgp_peer) {
-        return None;
+    let source: Option<PeerMeta> = best.from;
+    let mut reflected = false;
+    if target.ibgp
+        && let Some(src) = source.filter(|m| m.ibgp)
+    {
+        // RFC 4456 §6: only a reflector passes iBGP paths on; from a
+        // non-client, only to clients.
+        if target.cluster_id.is_none() || !(src.rr_client || target.rr_client) {
+            return None;
+        }
+        reflected = true;
     }
     let self_next_hop = match (prefix, target.local_addr) {
         (IpNetwork::V4(_), a @ IpAddr::V4(_)) | (IpNetwork::V6(_), a @ IpAddr::V6(_)) => Some(a),
@@ -76,20 +109,32 @@ pub fn export(
         _ => None,
     };
     let mut attrs = (*best.attrs).clone();
+    let next_hop_self = match target.next_hop_mode {
+        NextHopMode::SelfAddr => true,
+        NextHopMode::Keep => learnt_from.is_none(),
+        NextHopMode::Auto => learnt_from.is_none() || !target.ibgp,
+    };
+    if next_hop_self {
+        attrs.next_hop = self_next_hop;
+    }
     if target.ibgp {
         attrs.local_pref = Some(attrs.local_pref.unwrap_or(DEFAULT_LOCAL_PREF));
-        if learnt_from.is_none() {
-            attrs.next_hop = self_next_hop;
-        }
     } else {
         attrs.as_path.prepend(target.local_as);
-        attrs.next_hop = self_next_hop;
         attrs.local_pref = None;
         if learnt_from.is_some() {
             attrs.med = None;
         }
     }
-    attrs.originator_id = None;
+    if reflected && let (Some(src), Some(cluster)) = (source, target.cluster_id) {
+        // RFC 4456 §8.
+        attrs.originator_id = Some(attrs.originator_id.unwrap_or(src.router_id));
+        attrs.cluster_list.insert(0, cluster);
+    } else if !target.ibgp || source.is_none_or(|m| !m.ibgp) {
+        // Non-transitive and meaningful inside the AS only.
+        attrs.originator_id = None;
+        attrs.cluster_list.clear();
+    }
     // Without a next hop of the right family the route cannot be sent.
     match (prefix, attrs.next_hop) {
         (IpNetwork::V4(_), Some(IpAddr::V4(_))) | (IpNetwork::V6(_), Some(IpAddr::V6(_))) => {
@@ -115,6 +160,12 @@ fn attribute_list(attrs: &PathAttrs, v4_next_hop: bool) -> Vec<PathAttribute> {
     }
     if !attrs.communities.is_empty() {
         list.push(PathAttribute::Communities(attrs.communities.clone()));
+    }
+    if let Some(id) = attrs.originator_id {
+        list.push(PathAttribute::OriginatorId(id));
+    }
+    if !attrs.cluster_list.is_empty() {
+        list.push(PathAttribute::ClusterList(attrs.cluster_list.clone()));
     }
     list.extend(attrs.transitive.iter().cloned());
     list

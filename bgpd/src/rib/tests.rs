@@ -41,11 +41,13 @@ fn rib_with_peers() -> Rib {
         address: ip("198.18.0.2"),
         ibgp: true,
         router_id: Ipv4Addr::new(198, 18, 0, 2),
+        rr_client: false,
     });
     rib.peer_up(PeerMeta {
         address: ip("198.18.0.3"),
         ibgp: false,
         router_id: Ipv4Addr::new(198, 18, 0, 3),
+        rr_client: false,
     });
     rib
 }
@@ -57,6 +59,9 @@ fn target(peer: &str, ibgp: bool, local: &str) -> ExportTarget {
         local_as: 64512,
         local_addr: ip(local),
         families: BTreeSet::from([AfiSafi::IPV4_UNICAST, AfiSafi::IPV6_UNICAST]),
+        rr_client: false,
+        cluster_id: None,
+        next_hop_mode: crate::config::NextHopMode::Auto,
     }
 }
 
@@ -246,14 +251,12 @@ fn export_rules_for_ibgp_and_ebgp() {
             Some(100),
         ),
     );
-    let is_ibgp = |a: IpAddr| a == ip("198.18.0.2");
     let local = net("10.65.0.0/26");
 
     let to_ibgp = export(
         &local,
         rib.best(&local),
         &target("198.18.0.9", true, "198.18.0.1"),
-        is_ibgp,
     )
     .unwrap();
     assert_eq!(to_ibgp.next_hop, Some(ip("198.18.0.1")));
@@ -264,7 +267,6 @@ fn export_rules_for_ibgp_and_ebgp() {
         &local,
         rib.best(&local),
         &target("198.18.0.3", false, "198.18.0.1"),
-        is_ibgp,
     )
     .unwrap();
     assert_eq!(to_ebgp.as_path, AsPath::from_sequence(vec![64512]));
@@ -277,7 +279,6 @@ fn export_rules_for_ibgp_and_ebgp() {
             &learnt,
             rib.best(&learnt),
             &target("198.18.0.9", true, "198.18.0.1"),
-            is_ibgp
         )
         .is_none()
     );
@@ -286,7 +287,6 @@ fn export_rules_for_ibgp_and_ebgp() {
             &learnt,
             rib.best(&learnt),
             &target("198.18.0.3", false, "198.18.0.1"),
-            is_ibgp
         )
         .is_some()
     );
@@ -296,7 +296,6 @@ fn export_rules_for_ibgp_and_ebgp() {
             &learnt,
             rib.best(&learnt),
             &target("198.18.0.2", true, "198.18.0.1"),
-            is_ibgp
         )
         .is_none()
     );
@@ -308,7 +307,6 @@ fn export_rules_for_ibgp_and_ebgp() {
             &v6,
             rib.best(&v6),
             &target("198.18.0.3", false, "198.18.0.1"),
-            is_ibgp
         )
         .is_none()
     );
@@ -316,7 +314,6 @@ fn export_rules_for_ibgp_and_ebgp() {
         &v6,
         rib.best(&v6),
         &target("fd42:18::3", false, "fd42:18::1"),
-        is_ibgp,
     )
     .unwrap();
     assert_eq!(over_v6.next_hop, Some(ip("fd42:18::1")));

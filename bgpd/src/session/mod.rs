@@ -39,6 +39,9 @@ const LINGER: Duration = Duration::from_secs(2);
 pub enum ConnCommand {
     /// Encode and send.
     Send(Message),
+    /// Send messages already encoded (for this session's capabilities):
+    /// one UPDATE encoding shared by an update group.
+    SendRaw(bytes::Bytes),
     /// Flush what is queued, then close.
     Close,
 }
@@ -98,6 +101,11 @@ impl ConnectionHandle {
     /// Queue a message.
     pub fn send(&self, msg: Message) {
         let _ = self.tx.send(ConnCommand::Send(msg));
+    }
+
+    /// Queue messages already encoded with this session's capabilities.
+    pub fn send_raw(&self, encoded: bytes::Bytes) {
+        let _ = self.tx.send(ConnCommand::SendRaw(encoded));
     }
 
     /// Flush and close. The task finishes on its own (bounded by the linger
@@ -188,6 +196,7 @@ async fn run_connection(
                                 tracing::warn!(conn = id, error = %e, "cannot encode a message; dropped");
                             }
                         }
+                        Some(ConnCommand::SendRaw(bytes)) => wbuf.extend_from_slice(&bytes),
                         Some(ConnCommand::Close) | None => { close = true; break; }
                     }
                     if wbuf.len() > 64 * 1024 { break; }

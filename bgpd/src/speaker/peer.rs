@@ -2,17 +2,15 @@
 //! own FSM and timers, for §6.8 collisions), the session facts once
 //! established, the Adj-RIB-Out and the status counters.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use ipnetwork::IpNetwork;
 use tokio::time::Instant;
 
 use crate::config::{PeerConfig, SpeakerConfig};
 use crate::fsm::{Fsm, FsmConfig, State, Timer};
-use crate::packet::{AfiSafi, Capability, Open};
-use crate::rib::PathAttrs;
+use crate::packet::{AfiSafi, Capability, GracefulRestart, Open, SessionCaps};
 use crate::session::{ConnId, ConnectionHandle};
 use crate::tasks::TaskGuard;
 
@@ -77,6 +75,15 @@ pub(crate) struct Established {
     pub hold_time: u16,
     pub families: BTreeSet<AfiSafi>,
     pub local_addr: IpAddr,
+    /// What both OPENs negotiated: how UPDATEs are encoded.
+    pub caps: SessionCaps,
+    /// The peer's graceful-restart capability (RFC 4724).
+    pub peer_gr: Option<GracefulRestart>,
+    /// Families the peer sent End-of-RIB for.
+    pub eor_received: BTreeSet<AfiSafi>,
+    /// Initial table held back until we are synced (restarting speaker,
+    /// RFC 4724 §4.1 selection deferral).
+    pub initial_pending: bool,
 }
 
 /// A configured neighbour.
@@ -86,7 +93,11 @@ pub(crate) struct Peer {
     pub primary: Slot,
     pub secondary: Option<Slot>,
     pub established: Option<Established>,
-    pub adj_out: BTreeMap<IpNetwork, PathAttrs>,
+    /// Prefixes in the peer's Adj-RIB-Out (the routes themselves are not
+    /// stored: export is a pure function of the Loc-RIB, see routing.rs).
+    pub advertised: usize,
+    /// A graceful restart in progress: its stale paths go at this instant.
+    pub gr_deadline: Option<Instant>,
     pub since: SystemTime,
     pub last_state: State,
     pub last_error: Option<String>,
@@ -101,7 +112,8 @@ impl Peer {
             primary: Slot::new(fsm),
             secondary: None,
             established: None,
-            adj_out: BTreeMap::new(),
+            advertised: 0,
+            gr_deadline: None,
             since: SystemTime::now(),
             last_state: State::Idle,
             last_error: None,
@@ -133,10 +145,10 @@ impl Peer {
 
     pub fn next_deadline(&self) -> Option<Instant> {
         let s = self.secondary.as_ref().and_then(Slot::next_deadline);
-        match (self.primary.next_deadline(), s) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [self.primary.next_deadline(), s, self.gr_deadline]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Record a state change of the primary FSM for the status table.
@@ -164,8 +176,24 @@ pub(crate) fn fsm_config(peer: &PeerConfig, global: &SpeakerConfig) -> FsmConfig
         peer_as: peer.as_number,
         hold_time: peer.hold_time.unwrap_or(global.hold_time),
         connect_retry: global.connect_retry(),
-        capabilities: FsmConfig::default_capabilities(global.as_number),
+        capabilities: capabilities(peer, global),
     }
+}
+
+/// What we advertise: the defaults plus graceful restart (RFC 4724 §3),
+/// with the R and F bits after a restart (we kept forwarding).
+fn capabilities(peer: &PeerConfig, global: &SpeakerConfig) -> Vec<Capability> {
+    let mut caps = FsmConfig::default_capabilities(global.as_number);
+    caps.push(Capability::GracefulRestart(GracefulRestart {
+        restart_state: global.restarting,
+        notification: false,
+        restart_time: peer.restart_time.unwrap_or(global.restart_time),
+        families: vec![
+            (AfiSafi::IPV4_UNICAST, global.restarting),
+            (AfiSafi::IPV6_UNICAST, global.restarting),
+        ],
+    }));
+    caps
 }
 
 /// Families usable on a session (RFC 4760 §8): those both sides announced;

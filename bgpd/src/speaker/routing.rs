@@ -1,102 +1,164 @@
 //! The actor's routing duties: push Loc-RIB changes to the kernel channel
-//! and to every established peer's Adj-RIB-Out, as UPDATEs.
+//! and to every established peer, as UPDATEs.
+//!
+//! No per-peer Adj-RIB-Out is stored: export is a pure function of a best
+//! path and the peer's export policy ([`export`]), so what a peer was told
+//! about a prefix is the export of the prefix's *previous* best path
+//! ([`crate::rib::Rib::take_previous`]). That keeps memory at O(Loc-RIB)
+//! instead of O(peers × routes) on a route reflector.
+//!
+//! Update groups: peers with the same export policy and the same encoding
+//! capabilities share one encoding — each UPDATE batch is encoded once per
+//! group and the same bytes go to every member whose diff is identical
+//! (members differ only for paths learnt from a member: split horizon).
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::net::IpAddr;
 
+use bytes::Bytes;
 use ipnetwork::IpNetwork;
 
 use super::Actor;
-use crate::packet::{Message, Update};
+use super::peer::Peer;
+use crate::packet::{Message, SessionCaps, Update, encode_message};
 use crate::rib::PathAttrs;
 use crate::rib::export::{ExportTarget, build_updates, export};
 
-use super::peer::Peer;
+type Diff = Vec<(IpNetwork, Option<PathAttrs>)>;
 
 impl Actor {
-    fn ibgp_peers(&self) -> HashSet<IpAddr> {
-        self.peers
-            .values()
-            .filter(|p| p.ibgp(self.cfg.as_number))
-            .map(|p| p.cfg.address)
-            .collect()
-    }
-
-    fn target(&self, peer: &Peer) -> Option<ExportTarget> {
+    pub(super) fn target(&self, peer: &Peer) -> Option<ExportTarget> {
         let est = peer.established.as_ref()?;
+        if est.initial_pending {
+            return None;
+        }
         Some(ExportTarget {
             peer: peer.cfg.address,
             ibgp: peer.ibgp(self.cfg.as_number),
             local_as: self.cfg.as_number,
             local_addr: est.local_addr,
             families: est.families.clone(),
+            rr_client: peer.cfg.rr_client,
+            cluster_id: self.cfg.cluster_id,
+            next_hop_mode: peer.cfg.next_hop_mode,
         })
     }
 
-    /// Loc-RIB best paths changed for `changed`: tell the kernel channel and
-    /// every established peer.
+    /// Loc-RIB best paths changed: tell the kernel channel and every
+    /// established peer. `changed` is what the RIB call returned; the RIB's
+    /// own record of previous best paths drives export.
     pub(super) fn propagate(&mut self, changed: Vec<IpNetwork>) {
-        if changed.is_empty() {
+        let previous = self.rib.take_previous();
+        if changed.is_empty() && previous.is_empty() {
             return;
         }
         if let Some(tx) = &self.route_tx {
-            for p in &changed {
+            for p in previous.keys() {
                 if let Some(u) = self.rib.route_update(*p) {
                     let _ = tx.send(u);
                 }
             }
         }
-        let ibgp = self.ibgp_peers();
-        let addrs: Vec<IpAddr> = self.peers.keys().copied().collect();
-        for addr in addrs {
-            let Some(target) = self.peers.get(&addr).and_then(|p| self.target(p)) else {
+        // Update groups: policy + encoding capabilities.
+        let mut groups: HashMap<_, Vec<(IpAddr, ExportTarget)>> = HashMap::new();
+        for peer in self.peers.values() {
+            let (Some(t), Some(est)) = (self.target(peer), peer.established.as_ref()) else {
                 continue;
             };
-            let mut diffs: Vec<(IpNetwork, Option<PathAttrs>)> = Vec::new();
-            let peer = self.peers.get_mut(&addr).expect("peer exists");
-            for prefix in &changed {
-                let new = export(prefix, self.rib.best(prefix), &target, |a| {
-                    ibgp.contains(&a)
-                });
-                if peer.adj_out.get(prefix) != new.as_ref() {
-                    match &new {
-                        Some(a) => peer.adj_out.insert(*prefix, a.clone()),
-                        None => peer.adj_out.remove(prefix),
-                    };
-                    diffs.push((*prefix, new));
+            groups
+                .entry((t.group_key(), caps_key(&est.caps)))
+                .or_default()
+                .push((peer.cfg.address, t));
+        }
+        for members in groups.into_values() {
+            let mut shared: Option<(Diff, Bytes)> = None;
+            for (addr, target) in members {
+                let mut diff: Diff = Vec::new();
+                let mut delta: isize = 0;
+                for (prefix, old) in &previous {
+                    let before = export(prefix, old.as_ref(), &target);
+                    let after = export(prefix, self.rib.best(prefix), &target);
+                    if before != after {
+                        delta += isize::from(after.is_some()) - isize::from(before.is_some());
+                        diff.push((*prefix, after));
+                    }
+                }
+                if diff.is_empty() {
+                    continue;
+                }
+                let Some(peer) = self.peers.get_mut(&addr) else {
+                    continue;
+                };
+                peer.advertised = peer.advertised.saturating_add_signed(delta);
+                let bytes = match &shared {
+                    Some((d, b)) if *d == diff => b.clone(),
+                    _ => {
+                        let caps = &peer.established.as_ref().expect("established").caps;
+                        let b = encode_all(build_updates(diff.clone()), caps);
+                        if shared.is_none() {
+                            shared = Some((diff, b.clone()));
+                        }
+                        b
+                    }
+                };
+                if let Some((_, conn)) = &peer.primary.conn {
+                    conn.send_raw(bytes);
                 }
             }
-            send_updates(peer, build_updates(diffs));
         }
     }
 
     /// Send a new (or refreshed) session the whole table, then End-of-RIB
     /// for each negotiated family (RFC 4724 §2).
     pub(super) fn advertise_all(&mut self, addr: IpAddr) {
-        let ibgp = self.ibgp_peers();
         let Some(target) = self.peers.get(&addr).and_then(|p| self.target(p)) else {
             return;
         };
-        let peer = self.peers.get_mut(&addr).expect("peer exists");
         let mut diffs = Vec::new();
         for (prefix, best) in self.rib.loc_rib() {
-            if let Some(a) = export(prefix, Some(best), &target, |a| ibgp.contains(&a)) {
-                peer.adj_out.insert(*prefix, a.clone());
+            if let Some(a) = export(prefix, Some(best), &target) {
                 diffs.push((*prefix, Some(a)));
             }
         }
+        let peer = self.peers.get_mut(&addr).expect("peer exists");
+        peer.advertised = diffs.len();
         let mut updates = build_updates(diffs);
         updates.extend(target.families.iter().map(|f| Update::end_of_rib(*f)));
-        tracing::debug!(peer = %addr, prefixes = peer.adj_out.len(), "initial advertisement");
-        send_updates(peer, updates);
+        tracing::debug!(peer = %addr, prefixes = peer.advertised, "initial advertisement");
+        if let Some((_, conn)) = &peer.primary.conn {
+            for u in updates {
+                conn.send(Message::Update(u));
+            }
+        }
     }
 }
 
-fn send_updates(peer: &Peer, updates: Vec<Update>) {
-    let Some((_, conn)) = &peer.primary.conn else {
-        return;
-    };
+/// The parts of [`SessionCaps`] that change how an UPDATE is encoded.
+fn caps_key(c: &SessionCaps) -> (bool, bool, Vec<crate::packet::AfiSafi>) {
+    (
+        c.four_octet_as,
+        c.extended_message,
+        c.add_path_tx.iter().copied().collect(),
+    )
+}
+
+/// Encode UPDATEs back to back (each split to fit the session's maximum
+/// message length if needed).
+fn encode_all(updates: Vec<Update>, caps: &SessionCaps) -> Bytes {
+    let mut out = Vec::new();
     for u in updates {
-        conn.send(Message::Update(u));
+        let parts = match u.split_to_fit(caps) {
+            Ok(parts) => parts,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot encode an UPDATE; dropped");
+                continue;
+            }
+        };
+        for part in parts {
+            if let Err(e) = encode_message(&Message::Update(part), caps, &mut out) {
+                tracing::warn!(error = %e, "cannot encode an UPDATE; dropped");
+            }
+        }
     }
+    Bytes::from(out)
 }

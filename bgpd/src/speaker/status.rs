@@ -46,7 +46,7 @@ impl Actor {
                     last_error: p.last_error.clone(),
                     prefixes_received: stats.received,
                     prefixes_accepted: stats.accepted,
-                    prefixes_advertised: p.adj_out.len(),
+                    prefixes_advertised: p.advertised,
                     router_id: p.router_id,
                     hold_time: p.established.as_ref().map(|e| e.hold_time),
                 }
@@ -69,6 +69,7 @@ impl Actor {
                     .flat_map(|s| s.asns().iter().copied())
                     .collect(),
                 local_pref: best.attrs.local_pref,
+                changes: self.rib.change_count(prefix),
             })
             .collect()
     }
