@@ -217,7 +217,7 @@ impl LabState {
             ],
             StoreKind::Etcd => vec![
                 ("DATASTORE_TYPE".into(), "etcdv3".into()),
-                ("ETCD_ENDPOINTS".into(), "http://127.0.0.1:23790".into()),
+                ("ETCD_ENDPOINTS".into(), ETCD_ENDPOINT.into()),
             ],
         }
     }
@@ -589,7 +589,7 @@ pub fn cni_config(state: &LabState, node: &LabNode) -> serde_json::Value {
         }
         StoreKind::Etcd => {
             conf["datastore_type"] = "etcdv3".into();
-            conf["etcd_endpoints"] = "http://127.0.0.1:23790".into();
+            conf["etcd_endpoints"] = ETCD_ENDPOINT.into();
         }
     }
     conf
@@ -712,28 +712,50 @@ pub fn routes(state: &LabState) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// Where the lab's etcd listens: on the hub's bridge, reachable from every
+/// node namespace (a node's own 127.0.0.1 is its own loopback).
+pub const ETCD_ENDPOINT: &str = "http://172.30.0.2:2379";
+
 fn start_etcd(state: &mut LabState) -> Result<()> {
-    progress("starting etcd on 127.0.0.1:23790");
-    let data = state.dir.join("etcd");
-    let log = state.dir.join("etcd.log");
-    let child = Command::new("etcd")
-        .args([
-            "--data-dir",
-            &data.display().to_string(),
-            "--listen-client-urls",
-            "http://127.0.0.1:23790",
-            "--advertise-client-urls",
-            "http://127.0.0.1:23790",
-            "--listen-peer-urls",
-            "http://127.0.0.1:23800",
-        ])
-        .stdout(std::fs::File::create(&log)?)
-        .stderr(std::fs::File::create(state.dir.join("etcd.err"))?)
-        .spawn()
-        .context("starting etcd (apt-get install -y etcd-server)")?;
-    state.etcd_pid = Some(child.id());
+    let hub = Netns::adopt(&ns_name(&state.spec.id, "hub"));
+    hub.ip(&["addr", "add", "172.30.0.2/24", "dev", "br0"])?;
+    if state.spec.mode.two_subnets() {
+        hub.ip(&["route", "add", "172.30.1.0/24", "via", "172.30.0.1"])?;
+    }
+    state.etcd_pid = Some(spawn_etcd(state)?);
     state.save()?;
     Ok(())
+}
+
+/// Start (or restart, on the same data directory) the lab's etcd in the hub.
+pub fn spawn_etcd(state: &LabState) -> Result<u32> {
+    progress(format!("starting etcd on {ETCD_ENDPOINT} (hub namespace)"));
+    let hub = Netns::adopt(&ns_name(&state.spec.id, "hub"));
+    let data = state.dir.join("etcd");
+    let mut cmd = Command::new("etcd");
+    cmd.args([
+        "--data-dir",
+        &data.display().to_string(),
+        "--listen-client-urls",
+        ETCD_ENDPOINT,
+        "--advertise-client-urls",
+        ETCD_ENDPOINT,
+        "--listen-peer-urls",
+        "http://127.0.0.1:2380",
+    ]);
+    let proc_ = hub
+        .spawn(cmd, &state.dir.join("etcd.log"))
+        .context("starting etcd (apt-get install -y etcd-server)")?;
+    let pid = proc_.detach();
+    wait_for("etcd to answer", Duration::from_secs(20), || {
+        let out = hub
+            .command("etcdctl")
+            .args(["--endpoints", ETCD_ENDPOINT, "endpoint", "health"])
+            .env("ETCDCTL_API", "3")
+            .output()?;
+        Ok(out.status.success().then_some(()))
+    })?;
+    Ok(pid)
 }
 
 /// Tear down the lab `id`: every process, namespace and file it made.
@@ -758,9 +780,6 @@ pub fn down(id: &str) -> Result<()> {
     names.reverse();
     for name in &names {
         kill_all_in(name);
-    }
-    if let Some(pid) = state.as_ref().and_then(|s| s.etcd_pid) {
-        crate::netns::signal(pid as i32, libc::SIGKILL);
     }
     for name in &names {
         let _ = Command::new("ip")
