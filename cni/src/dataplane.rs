@@ -141,8 +141,12 @@ impl Netlink {
             .map_err(|e| nl_err(format!("adding address {ip}/{prefix} to {name}"), e))
     }
 
+    /// Add a route, replacing one to the same destination: a stale route of
+    /// a previous pod with this address, or the node's blackhole for a
+    /// block that is this single address (blockSize 32 / 128), must give
+    /// way to this pod's route.
     async fn add_route(&self, route: RouteMessage, what: String) -> Result<(), CniError> {
-        match self.handle.route().add(route).execute().await {
+        match self.handle.route().add(route).replace().execute().await {
             Ok(()) => Ok(()),
             Err(e) => Err(nl_err(format!("adding route {what}"), e)),
         }

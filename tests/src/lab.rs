@@ -845,3 +845,45 @@ pub fn parse_routes(text: &str) -> NodeRoutes {
     }
     r
 }
+
+/// One convergence trial: CNI ADD of a pod on `node` (in a pool whose
+/// blockSize makes every pod claim a new block) until the block's route is
+/// in every other node's table. Returns (ADD duration, convergence time).
+pub fn convergence_trial(
+    state: &mut LabState,
+    node: usize,
+    p: usize,
+) -> Result<(Duration, Duration)> {
+    let n = state.nodes[node].clone();
+    let t0 = std::time::Instant::now();
+    let pod = add_pod(state, &n, p)?;
+    let add = t0.elapsed();
+    let others: Vec<Netns> = state
+        .nodes
+        .iter()
+        .filter(|o| o.name != n.name)
+        .map(|o| Netns::adopt(&o.netns))
+        .collect();
+    let prefix = format!("{}/32", pod.ip);
+    for ns in &others {
+        wait_for(
+            &format!("route to {prefix} in {}", ns.name()),
+            Duration::from_secs(10),
+            || {
+                let out = ns.ip(&["-o", "route", "show", &prefix])?;
+                Ok(out.contains("proto 77").then_some(()))
+            },
+        )?;
+    }
+    Ok((add, t0.elapsed()))
+}
+
+/// The p-th percentile (0..=100) of `v` (sorted in place).
+pub fn percentile(v: &mut [Duration], p: f64) -> Duration {
+    v.sort();
+    if v.is_empty() {
+        return Duration::ZERO;
+    }
+    let idx = ((p / 100.0) * (v.len() - 1) as f64).round() as usize;
+    v[idx.min(v.len() - 1)]
+}

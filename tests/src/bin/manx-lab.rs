@@ -38,6 +38,14 @@ enum Cmd {
     Status,
     /// Remove every namespace, link, process and file the lab made.
     Down,
+    /// Measure convergence: CNI ADD of a pod that claims a new block until
+    /// the block's route is on every other node (its own lab, torn down after).
+    BenchConvergence {
+        #[arg(long, default_value_t = 50)]
+        trials: usize,
+        #[arg(long, default_value_t = 3)]
+        nodes: usize,
+    },
 }
 
 fn main() {
@@ -75,6 +83,7 @@ fn real_main() -> Result<()> {
             report(&state)
         }
         Cmd::Status => report(&LabState::load(&cli.id)?),
+        Cmd::BenchConvergence { trials, nodes } => bench_convergence(&cli.id, trials, nodes),
         Cmd::Down => {
             lab::down(&cli.id)?;
             progress(format!("lab {:?} removed", cli.id));
@@ -114,5 +123,75 @@ fn report(state: &LabState) -> Result<()> {
     if !m.failed.is_empty() {
         bail!("{} pod pairs cannot reach each other", m.failed.len());
     }
+    Ok(())
+}
+
+fn bench_convergence(id: &str, trials: usize, nodes: usize) -> Result<()> {
+    let id = format!("{id}-conv");
+    let mut spec = LabSpec::new(&id, nodes, Mode::Direct);
+    spec.pods_per_node = 0;
+    let mut state = lab::up(spec)?;
+    let res = (|| -> Result<(Vec<Duration>, Vec<Duration>)> {
+        // blockSize 32: every pod claims a block of its own, so every trial
+        // is "the first pod on a node claims a new block".
+        let manifest = state.dir.join("conv-pool.yaml");
+        std::fs::write(
+            &manifest,
+            "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata:\n  name: conv\nspec:\n  cidr: 10.70.0.0/16\n  blockSize: 32\n",
+        )?;
+        let first = state.nodes[0].clone();
+        state.manxctl(&first, &["apply", "-f", &manifest.display().to_string()])?;
+        state.manxctl(
+            &first,
+            &[
+                "patch",
+                "ippool",
+                "default-ipv4-ippool",
+                "-p",
+                r#"{"spec":{"disabled":true}}"#,
+            ],
+        )?;
+        let (mut adds, mut conv) = (Vec::new(), Vec::new());
+        for t in 0..trials {
+            let (a, c) = lab::convergence_trial(&mut state, t % nodes, 1000 + t)?;
+            adds.push(a);
+            conv.push(c);
+        }
+        Ok((adds, conv))
+    })();
+    let _ = lab::down(&id);
+    let (mut adds, mut conv) = res?;
+    let mut after: Vec<Duration> = conv
+        .iter()
+        .zip(&adds)
+        .map(|(c, a)| c.saturating_sub(*a))
+        .collect();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let (c50, c99) = (
+        lab::percentile(&mut conv, 50.0),
+        lab::percentile(&mut conv, 99.0),
+    );
+    let (a50, a99) = (
+        lab::percentile(&mut adds, 50.0),
+        lab::percentile(&mut adds, 99.0),
+    );
+    println!(
+        "convergence over {trials} trials on {nodes} nodes (CNI ADD claiming a new block -> route on every other node):"
+    );
+    println!(
+        "  convergence   p50 {:8.1} ms   p99 {:8.1} ms",
+        ms(c50),
+        ms(c99)
+    );
+    println!(
+        "  baseline: the CNI ADD alone   p50 {:8.1} ms   p99 {:8.1} ms",
+        ms(a50),
+        ms(a99)
+    );
+    println!(
+        "  ratio convergence/ADD at p99: {:.2}; target p99 < 200 ms: {}",
+        ms(c99) / ms(a99).max(0.001),
+        if ms(c99) < 200.0 { "met" } else { "NOT met" }
+    );
     Ok(())
 }
