@@ -184,6 +184,11 @@ fn bench_convergence(id: &str, trials: usize, nodes: usize) -> Result<()> {
         ms(c99)
     );
     println!(
+        "  after ADD returned   p50 {:8.1} ms   p99 {:8.1} ms",
+        ms(lab::percentile(&mut after, 50.0)),
+        ms(lab::percentile(&mut after, 99.0))
+    );
+    println!(
         "  baseline: the CNI ADD alone   p50 {:8.1} ms   p99 {:8.1} ms",
         ms(a50),
         ms(a99)
