@@ -506,3 +506,6 @@ pub fn normalize(p: IpNetwork) -> IpNetwork {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod tests_rr;
