@@ -12,7 +12,7 @@
 //! group and the same bytes go to every member whose diff is identical
 //! (members differ only for paths learnt from a member: split horizon).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 
 use bytes::Bytes;
@@ -71,41 +71,75 @@ impl Actor {
                 .push((peer.cfg.address, t));
         }
         for members in groups.into_values() {
-            let mut shared: Option<(Diff, Bytes)> = None;
+            // Within a group export differs only for paths learnt from the
+            // member itself (split horizon): compute the diff and its bytes
+            // once, for a target that is none of them, and redo the few
+            // members whose own paths changed.
+            let mut anyone = members[0].1.clone();
+            anyone.peer = IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
+            let (shared_diff, shared_delta) = self.diff_for(&previous, &anyone);
+            let mut shared_bytes: Option<Bytes> = None;
             for (addr, target) in members {
-                let mut diff: Diff = Vec::new();
-                let mut delta: isize = 0;
-                for (prefix, old) in &previous {
-                    let before = export(prefix, old.as_ref(), &target);
-                    let after = export(prefix, self.rib.best(prefix), &target);
-                    if before != after {
-                        delta += isize::from(after.is_some()) - isize::from(before.is_some());
-                        diff.push((*prefix, after));
-                    }
-                }
-                if diff.is_empty() {
+                let own = |b: Option<&crate::rib::BestPath>| {
+                    b.is_some_and(|b| b.source == crate::rib::RouteSource::Peer(addr))
+                };
+                let involved = previous
+                    .iter()
+                    .any(|(p, old)| own(old.as_ref()) || own(self.rib.best(p)));
+                let Some(caps) = self
+                    .peers
+                    .get(&addr)
+                    .and_then(|p| p.established.as_ref())
+                    .map(|e| e.caps.clone())
+                else {
                     continue;
-                }
+                };
+                let (bytes, delta) = if involved {
+                    let (diff, delta) = self.diff_for(&previous, &target);
+                    if diff.is_empty() {
+                        continue;
+                    }
+                    (encode_all(build_updates(diff), &caps), delta)
+                } else {
+                    if shared_diff.is_empty() {
+                        continue;
+                    }
+                    let b = shared_bytes
+                        .get_or_insert_with(|| {
+                            encode_all(build_updates(shared_diff.clone()), &caps)
+                        })
+                        .clone();
+                    (b, shared_delta)
+                };
                 let Some(peer) = self.peers.get_mut(&addr) else {
                     continue;
                 };
                 peer.advertised = peer.advertised.saturating_add_signed(delta);
-                let bytes = match &shared {
-                    Some((d, b)) if *d == diff => b.clone(),
-                    _ => {
-                        let caps = &peer.established.as_ref().expect("established").caps;
-                        let b = encode_all(build_updates(diff.clone()), caps);
-                        if shared.is_none() {
-                            shared = Some((diff, b.clone()));
-                        }
-                        b
-                    }
-                };
                 if let Some((_, conn)) = &peer.primary.conn {
                     conn.send_raw(bytes);
                 }
             }
         }
+    }
+
+    /// What `target` must be told about the changed prefixes, and how its
+    /// advertised count moves.
+    fn diff_for(
+        &self,
+        previous: &BTreeMap<IpNetwork, Option<crate::rib::BestPath>>,
+        target: &ExportTarget,
+    ) -> (Diff, isize) {
+        let mut diff: Diff = Vec::new();
+        let mut delta: isize = 0;
+        for (prefix, old) in previous {
+            let before = export(prefix, old.as_ref(), target);
+            let after = export(prefix, self.rib.best(prefix), target);
+            if before != after {
+                delta += isize::from(after.is_some()) - isize::from(before.is_some());
+                diff.push((*prefix, after));
+            }
+        }
+        (diff, delta)
     }
 
     /// Send a new (or refreshed) session the whole table, then End-of-RIB
