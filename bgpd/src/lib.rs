@@ -18,6 +18,7 @@ pub mod config;
 pub mod control;
 pub mod fsm;
 pub mod packet;
+pub mod reflector;
 pub mod rib;
 pub mod session;
 pub mod speaker;

@@ -1,5 +1,7 @@
-//! `manx-bgpd --config FILE`: the standalone BGP speaker. Thin: the logic is
-//! in the `bgpd` library. SIGTERM/SIGINT send every peer a CEASE with an
+//! `manx-bgpd --config FILE`: the standalone BGP speaker; `manx-bgpd
+//! --from-datastore`: a route reflector whose peers come from the datastore
+//! (env `NODENAME` and the datastore environment). Thin: the logic is in
+//! the `bgpd` library. SIGTERM/SIGINT send every peer a CEASE with an
 //! RFC 8203 shutdown message, then exit 0.
 
 use std::path::PathBuf;
@@ -13,8 +15,25 @@ use tokio::signal::unix::{SignalKind, signal};
 #[command(version, about)]
 struct Args {
     /// YAML configuration file.
-    #[arg(long, short = 'c', env = "MANX_BGPD_CONFIG")]
-    config: PathBuf,
+    #[arg(
+        long,
+        short = 'c',
+        env = "MANX_BGPD_CONFIG",
+        required_unless_present = "from_datastore"
+    )]
+    config: Option<PathBuf>,
+    /// Be a route reflector configured from the datastore (Node `NODENAME`).
+    #[arg(long, conflicts_with = "config")]
+    from_datastore: bool,
+    /// Node name (with --from-datastore).
+    #[arg(long, env = "NODENAME")]
+    nodename: Option<String>,
+    /// Directory of BGP password secrets (with --from-datastore).
+    #[arg(long, env = "MANX_SECRETS_DIR", default_value = "/etc/manx/secrets")]
+    secrets_dir: PathBuf,
+    /// Control socket (with --from-datastore).
+    #[arg(long, env = "MANX_BGPD_CONTROL")]
+    control_socket: Option<PathBuf>,
     /// Shutdown message sent to peers on SIGTERM/SIGINT (RFC 8203).
     #[arg(long, default_value = "manx-bgpd shutting down")]
     shutdown_message: String,
@@ -30,11 +49,25 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
-    let cfg = bgpd::SpeakerConfig::load(&args.config)?;
-    let control_path = cfg.control_socket.clone();
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    let speaker = bgpd::Speaker::start(cfg, None)?;
+    let (speaker, control_path, follow) = if args.from_datastore {
+        let name = args
+            .nodename
+            .clone()
+            .context("--from-datastore needs the node name: set NODENAME or --nodename")?;
+        let (speaker, follow) =
+            bgpd::reflector::start(name, args.secrets_dir.clone(), args.control_socket.clone())
+                .await?;
+        let follow: std::pin::Pin<Box<dyn Future<Output = _>>> = Box::pin(follow);
+        (speaker, args.control_socket.clone(), follow)
+    } else {
+        let path = args.config.clone().context("--config FILE is required")?;
+        let cfg = bgpd::SpeakerConfig::load(&path)?;
+        let control_path = cfg.control_socket.clone();
+        let follow: std::pin::Pin<Box<dyn Future<Output = _>>> = Box::pin(std::future::pending());
+        (bgpd::Speaker::start(cfg, None)?, control_path, follow)
+    };
     let _control = match &control_path {
         Some(path) => Some(
             bgpd::control::serve(path, speaker.handle())
@@ -43,6 +76,11 @@ async fn main() -> anyhow::Result<()> {
         None => None,
     };
     tokio::select! {
+        r = follow => {
+            if let Err(e) = r {
+                tracing::error!(error = %e, "following the datastore failed");
+            }
+        }
         _ = term.recv() => tracing::info!("SIGTERM"),
         _ = int.recv() => tracing::info!("SIGINT"),
     }

@@ -1,0 +1,147 @@
+//! `manx-bgpd --from-datastore`: a dedicated route reflector (Calico's
+//! route-reflector deployment). Its Node resource (`NODENAME`) gives the
+//! router id (its IPv4 address) and `routeReflectorClusterID`; its peers
+//! come from [`crate::cluster::desired_peers`] over the datastore's Nodes,
+//! BGPPeers and BGPConfigurations, and are re-applied live on every change
+//! (unchanged sessions are left alone by `set_peers`). It originates
+//! nothing and programs no routes.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+
+use datastore::Revision;
+use datastore::client::{Client, RESOURCE_PREFIX};
+use datastore::model::{BGPConfiguration, BGPPeer, Node};
+use futures::StreamExt;
+
+use crate::cluster::{DesiredPeer, SecretDir, cluster_config, desired_peers};
+use crate::config::{ListenConfig, NextHopMode, PeerConfig, SpeakerConfig};
+use crate::speaker::{Speaker, SpeakerError, SpeakerHandle};
+
+/// Errors of the datastore-driven reflector.
+#[derive(Debug, thiserror::Error)]
+pub enum ReflectorError {
+    /// Reading the datastore failed.
+    #[error(
+        "route reflector: datastore: {0} (check the datastore environment and that it is reachable)"
+    )]
+    Datastore(String),
+    /// Our Node resource is missing or lacks an IPv4 address.
+    #[error("route reflector: Node {0:?}: {1}")]
+    Node(String, String),
+    /// The speaker did not start.
+    #[error(transparent)]
+    Speaker(#[from] SpeakerError),
+}
+
+fn ds<E: std::fmt::Display>(e: E) -> ReflectorError {
+    ReflectorError::Datastore(e.to_string())
+}
+
+/// The speaker's peer settings for a desired peer.
+pub fn peer_config(p: &DesiredPeer) -> PeerConfig {
+    let mut c = PeerConfig::new(p.address, p.asn);
+    c.port = p.port;
+    c.passive = p.passive;
+    c.password = p.password.clone();
+    c.ttl_security = p.ttl_security.is_some();
+    c.peer_type = p.peer_type;
+    c.rr_client = p.rr_client;
+    c.restart_time = p.max_restart_time.map(|d| d.as_secs().min(4095) as u16);
+    c.next_hop_mode = match p.next_hop_mode {
+        None | Some(datastore::model::NextHopMode::Auto) => NextHopMode::Auto,
+        Some(datastore::model::NextHopMode::SelfHop) => NextHopMode::SelfAddr,
+        Some(datastore::model::NextHopMode::Keep) => NextHopMode::Keep,
+    };
+    c
+}
+
+async fn snapshot(
+    client: &Client,
+) -> Result<(Vec<Node>, Vec<BGPPeer>, Vec<BGPConfiguration>, Revision), ReflectorError> {
+    let (nodes, r1) = client.list::<Node>().await.map_err(ds)?;
+    let (peers, r2) = client.list::<BGPPeer>().await.map_err(ds)?;
+    let (cfgs, r3) = client.list::<BGPConfiguration>().await.map_err(ds)?;
+    Ok((nodes, peers, cfgs, r1.max(r2).max(r3)))
+}
+
+/// Start the reflector for Node `me`; returns the speaker and a future that
+/// keeps its peers in sync with the datastore (run it until shutdown).
+pub async fn start(
+    me: String,
+    secrets: PathBuf,
+    control_socket: Option<PathBuf>,
+) -> Result<(Speaker, impl Future<Output = Result<(), ReflectorError>>), ReflectorError> {
+    let cfg = datastore::config::DatastoreConfig::from_env().map_err(ds)?;
+    let store = cfg.connect().await.map_err(ds)?;
+    let client = Client::new(store.clone());
+    let (nodes, peers, cfgs, rev) = snapshot(&client).await?;
+    let node = nodes
+        .iter()
+        .find(|n| n.metadata.name == me)
+        .ok_or_else(|| {
+            ReflectorError::Node(
+                me.clone(),
+                "not found; create it (manxctl apply) or set NODENAME".into(),
+            )
+        })?;
+    let (addr, _) = node.ipv4_address().ok_or_else(|| {
+        ReflectorError::Node(
+            me.clone(),
+            "has no spec.bgp.ipv4Address; set one (it is the router id)".into(),
+        )
+    })?;
+    let cluster = cluster_config(&cfgs);
+    let asn = node
+        .as_number()
+        .map(|a| a.0)
+        .or(cluster.map(|c| c.spec.as_number().0))
+        .unwrap_or(datastore::model::DEFAULT_AS_NUMBER.0);
+    let mut scfg = SpeakerConfig::new(asn, addr);
+    scfg.cluster_id = node.route_reflector_cluster_id();
+    scfg.listen = Some(ListenConfig {
+        address: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        port: cluster.map(|c| c.spec.listen_port()).unwrap_or(179),
+    });
+    scfg.control_socket = control_socket;
+    let secrets = SecretDir(secrets);
+    scfg.peers = desired_peers(&me, &nodes, &peers, &cfgs, &secrets)
+        .iter()
+        .map(peer_config)
+        .collect();
+    tracing::info!(node = %me, router_id = %addr, cluster_id = ?scfg.cluster_id, peers = scfg.peers.len(), "route reflector from the datastore");
+    let speaker = Speaker::start(scfg, None)?;
+    let handle = speaker.handle();
+    let follow = async move { follow(client, store, handle, me, secrets, rev).await };
+    Ok((speaker, follow))
+}
+
+async fn follow(
+    client: Client,
+    store: std::sync::Arc<dyn datastore::Datastore>,
+    handle: SpeakerHandle,
+    me: String,
+    secrets: SecretDir,
+    mut rev: Revision,
+) -> Result<(), ReflectorError> {
+    loop {
+        let mut watch = store.watch(RESOURCE_PREFIX, rev).await.map_err(ds)?;
+        // Any change under the resources: recompute from a fresh snapshot
+        // (cheap at reflector scale, and never drifts).
+        while let Some(ev) = watch.next().await {
+            if let Err(e) = ev {
+                tracing::warn!(error = %e, "datastore watch error; restarting the watch");
+                break;
+            }
+            let (nodes, peers, cfgs, r) = snapshot(&client).await?;
+            rev = rev.max(r);
+            let wanted: Vec<PeerConfig> = desired_peers(&me, &nodes, &peers, &cfgs, &secrets)
+                .iter()
+                .map(peer_config)
+                .collect();
+            tracing::debug!(peers = wanted.len(), "peers recomputed");
+            handle.set_peers(wanted);
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+}
