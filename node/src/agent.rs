@@ -22,11 +22,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow};
-use bgpd::config::{ListenConfig, PeerConfig, SpeakerConfig};
+use bgpd::config::{ListenConfig, NextHopMode, PeerConfig, SpeakerConfig};
 use bgpd::rib::RouteUpdate;
 use bgpd::speaker::{Speaker, SpeakerHandle};
 use datastore::client::Client;
-use datastore::model::EncapMode as V3Encap;
+use datastore::model::{EncapMode as V3Encap, NextHopMode as V3NextHop};
 use datastore::{Datastore, WatchEvent};
 use felix::{
     DataplaneConfig, DataplaneInput, LocalWorkload, PeerNode, PoolInfo, RemoteBlock, Uplink,
@@ -91,6 +91,13 @@ fn peer_config(p: &DesiredPeer, uplink: &Uplink) -> PeerConfig {
     c.ttl_security = p.ttl_security.is_some();
     c.source_address = uplink.addr_for(p.address).map(|n| n.ip());
     c.peer_type = p.peer_type;
+    c.rr_client = p.rr_client;
+    c.restart_time = p.max_restart_time.map(|d| d.as_secs().min(4095) as u16);
+    c.next_hop_mode = match p.next_hop_mode {
+        None | Some(V3NextHop::Auto) => NextHopMode::Auto,
+        Some(V3NextHop::SelfHop) => NextHopMode::SelfAddr,
+        Some(V3NextHop::Keep) => NextHopMode::Keep,
+    };
     if let Some(k) = p.keepalive {
         // Hold time is three keepalives, as RFC 4271 suggests.
         c.hold_time = Some((k.as_secs() * 3).clamp(3, u16::MAX as u64) as u16);
@@ -104,6 +111,11 @@ struct Agent {
     uplink: Uplink,
     client: Client,
     speaker: SpeakerHandle,
+    /// The running speaker (restarted when the node's route-reflector
+    /// cluster id changes) and how to start another.
+    running: Option<Speaker>,
+    speaker_cfg: SpeakerConfig,
+    route_tx: mpsc::UnboundedSender<RouteUpdate>,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
     status: Arc<Mutex<NodeStatus>>,
@@ -119,6 +131,7 @@ struct Agent {
     ipam: Arc<Ipam>,
     dp_tx: tokio::sync::watch::Sender<Option<DataplaneInput>>,
     started: Instant,
+    all_up_since: Option<Instant>,
     first_sync_done: bool,
 }
 
@@ -180,8 +193,44 @@ impl Agent {
         }
     }
 
+    /// A node that becomes (or stops being) a route reflector gets a
+    /// speaker with the new cluster id; its sessions restart once.
+    async fn check_cluster_id(&mut self) {
+        let id = self
+            .view
+            .nodes
+            .iter()
+            .find(|n| n.metadata.name == self.name)
+            .and_then(|n| n.route_reflector_cluster_id());
+        if id == self.speaker_cfg.cluster_id {
+            return;
+        }
+        tracing::info!(cluster_id = ?id, "route-reflector cluster id changed: restarting the BGP speaker");
+        if let Some(old) = self.running.take() {
+            old.shutdown("route-reflector cluster id changed").await;
+        }
+        self.speaker_cfg.cluster_id = id;
+        self.speaker_cfg.restarting = true;
+        match Speaker::start(self.speaker_cfg.clone(), Some(self.route_tx.clone())) {
+            Ok(sp) => {
+                self.speaker = sp.handle();
+                self.running = Some(sp);
+            }
+            Err(e) => tracing::error!(error = %e, "cannot restart the BGP speaker"),
+        }
+        // Everything is pushed again to the new speaker, and its routes are
+        // relearnt before the dataplane sees the new set (no flap meanwhile).
+        self.peers.clear();
+        self.originated.clear();
+        self.remote.clear();
+        self.first_sync_done = false;
+        self.all_up_since = None;
+        self.started = Instant::now();
+    }
+
     async fn recompute(&mut self) {
         self.view = self.cache.view(&self.name);
+        self.check_cluster_id().await;
         self.ensure_tunnels().await;
         let secrets = SecretDir("/etc/manx/secrets".into());
         let peers = desired_peers(
@@ -321,24 +370,38 @@ impl Agent {
         }
     }
 
-    /// BGP has relearnt what it will (every mesh/explicit peer is up), or
-    /// we waited long enough: let the dataplane do its first full sync.
+    /// BGP has relearnt what it will, or we waited long enough: let the
+    /// dataplane do its first full sync. "Relearnt" is: the speaker says it
+    /// is synced (End-of-RIB from every peer it had, `SpeakerHandle::synced`)
+    /// *and* every desired peer has been Established for half a second. The
+    /// second half matters because the speaker is started before manx-node
+    /// gives it its peers, so its own notion can be true vacuously.
     async fn maybe_first_sync(&mut self) {
         if self.first_sync_done {
             return;
         }
         let states = self.speaker.peers().await;
-        let all_up = states
-            .iter()
-            .all(|p| format!("{:?}", p.state) == "Established");
+        let all_up = !states.is_empty()
+            && states.len() >= self.peers.len()
+            && states
+                .iter()
+                .all(|p| format!("{:?}", p.state) == "Established");
+        let now = Instant::now();
+        let settled = match (all_up, self.all_up_since) {
+            (true, None) => {
+                self.all_up_since = Some(now);
+                false
+            }
+            (true, Some(t)) => now.duration_since(t) >= Duration::from_millis(500),
+            (false, _) => {
+                self.all_up_since = None;
+                false
+            }
+        };
         let waited = self.started.elapsed();
-        if (all_up && waited > Duration::from_millis(300)) || waited > FIRST_SYNC_MAX_WAIT {
-            tracing::info!(
-                peers = states.len(),
-                all_up,
-                ?waited,
-                "first dataplane sync"
-            );
+        let no_peers = self.peers.is_empty() && waited > Duration::from_secs(1);
+        if (settled && self.speaker.is_synced()) || no_peers || waited > FIRST_SYNC_MAX_WAIT {
+            tracing::info!(peers = states.len(), ?waited, "first dataplane sync");
             self.first_sync_done = true;
             self.push_dataplane();
         }
@@ -514,6 +577,7 @@ pub async fn run(cfg: NodeConfig) -> Result<()> {
     let uplink = startup::detect_uplink(&nl, &cfg).await?;
     tracing::info!(node = %name, iface = %uplink.iface, v4 = ?uplink.v4, v6 = ?uplink.v6, mtu = uplink.mtu, "uplink");
     startup::ensure_default_pool(&client, &cfg).await?;
+    let existed = client.get::<datastore::model::Node>(&name).await?.is_some();
     let node = startup::register_node(&client, &name, &uplink, cfg.as_number).await?;
     write_nodename(&cfg.nodename_file, &name);
 
@@ -575,6 +639,10 @@ pub async fn run(cfg: NodeConfig) -> Result<()> {
         .map(|c| c.spec.listen_port())
         .unwrap_or(179);
     let mut scfg = SpeakerConfig::new(asn, startup::router_id(&uplink, &name));
+    // Our Node was registered before: this is a restart, and peers may be
+    // holding our routes for us (RFC 4724 R bit).
+    scfg.restarting = existed;
+    scfg.cluster_id = node.route_reflector_cluster_id();
     let any: IpAddr = if agent_v6(&uplink) {
         "::".parse()?
     } else {
@@ -583,7 +651,8 @@ pub async fn run(cfg: NodeConfig) -> Result<()> {
     scfg.listen = Some(ListenConfig { address: any, port });
     scfg.control_socket = Some(cfg.run_dir.join("bgp.sock"));
     let (route_tx, mut route_rx) = mpsc::unbounded_channel();
-    let speaker = Speaker::start(scfg, Some(route_tx)).map_err(|e| anyhow!("{e}"))?;
+    let speaker =
+        Speaker::start(scfg.clone(), Some(route_tx.clone())).map_err(|e| anyhow!("{e}"))?;
 
     let warnings = Arc::new(Mutex::new(Vec::new()));
     let (dp_tx, dp_rx) = tokio::sync::watch::channel(None);
@@ -601,6 +670,9 @@ pub async fn run(cfg: NodeConfig) -> Result<()> {
         uplink,
         client,
         speaker: speaker.handle(),
+        running: Some(speaker),
+        speaker_cfg: scfg,
+        route_tx,
         metrics: metrics.clone(),
         health: health.clone(),
         status: status_state.clone(),
@@ -615,6 +687,7 @@ pub async fn run(cfg: NodeConfig) -> Result<()> {
         ipam: ipam.clone(),
         dp_tx,
         started: Instant::now(),
+        all_up_since: None,
         first_sync_done: false,
     };
     agent.recompute().await;
@@ -666,8 +739,10 @@ pub async fn run(cfg: NodeConfig) -> Result<()> {
             _ = tokio::signal::ctrl_c() => break,
         }
     }
-    tracing::info!("stopping: kernel routes stay in place");
-    speaker.shutdown("manx-node restarting").await;
+    tracing::info!("stopping: kernel routes stay in place, peers keep ours (graceful restart)");
+    if let Some(sp) = agent.running.take() {
+        sp.shutdown_for_restart().await;
+    }
     Ok(())
 }
 

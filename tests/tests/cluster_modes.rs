@@ -63,3 +63,41 @@ fn crosssubnet_two_subnets() {
         "other subnet tunnelled: {r}"
     );
 }
+
+/// (d) Two route reflectors (same cluster id) and four clients with the
+/// node-to-node mesh off, written the way Calico's docs write it.
+#[test]
+fn route_reflectors_with_mesh_off() {
+    if !require() {
+        return;
+    }
+    let mut spec = Lab::spec("e2ed", 6, Mode::Direct);
+    spec.route_reflectors = 2;
+    let lab = Lab::up(spec);
+    lab.assert_all_ping();
+    // A client peers with the two reflectors only.
+    let client = &lab.0.nodes[3];
+    let status = lab.0.manxctl(client, &["node", "status"]).unwrap();
+    let peers: Vec<&str> = status
+        .lines()
+        .filter(|l| l.starts_with("| 172.30."))
+        .collect();
+    assert_eq!(peers.len(), 2, "{status}");
+    assert!(peers.iter().all(|l| l.contains("Established")), "{status}");
+    assert!(
+        status.contains("| 172.30.0.11") && status.contains("| 172.30.0.12"),
+        "{status}"
+    );
+    // A reflector peers with the other reflector and the four clients.
+    let rr = lab.0.manxctl(&lab.0.nodes[0], &["node", "status"]).unwrap();
+    assert_eq!(
+        rr.lines().filter(|l| l.starts_with("| 172.30.")).count(),
+        5,
+        "{rr}"
+    );
+    // Every client routes every other client's block via that client.
+    let r = lab.routes(3);
+    for other in ["172.30.0.13", "172.30.0.15", "172.30.0.16"] {
+        assert!(r.contains(&format!("via {other} dev eth0 proto 77")), "{r}");
+    }
+}
