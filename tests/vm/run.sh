@@ -56,6 +56,32 @@ if [ ! -x "$C/qemu/usr/bin/qemu-system-x86_64" ] || [ ! -d "$C/kernel/lib/module
   rm -f "$probe"
 fi
 
+# The lab's L2 segments are Linux bridges; run-in-vm.sh loads no bridge module, so ship the
+# kernel's own (llc, stp, bridge: in dependency order) and ipip-cluster.sh insmods them.
+KMOD=$(ls -d "$C"/kernel/lib/modules/*/kernel 2>/dev/null | head -n1)
+for m in net/llc/llc net/802/stp net/bridge/bridge; do
+  f=$(ls "$KMOD/$m.ko"* 2>/dev/null | head -n1) || true
+  [ -n "$f" ] || { echo "vm: $m.ko not found under $KMOD: the lab needs bridges" >&2; exit 1; }
+  FILES+=("$f")
+done
+
+# manx-node runs `nft` (NAT outgoing; with the lab's natOutgoing=false only `nft list`), and the
+# guest has none: ship this machine's nft with its libraries, behind a wrapper that points the
+# loader at /opt, plus the nf_tables modules so `nft list` talks to a real nf_tables.
+for m in lib/libcrc32c net/netfilter/nfnetlink net/netfilter/nf_tables; do
+  f=$(ls "$KMOD/$m.ko"* 2>/dev/null | head -n1) || true
+  [ -n "$f" ] && FILES+=("$f")
+done
+NFT=$(command -v nft || true)
+[ -n "$NFT" ] || { echo "vm: no nft on this machine (apt-get install -y nftables): manx-node needs it" >&2; exit 1; }
+X=$(mktemp -d /tmp/vm-extra.XXXXXX); trap 'rm -rf "$X"' EXIT
+cp -L "$NFT" "$X/nft.bin"
+printf '#!/bin/sh\nLD_LIBRARY_PATH=/opt exec /opt/nft.bin "$@"\n' >"$X/nft"; chmod +x "$X/nft"
+FILES+=("$X/nft" "$X/nft.bin")
+for l in $(ldd "$NFT" | grep -oE '/[^ ]+\.so[^ ]*' | grep -vE '/(libc\.so|ld-linux)'); do
+  FILES+=("$l")
+done
+
 export VM_MEM=${VM_MEM:-2048} VM_TIMEOUT=${VM_TIMEOUT:-1200}
 rc=0
 bash "$RUNNER" "$ROOT/tests/vm/ipip-cluster.sh" "${FILES[@]}" || rc=$?
