@@ -52,69 +52,57 @@ fn ipip_pool_degrades_with_one_line_and_vxlan_and_direct_pools_keep_working() {
         let status = lab.0.manxctl(n, &["node", "status"]).unwrap();
         assert!(status.contains(LINE), "node status should warn:\n{status}");
     }
-    // A VXLAN pool serves new pods while the IPIP pool is disabled.
-    let manifest = lab.0.dir.join("pools.yaml");
-    std::fs::write(
-        &manifest,
-        "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata:\n  name: vxlan-pool\nspec:\n  cidr: 10.66.0.0/16\n  vxlanMode: Always\n",
-    )
-    .unwrap();
-    lab.0
-        .manxctl(&nodes[0], &["apply", "-f", &manifest.display().to_string()])
-        .unwrap();
-    lab.0
-        .manxctl(
-            &nodes[0],
-            &[
-                "patch",
-                "ippool",
-                "default-ipv4-ippool",
-                "-p",
-                r#"{"spec":{"disabled":true}}"#,
-            ],
-        )
-        .unwrap();
-    for (i, n) in nodes.iter().enumerate() {
-        let pod = lab::add_pod(&mut lab.0, n, 10 + i).unwrap();
-        assert!(
-            pod.ip.starts_with("10.66."),
-            "pod from the VXLAN pool: {}",
-            pod.ip
-        );
-    }
-    lab.assert_all_ping();
-    // And a direct pool next to it.
-    std::fs::write(
-        &manifest,
-        "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata:\n  name: direct-pool\nspec:\n  cidr: 10.67.0.0/16\n  ipipMode: Never\n  vxlanMode: Never\n",
-    )
-    .unwrap();
-    lab.0
-        .manxctl(&nodes[0], &["apply", "-f", &manifest.display().to_string()])
-        .unwrap();
-    lab.0
-        .manxctl(
-            &nodes[0],
-            &[
-                "patch",
-                "ippool",
-                "vxlan-pool",
-                "-p",
-                r#"{"spec":{"disabled":true}}"#,
-            ],
-        )
-        .unwrap();
-    for (i, n) in nodes.iter().enumerate() {
-        let pod = lab::add_pod(&mut lab.0, n, 20 + i).unwrap();
-        assert!(
-            pod.ip.starts_with("10.67."),
-            "pod from the direct pool: {}",
-            pod.ip
-        );
-    }
-    lab.assert_all_ping();
+    // A VXLAN pool serves new pods while the IPIP pool is disabled, then a
+    // direct pool next to it.
+    switch_pool(
+        &mut lab,
+        "default-ipv4-ippool",
+        "vxlan-pool",
+        "10.66",
+        "vxlanMode: Always",
+        10,
+    );
+    switch_pool(
+        &mut lab,
+        "vxlan-pool",
+        "direct-pool",
+        "10.67",
+        "ipipMode: Never\n  vxlanMode: Never",
+        20,
+    );
     let r = lab.routes(0);
     assert!(r.contains("dev vxlan.manx proto 77 onlink"), "{r}");
     assert!(r.contains("via 172.30.0.12 dev eth0 proto 77"), "{r}");
     assert!(!r.contains("tunl0"), "{r}");
+}
+
+/// Create pool `new` (`<prefix>.0.0/16` with `modes`), disable pool `old`,
+/// and check new pods on every node come from `new` and reach every pod.
+fn switch_pool(lab: &mut Lab, old: &str, new: &str, prefix: &str, modes: &str, first_pod: usize) {
+    let nodes = lab.0.nodes.clone();
+    let manifest = lab.0.dir.join(format!("{new}.yaml"));
+    std::fs::write(
+        &manifest,
+        format!(
+            "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata:\n  name: {new}\nspec:\n  cidr: {prefix}.0.0/16\n  {modes}\n"
+        ),
+    )
+    .unwrap();
+    let first = &nodes[0];
+    lab.0
+        .manxctl(first, &["apply", "-f", &manifest.display().to_string()])
+        .unwrap();
+    let disable = r#"{"spec":{"disabled":true}}"#;
+    lab.0
+        .manxctl(first, &["patch", "ippool", old, "-p", disable])
+        .unwrap();
+    for (i, n) in nodes.iter().enumerate() {
+        let pod = lab::add_pod(&mut lab.0, n, first_pod + i).unwrap();
+        assert!(
+            pod.ip.starts_with(&format!("{prefix}.")),
+            "pod from {new}: {}",
+            pod.ip
+        );
+    }
+    lab.assert_all_ping();
 }
