@@ -1,0 +1,659 @@
+//! The scenario runner behind `speaker_golden.rs`: one real [`Speaker`]
+//! (the device under test, "DUT") on a loopback address, scripted peers
+//! ([`ScriptedPeer`]) that connect to it, and a transcript of what every
+//! step made the DUT send (UPDATEs per peer) and emit (`RouteUpdate`s).
+//!
+//! # Script (`<name>.events.jsonl`, one JSON object per line, `#` comments)
+//!
+//! * `{"step":"speaker","address":A,"router_id":R,"cluster_id":C?,"networks":[..],
+//!   "peers":[{"name":N,"address":A,"asn":AS,"rr_client":B?,"next_hop_mode":M?}]}`
+//!   — first line: start the DUT (AS 64512) listening on `A`:0; every
+//!   peer is passive on the DUT side (the scripted peers connect).
+//! * `{"step":"connect","peer":N,"router_id":R,"restart_time":T?}` — TCP
+//!   from the peer's address, OPEN (hold time 0: no timers), KEEPALIVE, then
+//!   the DUT's initial table up to End-of-RIB. `restart_time` advertises
+//!   the Graceful Restart capability (RFC 4724 §3).
+//! * `{"step":"announce","peer":N,"prefixes":[..],"next_hop":H?,"as_path":[..]?,
+//!   "origin":"igp|egp|incomplete"?,"med":M?,"local_pref":L?,"communities":[..]?,
+//!   "originator_id":O?,"cluster_list":[..]?}` / `{"step":"withdraw","peer":N,"prefixes":[..]}`
+//!   / `{"step":"eor","peer":N}` — one UPDATE.
+//! * `{"step":"drop","peer":N}` — close the TCP connection, no NOTIFICATION.
+//! * `{"step":"cease","peer":N}` — NOTIFICATION Cease/Administrative Shutdown, then close.
+//! * `{"step":"rib"}` — also record the DUT's Loc-RIB.
+//!
+//! # Determinism
+//!
+//! No sleeps decide anything. After an input from peer `P`, `P` sends a
+//! *sentinel* prefix (10.255.<i>.0/24) in a second UPDATE and the runner
+//! polls the DUT's Loc-RIB until the sentinel is there: messages of one
+//! session are processed in order, so the step's UPDATE was too. Then the
+//! DUT originates its own sentinel (10.255.255.0/24) and every connected
+//! peer reads until it sees it: everything before it on the TCP stream is
+//! the step's output (the actor handled the step before the sentinel
+//! command). Sentinels (10.255.0.0/16) are left out of the transcript.
+//! Within a step, each peer's output is flattened to one entry per prefix
+//! and sorted by prefix (stable: one prefix's events keep their order), so
+//! how the DUT batches prefixes into UPDATEs does not matter; ports and
+//! times never appear.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bgpd::config::{ListenConfig, NextHopMode};
+use bgpd::packet::{AsSegment, Message, Notification, Origin, PathAttribute, Update};
+use bgpd::rib::RouteSource;
+use bgpd::{PeerConfig, RouteUpdate, Speaker, SpeakerConfig, SpeakerHandle};
+use ipnetwork::IpNetwork;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use super::peer::{Attrs, Event, PeerSpec, ScriptedPeer};
+
+/// The AS of every DUT.
+pub const DUT_AS: u32 = 64512;
+/// Bound of every wait: generous, since 2 shared cores can be slow.
+const LIMIT: Duration = Duration::from_secs(30);
+
+fn dut_sentinel() -> IpNetwork {
+    "10.255.255.0/24".parse().unwrap()
+}
+
+fn is_sentinel(p: &IpNetwork) -> bool {
+    match p {
+        IpNetwork::V4(v4) => v4.ip().octets()[..2] == [10, 255],
+        IpNetwork::V6(_) => false,
+    }
+}
+
+/// The directory of scripts and goldens.
+pub fn dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/speaker_golden")
+}
+
+struct PeerEntry {
+    index: u8,
+    address: IpAddr,
+    asn: u32,
+    session: Option<ScriptedPeer>,
+}
+
+/// A running scenario.
+pub struct Harness {
+    speaker: Option<Speaker>,
+    handle: SpeakerHandle,
+    listen: SocketAddr,
+    routes: mpsc::UnboundedReceiver<RouteUpdate>,
+    peers: BTreeMap<String, PeerEntry>,
+    names: HashMap<IpAddr, String>,
+}
+
+fn s<'a>(v: &'a Value, key: &str) -> &'a str {
+    v[key]
+        .as_str()
+        .unwrap_or_else(|| panic!("step {v}: `{key}` must be a string"))
+}
+
+fn ip(v: &Value, key: &str) -> IpAddr {
+    s(v, key)
+        .parse()
+        .unwrap_or_else(|e| panic!("step {v}: `{key}`: {e}"))
+}
+
+fn v4(text: &str) -> Ipv4Addr {
+    text.parse()
+        .unwrap_or_else(|e| panic!("{text:?} is not an IPv4 address: {e}"))
+}
+
+fn prefixes(v: &Value) -> Vec<IpNetwork> {
+    v["prefixes"]
+        .as_array()
+        .unwrap_or_else(|| panic!("step {v}: `prefixes` must be a list"))
+        .iter()
+        .map(|p| p.as_str().unwrap().parse().unwrap())
+        .collect()
+}
+
+fn origin_name(o: Origin) -> &'static str {
+    match o {
+        Origin::Igp => "igp",
+        Origin::Egp => "egp",
+        Origin::Incomplete => "incomplete",
+    }
+}
+
+/// The attributes of an UPDATE as the transcript shows them.
+fn attrs_json(u: &Update) -> Value {
+    let mut m = serde_json::Map::new();
+    for a in &u.attributes {
+        match a {
+            PathAttribute::Origin(o) => {
+                m.insert("origin".into(), json!(origin_name(*o)));
+            }
+            PathAttribute::AsPath(p) => {
+                let flat: Vec<Value> = p
+                    .segments
+                    .iter()
+                    .flat_map(|s| match s {
+                        AsSegment::Sequence(v) => v.iter().map(|a| json!(a)).collect::<Vec<_>>(),
+                        other => vec![json!(format!("{other:?}"))],
+                    })
+                    .collect();
+                m.insert("as_path".into(), Value::Array(flat));
+            }
+            PathAttribute::NextHop(h) => {
+                m.insert("next_hop".into(), json!(h.to_string()));
+            }
+            PathAttribute::MultiExitDisc(x) => {
+                m.insert("med".into(), json!(x));
+            }
+            PathAttribute::LocalPref(x) => {
+                m.insert("local_pref".into(), json!(x));
+            }
+            PathAttribute::Communities(c) => {
+                let c: Vec<String> = c
+                    .iter()
+                    .map(|c| format!("{}:{}", c >> 16, c & 0xffff))
+                    .collect();
+                m.insert("communities".into(), json!(c));
+            }
+            PathAttribute::OriginatorId(o) => {
+                m.insert("originator_id".into(), json!(o.to_string()));
+            }
+            PathAttribute::ClusterList(l) => {
+                let l: Vec<String> = l.iter().map(|x| x.to_string()).collect();
+                m.insert("cluster_list".into(), json!(l));
+            }
+            PathAttribute::MpReach(_) | PathAttribute::MpUnreach(_) => {}
+            other => {
+                m.insert(
+                    format!("attr{}", other.type_code()),
+                    json!(format!("{other:?}")),
+                );
+            }
+        }
+    }
+    Value::Object(m)
+}
+
+/// One UPDATE as transcript entries, sentinels left out: (sort key, entry).
+fn update_entries(u: &Update) -> Vec<(String, Value)> {
+    if let Some(f) = u.is_end_of_rib() {
+        // After every prefix of the step.
+        return vec![("~eor".into(), json!({ "eor": f.to_string() }))];
+    }
+    let mut out = Vec::new();
+    for (_, n) in u.withdrawals() {
+        if !is_sentinel(&n.prefix) {
+            out.push((
+                n.prefix.to_string(),
+                json!({ "withdraw": n.prefix.to_string() }),
+            ));
+        }
+    }
+    let attrs = attrs_json(u);
+    for (_, n, _) in u.announcements() {
+        if !is_sentinel(&n.prefix) {
+            out.push((
+                n.prefix.to_string(),
+                json!({ "announce": n.prefix.to_string(), "attrs": attrs }),
+            ));
+        }
+    }
+    out
+}
+
+fn announces(u: &Update, p: IpNetwork) -> bool {
+    u.announcements().iter().any(|(_, n, _)| n.prefix == p)
+}
+
+fn withdraws(u: &Update, p: IpNetwork) -> bool {
+    u.withdrawals().iter().any(|(_, n)| n.prefix == p)
+}
+
+impl Harness {
+    fn start(step: &Value) -> Harness {
+        assert_eq!(
+            s(step, "step"),
+            "speaker",
+            "the first step starts the speaker"
+        );
+        let address = ip(step, "address");
+        let mut cfg = SpeakerConfig::new(DUT_AS, v4(s(step, "router_id")));
+        cfg.listen = Some(ListenConfig { address, port: 0 });
+        cfg.cluster_id = step["cluster_id"].as_str().map(v4);
+        cfg.networks = step["networks"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|p| p.as_str().unwrap().parse().unwrap())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut peers = BTreeMap::new();
+        let mut names = HashMap::new();
+        for (i, p) in step["peers"].as_array().expect("peers").iter().enumerate() {
+            let name = s(p, "name").to_string();
+            let address = ip(p, "address");
+            let asn = p["asn"].as_u64().map_or(DUT_AS, |a| a as u32);
+            let mut pc = PeerConfig::new(address, asn);
+            pc.passive = true;
+            pc.rr_client = p["rr_client"].as_bool().unwrap_or(false);
+            pc.next_hop_mode = match p["next_hop_mode"].as_str() {
+                None | Some("auto") => NextHopMode::Auto,
+                Some("self") => NextHopMode::SelfAddr,
+                Some("keep") => NextHopMode::Keep,
+                Some(other) => panic!("next_hop_mode {other:?}: use auto, self or keep"),
+            };
+            cfg.peers.push(pc);
+            names.insert(address, name.clone());
+            peers.insert(
+                name,
+                PeerEntry {
+                    index: i as u8,
+                    address,
+                    asn,
+                    session: None,
+                },
+            );
+        }
+        let (tx, routes) = mpsc::unbounded_channel();
+        let speaker = Speaker::start(cfg, Some(tx)).expect("start the speaker under test");
+        Harness {
+            handle: speaker.handle(),
+            listen: speaker.listen_addr().expect("listening"),
+            speaker: Some(speaker),
+            routes,
+            peers,
+            names,
+        }
+    }
+
+    fn name_of(&self, a: IpAddr) -> String {
+        self.names.get(&a).cloned().unwrap_or_else(|| a.to_string())
+    }
+
+    fn peer(&mut self, step: &Value) -> (String, &mut PeerEntry) {
+        let name = s(step, "peer").to_string();
+        let e = self
+            .peers
+            .get_mut(&name)
+            .unwrap_or_else(|| panic!("step {step}: no peer {name:?} in the speaker step"));
+        (name, e)
+    }
+
+    async fn poll(&self, what: &str, mut f: impl AsyncFnMut(&SpeakerHandle) -> bool) {
+        let deadline = tokio::time::Instant::now() + LIMIT;
+        while !f(&self.handle).await {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{what}: not reached in {LIMIT:?}; peers: {:#?}",
+                self.handle.peers().await
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Wait until the DUT processed everything peer `name` sent so far.
+    async fn input_barrier(&mut self, name: &str) {
+        let (addr, sentinel, attrs) = {
+            let e = &self.peers[name];
+            let sentinel: IpNetwork = format!("10.255.{}.0/24", e.index).parse().unwrap();
+            let IpAddr::V4(nh) = e.address else {
+                panic!("IPv4 peers only")
+            };
+            let mut attrs = Attrs::new(nh);
+            if e.asn != DUT_AS {
+                attrs.as_path = vec![e.asn];
+            }
+            (e.address, sentinel, attrs)
+        };
+        let session = self.peers.get_mut(name).unwrap().session.as_mut().unwrap();
+        session.announce(&[sentinel], &attrs).await;
+        let present = async |h: &SpeakerHandle| {
+            h.routes()
+                .await
+                .iter()
+                .any(|r| r.prefix == sentinel && r.source == RouteSource::Peer(addr))
+        };
+        self.poll(&format!("{name}'s sentinel in the Loc-RIB"), present)
+            .await;
+        let session = self.peers.get_mut(name).unwrap().session.as_mut().unwrap();
+        session.withdraw(&[sentinel]).await;
+        self.poll(&format!("{name}'s sentinel withdrawn"), async |h| {
+            !h.routes().await.iter().any(|r| r.prefix == sentinel)
+        })
+        .await;
+    }
+
+    /// Read peer `name`'s events until `until` matches an UPDATE; returns
+    /// the entries before it (and after it, from that UPDATE).
+    async fn read_until(
+        &mut self,
+        name: &str,
+        until: impl Fn(&Update) -> bool,
+    ) -> Vec<(String, Value)> {
+        let entry = self.peers.get_mut(name).unwrap();
+        let Some(session) = entry.session.as_mut() else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        loop {
+            match session.recv(LIMIT).await {
+                Some(Event::Msg(Message::Update(u))) => {
+                    out.extend(update_entries(&u));
+                    if until(&u) {
+                        return out;
+                    }
+                }
+                Some(Event::Msg(Message::Notification(n))) => {
+                    out.push((
+                        "~notification".into(),
+                        json!({ "notification": n.describe() }),
+                    ));
+                }
+                Some(Event::Msg(Message::Keepalive)) => {}
+                Some(Event::Msg(other)) => {
+                    out.push((
+                        "~other".into(),
+                        json!({ "unexpected": format!("{other:?}") }),
+                    ));
+                }
+                Some(Event::Closed(why)) => {
+                    out.push(("~closed".into(), json!({ "closed": why })));
+                    entry.session = None;
+                    return out;
+                }
+                None => {
+                    panic!("{name}: nothing from the speaker in {LIMIT:?} (waiting for a sentinel)")
+                }
+            }
+        }
+    }
+
+    /// Run one step; returns its transcript line.
+    async fn step(&mut self, n: usize, step: &Value) -> String {
+        let mut out: BTreeMap<String, Vec<(String, Value)>> = BTreeMap::new();
+        let mut rib = None;
+        match s(step, "step") {
+            "connect" => {
+                let listen = self.listen;
+                let (name, e) = self.peer(step);
+                let spec = PeerSpec {
+                    asn: e.asn,
+                    router_id: v4(s(step, "router_id")),
+                    restart_time: step["restart_time"].as_u64().map(|t| t as u16),
+                };
+                let local = e.address;
+                e.session = Some(ScriptedPeer::connect_retrying(local, listen, &spec, LIMIT).await);
+                // The initial table ends with End-of-RIB (RFC 4724 §2).
+                let initial = self
+                    .read_until(&name, |u| u.is_end_of_rib().is_some())
+                    .await;
+                out.insert(name, initial);
+            }
+            "announce" => {
+                let (name, e) = self.peer(step);
+                let IpAddr::V4(own) = e.address else {
+                    panic!("IPv4 peers only")
+                };
+                let mut a = Attrs::new(step["next_hop"].as_str().map_or(own, v4));
+                a.as_path = step["as_path"]
+                    .as_array()
+                    .map(|l| l.iter().map(|x| x.as_u64().unwrap() as u32).collect())
+                    .unwrap_or_else(|| if e.asn == DUT_AS { vec![] } else { vec![e.asn] });
+                a.origin = match step["origin"].as_str() {
+                    None | Some("igp") => Origin::Igp,
+                    Some("egp") => Origin::Egp,
+                    Some("incomplete") => Origin::Incomplete,
+                    Some(o) => panic!("origin {o:?}"),
+                };
+                a.med = step["med"].as_u64().map(|x| x as u32);
+                // RFC 4271 §5.1.5: an iBGP speaker always sends LOCAL_PREF.
+                a.local_pref = step["local_pref"]
+                    .as_u64()
+                    .map(|x| x as u32)
+                    .or((e.asn == DUT_AS).then_some(100));
+                a.communities = step["communities"]
+                    .as_array()
+                    .map(|l| l.iter().map(|x| x.as_u64().unwrap() as u32).collect())
+                    .unwrap_or_default();
+                a.originator_id = step["originator_id"].as_str().map(v4);
+                a.cluster_list = step["cluster_list"]
+                    .as_array()
+                    .map(|l| l.iter().map(|x| v4(x.as_str().unwrap())).collect())
+                    .unwrap_or_default();
+                let p = prefixes(step);
+                e.session
+                    .as_mut()
+                    .expect("connected")
+                    .announce(&p, &a)
+                    .await;
+                self.input_barrier(&name).await;
+            }
+            "withdraw" => {
+                let (name, e) = self.peer(step);
+                let p = prefixes(step);
+                e.session.as_mut().expect("connected").withdraw(&p).await;
+                self.input_barrier(&name).await;
+            }
+            "eor" => {
+                let (name, e) = self.peer(step);
+                e.session.as_mut().expect("connected").end_of_rib().await;
+                self.input_barrier(&name).await;
+            }
+            kind @ ("drop" | "cease") => {
+                let (name, e) = self.peer(step);
+                let addr = e.address;
+                let mut session = e.session.take().expect("connected");
+                if kind == "cease" {
+                    session
+                        .notify(Notification::cease_shutdown("scripted"))
+                        .await;
+                }
+                session.close();
+                self.poll(&format!("{name} down"), async |h| {
+                    h.peers()
+                        .await
+                        .iter()
+                        .any(|p| p.address == addr && p.state != bgpd::fsm::State::Established)
+                })
+                .await;
+            }
+            "rib" => {
+                let mut routes = self.handle.routes().await;
+                routes.retain(|r| !is_sentinel(&r.prefix));
+                routes.sort_by_key(|r| r.prefix);
+                rib = Some(Value::Array(
+                    routes
+                        .iter()
+                        .map(|r| {
+                            let from = match r.source {
+                                RouteSource::Local => "local".to_string(),
+                                RouteSource::Peer(a) => self.name_of(a),
+                            };
+                            json!({
+                                "prefix": r.prefix.to_string(),
+                                "from": from,
+                                "next_hop": r.next_hop.map(|h| h.to_string()),
+                                "as_path": r.as_path,
+                                "local_pref": r.local_pref,
+                            })
+                        })
+                        .collect(),
+                ));
+            }
+            other => panic!("unknown step {other:?} in {step}"),
+        }
+        self.output_barrier(&mut out).await;
+        let mut route_updates: Vec<(String, Value)> = Vec::new();
+        while let Ok(u) = self.routes.try_recv() {
+            let entry = match u {
+                RouteUpdate::Add {
+                    prefix,
+                    next_hop,
+                    peer,
+                } => (
+                    prefix,
+                    json!({
+                        "add": prefix.to_string(),
+                        "next_hop": next_hop.to_string(),
+                        "from": self.name_of(peer),
+                    }),
+                ),
+                RouteUpdate::Remove { prefix } => (prefix, json!({ "remove": prefix.to_string() })),
+            };
+            if !is_sentinel(&entry.0) {
+                route_updates.push((entry.0.to_string(), entry.1));
+            }
+        }
+        let sorted = |mut v: Vec<(String, Value)>| {
+            v.sort_by(|a, b| a.0.cmp(&b.0));
+            Value::Array(v.into_iter().map(|(_, e)| e).collect())
+        };
+        let sent: serde_json::Map<String, Value> = out
+            .into_iter()
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(k, v)| (k, sorted(v)))
+            .collect();
+        let mut line = format!(
+            "{{\"n\":{n},\"in\":{},\"sent\":{},\"route_updates\":{}",
+            step,
+            Value::Object(sent),
+            sorted(route_updates)
+        );
+        if let Some(r) = rib {
+            line.push_str(&format!(",\"rib\":{r}"));
+        }
+        line.push('}');
+        line
+    }
+
+    /// Everything the DUT sent because of the step: originate the DUT
+    /// sentinel and read every connected peer up to it, then withdraw it.
+    async fn output_barrier(&mut self, out: &mut BTreeMap<String, Vec<(String, Value)>>) {
+        let sentinel = dut_sentinel();
+        self.handle.announce(sentinel).await;
+        let names: Vec<String> = self
+            .peers
+            .iter()
+            .filter(|(_, e)| e.session.is_some())
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in &names {
+            let got = self.read_until(name, |u| announces(u, sentinel)).await;
+            out.entry(name.clone()).or_default().extend(got);
+        }
+        self.handle.withdraw(sentinel).await;
+        for name in &names {
+            let got = self.read_until(name, |u| withdraws(u, sentinel)).await;
+            out.entry(name.clone()).or_default().extend(got);
+        }
+    }
+
+    async fn finish(mut self) {
+        if let Some(s) = self.speaker.take() {
+            s.shutdown("scenario done").await;
+        }
+    }
+}
+
+/// Run the script `<name>.events.jsonl`; returns the transcript.
+pub async fn run_script(name: &str) -> String {
+    let path = dir().join(format!("{name}.events.jsonl"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let steps: Vec<Value> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{}: {l}: {e}", path.display())))
+        .collect();
+    let mut h = Harness::start(&steps[0]);
+    let mut transcript = String::new();
+    for (n, step) in steps.iter().enumerate().skip(1) {
+        transcript.push_str(&h.step(n, step).await);
+        transcript.push('\n');
+    }
+    h.finish().await;
+    transcript
+}
+
+/// Compare a transcript with its golden; `Err` holds a readable diff.
+pub fn compare(name: &str, actual: &str, expected: &str) -> Result<(), String> {
+    if actual == expected {
+        return Ok(());
+    }
+    let a: Vec<&str> = actual.lines().collect();
+    let e: Vec<&str> = expected.lines().collect();
+    let mut msg = format!(
+        "scenario {name}: the transcript differs from {name}.golden.jsonl \
+         (review, then MANX_BLESS=1 to accept a deliberate change):\n"
+    );
+    for i in 0..a.len().max(e.len()) {
+        let (x, y) = (e.get(i), a.get(i));
+        if x != y {
+            msg.push_str(&format!(
+                "line {}:\n  - {}\n  + {}\n",
+                i + 1,
+                x.unwrap_or(&"<none>"),
+                y.unwrap_or(&"<none>")
+            ));
+            if let (Some(Ok(x)), Some(Ok(y))) = (
+                x.map(|l| serde_json::from_str::<Value>(l)),
+                y.map(|l| serde_json::from_str::<Value>(l)),
+            ) {
+                let mut paths = Vec::new();
+                json_diff("", &x, &y, &mut paths);
+                for p in paths {
+                    msg.push_str(&format!("    {p}\n"));
+                }
+            }
+        }
+    }
+    Err(msg)
+}
+
+/// Where two JSON values differ: `path: expected -> actual`.
+fn json_diff(path: &str, e: &Value, a: &Value, out: &mut Vec<String>) {
+    match (e, a) {
+        (Value::Object(x), Value::Object(y)) => {
+            let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+            for k in keys {
+                let (vx, vy) = (
+                    x.get(k).unwrap_or(&Value::Null),
+                    y.get(k).unwrap_or(&Value::Null),
+                );
+                json_diff(&format!("{path}.{k}"), vx, vy, out);
+            }
+        }
+        (Value::Array(x), Value::Array(y)) if x.len() == y.len() => {
+            for (i, (vx, vy)) in x.iter().zip(y).enumerate() {
+                json_diff(&format!("{path}[{i}]"), vx, vy, out);
+            }
+        }
+        _ if e != a => out.push(format!("{path}: expected {e}, got {a}")),
+        _ => {}
+    }
+}
+
+/// Run a scenario and check (or with `MANX_BLESS=1`, rewrite) its golden.
+/// Returns the transcript.
+pub async fn check(name: &str) -> String {
+    let actual = run_script(name).await;
+    let golden = dir().join(format!("{name}.golden.jsonl"));
+    if std::env::var("MANX_BLESS").is_ok_and(|v| v == "1") {
+        std::fs::write(&golden, &actual).unwrap();
+        return actual;
+    }
+    let expected = std::fs::read_to_string(&golden).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (run with MANX_BLESS=1 to create it, then review it)",
+            golden.display()
+        )
+    });
+    if let Err(diff) = compare(name, &actual, &expected) {
+        panic!("{diff}");
+    }
+    actual
+}
