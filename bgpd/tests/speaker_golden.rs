@@ -225,6 +225,14 @@ async fn speaker_golden_best_path() {
     let back = line(&t, 21);
     assert_eq!(route_updates(&back)[0]["from"], "a");
     assert_eq!(sent(&back, "o")[0]["attrs"]["next_hop"], "127.0.64.11");
+    // §9.1.2.2 d: eBGP-learnt over iBGP-learnt; sent to both iBGP peers
+    // with LOCAL_PREF and o's next hop; o itself, which was sent a's path,
+    // now gets a withdraw (its own path is never sent back, §9.1.3).
+    let ebgp = line(&t, 23);
+    assert_eq!(route_updates(&ebgp)[0]["from"], "o");
+    assert_eq!(sent_to(&ebgp), ["a", "b", "o"]);
+    assert_eq!(sent(&ebgp, "a")[0]["attrs"]["next_hop"], "127.0.64.99");
+    assert_eq!(sent(&ebgp, "o")[0]["withdraw"], "10.69.9.0/26");
 }
 
 #[tokio::test]
