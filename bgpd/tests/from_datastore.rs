@@ -16,9 +16,10 @@
 //! (RFC 4456 §6, §8), then live datastore changes — a Node added (its
 //! session appears and gets the reflected table), an explicit `BGPPeer`
 //! (`peerIP`, iBGP non-client, dialled by the reflector) added, a Node
-//! deleted (CEASE Peer De-configured, its routes withdrawn everywhere) —
-//! each without disturbing the other sessions (no NOTIFICATION, no close,
-//! the same `since`).
+//! deleted (CEASE Peer De-configured, its routes withdrawn everywhere), a
+//! label edit that changes no session, the `BGPPeer` deleted — each
+//! without disturbing the other sessions (no NOTIFICATION, no close, the
+//! same `since`).
 //!
 //! Everything runs in a network namespace of our own (`mxsc-<pid>-<n>`,
 //! addresses 127.0.80.0/24 on its loopback), so the reflector's `0.0.0.0`
@@ -143,14 +144,25 @@ fn prerequisites() -> bool {
 // ---- the datastore ---------------------------------------------------------
 
 fn node_yaml(name: &str, addr: &str, rr: bool) -> String {
-    let (labels, cluster) = if rr {
+    node_yaml_labelled(name, addr, rr, "")
+}
+
+/// A Node; `extra_labels` are more `key: value` label lines.
+fn node_yaml_labelled(name: &str, addr: &str, rr: bool, extra_labels: &str) -> String {
+    let (mut labels, cluster) = if rr {
         (
-            "  labels:\n    route-reflector: \"true\"\n",
+            "  labels:\n    route-reflector: \"true\"\n".to_string(),
             "    routeReflectorClusterID: 244.0.0.1\n",
         )
     } else {
-        ("", "")
+        (String::new(), "")
     };
+    if !extra_labels.is_empty() {
+        if labels.is_empty() {
+            labels.push_str("  labels:\n");
+        }
+        labels.push_str(&format!("    {extra_labels}\n"));
+    }
     format!(
         "---\napiVersion: projectcalico.org/v3\nkind: Node\nmetadata:\n  name: {name}\n{labels}spec:\n  bgp:\n    ipv4Address: {addr}/24\n{cluster}"
     )
@@ -247,6 +259,19 @@ fn undisturbed(peer: &mut ScriptedPeer, who: &str) {
             matches!(ev, Event::Msg(Message::Update(_) | Message::Keepalive)),
             "{who} was disturbed: {ev:?}"
         );
+    }
+}
+
+/// Read until the speaker closes the session; the NOTIFICATIONs it sent.
+async fn ceased(peer: &mut ScriptedPeer, who: &str) -> Vec<(u8, u8)> {
+    let mut notifications = Vec::new();
+    loop {
+        match peer.recv(LIMIT).await {
+            Some(Event::Msg(Message::Notification(n))) => notifications.push((n.code, n.subcode)),
+            Some(Event::Closed(_)) => return notifications,
+            Some(Event::Msg(_)) => {}
+            None => panic!("{who}: the session was not closed"),
+        }
     }
 }
 
@@ -434,15 +459,7 @@ async fn scenario(ns: &str, dir: &Path) {
         .delete::<Node>("c2", None)
         .await
         .expect("delete c2");
-    let mut notifications = Vec::new();
-    loop {
-        match c2.recv(LIMIT).await {
-            Some(Event::Msg(Message::Notification(n))) => notifications.push((n.code, n.subcode)),
-            Some(Event::Closed(_)) => break,
-            Some(Event::Msg(_)) => {}
-            None => panic!("c2's session was not closed after its Node was deleted"),
-        }
-    }
+    let notifications = ceased(&mut c2, "c2").await;
     // Known bgpd issue (reported to the lead): `remove_peer` sends 6/3 and
     // then the FSM's ManualStop sends its own CEASE 6/2 (Administrative
     // Shutdown) on the same connection; RFC 4271 §6 wants one NOTIFICATION
@@ -468,6 +485,39 @@ async fn scenario(ns: &str, dir: &Path) {
         c1_since,
         "c1's session was reset"
     );
-    since(&control, "127.0.80.13");
+    let c3_since = since(&control, "127.0.80.13");
     since(&control, "127.0.80.20");
+
+    // Live: an edit that changes no session (a label on c3), then the
+    // BGPPeer tor deleted. Once tor's session is gone the reflector has
+    // seen both changes (watch order); c1 and c3 must not have noticed.
+    apply(
+        &client_ds,
+        &node_yaml_labelled("c3", "127.0.80.13", false, "rack: r1"),
+    )
+    .await;
+    client_ds
+        .delete::<datastore::model::BGPPeer>("tor", None)
+        .await
+        .expect("delete the BGPPeer tor");
+    let notifications = ceased(&mut tor, "tor").await;
+    assert_eq!(notifications.first(), Some(&(6, 3)), "{notifications:?}");
+    let withdrawn = |u: &Update| u.withdrawals().iter().any(|(_, n)| n.prefix == p20);
+    for (c, who) in [(&mut c1, "c1"), (&mut c3, "c3")] {
+        expect(c, who, withdrawn).await;
+    }
+    wait_peers(&control, "tor removed", |p| {
+        !p.iter().any(|s| s.address == a("127.0.80.20"))
+    })
+    .await;
+    undisturbed(&mut c1, "c1");
+    undisturbed(&mut c3, "c3");
+    assert_eq!(since(&control, "127.0.80.11"), c1_since);
+    assert_eq!(since(&control, "127.0.80.13"), c3_since);
+    assert_eq!(
+        rr_peers(&control).len(),
+        2,
+        "only c1 and c3 are left: {:#?}",
+        rr_peers(&control)
+    );
 }
