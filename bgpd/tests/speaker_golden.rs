@@ -133,6 +133,28 @@ async fn speaker_golden_rr_reflection() {
     assert_eq!(c2["originator_id"], "10.9.9.9");
     assert_eq!(strs(&c2["cluster_list"]), ["244.0.0.1", "244.0.0.7"]);
     assert_eq!(sent_to(&line(&t, 10)), ["c1", "c2"]);
+    // Best path moves from c1's (client) to n1's (non-client, LOCAL_PREF
+    // 200): clients get n1's path, n2 and n1 lose the reflected c1 path.
+    let moved = line(&t, 12);
+    assert_eq!(route_updates(&moved)[0]["from"], "n1");
+    assert_eq!(
+        sent(&moved, "c1")[0]["attrs"]["originator_id"],
+        "10.62.0.21"
+    );
+    assert_eq!(sent(&moved, "c2")[0]["attrs"]["local_pref"], 200);
+    assert_eq!(sent(&moved, "n1")[0]["withdraw"], "10.66.4.0/26");
+    assert_eq!(sent(&moved, "n2")[0]["withdraw"], "10.66.4.0/26");
+    // And back: c1's path to everyone but c1, which loses n1's.
+    let back = line(&t, 13);
+    assert_eq!(route_updates(&back)[0]["from"], "c1");
+    assert_eq!(sent(&back, "c1")[0]["withdraw"], "10.66.4.0/26");
+    for p in ["c2", "n1", "n2"] {
+        assert_eq!(
+            sent(&back, p)[0]["attrs"]["originator_id"],
+            "10.62.0.11",
+            "{p}"
+        );
+    }
 }
 
 /// The golden check is not a rubber stamp: one changed attribute in the
