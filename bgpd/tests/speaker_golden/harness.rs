@@ -552,10 +552,26 @@ impl Harness {
         }
     }
 
+    /// Stop the DUT; each connected peer closes once it got the CEASE, as
+    /// a real speaker does (RFC 4271 §6: the connection is closed after a
+    /// NOTIFICATION), so the DUT does not linger waiting for the close.
     async fn finish(mut self) {
-        if let Some(s) = self.speaker.take() {
-            s.shutdown("scenario done").await;
+        let Some(speaker) = self.speaker.take() else {
+            return;
+        };
+        let stop = tokio::spawn(speaker.shutdown("scenario done"));
+        for e in self.peers.values_mut() {
+            let Some(mut session) = e.session.take() else {
+                continue;
+            };
+            while let Some(ev) = session.recv(LIMIT).await {
+                if matches!(ev, Event::Closed(_) | Event::Msg(Message::Notification(_))) {
+                    break;
+                }
+            }
+            session.close();
         }
+        stop.await.expect("speaker shutdown");
     }
 }
 
