@@ -31,7 +31,8 @@ use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, Transaction,
 use tokio::sync::watch;
 
 use crate::store::{
-    Datastore, KeyValue, Listing, Revision, StoreError, WatchEvent, WatchStream, prefix_end,
+    Datastore, KeyValue, Listing, Revision, StoreError, WatchEvent, WatchStream, WriteOp,
+    check_txn, prefix_end,
 };
 
 /// Where the embedded store lives unless `MANX_DB` says otherwise.
@@ -306,61 +307,62 @@ fn compact_in(conn: &mut Connection, revision: Revision) -> rusqlite::Result<()>
     tx.commit()
 }
 
-/// The write a transaction makes.
-enum Write {
-    Create,
-    Update(Revision),
-    Delete(Option<Revision>),
-}
-
-fn write_in(
-    conn: &mut Connection,
-    key: &str,
-    value: Vec<u8>,
-    op: Write,
-) -> Result<Revision, WriteError> {
+/// Apply `ops` in one `BEGIN IMMEDIATE` transaction: each op checks its
+/// precondition against the key's latest row and appends its own row, so
+/// the ops get consecutive revisions; any failed check rolls all back.
+fn txn_in(conn: &mut Connection, ops: Vec<WriteOp>) -> Result<Vec<Revision>, WriteError> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let old = latest(&tx, key)?.filter(|(_, _, deleted, _)| !deleted);
-    let (created, prev, deleted) = match (&op, &old) {
-        (Write::Create, Some(_)) => {
-            return Err(StoreError::AlreadyExists { key: key.into() }.into());
-        }
-        (Write::Create, None) => (None, 0, false),
-        (Write::Update(_) | Write::Delete(_), None) => {
-            return Err(StoreError::NotFound { key: key.into() }.into());
-        }
-        (Write::Update(expected) | Write::Delete(Some(expected)), Some((rev, ..)))
-            if rev != expected =>
-        {
-            return Err(StoreError::Conflict {
-                key: key.into(),
-                expected: *expected,
-                found: *rev,
+    let mut revisions = Vec::with_capacity(ops.len());
+    for op in ops {
+        let key = op.key().to_string();
+        let old = latest(&tx, &key)?.filter(|(_, _, deleted, _)| !deleted);
+        let expected = match &op {
+            WriteOp::Update { expected, .. } => Some(*expected),
+            WriteOp::Delete { expected, .. } => *expected,
+            WriteOp::Create { .. } => None,
+        };
+        let (created, prev) = match (&op, &old) {
+            (WriteOp::Create { .. }, Some(_)) => {
+                return Err(StoreError::AlreadyExists { key }.into());
             }
-            .into());
+            (WriteOp::Create { .. }, None) => (None, 0),
+            (_, None) => return Err(StoreError::NotFound { key }.into()),
+            (_, Some((rev, created, ..))) => match expected {
+                Some(expected) if expected != *rev => {
+                    return Err(StoreError::Conflict {
+                        key,
+                        expected,
+                        found: *rev,
+                    }
+                    .into());
+                }
+                _ => (Some(*created), *rev),
+            },
+        };
+        let (value, deleted) = match op {
+            WriteOp::Create { value, .. } | WriteOp::Update { value, .. } => (value, false),
+            WriteOp::Delete { .. } => (Vec::new(), true),
+        };
+        tx.prepare_cached(
+            "INSERT INTO kv_log (key, value, created, deleted, prev_revision)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?
+        .execute(params![
+            key.as_bytes(),
+            value,
+            created.unwrap_or(0),
+            deleted,
+            prev
+        ])?;
+        let revision = tx.last_insert_rowid();
+        if created.is_none() {
+            tx.prepare_cached("UPDATE kv_log SET created = id WHERE id = ?1")?
+                .execute(params![revision])?;
         }
-        (Write::Update(_), Some((rev, created, ..))) => (Some(*created), *rev, false),
-        (Write::Delete(_), Some((rev, created, ..))) => (Some(*created), *rev, true),
-    };
-    let value = if deleted { Vec::new() } else { value };
-    tx.prepare_cached(
-        "INSERT INTO kv_log (key, value, created, deleted, prev_revision)
-         VALUES (?1, ?2, ?3, ?4, ?5)",
-    )?
-    .execute(params![
-        key.as_bytes(),
-        value,
-        created.unwrap_or(0),
-        deleted,
-        prev
-    ])?;
-    let revision = tx.last_insert_rowid();
-    if created.is_none() {
-        tx.prepare_cached("UPDATE kv_log SET created = id WHERE id = ?1")?
-            .execute(params![revision])?;
+        revisions.push(revision);
     }
     tx.commit()?;
-    Ok(revision)
+    Ok(revisions)
 }
 
 /// A write's failure: a store verdict, or SQLite trouble (mapped later with
@@ -489,21 +491,23 @@ impl EmbeddedStore {
         result
     }
 
-    async fn write(&self, key: &str, value: Vec<u8>, op: Write) -> Result<Revision, StoreError> {
-        let key = key.to_string();
+    async fn write(&self, ops: Vec<WriteOp>) -> Result<Vec<Revision>, StoreError> {
+        check_txn(&ops)?;
         let path = self.shared.path.clone();
         let opts = self.shared.options;
         self.with_writer(move |conn| {
-            let revision = write_in(conn, &key, value, op)?;
-            // Keep the log bounded, as kine does: every AUTO_COMPACT_EVERY
-            // revisions, drop history older than HISTORY_KEPT revisions.
-            if revision % opts.compact_every == 0
-                && revision > opts.history_kept
-                && let Err(e) = compact_in(conn, revision - opts.history_kept)
+            let revisions = txn_in(conn, ops)?;
+            // Keep the log bounded, as kine does: each time the revision
+            // passes a multiple of `compact_every`, drop history older than
+            // `history_kept` revisions.
+            let (first, last) = (revisions[0], revisions[revisions.len() - 1]);
+            if last / opts.compact_every != (first - 1) / opts.compact_every
+                && last > opts.history_kept
+                && let Err(e) = compact_in(conn, last - opts.history_kept)
             {
                 tracing::warn!(path = %path.display(), error = %e, "auto-compaction failed");
             }
-            Ok(revision)
+            Ok(revisions)
         })
         .await
         .map_err(|e| match e {
@@ -610,7 +614,10 @@ impl Datastore for EmbeddedStore {
     }
 
     async fn create(&self, key: &str, value: Vec<u8>) -> Result<Revision, StoreError> {
-        self.write(key, value, Write::Create).await
+        let key = key.into();
+        self.write(vec![WriteOp::Create { key, value }])
+            .await
+            .map(|r| r[0])
     }
 
     async fn update(
@@ -619,11 +626,25 @@ impl Datastore for EmbeddedStore {
         value: Vec<u8>,
         expected: Revision,
     ) -> Result<Revision, StoreError> {
-        self.write(key, value, Write::Update(expected)).await
+        let key = key.into();
+        self.write(vec![WriteOp::Update {
+            key,
+            value,
+            expected,
+        }])
+        .await
+        .map(|r| r[0])
     }
 
     async fn delete(&self, key: &str, expected: Option<Revision>) -> Result<Revision, StoreError> {
-        self.write(key, Vec::new(), Write::Delete(expected)).await
+        let key = key.into();
+        self.write(vec![WriteOp::Delete { key, expected }])
+            .await
+            .map(|r| r[0])
+    }
+
+    async fn txn(&self, ops: Vec<WriteOp>) -> Result<Vec<Revision>, StoreError> {
+        self.write(ops).await
     }
 
     async fn watch(

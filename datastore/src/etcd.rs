@@ -22,7 +22,8 @@ use etcd_client::{
 };
 
 use crate::store::{
-    Datastore, KeyValue, Listing, Revision, StoreError, WatchEvent, WatchStream, prefix_end,
+    Datastore, KeyValue, Listing, Revision, StoreError, WatchEvent, WatchStream, WriteOp,
+    check_txn, prefix_end,
 };
 
 /// Keys fetched per page by `list`.
@@ -337,44 +338,90 @@ impl EtcdStore {
         }
     }
 
-    /// Run a guarded write: `guard → op`, else read the key back to say why
-    /// it failed.
-    async fn guarded(
-        &self,
-        what: &str,
-        key: &str,
-        guard: Vec<Compare>,
-        op: TxnOp,
-        expected: Option<Revision>,
-    ) -> Result<Revision, StoreError> {
-        let full = self.full(key);
-        let txn = Txn::new()
-            .when(guard)
-            .and_then(vec![op])
-            .or_else(vec![TxnOp::get(full, None)]);
+    /// Run guarded writes in one etcd txn: `every guard → every write`,
+    /// else read each key back to say which op failed and why.
+    async fn guarded(&self, what: &str, ops: Vec<WriteOp>) -> Result<Vec<Revision>, StoreError> {
+        check_txn(&ops)?;
+        let (mut guard, mut writes, mut reads) = (Vec::new(), Vec::new(), Vec::new());
+        for op in &ops {
+            let full = self.full(op.key());
+            let exists = Compare::create_revision(full.clone(), CompareOp::Greater, 0);
+            match op {
+                WriteOp::Create { value, .. } => {
+                    guard.push(Compare::create_revision(full.clone(), CompareOp::Equal, 0));
+                    writes.push(TxnOp::put(full.clone(), value.clone(), None));
+                }
+                WriteOp::Update {
+                    value, expected, ..
+                } => {
+                    guard.push(Compare::mod_revision(
+                        full.clone(),
+                        CompareOp::Equal,
+                        *expected,
+                    ));
+                    guard.push(exists);
+                    writes.push(TxnOp::put(full.clone(), value.clone(), None));
+                }
+                WriteOp::Delete { expected, .. } => {
+                    guard.push(exists);
+                    if let Some(expected) = expected {
+                        guard.push(Compare::mod_revision(
+                            full.clone(),
+                            CompareOp::Equal,
+                            *expected,
+                        ));
+                    }
+                    writes.push(TxnOp::delete(full.clone(), None));
+                }
+            }
+            reads.push(TxnOp::get(full, None));
+        }
+        let txn = Txn::new().when(guard).and_then(writes).or_else(reads);
+        let label = match ops.as_slice() {
+            [op] => format!("{what} {}", op.key()),
+            [op, ..] => format!("{what} {} (+{} more keys)", op.key(), ops.len() - 1),
+            [] => what.to_string(),
+        };
         let resp = self
-            .call(&format!("{what} {key}"), Retry::NotSent, |mut kv| {
+            .call(&label, Retry::NotSent, |mut kv| {
                 let txn = txn.clone();
                 async move { kv.txn(txn).await }
             })
             .await?;
         let revision = resp.header().map(|h| h.revision()).unwrap_or(0);
         if resp.succeeded() {
-            return Ok(revision);
+            return Ok(vec![revision; ops.len()]);
         }
-        let found = resp.op_responses().into_iter().find_map(|r| match r {
-            TxnOpResponse::Get(g) => Some(g.kvs().first().map(|kv| kv.mod_revision())),
+        let found = resp.op_responses().into_iter().map(|r| match r {
+            TxnOpResponse::Get(g) => g.kvs().first().map(|kv| kv.mod_revision()),
             _ => None,
         });
-        Err(match (found.flatten(), expected) {
-            (None, _) => StoreError::NotFound { key: key.into() },
-            (Some(_), None) => StoreError::AlreadyExists { key: key.into() },
-            (Some(found), Some(expected)) => StoreError::Conflict {
-                key: key.into(),
-                expected,
-                found,
-            },
-        })
+        for (op, found) in ops.iter().zip(found) {
+            let key = op.key().to_string();
+            match (op, found) {
+                (WriteOp::Create { .. }, Some(_)) => return Err(StoreError::AlreadyExists { key }),
+                (WriteOp::Create { .. }, None) => {}
+                (_, None) => return Err(StoreError::NotFound { key }),
+                (WriteOp::Update { expected, .. }, Some(found))
+                | (
+                    WriteOp::Delete {
+                        expected: Some(expected),
+                        ..
+                    },
+                    Some(found),
+                ) if *expected != found => {
+                    return Err(StoreError::Conflict {
+                        key,
+                        expected: *expected,
+                        found,
+                    });
+                }
+                _ => {}
+            }
+        }
+        Err(StoreError::Other(format!(
+            "{label}: etcd refused the transaction but every key read back matches; retry"
+        )))
     }
 
     fn range_end(&self, prefix: &str) -> Vec<u8> {
@@ -433,15 +480,10 @@ impl Datastore for EtcdStore {
     }
 
     async fn create(&self, key: &str, value: Vec<u8>) -> Result<Revision, StoreError> {
-        let full = self.full(key);
-        self.guarded(
-            "create",
-            key,
-            vec![Compare::create_revision(full.clone(), CompareOp::Equal, 0)],
-            TxnOp::put(full, value, None),
-            None,
-        )
-        .await
+        let key = key.into();
+        self.guarded("create", vec![WriteOp::Create { key, value }])
+            .await
+            .map(|r| r[0])
     }
 
     async fn update(
@@ -450,44 +492,24 @@ impl Datastore for EtcdStore {
         value: Vec<u8>,
         expected: Revision,
     ) -> Result<Revision, StoreError> {
-        let full = self.full(key);
-        self.guarded(
-            "update",
+        let key = key.into();
+        let op = WriteOp::Update {
             key,
-            vec![
-                Compare::mod_revision(full.clone(), CompareOp::Equal, expected),
-                Compare::create_revision(full.clone(), CompareOp::Greater, 0),
-            ],
-            TxnOp::put(full, value, None),
-            Some(expected),
-        )
-        .await
+            value,
+            expected,
+        };
+        self.guarded("update", vec![op]).await.map(|r| r[0])
     }
 
     async fn delete(&self, key: &str, expected: Option<Revision>) -> Result<Revision, StoreError> {
-        let full = self.full(key);
-        let mut guard = vec![Compare::create_revision(
-            full.clone(),
-            CompareOp::Greater,
-            0,
-        )];
-        if let Some(expected) = expected {
-            guard.push(Compare::mod_revision(
-                full.clone(),
-                CompareOp::Equal,
-                expected,
-            ));
-        }
-        // A failed guard on an existing key without `expected` cannot
-        // happen (the key exists), so `AlreadyExists` never comes out.
-        self.guarded(
-            "delete",
-            key,
-            guard,
-            TxnOp::delete(full, None),
-            expected.or(Some(0)),
-        )
-        .await
+        let key = key.into();
+        self.guarded("delete", vec![WriteOp::Delete { key, expected }])
+            .await
+            .map(|r| r[0])
+    }
+
+    async fn txn(&self, ops: Vec<WriteOp>) -> Result<Vec<Revision>, StoreError> {
+        self.guarded("txn", ops).await
     }
 
     async fn watch(

@@ -22,4 +22,6 @@ pub mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use store::{Datastore, KeyValue, Listing, Revision, StoreError, WatchEvent, WatchStream};
+pub use store::{
+    Datastore, KeyValue, Listing, Revision, StoreError, WatchEvent, WatchStream, WriteOp,
+};

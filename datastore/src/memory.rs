@@ -10,7 +10,8 @@ use async_trait::async_trait;
 use tokio::sync::watch;
 
 use crate::store::{
-    Datastore, KeyValue, Listing, Revision, StoreError, WatchEvent, WatchStream, prefix_matches,
+    Datastore, KeyValue, Listing, Revision, StoreError, WatchEvent, WatchStream, WriteOp,
+    check_txn, prefix_matches,
 };
 
 /// One write in the history.
@@ -41,6 +42,56 @@ impl State {
                 .map(|(_, kv)| kv.clone())
                 .collect(),
             revision: self.revision,
+        }
+    }
+
+    /// The error `op` would meet now, if any.
+    fn precheck(&self, op: &WriteOp) -> Result<(), StoreError> {
+        let old = self.current.get(op.key());
+        let expected = match (op, old) {
+            (WriteOp::Create { key, .. }, Some(_)) => {
+                return Err(StoreError::AlreadyExists { key: key.clone() });
+            }
+            (WriteOp::Create { .. }, None) => return Ok(()),
+            (WriteOp::Update { key, .. } | WriteOp::Delete { key, .. }, None) => {
+                return Err(StoreError::NotFound { key: key.clone() });
+            }
+            (WriteOp::Update { expected, .. }, Some(_)) => Some(*expected),
+            (WriteOp::Delete { expected, .. }, Some(_)) => *expected,
+        };
+        match (expected, old) {
+            (Some(expected), Some(old)) if old.mod_revision != expected => {
+                Err(StoreError::Conflict {
+                    key: op.key().into(),
+                    expected,
+                    found: old.mod_revision,
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Apply a checked `op` at `revision`.
+    fn apply(&mut self, op: WriteOp, revision: Revision) {
+        match op {
+            WriteOp::Create { key, value } | WriteOp::Update { key, value, .. } => {
+                let create_revision = self
+                    .current
+                    .get(&key)
+                    .map_or(revision, |old| old.create_revision);
+                let kv = KeyValue {
+                    key: key.clone(),
+                    value,
+                    create_revision,
+                    mod_revision: revision,
+                };
+                self.current.insert(key, kv.clone());
+                self.record(WatchEvent::Put(kv));
+            }
+            WriteOp::Delete { key, .. } => {
+                self.current.remove(&key);
+                self.record(WatchEvent::Delete { key, revision });
+            }
         }
     }
 
@@ -105,6 +156,23 @@ impl MemoryStore {
         }
     }
 
+    /// Check every op, then apply all of them at one new revision.
+    fn write(&self, ops: Vec<WriteOp>) -> Result<Vec<Revision>, StoreError> {
+        check_txn(&ops)?;
+        let mut st = self.shared.lock();
+        for op in &ops {
+            st.precheck(op)?;
+        }
+        st.revision += 1;
+        let revision = st.revision;
+        let n = ops.len();
+        for op in ops {
+            st.apply(op, revision);
+        }
+        self.commit(st);
+        Ok(vec![revision; n])
+    }
+
     fn commit(&self, st: MutexGuard<'_, State>) -> Revision {
         let rev = st.revision;
         drop(st);
@@ -124,20 +192,9 @@ impl Datastore for MemoryStore {
     }
 
     async fn create(&self, key: &str, value: Vec<u8>) -> Result<Revision, StoreError> {
-        let mut st = self.shared.lock();
-        if st.current.contains_key(key) {
-            return Err(StoreError::AlreadyExists { key: key.into() });
-        }
-        st.revision += 1;
-        let kv = KeyValue {
-            key: key.into(),
-            value,
-            create_revision: st.revision,
-            mod_revision: st.revision,
-        };
-        st.current.insert(key.into(), kv.clone());
-        st.record(WatchEvent::Put(kv));
-        Ok(self.commit(st))
+        let key = key.into();
+        self.write(vec![WriteOp::Create { key, value }])
+            .map(|r| r[0])
     }
 
     async fn update(
@@ -146,52 +203,23 @@ impl Datastore for MemoryStore {
         value: Vec<u8>,
         expected: Revision,
     ) -> Result<Revision, StoreError> {
-        let mut st = self.shared.lock();
-        let Some(old) = st.current.get(key) else {
-            return Err(StoreError::NotFound { key: key.into() });
-        };
-        if old.mod_revision != expected {
-            return Err(StoreError::Conflict {
-                key: key.into(),
-                expected,
-                found: old.mod_revision,
-            });
-        }
-        let create_revision = old.create_revision;
-        st.revision += 1;
-        let kv = KeyValue {
-            key: key.into(),
+        let key = key.into();
+        self.write(vec![WriteOp::Update {
+            key,
             value,
-            create_revision,
-            mod_revision: st.revision,
-        };
-        st.current.insert(key.into(), kv.clone());
-        st.record(WatchEvent::Put(kv));
-        Ok(self.commit(st))
+            expected,
+        }])
+        .map(|r| r[0])
     }
 
     async fn delete(&self, key: &str, expected: Option<Revision>) -> Result<Revision, StoreError> {
-        let mut st = self.shared.lock();
-        let Some(old) = st.current.get(key) else {
-            return Err(StoreError::NotFound { key: key.into() });
-        };
-        if let Some(expected) = expected
-            && old.mod_revision != expected
-        {
-            return Err(StoreError::Conflict {
-                key: key.into(),
-                expected,
-                found: old.mod_revision,
-            });
-        }
-        st.current.remove(key);
-        st.revision += 1;
-        let revision = st.revision;
-        st.record(WatchEvent::Delete {
-            key: key.into(),
-            revision,
-        });
-        Ok(self.commit(st))
+        let key = key.into();
+        self.write(vec![WriteOp::Delete { key, expected }])
+            .map(|r| r[0])
+    }
+
+    async fn txn(&self, ops: Vec<WriteOp>) -> Result<Vec<Revision>, StoreError> {
+        self.write(ops)
     }
 
     async fn watch(

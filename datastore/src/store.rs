@@ -107,6 +107,54 @@ impl StoreError {
     }
 }
 
+/// One write of a [`Datastore::txn`], with its precondition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteOp {
+    /// Create `key`; it must not exist (else `AlreadyExists`).
+    Create { key: String, value: Vec<u8> },
+    /// Replace `key`'s value; it must exist (else `NotFound`) at `expected`
+    /// (else `Conflict`).
+    Update {
+        key: String,
+        value: Vec<u8>,
+        expected: Revision,
+    },
+    /// Delete `key`; it must exist and, with `Some(rev)`, be at `rev`.
+    Delete {
+        key: String,
+        expected: Option<Revision>,
+    },
+}
+
+impl WriteOp {
+    /// The key this op writes.
+    pub fn key(&self) -> &str {
+        match self {
+            WriteOp::Create { key, .. }
+            | WriteOp::Update { key, .. }
+            | WriteOp::Delete { key, .. } => key,
+        }
+    }
+}
+
+/// Refuse a transaction the backends cannot apply atomically: none, or
+/// the same key twice (etcd rejects duplicate keys in one txn).
+pub fn check_txn(ops: &[WriteOp]) -> Result<(), StoreError> {
+    if ops.is_empty() {
+        return Err(StoreError::Other("txn: no operations given".into()));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for op in ops {
+        if !seen.insert(op.key()) {
+            return Err(StoreError::Other(format!(
+                "txn: key {} is written twice in one transaction; merge the writes into one",
+                op.key()
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// The revisioned key-value store under Manx.
 #[async_trait]
 pub trait Datastore: Send + Sync + std::fmt::Debug {
@@ -126,6 +174,14 @@ pub trait Datastore: Send + Sync + std::fmt::Debug {
     /// Delete `key`; with `Some(rev)` only if it is at `rev`. Returns the
     /// revision of the delete. Deleting a missing key is `NotFound`.
     async fn delete(&self, key: &str, expected: Option<Revision>) -> Result<Revision, StoreError>;
+    /// Apply `ops` atomically: every one, or none when any precondition
+    /// fails; the error is then the one the first failing op (in order)
+    /// would get alone. Keys must be distinct ([`check_txn`]). Returns the
+    /// revision of each op's write: one shared revision on etcd and the
+    /// memory store, consecutive ones on the embedded store; always above
+    /// every earlier write's. A watcher may see the ops' events in more than
+    /// one batch, but a reader never sees some without the others.
+    async fn txn(&self, ops: Vec<WriteOp>) -> Result<Vec<Revision>, StoreError>;
     /// Watch every change under `prefix` after `from_revision` (exclusive).
     async fn watch(&self, prefix: &str, from_revision: Revision)
     -> Result<WatchStream, StoreError>;

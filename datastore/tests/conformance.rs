@@ -10,7 +10,7 @@ use datastore::embedded::EmbeddedStore;
 use datastore::etcd::EtcdStore;
 use datastore::memory::MemoryStore;
 use datastore::testing::{EtcdServer, require_etcd};
-use datastore::{Datastore, KeyValue, Revision, StoreError, WatchEvent, WatchStream};
+use datastore::{Datastore, KeyValue, Revision, StoreError, WatchEvent, WatchStream, WriteOp};
 use futures::StreamExt;
 
 #[derive(Debug, Clone, Copy)]
@@ -347,6 +347,139 @@ async fn errors_and_guards(h: Harness) {
     assert_eq!(listing.revision, store.revision().await.unwrap());
 }
 
+/// Multi-key transactions: all or nothing, the first failing op's error,
+/// duplicate keys refused, watchers see every op.
+async fn txn_all_or_nothing(h: Harness) {
+    let store = h.store();
+    let start = store.revision().await.unwrap();
+    let mut w = store.watch("/t/", start).await.unwrap();
+    let ra = store.create("/t/a", b"a1".to_vec()).await.unwrap();
+    let rb = store.create("/t/b", b"b1".to_vec()).await.unwrap();
+    let revs = store
+        .txn(vec![
+            WriteOp::Update {
+                key: "/t/a".into(),
+                value: b"a2".to_vec(),
+                expected: ra,
+            },
+            WriteOp::Delete {
+                key: "/t/b".into(),
+                expected: Some(rb),
+            },
+            WriteOp::Create {
+                key: "/t/c".into(),
+                value: b"c1".to_vec(),
+            },
+        ])
+        .await
+        .unwrap();
+    assert_eq!(revs.len(), 3);
+    assert!(revs.iter().all(|r| *r > rb), "{revs:?} after {rb}");
+    assert!(revs.windows(2).all(|w| w[0] <= w[1]), "{revs:?}");
+    assert_eq!(store.revision().await.unwrap(), revs[2]);
+    let a = store.get("/t/a").await.unwrap().unwrap();
+    assert_eq!((a.value.as_slice(), a.mod_revision), (&b"a2"[..], revs[0]));
+    assert!(store.get("/t/b").await.unwrap().is_none());
+    assert_eq!(store.get("/t/c").await.unwrap().unwrap().value, b"c1");
+
+    // One stale op: nothing at all is written, and its error comes back.
+    let before = store.revision().await.unwrap();
+    let stale = store
+        .txn(vec![
+            WriteOp::Create {
+                key: "/t/d".into(),
+                value: b"d".to_vec(),
+            },
+            WriteOp::Update {
+                key: "/t/a".into(),
+                value: b"a3".to_vec(),
+                expected: ra,
+            },
+            WriteOp::Update {
+                key: "/t/c".into(),
+                value: b"c2".to_vec(),
+                expected: revs[2],
+            },
+        ])
+        .await;
+    match stale {
+        Err(StoreError::Conflict {
+            key,
+            expected,
+            found,
+        }) => assert_eq!((key.as_str(), expected, found), ("/t/a", ra, revs[0])),
+        other => panic!("stale txn: expected Conflict on /t/a, got {other:?}"),
+    }
+    assert!(store.get("/t/d").await.unwrap().is_none(), "partial txn");
+    assert_eq!(store.get("/t/c").await.unwrap().unwrap().value, b"c1");
+    assert_eq!(store.revision().await.unwrap(), before);
+    for (op, want) in [
+        (
+            WriteOp::Create {
+                key: "/t/a".into(),
+                value: vec![],
+            },
+            "AlreadyExists",
+        ),
+        (
+            WriteOp::Delete {
+                key: "/t/b".into(),
+                expected: None,
+            },
+            "NotFound",
+        ),
+    ] {
+        let got = store
+            .txn(vec![
+                WriteOp::Create {
+                    key: "/t/e".into(),
+                    value: vec![],
+                },
+                op,
+            ])
+            .await;
+        let ok = matches!(
+            (&got, want),
+            (Err(StoreError::AlreadyExists { key }), "AlreadyExists") if key == "/t/a"
+        ) || matches!(
+            (&got, want),
+            (Err(StoreError::NotFound { key }), "NotFound") if key == "/t/b"
+        );
+        assert!(ok, "expected {want}, got {got:?}");
+        assert!(store.get("/t/e").await.unwrap().is_none(), "partial txn");
+    }
+    let dup = store
+        .txn(vec![
+            WriteOp::Create {
+                key: "/t/f".into(),
+                value: vec![],
+            },
+            WriteOp::Delete {
+                key: "/t/f".into(),
+                expected: None,
+            },
+        ])
+        .await;
+    assert!(
+        matches!(&dup, Err(StoreError::Other(m)) if m.contains("/t/f")),
+        "{dup:?}"
+    );
+    assert!(store.txn(vec![]).await.is_err());
+    // The watcher saw the two creates and the three ops, in order.
+    let mut seen = Vec::new();
+    for _ in 0..5 {
+        seen.push(match next_event(&mut w).await {
+            WatchEvent::Put(kv) => format!("put {}", kv.key),
+            WatchEvent::Delete { key, .. } => format!("del {key}"),
+            other => panic!("unexpected {other:?}"),
+        });
+    }
+    assert_eq!(
+        seen,
+        ["put /t/a", "put /t/b", "put /t/a", "del /t/b", "put /t/c"]
+    );
+}
+
 /// A watch from a compacted revision gets one Resync with the whole state,
 /// then the live events.
 async fn watch_after_compaction_resyncs(h: Harness) {
@@ -410,6 +543,13 @@ macro_rules! backend_suite {
             async fn create_update_delete_guards() {
                 if let Some(h) = Harness::new($kind).await {
                     errors_and_guards(h).await;
+                }
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn txn_is_all_or_nothing() {
+                if let Some(h) = Harness::new($kind).await {
+                    txn_all_or_nothing(h).await;
                 }
             }
 
