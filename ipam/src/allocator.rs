@@ -11,21 +11,24 @@
 //! makes sure a crash between two writes leaves only something `check` sees
 //! and GC can undo, never a duplicate address:
 //!
-//! * **Allocate**: (1) handle `+n` for the block, (2) block CAS. A crash after
-//!   (1) leaves a handle counting more than the block holds: an *orphan handle
-//!   count*, reported by `check` and trimmed by GC. The reverse order would
-//!   leave allocated addresses without a handle, which nothing could release
-//!   by handle. Steady state: 2 writes (handle + block), and concurrent
-//!   requests on one block are combined into a single block CAS.
+//! * **Allocate**: one transaction writes the block (CAS on its revision)
+//!   and the handle's count for it (create, or CAS on the handle's
+//!   revision) together ([`crate::commit`]). There is no state between
+//!   them for a crash to leave: the store has both or neither. Steady state:
+//!   1 write per allocation, and concurrent requests on one block in one
+//!   process share that write (group commit). A crash after the commit and
+//!   before the caller hears of it leaves an allocation with its handle: the
+//!   CNI runtime's DEL releases it, and `check` with the live workloads
+//!   reports it if nobody does.
 //! * **Claim a block**: (1) affinity `pending`, (2) create the block (already
 //!   affine), (3) affinity `confirmed`, then allocate as above. The pending
 //!   affinity marks the claim before the block exists, so a crash after (1)
 //!   leaves a dangling pending affinity (GC deletes it) and after (2) a block
 //!   with a pending affinity (confirmed by the next claim or by GC). Creating
 //!   the block is the CAS that decides between two racing claimers.
-//! * **Release**: (1) block CAS freeing the ordinals, (2) handle `-n` / delete.
-//!   A crash after (1) again leaves only an over-counting handle. Releasing
-//!   the handle first would leave allocations no handle refers to.
+//! * **Release**: likewise one transaction per block: the block freeing
+//!   the ordinals and each handle's count (decremented, or the handle
+//!   deleted when it reaches zero).
 //! * **Release an empty block's affinity** (after the grace period): (1)
 //!   affinity `pendingDeletion` (allocators stop using it), (2) delete the
 //!   block at the revision seen empty (fails if anyone allocated meanwhile:
@@ -42,10 +45,10 @@ use std::time::Duration;
 use datastore::Datastore;
 use datastore::model::ipam::IPAMConfig;
 use ipnetwork::IpNetwork;
-use tokio::sync::oneshot;
 
-use crate::block::{Attrs, Block, IntendedUse};
-use crate::blockrw::{BlockRw, FaultPlan, FaultPoint, Versioned, is_conflict};
+use crate::block::{Attrs, IntendedUse};
+use crate::blockrw::{BlockRw, FaultPlan, is_conflict};
+use crate::commit::{Freshness, Slot, Want};
 use crate::error::{IpamError, Result};
 use crate::topology::{Labels, Pool, Topology};
 
@@ -144,55 +147,14 @@ pub struct AutoAssignResult {
 /// Serializes one node's claims within the process.
 type ClaimLock = Arc<tokio::sync::Mutex<()>>;
 
-type Reply = oneshot::Sender<Result<Vec<(IpAddr, u64)>>>;
-
-struct PendingAlloc {
+/// One family's assignment, as [`Ipam::take_from`] needs it.
+struct Request<'a> {
+    /// Addresses wanted in all.
     n: usize,
-    attrs: Attrs,
-    /// Only allocate while the block is affine to this node.
-    require_node: Option<String>,
-    reserved: Arc<Vec<IpNetwork>>,
-    /// Re-read the block before trying (the cached copy may be stale).
-    fresh: bool,
-    reply: Reply,
-}
-
-/// In-process state of one block: requests waiting to be combined into one
-/// CAS, and the last block we wrote or read (the CAS token), valid only while
-/// holding `leader`.
-#[derive(Default)]
-struct Slot {
-    queue: Mutex<Vec<PendingAlloc>>,
-    leader: tokio::sync::Mutex<Option<Versioned<Block>>>,
-    /// Free addresses at last sight: skip full blocks without a write.
-    free_hint: AtomicU64,
-    /// When `free_hint` was last set from the store (real ms since epoch).
-    hint_at_ms: AtomicU64,
-}
-
-/// How long a block's free count seen in this process is trusted before a
-/// re-read (other processes may have freed addresses in it).
-const HINT_TTL_MS: u64 = 5_000;
-/// Same for a block seen full.
-const FULL_HINT_TTL_MS: u64 = 60_000;
-
-impl Slot {
-    fn set_hint(&self, free: u64) {
-        self.free_hint.store(free, Ordering::Release);
-        self.hint_at_ms
-            .store(SystemClock.now_ms(), Ordering::Release);
-    }
-}
-
-/// How much to trust a block's cached free count in [`Ipam::try_block`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Freshness {
-    /// Use the in-process free count.
-    Hint,
-    /// Re-read the block if its free count is older than [`HINT_TTL_MS`].
-    RefreshStale,
-    /// Re-read the block first.
-    Refresh,
+    attrs: &'a Attrs,
+    reserved: &'a Arc<Vec<IpNetwork>>,
+    /// The handle already holds addresses (of the other family).
+    held: bool,
 }
 
 /// The IPAM allocator. Cheap to share (`Arc<Ipam>`); concurrent calls are fine.
@@ -201,7 +163,7 @@ pub struct Ipam {
     pub(crate) topology: Arc<dyn Topology>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) opts: IpamOptions,
-    slots: Mutex<HashMap<IpNetwork, Arc<Slot>>>,
+    pub(crate) slots: Mutex<HashMap<IpNetwork, Arc<Slot>>>,
     /// (node, v6) -> the node's blocks as last listed.
     pub(crate) affine_cache: Mutex<HashMap<(String, bool), Vec<IpNetwork>>>,
     config_cache: Mutex<Option<(std::time::Instant, IPAMConfig)>>,
@@ -224,26 +186,6 @@ impl std::fmt::Debug for Ipam {
 /// The reservations as a predicate.
 pub(crate) fn is_reserved(reserved: &[IpNetwork], ip: IpAddr) -> bool {
     reserved.iter().any(|r| r.contains(ip))
-}
-
-/// A copy of `e` for the other requests of a failed batch.
-fn share_error(e: &IpamError) -> IpamError {
-    match e {
-        IpamError::InjectedCrash(pt) => IpamError::InjectedCrash(*pt),
-        IpamError::Contention { what, attempts } => IpamError::Contention {
-            what: what.clone(),
-            attempts: *attempts,
-        },
-        IpamError::Store { context, source } => IpamError::Store {
-            context: context.clone(),
-            source: if source.is_transient() {
-                datastore::StoreError::Unavailable(source.to_string())
-            } else {
-                datastore::StoreError::Other(source.to_string())
-            },
-        },
-        other => IpamError::Invalid(other.to_string()),
-    }
 }
 
 /// Whether a pool name or CIDR in `filter` designates `pool`.
@@ -311,19 +253,6 @@ impl Ipam {
             .clone()
     }
 
-    fn slot(&self, cidr: &IpNetwork) -> Arc<Slot> {
-        let mut g = self.slots.lock().expect("poisoned");
-        g.entry(*cidr)
-            .or_insert_with(|| {
-                Arc::new(Slot {
-                    free_hint: AtomicU64::new(u64::MAX),
-                    hint_at_ms: AtomicU64::new(SystemClock.now_ms()),
-                    ..Slot::default()
-                })
-            })
-            .clone()
-    }
-
     /// The IPAM configuration (defaults if never written).
     pub async fn config(&self) -> Result<IPAMConfig> {
         if let Some((at, cfg)) = self.config_cache.lock().expect("poisoned").as_ref()
@@ -365,255 +294,6 @@ impl Ipam {
             what: "IPAM config".into(),
             attempts: self.opts.max_retries,
         })
-    }
-
-    // ------------------------------------------------------------------
-    // Handles
-
-    // ------------------------------------------------------------------
-    // Block writes (all through the block's slot so the cache stays right)
-
-    /// Read-modify-CAS block `cidr` with `f` under the slot lock. `f` returns
-    /// `None` for "no write needed". `Ok(None)` if the block does not exist.
-    pub(crate) async fn modify_block<R>(
-        &self,
-        cidr: &IpNetwork,
-        mut f: impl FnMut(&mut Block) -> Result<Option<R>>,
-    ) -> Result<Option<R>> {
-        let slot = self.slot(cidr);
-        let mut cache = slot.leader.lock().await;
-        for attempt in 0..self.opts.max_retries {
-            if cache.is_none() || attempt > 0 {
-                *cache = self.rw.get_block(cidr).await?;
-            }
-            let Some(cur) = cache.as_ref() else {
-                return Ok(None);
-            };
-            let mut b = cur.value.clone();
-            let Some(r) = f(&mut b)? else {
-                return Ok(None);
-            };
-            match self.rw.update_block(&b, cur.revision).await {
-                Ok(rev) => {
-                    slot.set_hint(b.free_count() as u64);
-                    *cache = Some(Versioned {
-                        value: b,
-                        revision: rev,
-                    });
-                    return Ok(Some(r));
-                }
-                Err(e) if is_conflict(&e) => continue,
-                Err(e) => {
-                    *cache = None;
-                    return Err(IpamError::store(format!("writing block {cidr}"), e));
-                }
-            }
-        }
-        Err(IpamError::Contention {
-            what: format!("block {cidr}"),
-            attempts: self.opts.max_retries,
-        })
-    }
-
-    /// Delete block `cidr` if it is still at the revision `f` approves of.
-    pub(crate) async fn delete_block_if(
-        &self,
-        cidr: &IpNetwork,
-        f: impl Fn(&Block) -> bool,
-    ) -> Result<bool> {
-        let slot = self.slot(cidr);
-        let mut cache = slot.leader.lock().await;
-        let Some(cur) = self.rw.get_block(cidr).await? else {
-            *cache = None;
-            return Ok(false);
-        };
-        if !f(&cur.value) {
-            *cache = Some(cur);
-            return Ok(false);
-        }
-        *cache = None;
-        match self
-            .rw
-            .delete_raw(&crate::keys::block(cidr), Some(cur.revision))
-            .await
-        {
-            Ok(_) => Ok(true),
-            Err(e) if is_conflict(&e) => Ok(false),
-            Err(e) => Err(IpamError::store(format!("deleting block {cidr}"), e)),
-        }
-    }
-
-    /// Allocate up to `n` from block `cidr`, combined with concurrent requests
-    /// for the same block into one CAS.
-    async fn allocate_in_block(
-        &self,
-        cidr: &IpNetwork,
-        n: usize,
-        attrs: &Attrs,
-        require_node: Option<&str>,
-        reserved: &Arc<Vec<IpNetwork>>,
-        fresh: bool,
-    ) -> Result<Vec<(IpAddr, u64)>> {
-        let slot = self.slot(cidr);
-        let (tx, mut rx) = oneshot::channel();
-        slot.queue.lock().expect("poisoned").push(PendingAlloc {
-            n,
-            attrs: attrs.clone(),
-            require_node: require_node.map(str::to_string),
-            reserved: reserved.clone(),
-            fresh,
-            reply: tx,
-        });
-        let mut cache = slot.leader.lock().await;
-        if let Ok(r) = rx.try_recv() {
-            return r; // a previous leader served us
-        }
-        let batch: Vec<PendingAlloc> = std::mem::take(&mut *slot.queue.lock().expect("poisoned"));
-        let outcome = self.allocate_batch(cidr, &slot, &mut cache, &batch).await;
-        match outcome {
-            Ok(results) => {
-                for (p, r) in batch.into_iter().zip(results) {
-                    let _ = p.reply.send(Ok(r));
-                }
-            }
-            Err(e) => {
-                for p in batch {
-                    let _ = p.reply.send(Err(share_error(&e)));
-                }
-            }
-        }
-        drop(cache);
-        rx.try_recv()
-            .unwrap_or_else(|_| Err(IpamError::Invalid("allocation batch lost its reply".into())))
-    }
-
-    async fn allocate_batch(
-        &self,
-        cidr: &IpNetwork,
-        slot: &Slot,
-        cache: &mut Option<Versioned<Block>>,
-        batch: &[PendingAlloc],
-    ) -> Result<Vec<Vec<(IpAddr, u64)>>> {
-        let want_fresh = batch.iter().any(|p| p.fresh);
-        for attempt in 0..self.opts.max_retries {
-            if cache.is_none() || attempt > 0 || want_fresh {
-                *cache = self.rw.get_block(cidr).await?;
-            }
-            let Some(cur) = cache.as_ref() else {
-                slot.set_hint(0);
-                return Ok(batch.iter().map(|_| Vec::new()).collect());
-            };
-            let mut b = cur.value.clone();
-            let mut results = Vec::with_capacity(batch.len());
-            for p in batch {
-                let ok = match &p.require_node {
-                    Some(node) => b.affine_node() == Some(node.as_str()) && !b.deleted(),
-                    None => !b.deleted(),
-                };
-                if ok {
-                    let reserved = p.reserved.clone();
-                    results.push(b.allocate(p.n, &p.attrs, &|ip| is_reserved(&reserved, ip)));
-                } else {
-                    results.push(Vec::new());
-                }
-            }
-            if results.iter().all(|r| r.is_empty()) {
-                slot.set_hint(b.free_count() as u64);
-                return Ok(results);
-            }
-            match self.rw.update_block(&b, cur.revision).await {
-                Ok(rev) => {
-                    slot.set_hint(b.free_count() as u64);
-                    *cache = Some(Versioned {
-                        value: b,
-                        revision: rev,
-                    });
-                    self.rw.fault(FaultPoint::AfterBlockAllocate)?;
-                    return Ok(results);
-                }
-                Err(e) if is_conflict(&e) => {
-                    // Spread retries of racing processes apart a little.
-                    if attempt > 2 {
-                        let ms = rand::random_range(0..(attempt as u64).min(20));
-                        tokio::time::sleep(Duration::from_millis(ms)).await;
-                    }
-                    continue;
-                }
-                Err(e) => {
-                    *cache = None;
-                    return Err(IpamError::store(format!("writing block {cidr}"), e));
-                }
-            }
-        }
-        Err(IpamError::Contention {
-            what: format!("block {cidr}"),
-            attempts: self.opts.max_retries,
-        })
-    }
-
-    /// Handle first, then block (see the module doc). Returns what was got.
-    async fn try_block(
-        &self,
-        cidr: &IpNetwork,
-        n: usize,
-        attrs: &Attrs,
-        require_node: Option<&str>,
-        reserved: &Arc<Vec<IpNetwork>>,
-        mode: Freshness,
-    ) -> Result<Vec<(IpAddr, u64)>> {
-        let slot = self.slot(cidr);
-        // A block seen full is re-read less often: it rarely matters, and a
-        // node accumulates many full blocks (step 2b re-reads them all
-        // before borrowing or giving up anyway).
-        let ttl = if slot.free_hint.load(Ordering::Acquire) == 0 {
-            FULL_HINT_TTL_MS
-        } else {
-            HINT_TTL_MS
-        };
-        let stale = SystemClock
-            .now_ms()
-            .saturating_sub(slot.hint_at_ms.load(Ordering::Acquire))
-            > ttl;
-        if mode == Freshness::Refresh || (mode == Freshness::RefreshStale && stale) {
-            // Under the slot lock so the cached copy and the hint agree.
-            let mut cache = slot.leader.lock().await;
-            *cache = self.rw.get_block(cidr).await?;
-            let free = cache.as_ref().map_or(0, |b| {
-                b.value.available(&|ip| is_reserved(reserved, ip)) as u64
-            });
-            slot.set_hint(free);
-        }
-        // Reserve room in the last-seen free count so concurrent requests
-        // do not all pile onto a block that can serve only some of them
-        // (each miss costs two handle writes).
-        let Ok(before) = slot
-            .free_hint
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |h| {
-                (h > 0).then(|| h - h.min(n as u64))
-            })
-        else {
-            return Ok(Vec::new());
-        };
-        let n = n.min(before.min(usize::MAX as u64) as usize);
-        self.handle_add(&attrs.handle_id, cidr, n as i64).await?;
-        self.rw.fault(FaultPoint::AfterHandleIncrement)?;
-        let got = match self
-            .allocate_in_block(cidr, n, attrs, require_node, reserved, false)
-            .await
-        {
-            Ok(got) => got,
-            Err(e @ IpamError::InjectedCrash(_)) => return Err(e),
-            Err(e) => {
-                // Best effort: the handle over-counts otherwise (check reports it).
-                let _ = self.handle_add(&attrs.handle_id, cidr, -(n as i64)).await;
-                return Err(e);
-            }
-        };
-        if got.len() < n {
-            self.handle_add(&attrs.handle_id, cidr, got.len() as i64 - n as i64)
-                .await?;
-        }
-        Ok(got)
     }
 
     // ------------------------------------------------------------------
@@ -698,7 +378,17 @@ impl Ipam {
                 continue;
             }
             match self
-                .assign_family(args, &attrs, &cfg, &labels, &reserved, v6, n, filter)
+                .assign_family(
+                    args,
+                    &attrs,
+                    &cfg,
+                    &labels,
+                    &reserved,
+                    v6,
+                    n,
+                    filter,
+                    !result.ipv4.is_empty(),
+                )
                 .await
             {
                 Ok(got) => {
@@ -731,6 +421,7 @@ impl Ipam {
         v6: bool,
         n: usize,
         filter: &[String],
+        held: bool,
     ) -> Result<Vec<IpNetwork>> {
         let node = args.hostname.as_str();
         let (pools, why_not) = self
@@ -754,7 +445,12 @@ impl Ipam {
                 .find(|p| p.cidr.contains(c.network()) && p.block_size == c.prefix())
         };
         let mut got: Vec<IpNetwork> = Vec::new();
-        let to_net = |ip: IpAddr, c: &IpNetwork| IpNetwork::new(ip, c.prefix()).expect("valid");
+        let req = Request {
+            n,
+            attrs,
+            reserved,
+            held,
+        };
 
         // 1. The node's own blocks: from the in-process list first (the
         // block write re-checks the affinity, so a stale list is harmless),
@@ -790,15 +486,8 @@ impl Ipam {
                 } else {
                     Freshness::Hint
                 };
-                let r = self
-                    .try_block(cidr, n - got.len(), attrs, Some(node), reserved, mode)
-                    .await;
-                got.extend(
-                    self.collect(r, &got, v6)
-                        .await?
-                        .iter()
-                        .map(|(ip, _)| to_net(*ip, cidr)),
-                );
+                self.take_from(&req, cidr, Some(node), mode, &mut got)
+                    .await?;
             }
             if got.len() == n {
                 break;
@@ -823,22 +512,8 @@ impl Ipam {
                 if got.len() == n {
                     break;
                 }
-                let r = self
-                    .try_block(
-                        cidr,
-                        n - got.len(),
-                        attrs,
-                        Some(node),
-                        reserved,
-                        Freshness::Hint,
-                    )
-                    .await;
-                got.extend(
-                    self.collect(r, &got, v6)
-                        .await?
-                        .iter()
-                        .map(|(ip, _)| to_net(*ip, cidr)),
-                );
+                self.take_from(&req, cidr, Some(node), Freshness::Hint, &mut got)
+                    .await?;
             }
             Some(guard)
         } else {
@@ -858,22 +533,8 @@ impl Ipam {
                 .entry((node.to_string(), v6))
                 .or_default()
                 .push(cidr);
-            let r = self
-                .try_block(
-                    &cidr,
-                    n - got.len(),
-                    attrs,
-                    Some(node),
-                    reserved,
-                    Freshness::Refresh,
-                )
-                .await;
-            got.extend(
-                self.collect(r, &got, v6)
-                    .await?
-                    .iter()
-                    .map(|(ip, _)| to_net(*ip, &cidr)),
-            );
+            self.take_from(&req, &cidr, Some(node), Freshness::Refresh, &mut got)
+                .await?;
         }
 
         // 2b. Before borrowing or giving up: re-read every own block (another
@@ -886,22 +547,8 @@ impl Ipam {
                 if in_pools(&cidr).is_none() {
                     continue;
                 }
-                let r = self
-                    .try_block(
-                        &cidr,
-                        n - got.len(),
-                        attrs,
-                        Some(node),
-                        reserved,
-                        Freshness::Refresh,
-                    )
-                    .await;
-                got.extend(
-                    self.collect(r, &got, v6)
-                        .await?
-                        .iter()
-                        .map(|(ip, _)| to_net(*ip, &cidr)),
-                );
+                self.take_from(&req, &cidr, Some(node), Freshness::Refresh, &mut got)
+                    .await?;
             }
         }
 
@@ -919,22 +566,8 @@ impl Ipam {
                     break;
                 }
                 let cidr = b.value.cidr();
-                let r = self
-                    .try_block(
-                        &cidr,
-                        n - got.len(),
-                        attrs,
-                        None,
-                        reserved,
-                        Freshness::Refresh,
-                    )
-                    .await;
-                got.extend(
-                    self.collect(r, &got, v6)
-                        .await?
-                        .iter()
-                        .map(|(ip, _)| to_net(*ip, &cidr)),
-                );
+                self.take_from(&req, &cidr, None, Freshness::Refresh, &mut got)
+                    .await?;
             }
         }
 
@@ -952,18 +585,40 @@ impl Ipam {
         Ok(got)
     }
 
-    /// On error, release what this family already got (unless crashing).
-    async fn collect(
+    /// Take up to `req.n - got.len()` addresses from block `cidr` into
+    /// `got`. On error, release what `got` holds (unless crashing: a crash
+    /// does no clean-up, like `kill -9`).
+    async fn take_from(
         &self,
-        r: Result<Vec<(IpAddr, u64)>>,
-        so_far: &[IpNetwork],
-        _v6: bool,
-    ) -> Result<Vec<(IpAddr, u64)>> {
+        req: &Request<'_>,
+        cidr: &IpNetwork,
+        node: Option<&str>,
+        mode: Freshness,
+        got: &mut Vec<IpNetwork>,
+    ) -> Result<()> {
+        let held = req.held || !got.is_empty();
+        let r = self
+            .try_block(
+                cidr,
+                req.n - got.len(),
+                req.attrs,
+                node,
+                req.reserved,
+                mode,
+                held,
+            )
+            .await;
         match r {
-            Ok(v) => Ok(v),
+            Ok(v) => {
+                got.extend(
+                    v.iter()
+                        .map(|(ip, _)| IpNetwork::new(*ip, cidr.prefix()).expect("valid")),
+                );
+                Ok(())
+            }
             Err(e @ IpamError::InjectedCrash(_)) => Err(e),
             Err(e) => {
-                let ips: Vec<IpAddr> = so_far.iter().map(|n| n.ip()).collect();
+                let ips: Vec<IpAddr> = got.iter().map(|n| n.ip()).collect();
                 let _ = self.release_ips(&ips).await;
                 Err(e)
             }
@@ -1010,26 +665,24 @@ impl Ipam {
         if attrs.node.is_none() {
             attrs.node = Some(host.to_string());
         }
-        self.handle_add(handle_id, &cidr, 1).await?;
-        self.rw.fault(FaultPoint::AfterHandleIncrement)?;
-        let r = self
-            .modify_block(&cidr, |b| Ok(Some(b.assign(ip, &attrs)?)))
-            .await;
-        match r {
-            Ok(Some(_)) => Ok(()),
-            Ok(None) => {
-                self.handle_add(handle_id, &cidr, -1).await?;
-                Err(IpamError::Address {
-                    ip,
-                    reason: format!("block {cidr} vanished while assigning; retry"),
-                })
-            }
-            Err(e @ IpamError::InjectedCrash(_)) => Err(e),
-            Err(e) => {
-                self.handle_add(handle_id, &cidr, -1).await?;
-                Err(e)
-            }
+        let got = self
+            .allocate_in_block(
+                &cidr,
+                Want::Exact(ip),
+                &attrs,
+                None,
+                &Arc::new(reserved),
+                false,
+                true,
+            )
+            .await?;
+        if got.is_empty() {
+            return Err(IpamError::Address {
+                ip,
+                reason: format!("block {cidr} vanished while assigning; retry"),
+            });
         }
+        Ok(())
     }
 
     /// Addresses held by `handle_id`.

@@ -33,16 +33,13 @@ pub struct Versioned<T> {
 /// is hit right *after* the named write succeeded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum FaultPoint {
-    /// Allocation: handle incremented, block not yet written.
-    AfterHandleIncrement,
-    /// Allocation: block written (address allocated), before returning.
+    /// Allocation: block and handle written (one transaction), before
+    /// returning to the caller.
     AfterBlockAllocate,
     /// Claim: affinity written as pending, block not yet created.
     AfterAffinityPending,
     /// Claim: block created, affinity not yet confirmed.
     AfterBlockCreate,
-    /// Release: block written (address freed), handle not yet decremented.
-    AfterBlockRelease,
     /// Affinity release: affinity marked pendingDeletion, block not deleted.
     AfterAffinityPendingDeletion,
     /// Affinity release: block deleted, affinity not yet deleted.
@@ -51,12 +48,10 @@ pub enum FaultPoint {
 
 impl FaultPoint {
     /// Every fault point.
-    pub const ALL: [FaultPoint; 7] = [
-        FaultPoint::AfterHandleIncrement,
+    pub const ALL: [FaultPoint; 5] = [
         FaultPoint::AfterBlockAllocate,
         FaultPoint::AfterAffinityPending,
         FaultPoint::AfterBlockCreate,
-        FaultPoint::AfterBlockRelease,
         FaultPoint::AfterAffinityPendingDeletion,
         FaultPoint::AfterBlockDelete,
     ];
@@ -149,7 +144,8 @@ fn decode<T: DeserializeOwned>(kv: &KeyValue) -> Result<T> {
     })
 }
 
-fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+/// The stored form of an IPAM object.
+pub(crate) fn encode<T: Serialize>(v: &T) -> Vec<u8> {
     serde_json::to_vec(v).expect("IPAM types serialize")
 }
 

@@ -1,6 +1,6 @@
 //! Releasing addresses: by address (optionally guarded by the allocation's
-//! sequence number) and by handle. Block first, then handle: see
-//! [`crate::allocator`] for why.
+//! sequence number) and by handle. Each block and the handle counts it
+//! changes are written in one transaction (see [`crate::commit`]).
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -9,7 +9,8 @@ use ipnetwork::IpNetwork;
 
 use crate::allocator::Ipam;
 use crate::block::Release;
-use crate::blockrw::{FaultPoint, is_conflict};
+use crate::blockrw::is_conflict;
+use crate::commit::{HandleDeltas, Step};
 use crate::error::{IpamError, Result};
 
 impl Ipam {
@@ -43,28 +44,25 @@ impl Ipam {
         let mut freed = Vec::new();
         for (cidr, list) in by_block {
             let r = self
-                .modify_block(&cidr, |b| {
-                    let mut done: Vec<(IpAddr, Option<String>)> = Vec::new();
+                .modify_block_and_handles(&cidr, |b| {
+                    let mut done = Vec::new();
+                    let mut deltas = HandleDeltas::new();
                     for (ip, seq) in &list {
                         if let Release::Released { handle_id } = b.release(*ip, *seq, now)? {
-                            done.push((*ip, handle_id));
+                            done.push(*ip);
+                            if let Some(h) = handle_id {
+                                *deltas.entry(h).or_default() -= 1;
+                            }
                         }
                     }
-                    Ok(if done.is_empty() { None } else { Some(done) })
+                    Ok(if done.is_empty() {
+                        Step::Skip(done)
+                    } else {
+                        Step::Write(done, deltas)
+                    })
                 })
                 .await?;
-            let Some(done) = r else { continue };
-            self.rw.fault(FaultPoint::AfterBlockRelease)?;
-            let mut per_handle: BTreeMap<String, i64> = BTreeMap::new();
-            for (ip, h) in done {
-                freed.push(ip);
-                if let Some(h) = h {
-                    *per_handle.entry(h).or_default() += 1;
-                }
-            }
-            for (h, count) in per_handle {
-                self.handle_add(&h, &cidr, -count).await?;
-            }
+            freed.extend(r.unwrap_or_default());
         }
         Ok(freed)
     }
@@ -78,21 +76,41 @@ impl Ipam {
                 return Ok(freed);
             };
             let now = self.now_ms();
-            for cidr_s in h.value.block.keys() {
+            // One transaction per block: the block frees the handle's
+            // addresses and the handle drops that block's count (the last
+            // one deletes the handle).
+            let mut handle_gone = false;
+            for (cidr_s, count) in &h.value.block {
                 let Ok(cidr) = cidr_s.parse::<IpNetwork>() else {
                     continue;
                 };
                 let r = self
-                    .modify_block(&cidr, |b| {
+                    .modify_block_and_handles(&cidr, |b| {
                         let ips = b.release_handle(handle_id, now);
-                        Ok(if ips.is_empty() { None } else { Some(ips) })
+                        Ok(if ips.is_empty() {
+                            Step::Skip((ips, false))
+                        } else {
+                            let n = -(ips.len() as i64);
+                            let deltas = HandleDeltas::from([(handle_id.to_string(), n)]);
+                            Step::Write((ips, true), deltas)
+                        })
                     })
                     .await?;
-                if let Some(ips) = r {
-                    self.rw.fault(FaultPoint::AfterBlockRelease)?;
+                if let Some((ips, wrote)) = r {
+                    // The handle counted exactly these and nothing else:
+                    // the transaction deleted it.
+                    handle_gone = wrote && h.value.block.len() == 1 && *count == ips.len() as u64;
                     freed.extend(ips);
                 }
             }
+            if handle_gone {
+                return Ok(freed);
+            }
+            let Some(h) = self.rw.get_handle(handle_id).await? else {
+                return Ok(freed);
+            };
+            // Blocks no longer holding what the handle counted (left by a
+            // crash of an older version, or a concurrent writer): drop them.
             match self
                 .rw
                 .delete_raw(&crate::keys::handle(handle_id), Some(h.revision))
