@@ -11,7 +11,9 @@
 //!
 //! The goldens were reviewed against the RFCs, and each test also asserts
 //! the key facts of its scenario directly (so a wrong re-bless fails too);
-//! the sections are cited at each assertion.
+//! the sections are cited at each assertion. Scenarios: full mesh, RR
+//! reflection, RR loop rejection, best-path ties, next-hop modes, graceful
+//! restart (helper).
 
 #[path = "speaker_golden/harness.rs"]
 mod harness;
@@ -255,6 +257,40 @@ async fn speaker_golden_best_path() {
     assert_eq!(sent_to(&ebgp), ["a", "b", "o"]);
     assert_eq!(sent(&ebgp, "a")[0]["attrs"]["next_hop"], "127.0.64.99");
     assert_eq!(sent(&ebgp, "o")[0]["withdraw"], "10.69.9.0/26");
+}
+
+#[tokio::test]
+async fn speaker_golden_next_hop_modes() {
+    let t = harness::check("next_hop_modes").await;
+    let nh = |step: &Value, p: &str| sent(step, p)[0]["attrs"]["next_hop"].clone();
+    // Our own prefix: next hop self for every mode (initial tables).
+    for (n, p) in [(1, "c1"), (3, "cs"), (4, "ea"), (5, "ek")] {
+        assert_eq!(nh(&line(&t, n), p), "127.0.68.1", "{p}");
+    }
+    // A reflected client route.
+    let c1 = line(&t, 6);
+    assert_eq!(
+        nh(&c1, "c2"),
+        "127.0.68.11",
+        "auto, iBGP: kept (RFC 4456 §10)"
+    );
+    assert_eq!(nh(&c1, "cs"), "127.0.68.1", "self");
+    assert_eq!(
+        nh(&c1, "ea"),
+        "127.0.68.1",
+        "auto, eBGP: self (RFC 4271 §5.1.3)"
+    );
+    assert_eq!(nh(&c1, "ek"), "127.0.68.11", "keep, even toward eBGP");
+    assert_eq!(sent(&c1, "cs")[0]["attrs"]["cluster_list"][0], "244.0.0.1");
+    // An eBGP route: to iBGP with its next hop (auto), or self.
+    let ea = line(&t, 7);
+    assert_eq!(nh(&ea, "c1"), "127.0.68.21");
+    assert_eq!(nh(&ea, "cs"), "127.0.68.1");
+    assert_eq!(nh(&ea, "ek"), "127.0.68.21");
+    assert_eq!(
+        strs(&sent(&ea, "ek")[0]["attrs"]["as_path"]),
+        ["64512", "65021"]
+    );
 }
 
 #[tokio::test]
