@@ -1,0 +1,544 @@
+//! Multi-node BGP topologies in network namespaces (issue #5): real
+//! `manx-bgpd` processes, and BIRD 2 on either side of route reflection.
+//!
+//! Every node i sits on one bridge at 198.19.0.(10+i) and originates
+//! 10.66.i.0/26; all are iBGP in AS 64512. Support code: `netns_topo/`.
+
+mod netns_topo;
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
+
+use bgpd::fsm::State;
+use netns_topo::bird::{self, BirdNode};
+use netns_topo::manx::{ManxNode, Neighbor, NodeSpec};
+use netns_topo::observer::Observer;
+use netns_topo::{BIRD2, BIRDC2, Topo, eventually, node_addr, node_block, prerequisites};
+
+/// How long a topology may take to converge (sessions retry every second).
+const CONVERGE: Duration = Duration::from_secs(40);
+
+/// What node `me` should have learnt: every block of `origins` but its
+/// own, with the originator's address as next hop, from peer `via` (or
+/// from the originator itself when `via` is `None`), sorted like
+/// [`ManxNode::learnt`].
+fn expected(me: u8, origins: &[u8], via: Option<u8>) -> Vec<(String, Option<IpAddr>, IpAddr)> {
+    let mut v: Vec<_> = origins
+        .iter()
+        .filter(|&&j| j != me)
+        .map(|&j| {
+            let nh = IpAddr::V4(node_addr(j));
+            let from = via.map_or(nh, |r| IpAddr::V4(node_addr(r)));
+            (node_block(j), Some(nh), from)
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+fn ip(a: Ipv4Addr) -> IpAddr {
+    IpAddr::V4(a)
+}
+
+/// A manx node originating its block.
+fn block_node(i: u8) -> NodeSpec {
+    let mut s = NodeSpec::new(i);
+    s.networks.push(node_block(i));
+    s
+}
+
+/// Issue #5: a 4-node iBGP full mesh of manx-bgpd. Every node ends with the
+/// other three blocks, next hop = the originating node (RFC 4271 §5.1.3:
+/// iBGP does not change the next hop of a locally originated route's
+/// receiver; the originator sets itself).
+#[test]
+fn heavy_mesh_four_manx_nodes() {
+    if !prerequisites(&[]) {
+        return;
+    }
+    let ids = [1u8, 2, 3, 4];
+    let topo = Topo::new(&ids);
+    let nodes: Vec<ManxNode> = ids
+        .iter()
+        .map(|&i| {
+            let mut s = block_node(i);
+            for &j in ids.iter().filter(|&&j| j != i) {
+                s.neighbors.push(Neighbor::ibgp(node_addr(i), node_addr(j)));
+            }
+            ManxNode::start(&topo, s)
+        })
+        .collect();
+    let converged = eventually(CONVERGE, || {
+        nodes
+            .iter()
+            .all(|n| n.all_established() && n.learnt() == expected(n.spec.index, &ids, None))
+    });
+    assert!(
+        converged,
+        "the mesh did not converge:\n{}",
+        nodes
+            .iter()
+            .map(ManxNode::describe)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    for n in &nodes {
+        // Each peer sent exactly its own block (no iBGP re-advertisement
+        // of iBGP-learnt routes, RFC 4271 §9.2).
+        for p in n.peers() {
+            assert_eq!(
+                (p.prefixes_received, p.prefixes_accepted),
+                (1, 1),
+                "node {} from {}: {p:?}",
+                n.spec.index,
+                p.address
+            );
+        }
+    }
+}
+
+/// Issue #5: two redundant manx route reflectors with the same cluster id
+/// (RFC 4456 §7) and six manx clients, no mesh. Every client ends with the
+/// five other clients' blocks (next hop kept: RFC 4456 §10), and holds them
+/// from *both* reflectors; between the reflectors, reflected routes carry
+/// their shared cluster id and are rejected (CLUSTER_LIST loop, §8).
+#[test]
+fn heavy_two_reflectors_six_clients() {
+    if !prerequisites(&[]) {
+        return;
+    }
+    let rrs = [1u8, 2];
+    let clients = [3u8, 4, 5, 6, 7, 8];
+    let cluster: Ipv4Addr = "244.0.0.1".parse().unwrap();
+    let all: Vec<u8> = rrs.iter().chain(&clients).copied().collect();
+    let topo = Topo::new(&all);
+    let mut reflectors = Vec::new();
+    for &r in &rrs {
+        // A dedicated reflector: originates nothing (Calico's RR deployment).
+        let mut s = NodeSpec::new(r);
+        s.cluster_id = Some(cluster);
+        for &c in &clients {
+            s.neighbors
+                .push(Neighbor::client(node_addr(r), node_addr(c)));
+        }
+        for &o in rrs.iter().filter(|&&o| o != r) {
+            s.neighbors.push(Neighbor::ibgp(node_addr(r), node_addr(o)));
+        }
+        reflectors.push(ManxNode::start(&topo, s));
+    }
+    let mut cnodes = Vec::new();
+    for &c in &clients {
+        let mut s = block_node(c);
+        for &r in &rrs {
+            s.neighbors.push(Neighbor::ibgp(node_addr(c), node_addr(r)));
+        }
+        cnodes.push(ManxNode::start(&topo, s));
+    }
+    let client_has_all = |n: &ManxNode| {
+        let got: Vec<(String, Option<IpAddr>)> =
+            n.learnt().into_iter().map(|(p, nh, _)| (p, nh)).collect();
+        let want: Vec<(String, Option<IpAddr>)> = expected(n.spec.index, &clients, None)
+            .into_iter()
+            .map(|(p, nh, _)| (p, nh))
+            .collect();
+        got == want
+    };
+    // Through both reflectors: each one's session delivered all five.
+    let via_both = |n: &ManxNode| {
+        rrs.iter().all(|&r| {
+            n.peer(node_addr(r))
+                .is_some_and(|p| p.state == State::Established && p.prefixes_accepted == 5)
+        })
+    };
+    let converged = eventually(CONVERGE, || {
+        reflectors.iter().all(ManxNode::all_established)
+            && cnodes
+                .iter()
+                .all(|n| n.all_established() && client_has_all(n) && via_both(n))
+    });
+    assert!(
+        converged,
+        "RR topology did not converge:\n{}",
+        reflectors
+            .iter()
+            .chain(&cnodes)
+            .map(ManxNode::describe)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    for rr in &reflectors {
+        // The reflector's best path to each block is the client that
+        // originated it, never the other reflector.
+        assert_eq!(
+            rr.learnt(),
+            expected(rr.spec.index, &clients, None),
+            "{}",
+            rr.describe()
+        );
+        let other = rrs.iter().find(|&&o| o != rr.spec.index).unwrap();
+        let p = rr.peer(node_addr(*other)).expect("the other reflector");
+        assert_eq!(
+            p.prefixes_accepted, 0,
+            "reflector {} accepted routes from its twin in the same cluster (CLUSTER_LIST loop, RFC 4456 §8): {p:?}",
+            rr.spec.index
+        );
+        for &c in &clients {
+            let p = rr.peer(node_addr(c)).expect("client");
+            assert_eq!(p.prefixes_accepted, 1, "{p:?}");
+            assert!(
+                p.prefixes_advertised >= 5,
+                "reflector {} advertised {} prefixes to client {c}, want the 5 others",
+                rr.spec.index,
+                p.prefixes_advertised
+            );
+        }
+    }
+    // Either reflector alone is enough: stop one, the clients keep every
+    // block through the other (no graceful restart here: it sends CEASE).
+    let mut reflectors = reflectors;
+    let mut gone = reflectors.remove(0);
+    gone.daemon.terminate();
+    assert!(
+        eventually(CONVERGE, || cnodes.iter().all(|n| {
+            n.peer(node_addr(rrs[0]))
+                .is_some_and(|p| p.state != State::Established)
+                && client_has_all(n)
+                && n.learnt()
+                    .iter()
+                    .all(|(_, _, from)| *from == ip(node_addr(rrs[1])))
+        })),
+        "with reflector {} stopped, clients lost routes:\n{}",
+        rrs[0],
+        cnodes
+            .iter()
+            .map(ManxNode::describe)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
+/// Issue #5: BIRD 2 as the route reflector of four manx clients.
+#[test]
+fn heavy_bird2_reflector_for_manx_clients() {
+    if !prerequisites(&[BIRD2, BIRDC2]) {
+        return;
+    }
+    let rr = 0u8;
+    let clients = [1u8, 2, 3, 4];
+    let all: Vec<u8> = std::iter::once(rr).chain(clients).collect();
+    let topo = Topo::new(&all);
+    let bird = BirdNode::start(
+        &topo,
+        rr,
+        &bird::reflector_conf(rr, "244.0.0.9".parse().unwrap(), &clients),
+    );
+    let cnodes: Vec<ManxNode> = clients
+        .iter()
+        .map(|&c| {
+            let mut s = block_node(c);
+            s.neighbors
+                .push(Neighbor::ibgp(node_addr(c), node_addr(rr)));
+            ManxNode::start(&topo, s)
+        })
+        .collect();
+    let converged = eventually(CONVERGE, || {
+        cnodes.iter().all(|n| {
+            n.all_established() && n.learnt() == expected(n.spec.index, &clients, Some(rr))
+        })
+    });
+    assert!(
+        converged,
+        "manx clients of BIRD did not converge:\n{}\n---- birdc show protocols ----\n{}\n---- birdc show route ----\n{}",
+        cnodes
+            .iter()
+            .map(ManxNode::describe)
+            .collect::<Vec<_>>()
+            .join("\n"),
+        bird.birdc(&["show", "protocols"]),
+        bird.birdc(&["show", "route"])
+    );
+    // BIRD holds every client's block, next hop the client.
+    let want: Vec<(String, IpAddr)> = clients
+        .iter()
+        .map(|&c| (node_block(c), ip(node_addr(c))))
+        .collect();
+    assert_eq!(bird.routes(), want, "{}", bird.birdc(&["show", "route"]));
+    assert_eq!(bird.established(), clients.len());
+}
+
+/// Issue #5: a manx route reflector for four BIRD 2 clients; read the
+/// clients' tables with `birdc -s <sock> show route`.
+#[test]
+fn heavy_manx_reflector_for_bird2_clients() {
+    if !prerequisites(&[BIRD2, BIRDC2]) {
+        return;
+    }
+    let rr = 0u8;
+    let clients = [1u8, 2, 3, 4];
+    let all: Vec<u8> = std::iter::once(rr).chain(clients).collect();
+    let topo = Topo::new(&all);
+    let mut s = NodeSpec::new(rr);
+    s.cluster_id = Some("244.0.0.1".parse().unwrap());
+    for &c in &clients {
+        s.neighbors
+            .push(Neighbor::client(node_addr(rr), node_addr(c)));
+    }
+    let manx = ManxNode::start(&topo, s);
+    let birds: Vec<BirdNode> = clients
+        .iter()
+        .map(|&c| BirdNode::start(&topo, c, &bird::client_conf(c, rr)))
+        .collect();
+    // A BIRD client's BGP routes: the three other blocks via their originators.
+    let bird_want = |me: u8| -> Vec<(String, IpAddr)> {
+        clients
+            .iter()
+            .filter(|&&c| c != me)
+            .map(|&c| (node_block(c), ip(node_addr(c))))
+            .collect()
+    };
+    let converged = eventually(CONVERGE, || {
+        manx.all_established()
+            && manx.learnt() == expected(rr, &clients, None)
+            && birds.iter().all(|b| b.routes() == bird_want(b.index))
+    });
+    assert!(
+        converged,
+        "BIRD clients of manx did not converge:\n{}\n{}",
+        manx.describe(),
+        birds
+            .iter()
+            .map(|b| format!(
+                "---- bird{} show route ----\n{}",
+                b.index,
+                b.birdc(&["show", "route", "all"])
+            ))
+            .collect::<String>()
+    );
+    // RFC 4456 §8: the reflected routes carry ORIGINATOR_ID (the client
+    // that sent them) and CLUSTER_LIST (our cluster id).
+    let all_attrs = birds[0].birdc(&["show", "route", "all", &node_block(2)]);
+    assert!(
+        all_attrs.contains("BGP.originator_id: 198.19.0.12"),
+        "{all_attrs}"
+    );
+    assert!(
+        all_attrs.contains("BGP.cluster_list: 244.0.0.1"),
+        "{all_attrs}"
+    );
+    for b in &birds {
+        assert_eq!(b.established(), 1, "bird{}", b.index);
+    }
+}
+
+/// A manx reflector (node 1, cluster 244.0.0.1), four manx clients (2..5)
+/// and an observer (node 9, our codec) as one more RR client that records
+/// every UPDATE the reflector sends it. Client 2 advertises graceful
+/// restart with `restart_time`.
+struct GrLab {
+    clients: Vec<ManxNode>,
+    rr: ManxNode,
+    observer: Observer,
+    topo: Topo,
+}
+
+const GR_RR: u8 = 1;
+const GR_CLIENTS: [u8; 4] = [2, 3, 4, 5];
+const GR_OBSERVER: u8 = 9;
+/// The client that is killed.
+const VICTIM: u8 = 2;
+
+impl GrLab {
+    fn start(victim_restart_time: u16) -> GrLab {
+        let all: Vec<u8> = std::iter::once(GR_RR)
+            .chain(GR_CLIENTS)
+            .chain([GR_OBSERVER])
+            .collect();
+        let topo = Topo::new(&all);
+        let mut s = NodeSpec::new(GR_RR);
+        s.cluster_id = Some("244.0.0.1".parse().unwrap());
+        for c in GR_CLIENTS.iter().chain(&[GR_OBSERVER]) {
+            s.neighbors
+                .push(Neighbor::client(node_addr(GR_RR), node_addr(*c)));
+        }
+        let rr = ManxNode::start(&topo, s);
+        let clients: Vec<ManxNode> = GR_CLIENTS
+            .iter()
+            .map(|&c| {
+                let mut s = block_node(c);
+                if c == VICTIM {
+                    s.restart_time = victim_restart_time;
+                }
+                s.neighbors
+                    .push(Neighbor::ibgp(node_addr(c), node_addr(GR_RR)));
+                ManxNode::start(&topo, s)
+            })
+            .collect();
+        let observer = Observer::start(
+            topo.ns(GR_OBSERVER),
+            node_addr(GR_OBSERVER),
+            node_addr(GR_RR),
+            netns_topo::AS,
+        );
+        let lab = GrLab {
+            clients,
+            rr,
+            observer,
+            topo,
+        };
+        let converged = eventually(CONVERGE, || {
+            lab.rr.all_established()
+                && lab.rr.learnt() == expected(GR_RR, &GR_CLIENTS, None)
+                && lab.clients.iter().all(|n| {
+                    n.all_established()
+                        && n.learnt() == expected(n.spec.index, &GR_CLIENTS, Some(GR_RR))
+                })
+                && GR_CLIENTS
+                    .iter()
+                    .all(|&c| lab.observer.holds(&node_block(c)))
+        });
+        assert!(converged, "GR lab did not converge:\n{}", lab.describe());
+        lab
+    }
+
+    fn describe(&self) -> String {
+        let mut s = self.rr.describe();
+        for n in &self.clients {
+            s.push('\n');
+            s.push_str(&n.describe());
+        }
+        s.push_str(&format!("\nobserver: {:?}", self.observer.events()));
+        s
+    }
+
+    fn victim(&mut self) -> &mut ManxNode {
+        &mut self.clients[0]
+    }
+
+    /// The victim's block's change counter on the reflector and the
+    /// surviving clients (`None` where the route is missing).
+    fn victim_route_changes(&self) -> Vec<(u8, Option<u64>)> {
+        let block = node_block(VICTIM);
+        std::iter::once(&self.rr)
+            .chain(self.clients.iter().skip(1))
+            .map(|n| (n.spec.index, n.route(&block).map(|r| r.changes)))
+            .collect()
+    }
+}
+
+/// Issue #5, RFC 4724: `kill -9` of one manx client's speaker. Its peer
+/// (the reflector, a GR helper) keeps its route, still reflected, while
+/// it is down; the client restarts as the restarting speaker (R bit,
+/// deferred initial table) and nothing flaps: the observer, an RR client
+/// like the others, sees the victim's block announced exactly once and
+/// never withdrawn, and every node's per-prefix change counter stays where
+/// it was before the kill.
+#[test]
+fn heavy_kill9_client_graceful_restart_no_flap() {
+    if !prerequisites(&[]) {
+        return;
+    }
+    let mut lab = GrLab::start(120);
+    let block = node_block(VICTIM);
+    let before = lab.victim_route_changes();
+    assert!(
+        before.iter().all(|(_, c)| c.is_some()),
+        "victim's block missing before the kill: {before:?}"
+    );
+
+    lab.victim().kill9();
+    let victim_addr = node_addr(VICTIM);
+    assert!(
+        eventually(Duration::from_secs(20), || lab
+            .rr
+            .peer(victim_addr)
+            .is_some_and(|p| p.state != State::Established)),
+        "the reflector never noticed the killed client:\n{}",
+        lab.describe()
+    );
+    // Down, and still kept (stale) and reflected: give a withdrawal every
+    // chance to show (several keepalive rounds) before looking.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        lab.victim_route_changes(),
+        before,
+        "while the client was down its route changed or vanished:\n{}",
+        lab.describe()
+    );
+    assert_eq!(lab.observer.counts(&block), (1, 0), "{}", lab.describe());
+
+    let GrLab { topo, clients, .. } = &mut lab;
+    clients[0].restart(topo);
+    let back = eventually(CONVERGE, || {
+        let v = &lab.clients[0];
+        v.all_established()
+            && v.learnt() == expected(VICTIM, &GR_CLIENTS, Some(GR_RR))
+            && lab
+                .rr
+                .peer(victim_addr)
+                .is_some_and(|p| p.state == State::Established && p.prefixes_accepted == 1)
+    });
+    assert!(
+        back,
+        "the restarted client did not resync:\n{}",
+        lab.describe()
+    );
+    // The restarted client's End-of-RIB has swept what it did not re-send;
+    // let any late UPDATE arrive before the final count.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        lab.victim_route_changes(),
+        before,
+        "the restart flapped the victim's route (change counters moved):\n{}",
+        lab.describe()
+    );
+    assert_eq!(
+        lab.observer.counts(&block),
+        (1, 0),
+        "the observer saw the victim's block re-announced or withdrawn:\n{}",
+        lab.describe()
+    );
+    assert_eq!(lab.observer.sessions(), (1, 0), "{}", lab.describe());
+    // Nothing else moved either: the other clients' blocks were announced once.
+    for &c in &GR_CLIENTS[1..] {
+        assert_eq!(lab.observer.counts(&node_block(c)), (1, 0));
+    }
+}
+
+/// The control for the test above (it proves the observer and the change
+/// counters do see a withdrawal): a killed client that does not come back
+/// within its restart time (3 s) loses its route everywhere, exactly once
+/// (RFC 4724 §4.2: the helper deletes the stale routes when the restart
+/// timer expires).
+#[test]
+fn heavy_kill9_client_not_back_in_restart_time_is_withdrawn() {
+    if !prerequisites(&[]) {
+        return;
+    }
+    let mut lab = GrLab::start(3);
+    let block = node_block(VICTIM);
+    lab.victim().kill9();
+    let gone = eventually(CONVERGE, || {
+        lab.victim_route_changes().iter().all(|(_, c)| c.is_none()) && !lab.observer.holds(&block)
+    });
+    assert!(
+        gone,
+        "the dead client's route outlived its restart time:\n{}",
+        lab.describe()
+    );
+    assert_eq!(lab.observer.counts(&block), (1, 1), "{}", lab.describe());
+    assert_eq!(lab.observer.sessions(), (1, 0), "{}", lab.describe());
+    // The survivors keep each other's blocks.
+    for n in &lab.clients[1..] {
+        let others: Vec<u8> = GR_CLIENTS
+            .iter()
+            .copied()
+            .filter(|&c| c != VICTIM)
+            .collect();
+        assert_eq!(
+            n.learnt(),
+            expected(n.spec.index, &others, Some(GR_RR)),
+            "{}",
+            n.describe()
+        );
+    }
+}

@@ -1,0 +1,316 @@
+//! Multi-node network-namespace topologies for bgpd tests.
+//!
+//! One "switch" namespace holds a Linux bridge; every node namespace gets a
+//! veth into it (`eth0`, 198.19.0.(10+i)/24). Namespaces are named
+//! `mxtp-<pid>-<n>`; 198.19.0.0/24 belongs to these tests only (198.18.0.0/24
+//! is used by the two-namespace `support` lab, 192.0.2.0/24 and fd00::/64
+//! by the host). Every namespace and daemon is a Drop guard: a panic still
+//! kills the processes and deletes the namespaces.
+#![allow(dead_code)]
+
+pub mod bird;
+pub mod manx;
+pub mod observer;
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// bird 2.x.
+pub const BIRD2: &str = "/usr/sbin/bird";
+/// Its client.
+pub const BIRDC2: &str = "/usr/sbin/birdc";
+/// The AS every node of these topologies is in (iBGP).
+pub const AS: u32 = 64512;
+
+static NEXT_NS: AtomicU32 = AtomicU32::new(0);
+
+/// Node `i`'s address on the switch: 198.19.0.(10+i).
+pub fn node_addr(i: u8) -> Ipv4Addr {
+    Ipv4Addr::new(198, 19, 0, 10 + i)
+}
+
+/// Node `i`'s pod block: 10.66.i.0/26.
+pub fn node_block(i: u8) -> String {
+    format!("10.66.{i}.0/26")
+}
+
+/// Whether `CI=true`: missing tools fail the test instead of skipping it.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
+/// Root and the given binaries must be present. Returns false (after
+/// printing why) when the test should skip; panics when `CI=true`.
+pub fn prerequisites(binaries: &[&str]) -> bool {
+    let mut missing = Vec::new();
+    if !nix::unistd::Uid::effective().is_root() {
+        missing.push("root (network namespaces)".to_string());
+    }
+    for b in binaries {
+        if !Path::new(b).exists() {
+            missing.push((*b).to_string());
+        }
+    }
+    if missing.is_empty() {
+        return true;
+    }
+    assert!(
+        !in_ci(),
+        "CI=true and prerequisites are missing: {}",
+        missing.join(", ")
+    );
+    eprintln!("SKIP: missing {}", missing.join(", "));
+    false
+}
+
+/// Run a command; panic with its output if it fails.
+pub fn run(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}): {}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Poll `f` every 200 ms until it returns true or `limit` passes.
+pub fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A network namespace `mxtp-<pid>-<n>`; on drop, whatever still runs in it
+/// is killed and the namespace deleted.
+#[derive(Debug)]
+pub struct Netns {
+    /// Its name (`ip netns` name).
+    pub name: String,
+}
+
+impl Netns {
+    /// Create a fresh namespace with `lo` up.
+    pub fn new() -> Netns {
+        let n = NEXT_NS.fetch_add(1, Ordering::SeqCst);
+        let name = format!("mxtp-{}-{n}", std::process::id());
+        if Path::new("/run/netns").join(&name).exists() {
+            // A leftover of a crashed run with our pid: ours to remove.
+            let _ = Command::new("ip").args(["netns", "del", &name]).status();
+        }
+        run(Command::new("ip").args(["netns", "add", &name]));
+        let ns = Netns { name };
+        ns.ip(&["link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// `ip -n <ns> <args>`.
+    pub fn ip(&self, args: &[&str]) -> String {
+        run(Command::new("ip").arg("-n").arg(&self.name).args(args))
+    }
+
+    /// A command to run inside the namespace (`ip netns exec` execs the
+    /// program, so the child's pid is the program's).
+    pub fn command(&self, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name, program]);
+        c
+    }
+
+    /// The `/run/netns` file, for `setns(2)`.
+    pub fn path(&self) -> PathBuf {
+        Path::new("/run/netns").join(&self.name)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        if let Ok(out) = Command::new("ip")
+            .args(["netns", "pids", &self.name])
+            .output()
+        {
+            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                if let Ok(pid) = pid.parse::<i32>() {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+            }
+        }
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// A switch namespace with bridge `br0` and node namespaces plugged into
+/// it, plus a scratch directory for configs, sockets and logs.
+#[derive(Debug)]
+pub struct Topo {
+    /// Node namespaces by node index (index 0 may be unused).
+    nodes: Vec<Option<Netns>>,
+    /// The bridge's namespace; dropped after the nodes.
+    switch: Netns,
+    /// Configs, control sockets, logs.
+    pub dir: tempfile::TempDir,
+}
+
+impl Topo {
+    /// A switch and one namespace per index in `indices`, node `i` at
+    /// [`node_addr`]`(i)`.
+    pub fn new(indices: &[u8]) -> Topo {
+        let switch = Netns::new();
+        switch.ip(&["link", "add", "br0", "type", "bridge"]);
+        switch.ip(&["link", "set", "br0", "up"]);
+        let max = indices.iter().copied().max().unwrap_or(0);
+        let mut nodes: Vec<Option<Netns>> = (0..=max).map(|_| None).collect();
+        for &i in indices {
+            let ns = Netns::new();
+            let port = format!("p{i}");
+            switch.ip(&[
+                "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &ns.name,
+            ]);
+            switch.ip(&["link", "set", &port, "master", "br0", "up"]);
+            ns.ip(&[
+                "addr",
+                "add",
+                &format!("{}/24", node_addr(i)),
+                "dev",
+                "eth0",
+            ]);
+            ns.ip(&["link", "set", "eth0", "up"]);
+            nodes[usize::from(i)] = Some(ns);
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("mxtp-")
+            .tempdir()
+            .expect("scratch directory");
+        Topo { nodes, switch, dir }
+    }
+
+    /// Node `i`'s namespace.
+    pub fn ns(&self, i: u8) -> &Netns {
+        self.nodes
+            .get(usize::from(i))
+            .and_then(Option::as_ref)
+            .unwrap_or_else(|| panic!("node {i} is not in this topology"))
+    }
+
+    /// A file in the scratch directory.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+impl Drop for Topo {
+    fn drop(&mut self) {
+        // Nodes first (their veths vanish with them), then the switch.
+        self.nodes.clear();
+    }
+}
+
+/// A daemon in a namespace, killed on drop; its output goes to
+/// `<dir>/<name>.log`, printed when the test panics.
+#[derive(Debug)]
+pub struct Daemon {
+    /// A label for logs.
+    pub name: String,
+    child: Option<Child>,
+    /// Its log file.
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    /// Start `program args` in `ns`, appending to `<dir>/<name>.log` (a
+    /// restarted daemon keeps one log).
+    pub fn spawn(ns: &Netns, dir: &Path, name: &str, program: &str, args: &[&str]) -> Daemon {
+        let log = dir.join(format!("{name}.log"));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("log file");
+        let child = ns
+            .command(program)
+            .args(args)
+            .env("MANX_LOG", "info,bgpd=debug")
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().expect("dup log"))
+            .stderr(file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
+        Daemon {
+            name: name.to_string(),
+            child: Some(child),
+            log,
+        }
+    }
+
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// `kill -9` and reap: the process gets no chance to say goodbye.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill(); // SIGKILL
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM (a clean stop: manx-bgpd sends CEASE) and wait, bounded;
+    /// SIGKILL if it does not exit within 10 s.
+    pub fn terminate(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let exited = eventually(Duration::from_secs(10), || {
+            matches!(child.try_wait(), Ok(Some(_)))
+        });
+        if !exited {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// The log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill9();
+        if std::thread::panicking() {
+            eprintln!(
+                "---- {} log ({}) ----\n{}",
+                self.name,
+                self.log.display(),
+                self.log_text()
+            );
+        }
+    }
+}
