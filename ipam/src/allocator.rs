@@ -20,12 +20,14 @@
 //!   before the caller hears of it leaves an allocation with its handle: the
 //!   CNI runtime's DEL releases it, and `check` with the live workloads
 //!   reports it if nobody does.
-//! * **Claim a block**: (1) affinity `pending`, (2) create the block (already
-//!   affine), (3) affinity `confirmed`, then allocate as above. The pending
-//!   affinity marks the claim before the block exists, so a crash after (1)
-//!   leaves a dangling pending affinity (GC deletes it) and after (2) a block
-//!   with a pending affinity (confirmed by the next claim or by GC). Creating
-//!   the block is the CAS that decides between two racing claimers.
+//! * **Claim a block**: (1) affinity `pending`, (2) one transaction that
+//!   creates the block (already affine) and confirms the affinity, then
+//!   allocate as above. The pending affinity marks the claim before the
+//!   block exists, so a crash after (1) leaves a dangling pending affinity
+//!   (GC deletes it). Creating the block is the CAS that decides between two
+//!   racing claimers. A block whose affinity is still pending (written by
+//!   an older version that made (2) two writes) is confirmed by the next
+//!   listing of the node's blocks.
 //! * **Release**: likewise one transaction per block: the block freeing
 //!   the ordinals and each handle's count (decremented, or the handle
 //!   deleted when it reaches zero).
@@ -533,7 +535,8 @@ impl Ipam {
                 .entry((node.to_string(), v6))
                 .or_default()
                 .push(cidr);
-            self.take_from(&req, &cidr, Some(node), Freshness::Refresh, &mut got)
+            // The claim left the new block in this process's cache.
+            self.take_from(&req, &cidr, Some(node), Freshness::Hint, &mut got)
                 .await?;
         }
 

@@ -38,8 +38,6 @@ pub enum FaultPoint {
     AfterBlockAllocate,
     /// Claim: affinity written as pending, block not yet created.
     AfterAffinityPending,
-    /// Claim: block created, affinity not yet confirmed.
-    AfterBlockCreate,
     /// Affinity release: affinity marked pendingDeletion, block not deleted.
     AfterAffinityPendingDeletion,
     /// Affinity release: block deleted, affinity not yet deleted.
@@ -48,10 +46,9 @@ pub enum FaultPoint {
 
 impl FaultPoint {
     /// Every fault point.
-    pub const ALL: [FaultPoint; 5] = [
+    pub const ALL: [FaultPoint; 4] = [
         FaultPoint::AfterBlockAllocate,
         FaultPoint::AfterAffinityPending,
-        FaultPoint::AfterBlockCreate,
         FaultPoint::AfterAffinityPendingDeletion,
         FaultPoint::AfterBlockDelete,
     ];
@@ -368,14 +365,14 @@ mod tests {
     #[test]
     fn fault_plan_crashes_on_the_nth_hit_only() {
         let plan = FaultPlan::new();
-        plan.arm(FaultPoint::AfterBlockCreate, 2);
-        assert!(plan.hit(FaultPoint::AfterBlockCreate).is_ok());
+        plan.arm(FaultPoint::AfterAffinityPending, 2);
+        assert!(plan.hit(FaultPoint::AfterAffinityPending).is_ok());
         assert!(matches!(
-            plan.hit(FaultPoint::AfterBlockCreate),
-            Err(IpamError::InjectedCrash(FaultPoint::AfterBlockCreate))
+            plan.hit(FaultPoint::AfterAffinityPending),
+            Err(IpamError::InjectedCrash(FaultPoint::AfterAffinityPending))
         ));
-        assert!(plan.hit(FaultPoint::AfterBlockCreate).is_ok());
-        assert_eq!(plan.hits(FaultPoint::AfterBlockCreate), 3);
-        assert_eq!(plan.crashed(), vec![FaultPoint::AfterBlockCreate]);
+        assert!(plan.hit(FaultPoint::AfterAffinityPending).is_ok());
+        assert_eq!(plan.hits(FaultPoint::AfterAffinityPending), 3);
+        assert_eq!(plan.crashed(), vec![FaultPoint::AfterAffinityPending]);
     }
 }

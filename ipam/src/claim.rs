@@ -1,5 +1,6 @@
-//! Claiming blocks for a node: the two-phase affinity (pending → block
-//! created already affine → confirmed), and listing a node's blocks
+//! Claiming blocks for a node: the two-phase affinity (pending, then the
+//! block created already affine together with the affinity confirmed, in
+//! one transaction), and listing a node's blocks
 //! (finishing claims a crash interrupted). See [`crate::allocator`] for why
 //! the writes are in this order.
 
@@ -14,6 +15,7 @@ use crate::block::Block;
 use crate::blockrw::{FaultPoint, is_conflict};
 use crate::error::{IpamError, Result};
 use crate::topology::Pool;
+use datastore::WriteOp;
 
 impl Ipam {
     /// The confirmed blocks of `node` in a family; confirms pending ones
@@ -158,12 +160,25 @@ impl Ipam {
             }
         };
         self.rw.fault(FaultPoint::AfterAffinityPending)?;
-        // Phase 2: the block, already affine. Creating it is the CAS that
-        // decides between racing claimers.
+        // Phase 2: the block, already affine, and the affinity confirmed,
+        // in one transaction. Creating the block is the CAS that decides
+        // between racing claimers.
         let mut block = Block::new(*cidr, Some(node))?;
         block.mark_empty_since(self.now_ms());
-        match self.rw.create_block(&block).await {
-            Ok(_) => {}
+        aff.state = AffinityState::Confirmed;
+        let ops = vec![
+            WriteOp::Create {
+                key: crate::keys::block(cidr),
+                value: crate::blockrw::encode(&block.to_model()),
+            },
+            WriteOp::Update {
+                key: akey.clone(),
+                value: crate::blockrw::encode(&aff),
+                expected: arev,
+            },
+        ];
+        match self.rw.store().txn(ops).await {
+            Ok(revs) => self.seed_block(block, revs[0]).await,
             Err(e) if is_conflict(&e) => {
                 let ours = self
                     .rw
@@ -174,17 +189,11 @@ impl Ipam {
                     let _ = self.rw.delete_raw(&akey, Some(arev)).await;
                     return Ok(false);
                 }
+                // Another claimer for this node (in another process) got
+                // there first; `affine_blocks` confirms a pending affinity
+                // whose block is ours if its confirmation is lost.
             }
             Err(e) => return Err(IpamError::store(format!("creating block {cidr}"), e)),
-        }
-        self.rw.fault(FaultPoint::AfterBlockCreate)?;
-        // Phase 3: confirm.
-        aff.state = AffinityState::Confirmed;
-        match self.rw.update_raw(&akey, &aff, arev).await {
-            Ok(_) => {}
-            // A concurrent claimer of the same node confirmed it first.
-            Err(e) if is_conflict(&e) => {}
-            Err(e) => return Err(IpamError::store(format!("confirming block {cidr}"), e)),
         }
         tracing::info!(node, %cidr, "claimed block");
         Ok(true)

@@ -184,6 +184,18 @@ impl Ipam {
             .clone()
     }
 
+    /// Remember a block this process just created at `rev`, so the first
+    /// allocation from it needs no read.
+    pub(crate) async fn seed_block(&self, b: Block, rev: datastore::Revision) {
+        let slot = self.slot(&b.cidr());
+        let mut cache = slot.leader.lock().await;
+        slot.set_hint(b.free_count() as u64);
+        *cache = Some(Versioned {
+            value: b,
+            revision: rev,
+        });
+    }
+
     /// Write block `b` (at `rev`) and the handle changes in one transaction.
     async fn commit_block(
         &self,
