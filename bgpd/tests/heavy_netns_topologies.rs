@@ -220,53 +220,153 @@ fn heavy_two_reflectors_six_clients() {
     );
 }
 
-/// Issue #5: BIRD 2 as the route reflector of four manx clients.
+/// BIRD 2 (node 0) as the route reflector of four manx clients (1..4),
+/// converged. Field order is drop order: daemons before the namespaces.
+struct BirdRrLab {
+    clients: Vec<ManxNode>,
+    bird: BirdNode,
+    topo: Topo,
+}
+
+const BIRD_RR: u8 = 0;
+const BIRD_RR_CLIENTS: [u8; 4] = [1, 2, 3, 4];
+
+impl BirdRrLab {
+    fn start() -> BirdRrLab {
+        let all: Vec<u8> = std::iter::once(BIRD_RR).chain(BIRD_RR_CLIENTS).collect();
+        let topo = Topo::new(&all);
+        let bird = BirdNode::start(
+            &topo,
+            BIRD_RR,
+            &bird::reflector_conf(BIRD_RR, "244.0.0.9".parse().unwrap(), &BIRD_RR_CLIENTS),
+        );
+        let clients: Vec<ManxNode> = BIRD_RR_CLIENTS
+            .iter()
+            .map(|&c| {
+                let mut s = block_node(c);
+                s.neighbors
+                    .push(Neighbor::ibgp(node_addr(c), node_addr(BIRD_RR)));
+                ManxNode::start(&topo, s)
+            })
+            .collect();
+        let lab = BirdRrLab {
+            clients,
+            bird,
+            topo,
+        };
+        assert!(
+            eventually(CONVERGE, || lab.converged()),
+            "manx clients of BIRD did not converge:\n{}",
+            lab.describe()
+        );
+        lab
+    }
+
+    fn converged(&self) -> bool {
+        self.clients.iter().all(|n| {
+            n.all_established()
+                && n.learnt() == expected(n.spec.index, &BIRD_RR_CLIENTS, Some(BIRD_RR))
+        })
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "{}\n---- birdc show protocols ----\n{}\n---- birdc show route ----\n{}",
+            self.clients
+                .iter()
+                .map(ManxNode::describe)
+                .collect::<Vec<_>>()
+                .join("\n"),
+            self.bird.birdc(&["show", "protocols"]),
+            self.bird.birdc(&["show", "route"])
+        )
+    }
+
+    /// Every client's learnt routes with their change counters.
+    fn counters(&self) -> Vec<(u8, String, u64)> {
+        route_counters(&self.clients)
+    }
+}
+
+/// Learnt routes of `nodes` with their change counters.
+fn route_counters(nodes: &[ManxNode]) -> Vec<(u8, String, u64)> {
+    nodes
+        .iter()
+        .flat_map(|n| {
+            n.routes()
+                .into_iter()
+                .filter(|r| r.source != bgpd::rib::RouteSource::Local)
+                .map(|r| (n.spec.index, r.prefix.to_string(), r.changes))
+        })
+        .collect()
+}
+
+/// Issue #5: BIRD 2 as the route reflector of four manx clients. Every
+/// client ends with the three other blocks, next hop the originating
+/// client (BIRD keeps iBGP next hops when reflecting, RFC 4456 §10).
 #[test]
 fn heavy_bird2_reflector_for_manx_clients() {
     if !prerequisites(&[BIRD2, BIRDC2]) {
         return;
     }
-    let rr = 0u8;
-    let clients = [1u8, 2, 3, 4];
-    let all: Vec<u8> = std::iter::once(rr).chain(clients).collect();
-    let topo = Topo::new(&all);
-    let bird = BirdNode::start(
-        &topo,
-        rr,
-        &bird::reflector_conf(rr, "244.0.0.9".parse().unwrap(), &clients),
-    );
-    let cnodes: Vec<ManxNode> = clients
-        .iter()
-        .map(|&c| {
-            let mut s = block_node(c);
-            s.neighbors
-                .push(Neighbor::ibgp(node_addr(c), node_addr(rr)));
-            ManxNode::start(&topo, s)
-        })
-        .collect();
-    let converged = eventually(CONVERGE, || {
-        cnodes.iter().all(|n| {
-            n.all_established() && n.learnt() == expected(n.spec.index, &clients, Some(rr))
-        })
-    });
-    assert!(
-        converged,
-        "manx clients of BIRD did not converge:\n{}\n---- birdc show protocols ----\n{}\n---- birdc show route ----\n{}",
-        cnodes
-            .iter()
-            .map(ManxNode::describe)
-            .collect::<Vec<_>>()
-            .join("\n"),
-        bird.birdc(&["show", "protocols"]),
-        bird.birdc(&["show", "route"])
-    );
+    let lab = BirdRrLab::start();
     // BIRD holds every client's block, next hop the client.
-    let want: Vec<(String, IpAddr)> = clients
+    let want: Vec<(String, IpAddr)> = BIRD_RR_CLIENTS
         .iter()
         .map(|&c| (node_block(c), ip(node_addr(c))))
         .collect();
-    assert_eq!(bird.routes(), want, "{}", bird.birdc(&["show", "route"]));
-    assert_eq!(bird.established(), clients.len());
+    assert_eq!(lab.bird.routes(), want, "{}", lab.describe());
+    assert_eq!(lab.bird.established(), BIRD_RR_CLIENTS.len());
+}
+
+/// Interop of our graceful-restart helper with BIRD as the restarting
+/// speaker (RFC 4724): `kill -9` of the BIRD reflector, restarted with
+/// `-R`. The manx clients keep the reflected routes while it is down
+/// (BIRD advertised restart time 120 s) and, once BIRD is back and has
+/// sent End-of-RIB, no client route changed.
+#[test]
+fn heavy_kill9_bird2_reflector_manx_clients_keep_routes() {
+    if !prerequisites(&[BIRD2, BIRDC2]) {
+        return;
+    }
+    let mut lab = BirdRrLab::start();
+    let before = lab.counters();
+    assert_eq!(before.len(), 4 * 3, "{before:?}");
+    lab.bird.kill9();
+    let rr = node_addr(BIRD_RR);
+    assert!(
+        eventually(Duration::from_secs(20), || lab
+            .clients
+            .iter()
+            .all(|n| n.peer(rr).is_some_and(|p| p.state != State::Established))),
+        "the clients never noticed the killed BIRD:\n{}",
+        lab.describe()
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        lab.counters(),
+        before,
+        "while BIRD was down, client routes changed or vanished:\n{}",
+        lab.describe()
+    );
+    let BirdRrLab { topo, bird, .. } = &mut lab;
+    bird.restart_graceful(topo);
+    assert!(
+        eventually(CONVERGE, || lab.converged()
+            && lab
+                .clients
+                .iter()
+                .all(|n| n.peer(rr).is_some_and(|p| p.prefixes_received == 3))),
+        "manx clients did not resync with the restarted BIRD:\n{}",
+        lab.describe()
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        lab.counters(),
+        before,
+        "BIRD's graceful restart flapped client routes:\n{}",
+        lab.describe()
+    );
 }
 
 /// Issue #5: a manx route reflector for four BIRD 2 clients; read the
@@ -548,15 +648,7 @@ fn heavy_kill9_client_not_back_in_restart_time_is_withdrawn() {
 
 /// Every client's learnt routes with their change counters.
 fn client_counters(lab: &GrLab) -> Vec<(u8, String, u64)> {
-    lab.clients
-        .iter()
-        .flat_map(|n| {
-            n.routes()
-                .into_iter()
-                .filter(|r| r.source != bgpd::rib::RouteSource::Local)
-                .map(|r| (n.spec.index, r.prefix.to_string(), r.changes))
-        })
-        .collect()
+    route_counters(&lab.clients)
 }
 
 /// RFC 4724 with the route reflector as the restarting speaker: `kill -9`
@@ -611,4 +703,32 @@ fn heavy_kill9_reflector_graceful_restart_no_flap() {
         "the reflector's restart flapped client routes (change counters moved):\n{}",
         lab.describe()
     );
+}
+
+/// The Drop guards hold on a panic: a test that panics with a running
+/// node leaves no namespace and no process behind.
+#[test]
+fn heavy_topology_cleans_up_on_panic() {
+    if !prerequisites(&[]) {
+        return;
+    }
+    let seen = std::sync::Mutex::new((Vec::new(), 0u32));
+    let result = std::panic::catch_unwind(|| {
+        let topo = Topo::new(&[1, 2]);
+        let node = ManxNode::start(&topo, block_node(1));
+        *seen.lock().unwrap() = (topo.namespaces(), node.daemon.pid());
+        panic!("deliberate panic with a running topology");
+    });
+    assert!(result.is_err());
+    let (names, pid) = seen.into_inner().unwrap();
+    assert_eq!(names.len(), 3, "{names:?}");
+    for n in &names {
+        assert!(
+            !std::path::Path::new("/run/netns").join(n).exists(),
+            "namespace {n} survived the panic"
+        );
+    }
+    assert_ne!(pid, 0);
+    let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_ok();
+    assert!(!alive, "manx-bgpd (pid {pid}) survived the panic");
 }

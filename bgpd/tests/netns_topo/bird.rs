@@ -18,7 +18,7 @@ pub fn reflector_conf(index: u8, cluster_id: Ipv4Addr, clients: &[u8]) -> String
     let me = node_addr(index);
     let mut c = format!(
         "router id {me};\nlog stderr all;\nprotocol device {{ scan time 2; }}\n\
-         template bgp rrc {{\n  local {me} as {AS};\n  rr client;\n  rr cluster id {cluster_id};\n  \
+         template bgp rrc {{\n  local {me} as {AS};\n  rr client;\n  rr cluster id {cluster_id};\n  graceful restart on;\n  \
          {TIMERS}\n  direct;\n  ipv4 {{ import all; export all; }};\n}}\n"
     );
     for &i in clients {
@@ -46,6 +46,28 @@ pub fn client_conf(index: u8, rr: u8) -> String {
     )
 }
 
+fn spawn(topo: &Topo, index: u8, recovery: bool) -> Daemon {
+    let conf = topo.path(&format!("bird{index}.conf"));
+    let sock = topo.path(&format!("bird{index}.ctl"));
+    let mut args = vec![
+        "-f",
+        "-s",
+        sock.to_str().expect("utf-8"),
+        "-c",
+        conf.to_str().expect("utf-8"),
+    ];
+    if recovery {
+        args.push("-R");
+    }
+    Daemon::spawn(
+        topo.ns(index),
+        topo.dir.path(),
+        &format!("bird{index}"),
+        BIRD2,
+        &args,
+    )
+}
+
 /// A running BIRD 2.
 #[derive(Debug)]
 pub struct BirdNode {
@@ -63,24 +85,25 @@ impl BirdNode {
         let path = topo.path(&format!("bird{index}.conf"));
         let sock = topo.path(&format!("bird{index}.ctl"));
         std::fs::write(&path, conf).expect("write bird config");
-        let daemon = Daemon::spawn(
-            topo.ns(index),
-            topo.dir.path(),
-            &format!("bird{index}"),
-            BIRD2,
-            &[
-                "-f",
-                "-s",
-                sock.to_str().expect("utf-8"),
-                "-c",
-                path.to_str().expect("utf-8"),
-            ],
-        );
         BirdNode {
             index,
-            daemon,
+            daemon: spawn(topo, index, false),
             sock,
         }
+    }
+
+    /// `kill -9` bird.
+    pub fn kill9(&mut self) {
+        self.daemon.kill9();
+    }
+
+    /// Start again after [`BirdNode::kill9`] with `-R` (graceful restart
+    /// recovery: R bit, route selection deferred until its peers'
+    /// End-of-RIB, RFC 4724 §4.1).
+    pub fn restart_graceful(&mut self, topo: &Topo) {
+        assert!(!self.daemon.alive(), "restart of a running bird");
+        let _ = std::fs::remove_file(&self.sock);
+        self.daemon = spawn(topo, self.index, true);
     }
 
     /// `birdc -s <sock> <args>` output ("" if birdc failed).

@@ -215,6 +215,16 @@ impl Topo {
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
+
+    /// Every namespace of the topology (the switch last).
+    pub fn namespaces(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .flatten()
+            .chain(std::iter::once(&self.switch))
+            .map(|n| n.name.clone())
+            .collect()
+    }
 }
 
 impl Drop for Topo {
@@ -259,6 +269,11 @@ impl Daemon {
             child: Some(child),
             log,
         }
+    }
+
+    /// The process id (0 once killed).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
     }
 
     /// Whether the process is still running.
