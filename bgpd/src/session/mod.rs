@@ -1,9 +1,9 @@
 //! Session I/O: the tokio tasks that own sockets.
 //!
 //! * [`spawn_connection`] — one task per TCP connection: frames bytes into
-//!   messages with the codec (read buffer + [`decode_message`], one reused
-//!   encode buffer) and reports to the speaker actor; the actor answers with
-//!   [`ConnCommand`]s.
+//!   messages with the codec and reports to the speaker actor; the actor
+//!   queues messages, shared pre-encoded UPDATEs and a close on its
+//!   [`ConnectionHandle`]. An idle session holds no buffer (see `conn.rs`).
 //! * [`Listener`] — accepts connections (IPv4 and IPv6) and holds the TCP-MD5
 //!   keys of the peers.
 //! * [`connect`] — an outgoing connection with source address, TCP-MD5 and
@@ -12,29 +12,27 @@
 //! The tasks know nothing of peers or FSMs: see [`crate::tasks`] for the
 //! whole picture.
 
+mod conn;
 pub mod sockopt;
+
+pub use conn::{ConnEvent, ConnectionHandle, spawn_connection};
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::mpsc;
 
 use crate::config::PeerConfig;
-use crate::packet::{DecodeError, Message, Open, SessionCaps, decode_message, encode_message};
+use crate::packet::Message;
 use crate::tasks::TaskGuard;
 
 /// Identifies one TCP connection for the life of the speaker.
 pub type ConnId = u64;
 
-/// How long a closing connection waits for the peer to read our last
-/// NOTIFICATION and close its side, so that our close does not turn into a
-/// reset that discards it.
-const LINGER: Duration = Duration::from_secs(2);
-
-/// From the actor to a connection task.
+/// From the actor to a connection task (the vocabulary of
+/// [`ConnectionHandle::command`]).
 #[derive(Debug)]
 pub enum ConnCommand {
     /// Encode and send.
@@ -44,18 +42,6 @@ pub enum ConnCommand {
     SendRaw(bytes::Bytes),
     /// Flush what is queued, then close.
     Close,
-}
-
-/// From a connection task to the actor.
-#[derive(Debug)]
-pub enum ConnEvent {
-    /// A message was decoded.
-    Received(Message),
-    /// Decoding failed: the actor sends the error's NOTIFICATION and closes.
-    /// The task reads nothing more.
-    DecodeFailed(DecodeError),
-    /// The connection is gone (peer closed, I/O error, or we closed it).
-    Closed(Option<String>),
 }
 
 /// Everything the session tasks tell the actor.
@@ -84,179 +70,6 @@ pub enum SessionEvent {
         /// What happened.
         event: ConnEvent,
     },
-}
-
-/// The actor's side of a connection task.
-#[derive(Debug)]
-pub struct ConnectionHandle {
-    tx: mpsc::UnboundedSender<ConnCommand>,
-    task: Option<TaskGuard>,
-    /// Our end.
-    pub local: SocketAddr,
-    /// The peer's end.
-    pub remote: SocketAddr,
-}
-
-impl ConnectionHandle {
-    /// Queue a message.
-    pub fn send(&self, msg: Message) {
-        let _ = self.tx.send(ConnCommand::Send(msg));
-    }
-
-    /// Queue messages already encoded with this session's capabilities.
-    pub fn send_raw(&self, encoded: bytes::Bytes) {
-        let _ = self.tx.send(ConnCommand::SendRaw(encoded));
-    }
-
-    /// Flush and close. The task finishes on its own (bounded by the linger
-    /// time) and then reports [`ConnEvent::Closed`]; the returned guard lets
-    /// the owner wait for it, or abort it by dropping.
-    pub fn close(mut self) -> Option<TaskGuard> {
-        let _ = self.tx.send(ConnCommand::Close);
-        self.task.take()
-    }
-}
-
-/// Start the task of one established TCP connection.
-pub fn spawn_connection(
-    id: ConnId,
-    stream: TcpStream,
-    events: mpsc::UnboundedSender<SessionEvent>,
-) -> io::Result<ConnectionHandle> {
-    let local = canonical(stream.local_addr()?);
-    let remote = canonical(stream.peer_addr()?);
-    stream.set_nodelay(true)?;
-    let (tx, rx) = mpsc::unbounded_channel();
-    let task = TaskGuard::spawn(async move {
-        let reason = run_connection(stream, rx, &events, id)
-            .await
-            .err()
-            .map(|e| e.to_string());
-        let _ = events.send(SessionEvent::Conn {
-            id,
-            event: ConnEvent::Closed(reason),
-        });
-    });
-    Ok(ConnectionHandle {
-        tx,
-        task: Some(task),
-        local,
-        remote,
-    })
-}
-
-/// Negotiated parameters, learnt by watching the OPENs go by: decoding of
-/// UPDATEs depends on them, and the first UPDATE can only follow both OPENs.
-#[derive(Default)]
-struct CapsTracker {
-    local: Option<Open>,
-    remote: Option<Open>,
-    caps: SessionCaps,
-}
-
-impl CapsTracker {
-    fn saw(&mut self, msg: &Message, local: bool) {
-        if let Message::Open(open) = msg {
-            if local {
-                self.local = Some(open.clone());
-            } else {
-                self.remote = Some(open.clone());
-            }
-            if let (Some(l), Some(r)) = (&self.local, &self.remote) {
-                self.caps = SessionCaps::negotiate(l, r);
-            }
-        }
-    }
-}
-
-async fn run_connection(
-    stream: TcpStream,
-    mut cmds: mpsc::UnboundedReceiver<ConnCommand>,
-    events: &mpsc::UnboundedSender<SessionEvent>,
-    id: ConnId,
-) -> io::Result<()> {
-    let (mut rd, mut wr) = stream.into_split();
-    let mut rbuf: Vec<u8> = Vec::with_capacity(16 * 1024);
-    let mut wbuf: Vec<u8> = Vec::with_capacity(4096);
-    let mut tracker = CapsTracker::default();
-    let mut reading = true;
-    let mut chunk = vec![0u8; 16 * 1024];
-    loop {
-        tokio::select! {
-            cmd = cmds.recv() => {
-                let mut close = false;
-                let mut next = cmd;
-                wbuf.clear();
-                // Batch what is already queued into one write.
-                loop {
-                    match next {
-                        Some(ConnCommand::Send(msg)) => {
-                            tracker.saw(&msg, true);
-                            if let Err(e) = encode_message(&msg, &tracker.caps, &mut wbuf) {
-                                tracing::warn!(conn = id, error = %e, "cannot encode a message; dropped");
-                            }
-                        }
-                        Some(ConnCommand::SendRaw(bytes)) => wbuf.extend_from_slice(&bytes),
-                        Some(ConnCommand::Close) | None => { close = true; break; }
-                    }
-                    if wbuf.len() > 64 * 1024 { break; }
-                    match cmds.try_recv() {
-                        Ok(c) => next = Some(c),
-                        Err(_) => break,
-                    }
-                }
-                if !wbuf.is_empty() {
-                    wr.write_all(&wbuf).await?;
-                }
-                if close {
-                    return linger_close(wr, rd).await;
-                }
-            }
-            n = rd.read(&mut chunk), if reading => {
-                let n = n?;
-                if n == 0 {
-                    return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "peer closed the connection"));
-                }
-                rbuf.extend_from_slice(&chunk[..n]);
-                let mut start = 0;
-                loop {
-                    match decode_message(&rbuf[start..], &tracker.caps) {
-                        Ok(Some((msg, used))) => {
-                            start += used;
-                            tracker.saw(&msg, false);
-                            let _ = events.send(SessionEvent::Conn { id, event: ConnEvent::Received(msg) });
-                        }
-                        Ok(None) => break,
-                        Err(e) => {
-                            let _ = events.send(SessionEvent::Conn { id, event: ConnEvent::DecodeFailed(e) });
-                            reading = false;
-                            break;
-                        }
-                    }
-                }
-                rbuf.drain(..start);
-            }
-        }
-    }
-}
-
-/// Half-close, then read until the peer closes (or the linger time passes),
-/// so the last NOTIFICATION is delivered rather than reset away.
-async fn linger_close(
-    mut wr: tokio::net::tcp::OwnedWriteHalf,
-    mut rd: tokio::net::tcp::OwnedReadHalf,
-) -> io::Result<()> {
-    let _ = wr.shutdown().await;
-    let mut sink = [0u8; 4096];
-    let _ = tokio::time::timeout(LINGER, async {
-        while let Ok(n) = rd.read(&mut sink).await {
-            if n == 0 {
-                break;
-            }
-        }
-    })
-    .await;
-    Ok(())
 }
 
 /// IPv4 peers reach a dual-stack listener as `::ffff:a.b.c.d`; name them by their IPv4 address.
