@@ -47,10 +47,31 @@ fn block_node(i: u8) -> NodeSpec {
     s
 }
 
+/// A full iBGP mesh of manx nodes `ids`, each originating its block;
+/// `extra` may add to a node's spec before it starts.
+fn start_mesh(topo: &Topo, ids: &[u8], extra: impl Fn(&mut NodeSpec)) -> Vec<ManxNode> {
+    ids.iter()
+        .map(|&i| {
+            let mut s = block_node(i);
+            for &j in ids.iter().filter(|&&j| j != i) {
+                s.neighbors.push(Neighbor::ibgp(node_addr(i), node_addr(j)));
+            }
+            extra(&mut s);
+            ManxNode::start(topo, s)
+        })
+        .collect()
+}
+
+/// Every mesh node is up with every other block, learnt from its originator.
+fn mesh_converged(nodes: &[ManxNode], ids: &[u8]) -> bool {
+    nodes
+        .iter()
+        .all(|n| n.all_established() && n.learnt() == expected(n.spec.index, ids, None))
+}
+
 /// Issue #5: a 4-node iBGP full mesh of manx-bgpd. Every node ends with the
 /// other three blocks, next hop = the originating node (RFC 4271 §5.1.3:
-/// iBGP does not change the next hop of a locally originated route's
-/// receiver; the originator sets itself).
+/// the originator sets its own address; an iBGP receiver keeps it).
 #[test]
 fn heavy_mesh_four_manx_nodes() {
     if !prerequisites(&[]) {
@@ -58,21 +79,8 @@ fn heavy_mesh_four_manx_nodes() {
     }
     let ids = [1u8, 2, 3, 4];
     let topo = Topo::new(&ids);
-    let nodes: Vec<ManxNode> = ids
-        .iter()
-        .map(|&i| {
-            let mut s = block_node(i);
-            for &j in ids.iter().filter(|&&j| j != i) {
-                s.neighbors.push(Neighbor::ibgp(node_addr(i), node_addr(j)));
-            }
-            ManxNode::start(&topo, s)
-        })
-        .collect();
-    let converged = eventually(CONVERGE, || {
-        nodes
-            .iter()
-            .all(|n| n.all_established() && n.learnt() == expected(n.spec.index, &ids, None))
-    });
+    let nodes = start_mesh(&topo, &ids, |_| {});
+    let converged = eventually(CONVERGE, || mesh_converged(&nodes, &ids));
     assert!(
         converged,
         "the mesh did not converge:\n{}",
@@ -731,4 +739,94 @@ fn heavy_topology_cleans_up_on_panic() {
     assert_ne!(pid, 0);
     let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_ok();
     assert!(!alive, "manx-bgpd (pid {pid}) survived the panic");
+}
+
+/// Issue #5, RFC 4724 in the full mesh: `kill -9` of mesh node 1, restarted
+/// with `restarting: true`. Its three peers keep its block while it is
+/// down and nothing flaps when it is back: their change counters do not
+/// move, and an eBGP observer of node 2 (AS 65099, our codec) is sent the
+/// block once, next hop node 2 (next-hop-self toward eBGP, RFC 4271
+/// §5.1.3), and never a withdrawal.
+#[test]
+fn heavy_kill9_mesh_node_graceful_restart_no_flap() {
+    if !prerequisites(&[]) {
+        return;
+    }
+    let ids = [1u8, 2, 3, 4];
+    let obs_ix = 9u8;
+    let topo = Topo::new(&[1, 2, 3, 4, obs_ix]);
+    let mut nodes = start_mesh(&topo, &ids, |s| {
+        if s.index == 2 {
+            s.neighbors.push(Neighbor {
+                address: node_addr(obs_ix),
+                asn: 65099,
+                passive: true,
+                rr_client: false,
+            });
+        }
+    });
+    let observer = Observer::start(topo.ns(obs_ix), node_addr(obs_ix), node_addr(2), 65099);
+    let victim = node_block(1);
+    let describe = |nodes: &[ManxNode]| {
+        format!(
+            "{}\nobserver: {:?}",
+            nodes
+                .iter()
+                .map(ManxNode::describe)
+                .collect::<Vec<_>>()
+                .join("\n"),
+            observer.events()
+        )
+    };
+    assert!(
+        eventually(CONVERGE, || mesh_converged(&nodes, &ids)
+            && ids.iter().all(|&i| observer.holds(&node_block(i)))),
+        "the mesh did not converge:\n{}",
+        describe(&nodes)
+    );
+    let before = route_counters(&nodes[1..]);
+    nodes[0].kill9();
+    assert!(
+        eventually(Duration::from_secs(20), || nodes[1..].iter().all(|n| n
+            .peer(node_addr(1))
+            .is_some_and(|p| p.state != State::Established))),
+        "the peers never noticed the killed node:\n{}",
+        describe(&nodes)
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        route_counters(&nodes[1..]),
+        before,
+        "while node 1 was down its peers' routes changed:\n{}",
+        describe(&nodes)
+    );
+    nodes[0].restart(&topo);
+    assert!(
+        eventually(CONVERGE, || mesh_converged(&nodes, &ids)),
+        "node 1 did not resync:\n{}",
+        describe(&nodes)
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        route_counters(&nodes[1..]),
+        before,
+        "node 1's restart flapped its peers' routes:\n{}",
+        describe(&nodes)
+    );
+    let announced: Vec<_> = observer
+        .events()
+        .into_iter()
+        .filter(|e| matches!(e, netns_topo::observer::Event::Announce(p, _) if *p == victim))
+        .collect();
+    assert_eq!(
+        announced,
+        vec![netns_topo::observer::Event::Announce(
+            victim.clone(),
+            Some(ip(node_addr(2)))
+        )],
+        "{}",
+        describe(&nodes)
+    );
+    assert_eq!(observer.counts(&victim), (1, 0), "{}", describe(&nodes));
+    assert_eq!(observer.sessions(), (1, 0), "{}", describe(&nodes));
 }

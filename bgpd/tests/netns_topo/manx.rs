@@ -114,8 +114,6 @@ pub struct ManxNode {
     pub daemon: Daemon,
     /// Its control socket.
     pub control: PathBuf,
-    ns_name: String,
-    dir: PathBuf,
 }
 
 fn spawn(topo: &Topo, spec: &NodeSpec, restarting: bool) -> (Daemon, PathBuf) {
@@ -147,8 +145,6 @@ impl ManxNode {
     pub fn start(topo: &Topo, spec: NodeSpec) -> ManxNode {
         let (daemon, control) = spawn(topo, &spec, false);
         ManxNode {
-            ns_name: topo.ns(spec.index).name.clone(),
-            dir: topo.dir.path().to_path_buf(),
             spec,
             daemon,
             control,
@@ -233,15 +229,5 @@ impl ManxNode {
                 .collect::<Vec<_>>(),
             self.learnt()
         )
-    }
-
-    /// The namespace this node runs in.
-    pub fn ns_name(&self) -> &str {
-        &self.ns_name
-    }
-
-    /// The scratch directory.
-    pub fn dir(&self) -> &std::path::Path {
-        &self.dir
     }
 }

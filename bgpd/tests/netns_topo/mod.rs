@@ -6,7 +6,6 @@
 //! is used by the two-namespace `support` lab, 192.0.2.0/24 and fd00::/64
 //! by the host). Every namespace and daemon is a Drop guard: a panic still
 //! kills the processes and deletes the namespaces.
-#![allow(dead_code)]
 
 pub mod bird;
 pub mod manx;
