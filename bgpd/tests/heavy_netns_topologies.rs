@@ -11,63 +11,10 @@ use std::time::Duration;
 
 use bgpd::fsm::State;
 use netns_topo::bird::{self, BirdNode};
+use netns_topo::labs::*;
 use netns_topo::manx::{ManxNode, Neighbor, NodeSpec};
 use netns_topo::observer::Observer;
 use netns_topo::{BIRD2, BIRDC2, Topo, eventually, node_addr, node_block, prerequisites};
-
-/// How long a topology may take to converge (sessions retry every second).
-const CONVERGE: Duration = Duration::from_secs(40);
-
-/// What node `me` should have learnt: every block of `origins` but its
-/// own, with the originator's address as next hop, from peer `via` (or
-/// from the originator itself when `via` is `None`), sorted like
-/// [`ManxNode::learnt`].
-fn expected(me: u8, origins: &[u8], via: Option<u8>) -> Vec<(String, Option<IpAddr>, IpAddr)> {
-    let mut v: Vec<_> = origins
-        .iter()
-        .filter(|&&j| j != me)
-        .map(|&j| {
-            let nh = IpAddr::V4(node_addr(j));
-            let from = via.map_or(nh, |r| IpAddr::V4(node_addr(r)));
-            (node_block(j), Some(nh), from)
-        })
-        .collect();
-    v.sort();
-    v
-}
-
-fn ip(a: Ipv4Addr) -> IpAddr {
-    IpAddr::V4(a)
-}
-
-/// A manx node originating its block.
-fn block_node(i: u8) -> NodeSpec {
-    let mut s = NodeSpec::new(i);
-    s.networks.push(node_block(i));
-    s
-}
-
-/// A full iBGP mesh of manx nodes `ids`, each originating its block;
-/// `extra` may add to a node's spec before it starts.
-fn start_mesh(topo: &Topo, ids: &[u8], extra: impl Fn(&mut NodeSpec)) -> Vec<ManxNode> {
-    ids.iter()
-        .map(|&i| {
-            let mut s = block_node(i);
-            for &j in ids.iter().filter(|&&j| j != i) {
-                s.neighbors.push(Neighbor::ibgp(node_addr(i), node_addr(j)));
-            }
-            extra(&mut s);
-            ManxNode::start(topo, s)
-        })
-        .collect()
-}
-
-/// Every mesh node is up with every other block, learnt from its originator.
-fn mesh_converged(nodes: &[ManxNode], ids: &[u8]) -> bool {
-    nodes
-        .iter()
-        .all(|n| n.all_established() && n.learnt() == expected(n.spec.index, ids, None))
-}
 
 /// Issue #5: a 4-node iBGP full mesh of manx-bgpd. Every node ends with the
 /// other three blocks, next hop = the originating node (RFC 4271 §5.1.3:
@@ -228,87 +175,6 @@ fn heavy_two_reflectors_six_clients() {
     );
 }
 
-/// BIRD 2 (node 0) as the route reflector of four manx clients (1..4),
-/// converged. Field order is drop order: daemons before the namespaces.
-struct BirdRrLab {
-    clients: Vec<ManxNode>,
-    bird: BirdNode,
-    topo: Topo,
-}
-
-const BIRD_RR: u8 = 0;
-const BIRD_RR_CLIENTS: [u8; 4] = [1, 2, 3, 4];
-
-impl BirdRrLab {
-    fn start() -> BirdRrLab {
-        let all: Vec<u8> = std::iter::once(BIRD_RR).chain(BIRD_RR_CLIENTS).collect();
-        let topo = Topo::new(&all);
-        let bird = BirdNode::start(
-            &topo,
-            BIRD_RR,
-            &bird::reflector_conf(BIRD_RR, "244.0.0.9".parse().unwrap(), &BIRD_RR_CLIENTS),
-        );
-        let clients: Vec<ManxNode> = BIRD_RR_CLIENTS
-            .iter()
-            .map(|&c| {
-                let mut s = block_node(c);
-                s.neighbors
-                    .push(Neighbor::ibgp(node_addr(c), node_addr(BIRD_RR)));
-                ManxNode::start(&topo, s)
-            })
-            .collect();
-        let lab = BirdRrLab {
-            clients,
-            bird,
-            topo,
-        };
-        assert!(
-            eventually(CONVERGE, || lab.converged()),
-            "manx clients of BIRD did not converge:\n{}",
-            lab.describe()
-        );
-        lab
-    }
-
-    fn converged(&self) -> bool {
-        self.clients.iter().all(|n| {
-            n.all_established()
-                && n.learnt() == expected(n.spec.index, &BIRD_RR_CLIENTS, Some(BIRD_RR))
-        })
-    }
-
-    fn describe(&self) -> String {
-        format!(
-            "{}\n---- birdc show protocols ----\n{}\n---- birdc show route ----\n{}",
-            self.clients
-                .iter()
-                .map(ManxNode::describe)
-                .collect::<Vec<_>>()
-                .join("\n"),
-            self.bird.birdc(&["show", "protocols"]),
-            self.bird.birdc(&["show", "route"])
-        )
-    }
-
-    /// Every client's learnt routes with their change counters.
-    fn counters(&self) -> Vec<(u8, String, u64)> {
-        route_counters(&self.clients)
-    }
-}
-
-/// Learnt routes of `nodes` with their change counters.
-fn route_counters(nodes: &[ManxNode]) -> Vec<(u8, String, u64)> {
-    nodes
-        .iter()
-        .flat_map(|n| {
-            n.routes()
-                .into_iter()
-                .filter(|r| r.source != bgpd::rib::RouteSource::Local)
-                .map(|r| (n.spec.index, r.prefix.to_string(), r.changes))
-        })
-        .collect()
-}
-
 /// Issue #5: BIRD 2 as the route reflector of four manx clients. Every
 /// client ends with the three other blocks, next hop the originating
 /// client (BIRD keeps iBGP next hops when reflecting, RFC 4456 §10).
@@ -441,101 +307,6 @@ fn heavy_manx_reflector_for_bird2_clients() {
     }
 }
 
-/// A manx reflector (node 1, cluster 244.0.0.1), four manx clients (2..5)
-/// and an observer (node 9, our codec) as one more RR client that records
-/// every UPDATE the reflector sends it. Client 2 advertises graceful
-/// restart with `restart_time`.
-struct GrLab {
-    clients: Vec<ManxNode>,
-    rr: ManxNode,
-    observer: Observer,
-    topo: Topo,
-}
-
-const GR_RR: u8 = 1;
-const GR_CLIENTS: [u8; 4] = [2, 3, 4, 5];
-const GR_OBSERVER: u8 = 9;
-/// The client that is killed.
-const VICTIM: u8 = 2;
-
-impl GrLab {
-    fn start(victim_restart_time: u16) -> GrLab {
-        let all: Vec<u8> = std::iter::once(GR_RR)
-            .chain(GR_CLIENTS)
-            .chain([GR_OBSERVER])
-            .collect();
-        let topo = Topo::new(&all);
-        let mut s = NodeSpec::new(GR_RR);
-        s.cluster_id = Some("244.0.0.1".parse().unwrap());
-        for c in GR_CLIENTS.iter().chain(&[GR_OBSERVER]) {
-            s.neighbors
-                .push(Neighbor::client(node_addr(GR_RR), node_addr(*c)));
-        }
-        let rr = ManxNode::start(&topo, s);
-        let clients: Vec<ManxNode> = GR_CLIENTS
-            .iter()
-            .map(|&c| {
-                let mut s = block_node(c);
-                if c == VICTIM {
-                    s.restart_time = victim_restart_time;
-                }
-                s.neighbors
-                    .push(Neighbor::ibgp(node_addr(c), node_addr(GR_RR)));
-                ManxNode::start(&topo, s)
-            })
-            .collect();
-        let observer = Observer::start(
-            topo.ns(GR_OBSERVER),
-            node_addr(GR_OBSERVER),
-            node_addr(GR_RR),
-            netns_topo::AS,
-        );
-        let lab = GrLab {
-            clients,
-            rr,
-            observer,
-            topo,
-        };
-        let converged = eventually(CONVERGE, || {
-            lab.rr.all_established()
-                && lab.rr.learnt() == expected(GR_RR, &GR_CLIENTS, None)
-                && lab.clients.iter().all(|n| {
-                    n.all_established()
-                        && n.learnt() == expected(n.spec.index, &GR_CLIENTS, Some(GR_RR))
-                })
-                && GR_CLIENTS
-                    .iter()
-                    .all(|&c| lab.observer.holds(&node_block(c)))
-        });
-        assert!(converged, "GR lab did not converge:\n{}", lab.describe());
-        lab
-    }
-
-    fn describe(&self) -> String {
-        let mut s = self.rr.describe();
-        for n in &self.clients {
-            s.push('\n');
-            s.push_str(&n.describe());
-        }
-        s.push_str(&format!("\nobserver: {:?}", self.observer.events()));
-        s
-    }
-
-    fn victim(&mut self) -> &mut ManxNode {
-        &mut self.clients[0]
-    }
-
-    /// The victim's block's change counter on the reflector and the
-    /// surviving clients (`None` where the route is missing).
-    fn victim_route_changes(&self) -> Vec<(u8, Option<u64>)> {
-        let block = node_block(VICTIM);
-        std::iter::once(&self.rr)
-            .chain(self.clients.iter().skip(1))
-            .map(|n| (n.spec.index, n.route(&block).map(|r| r.changes)))
-            .collect()
-    }
-}
-
 /// Issue #5, RFC 4724: `kill -9` of one manx client's speaker. Its peer
 /// (the reflector, a GR helper) keeps its route, still reflected, while
 /// it is down; the client restarts as the restarting speaker (R bit,
@@ -652,11 +423,6 @@ fn heavy_kill9_client_not_back_in_restart_time_is_withdrawn() {
             n.describe()
         );
     }
-}
-
-/// Every client's learnt routes with their change counters.
-fn client_counters(lab: &GrLab) -> Vec<(u8, String, u64)> {
-    route_counters(&lab.clients)
 }
 
 /// RFC 4724 with the route reflector as the restarting speaker: `kill -9`

@@ -8,6 +8,7 @@
 //! kills the processes and deletes the namespaces.
 
 pub mod bird;
+pub mod labs;
 pub mod manx;
 pub mod observer;
 
