@@ -205,53 +205,66 @@ pub struct Wiring {
     pub addresses: Vec<IpAddr>,
 }
 
-/// What [`wire`] built.
+/// The veth pair [`create_pair`] made, before any address.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Wired {
+pub struct Pair {
+    /// Index of the host side in the node namespace.
+    pub host_index: u32,
+    /// Index of the pod side in the pod namespace.
+    pub pod_index: u32,
     /// MAC of the host side.
     pub host_mac: String,
     /// MAC of the pod side.
     pub pod_mac: String,
 }
 
-/// Creates the veth pair (pod end created straight in the pod namespace),
-/// configures both ends, adds the pod routes and the host routes. On error
-/// the caller deletes the host veth (which removes the pair and routes).
-pub async fn wire(
-    host: &Netlink,
+/// Fails (code 100) when `pod_ifname` already exists in the pod namespace:
+/// the container is already attached, and nothing may be touched, not even
+/// its addresses. Run before asking IPAM for addresses.
+pub async fn ensure_pod_ifname_free(
     pod: &Netlink,
     ns: &NetNs,
-    w: &Wiring,
-) -> Result<Wired, CniError> {
-    let has_v4 = w.addresses.iter().any(IpAddr::is_ipv4);
-    let has_v6 = w.addresses.iter().any(IpAddr::is_ipv6);
-
-    // A host veth of the same name is left over from an earlier sandbox of
-    // the same pod whose DEL never came: it is ours to replace (Calico too).
-    if host.delete_link_by_name(&w.host_ifname).await? {
-        tracing::warn!(veth = %w.host_ifname, "replaced a stale host veth");
-    }
-    if pod.link_by_name(&w.pod_ifname).await?.is_some() {
+    pod_ifname: &str,
+) -> Result<(), CniError> {
+    if pod.link_by_name(pod_ifname).await?.is_some() {
         return Err(CniError::internal(format!(
-            "interface {} already exists in {}: the container is already attached (run DEL first)",
-            w.pod_ifname,
+            "interface {pod_ifname} already exists in {}: the container is already attached (run DEL first)",
             ns.path().display()
         )));
     }
+    Ok(())
+}
 
+/// Creates the veth pair, the pod end straight in the pod namespace, both
+/// ends down and without addresses (that is [`configure`], once IPAM has
+/// answered: the pair is made while IPAM runs). A host veth of the same
+/// name is replaced. On error the caller deletes the host veth.
+pub async fn create_pair(
+    host: &Netlink,
+    pod: &Netlink,
+    ns: &NetNs,
+    host_ifname: &str,
+    pod_ifname: &str,
+    mtu: u32,
+) -> Result<Pair, CniError> {
+    // A host veth of the same name is left over from an earlier sandbox of
+    // the same pod whose DEL never came: it is ours to replace (Calico too).
+    if host.delete_link_by_name(host_ifname).await? {
+        tracing::warn!(veth = %host_ifname, "replaced a stale host veth");
+    }
     let peer = LinkMessageBuilder::<LinkUnspec>::new()
-        .name(w.pod_ifname.clone())
-        .mtu(w.mtu)
+        .name(pod_ifname.to_string())
+        .mtu(mtu)
         .setns_by_fd(ns.file().as_raw_fd())
         .build();
-    let veth = LinkVeth::new(&w.host_ifname, &w.pod_ifname)
-        .mtu(w.mtu)
+    let veth = LinkVeth::new(host_ifname, pod_ifname)
+        .mtu(mtu)
         .address(HOST_MAC.to_vec())
         .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
         .build();
     host.handle.link().add(veth).execute().await.map_err(|e| {
         let mut err = nl_err(
-            format!("creating veth {} <-> {}", w.host_ifname, w.pod_ifname),
+            format!("creating veth {host_ifname} <-> {pod_ifname}"),
             e.clone(),
         );
         if is_errno(&e, &[EEXIST]) {
@@ -260,14 +273,38 @@ pub async fn wire(
         }
         err
     })?;
-
-    let host_link = host.link_by_name(&w.host_ifname).await?.ok_or_else(|| {
+    let host_link = host.link_by_name(host_ifname).await?.ok_or_else(|| {
+        CniError::internal(format!("veth {host_ifname} vanished right after creation"))
+    })?;
+    let pod_link = pod.link_by_name(pod_ifname).await?.ok_or_else(|| {
         CniError::internal(format!(
-            "veth {} vanished right after creation",
-            w.host_ifname
+            "interface {pod_ifname} did not appear in {}",
+            ns.path().display()
         ))
     })?;
-    let host_index = host_link.header.index;
+    Ok(Pair {
+        host_index: host_link.header.index,
+        pod_index: pod_link.header.index,
+        host_mac: format_mac(&HOST_MAC),
+        pod_mac: link_mac(&pod_link).unwrap_or_default(),
+    })
+}
+
+/// Configures a [`Pair`] for `w.addresses`: host sysctls, both ends up,
+/// the pod's addresses, gateway neighbour and routes, and the host routes.
+/// On error the caller deletes the host veth (which removes the pair and
+/// its routes).
+pub async fn configure(
+    host: &Netlink,
+    pod: &Netlink,
+    ns: &NetNs,
+    w: &Wiring,
+    pair: &Pair,
+) -> Result<(), CniError> {
+    let has_v4 = w.addresses.iter().any(IpAddr::is_ipv4);
+    let has_v6 = w.addresses.iter().any(IpAddr::is_ipv6);
+    let host_index = pair.host_index;
+    let pod_index = pair.pod_index;
 
     // Host-side sysctls (Calico's configureSysctls), in the node namespace
     // this thread runs in.
@@ -286,14 +323,6 @@ pub async fn wire(
     host.set_up(host_index, h).await?;
 
     // Pod side.
-    let pod_link = pod.link_by_name(&w.pod_ifname).await?.ok_or_else(|| {
-        CniError::internal(format!(
-            "interface {} did not appear in {}",
-            w.pod_ifname,
-            ns.path().display()
-        ))
-    })?;
-    let pod_index = pod_link.header.index;
     if has_v6 {
         let ifname = w.pod_ifname.clone();
         ns.run(move || -> Result<(), CniError> {
@@ -362,11 +391,7 @@ pub async fn wire(
         host.add_route(route, format!("{ip} dev {h} scope link"))
             .await?;
     }
-
-    Ok(Wired {
-        host_mac: format_mac(&HOST_MAC),
-        pod_mac: link_mac(&pod_link).unwrap_or_default(),
-    })
+    Ok(())
 }
 
 fn host_route(ip: IpAddr, host_index: u32) -> RouteMessage {
@@ -401,6 +426,44 @@ pub async fn unwire(
     }
     host.delete_link_by_name(host_ifname).await?;
     Ok(())
+}
+
+/// [`unwire`] on a thread of its own with its own netlink sockets and
+/// runtime. The kernel deletes a veth inside the `sendmsg` of the request,
+/// which takes milliseconds (RCU grace periods): on the caller's
+/// single-threaded runtime that would stall every other task (the
+/// datastore request running alongside) for as long.
+pub async fn unwire_detached(
+    ns: Option<NetNs>,
+    host_ifname: String,
+    pod_ifname: String,
+) -> Result<(), CniError> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("unwire".into())
+        .spawn(move || {
+            let result = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| CniError::io(format!("cannot start the async runtime: {e}")))
+                .and_then(|rt| {
+                    rt.block_on(async {
+                        let host = Netlink::current()?;
+                        let pod = match &ns {
+                            Some(ns) => Some(Netlink::in_netns(ns)?),
+                            None => None,
+                        };
+                        unwire(&host, pod.as_ref(), &host_ifname, &pod_ifname).await
+                    })
+                });
+            let _ = tx.send(result);
+        })
+        .map_err(|e| CniError::io(format!("cannot start a thread: {e}")))?;
+    rx.await.unwrap_or_else(|_| {
+        Err(CniError::internal(
+            "the thread removing the veth pair panicked",
+        ))
+    })
 }
 
 /// Verifies the wiring against what ADD returned (CHECK). The first

@@ -75,6 +75,11 @@ pub fn endpoint_name(node: &str, orchestrator: &str, workload: &str, endpoint: &
 /// The operations the plugin needs from the datastore.
 #[async_trait]
 pub trait EndpointStore: Send + Sync + std::fmt::Debug {
+    /// Connects now rather than on first use, so the connection can be made
+    /// while something else (the IPAM plugin) runs. A no-op by default.
+    async fn connect(&self) -> Result<(), CniError> {
+        Ok(())
+    }
     /// Creates or replaces the endpoint.
     async fn put(&self, ep: &Endpoint) -> Result<(), CniError>;
     /// Reads one endpoint.

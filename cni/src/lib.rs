@@ -7,8 +7,10 @@
 //! * [`ipam`] — delegation to an IPAM plugin through the exec protocol;
 //! * [`netns`], [`dataplane`], [`names`] — namespaces, veths, routes;
 //! * [`endpoint`], [`store`] — WorkloadEndpoint records in the datastore;
-//! * [`plugin`] — the commands.
+//! * [`plugin`] — the commands (ADD in `add`);
+//! * [`timing`] — per-step timings (`MANX_CNI_TIMING`).
 
+mod add;
 pub mod config;
 pub mod dataplane;
 pub mod endpoint;
@@ -21,6 +23,7 @@ pub mod netns;
 pub mod plugin;
 pub mod result;
 pub mod store;
+pub mod timing;
 pub mod version;
 
 pub use error::{CniError, ErrorCode};

@@ -1,24 +1,27 @@
 //! The CNI commands: ADD, DEL, CHECK, VERSION, STATUS, GC.
 //!
-//! ADD, in order, each step undone in reverse if a later one fails (so a
-//! failed ADD leaves no veth, no allocation, no WorkloadEndpoint):
-//! 1. validate environment and configuration (nothing touched yet);
-//! 2. IPAM ADD through the delegated plugin   — undo: IPAM DEL;
-//! 3. veth pair, addresses, routes, sysctls   — undo: delete the host veth;
-//! 4. WorkloadEndpoint written                — last, nothing after it fails.
+//! ADD is in [`crate::add`]: IPAM ADD alongside the veth pair, then
+//! addresses and routes, then the WorkloadEndpoint; a failed ADD leaves no
+//! veth, no allocation, no WorkloadEndpoint.
+//!
+//! DEL removes the three independently and at once (the veth, the IPAM
+//! allocation, the WorkloadEndpoint), each "already gone" being success, so
+//! a DEL that failed half way is simply run again.
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use crate::config::NetConf;
 use crate::dataplane::{self, Netlink, Wiring};
-use crate::endpoint::{self, Endpoint, EndpointKey, EndpointStore};
+use crate::endpoint::{EndpointKey, EndpointStore};
 use crate::env::{CniEnv, Command};
 use crate::error::{CniError, ErrorCode};
 use crate::ipam::{Invocation, IpamPlugin};
 use crate::names;
 use crate::netns::NetNs;
-use crate::result::{AddResult, Interface, IpConfig};
+use crate::result::AddResult;
+use crate::timing::StepTimer;
 use crate::version::{self, CURRENT_VERSION};
 
 /// What the plugin prints and how it exits.
@@ -40,8 +43,15 @@ pub fn run(
     stdin: &[u8],
     open_store: &StoreOpener,
 ) -> Outcome {
+    let timer = StepTimer::start();
     let requested_version = loose_version(stdin);
-    match run_inner(lookup, stdin, open_store) {
+    let result = run_inner(&lookup, stdin, open_store, &timer);
+    timer.finish(
+        &lookup,
+        lookup("CNI_COMMAND").as_deref().unwrap_or("?"),
+        lookup("CNI_CONTAINERID").as_deref().unwrap_or(""),
+    );
+    match result {
         Ok(out) => Outcome {
             stdout: out.map(|v| v.to_string().into_bytes()).unwrap_or_default(),
             exit_code: 0,
@@ -73,6 +83,7 @@ fn run_inner(
     lookup: impl Fn(&str) -> Option<String>,
     stdin: &[u8],
     open_store: &StoreOpener,
+    t: &StepTimer,
 ) -> Result<Option<serde_json::Value>, CniError> {
     let env = CniEnv::from_lookup(lookup)?;
     if env.command == Command::Version {
@@ -85,20 +96,25 @@ fn run_inner(
         .enable_all()
         .build()
         .map_err(|e| CniError::io(format!("cannot start the async runtime: {e}")))?;
-    rt.block_on(async {
+    t.step("parse+runtime");
+    let out = rt.block_on(async {
         match env.command {
-            Command::Add => add(&env, &conf, open_store).await.map(Some),
-            Command::Del => del(&env, &conf, open_store).await.map(|()| None),
+            Command::Add => crate::add::add(&env, &conf, open_store, t).await.map(Some),
+            Command::Del => del(&env, &conf, open_store, t).await.map(|()| None),
             Command::Check => check(&env, &conf, open_store).await.map(|()| None),
             Command::Status => status(&env, &conf, open_store).await.map(|()| None),
             Command::Gc => gc(&env, &conf, open_store).await.map(|()| None),
             Command::Version => Ok(Some(version::version_info(&conf.cni_version))),
         }
-    })
+    });
+    // Closing the store and the runtime is part of the call's cost.
+    drop(rt);
+    t.step("teardown");
+    out
 }
 
 /// The IPAM plugin's variables: ours, plus the datastore settings.
-fn ipam_invocation(env: &CniEnv, conf: &NetConf, command: Command) -> Invocation {
+pub(crate) fn ipam_invocation(env: &CniEnv, conf: &NetConf, command: Command) -> Invocation {
     let mut inv = Invocation::from_env(env, command);
     inv.extra_env = crate::store::datastore_vars(conf);
     inv
@@ -118,123 +134,14 @@ fn require_1_1(conf: &NetConf, cmd: Command) -> Result<(), CniError> {
     ))
 }
 
-async fn add(
+async fn del(
     env: &CniEnv,
     conf: &NetConf,
     open_store: &StoreOpener,
-) -> Result<serde_json::Value, CniError> {
-    let ipam = IpamPlugin::find(conf.require_ipam()?, &env.path)?;
-    let node = conf.node_name()?;
-    let netns_path = env
-        .netns
-        .as_ref()
-        .ok_or_else(|| CniError::env("CNI_NETNS is not set"))?;
-    let ns = NetNs::open(netns_path)?;
-    let store = open_store(conf)?;
-    let host = Netlink::current()?;
-    let pod = Netlink::in_netns(&ns)?;
-    let mtu = match conf.mtu {
-        Some(m) => m,
-        None => dataplane::detect_mtu(&host).await?,
-    };
-
-    // 2. Addresses.
-    let inv = ipam_invocation(env, conf, Command::Add);
-    let ipam_result = ipam.add(&inv, &conf.raw)?;
-    let release = || {
-        let inv = ipam_invocation(env, conf, Command::Del);
-        if let Err(e) = ipam.exec(&inv, &conf.raw) {
-            tracing::error!(error = %e, "rollback: IPAM DEL failed; the address may leak until GC");
-        }
-    };
-    let addresses: Vec<IpAddr> = ipam_result.ips.iter().map(|c| c.address.ip()).collect();
-
-    // 3. Dataplane.
-    let host_ifname = names::host_veth_name(&env.workload_id());
-    let wiring = Wiring {
-        host_ifname: host_ifname.clone(),
-        pod_ifname: env.ifname.clone(),
-        mtu,
-        addresses: addresses.clone(),
-    };
-    let wired = match dataplane::wire(&host, &pod, &ns, &wiring).await {
-        Ok(w) => w,
-        Err(e) => {
-            if let Err(e2) = host.delete_link_by_name(&host_ifname).await {
-                tracing::error!(error = %e2, veth = %host_ifname, "rollback: deleting veth failed");
-            }
-            release();
-            return Err(e);
-        }
-    };
-
-    // 4. WorkloadEndpoint.
-    let (namespace, orchestrator, workload) = endpoint::identity(env);
-    let ip_networks: Vec<_> = addresses
-        .iter()
-        .map(|ip| dataplane::host_network(*ip))
-        .collect();
-    let ep = Endpoint {
-        name: endpoint::endpoint_name(&node, &orchestrator, &workload, &env.ifname),
-        namespace: namespace.clone(),
-        node,
-        orchestrator: orchestrator.clone(),
-        pod: (orchestrator == "k8s").then(|| workload.clone()),
-        workload,
-        endpoint: env.ifname.clone(),
-        container_id: env.container_id.clone(),
-        ip_networks: ip_networks.clone(),
-        host_ifname: host_ifname.clone(),
-        mac: wired.pod_mac.clone(),
-        profiles: if orchestrator == "k8s" {
-            vec![format!("kns.{namespace}")]
-        } else {
-            Vec::new()
-        },
-    };
-    if let Err(e) = store.put(&ep).await {
-        if let Err(e2) = host.delete_link_by_name(&host_ifname).await {
-            tracing::error!(error = %e2, veth = %host_ifname, "rollback: deleting veth failed");
-        }
-        release();
-        return Err(e.context(format!(
-            "recording workload endpoint {}/{}",
-            ep.namespace, ep.name
-        )));
-    }
-    tracing::info!(veth = %host_ifname, ips = ?ip_networks, "pod attached");
-
-    // The result: our two interfaces after any from an earlier plugin.
-    let mut result = conf.prev_result.clone().unwrap_or_default();
-    let base = result.interfaces.len();
-    result.interfaces.push(Interface {
-        name: host_ifname,
-        mac: wired.host_mac,
-        sandbox: String::new(),
-    });
-    result.interfaces.push(Interface {
-        name: env.ifname.clone(),
-        mac: wired.pod_mac,
-        sandbox: netns_path.display().to_string(),
-    });
-    for net in ip_networks {
-        result.ips.push(IpConfig {
-            address: net,
-            gateway: None,
-            interface: Some(base + 1),
-        });
-    }
-    result.routes.extend(ipam_result.routes);
-    if result.dns == Default::default() {
-        result.dns = ipam_result.dns;
-    }
-    Ok(result.to_json(&conf.cni_version))
-}
-
-async fn del(env: &CniEnv, conf: &NetConf, open_store: &StoreOpener) -> Result<(), CniError> {
+    t: &StepTimer,
+) -> Result<(), CniError> {
     let node = conf.node_name()?;
     let store = open_store(conf)?;
-    let host = Netlink::current()?;
     // The namespace may be gone (DEL after the sandbox died): the host end
     // is then removed by name.
     let ns = match &env.netns {
@@ -245,19 +152,55 @@ async fn del(env: &CniEnv, conf: &NetConf, open_store: &StoreOpener) -> Result<(
         },
         _ => None,
     };
-    let pod = match &ns {
-        Some(ns) => Some(Netlink::in_netns(ns)?),
+    let host_ifname = names::host_veth_name(&env.workload_id());
+    let ipam = match &conf.ipam_type {
+        Some(ipam_type) => Some(IpamPlugin::find(ipam_type, &env.path)?),
         None => None,
     };
-    let host_ifname = names::host_veth_name(&env.workload_id());
-    dataplane::unwire(&host, pod.as_ref(), &host_ifname, &env.ifname).await?;
+    t.step("open");
 
-    if let Some(ipam_type) = &conf.ipam_type {
-        let ipam = IpamPlugin::find(ipam_type, &env.path)?;
-        ipam.exec(&ipam_invocation(env, conf, Command::Del), &conf.raw)?;
-    }
+    // The three removals do not depend on each other: IPAM DEL runs on a
+    // thread of its own (the exec protocol blocks) while the veth goes (the
+    // kernel takes a while to delete one) and the endpoint is deleted.
+    let ipam_task = ipam.map(|ipam| {
+        let (inv, raw) = (ipam_invocation(env, conf, Command::Del), conf.raw.clone());
+        tokio::task::spawn_blocking(move || {
+            let started = Instant::now();
+            (ipam.exec(&inv, &raw).map(|_| ()), started.elapsed())
+        })
+    });
+    let release = async {
+        match ipam_task {
+            None => Ok(()),
+            Some(task) => match task.await {
+                Ok((result, took)) => {
+                    t.record("(ipam)", took);
+                    result
+                }
+                Err(e) => Err(CniError::internal(format!(
+                    "the thread running the IPAM plugin failed: {e}"
+                ))),
+            },
+        }
+    };
+    let unwire = async {
+        let started = Instant::now();
+        let r = dataplane::unwire_detached(ns, host_ifname.clone(), env.ifname.clone()).await;
+        t.record("(unwire)", started.elapsed());
+        r
+    };
     let key = EndpointKey::for_invocation(env, &node);
-    store.delete(&key, Some(&env.container_id)).await?;
+    let forget = async {
+        let started = Instant::now();
+        let r = store.delete(&key, Some(&env.container_id)).await;
+        t.record("(endpoint)", started.elapsed());
+        r
+    };
+    let (unwired, released, forgotten) = tokio::join!(unwire, release, forget);
+    t.step("unwire||ipam||endpoint");
+    unwired?;
+    released?;
+    forgotten?;
     tracing::info!(veth = %host_ifname, "pod detached");
     Ok(())
 }

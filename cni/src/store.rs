@@ -162,13 +162,23 @@ fn from_model(wep: &WorkloadEndpoint) -> Endpoint {
 
 #[async_trait]
 impl EndpointStore for DatastoreEndpoints {
+    async fn connect(&self) -> Result<(), CniError> {
+        self.client().await.map(|_| ())
+    }
+
     async fn put(&self, ep: &Endpoint) -> Result<(), CniError> {
         let client = self.client().await?;
-        client
-            .apply(&to_model(ep))
-            .await
-            .map(|_| ())
-            .map_err(client_error)
+        let wep = to_model(ep);
+        // A new pod's endpoint does not exist yet: one write, no read first.
+        // A retried ADD (or a new sandbox of the same pod) finds it there and
+        // replaces it.
+        match client.create(&wep).await {
+            Ok(_) => Ok(()),
+            Err(ClientError::AlreadyExists { .. }) => {
+                client.apply(&wep).await.map(|_| ()).map_err(client_error)
+            }
+            Err(e) => Err(client_error(e)),
+        }
     }
 
     async fn get(&self, key: &EndpointKey) -> Result<Option<Endpoint>, CniError> {
