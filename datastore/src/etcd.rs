@@ -28,6 +28,12 @@ use crate::store::{
 
 /// Keys fetched per page by `list`.
 const LIST_PAGE: i64 = 1000;
+
+/// The largest response we accept. gRPC's default (4 MiB) is less than a
+/// page of [`LIST_PAGE`] full IPAM blocks (a /26 block with 64 allocations
+/// and their attributes is several KiB), and one etcd value may be up to
+/// etcd's `--max-request-bytes` (1.5 MiB by default).
+const MAX_RESPONSE: usize = 256 << 20;
 /// Longest wait between watch reconnection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
@@ -319,7 +325,16 @@ impl EtcdStore {
         let mut pause = Duration::from_millis(20);
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let err = match tokio::time::timeout(left, attempt(self.client.kv_client())).await {
+            let err = match tokio::time::timeout(
+                left,
+                attempt(
+                    self.client
+                        .kv_client()
+                        .max_decoding_message_size(MAX_RESPONSE),
+                ),
+            )
+            .await
+            {
                 Ok(Ok(v)) => return Ok(v),
                 Ok(Err(e)) => e,
                 Err(_) => return Err(StoreError::Timeout(self.request_timeout)),
@@ -592,7 +607,11 @@ impl WatchCursor {
                     .with_range(self.store.range_end(&self.prefix))
                     .with_start_revision(self.last + 1)
                     .with_progress_notify();
-                let mut client = self.store.client.watch_client();
+                let mut client = self
+                    .store
+                    .client
+                    .watch_client()
+                    .max_decoding_message_size(MAX_RESPONSE);
                 let what = format!("watch {}", self.prefix);
                 let start = self.store.range_start(&self.prefix);
                 let created = tokio::time::timeout(

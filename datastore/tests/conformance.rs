@@ -480,6 +480,29 @@ async fn txn_all_or_nothing(h: Harness) {
     );
 }
 
+/// A listing larger than gRPC's default 4 MiB message limit (thousands of
+/// full IPAM blocks reach it) comes back whole, and so do its watch events.
+async fn large_listing(h: Harness) {
+    let store = h.store();
+    let start = store.revision().await.unwrap();
+    let mut w = store.watch("/big/", start).await.unwrap();
+    let value = vec![b'x'; 128 << 10];
+    for i in 0..48 {
+        store
+            .create(&format!("/big/{i:02}"), value.clone())
+            .await
+            .unwrap();
+    }
+    let listing = store.list("/big/").await.unwrap();
+    assert_eq!(listing.items.len(), 48);
+    assert!(listing.items.iter().all(|kv| kv.value == value));
+    for _ in 0..48 {
+        assert!(
+            matches!(next_event(&mut w).await, WatchEvent::Put(kv) if kv.value.len() == value.len())
+        );
+    }
+}
+
 /// A watch from a compacted revision gets one Resync with the whole state,
 /// then the live events.
 async fn watch_after_compaction_resyncs(h: Harness) {
@@ -543,6 +566,13 @@ macro_rules! backend_suite {
             async fn create_update_delete_guards() {
                 if let Some(h) = Harness::new($kind).await {
                     errors_and_guards(h).await;
+                }
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn listing_beyond_grpc_default_limit() {
+                if let Some(h) = Harness::new($kind).await {
+                    large_listing(h).await;
                 }
             }
 
