@@ -596,3 +596,51 @@ fn heavy_kill9_mesh_node_graceful_restart_no_flap() {
     assert_eq!(observer.counts(&victim), (1, 0), "{}", describe(&nodes));
     assert_eq!(observer.sessions(), (1, 0), "{}", describe(&nodes));
 }
+
+/// The 4-node mesh with every node dialling every peer (no passive side,
+/// unlike Calico's rule): one session per pair survives whichever way the
+/// connections race (RFC 4271 §6.8 when they cross, the accepted
+/// connection taking over a pending dial otherwise), the mesh converges,
+/// and then stays put: no session restarts afterwards (every peer's
+/// `since` is unchanged a few seconds later). Whether the two connections
+/// of a pair actually cross is up to timing; the golden FSM tests cover
+/// the collision rules deterministically.
+#[test]
+fn heavy_mesh_all_active_converges_and_stays_up() {
+    if !prerequisites(&[]) {
+        return;
+    }
+    let ids = [1u8, 2, 3, 4];
+    let topo = Topo::new(&ids);
+    let nodes = start_mesh(&topo, &ids, |s| {
+        for n in &mut s.neighbors {
+            n.passive = false;
+        }
+    });
+    let describe = || {
+        nodes
+            .iter()
+            .map(ManxNode::describe)
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert!(
+        eventually(CONVERGE, || mesh_converged(&nodes, &ids)),
+        "the all-active mesh did not converge:\n{}",
+        describe()
+    );
+    let since = |n: &ManxNode| {
+        let mut v: Vec<_> = n
+            .peers()
+            .into_iter()
+            .map(|p| (p.address, p.state.to_string(), p.since_unix))
+            .collect();
+        v.sort();
+        v
+    };
+    let before: Vec<_> = nodes.iter().map(since).collect();
+    std::thread::sleep(Duration::from_secs(3));
+    let after: Vec<_> = nodes.iter().map(since).collect();
+    assert_eq!(before, after, "sessions restarted:\n{}", describe());
+    assert!(mesh_converged(&nodes, &ids), "{}", describe());
+}
