@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use crate::packet::{AsPath, Origin, PathAttribute, Update};
 
 /// The attributes of a path that Manx uses or passes on.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PathAttrs {
     /// ORIGIN.
     pub origin: Origin,
@@ -190,6 +190,9 @@ pub struct Rib {
     /// How often each prefix's best path changed (flap detection in tests
     /// and `manxctl node status`).
     changes: HashMap<IpNetwork, u64>,
+    /// Bumped on every Loc-RIB change: caches of encoded tables are valid
+    /// while it stays the same.
+    generation: u64,
 }
 
 impl Rib {
@@ -205,6 +208,7 @@ impl Rib {
             loc: BTreeMap::new(),
             previous: BTreeMap::new(),
             changes: HashMap::new(),
+            generation: 0,
         }
     }
 
@@ -222,6 +226,12 @@ impl Rib {
     /// How many times the best path of `prefix` changed.
     pub fn change_count(&self, prefix: &IpNetwork) -> u64 {
         self.changes.get(prefix).copied().unwrap_or(0)
+    }
+
+    /// A number that changes whenever the Loc-RIB does (anything derived
+    /// from the Loc-RIB and tagged with it is current while it is equal).
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// The best paths, before the changes made since the last call, of the
@@ -423,6 +433,9 @@ impl Rib {
                 };
                 changed.push(prefix);
             }
+        }
+        if !changed.is_empty() {
+            self.generation += 1;
         }
         changed
     }

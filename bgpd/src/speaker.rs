@@ -33,6 +33,7 @@
 mod peer;
 mod routing;
 mod status;
+mod table;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
@@ -205,6 +206,7 @@ impl Speaker {
             next_conn: 1,
             next_attempt: 1,
             route_tx,
+            tables: Vec::new(),
         };
         for prefix in &cfg.networks {
             actor.rib.add_local(*prefix);
@@ -303,6 +305,8 @@ struct Actor {
     synced: tokio::sync::watch::Sender<bool>,
     /// When we stop waiting for initial convergence; `None` once synced.
     sync_deadline: Option<Instant>,
+    /// Encoded tables of update groups, while the Loc-RIB is unchanged.
+    tables: Vec<table::SharedTable>,
 }
 
 impl std::fmt::Debug for Actor {

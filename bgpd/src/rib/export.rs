@@ -13,7 +13,7 @@
 //!   unchanged for learnt ones ([`NextHopMode`] overrides);
 //! * only the families both sides negotiated (RFC 4760 §7).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 
 use ipnetwork::IpNetwork;
@@ -178,13 +178,19 @@ pub fn build_updates(changes: Vec<(IpNetwork, Option<PathAttrs>)>) -> Vec<Update
     let mut withdraw_v4 = Vec::new();
     let mut withdraw_v6 = Vec::new();
     let mut groups: Vec<(PathAttrs, Vec<IpNetwork>)> = Vec::new();
+    // Group index by attributes: a reflector's table has about as many
+    // attribute sets as clients, so a linear search would be quadratic.
+    let mut index: HashMap<PathAttrs, usize> = HashMap::new();
     for (prefix, attrs) in changes {
         match attrs {
             None if prefix.is_ipv4() => withdraw_v4.push(Nlri::new(prefix)),
             None => withdraw_v6.push(Nlri::new(prefix)),
-            Some(a) => match groups.iter_mut().find(|(g, _)| *g == a) {
-                Some((_, prefixes)) => prefixes.push(prefix),
-                None => groups.push((a, vec![prefix])),
+            Some(a) => match index.get(&a) {
+                Some(i) => groups[*i].1.push(prefix),
+                None => {
+                    index.insert(a.clone(), groups.len());
+                    groups.push((a, vec![prefix]));
+                }
             },
         }
     }

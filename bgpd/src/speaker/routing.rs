@@ -141,34 +141,10 @@ impl Actor {
         }
         (diff, delta)
     }
-
-    /// Send a new (or refreshed) session the whole table, then End-of-RIB
-    /// for each negotiated family (RFC 4724 §2).
-    pub(super) fn advertise_all(&mut self, addr: IpAddr) {
-        let Some(target) = self.peers.get(&addr).and_then(|p| self.target(p)) else {
-            return;
-        };
-        let mut diffs = Vec::new();
-        for (prefix, best) in self.rib.loc_rib() {
-            if let Some(a) = export(prefix, Some(best), &target) {
-                diffs.push((*prefix, Some(a)));
-            }
-        }
-        let peer = self.peers.get_mut(&addr).expect("peer exists");
-        peer.advertised = diffs.len();
-        let mut updates = build_updates(diffs);
-        updates.extend(target.families.iter().map(|f| Update::end_of_rib(*f)));
-        tracing::debug!(peer = %addr, prefixes = peer.advertised, "initial advertisement");
-        if let Some((_, conn)) = &peer.primary.conn {
-            for u in updates {
-                conn.send(Message::Update(u));
-            }
-        }
-    }
 }
 
 /// The parts of [`SessionCaps`] that change how an UPDATE is encoded.
-fn caps_key(c: &SessionCaps) -> (bool, bool, Vec<crate::packet::AfiSafi>) {
+pub(super) fn caps_key(c: &SessionCaps) -> (bool, bool, Vec<crate::packet::AfiSafi>) {
     (
         c.four_octet_as,
         c.extended_message,
@@ -178,7 +154,7 @@ fn caps_key(c: &SessionCaps) -> (bool, bool, Vec<crate::packet::AfiSafi>) {
 
 /// Encode UPDATEs back to back (each split to fit the session's maximum
 /// message length if needed).
-fn encode_all(updates: Vec<Update>, caps: &SessionCaps) -> Bytes {
+pub(super) fn encode_all(updates: Vec<Update>, caps: &SessionCaps) -> Bytes {
     let mut out = Vec::new();
     for u in updates {
         let parts = match u.split_to_fit(caps) {
