@@ -101,9 +101,16 @@ impl BirdNode {
     /// recovery: R bit, route selection deferred until its peers'
     /// End-of-RIB, RFC 4724 §4.1).
     pub fn restart_graceful(&mut self, topo: &Topo) {
+        self.restart(topo, true);
+    }
+
+    /// Start again after [`BirdNode::kill9`]; `recovery` adds `-R`.
+    /// Without it BIRD comes back with the GR capability but neither the R
+    /// bit nor the per-family F (forwarding state) bit.
+    pub fn restart(&mut self, topo: &Topo, recovery: bool) {
         assert!(!self.daemon.alive(), "restart of a running bird");
         let _ = std::fs::remove_file(&self.sock);
-        self.daemon = spawn(topo, self.index, true);
+        self.daemon = spawn(topo, self.index, recovery);
     }
 
     /// `birdc -s <sock> <args>` output ("" if birdc failed).
