@@ -32,6 +32,7 @@ pub fn expected(me: u8, origins: &[u8], via: Option<u8>) -> Vec<(String, Option<
     v
 }
 
+/// An IPv4 address as `IpAddr` (what the control socket reports).
 pub fn ip(a: Ipv4Addr) -> IpAddr {
     IpAddr::V4(a)
 }
