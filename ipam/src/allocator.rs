@@ -262,11 +262,7 @@ impl Ipam {
         {
             return Ok(cfg.clone());
         }
-        let v = self.rw.get_config().await?;
-        let cfg = match self.topology.default_config().await? {
-            Some(cfg) if v.revision == 0 => cfg,
-            _ => v.value,
-        };
+        let cfg = self.rw.get_config().await?.value;
         *self.config_cache.lock().expect("poisoned") =
             Some((std::time::Instant::now(), cfg.clone()));
         Ok(cfg)
@@ -277,11 +273,6 @@ impl Ipam {
         for _ in 0..self.opts.max_retries {
             let cur = self.rw.get_config().await?;
             let mut cfg = cur.value.clone();
-            if cur.revision == 0
-                && let Some(base) = self.topology.default_config().await?
-            {
-                cfg = base;
-            }
             f(&mut cfg);
             match self.rw.put_config(&cfg, cur.revision).await {
                 Ok(_) => {

@@ -12,7 +12,9 @@ use std::fmt;
 use std::sync::Arc;
 use std::sync::Mutex;
 
+use datastore::client::ClientError;
 use datastore::model::ipam::{BlockAffinity, IPAMBlock, IPAMConfig, IPAMHandle};
+use datastore::model::{IPAMConfiguration, IPAMConfigurationSpec};
 use datastore::{Datastore, KeyValue, Revision, StoreError};
 use ipnetwork::IpNetwork;
 use serde::Serialize;
@@ -144,6 +146,26 @@ fn decode<T: DeserializeOwned>(kv: &KeyValue) -> Result<T> {
 /// The stored form of an IPAM object.
 pub(crate) fn encode<T: Serialize>(v: &T) -> Vec<u8> {
     serde_json::to_vec(v).expect("IPAM types serialize")
+}
+
+/// A client error on the IPAM configuration, with races kept recognisable
+/// by [`is_conflict`].
+fn config_err(doing: &str, e: ClientError) -> IpamError {
+    let key = format!("IPAMConfiguration {}", IPAMConfiguration::DEFAULT_NAME);
+    let source = match e {
+        ClientError::Store(s) => s,
+        ClientError::Conflict {
+            expected, found, ..
+        } => StoreError::Conflict {
+            key,
+            expected,
+            found,
+        },
+        ClientError::AlreadyExists { .. } => StoreError::AlreadyExists { key },
+        ClientError::NotFound { .. } => StoreError::NotFound { key },
+        other => StoreError::Other(other.to_string()),
+    };
+    IpamError::store(format!("{doing} the IPAM configuration"), source)
 }
 
 /// Whether a store error means "someone else wrote first".
@@ -339,22 +361,58 @@ impl BlockRw {
 
     // ---- config ----
 
-    /// The IPAM config (defaults when absent).
+    /// The IPAM configuration: the `IPAMConfiguration` resource named
+    /// `default` (the one place it lives, as in Calico, where calicoctl
+    /// `ipam configure` and the v3 resource are the same object); defaults
+    /// and revision 0 if it was never written.
     pub async fn get_config(&self) -> Result<Versioned<IPAMConfig>> {
-        Ok(self.get_typed(keys::CONFIG).await?.unwrap_or(Versioned {
-            value: IPAMConfig::default(),
-            revision: 0,
-        }))
+        let client = datastore::client::Client::new(self.store.clone());
+        let res = client
+            .get::<IPAMConfiguration>(IPAMConfiguration::DEFAULT_NAME)
+            .await
+            .map_err(|e| config_err("reading", e))?;
+        Ok(match res {
+            Some(r) => Versioned {
+                revision: r
+                    .metadata
+                    .resource_version
+                    .as_deref()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0),
+                value: IPAMConfig {
+                    strict_affinity: r.spec.strict_affinity(),
+                    auto_allocate_blocks: r.spec.auto_allocate_blocks(),
+                    max_blocks_per_host: r.spec.max_blocks_per_host().unwrap_or(0),
+                },
+            },
+            None => Versioned {
+                value: IPAMConfig::default(),
+                revision: 0,
+            },
+        })
     }
 
-    /// Write the IPAM config (CAS against `rev`; 0 = create).
+    /// Write the IPAM configuration (CAS against `rev`; 0 = create).
     pub async fn put_config(&self, cfg: &IPAMConfig, rev: Revision) -> Result<Revision> {
-        let r = if rev == 0 {
-            self.create_raw(keys::CONFIG, cfg).await
+        let client = datastore::client::Client::new(self.store.clone());
+        let mut res = IPAMConfiguration::new(IPAMConfigurationSpec {
+            strict_affinity: Some(cfg.strict_affinity),
+            max_blocks_per_host: Some(cfg.max_blocks_per_host),
+            auto_allocate_blocks: Some(cfg.auto_allocate_blocks),
+        });
+        let written = if rev == 0 {
+            client.create(&res).await
         } else {
-            self.update_raw(keys::CONFIG, cfg, rev).await
-        };
-        r.map_err(|e| IpamError::store("writing the IPAM config", e))
+            res.metadata.resource_version = Some(rev.to_string());
+            client.update(&res).await
+        }
+        .map_err(|e| config_err("writing", e))?;
+        Ok(written
+            .metadata
+            .resource_version
+            .as_deref()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0))
     }
 }
 

@@ -7,7 +7,9 @@
 //! | `/manx/ipam/v2/assignment/ipv6/block/fd10::-122` | `IPAMBlock` |
 //! | `/manx/ipam/v2/host/<node>/ipv4/block/10.0.0.0-26` | `BlockAffinity` |
 //! | `/manx/ipam/v2/handle/<handle>` | `IPAMHandle` |
-//! | `/manx/ipam/v2/config` | `IPAMConfig` |
+//!
+//! The configuration is the `IPAMConfiguration` resource named `default`
+//! (`/manx/v3/projectcalico.org/ipamconfigurations/default`).
 //!
 //! The CIDR's `/` becomes `-` so each block is one path segment.
 
@@ -15,8 +17,6 @@ use ipnetwork::IpNetwork;
 
 /// Root of every IPAM key.
 pub const ROOT: &str = "/manx/ipam/v2/";
-/// The IPAM configuration key.
-pub const CONFIG: &str = "/manx/ipam/v2/config";
 
 fn family(cidr: &IpNetwork) -> &'static str {
     if cidr.is_ipv4() { "ipv4" } else { "ipv6" }

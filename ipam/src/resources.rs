@@ -1,16 +1,14 @@
 //! [`Topology`] over the `projectcalico.org/v3` resources in the datastore:
-//! `IPPool`, `Node` (labels), `IPReservation`, and the `IPAMConfiguration`
-//! named `default` (used when IPAM's own config key was never written).
+//! `IPPool`, `Node` (labels) and `IPReservation`. (The `IPAMConfiguration`
+//! named `default` is IPAM's configuration itself: see
+//! [`crate::blockrw::BlockRw::get_config`].)
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use datastore::Datastore;
 use datastore::client::{Client, ClientError};
-use datastore::model::ipam::IPAMConfig;
-use datastore::model::{
-    AllowedUse, AssignmentMode, IPAMConfiguration, IPPool, IPReservation, Node,
-};
+use datastore::model::{AllowedUse, AssignmentMode, IPPool, IPReservation, Node};
 use datastore::selector::Selector;
 use ipnetwork::IpNetwork;
 
@@ -105,19 +103,6 @@ impl Topology for DatastoreTopology {
             .collect())
     }
 
-    async fn default_config(&self) -> Result<Option<IPAMConfig>> {
-        let cfg = self
-            .client
-            .get::<IPAMConfiguration>(IPAMConfiguration::DEFAULT_NAME)
-            .await
-            .map_err(|e| client_err("IPAMConfiguration default", e))?;
-        Ok(cfg.map(|c| IPAMConfig {
-            strict_affinity: c.spec.strict_affinity(),
-            auto_allocate_blocks: c.spec.auto_allocate_blocks(),
-            max_blocks_per_host: c.spec.max_blocks_per_host().unwrap_or(0),
-        }))
-    }
-
     fn selector_matches(&self, selector: &str, labels: &Labels) -> Result<bool> {
         let sel = Selector::parse(selector)
             .map_err(|e| IpamError::Invalid(format!("nodeSelector: {e}")))?;
@@ -182,5 +167,47 @@ mod tests {
                 .contains(&"n1".to_string())
         );
         assert!(!ipam.config().await.unwrap().strict_affinity);
+    }
+
+    /// `ipam configure` and the `IPAMConfiguration` resource are one object,
+    /// as in Calico: a change through either is what the other sees.
+    #[tokio::test]
+    async fn ipam_config_is_the_ipamconfiguration_resource() {
+        use datastore::model::{IPAMConfiguration, IPAMConfigurationSpec};
+        let store: Arc<dyn Datastore> = Arc::new(MemoryStore::new());
+        let client = Client::new(store.clone());
+        let ipam = Ipam::new(store.clone(), Arc::new(DatastoreTopology::new(store))).with_options(
+            crate::allocator::IpamOptions {
+                config_ttl: std::time::Duration::ZERO,
+                ..Default::default()
+            },
+        );
+        let cfg = ipam.config().await.unwrap();
+        assert!(!cfg.strict_affinity && cfg.auto_allocate_blocks);
+        ipam.update_config(|c| c.strict_affinity = true)
+            .await
+            .unwrap();
+        let res = client
+            .get::<IPAMConfiguration>("default")
+            .await
+            .unwrap()
+            .expect("ipam configure wrote the resource");
+        assert!(res.spec.strict_affinity());
+        client
+            .apply(&IPAMConfiguration::new(IPAMConfigurationSpec {
+                strict_affinity: Some(false),
+                max_blocks_per_host: Some(7),
+                auto_allocate_blocks: Some(true),
+            }))
+            .await
+            .unwrap();
+        let cfg = ipam.config().await.unwrap();
+        assert!(!cfg.strict_affinity);
+        assert_eq!(cfg.max_blocks_per_host, 7);
+        // A stale CAS is refused and retried by update_config, not lost.
+        ipam.update_config(|c| c.max_blocks_per_host += 1)
+            .await
+            .unwrap();
+        assert_eq!(ipam.config().await.unwrap().max_blocks_per_host, 8);
     }
 }

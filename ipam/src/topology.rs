@@ -132,11 +132,6 @@ pub trait Topology: Send + Sync + fmt::Debug {
     async fn nodes(&self) -> Result<Vec<String>>;
     /// CIDRs never to hand out (`IPReservation` resources).
     async fn reservations(&self) -> Result<Vec<IpNetwork>>;
-    /// The `IPAMConfiguration` resource, used while IPAM's own config key
-    /// has never been written.
-    async fn default_config(&self) -> Result<Option<datastore::model::ipam::IPAMConfig>> {
-        Ok(None)
-    }
     /// Whether `selector` selects a node with `labels`.
     fn selector_matches(&self, selector: &str, labels: &Labels) -> Result<bool>;
 }

@@ -13,7 +13,9 @@
 //! | `/manx/ipam/v2/assignment/ipv4/block/10.0.0.0-26` | [`IPAMBlock`] |
 //! | `/manx/ipam/v2/host/<node>/ipv4/block/10.0.0.0-26` | [`BlockAffinity`] |
 //! | `/manx/ipam/v2/handle/<handle>` | [`IPAMHandle`] |
-//! | `/manx/ipam/v2/config` | [`IPAMConfig`] |
+//!
+//! [`IPAMConfig`] is the in-memory form of the `IPAMConfiguration` resource
+//! named `default`, which is where the configuration is stored.
 
 use std::collections::BTreeMap;
 
