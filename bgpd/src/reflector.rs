@@ -38,13 +38,16 @@ fn ds<E: std::fmt::Display>(e: E) -> ReflectorError {
     ReflectorError::Datastore(e.to_string())
 }
 
-/// The speaker's peer settings for a desired peer.
-pub fn peer_config(p: &DesiredPeer) -> PeerConfig {
+/// The speaker's peer settings for a desired peer, dialling from `source`
+/// (the node's own address of the peer's family: a peer configured with
+/// `neighbor <that address>` refuses connections from any other).
+pub fn peer_config(p: &DesiredPeer, source: Option<IpAddr>) -> PeerConfig {
     let mut c = PeerConfig::new(p.address, p.asn);
     c.port = p.port;
     c.passive = p.passive;
     c.password = p.password.clone();
     c.ttl_security = p.ttl_security.is_some();
+    c.source_address = source;
     c.peer_type = p.peer_type;
     c.rr_client = p.rr_client;
     c.restart_time = p.max_restart_time.map(|d| d.as_secs().min(4095) as u16);
@@ -53,7 +56,34 @@ pub fn peer_config(p: &DesiredPeer) -> PeerConfig {
         Some(datastore::model::NextHopMode::SelfHop) => NextHopMode::SelfAddr,
         Some(datastore::model::NextHopMode::Keep) => NextHopMode::Keep,
     };
+    if let Some(k) = p.keepalive {
+        // Hold time is three keepalives, as RFC 4271 suggests.
+        c.hold_time = Some((k.as_secs() * 3).clamp(3, u16::MAX as u64) as u16);
+    }
     c
+}
+
+/// The reflector node's own address of `peer`'s family.
+fn own_address(node: &Node, peer: IpAddr) -> Option<IpAddr> {
+    match peer {
+        IpAddr::V4(_) => node.ipv4_address().map(|(a, _)| IpAddr::V4(a)),
+        IpAddr::V6(_) => node.ipv6_address().map(|(a, _)| IpAddr::V6(a)),
+    }
+}
+
+/// The peers Node `me` wants now.
+fn wanted_peers(
+    me: &str,
+    nodes: &[Node],
+    peers: &[BGPPeer],
+    cfgs: &[BGPConfiguration],
+    secrets: &SecretDir,
+) -> Vec<PeerConfig> {
+    let own = nodes.iter().find(|n| n.metadata.name == me);
+    desired_peers(me, nodes, peers, cfgs, secrets)
+        .iter()
+        .map(|p| peer_config(p, own.and_then(|n| own_address(n, p.address))))
+        .collect()
 }
 
 async fn snapshot(
@@ -105,10 +135,7 @@ pub async fn start(
     });
     scfg.control_socket = control_socket;
     let secrets = SecretDir(secrets);
-    scfg.peers = desired_peers(&me, &nodes, &peers, &cfgs, &secrets)
-        .iter()
-        .map(peer_config)
-        .collect();
+    scfg.peers = wanted_peers(&me, &nodes, &peers, &cfgs, &secrets);
     tracing::info!(node = %me, router_id = %addr, cluster_id = ?scfg.cluster_id, peers = scfg.peers.len(), "route reflector from the datastore");
     let speaker = Speaker::start(scfg, None)?;
     let handle = speaker.handle();
@@ -135,10 +162,7 @@ async fn follow(
             }
             let (nodes, peers, cfgs, r) = snapshot(&client).await?;
             rev = rev.max(r);
-            let wanted: Vec<PeerConfig> = desired_peers(&me, &nodes, &peers, &cfgs, &secrets)
-                .iter()
-                .map(peer_config)
-                .collect();
+            let wanted = wanted_peers(&me, &nodes, &peers, &cfgs, &secrets);
             tracing::debug!(peers = wanted.len(), "peers recomputed");
             handle.set_peers(wanted);
         }

@@ -431,6 +431,13 @@ async fn scenario(ns: &str, dir: &Path) {
         .await
         .expect("the reflector never dialled the new BGPPeer")
         .expect("session with the reflector");
+    // It dials from its node address: a peer configured with `neighbor
+    // <reflector's address>` refuses any other source.
+    assert_eq!(
+        tor.remote.ip(),
+        a("127.0.80.1"),
+        "the reflector dialled from the wrong source address"
+    );
     let table = expect(&mut tor, "tor", |u| u.is_end_of_rib().is_some()).await;
     assert_eq!(
         table.iter().map(|u| u.announcements().len()).sum::<usize>(),

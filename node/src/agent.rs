@@ -22,11 +22,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow};
-use bgpd::config::{ListenConfig, NextHopMode, PeerConfig, SpeakerConfig};
+use bgpd::config::{ListenConfig, SpeakerConfig};
 use bgpd::rib::RouteUpdate;
 use bgpd::speaker::{Speaker, SpeakerHandle};
 use datastore::client::Client;
-use datastore::model::{EncapMode as V3Encap, NextHopMode as V3NextHop};
+use datastore::model::EncapMode as V3Encap;
 use datastore::{Datastore, WatchEvent};
 use felix::{
     DataplaneConfig, DataplaneInput, LocalWorkload, PeerNode, PoolInfo, RemoteBlock, Uplink,
@@ -80,29 +80,6 @@ fn encap(m: V3Encap) -> felix::EncapMode {
         V3Encap::CrossSubnet => felix::EncapMode::CrossSubnet,
         V3Encap::Never => felix::EncapMode::Never,
     }
-}
-
-/// The BGP speaker's peer settings for a desired peer.
-fn peer_config(p: &DesiredPeer, uplink: &Uplink) -> PeerConfig {
-    let mut c = PeerConfig::new(p.address, p.asn);
-    c.port = p.port;
-    c.passive = p.passive;
-    c.password = p.password.clone();
-    c.ttl_security = p.ttl_security.is_some();
-    c.source_address = uplink.addr_for(p.address).map(|n| n.ip());
-    c.peer_type = p.peer_type;
-    c.rr_client = p.rr_client;
-    c.restart_time = p.max_restart_time.map(|d| d.as_secs().min(4095) as u16);
-    c.next_hop_mode = match p.next_hop_mode {
-        None | Some(V3NextHop::Auto) => NextHopMode::Auto,
-        Some(V3NextHop::SelfHop) => NextHopMode::SelfAddr,
-        Some(V3NextHop::Keep) => NextHopMode::Keep,
-    };
-    if let Some(k) = p.keepalive {
-        // Hold time is three keepalives, as RFC 4271 suggests.
-        c.hold_time = Some((k.as_secs() * 3).clamp(3, u16::MAX as u64) as u16);
-    }
-    c
 }
 
 /// Everything the loop owns.
@@ -242,8 +219,15 @@ impl Agent {
         );
         if peers != self.peers {
             tracing::info!(count = peers.len(), "BGP peers changed");
-            self.speaker
-                .set_peers(peers.iter().map(|p| peer_config(p, &self.uplink)).collect());
+            self.speaker.set_peers(
+                peers
+                    .iter()
+                    .map(|p| {
+                        let src = self.uplink.addr_for(p.address).map(|n| n.ip());
+                        bgpd::reflector::peer_config(p, src)
+                    })
+                    .collect(),
+            );
             self.peers = peers;
         }
         let want: BTreeSet<IpNetwork> = self.view.originated().into_iter().collect();

@@ -123,6 +123,8 @@ impl Attrs {
 pub struct ScriptedPeer {
     /// Our address on the session.
     pub local: SocketAddr,
+    /// The speaker's address on the session.
+    pub remote: SocketAddr,
     /// The speaker's OPEN.
     pub remote_open: Open,
     /// What both OPENs negotiated (how we encode).
@@ -205,6 +207,9 @@ impl ScriptedPeer {
         let local = stream
             .local_addr()
             .map_err(|e| ConnectError(e.to_string()))?;
+        let remote = stream
+            .peer_addr()
+            .map_err(|e| ConnectError(e.to_string()))?;
         let local_open = spec.open();
         let (read, mut write) = stream.into_split();
         let (tx, mut rx) = mpsc::unbounded_channel();
@@ -244,6 +249,7 @@ impl ScriptedPeer {
         }
         Ok(ScriptedPeer {
             local,
+            remote,
             remote_open,
             caps,
             writer: Some(write),
