@@ -52,6 +52,10 @@ use crate::session::{self, ConnEvent, ConnId, Listener, SessionEvent};
 use crate::tasks::TaskGuard;
 use peer::{Established, Peer, Slot, SlotKind};
 
+/// Session events handled before Loc-RIB changes are exported (bounds the
+/// export delay under load; the burst ends earlier when the queue is empty).
+const EVENT_BURST: usize = 256;
+
 /// How long [`Speaker::shutdown`] waits for the CEASE messages to go out.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
@@ -349,7 +353,20 @@ impl Actor {
                         return;
                     }
                 },
-                Some(ev) = session_rx.recv() => self.session_event(ev),
+                Some(ev) = session_rx.recv() => {
+                    self.session_event(ev);
+                    // Take what else is already queued, then export the
+                    // Loc-RIB changes of the whole burst at once: on a
+                    // reflector, K clients' UPDATEs then cost a few diffs
+                    // per update group, not K × K queued messages.
+                    for _ in 1..EVENT_BURST {
+                        match session_rx.try_recv() {
+                            Ok(ev) => self.session_event(ev),
+                            Err(_) => break,
+                        }
+                    }
+                    self.propagate(Vec::new());
+                }
                 () = sleep_until_opt(deadline) => self.fire_timers(Instant::now()),
             }
         }
@@ -660,8 +677,9 @@ impl Actor {
                 if update.treat_as_withdraw {
                     tracing::warn!(peer = %addr, "malformed UPDATE treated as withdraw (RFC 7606)");
                 }
-                let changed = self.rib.apply_update(addr, &update);
-                self.propagate(changed);
+                // Exported at the end of the burst of session events
+                // (`Actor::run`): one UPDATE per group for many received.
+                self.rib.apply_update(addr, &update);
             }
             Output::DeliverRouteRefresh(_) => self.advertise_all(addr),
         }

@@ -48,6 +48,12 @@ impl Actor {
     /// established peer. `changed` is what the RIB call returned; the RIB's
     /// own record of previous best paths drives export.
     pub(super) fn propagate(&mut self, changed: Vec<IpNetwork>) {
+        self.propagate_except(changed, None);
+    }
+
+    /// [`Actor::propagate`] to every peer but `except` (which is about to
+    /// get its whole table, built from the current Loc-RIB).
+    pub(super) fn propagate_except(&mut self, changed: Vec<IpNetwork>, except: Option<IpAddr>) {
         let previous = self.rib.take_previous();
         if changed.is_empty() && previous.is_empty() {
             return;
@@ -62,6 +68,9 @@ impl Actor {
         // Update groups: policy + encoding capabilities.
         let mut groups: HashMap<_, Vec<(IpAddr, ExportTarget)>> = HashMap::new();
         for peer in self.peers.values() {
+            if except == Some(peer.cfg.address) {
+                continue;
+            }
             let (Some(t), Some(est)) = (self.target(peer), peer.established.as_ref()) else {
                 continue;
             };

@@ -130,6 +130,9 @@ impl Actor {
         ) else {
             return;
         };
+        // Changes not exported yet go to the others first; this peer's
+        // table is the current Loc-RIB.
+        self.propagate_except(Vec::new(), Some(addr));
         let generation = self.rib.generation();
         self.tables.retain(|t| t.generation == generation);
         let i = match self
