@@ -67,20 +67,27 @@ pub(crate) async fn add(
         })
     };
     let host_ifname = names::host_veth_name(&env.workload_id());
-    let prepare = async {
+    let connect = async {
+        let started = Instant::now();
+        let r = store.connect().await;
+        t.record("(connect)", started.elapsed());
+        r
+    };
+    let make_pair = async {
         let started = Instant::now();
         let mtu = match conf.mtu {
             Some(m) => m,
             None => dataplane::detect_mtu(&host).await?,
         };
-        let (connected, pair) = tokio::join!(
-            store.connect(),
-            dataplane::create_pair(&host, &pod, &ns, &host_ifname, &env.ifname, mtu)
-        );
-        let pair = pair?;
+        let pair = dataplane::create_pair(&host, &pod, &ns, &host_ifname, &env.ifname, mtu).await;
+        t.record("(veth)", started.elapsed());
+        Ok::<(u32, Pair), CniError>((mtu, pair?))
+    };
+    let prepare = async {
+        let (connected, made) = tokio::join!(connect, make_pair);
+        let made = made?;
         connected?;
-        t.record("(veth+connect)", started.elapsed());
-        Ok::<(u32, Pair), CniError>((mtu, pair))
+        Ok::<(u32, Pair), CniError>(made)
     };
     let (ipam_outcome, prepared) = tokio::join!(ipam_task, prepare);
     t.step("ipam||veth");

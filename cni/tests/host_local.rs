@@ -414,3 +414,58 @@ fn mtu_detected_from_the_uplink() {
     assert_eq!(link[0]["mtu"], 8950);
     manx(&node, &call.command("DEL"), &conf.to_string()).ok();
 }
+
+/// A second ADD for a container that is attached fails, and touches
+/// nothing: IPAM is not asked again (an IPAM that answers a repeated ADD
+/// with the held addresses would otherwise see them released by the
+/// rollback), and the pod keeps its interface and address.
+#[test]
+fn repeated_add_keeps_the_attached_pod() {
+    if !can_run() {
+        return;
+    }
+    let node = Netns::node();
+    let pod = Netns::new();
+    let data = tempfile::tempdir().unwrap();
+    let conf = host_local_conf("1.0.0", data.path(), "10.20.12.0/24").to_string();
+    let call = Call::new("ADD", "ctr-twice", &pod, "twice");
+    let ip = result_ip(&manx(&node, &call, &conf).ok());
+    manx(&node, &call, &conf).err(100, "already attached");
+    assert_eq!(
+        host_local_allocations(data.path(), "mxcn-net"),
+        vec![ip.clone()]
+    );
+    assert_eq!(pod.addrs("eth0"), vec![format!("{ip}/32")]);
+    assert_eq!(node.cali_links().len(), 1);
+    assert!(node.routes().contains(&ip), "{}", node.routes());
+    manx(&node, &call.command("DEL"), &conf).ok();
+    assert!(host_local_allocations(data.path(), "mxcn-net").is_empty());
+    assert!(node.cali_links().is_empty());
+}
+
+/// A failure after IPAM ADD and the veth pair (the datastore cannot be
+/// opened, so the WorkloadEndpoint cannot be written) rolls both back.
+#[test]
+fn unusable_datastore_rolls_back_veth_and_allocation() {
+    if !can_run() {
+        return;
+    }
+    let node = Netns::node();
+    let pod = Netns::new();
+    let data = tempfile::tempdir().unwrap();
+    // The store's directory would have to be inside a regular file.
+    let blocker = data.path().join("not-a-dir");
+    std::fs::write(&blocker, "x").unwrap();
+    let mut conf = host_local_conf("1.0.0", data.path(), "10.20.13.0/24");
+    conf["datastore_type"] = "embedded".into();
+    conf["manx_db"] = blocker.join("manx.db").display().to_string().into();
+    let call = Call::new("ADD", "ctr-nostore", &pod, "nostore");
+    let out = manx(&node, &call, &conf.to_string());
+    assert_eq!(out.code, 1, "{out:?}");
+    let msg = out.json()["msg"].as_str().unwrap().to_string();
+    assert!(msg.contains("not-a-dir"), "{msg}");
+    assert!(node.cali_links().is_empty(), "{:?}", node.cali_links());
+    assert!(pod.links().iter().all(|l| l != "eth0"));
+    assert!(host_local_allocations(data.path(), "mxcn-net").is_empty());
+    assert!(!node.routes().contains("10.20.13."));
+}
