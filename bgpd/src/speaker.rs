@@ -30,6 +30,7 @@
 //!   §4.1), so a restarted route reflector does not send a partial table
 //!   followed by End-of-RIB (which would make its clients sweep routes).
 
+mod events;
 mod peer;
 mod routing;
 mod status;
@@ -45,12 +46,12 @@ use tokio::time::Instant;
 
 use crate::config::{PeerConfig, SpeakerConfig};
 use crate::control::{PeerStatus, Request, Response, RouteStatus};
-use crate::fsm::{CollisionWinner, Fsm, Input, Output, State, Timer, resolve_collision};
+use crate::fsm::{Input, Output, State, Timer};
 use crate::packet::{Message, Notification};
 use crate::rib::{Rib, RouteUpdate};
-use crate::session::{self, ConnEvent, ConnId, Listener, SessionEvent};
+use crate::session::{self, ConnId, Listener, SessionEvent};
 use crate::tasks::TaskGuard;
-use peer::{Established, Peer, Slot, SlotKind};
+use peer::{Established, Peer, SlotKind};
 
 /// Session events handled before Loc-RIB changes are exported (bounds the
 /// export delay under load; the burst ends earlier when the queue is empty).
@@ -708,195 +709,6 @@ impl Actor {
         peer.note_state();
         if established_now && peer.primary.fsm.state() == State::Established {
             self.advertise_all(addr);
-        }
-    }
-
-    fn attach(
-        &mut self,
-        addr: IpAddr,
-        kind: SlotKind,
-        stream: tokio::net::TcpStream,
-        outgoing: bool,
-    ) -> bool {
-        let id = self.next_conn;
-        self.next_conn += 1;
-        let handle = match session::spawn_connection(id, stream, self.session_tx.clone()) {
-            Ok(h) => h,
-            Err(e) => {
-                tracing::warn!(peer = %addr, error = %e, "cannot set up the connection");
-                return false;
-            }
-        };
-        let Some(slot) = self.peers.get_mut(&addr).and_then(|p| p.slot(kind)) else {
-            return false;
-        };
-        slot.conn = Some((id, handle));
-        slot.outgoing = outgoing;
-        self.conn_owner.insert(id, addr);
-        true
-    }
-
-    // ---- session events -------------------------------------------------
-
-    fn session_event(&mut self, ev: SessionEvent) {
-        match ev {
-            SessionEvent::Accepted { stream, remote } => self.accepted(stream, remote),
-            SessionEvent::Connected {
-                peer,
-                attempt,
-                result,
-            } => {
-                let Some(p) = self.peers.get_mut(&peer) else {
-                    return;
-                };
-                if p.primary.dial.as_ref().map(|(a, _)| *a) != Some(attempt) {
-                    return; // a stale attempt: the FSM moved on
-                }
-                p.primary.dial = None;
-                match result {
-                    Ok(stream) => {
-                        if self.attach(peer, SlotKind::Primary, stream, true) {
-                            self.run_fsm(peer, SlotKind::Primary, Input::TcpCrAcked);
-                        } else {
-                            self.run_fsm(peer, SlotKind::Primary, Input::TcpConnectionFails);
-                        }
-                    }
-                    Err(e) => {
-                        tracing::debug!(peer = %peer, error = %e, "connect failed");
-                        p.last_error = Some(format!("connect to {}: {e}", p.cfg.socket_addr()));
-                        self.run_fsm(peer, SlotKind::Primary, Input::TcpConnectionFails);
-                    }
-                }
-            }
-            SessionEvent::Conn { id, event } => self.conn_event(id, event),
-        }
-    }
-
-    fn accepted(&mut self, stream: tokio::net::TcpStream, remote: SocketAddr) {
-        let addr = remote.ip();
-        let Some(peer) = self.peers.get_mut(&addr) else {
-            tracing::info!(%remote, "connection from an address that is not a configured peer; refused");
-            return;
-        };
-        if peer.cfg.ttl_security
-            && let Err(e) = session::apply_gtsm(socket2::SockRef::from(&stream), addr)
-        {
-            tracing::warn!(peer = %addr, error = %e, "cannot apply GTSM to the accepted connection");
-        }
-        match peer.primary.fsm.state() {
-            State::Idle => tracing::debug!(peer = %addr, "connection refused in Idle"),
-            State::Connect | State::Active => {
-                peer.primary.dial = None;
-                if let Some((id, h)) = peer.primary.conn.take() {
-                    self.conn_owner.remove(&id);
-                    if let Some(t) = h.close() {
-                        self.closing.insert(id, t);
-                    }
-                }
-                if self.attach(addr, SlotKind::Primary, stream, false) {
-                    self.run_fsm(addr, SlotKind::Primary, Input::TcpConnectionConfirmed);
-                }
-            }
-            State::OpenSent | State::OpenConfirm if peer.secondary.is_none() => {
-                let mut fsm = Fsm::new(peer.primary.fsm.config().clone());
-                fsm.process(Input::AutomaticStart { passive: true });
-                peer.secondary = Some(Slot::new(fsm));
-                if self.attach(addr, SlotKind::Secondary, stream, false) {
-                    self.run_fsm(addr, SlotKind::Secondary, Input::TcpConnectionConfirmed);
-                } else if let Some(p) = self.peers.get_mut(&addr) {
-                    p.secondary = None;
-                }
-            }
-            state => {
-                // §6.8: a new connection colliding with an Established one is closed.
-                tracing::info!(peer = %addr, %state, "second connection refused (Cease/Connection Collision Resolution)");
-                let id = self.next_conn;
-                self.next_conn += 1;
-                if let Ok(h) = session::spawn_connection(id, stream, self.session_tx.clone()) {
-                    h.send(Message::Notification(Notification::new(6, 7, Vec::new())));
-                    if let Some(t) = h.close() {
-                        self.closing.insert(id, t);
-                    }
-                }
-            }
-        }
-    }
-
-    fn conn_event(&mut self, id: ConnId, event: ConnEvent) {
-        let kind = self
-            .conn_owner
-            .get(&id)
-            .and_then(|a| Some((*a, self.peers.get(a)?.slot_of_conn(id)?)));
-        let Some((addr, kind)) = kind else {
-            if matches!(event, ConnEvent::Closed(_)) {
-                self.closing.remove(&id);
-            }
-            return;
-        };
-        let input = match event {
-            ConnEvent::Received(Message::Open(open)) => {
-                return self.received_open(addr, kind, id, open);
-            }
-            ConnEvent::Received(Message::Keepalive) => Input::KeepAliveMsg,
-            ConnEvent::Received(Message::Update(u)) => Input::UpdateMsg(u),
-            ConnEvent::Received(Message::RouteRefresh(r)) => Input::RouteRefreshMsg(r),
-            ConnEvent::Received(Message::Notification(n)) => {
-                tracing::warn!(peer = %addr, notification = %n.describe(), "received NOTIFICATION");
-                Input::NotifMsg(n)
-            }
-            ConnEvent::DecodeFailed(e) => {
-                tracing::warn!(peer = %addr, error = %e, "malformed message");
-                Input::decode_error(&e, self.state_of(addr, kind))
-            }
-            ConnEvent::Closed(reason) => {
-                tracing::debug!(peer = %addr, ?reason, "connection closed");
-                self.conn_owner.remove(&id);
-                Input::TcpConnectionFails
-            }
-        };
-        self.run_fsm(addr, kind, input);
-    }
-
-    fn state_of(&self, addr: IpAddr, kind: SlotKind) -> State {
-        let p = &self.peers[&addr];
-        match kind {
-            SlotKind::Primary => p.primary.fsm.state(),
-            SlotKind::Secondary => p.secondary.as_ref().map_or(State::Idle, |s| s.fsm.state()),
-        }
-    }
-
-    /// An OPEN: resolve a collision with the peer's other connection first (§6.8).
-    fn received_open(
-        &mut self,
-        addr: IpAddr,
-        kind: SlotKind,
-        id: ConnId,
-        open: crate::packet::Open,
-    ) {
-        let other = match kind {
-            SlotKind::Primary => SlotKind::Secondary,
-            SlotKind::Secondary => SlotKind::Primary,
-        };
-        let Some(peer) = self.peers.get_mut(&addr) else {
-            return;
-        };
-        let other_state = peer.slot(other).map(|s| s.fsm.state());
-        if !matches!(other_state, Some(State::OpenSent | State::OpenConfirm)) {
-            return self.run_fsm(addr, kind, Input::BgpOpen(open));
-        }
-        let this_outgoing = peer.slot(kind).is_some_and(|s| s.outgoing);
-        let winner = resolve_collision(self.cfg.router_id, open.router_id);
-        let keep_this = (winner == CollisionWinner::LocallyInitiated) == this_outgoing;
-        tracing::info!(peer = %addr, ?winner, "connection collision");
-        if keep_this {
-            self.run_fsm(addr, other, Input::OpenCollisionDump);
-            // The dump may have promoted this connection to primary.
-            let Some(kind) = self.peers.get(&addr).and_then(|p| p.slot_of_conn(id)) else {
-                return;
-            };
-            self.run_fsm(addr, kind, Input::BgpOpen(open));
-        } else {
-            self.run_fsm(addr, kind, Input::OpenCollisionDump);
         }
     }
 

@@ -22,8 +22,8 @@
 //!  | task (one per  |--------------------------------------->|                              |
 //!  | TCP session:   |                                        |                              |
 //!  | read+decode,   |<---------------------------------------|                              |
-//!  | encode+write)  |  ConnCommand::{Send(msg), Close}       +------------------------------+
-//!  +----------------+  (mpsc per connection)                     |                 ^
+//!  | encode+write)  |  message | shared encoded Bytes |    +------------------------------+
+//!  +----------------+  Close (mpsc per connection)               |                 ^
 //!                                                                | RouteUpdate     | ControlRequest
 //!  +----------------+  SpeakerEvent::Control{req, reply}         v                 | + oneshot reply
 //!  | control socket |------------------------------------> route_tx (optional,  |
@@ -36,7 +36,10 @@
 //! task, so a removed peer or a stopped speaker leaves nothing running.
 //! Channels from tasks to the actor are unbounded: the actor never blocks on a
 //! task, and a task never blocks on the actor, so no cycle can deadlock; the
-//! actor's work per event is small and bounded.
+//! actor's work per event is small and bounded. The actor takes session
+//! events in bursts (up to 256 already queued) and exports the burst's
+//! Loc-RIB changes once; an update group's UPDATEs (and initial tables) are
+//! encoded once and the same `Bytes` queued to every member.
 
 use tokio::task::JoinHandle;
 
