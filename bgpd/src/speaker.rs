@@ -391,7 +391,7 @@ impl Actor {
     fn shutdown_graceful(&mut self) {
         tracing::info!("shutting down for a restart: sessions closed without CEASE");
         for peer in self.peers.values_mut() {
-            for slot in [Some(&mut peer.primary), peer.secondary.as_mut()]
+            for slot in [Some(&mut peer.primary), peer.secondary.as_deref_mut()]
                 .into_iter()
                 .flatten()
             {
@@ -613,7 +613,7 @@ impl Actor {
                     rr_client: cfg.rr_client && self.cfg.cluster_id.is_some(),
                 });
                 let initial_pending = self.cfg.restarting && self.sync_deadline.is_some();
-                peer.established = Some(Established {
+                peer.established = Some(Box::new(Established {
                     hold_time,
                     families,
                     local_addr,
@@ -621,7 +621,7 @@ impl Actor {
                     peer_gr: peer_gr.clone(),
                     eor_received: Default::default(),
                     initial_pending,
-                });
+                }));
                 if peer.gr_deadline.is_some() {
                     if peer_gr.is_some() {
                         // Back: wait for its End-of-RIB (bounded).
@@ -704,7 +704,7 @@ impl Actor {
         {
             second.fsm.set_passive(peer.cfg.passive);
             tracing::debug!(peer = %addr, "the accepted connection takes over the session");
-            peer.primary = second;
+            peer.primary = *second;
         }
         peer.note_state();
         if established_now && peer.primary.fsm.state() == State::Established {

@@ -100,7 +100,7 @@ impl Actor {
             State::OpenSent | State::OpenConfirm if peer.secondary.is_none() => {
                 let mut fsm = Fsm::new(peer.primary.fsm.config().clone());
                 fsm.process(Input::AutomaticStart { passive: true });
-                peer.secondary = Some(Slot::new(fsm));
+                peer.secondary = Some(Box::new(Slot::new(fsm)));
                 if self.attach(addr, SlotKind::Secondary, stream, false) {
                     self.run_fsm(addr, SlotKind::Secondary, Input::TcpConnectionConfirmed);
                 } else if let Some(p) = self.peers.get_mut(&addr) {

@@ -91,8 +91,10 @@ pub(crate) struct Established {
 pub(crate) struct Peer {
     pub cfg: PeerConfig,
     pub primary: Slot,
-    pub secondary: Option<Slot>,
-    pub established: Option<Established>,
+    /// Boxed: rare (a collision in progress), and a reflector has
+    /// thousands of peers.
+    pub secondary: Option<Box<Slot>>,
+    pub established: Option<Box<Established>>,
     /// Prefixes in the peer's Adj-RIB-Out (the routes themselves are not
     /// stored: export is a pure function of the Loc-RIB, see routing.rs).
     pub advertised: usize,
@@ -124,7 +126,7 @@ impl Peer {
     pub fn slot(&mut self, kind: SlotKind) -> Option<&mut Slot> {
         match kind {
             SlotKind::Primary => Some(&mut self.primary),
-            SlotKind::Secondary => self.secondary.as_mut(),
+            SlotKind::Secondary => self.secondary.as_deref_mut(),
         }
     }
 
@@ -144,7 +146,7 @@ impl Peer {
     }
 
     pub fn next_deadline(&self) -> Option<Instant> {
-        let s = self.secondary.as_ref().and_then(Slot::next_deadline);
+        let s = self.secondary.as_deref().and_then(Slot::next_deadline);
         [self.primary.next_deadline(), s, self.gr_deadline]
             .into_iter()
             .flatten()
