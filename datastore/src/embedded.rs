@@ -146,14 +146,45 @@ fn sql_err(path: &Path, e: rusqlite::Error) -> StoreError {
     }
 }
 
+/// SQLite's busy handler: another process holds the write lock. SQLite's
+/// default sleeps up to 100 ms between tries and is never woken when the
+/// lock frees, so short-lived writers (CNI plugins, one write each) queued
+/// behind each other waited far longer than the writes took. Retry quickly
+/// at first, then back off, for about [`BUSY_TIMEOUT`] in all. The sleeps
+/// are jittered (from the clock's nanoseconds) so waiters do not retry in
+/// step.
+fn wait_for_lock(attempt: i32) -> bool {
+    let attempt = attempt.max(0) as u64;
+    let (base_us, spread_us) = match attempt {
+        0..20 => (100, 400),
+        20..200 => (1_000, 1_000),
+        _ => (5_000, 1_000),
+    };
+    // 20 × ~0.3 ms + 180 × ~1.5 ms + n × ~5.5 ms ≈ BUSY_TIMEOUT.
+    let waited_ms = match attempt {
+        0..20 => attempt * 3 / 10,
+        20..200 => 6 + (attempt - 20) * 3 / 2,
+        _ => 276 + (attempt - 200) * 11 / 2,
+    };
+    if waited_ms >= BUSY_TIMEOUT.as_millis() as u64 {
+        return false;
+    }
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::from(d.subsec_nanos()))
+        .unwrap_or(0);
+    std::thread::sleep(Duration::from_micros(base_us + nanos % spread_us));
+    true
+}
+
 fn open_connection(path: &Path, durable: bool) -> rusqlite::Result<Connection> {
-    let conn = Connection::open_with_flags(
+    let mut conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
-    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.busy_handler(Some(wait_for_lock))?;
     // WAL: readers never block the writer nor each other. synchronous=FULL:
     // an acknowledged write survives power loss, as etcd's does; NORMAL
     // survives a crash of the process but not of the machine.
@@ -428,9 +459,18 @@ impl EmbeddedStore {
             })?;
         }
         let mut writer = open_connection(&path, options.durable).map_err(|e| sql_err(&path, e))?;
-        {
+        let has_schema = writer
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN ('kv_log', 'kv_meta')",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map_err(|e| sql_err(&path, e))?
+            == 2;
+        if !has_schema {
             // Several processes may open a fresh file at once: create the
-            // schema under the write lock.
+            // schema under the write lock (a plain read first, so that the
+            // common open of an existing store takes no write lock).
             let tx = writer
                 .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
                 .map_err(|e| sql_err(&path, e))?;
