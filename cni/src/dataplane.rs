@@ -247,22 +247,30 @@ pub async fn create_pair(
     pod_ifname: &str,
     mtu: u32,
 ) -> Result<Pair, CniError> {
-    // A host veth of the same name is left over from an earlier sandbox of
-    // the same pod whose DEL never came: it is ours to replace (Calico too).
-    if host.delete_link_by_name(host_ifname).await? {
-        tracing::warn!(veth = %host_ifname, "replaced a stale host veth");
-    }
-    let peer = LinkMessageBuilder::<LinkUnspec>::new()
-        .name(pod_ifname.to_string())
-        .mtu(mtu)
-        .setns_by_fd(ns.file().as_raw_fd())
-        .build();
-    let veth = LinkVeth::new(host_ifname, pod_ifname)
-        .mtu(mtu)
-        .address(HOST_MAC.to_vec())
-        .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
-        .build();
-    host.handle.link().add(veth).execute().await.map_err(|e| {
+    let veth = || {
+        let peer = LinkMessageBuilder::<LinkUnspec>::new()
+            .name(pod_ifname.to_string())
+            .mtu(mtu)
+            .setns_by_fd(ns.file().as_raw_fd())
+            .build();
+        LinkVeth::new(host_ifname, pod_ifname)
+            .mtu(mtu)
+            .address(HOST_MAC.to_vec())
+            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
+            .build()
+    };
+    let created = match host.handle.link().add(veth()).execute().await {
+        // A host veth of the same name is left over from an earlier sandbox
+        // of the same pod whose DEL never came: it is ours to replace
+        // (Calico too). Tried after the create fails, not before: one
+        // netlink request less (each waits for the kernel's RTNL lock).
+        Err(e) if is_errno(&e, &[EEXIST]) && host.delete_link_by_name(host_ifname).await? => {
+            tracing::warn!(veth = %host_ifname, "replaced a stale host veth");
+            host.handle.link().add(veth()).execute().await
+        }
+        other => other,
+    };
+    created.map_err(|e| {
         let mut err = nl_err(
             format!("creating veth {host_ifname} <-> {pod_ifname}"),
             e.clone(),

@@ -469,3 +469,36 @@ fn unusable_datastore_rolls_back_veth_and_allocation() {
     assert!(host_local_allocations(data.path(), "mxcn-net").is_empty());
     assert!(!node.routes().contains("10.20.13."));
 }
+
+/// A host veth left by an earlier sandbox of the same pod (whose DEL never
+/// came) is replaced by the new pair.
+#[test]
+fn stale_host_veth_is_replaced() {
+    if !can_run() {
+        return;
+    }
+    let node = Netns::node();
+    let pod = Netns::new();
+    let data = tempfile::tempdir().unwrap();
+    let conf = host_local_conf("1.0.0", data.path(), "10.20.14.0/24").to_string();
+    let stale = cni::names::host_veth_name("default.reborn");
+    node.ip(&[
+        "link", "add", &stale, "type", "veth", "peer", "name", "oldpeer",
+    ]);
+    let call = Call::new("ADD", "ctr-reborn", &pod, "reborn");
+    let result = manx(&node, &call, &conf).ok();
+    assert_eq!(result["interfaces"][0]["name"], stale.as_str());
+    assert_eq!(node.cali_links(), vec![stale.clone()]);
+    // The old pair is gone with its peer; the new one reaches the pod.
+    assert!(!node.links().contains(&"oldpeer".to_string()));
+    let ip = result_ip(&result);
+    assert_eq!(pod.addrs("eth0"), vec![format!("{ip}/32")]);
+    assert!(
+        node.routes()
+            .contains(&format!("{ip} dev {stale} scope link")),
+        "{}",
+        node.routes()
+    );
+    manx(&node, &call.command("DEL"), &conf).ok();
+    assert!(node.cali_links().is_empty());
+}
