@@ -7,7 +7,8 @@
 //!   compare-and-swap updates of its own key, back to back (the ceiling: an
 //!   allocation must write at least its block);
 //! * allocations/s and p50/p99 latency of `auto_assign` (one IPv4 address,
-//!   fresh handle each: handle create + block CAS, combined per block);
+//!   fresh handle each: one transaction of block CAS + handle create,
+//!   concurrent requests on a block sharing it);
 //!
 //! and prints allocations/s ÷ CAS/s. Targets: ≥ 0.5, and p99 < 10 ms at
 //! concurrency 8 on etcd. `MANX_BENCH_SECS` sets each phase's length

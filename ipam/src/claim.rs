@@ -57,8 +57,8 @@ impl Ipam {
         reserved: &Arc<Vec<IpNetwork>>,
     ) -> Result<Option<IpNetwork>> {
         // Known blocks come from one listing, then from what we learn; a
-        // candidate not known is probed with a read before claiming. If
-        // nothing is found that way, list again (blocks may have gone).
+        // candidate not known is claimed outright (the block create decides).
+        // If nothing is found that way, list again (blocks may have gone).
         for relist in [false, true] {
             let cached = self
                 .known_blocks
@@ -121,10 +121,9 @@ impl Ipam {
                 if probe.available(&|ip| is_reserved(reserved, ip)) == 0 {
                     continue;
                 }
-                if self.rw.get_block(&cidr).await?.is_some() {
-                    self.learn_block(cidr);
-                    continue;
-                }
+                // No probe read first: the listing behind `existing` is
+                // recent, and a block created since makes the claim's
+                // transaction fail, which costs no more than the probe.
                 let won = self.claim_one(node, &cidr).await?;
                 self.learn_block(cidr);
                 if won {
