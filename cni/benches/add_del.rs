@@ -17,7 +17,8 @@
 //! manx-node holds each store open and watches every Manx key (on a thread
 //! that joined the node namespace; it also creates the pool). This matters
 //! for the embedded store: a process that closes the last connection to the
-//! SQLite file checkpoints its WAL (two fsyncs, ~10 ms here).
+//! SQLite file checkpoints its WAL (10 ms per ADD measured with the
+//! earlier two-write IPAM, ~1 ms now; `MANX_BENCH_NO_AGENT=1` shows it).
 //!
 //! `cargo bench -p manx-cni --bench add_del` (root; skips otherwise). The
 //! plugins are the bench profile's (optimised, release-like) binaries:
@@ -25,20 +26,21 @@
 //! `MANX_BENCH_PODS` changes the pod count (default 200);
 //! `MANX_BENCH_NO_AGENT=1` leaves out the node-agent stand-in.
 //!
-//! Measured 2026-11-22 05:40 UTC on the shared 2-core build machine (load
-//! average 6-8 from other builds), 200 pods, p99 manx vs bridge+host-local:
+//! Measured 2026-11-22 06:00 UTC on the shared 2-core build machine (load
+//! average 4-8 from other builds), 200 pods, p99 manx vs bridge+host-local:
 //!
 //! | store    | width | ADD p99           | ratio | DEL p99           | ratio |
 //! |----------|-------|-------------------|-------|-------------------|-------|
-//! | embedded | 1     | 39.9 vs 45.8 ms   | 0.87x | 46.0 vs 63.5 ms   | 0.72x |
-//! | embedded | 20    | 419.8 vs 404.2 ms | 1.04x | 474.1 vs 322.7 ms | 1.47x |
-//! | etcd     | 1     | 34.0 vs 59.4 ms   | 0.57x | 41.9 vs 65.7 ms   | 0.64x |
-//! | etcd     | 20    | 576.1 vs 477.0 ms | 1.21x | 440.7 vs 406.2 ms | 1.08x |
+//! | embedded | 1     | 31.4 vs 36.1 ms   | 0.87x | 44.3 vs 46.9 ms   | 0.94x |
+//! | embedded | 20    | 275.8 vs 331.7 ms | 0.83x | 294.4 vs 221.6 ms | 1.33x |
+//! | etcd     | 1     | 40.0 vs 32.5 ms   | 1.23x | 42.1 vs 46.0 ms   | 0.92x |
+//! | etcd     | 20    | 352.9 vs 312.2 ms | 1.13x | 305.1 vs 293.4 ms | 1.04x |
 //!
-//! ADD p50 ratios 0.97x-1.05x. Sequential ADD on the embedded store, mean
-//! ms: exec 7.6 | open 1.4 | IPAM 10.0 (alongside: store connect 3.0, veth
-//! pair 2.8) | addresses+routes 0.9 | endpoint write 2.5 | teardown 0.4 |
-//! exit 1.4. Before this round (manx-ipam writing handle and block apart,
+//! ADD p50 ratios 0.84x-1.03x. An earlier run the same morning: 0.87x,
+//! 1.04x, 0.57x, 1.21x (p99 is the 2nd-worst of 200: noisy). Sequential
+//! ADD on the embedded store, mean ms: exec 8.6 | open 0.6 | IPAM 8.8
+//! (alongside: store connect 2.4, veth pair 2.4) | addresses+routes 0.9 |
+//! endpoint write 1.2 | teardown 0.4 | exit 2.0. Before this round (manx-ipam writing handle and block apart,
 //! ADD steps one after another, under heavier load): sequential ADD p99 245
 //! vs 87 ms (2.81x), 20-wide 1604 vs 497 ms (3.23x). The 20-wide runs are
 //! bound by the kernel's RTNL lock (both plugins create and delete veths)
