@@ -26,7 +26,7 @@
 //! `MANX_BENCH_PODS` changes the pod count (default 200);
 //! `MANX_BENCH_NO_AGENT=1` leaves out the node-agent stand-in.
 //!
-//! Measured 2026-11-22 06:00 UTC on the shared 2-core build machine (load
+//! Measured 2026-11-22 05:57 UTC on the shared 2-core build machine (load
 //! average 4-8 from other builds), 200 pods, p99 manx vs bridge+host-local:
 //!
 //! | store    | width | ADD p99           | ratio | DEL p99           | ratio |
