@@ -5,6 +5,30 @@
 //! reflector on 127.0.0.1, each announces P /26s; we time until every
 //! client holds all K×P routes (its own P plus (K−1)×P reflected) and read
 //! the reflector's peak RSS (VmHWM).
+//!
+//! # Measured (2 cores, release build, same run for both reflectors)
+//!
+//! K=1000, P=4 (`bgp-load`, defaults), 2026-11-22:
+//!
+//! | reflector | converged | peak RSS  |
+//! |-----------|-----------|-----------|
+//! | manx-bgpd | 3.943 s   | 21.0 MiB  |
+//! | bird2     | 543.154 s | 27.5 MiB  |
+//!
+//! Ratio BIRD / manx: convergence 137.74×, peak RSS 1.31× (> 1: manx is
+//! better). Manx alone over repeated runs: 17.8–21 MiB, 2.4–4.4 s (the
+//! peak depends on how much output is queued at once). Full mesh of 100
+//! in-process speakers: 1.584 s.
+//!
+//! Before (same machine, K=1000, P=4): manx 75.8 MiB, 5.9 s; bird2
+//! 27.6 MiB, 356 s. What took the memory and what changed (bgpd):
+//! per-session 16 KiB read chunk + 16 KiB read buffer + a write buffer
+//! that grew to the largest batch and stayed (≈ 70 KiB × 1000 sessions):
+//! now one read scratch buffer per worker thread and queued `Bytes`
+//! written as they are (`session/conn.rs`); every session's initial table
+//! was built as ~1000 `Update` values queued per peer: now encoded once per
+//! update group and shared (`speaker/table.rs`); one export per received
+//! UPDATE (K × K queued messages): now one per burst of session events.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
