@@ -106,11 +106,14 @@ pub enum Input {
     /// The operator starts the peer.
     ManualStart,
     // Event 2: ManualStop
-    /// The operator stops the peer; an established session gets a CEASE
-    /// with this RFC 8203 shutdown message (Administrative Shutdown).
+    /// The operator stops the peer; an open session gets one CEASE:
+    /// Administrative Shutdown with this RFC 8203 shutdown message, or Peer
+    /// De-configured (RFC 4486 §4) when the peer was removed.
     ManualStop {
         /// RFC 8203 shutdown communication, if any.
         shutdown_message: Option<String>,
+        /// The peer is removed from the configuration (CEASE subcode 3).
+        deconfigured: bool,
     },
     // Event 3: AutomaticStart / Event 5: AutomaticStart_with_PassiveTcpEstablishment
     /// The speaker starts the peer; `passive` peers only accept connections.
@@ -598,8 +601,16 @@ impl Fsm {
     /// The transitions OpenSent, OpenConfirm and Established share.
     fn common(&mut self, input: Input, out: &mut Vec<Output>) {
         match input {
-            Input::ManualStop { shutdown_message } => {
+            Input::ManualStop {
+                shutdown_message,
+                deconfigured,
+            } => {
                 let n = match shutdown_message {
+                    _ if deconfigured => Notification {
+                        code: CEASE,
+                        subcode: 3,
+                        data: Vec::new(),
+                    },
                     Some(msg) => Notification::cease_shutdown(&msg),
                     None => Notification {
                         code: CEASE,

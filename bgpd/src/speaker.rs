@@ -47,7 +47,7 @@ use tokio::time::Instant;
 use crate::config::{PeerConfig, SpeakerConfig};
 use crate::control::{PeerStatus, Request, Response, RouteStatus};
 use crate::fsm::{Input, Output, State, Timer};
-use crate::packet::{Message, Notification};
+use crate::packet::{AfiSafi, Message};
 use crate::rib::{Rib, RouteUpdate};
 use crate::session::{self, ConnId, Listener, SessionEvent};
 use crate::tasks::TaskGuard;
@@ -465,6 +465,7 @@ impl Actor {
                 kind,
                 Input::ManualStop {
                     shutdown_message: message.clone(),
+                    deconfigured: false,
                 },
             );
         }
@@ -502,21 +503,13 @@ impl Actor {
 
     fn remove_peer(&mut self, addr: IpAddr) {
         for kind in [SlotKind::Secondary, SlotKind::Primary] {
-            let n = Notification::new(6, 3, Vec::new()); // Cease / Peer De-configured (RFC 4486)
-            if let Some(slot) = self.peers.get_mut(&addr).and_then(|p| p.slot(kind))
-                && matches!(
-                    slot.fsm.state(),
-                    State::OpenSent | State::OpenConfirm | State::Established
-                )
-                && let Some((_, h)) = &slot.conn
-            {
-                h.send(Message::Notification(n));
-            }
+            // One CEASE, Peer De-configured (RFC 4486 §4), then the close.
             self.run_fsm(
                 addr,
                 kind,
                 Input::ManualStop {
                     shutdown_message: None,
+                    deconfigured: true,
                 },
             );
         }
@@ -623,9 +616,19 @@ impl Actor {
                     initial_pending,
                 }));
                 if peer.gr_deadline.is_some() {
-                    if peer_gr.is_some() {
-                        // Back: wait for its End-of-RIB (bounded).
+                    if let Some(gr) = &peer_gr {
+                        // Back. RFC 4724 §4.2: a family it did not keep
+                        // forwarding state for (F bit clear, or not listed)
+                        // loses its stale paths now; the others wait for its
+                        // End-of-RIB (bounded).
+                        let mut changed = Vec::new();
+                        for family in [AfiSafi::IPV4_UNICAST, AfiSafi::IPV6_UNICAST] {
+                            if !gr.families.iter().any(|(f, kept)| *f == family && *kept) {
+                                changed.extend(self.rib.sweep_stale(addr, Some(family)));
+                            }
+                        }
                         peer.gr_deadline = Some(Instant::now() + STALE_PATH_TIME);
+                        self.propagate(changed);
                     } else {
                         // §4.2: no GR capability any more: stale paths go now.
                         peer.gr_deadline = None;

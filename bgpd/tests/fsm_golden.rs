@@ -21,6 +21,7 @@ fn parse_input(line: &str) -> Input {
             let msg = line.strip_prefix("ManualStop").unwrap().trim();
             Input::ManualStop {
                 shutdown_message: (!msg.is_empty()).then(|| msg.to_string()),
+                deconfigured: false,
             }
         }
         "AutomaticStart" => Input::AutomaticStart { passive: false },

@@ -652,13 +652,9 @@ fn heavy_mesh_all_active_converges_and_stays_up() {
 /// without `-R` advertises GR with the F bit clear (it kept no forwarding
 /// state), so every manx client must drop the stale routes as soon as the
 /// session is back, then learn them again: every counter moves by ≥ 2.
-///
-/// KNOWN BGPD BUG (ignored until fixed): manx-bgpd ignores the F bit; it
-/// keeps the stale routes until BIRD's End-of-RIB (speaker.rs,
-/// `Output::SessionEstablished`, the `peer.gr_deadline.is_some()` branch
-/// only checks that the GR capability is present). Run with `--ignored`.
+/// (Before the fix in speaker.rs, `Output::SessionEstablished`, the stale
+/// routes were kept until BIRD's End-of-RIB and most counters stayed at 1.)
 #[test]
-#[ignore = "bgpd bug: F bit of the GR capability ignored (RFC 4724 §4.2); see the doc comment"]
 fn heavy_bird2_restart_without_forwarding_state_sweeps_stale() {
     if !prerequisites(&[BIRD2, BIRDC2]) {
         return;

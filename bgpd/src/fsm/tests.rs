@@ -337,6 +337,7 @@ fn manual_stop_sends_cease_with_shutdown_message() {
     to_established(&mut fsm, 90);
     let out = fsm.process(Input::ManualStop {
         shutdown_message: Some("maintenance".into()),
+        deconfigured: false,
     });
     let n = sent(&out)
         .into_iter()
@@ -454,10 +455,30 @@ fn stale_idle_hold_after_manual_stop_is_ignored() {
     to_established(&mut fsm, 90);
     fsm.process(Input::ManualStop {
         shutdown_message: None,
+        deconfigured: false,
     });
     assert!(fsm.process(Input::IdleHoldTimerExpires).is_empty());
     assert_eq!(fsm.state(), State::Idle);
     // A start event still works.
     fsm.process(Input::ManualStart);
     assert_eq!(fsm.state(), State::Connect);
+}
+
+/// A removed peer gets exactly one NOTIFICATION: CEASE / Peer De-configured
+/// (RFC 4486 §4; RFC 4271 §6: one NOTIFICATION, then the close).
+#[test]
+fn deconfigured_peer_gets_one_cease_subcode_3() {
+    let mut fsm = Fsm::new(cfg(64512, 64512));
+    to_established(&mut fsm, 90);
+    let out = fsm.process(Input::ManualStop {
+        shutdown_message: Some("ignored".into()),
+        deconfigured: true,
+    });
+    let sent = sent(&out);
+    assert_eq!(sent.len(), 1, "{out:?}");
+    match &sent[0] {
+        Message::Notification(n) => assert_eq!((n.code, n.subcode), (6, 3)),
+        other => panic!("expected a NOTIFICATION, got {other:?}"),
+    }
+    assert!(out.iter().any(|o| matches!(o, Output::CloseConnection)));
 }

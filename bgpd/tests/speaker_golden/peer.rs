@@ -48,7 +48,11 @@ impl PeerSpec {
                 restart_state: false,
                 notification: false,
                 restart_time: t,
-                families: vec![(AfiSafi::IPV4_UNICAST, false)],
+                // F bit set: a peer coming back after a drop says it kept
+                // forwarding, so the helper keeps its stale routes until
+                // End-of-RIB (RFC 4724 §4.2; F clear would sweep them at
+                // once: heavy_netns_topologies checks that with BIRD).
+                families: vec![(AfiSafi::IPV4_UNICAST, true)],
             }));
         }
         Open::new(self.asn, 0, self.router_id, caps)
