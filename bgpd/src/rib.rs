@@ -399,8 +399,11 @@ impl Rib {
         self.loc.iter()
     }
 
-    /// A Loc-RIB change as a kernel route change, or `None` if the kernel
-    /// need not hear of it (local prefixes are the node's own business).
+    /// A Loc-RIB change as a kernel route change: `Add` when a peer's path
+    /// is best, `Remove` when none is or the best is our own prefix (the
+    /// node programs its own blocks itself, so a learnt route it had
+    /// installed for the prefix must go); `None` for a peer's path without
+    /// a next hop.
     pub fn route_update(&self, prefix: IpNetwork) -> Option<RouteUpdate> {
         match self.loc.get(&prefix) {
             Some(BestPath {
