@@ -26,13 +26,14 @@
 //! listener and its dialling never touch the host. Needs root (CI is
 //! root): skipped otherwise, failed when `CI=true`.
 
+#[path = "support/netns.rs"]
+mod netns;
 #[path = "speaker_golden/peer.rs"]
 mod peer;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use bgpd::fsm::State;
@@ -41,6 +42,7 @@ use datastore::client::Client;
 use datastore::embedded::EmbeddedStore;
 use datastore::model::{Node, parse_manifests};
 use ipnetwork::IpNetwork;
+use netns::Netns;
 use peer::{Attrs, Event, PeerSpec, ScriptedPeer};
 
 const PORT: u16 = 1179;
@@ -57,51 +59,6 @@ fn net(s: &str) -> IpNetwork {
 }
 
 // ---- namespace and daemon guards ----------------------------------------
-
-static NEXT: AtomicU32 = AtomicU32::new(0);
-
-/// A network namespace of ours; deleted on drop after killing what runs in it.
-struct Netns(String);
-
-impl Netns {
-    fn new() -> Netns {
-        let name = format!(
-            "mxsc-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::SeqCst)
-        );
-        let _ = Command::new("ip").args(["netns", "del", &name]).status();
-        run(Command::new("ip").args(["netns", "add", &name]));
-        let ns = Netns(name);
-        run(Command::new("ip").args(["-n", &ns.0, "link", "set", "lo", "up"]));
-        ns
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        if let Ok(out) = Command::new("ip").args(["netns", "pids", &self.0]).output() {
-            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-                if let Ok(pid) = pid.parse::<i32>() {
-                    let _ = nix::sys::signal::kill(
-                        nix::unistd::Pid::from_raw(pid),
-                        nix::sys::signal::Signal::SIGKILL,
-                    );
-                }
-            }
-        }
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
-
-fn run(cmd: &mut Command) {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// manx-bgpd; killed on drop, its log printed if the test failed.
 struct Daemon {
@@ -305,11 +262,11 @@ fn from_datastore_reflects_and_follows_live_changes() {
     if !prerequisites() {
         return;
     }
-    let ns = Netns::new();
+    let ns = Netns::new("mxsc");
     let dir = tempfile::Builder::new().prefix("mxsc-").tempdir().unwrap();
-    let path = format!("/run/netns/{}", ns.0);
+    let path = ns.path();
     let dir_path = dir.path().to_path_buf();
-    let ns_name = ns.0.clone();
+    let ns_name = ns.name.clone();
     std::thread::spawn(move || {
         // Sockets this thread (and its runtime) creates live in the namespace.
         let f = std::fs::File::open(&path).expect("open the netns");

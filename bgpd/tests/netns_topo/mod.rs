@@ -10,13 +10,16 @@
 pub mod bird;
 pub mod labs;
 pub mod manx;
+#[path = "../support/netns.rs"]
+pub mod netns;
 pub mod observer;
+
+pub use netns::{Netns, eventually, prerequisites};
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::process::{Child, Stdio};
+use std::time::Duration;
 
 /// bird 2.x.
 pub const BIRD2: &str = "/usr/sbin/bird";
@@ -25,7 +28,8 @@ pub const BIRDC2: &str = "/usr/sbin/birdc";
 /// The AS every node of these topologies is in (iBGP).
 pub const AS: u32 = 64512;
 
-static NEXT_NS: AtomicU32 = AtomicU32::new(0);
+/// Namespace names of these topologies: `mxtp-<pid>-<n>`.
+const NS_PREFIX: &str = "mxtp";
 
 /// Node `i`'s address on the switch: 198.19.0.(10+i).
 pub fn node_addr(i: u8) -> Ipv4Addr {
@@ -35,127 +39,6 @@ pub fn node_addr(i: u8) -> Ipv4Addr {
 /// Node `i`'s pod block: 10.66.i.0/26.
 pub fn node_block(i: u8) -> String {
     format!("10.66.{i}.0/26")
-}
-
-/// Whether `CI=true`: missing tools fail the test instead of skipping it.
-pub fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true")
-}
-
-/// Root and the given binaries must be present. Returns false (after
-/// printing why) when the test should skip; panics when `CI=true`.
-pub fn prerequisites(binaries: &[&str]) -> bool {
-    let mut missing = Vec::new();
-    if !nix::unistd::Uid::effective().is_root() {
-        missing.push("root (network namespaces)".to_string());
-    }
-    for b in binaries {
-        if !Path::new(b).exists() {
-            missing.push((*b).to_string());
-        }
-    }
-    if missing.is_empty() {
-        return true;
-    }
-    assert!(
-        !in_ci(),
-        "CI=true and prerequisites are missing: {}",
-        missing.join(", ")
-    );
-    eprintln!("SKIP: missing {}", missing.join(", "));
-    false
-}
-
-/// Run a command; panic with its output if it fails.
-pub fn run(cmd: &mut Command) -> String {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed ({}): {}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Poll `f` every 200 ms until it returns true or `limit` passes.
-pub fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    loop {
-        if f() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-/// A network namespace `mxtp-<pid>-<n>`; on drop, whatever still runs in it
-/// is killed and the namespace deleted.
-#[derive(Debug)]
-pub struct Netns {
-    /// Its name (`ip netns` name).
-    pub name: String,
-}
-
-impl Netns {
-    /// Create a fresh namespace with `lo` up.
-    pub fn new() -> Netns {
-        let n = NEXT_NS.fetch_add(1, Ordering::SeqCst);
-        let name = format!("mxtp-{}-{n}", std::process::id());
-        if Path::new("/run/netns").join(&name).exists() {
-            // A leftover of a crashed run with our pid: ours to remove.
-            let _ = Command::new("ip").args(["netns", "del", &name]).status();
-        }
-        run(Command::new("ip").args(["netns", "add", &name]));
-        let ns = Netns { name };
-        ns.ip(&["link", "set", "lo", "up"]);
-        ns
-    }
-
-    /// `ip -n <ns> <args>`.
-    pub fn ip(&self, args: &[&str]) -> String {
-        run(Command::new("ip").arg("-n").arg(&self.name).args(args))
-    }
-
-    /// A command to run inside the namespace (`ip netns exec` execs the
-    /// program, so the child's pid is the program's).
-    pub fn command(&self, program: &str) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.name, program]);
-        c
-    }
-
-    /// The `/run/netns` file, for `setns(2)`.
-    pub fn path(&self) -> PathBuf {
-        Path::new("/run/netns").join(&self.name)
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        if let Ok(out) = Command::new("ip")
-            .args(["netns", "pids", &self.name])
-            .output()
-        {
-            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-                if let Ok(pid) = pid.parse::<i32>() {
-                    let _ = nix::sys::signal::kill(
-                        nix::unistd::Pid::from_raw(pid),
-                        nix::sys::signal::Signal::SIGKILL,
-                    );
-                }
-            }
-        }
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-    }
 }
 
 /// A switch namespace with bridge `br0` and node namespaces plugged into
@@ -174,13 +57,13 @@ impl Topo {
     /// A switch and one namespace per index in `indices`, node `i` at
     /// [`node_addr`]`(i)`.
     pub fn new(indices: &[u8]) -> Topo {
-        let switch = Netns::new();
+        let switch = Netns::new(NS_PREFIX);
         switch.ip(&["link", "add", "br0", "type", "bridge"]);
         switch.ip(&["link", "set", "br0", "up"]);
         let max = indices.iter().copied().max().unwrap_or(0);
         let mut nodes: Vec<Option<Netns>> = (0..=max).map(|_| None).collect();
         for &i in indices {
-            let ns = Netns::new();
+            let ns = Netns::new(NS_PREFIX);
             let port = format!("p{i}");
             switch.ip(&[
                 "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &ns.name,

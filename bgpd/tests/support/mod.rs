@@ -4,13 +4,18 @@
 #![allow(dead_code)]
 
 pub mod inject;
+pub mod netns;
 pub mod peers;
 pub mod scenario;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
+
+pub use netns::{Netns, eventually, prerequisites, run};
+
+/// Namespace names of this lab: `mxbg-<pid>-<n>`.
+const NS_PREFIX: &str = "mxbg";
 
 /// manx-bgpd's side of the link.
 pub const MANX_V4: &str = "198.18.0.1";
@@ -36,126 +41,6 @@ pub const EXTRA_V4: [&str; 12] = [
     "198.18.0.14",
 ];
 
-static NEXT_NS: AtomicU32 = AtomicU32::new(0);
-
-/// Whether `CI=true`: missing tools fail instead of skipping.
-pub fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true")
-}
-
-/// Check the prerequisites of a namespace test: root and the given
-/// binaries. Returns false (after printing why) when the test should skip;
-/// panics under CI.
-pub fn prerequisites(binaries: &[&str]) -> bool {
-    let mut missing = Vec::new();
-    if !nix::unistd::Uid::effective().is_root() {
-        missing.push("root (network namespaces)".to_string());
-    }
-    for b in binaries {
-        if !Path::new(b).exists() {
-            missing.push(b.to_string());
-        }
-    }
-    if missing.is_empty() {
-        return true;
-    }
-    if in_ci() {
-        panic!(
-            "CI=true and prerequisites are missing: {}",
-            missing.join(", ")
-        );
-    }
-    eprintln!("SKIP: missing {}", missing.join(", "));
-    false
-}
-
-/// Run a command; panic with its output if it fails.
-pub fn run(cmd: &mut Command) -> String {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed ({}): {}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// A network namespace, deleted on drop after killing what runs in it.
-#[derive(Debug)]
-pub struct Netns {
-    pub name: String,
-}
-
-impl Netns {
-    pub fn new() -> Netns {
-        let n = NEXT_NS.fetch_add(1, Ordering::SeqCst);
-        let name = format!("mxbg-{}-{n}", std::process::id());
-        if Path::new("/run/netns").join(&name).exists() {
-            let _ = Command::new("ip").args(["netns", "del", &name]).status();
-        }
-        run(Command::new("ip").args(["netns", "add", &name]));
-        let ns = Netns { name };
-        ns.ip(&["link", "set", "lo", "up"]);
-        ns
-    }
-
-    /// `ip -n <ns> <args>`.
-    pub fn ip(&self, args: &[&str]) -> String {
-        run(Command::new("ip").arg("-n").arg(&self.name).args(args))
-    }
-
-    /// A command run inside the namespace.
-    pub fn command(&self, program: &str) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.name, program]);
-        c
-    }
-
-    /// Run inside the namespace, return stdout (panics on failure).
-    pub fn exec(&self, program: &str, args: &[&str]) -> String {
-        run(self.command(program).args(args))
-    }
-
-    /// Run a closure on a thread that has entered this namespace (sockets it
-    /// creates live in the namespace).
-    pub fn run_in<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
-        let path = format!("/run/netns/{}", self.name);
-        std::thread::spawn(move || {
-            let file = std::fs::File::open(&path).expect("open netns file");
-            nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-            f()
-        })
-        .join()
-        .expect("namespace thread panicked")
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        // Kill anything left in the namespace, then delete it.
-        if let Ok(out) = Command::new("ip")
-            .args(["netns", "pids", &self.name])
-            .output()
-        {
-            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-                if let Ok(pid) = pid.parse::<i32>() {
-                    let _ = nix::sys::signal::kill(
-                        nix::unistd::Pid::from_raw(pid),
-                        nix::sys::signal::Signal::SIGKILL,
-                    );
-                }
-            }
-        }
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-    }
-}
-
 /// Two namespaces joined by a veth: `manx` (198.18.0.1, fd42:18::1) and
 /// `peer` (198.18.0.2-6, fd42:18::2), plus a scratch directory.
 #[derive(Debug)]
@@ -167,8 +52,8 @@ pub struct Lab {
 
 impl Lab {
     pub fn new() -> Lab {
-        let manx = Netns::new();
-        let peer = Netns::new();
+        let manx = Netns::new(NS_PREFIX);
+        let peer = Netns::new(NS_PREFIX);
         manx.ip(&[
             "link", "add", "mxa", "type", "veth", "peer", "name", "mxb", "netns", &peer.name,
         ]);
@@ -304,21 +189,7 @@ impl Drop for Daemon {
     }
 }
 
-/// Poll `f` every 200 ms until it returns true or `limit` passes.
-pub fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    loop {
-        if f() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-/// The manx-bgpd binary of this package.
+/// The manx-bgpd binary under test.
 pub fn manx_bgpd_bin() -> &'static str {
     env!("CARGO_BIN_EXE_manx-bgpd")
 }
