@@ -21,8 +21,9 @@
 //!   CNI runtime's DEL releases it, and `check` with the live workloads
 //!   reports it if nobody does.
 //! * **Claim a block**: (1) affinity `pending`, (2) one transaction that
-//!   creates the block (already affine) and confirms the affinity, then
-//!   allocate as above. The pending affinity marks the claim before the
+//!   creates the block (already affine, and already holding the claimer's
+//!   addresses), confirms the affinity and writes the claimer's handle: a
+//!   claim with its first allocation is two writes. The pending affinity marks the claim before the
 //!   block exists, so a crash after (1) leaves a dangling pending affinity
 //!   (GC deletes it). Creating the block is the CAS that decides between two
 //!   racing claimers. A block whose affinity is still pending (written by
@@ -50,6 +51,7 @@ use ipnetwork::IpNetwork;
 
 use crate::block::{Attrs, IntendedUse};
 use crate::blockrw::{BlockRw, FaultPlan, is_conflict};
+use crate::claim::First;
 use crate::commit::{Freshness, Slot, Want};
 use crate::error::{IpamError, Result};
 use crate::topology::{Labels, Pool, Topology};
@@ -516,9 +518,23 @@ impl Ipam {
             if max_blocks > 0 && own_count >= max_blocks as usize {
                 break;
             }
-            let Some(cidr) = self.claim_block(node, &pools, v6, reserved).await? else {
+            let first = First {
+                n: n - got.len(),
+                attrs,
+                reserved,
+                held: held || !got.is_empty(),
+            };
+            let Some((cidr, first_got)) = self
+                .claim_block(node, &pools, v6, reserved, Some(&first))
+                .await?
+            else {
                 break;
             };
+            got.extend(
+                first_got
+                    .iter()
+                    .map(|(ip, _)| IpNetwork::new(*ip, cidr.prefix()).expect("valid")),
+            );
             own_count += 1;
             self.affine_cache
                 .lock()
@@ -526,9 +542,12 @@ impl Ipam {
                 .entry((node.to_string(), v6))
                 .or_default()
                 .push(cidr);
-            // The claim left the new block in this process's cache.
-            self.take_from(&req, &cidr, Some(node), Freshness::Hint, &mut got)
-                .await?;
+            // The claim made the first allocation and left the new block
+            // in this process's cache for the rest (if any).
+            if got.len() < n {
+                self.take_from(&req, &cidr, Some(node), Freshness::Hint, &mut got)
+                    .await?;
+            }
         }
 
         // 2b. Before borrowing or giving up: re-read every own block (another
@@ -652,7 +671,7 @@ impl Ipam {
         let cidr = IpNetwork::new(cidr.network(), pool.block_size).expect("valid");
         if self.rw.get_block(&cidr).await?.is_none() {
             // Claim it for the host; losing the race is fine (someone created it).
-            self.claim_one(host, &cidr).await?;
+            self.claim_one(host, &cidr, None).await?;
         }
         let mut attrs = attrs.clone();
         attrs.handle_id = handle_id.to_string();

@@ -114,8 +114,14 @@ async fn over_counting_handle_is_reported_and_gc_trims_it() {
 #[tokio::test]
 async fn allocation_and_release_are_one_write_each() {
     let e = env();
-    e.ipam.auto_assign(&args("first", "n1")).await.unwrap();
     let store = e.ipam.rw().store().clone();
+    // A claim with its first allocation: pending affinity, then block +
+    // confirmed affinity + handle in one transaction.
+    let before = store.revision().await.unwrap();
+    e.ipam.auto_assign(&args("first", "n1")).await.unwrap();
+    assert_eq!(store.revision().await.unwrap(), before + 2, "claim");
+    assert_eq!(e.ipam.ips_by_handle("first").await.unwrap().len(), 1);
+    assert!(e.ipam.check(None).await.unwrap().is_clean());
     for i in 0..5 {
         let before = store.revision().await.unwrap();
         let h = format!("h{i}");

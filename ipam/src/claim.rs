@@ -1,21 +1,35 @@
 //! Claiming blocks for a node: the two-phase affinity (pending, then the
-//! block created already affine together with the affinity confirmed, in
-//! one transaction), and listing a node's blocks
+//! block created already affine, holding the claimer's first allocation,
+//! together with the affinity confirmed and the handle, in one
+//! transaction), and listing a node's blocks
 //! (finishing claims a crash interrupted). See [`crate::allocator`] for why
 //! the writes are in this order.
 
 use std::collections::HashSet;
 use std::hash::{Hash, Hasher};
+use std::net::IpAddr;
 use std::sync::Arc;
 
+use datastore::{StoreError, WriteOp};
 use ipnetwork::IpNetwork;
 
 use crate::allocator::{Ipam, is_reserved};
-use crate::block::Block;
+use crate::block::{Attrs, Block};
 use crate::blockrw::{FaultPoint, is_conflict};
+use crate::commit::handle_op;
 use crate::error::{IpamError, Result};
 use crate::topology::Pool;
-use datastore::WriteOp;
+
+/// The allocation a claimer makes in the block it claims.
+#[derive(Debug)]
+pub(crate) struct First<'a> {
+    /// Addresses wanted.
+    pub n: usize,
+    pub attrs: &'a Attrs,
+    pub reserved: &'a Arc<Vec<IpNetwork>>,
+    /// The handle probably exists already.
+    pub held: bool,
+}
 
 impl Ipam {
     /// The confirmed blocks of `node` in a family; confirms pending ones
@@ -48,14 +62,17 @@ impl Ipam {
         Ok(out)
     }
 
-    /// Claim a free block for `node` from `pools` (two-phase affinity).
+    /// Claim a free block for `node` from `pools` (two-phase affinity),
+    /// making `first`'s allocation in the same transaction. Returns the
+    /// block and what `first` got in it.
     pub(crate) async fn claim_block(
         &self,
         node: &str,
         pools: &[Pool],
         v6: bool,
         reserved: &Arc<Vec<IpNetwork>>,
-    ) -> Result<Option<IpNetwork>> {
+        first: Option<&First<'_>>,
+    ) -> Result<Option<(IpNetwork, Vec<(IpAddr, u64)>)>> {
         // Known blocks come from one listing, then from what we learn; a
         // candidate not known is claimed outright (the block create decides).
         // If nothing is found that way, list again (blocks may have gone).
@@ -78,11 +95,11 @@ impl Ipam {
                     set
                 }
             };
-            if let Some(cidr) = self
-                .claim_free_block(node, pools, &existing, reserved)
+            if let Some(won) = self
+                .claim_free_block(node, pools, &existing, reserved, first)
                 .await?
             {
-                return Ok(Some(cidr));
+                return Ok(Some(won));
             }
         }
         Ok(None)
@@ -103,7 +120,8 @@ impl Ipam {
         pools: &[Pool],
         existing: &HashSet<IpNetwork>,
         reserved: &Arc<Vec<IpNetwork>>,
-    ) -> Result<Option<IpNetwork>> {
+        first: Option<&First<'_>>,
+    ) -> Result<Option<(IpNetwork, Vec<(IpAddr, u64)>)>> {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         node.hash(&mut hasher);
         let seed = hasher.finish() as u128;
@@ -124,18 +142,26 @@ impl Ipam {
                 // No probe read first: the listing behind `existing` is
                 // recent, and a block created since makes the claim's
                 // transaction fail, which costs no more than the probe.
-                let won = self.claim_one(node, &cidr).await?;
+                let won = self.claim_one(node, &cidr, first).await?;
                 self.learn_block(cidr);
-                if won {
-                    return Ok(Some(cidr));
+                if let Some(got) = won {
+                    return Ok(Some((cidr, got)));
                 }
             }
         }
         Ok(None)
     }
 
-    /// Try to claim `cidr` for `node`; `false` if someone else got it.
-    pub(crate) async fn claim_one(&self, node: &str, cidr: &IpNetwork) -> Result<bool> {
+    /// Try to claim `cidr` for `node`, with `first`'s allocation made in
+    /// the claiming transaction; `None` if someone else got the block.
+    /// (`Some(empty)` when the block turned out to be ours already: a
+    /// concurrent claimer for this node made it.)
+    pub(crate) async fn claim_one(
+        &self,
+        node: &str,
+        cidr: &IpNetwork,
+        first: Option<&First<'_>>,
+    ) -> Result<Option<Vec<(IpAddr, u64)>>> {
         use datastore::model::ipam::{AffinityState, BlockAffinity};
         let akey = crate::keys::affinity(node, cidr);
         let mut aff = BlockAffinity {
@@ -149,7 +175,7 @@ impl Ipam {
             Ok(rev) => rev,
             Err(e) if is_conflict(&e) => match self.rw.get_affinity(node, cidr).await? {
                 Some(cur) if cur.value.state == AffinityState::Pending => cur.revision,
-                _ => return Ok(false),
+                _ => return Ok(None),
             },
             Err(e) => {
                 return Err(IpamError::store(
@@ -159,42 +185,81 @@ impl Ipam {
             }
         };
         self.rw.fault(FaultPoint::AfterAffinityPending)?;
-        // Phase 2: the block, already affine, and the affinity confirmed,
-        // in one transaction. Creating the block is the CAS that decides
-        // between racing claimers.
+        // Phase 2: the block, already affine (and holding `first`'s
+        // addresses), the affinity confirmed and `first`'s handle, in one
+        // transaction. Creating the block is the CAS that decides between
+        // racing claimers.
+        aff.state = AffinityState::Confirmed;
         let mut block = Block::new(*cidr, Some(node))?;
         block.mark_empty_since(self.now_ms());
-        aff.state = AffinityState::Confirmed;
-        let ops = vec![
-            WriteOp::Create {
-                key: crate::keys::block(cidr),
-                value: crate::blockrw::encode(&block.to_model()),
-            },
-            WriteOp::Update {
-                key: akey.clone(),
-                value: crate::blockrw::encode(&aff),
-                expected: arev,
-            },
-        ];
-        match self.rw.store().txn(ops).await {
-            Ok(revs) => self.seed_block(block, revs[0]).await,
-            Err(e) if is_conflict(&e) => {
-                let ours = self
-                    .rw
-                    .get_block(cidr)
-                    .await?
-                    .is_some_and(|b| b.value.affine_node() == Some(node));
-                if !ours {
-                    let _ = self.rw.delete_raw(&akey, Some(arev)).await;
-                    return Ok(false);
-                }
-                // Another claimer for this node (in another process) got
-                // there first; `affine_blocks` confirms a pending affinity
-                // whose block is ours if its confirmation is lost.
+        let got = match first {
+            Some(f) => block.allocate(f.n, f.attrs, &|ip| is_reserved(f.reserved, ip)),
+            None => Vec::new(),
+        };
+        let handle_id = first.map(|f| f.attrs.handle_id.as_str()).unwrap_or("");
+        let mut handle = match first {
+            Some(f) if f.held && !got.is_empty() => self.rw.get_handle(handle_id).await?,
+            _ => None,
+        };
+        for _ in 0..self.opts.max_retries {
+            let mut ops = vec![
+                WriteOp::Create {
+                    key: crate::keys::block(cidr),
+                    value: crate::blockrw::encode(&block.to_model()),
+                },
+                WriteOp::Update {
+                    key: akey.clone(),
+                    value: crate::blockrw::encode(&aff),
+                    expected: arev,
+                },
+            ];
+            if !got.is_empty() {
+                ops.extend(handle_op(
+                    handle_id,
+                    &cidr.to_string(),
+                    got.len() as i64,
+                    handle.as_ref(),
+                ));
             }
-            Err(e) => return Err(IpamError::store(format!("creating block {cidr}"), e)),
+            match self.rw.store().txn(ops).await {
+                Ok(revs) => {
+                    if !got.is_empty() {
+                        self.rw.fault(FaultPoint::AfterBlockAllocate)?;
+                    }
+                    self.seed_block(block, revs[0]).await;
+                    tracing::info!(node, %cidr, "claimed block");
+                    return Ok(Some(got));
+                }
+                // The handle is not as assumed: read it and go again.
+                Err(
+                    StoreError::AlreadyExists { key }
+                    | StoreError::NotFound { key }
+                    | StoreError::Conflict { key, .. },
+                ) if !got.is_empty() && key == crate::keys::handle(handle_id) => {
+                    handle = self.rw.get_handle(handle_id).await?;
+                }
+                Err(e) if is_conflict(&e) => {
+                    let ours = self
+                        .rw
+                        .get_block(cidr)
+                        .await?
+                        .is_some_and(|b| b.value.affine_node() == Some(node));
+                    if !ours {
+                        let _ = self.rw.delete_raw(&akey, Some(arev)).await;
+                        return Ok(None);
+                    }
+                    // Another claimer for this node (in another process)
+                    // got there first; `affine_blocks` confirms a pending
+                    // affinity whose block is ours if its confirmation is
+                    // lost.
+                    return Ok(Some(Vec::new()));
+                }
+                Err(e) => return Err(IpamError::store(format!("creating block {cidr}"), e)),
+            }
         }
-        tracing::info!(node, %cidr, "claimed block");
-        Ok(true)
+        Err(IpamError::Contention {
+            what: format!("handle {handle_id}"),
+            attempts: self.opts.max_retries,
+        })
     }
 }

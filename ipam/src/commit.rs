@@ -138,7 +138,7 @@ fn share_error(e: &IpamError) -> IpamError {
 
 /// The write that applies `delta` to handle `id`'s count in `cidr`, given
 /// what the book knows of it; `None` when there is nothing to write.
-fn handle_op(
+pub(crate) fn handle_op(
     id: &str,
     cidr: &str,
     delta: i64,
