@@ -346,6 +346,11 @@ impl Actor {
                         } else {
                             self.shutdown(&msg).await;
                         }
+                        // Closed before we say done: the caller may start
+                        // the next speaker on the same port right away.
+                        if let Some(l) = self.listener.take() {
+                            l.close().await;
+                        }
                         let _ = done.send(());
                         return;
                     }
@@ -403,7 +408,6 @@ impl Actor {
         }
         self.conn_owner.clear();
         self.closing.clear();
-        self.listener = None;
     }
 
     /// Initial convergence: every configured peer sent End-of-RIB for each

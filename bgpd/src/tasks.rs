@@ -73,6 +73,15 @@ impl<T: Send + 'static> TaskGuard<T> {
             .await
     }
 
+    /// Abort the task and wait until it is gone (its future dropped, and
+    /// with it whatever it owned: sockets are closed when this returns).
+    pub async fn abort_and_wait(mut self) {
+        if let Some(h) = self.handle.take() {
+            h.abort();
+            let _ = h.await;
+        }
+    }
+
     /// Whether the task has finished.
     pub fn is_finished(&self) -> bool {
         self.handle.as_ref().is_none_or(|h| h.is_finished())
@@ -90,6 +99,21 @@ impl<T> Drop for TaskGuard<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn abort_and_wait_returns_after_the_task_is_dropped() {
+        let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
+        let guard = TaskGuard::spawn(async move {
+            let _keep = tx;
+            std::future::pending::<()>().await;
+        });
+        guard.abort_and_wait().await;
+        // No yield needed: the sender is already gone.
+        assert!(matches!(
+            rx.try_recv(),
+            Err(tokio::sync::oneshot::error::TryRecvError::Closed)
+        ));
+    }
 
     #[tokio::test]
     async fn dropping_the_guard_aborts_the_task() {

@@ -186,15 +186,31 @@ impl Agent {
         if let Some(old) = self.running.take() {
             old.shutdown("route-reflector cluster id changed").await;
         }
-        self.speaker_cfg.cluster_id = id;
-        self.speaker_cfg.restarting = true;
-        match Speaker::start(self.speaker_cfg.clone(), Some(self.route_tx.clone())) {
-            Ok(sp) => {
-                self.speaker = sp.handle();
-                self.running = Some(sp);
+        let mut cfg = self.speaker_cfg.clone();
+        cfg.cluster_id = id;
+        cfg.restarting = true;
+        // The old speaker has released its port; a bind can still fail for
+        // a moment (or for good: then a later recompute tries again, since
+        // the cluster id is recorded only once a speaker runs with it).
+        let mut started = None;
+        for attempt in 1..=10 {
+            match Speaker::start(cfg.clone(), Some(self.route_tx.clone())) {
+                Ok(sp) => {
+                    started = Some(sp);
+                    break;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, attempt, "cannot restart the BGP speaker");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
             }
-            Err(e) => tracing::error!(error = %e, "cannot restart the BGP speaker"),
         }
+        let Some(sp) = started else {
+            return;
+        };
+        self.speaker_cfg = cfg;
+        self.speaker = sp.handle();
+        self.running = Some(sp);
         // Everything is pushed again to the new speaker, and its routes are
         // relearnt before the dataplane sees the new set (no flap meanwhile).
         self.peers.clear();

@@ -327,7 +327,8 @@ pub fn up(spec: LabSpec) -> Result<LabState> {
     }
 }
 
-fn tail_logs(state: &LabState) -> String {
+/// The last lines of every node's manx-node log, for failure messages.
+pub fn tail_logs(state: &LabState) -> String {
     let mut out = String::from("node logs (tail):");
     for node in &state.nodes {
         let log = node.run_dir.join("manx-node.log");

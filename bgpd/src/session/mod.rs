@@ -136,6 +136,19 @@ pub struct Listener {
 }
 
 impl Listener {
+    /// Stop accepting and close the socket; when this returns the address
+    /// can be bound again (a speaker restarted in the same process binds
+    /// it at once).
+    pub async fn close(self) {
+        let Listener {
+            socket,
+            _task: task,
+            ..
+        } = self;
+        drop(socket);
+        task.abort_and_wait().await;
+    }
+
     /// Bind and start accepting.
     pub fn bind(
         addr: SocketAddr,

@@ -62,3 +62,48 @@ fn families_are_the_intersection() {
         vec![AfiSafi::IPV4_UNICAST]
     );
 }
+
+/// A speaker stopped and started again in the same process on the same
+/// port (manx-node does this when its route-reflector cluster id changes)
+/// binds at once: the old listener is closed before `shutdown` returns.
+/// Repeated, since the race only shows when the runtime is busy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarted_speaker_rebinds_its_port_at_once() {
+    use crate::config::{ListenConfig, SpeakerConfig};
+    use crate::speaker::Speaker;
+    let mut cfg = SpeakerConfig::new(64512, "127.0.0.1".parse().unwrap());
+    cfg.listen = Some(ListenConfig {
+        address: "127.0.0.1".parse().unwrap(),
+        port: 0,
+    });
+    let first = Speaker::start(cfg.clone(), None).expect("first speaker");
+    let port = first.listen_addr().expect("listening").port();
+    cfg.listen = Some(ListenConfig {
+        address: "127.0.0.1".parse().unwrap(),
+        port,
+    });
+    let mut sp = first;
+    for round in 0..20 {
+        // Keep the runtime busy so an aborted task is not dropped at once.
+        let busy: Vec<_> = (0..8)
+            .map(|_| {
+                tokio::spawn(async {
+                    for _ in 0..200 {
+                        tokio::task::yield_now().await
+                    }
+                })
+            })
+            .collect();
+        if round % 2 == 0 {
+            sp.shutdown("restart").await;
+        } else {
+            sp.shutdown_for_restart().await;
+        }
+        sp = Speaker::start(cfg.clone(), None)
+            .unwrap_or_else(|e| panic!("round {round}: restart failed: {e}"));
+        for b in busy {
+            b.await.unwrap();
+        }
+    }
+    sp.shutdown("done").await;
+}

@@ -63,6 +63,7 @@ impl Lab {
             for (n, r) in lab::routes(&self.0) {
                 eprintln!("=== {n}\n{r}");
             }
+            eprintln!("{}", lab::tail_logs(&self.0));
             panic!(
                 "{} pod pairs cannot reach each other: {:?}",
                 m.failed.len(),
