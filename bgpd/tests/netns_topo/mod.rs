@@ -14,12 +14,10 @@ pub mod manx;
 pub mod netns;
 pub mod observer;
 
-pub use netns::{Netns, eventually, prerequisites};
+pub use netns::{Daemon, Netns, eventually, prerequisites};
 
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
-use std::time::Duration;
+use std::path::PathBuf;
 
 /// bird 2.x.
 pub const BIRD2: &str = "/usr/sbin/bird";
@@ -114,101 +112,5 @@ impl Drop for Topo {
     fn drop(&mut self) {
         // Nodes first (their veths vanish with them), then the switch.
         self.nodes.clear();
-    }
-}
-
-/// A daemon in a namespace, killed on drop; its output goes to
-/// `<dir>/<name>.log`, printed when the test panics.
-#[derive(Debug)]
-pub struct Daemon {
-    /// A label for logs.
-    pub name: String,
-    child: Option<Child>,
-    /// Its log file.
-    pub log: PathBuf,
-}
-
-impl Daemon {
-    /// Start `program args` in `ns`, appending to `<dir>/<name>.log` (a
-    /// restarted daemon keeps one log).
-    pub fn spawn(ns: &Netns, dir: &Path, name: &str, program: &str, args: &[&str]) -> Daemon {
-        let log = dir.join(format!("{name}.log"));
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .expect("log file");
-        let child = ns
-            .command(program)
-            .args(args)
-            .env("MANX_LOG", "info,bgpd=debug")
-            .stdin(Stdio::null())
-            .stdout(file.try_clone().expect("dup log"))
-            .stderr(file)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
-        Daemon {
-            name: name.to_string(),
-            child: Some(child),
-            log,
-        }
-    }
-
-    /// The process id (0 once killed).
-    pub fn pid(&self) -> u32 {
-        self.child.as_ref().map_or(0, Child::id)
-    }
-
-    /// Whether the process is still running.
-    pub fn alive(&mut self) -> bool {
-        self.child
-            .as_mut()
-            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
-    }
-
-    /// `kill -9` and reap: the process gets no chance to say goodbye.
-    pub fn kill9(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill(); // SIGKILL
-            let _ = child.wait();
-        }
-    }
-
-    /// SIGTERM (a clean stop: manx-bgpd sends CEASE) and wait, bounded;
-    /// SIGKILL if it does not exit within 10 s.
-    pub fn terminate(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-        let exited = eventually(Duration::from_secs(10), || {
-            matches!(child.try_wait(), Ok(Some(_)))
-        });
-        if !exited {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// The log so far.
-    pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        self.kill9();
-        if std::thread::panicking() {
-            eprintln!(
-                "---- {} log ({}) ----\n{}",
-                self.name,
-                self.log.display(),
-                self.log_text()
-            );
-        }
     }
 }

@@ -8,11 +8,10 @@ pub mod netns;
 pub mod peers;
 pub mod scenario;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::time::Duration;
 
-pub use netns::{Netns, eventually, prerequisites, run};
+pub use netns::{Daemon, Netns, eventually, prerequisites, run};
 
 /// Namespace names of this lab: `mxbg-<pid>-<n>`.
 const NS_PREFIX: &str = "mxbg";
@@ -91,101 +90,6 @@ impl Lab {
 
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
-    }
-}
-
-/// A daemon in a namespace; killed (SIGTERM, then SIGKILL) on drop. Its
-/// output goes to `<dir>/<name>.log`, printed when a test fails.
-#[derive(Debug)]
-pub struct Daemon {
-    pub name: String,
-    child: Option<Child>,
-    pub log: PathBuf,
-}
-
-impl Daemon {
-    pub fn spawn(ns: &Netns, dir: &Path, name: &str, program: &str, args: &[&str]) -> Daemon {
-        Self::spawn_env(ns, dir, name, program, args, &[])
-    }
-
-    /// [`Daemon::spawn`] with extra environment variables.
-    pub fn spawn_env(
-        ns: &Netns,
-        dir: &Path,
-        name: &str,
-        program: &str,
-        args: &[&str],
-        env: &[(&str, &str)],
-    ) -> Daemon {
-        let log = dir.join(format!("{name}.log"));
-        let file = std::fs::File::create(&log).expect("log file");
-        let child = ns
-            .command(program)
-            .args(args)
-            .env("MANX_LOG", "debug")
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(file.try_clone().expect("dup log"))
-            .stderr(file)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
-        Daemon {
-            name: name.to_string(),
-            child: Some(child),
-            log,
-        }
-    }
-
-    pub fn pid(&self) -> i32 {
-        self.child.as_ref().map(|c| c.id() as i32).unwrap_or(0)
-    }
-
-    /// Whether the process is still running.
-    pub fn alive(&mut self) -> bool {
-        self.child
-            .as_mut()
-            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
-    }
-
-    /// SIGTERM and wait (bounded); returns the exit status code.
-    pub fn terminate(&mut self) -> Option<i32> {
-        let mut child = self.child.take()?;
-        // `ip netns exec` execs the program, so the child pid is the daemon.
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = child.try_wait() {
-                return status.code();
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        None
-    }
-
-    pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        if std::thread::panicking() {
-            eprintln!(
-                "---- {} log ({}) ----\n{}",
-                self.name,
-                self.log.display(),
-                self.log_text()
-            );
-        }
     }
 }
 

@@ -1,4 +1,4 @@
-//! Network namespaces and process helpers shared by bgpd's namespace tests
+//! Network namespaces, daemons and process helpers shared by bgpd's namespace tests
 //! (`support/` labs, `netns_topo/` topologies, `from_datastore`). Each user
 //! names its namespaces `<prefix>-<pid>-<n>` with its own prefix, so
 //! concurrent test binaries never collide; a namespace is a Drop guard that
@@ -6,7 +6,7 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
@@ -148,5 +148,116 @@ impl Drop for Netns {
         let _ = Command::new("ip")
             .args(["netns", "del", &self.name])
             .status();
+    }
+}
+
+/// A daemon in a namespace, killed on drop; its output goes to
+/// `<dir>/<name>.log` (appended: a restarted daemon keeps one log), printed
+/// when the test panics.
+#[derive(Debug)]
+pub struct Daemon {
+    /// A label for logs.
+    pub name: String,
+    child: Option<Child>,
+    /// Its log file.
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    /// Start `program args` in `ns` (`MANX_LOG=debug`).
+    pub fn spawn(ns: &Netns, dir: &Path, name: &str, program: &str, args: &[&str]) -> Daemon {
+        Self::spawn_env(ns, dir, name, program, args, &[])
+    }
+
+    /// [`Daemon::spawn`] with extra environment variables.
+    pub fn spawn_env(
+        ns: &Netns,
+        dir: &Path,
+        name: &str,
+        program: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Daemon {
+        let log = dir.join(format!("{name}.log"));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("log file");
+        let child = ns
+            .command(program)
+            .args(args)
+            .env("MANX_LOG", "debug")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().expect("dup log"))
+            .stderr(file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
+        Daemon {
+            name: name.to_string(),
+            child: Some(child),
+            log,
+        }
+    }
+
+    /// The process id (0 once killed; `ip netns exec` execs the program,
+    /// so this is the daemon's own pid).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// `kill -9` and reap: the process gets no chance to say goodbye.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill(); // SIGKILL
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM (a clean stop: manx-bgpd sends CEASE) and wait up to 10 s,
+    /// then SIGKILL. Returns the exit code if it exited by itself.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let mut child = self.child.take()?;
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    }
+
+    /// The log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill9();
+        if std::thread::panicking() {
+            eprintln!(
+                "---- {} log ({}) ----\n{}",
+                self.name,
+                self.log.display(),
+                self.log_text()
+            );
+        }
     }
 }
