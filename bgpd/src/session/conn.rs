@@ -191,6 +191,15 @@ struct Reader {
 }
 
 impl Reader {
+    /// A reader of connection `id` with nothing buffered.
+    fn new(id: ConnId) -> Reader {
+        Reader {
+            id,
+            partial: Vec::new(),
+            failed: false,
+        }
+    }
+
     /// Decode every complete message of `partial ++ data`, report them, and
     /// keep the incomplete tail.
     fn ingest(
@@ -282,11 +291,7 @@ async fn run_connection(
 ) -> io::Result<()> {
     let (rd, mut wr) = stream.into_split();
     let mut tracker = CapsTracker::default();
-    let mut reader = Reader {
-        id,
-        partial: Vec::new(),
-        failed: false,
-    };
+    let mut reader = Reader::new(id);
     loop {
         tokio::select! {
             cmd = cmds.recv() => {
@@ -465,11 +470,7 @@ mod tests {
         for cut in 1..wire.len() {
             let (tx, mut rx) = mpsc::unbounded_channel();
             let mut tracker = CapsTracker::default();
-            let mut r = Reader {
-                id: 1,
-                partial: Vec::new(),
-                failed: false,
-            };
+            let mut r = Reader::new(1);
             r.ingest(&wire[..cut], &mut tracker, &tx);
             r.ingest(&wire[cut..], &mut tracker, &tx);
             assert_eq!(received(&mut rx), msgs, "cut at {cut}");
@@ -481,11 +482,7 @@ mod tests {
     fn a_decode_error_stops_reading_and_is_reported() {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let mut tracker = CapsTracker::default();
-        let mut r = Reader {
-            id: 1,
-            partial: Vec::new(),
-            failed: false,
-        };
+        let mut r = Reader::new(1);
         let mut bad = encoded(&[Message::Keepalive]);
         bad[0] = 0; // §6.1: marker not all ones
         r.ingest(&bad, &mut tracker, &tx);
