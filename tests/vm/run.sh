@@ -25,7 +25,8 @@ t0=$(date +%s)
 # Outer cargo (e.g. when run from a test) may export flags meant for the host build: the static
 # build must see only crt-static.
 unset CARGO_ENCODED_RUSTFLAGS CARGO_BUILD_RUSTFLAGS
-(cd "$ROOT" && RUSTFLAGS='-C target-feature=+crt-static' CARGO_TARGET_DIR="$T" "${CARGO:-cargo}" build \
+# No debuginfo in the guest binaries: they are copied into the VM image, and CI disks are small.
+(cd "$ROOT" && CARGO_PROFILE_RELEASE_DEBUG=false RUSTFLAGS='-C target-feature=+crt-static' CARGO_TARGET_DIR="$T" "${CARGO:-cargo}" build \
   --release --target "$TRIPLE" -p manx-node -p manx-cni -p manx-ipam -p manxctl -p manx-e2e --bins)
 BIN=$T/$TRIPLE/release
 FILES=()
