@@ -259,7 +259,18 @@ impl NatReconciler {
             if cached_same && !verify {
                 continue;
             }
-            let now = backend.list(v6)?;
+            let now = match backend.list(v6) {
+                // No nft on this node and no pool to masquerade: there is no table of ours
+                // to remove either, so a node without nftables runs fine until a pool asks
+                // for natOutgoing.
+                Err(NatError::Spawn(e))
+                    if fam.masq.is_empty() && e.kind() == std::io::ErrorKind::NotFound =>
+                {
+                    *slot = Some((fam.clone(), None));
+                    continue;
+                }
+                listed => listed?,
+            };
             if cached_same && slot.as_ref().is_some_and(|(_, l)| *l == now) {
                 continue;
             }
@@ -338,6 +349,23 @@ mod tests {
         assert_eq!(be.table(false), None);
         assert_eq!(r.apply(&be, &none, true).unwrap(), 0);
         assert_eq!(be.applies(), 4);
+    }
+
+    #[test]
+    fn without_nft_only_a_nat_pool_is_an_error() {
+        let missing = NftCli {
+            binary: "/nonexistent/manx-test/nft".into(),
+        };
+        let mut r = NatReconciler::default();
+        let none = NatSpec::from_pools(&[pool("10.19.0.0/16", false)]);
+        assert_eq!(r.apply(&missing, &none, true).unwrap(), 0);
+        assert_eq!(r.apply(&missing, &none, true).unwrap(), 0);
+        let nat = NatSpec::from_pools(&[pool("10.19.0.0/16", true)]);
+        let err = r.apply(&missing, &nat, true).unwrap_err();
+        assert!(
+            err.to_string().contains("install nftables"),
+            "unexpected error: {err}"
+        );
     }
 
     #[test]
