@@ -16,7 +16,6 @@
 //! `/run/manx-lab/<id>/`, so `manx-lab down` removes exactly that even from
 //! another process, and a crashed `up` can still be cleaned.
 
-use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -26,6 +25,15 @@ use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
 use crate::netns::{Netns, kill_all_in, run, wait_for};
+
+mod pods;
+mod routes;
+
+pub use pods::{
+    PingMatrix, add_pod, cni, cni_config, convergence_trial, create_pods, del_pod, percentile,
+    ping_all,
+};
+pub use routes::{NodeRoutes, parse_routes, routes};
 
 /// How pods on different nodes reach each other.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -289,13 +297,6 @@ pub fn which(tool: &str) -> Option<PathBuf> {
 /// daemon: plain stderr is the right channel).
 pub fn progress(msg: impl std::fmt::Display) {
     eprintln!("manx-lab: {msg}");
-}
-
-/// A result of pinging every pod from every other pod.
-#[derive(Debug, Default)]
-pub struct PingMatrix {
-    pub ok: Vec<(String, String)>,
-    pub failed: Vec<(String, String)>,
 }
 
 /// Build the lab (see the module doc). On failure everything made so far
@@ -573,146 +574,6 @@ fn configure_route_reflectors(state: &LabState) -> Result<()> {
     Ok(())
 }
 
-/// The CNI network config the lab's pods are created with.
-pub fn cni_config(state: &LabState, node: &LabNode) -> serde_json::Value {
-    let mut conf = serde_json::json!({
-        "cniVersion": "1.0.0",
-        "name": "k8s-pod-network",
-        "type": "manx",
-        "nodename": node.name,
-        "log_level": "info",
-        "ipam": { "type": "manx-ipam", "assign_ipv4": "true", "assign_ipv6": "false" },
-    });
-    match state.spec.datastore {
-        StoreKind::Embedded => {
-            conf["datastore_type"] = "embedded".into();
-            conf["manx_db"] = state.dir.join("manx.db").display().to_string().into();
-        }
-        StoreKind::Etcd => {
-            conf["datastore_type"] = "etcdv3".into();
-            conf["etcd_endpoints"] = ETCD_ENDPOINT.into();
-        }
-    }
-    conf
-}
-
-/// Run the CNI plugin for `cmd` (ADD/DEL) on `pod`, returning its stdout.
-pub fn cni(state: &LabState, node: &LabNode, command: &str, pod: &str) -> Result<String> {
-    let conf = cni_config(state, node);
-    let ns = Netns::adopt(&node.netns);
-    let mut child = ns
-        .command(state.bin("manx"))
-        .env("CNI_COMMAND", command)
-        .env("CNI_CONTAINERID", pod)
-        .env("CNI_NETNS", format!("/run/netns/{pod}"))
-        .env("CNI_IFNAME", "eth0")
-        .env("CNI_PATH", &state.spec.bin_dir)
-        .env(
-            "CNI_ARGS",
-            format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME={pod}"),
-        )
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("running the manx CNI plugin")?;
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(conf.to_string().as_bytes())?;
-    let out = child.wait_with_output()?;
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    if !out.status.success() {
-        bail!(
-            "CNI {command} of {pod} on {} failed: {} {}",
-            node.name,
-            stdout.trim(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(stdout)
-}
-
-/// Create `pods_per_node` pods on every node through the real CNI plugin.
-pub fn create_pods(state: &mut LabState) -> Result<()> {
-    let nodes = state.nodes.clone();
-    for node in &nodes {
-        for p in 1..=state.spec.pods_per_node {
-            add_pod(state, node, p)?;
-        }
-    }
-    Ok(())
-}
-
-/// Create pod number `p` on `node`.
-pub fn add_pod(state: &mut LabState, node: &LabNode, p: usize) -> Result<LabPod> {
-    let id = state.spec.id.clone();
-    let pod_ns = Netns::create(&ns_name(&id, &format!("{}-p{p}", node.name)))?.persist();
-    state.namespaces.push(pod_ns.clone());
-    state.save()?;
-    let result = cni(state, node, "ADD", &pod_ns)?;
-    let v: serde_json::Value =
-        serde_json::from_str(&result).with_context(|| format!("CNI result {result:?}"))?;
-    let ip = v["ips"][0]["address"]
-        .as_str()
-        .and_then(|a| a.split('/').next())
-        .with_context(|| format!("CNI result without an address: {result}"))?
-        .to_string();
-    progress(format!("pod {pod_ns} on {}: {ip}", node.name));
-    let pod = LabPod {
-        name: pod_ns.clone(),
-        node: node.name.clone(),
-        netns: pod_ns,
-        ip,
-    };
-    state.pods.push(pod.clone());
-    state.save()?;
-    Ok(pod)
-}
-
-/// Ping every pod from every other pod (waiting up to `timeout` for each
-/// pair's route to appear).
-pub fn ping_all(state: &LabState, timeout: Duration) -> PingMatrix {
-    let mut m = PingMatrix::default();
-    for a in &state.pods {
-        let ns = Netns::adopt(&a.netns);
-        for b in &state.pods {
-            if a.name == b.name {
-                continue;
-            }
-            let ok = wait_for(&format!("{} -> {}", a.name, b.ip), timeout, || {
-                Ok((ns.ping(&b.ip, 1, "0.2")? == 1).then_some(()))
-            })
-            .is_ok();
-            let pair = (a.name.clone(), b.name.clone());
-            if ok {
-                m.ok.push(pair)
-            } else {
-                m.failed.push(pair)
-            }
-        }
-    }
-    m
-}
-
-/// Each node's routing table, as `ip route` prints it.
-pub fn routes(state: &LabState) -> BTreeMap<String, String> {
-    state
-        .nodes
-        .iter()
-        .map(|n| {
-            let ns = Netns::adopt(&n.netns);
-            (
-                n.name.clone(),
-                ns.ip(&["route", "show"])
-                    .unwrap_or_else(|e| format!("{e:#}")),
-            )
-        })
-        .collect()
-}
-
 /// Where the lab's etcd listens: on the hub's bridge, reachable from every
 /// node namespace (a node's own 127.0.0.1 is its own loopback).
 pub const ETCD_ENDPOINT: &str = "http://172.30.0.2:2379";
@@ -792,99 +653,4 @@ pub fn down(id: &str) -> Result<()> {
         std::fs::remove_dir_all(&dir).with_context(|| format!("removing {dir:?}"))?;
     }
     Ok(())
-}
-
-/// Delete a pod through the CNI plugin (DEL), then its namespace.
-pub fn del_pod(state: &mut LabState, pod: &str) -> Result<()> {
-    let Some(idx) = state.pods.iter().position(|p| p.name == pod) else {
-        bail!("no pod {pod} in lab {}", state.spec.id);
-    };
-    let p = state.pods.remove(idx);
-    let node = state
-        .nodes
-        .iter()
-        .find(|n| n.name == p.node)
-        .cloned()
-        .with_context(|| format!("pod {pod} on unknown node {}", p.node))?;
-    cni(state, &node, "DEL", &p.netns)?;
-    drop(Netns::adopt(&p.netns));
-    let _ = Command::new("ip")
-        .args(["netns", "del", &p.netns])
-        .stderr(Stdio::null())
-        .status();
-    state.namespaces.retain(|n| n != &p.netns);
-    state.save()?;
-    Ok(())
-}
-
-/// The prefixes of one routing-table listing, by kind.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct NodeRoutes {
-    /// `blackhole <block>` (this node's blocks).
-    pub blackholes: Vec<String>,
-    /// `<block> via ...` routes Manx programmed (other nodes' blocks).
-    pub remote: Vec<String>,
-    /// `<ip> dev cali...` workload routes.
-    pub workloads: Vec<String>,
-}
-
-/// Parse `ip route` output into Manx's kinds of routes (protocol 77).
-pub fn parse_routes(text: &str) -> NodeRoutes {
-    let mut r = NodeRoutes::default();
-    for line in text.lines().filter(|l| l.contains("proto 77")) {
-        let words: Vec<&str> = line.split_whitespace().collect();
-        if words.first() == Some(&"blackhole") {
-            r.blackholes.push(words[1].to_string());
-        } else if line.contains(" dev cali") {
-            r.workloads.push(words[0].to_string());
-        } else if line.contains(" via ") {
-            r.remote.push(words[0].to_string());
-        }
-    }
-    for v in [&mut r.blackholes, &mut r.remote, &mut r.workloads] {
-        v.sort();
-    }
-    r
-}
-
-/// One convergence trial: CNI ADD of a pod on `node` (in a pool whose
-/// blockSize makes every pod claim a new block) until the block's route is
-/// in every other node's table. Returns (ADD duration, convergence time).
-pub fn convergence_trial(
-    state: &mut LabState,
-    node: usize,
-    p: usize,
-) -> Result<(Duration, Duration)> {
-    let n = state.nodes[node].clone();
-    let t0 = std::time::Instant::now();
-    let pod = add_pod(state, &n, p)?;
-    let add = t0.elapsed();
-    let others: Vec<Netns> = state
-        .nodes
-        .iter()
-        .filter(|o| o.name != n.name)
-        .map(|o| Netns::adopt(&o.netns))
-        .collect();
-    let prefix = format!("{}/32", pod.ip);
-    for ns in &others {
-        wait_for(
-            &format!("route to {prefix} in {}", ns.name()),
-            Duration::from_secs(10),
-            || {
-                let out = ns.ip(&["-o", "route", "show", &prefix])?;
-                Ok(out.contains("proto 77").then_some(()))
-            },
-        )?;
-    }
-    Ok((add, t0.elapsed()))
-}
-
-/// The p-th percentile (0..=100) of `v` (sorted in place).
-pub fn percentile(v: &mut [Duration], p: f64) -> Duration {
-    v.sort();
-    if v.is_empty() {
-        return Duration::ZERO;
-    }
-    let idx = ((p / 100.0) * (v.len() - 1) as f64).round() as usize;
-    v[idx.min(v.len() - 1)]
 }
