@@ -211,6 +211,15 @@ impl std::fmt::Display for DownReason {
                 n.subcode,
                 notification_name(n.code, n.subcode)
             );
+            // RFC 8538 §3: name what the Hard Reset carries.
+            if let Some(inner) = n.encapsulated() {
+                s.push_str(&format!(
+                    " of {}/{} ({})",
+                    inner.code,
+                    inner.subcode,
+                    notification_name(inner.code, inner.subcode)
+                ));
+            }
             if let Some(msg) = n.shutdown_message() {
                 s.push_str(&format!(": \"{msg}\""));
             }
@@ -265,6 +274,7 @@ pub fn notification_name(code: u8, subcode: u8) -> &'static str {
         (6, 6) => "Cease: Other Configuration Change",
         (6, 7) => "Cease: Connection Collision Resolution",
         (6, 8) => "Cease: Out of Resources",
+        (6, 9) => "Cease: Hard Reset",
         (6, _) => "Cease",
         (7, _) => "ROUTE-REFRESH Message Error",
         _ => "Unknown",
@@ -384,6 +394,8 @@ pub struct Fsm {
     connect_retry_counter: u32,
     negotiated_hold: u16,
     peer_open: Option<Open>,
+    /// The session negotiated RFC 8538 (N bit on both sides).
+    graceful_notification: bool,
 }
 
 impl Fsm {
@@ -397,6 +409,7 @@ impl Fsm {
             connect_retry_counter: 0,
             negotiated_hold: 0,
             peer_open: None,
+            graceful_notification: false,
         }
     }
 
@@ -569,6 +582,7 @@ impl Fsm {
                     .clone()
                     .expect("OpenConfirm always has the peer's OPEN");
                 let caps = SessionCaps::negotiate(&self.cfg.open(), &peer_open);
+                self.graceful_notification = caps.graceful_notification;
                 self.connect_retry_counter = 0;
                 self.state = State::Established;
                 out.push(Output::SessionEstablished {
@@ -617,6 +631,14 @@ impl Fsm {
                         subcode: 2,
                         data: Vec::new(),
                     },
+                };
+                // RFC 8538 §5: with the N bit on both sides, Administrative
+                // Shutdown and Peer De-configured go as Hard Reset, so the
+                // peer drops our routes instead of keeping them as stale.
+                let n = if self.graceful_notification {
+                    Notification::hard_reset(&n)
+                } else {
+                    n
                 };
                 out.push(Output::SendMessage(Message::Notification(n)));
                 out.push(Output::CloseConnection);
@@ -719,6 +741,7 @@ impl Fsm {
         }
         self.state = State::Idle;
         self.peer_open = None;
+        self.graceful_notification = false;
         self.negotiated_hold = 0;
         out.push(Output::SessionDown { reason, from });
     }

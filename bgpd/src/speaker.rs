@@ -647,14 +647,26 @@ impl Actor {
                 if from == State::Established {
                     let est = peer.established.take();
                     peer.advertised = 0;
+                    let notification_gr =
+                        est.as_ref().is_some_and(|e| e.caps.graceful_notification);
                     let restart_time = est
                         .and_then(|e| e.peer_gr)
                         .map(|gr| gr.restart_time)
                         .filter(|t| *t > 0);
-                    match (&reason, restart_time) {
-                        // RFC 4724 §4.2: the session died without a
-                        // NOTIFICATION: keep its routes through the restart.
-                        (crate::fsm::DownReason::ConnectionFailed, Some(t)) => {
+                    use crate::fsm::DownReason as R;
+                    let graceful = match &reason {
+                        // RFC 4724 §4.2: the session died without a NOTIFICATION.
+                        R::ConnectionFailed => true,
+                        // RFC 8538 §4: with the N bit on both sides, any
+                        // NOTIFICATION but Hard Reset (hold timer expiry too).
+                        R::NotificationSent(n) | R::NotificationReceived(n) => {
+                            notification_gr && !n.is_hard_reset()
+                        }
+                        R::ManualStop | R::CollisionDump => false,
+                    };
+                    match (graceful, restart_time) {
+                        // Keep its routes through the restart.
+                        (true, Some(t)) => {
                             let kept = self.rib.peer_down_graceful(addr);
                             peer.gr_deadline =
                                 Some(Instant::now() + Duration::from_secs(u64::from(t)));

@@ -237,6 +237,7 @@ fn spec(last: u8) -> PeerSpec {
         asn: 64512,
         router_id: Ipv4Addr::new(10, 80, 0, last),
         restart_time: Some(120),
+        notification: false,
     }
 }
 

@@ -79,6 +79,7 @@ fn spec(p: &GrPeer) -> PeerSpec {
         asn: AS,
         router_id: Ipv4Addr::new(10, 99, a.octets()[2], a.octets()[3]),
         restart_time: Some(p.restart_time),
+        notification: false,
     }
 }
 

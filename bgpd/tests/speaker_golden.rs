@@ -13,7 +13,7 @@
 //! the key facts of its scenario directly (so a wrong re-bless fails too);
 //! the sections are cited at each assertion. Scenarios: full mesh, RR
 //! reflection, RR loop rejection, best-path ties, next-hop modes, graceful
-//! restart (helper).
+//! restart (helper), graceful restart with notification (RFC 8538).
 
 #[path = "speaker_golden/harness.rs"]
 mod harness;
@@ -319,4 +319,28 @@ async fn speaker_golden_graceful_restart() {
     // No GR capability, or a NOTIFICATION: removed at once.
     assert_eq!(route_updates(&line(&t, 16))[0]["remove"], "10.70.7.0/26");
     assert_eq!(route_updates(&line(&t, 17))[0]["remove"], "10.70.8.0/26");
+}
+
+#[tokio::test]
+async fn speaker_golden_gr_notification() {
+    let t = harness::check("gr_notification").await;
+    // RFC 8538 §4: n set the N bit, so its Cease is a graceful restart:
+    // nothing removed, nothing withdrawn, the route still in the RIB.
+    let cease = line(&t, 9);
+    assert!(route_updates(&cease).is_empty(), "{cease}");
+    assert!(sent_to(&cease).is_empty(), "{cease}");
+    let kept: Vec<String> = rib(&line(&t, 10)).into_iter().map(|(p, _)| p).collect();
+    assert!(kept.contains(&"10.71.1.0/26".to_string()), "{kept:?}");
+    // Back and re-announced unchanged: no flap; End-of-RIB sweeps nothing.
+    assert!(route_updates(&line(&t, 12)).is_empty());
+    assert!(route_updates(&line(&t, 13)).is_empty());
+    // §3: a Hard Reset removes h's route at once.
+    let hard = line(&t, 14);
+    assert_eq!(route_updates(&hard).len(), 1, "{hard}");
+    assert_eq!(route_updates(&hard)[0]["remove"], "10.71.2.0/26");
+    assert_eq!(sent(&hard, "o")[0]["withdraw"], "10.71.2.0/26");
+    // p did not set the N bit: its Cease removes its route (RFC 4724 §4.2).
+    assert_eq!(route_updates(&line(&t, 15))[0]["remove"], "10.71.3.0/26");
+    let left: Vec<String> = rib(&line(&t, 16)).into_iter().map(|(p, _)| p).collect();
+    assert_eq!(left, vec!["10.71.1.0/26".to_string()]);
 }

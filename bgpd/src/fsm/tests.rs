@@ -482,3 +482,61 @@ fn deconfigured_peer_gets_one_cease_subcode_3() {
     }
     assert!(out.iter().any(|o| matches!(o, Output::CloseConnection)));
 }
+
+fn with_gr(
+    mut caps: Vec<crate::packet::Capability>,
+    n_bit: bool,
+) -> Vec<crate::packet::Capability> {
+    caps.push(crate::packet::Capability::GracefulRestart(
+        crate::packet::GracefulRestart {
+            restart_state: false,
+            notification: n_bit,
+            restart_time: 120,
+            families: vec![(ipv4_unicast(), false)],
+        },
+    ));
+    caps
+}
+
+/// Establish with both sides advertising graceful restart, the peer with
+/// `peer_n` as its N bit, then deconfigure the peer: the Cease it is sent.
+fn deconfigure_cease(peer_n: bool) -> Notification {
+    let mut c = cfg(64512, 64512);
+    c.capabilities = with_gr(c.capabilities, true);
+    let mut fsm = Fsm::new(c);
+    to_open_sent(&mut fsm);
+    let caps = with_gr(FsmConfig::default_capabilities(64512), peer_n);
+    fsm.process(Input::BgpOpen(Open::new(64512, 90, PEER_ID, caps)));
+    let out = fsm.process(Input::KeepAliveMsg);
+    let Some(Output::SessionEstablished { caps, .. }) = out
+        .iter()
+        .find(|o| matches!(o, Output::SessionEstablished { .. }))
+    else {
+        panic!("not established: {out:?}");
+    };
+    assert_eq!(caps.graceful_notification, peer_n);
+    let out = fsm.process(Input::ManualStop {
+        shutdown_message: None,
+        deconfigured: true,
+    });
+    sent(&out)
+        .into_iter()
+        .find_map(|m| match m {
+            Message::Notification(n) => Some(n.clone()),
+            _ => None,
+        })
+        .expect("a NOTIFICATION")
+}
+
+/// RFC 8538 §5: with the N bit on both sides, Peer De-configured goes as a
+/// Hard Reset carrying 6/3, so the peer does not keep our routes as stale;
+/// without the peer's N bit it stays a plain 6/3.
+#[test]
+fn deconfigured_peer_gets_hard_reset_only_when_n_bit_negotiated() {
+    let hr = deconfigure_cease(true);
+    assert_eq!((hr.code, hr.subcode), (6, 9));
+    let inner = hr.encapsulated().expect("Hard Reset carries the Cease");
+    assert_eq!((inner.code, inner.subcode), (6, 3));
+    let plain = deconfigure_cease(false);
+    assert_eq!((plain.code, plain.subcode), (6, 3));
+}

@@ -150,9 +150,37 @@ impl Notification {
         Notification::new(notif::CEASE, notif::CEASE_ADMIN_SHUTDOWN, data)
     }
 
+    /// Cease / Hard Reset (RFC 8538 §3) carrying `inner`: its data is the
+    /// inner code, subcode and data. Sent instead of a Cease that must end
+    /// graceful restart when both sides set the N bit.
+    pub fn hard_reset(inner: &Notification) -> Notification {
+        let mut data = Vec::with_capacity(inner.data.len() + 2);
+        inner.encode_body(&mut data);
+        Notification::new(notif::CEASE, notif::CEASE_HARD_RESET, data)
+    }
+
+    /// Is this a Cease / Hard Reset (RFC 8538 §3)?
+    pub fn is_hard_reset(&self) -> bool {
+        self.code == notif::CEASE && self.subcode == notif::CEASE_HARD_RESET
+    }
+
+    /// The NOTIFICATION a Hard Reset carries, if it carries one.
+    pub fn encapsulated(&self) -> Option<Notification> {
+        if !self.is_hard_reset() {
+            return None;
+        }
+        let (&code, rest) = self.data.split_first()?;
+        let (&subcode, data) = rest.split_first()?;
+        Some(Notification::new(code, subcode, data.to_vec()))
+    }
+
     /// The shutdown communication of a Cease / Administrative Shutdown or
-    /// Administrative Reset (RFC 9003 §2), if present and valid UTF-8.
+    /// Administrative Reset (RFC 9003 §2), if present and valid UTF-8; also
+    /// inside a Hard Reset (RFC 8538 §3).
     pub fn shutdown_message(&self) -> Option<String> {
+        if let Some(inner) = self.encapsulated() {
+            return inner.shutdown_message();
+        }
         if self.code != notif::CEASE
             || !matches!(
                 self.subcode,
@@ -209,6 +237,22 @@ mod tests {
     use super::*;
 
     // RFC 8203 / RFC 9003 §2: length octet then UTF-8 text.
+    // RFC 8538 §3: the Hard Reset's data is the encapsulated NOTIFICATION.
+    #[test]
+    fn hard_reset_encapsulates_the_cease() {
+        let inner = Notification::cease_shutdown("node drained");
+        let hr = Notification::hard_reset(&inner);
+        assert_eq!((hr.code, hr.subcode), (6, 9));
+        assert_eq!(&hr.data[..2], &[6, 2]);
+        assert_eq!(hr.data[2..], inner.data[..]);
+        assert!(hr.is_hard_reset() && !inner.is_hard_reset());
+        assert_eq!(hr.encapsulated(), Some(inner));
+        assert_eq!(hr.shutdown_message().as_deref(), Some("node drained"));
+        // A Hard Reset without data carries nothing; no panic.
+        assert_eq!(Notification::new(6, 9, vec![]).encapsulated(), None);
+        assert_eq!(Notification::new(6, 9, vec![6]).encapsulated(), None);
+    }
+
     #[test]
     fn shutdown_communication_round_trip() {
         let n = Notification::cease_shutdown("maintenance: kernel upgrade");

@@ -285,6 +285,11 @@ pub struct SessionCaps {
     pub route_refresh: bool,
     /// Both advertised enhanced route refresh (RFC 7313).
     pub enhanced_route_refresh: bool,
+    /// Both set the N bit of graceful restart (RFC 8538 §2): a NOTIFICATION
+    /// other than Hard Reset ends the session like a TCP failure (the
+    /// routes are kept through the restart time), and a Cease that must
+    /// remove them goes as Hard Reset.
+    pub graceful_notification: bool,
 }
 
 impl Default for SessionCaps {
@@ -299,6 +304,7 @@ impl Default for SessionCaps {
             families: BTreeSet::from([AfiSafi::IPV4_UNICAST]),
             route_refresh: false,
             enhanced_route_refresh: false,
+            graceful_notification: false,
         }
     }
 }
@@ -341,6 +347,9 @@ impl SessionCaps {
                 .collect(),
             route_refresh: both(&Capability::RouteRefresh),
             enhanced_route_refresh: both(&Capability::EnhancedRouteRefresh),
+            graceful_notification: [local, remote]
+                .iter()
+                .all(|o| o.graceful_restart().is_some_and(|gr| gr.notification)),
         }
     }
 

@@ -183,12 +183,13 @@ pub(crate) fn fsm_config(peer: &PeerConfig, global: &SpeakerConfig) -> FsmConfig
 }
 
 /// What we advertise: the defaults plus graceful restart (RFC 4724 §3),
-/// with the R and F bits after a restart (we kept forwarding).
+/// with the R and F bits after a restart (we kept forwarding), and the N bit
+/// (RFC 8538: a NOTIFICATION other than Hard Reset keeps the routes too).
 fn capabilities(peer: &PeerConfig, global: &SpeakerConfig) -> Vec<Capability> {
     let mut caps = FsmConfig::default_capabilities(global.as_number);
     caps.push(Capability::GracefulRestart(GracefulRestart {
         restart_state: global.restarting,
-        notification: false,
+        notification: true,
         restart_time: peer.restart_time.unwrap_or(global.restart_time),
         families: vec![
             (AfiSafi::IPV4_UNICAST, global.restarting),

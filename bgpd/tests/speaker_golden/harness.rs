@@ -384,6 +384,7 @@ impl Harness {
                     asn: e.asn,
                     router_id: v4(s(step, "router_id")),
                     restart_time: step["restart_time"].as_u64().map(|t| t as u16),
+                    notification: step["gr_notification"].as_bool().unwrap_or(false),
                 };
                 let local = e.address;
                 e.session = Some(ScriptedPeer::connect_retrying(local, listen, &spec, LIMIT).await);
@@ -448,9 +449,13 @@ impl Harness {
                 let addr = e.address;
                 let mut session = e.session.take().expect("connected");
                 if kind == "cease" {
-                    session
-                        .notify(Notification::cease_shutdown("scripted"))
-                        .await;
+                    let cease = Notification::cease_shutdown("scripted");
+                    let n = if step["hard_reset"].as_bool().unwrap_or(false) {
+                        Notification::hard_reset(&cease)
+                    } else {
+                        cease
+                    };
+                    session.notify(n).await;
                 }
                 session.close();
                 self.poll(&format!("{name} down"), async |h| {

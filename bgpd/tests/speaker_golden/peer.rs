@@ -30,6 +30,8 @@ pub struct PeerSpec {
     /// Graceful-restart capability with this restart time (RFC 4724 §3),
     /// or none.
     pub restart_time: Option<u16>,
+    /// The N bit of that capability (RFC 8538).
+    pub notification: bool,
 }
 
 impl PeerSpec {
@@ -46,7 +48,7 @@ impl PeerSpec {
         if let Some(t) = self.restart_time {
             caps.push(Capability::GracefulRestart(GracefulRestart {
                 restart_state: false,
-                notification: false,
+                notification: self.notification,
                 restart_time: t,
                 // F bit set: a peer coming back after a drop says it kept
                 // forwarding, so the helper keeps its stale routes until
