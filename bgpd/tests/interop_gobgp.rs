@@ -24,3 +24,13 @@ fn heavy_interop_gobgp_peer_restart() {
 fn heavy_interop_gobgp_md5_right_password() {
     scenario::md5(Kind::Gobgp, true);
 }
+
+#[test]
+fn heavy_interop_gobgp_graceful_notification() {
+    scenario::graceful_notification(support::peers::GrNotification::On);
+}
+
+#[test]
+fn heavy_interop_gobgp_graceful_restart_without_notification() {
+    scenario::graceful_notification(support::peers::GrNotification::Off);
+}

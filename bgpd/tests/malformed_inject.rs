@@ -41,6 +41,7 @@ fn setup() -> Option<Setup> {
             manx_asn: MANX_AS,
             password: None,
             ttl_security: false,
+            graceful_restart: None,
         },
     );
     let mut peers = vec![ManxPeer::new(PEER_V4, BIRD_AS)];

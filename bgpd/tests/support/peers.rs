@@ -28,6 +28,16 @@ pub struct PeerOpts {
     pub password: Option<String>,
     /// GTSM (RFC 5082): BIRD 2 `ttl security on`.
     pub ttl_security: bool,
+    /// Graceful restart (RFC 4724, restart time 120 s) with or without the
+    /// N bit (RFC 8538); GoBGP only.
+    pub graceful_restart: Option<GrNotification>,
+}
+
+/// The N bit of a peer's graceful-restart capability.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GrNotification {
+    On,
+    Off,
 }
 
 /// Which implementation.
@@ -136,6 +146,17 @@ fn gobgp_conf(o: &PeerOpts) -> String {
         .as_ref()
         .map(|p| format!("    auth-password = \"{p}\"\n"))
         .unwrap_or_default();
+    let (gr, mp_gr) = match o.graceful_restart {
+        None => (String::new(), String::new()),
+        Some(n) => (
+            format!(
+                "  [neighbors.graceful-restart.config]\n    enabled = true\n    restart-time = 120\n    notification-enabled = {}\n",
+                n == GrNotification::On
+            ),
+            "    [neighbors.afi-safis.mp-graceful-restart.config]\n      enabled = true\n"
+                .to_string(),
+        ),
+    };
     format!(
         r#"
 [global.config]
@@ -154,10 +175,10 @@ fn gobgp_conf(o: &PeerOpts) -> String {
     keepalive-interval = 3
   [neighbors.transport.config]
     local-address = "{PEER_V4}"
-  [[neighbors.afi-safis]]
+{gr}  [[neighbors.afi-safis]]
     [neighbors.afi-safis.config]
       afi-safi-name = "ipv4-unicast"
-
+{mp_gr}
 [[neighbors]]
   [neighbors.config]
     neighbor-address = "{MANX_V6}"
@@ -168,10 +189,10 @@ fn gobgp_conf(o: &PeerOpts) -> String {
     keepalive-interval = 3
   [neighbors.transport.config]
     local-address = "{PEER_V6}"
-  [[neighbors.afi-safis]]
+{gr}  [[neighbors.afi-safis]]
     [neighbors.afi-safis.config]
       afi-safi-name = "ipv6-unicast"
-"#,
+{mp_gr}"#,
         asn = o.asn,
         manx = o.manx_asn,
     )

@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use super::peers::{Kind, PEER_NET_V4, PEER_NET_V6, PeerDaemon, PeerOpts};
-use super::{Lab, Manx, ManxPeer, PEER_V4, PEER_V6, eventually, prerequisites};
+use super::peers::{GrNotification, Kind, PEER_NET_V4, PEER_NET_V6, PeerDaemon, PeerOpts, gobgp};
+use super::{Lab, MANX_V4, Manx, ManxPeer, PEER_V4, PEER_V6, eventually, prerequisites};
 
 pub const MANX_AS: u32 = 64512;
 pub const PEER_EBGP_AS: u32 = 65002;
@@ -37,6 +37,7 @@ pub struct Opts {
     pub manx_password: Option<&'static str>,
     pub peer_gtsm: bool,
     pub manx_gtsm: bool,
+    pub peer_graceful_restart: Option<GrNotification>,
 }
 
 pub fn start(kind: Kind, o: Opts) -> (Lab, PeerDaemon, Manx) {
@@ -50,6 +51,7 @@ pub fn start(kind: Kind, o: Opts) -> (Lab, PeerDaemon, Manx) {
             manx_asn: MANX_AS,
             password: o.peer_password.map(String::from),
             ttl_security: o.peer_gtsm,
+            graceful_restart: o.peer_graceful_restart,
         },
     );
     let mut peers = vec![
@@ -227,4 +229,87 @@ pub fn gtsm(kind: Kind, peer_gtsm: bool) {
         });
         assert!(!up, "a TTL-1 peer got past GTSM");
     }
+}
+
+/// Graceful restart with notification (RFC 8538) against GoBGP, both sides
+/// advertising graceful restart (restart time 120 s), GoBGP with the N bit
+/// `n`. GoBGP resets the session with a Cease (6/4): with the N bit on both
+/// sides manx-bgpd keeps GoBGP's route through the reset (it is never
+/// missing while the session is down and back); without it the route goes
+/// at once. Then manx-bgpd stops (SIGTERM: Administrative Shutdown): with
+/// the N bit that Cease goes as a Hard Reset, and GoBGP drops manx's route
+/// at once instead of keeping it as stale for 120 s.
+pub fn graceful_notification(n: GrNotification) {
+    let kind = Kind::Gobgp;
+    if !require(kind) {
+        return;
+    }
+    let opts = Opts {
+        ibgp: true,
+        peer_graceful_restart: Some(n),
+        ..Opts::default()
+    };
+    let (lab, peer, mut manx) = start(kind, opts);
+    wait_established(&manx, &peer);
+    if !eventually(SETTLE, || {
+        manx.has_route(PEER_NET_V4) && peer.has_route(MANX_NET_V4)
+    }) {
+        fail("no routes before the reset", &manx, &peer);
+    }
+    let since = |manx: &Manx| {
+        manx.peers()
+            .into_iter()
+            .find(|p| p.address.to_string() == PEER_V4)
+            .map(|p| (p.state, p.since_unix))
+    };
+    let (_, up_since) = since(&manx).expect("GoBGP's IPv4 session");
+    gobgp(&lab.peer.name, &["neighbor", MANX_V4, "reset"]).expect("gobgp neighbor reset");
+    // Every 200 ms until the session is back after the reset (a new
+    // Established): was GoBGP's route ever missing meanwhile?
+    let mut missing_at = None;
+    let t0 = std::time::Instant::now();
+    let back = eventually(SETTLE, || {
+        if !manx.has_route(PEER_NET_V4) && missing_at.is_none() {
+            missing_at = Some(t0.elapsed());
+        }
+        since(&manx)
+            .is_some_and(|(state, t)| state == bgpd::fsm::State::Established && t != up_since)
+            && manx.has_route(PEER_NET_V4)
+    });
+    if !back {
+        fail(
+            "the session did not come back after GoBGP's reset",
+            &manx,
+            &peer,
+        );
+    }
+    match n {
+        GrNotification::On => assert_eq!(
+            missing_at, None,
+            "N bit on both sides: the route must be kept through a Cease (RFC 8538 §4)"
+        ),
+        GrNotification::Off => assert!(
+            missing_at.is_some(),
+            "without the N bit a Cease ends graceful restart: the route must go"
+        ),
+    }
+    manx.daemon.terminate();
+    let t1 = std::time::Instant::now();
+    // Either way the route goes at once: without the N bit a Cease ends
+    // graceful restart (RFC 4724), with it only because it is a Hard Reset.
+    let dropped = eventually(Duration::from_secs(10), || !peer.has_route(MANX_NET_V4));
+    assert!(
+        dropped,
+        "GoBGP still holds {MANX_NET_V4} {:?} after manx-bgpd's Cease:\n{}",
+        t1.elapsed(),
+        peer.logs()
+    );
+    // GoBGP names what it got: "hard-reset" (RFC 8538 §3) only with the N bit.
+    let logs = peer.logs();
+    let hard = logs.contains("\"Reason\":\"hard-reset\"");
+    assert_eq!(
+        hard,
+        n == GrNotification::On,
+        "GoBGP's session-down reason for manx-bgpd's Cease:\n{logs}"
+    );
 }
