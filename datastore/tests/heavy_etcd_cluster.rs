@@ -53,9 +53,28 @@ async fn heavy_etcd_cluster_survives_leader_kill() {
         return;
     }
     let mut cluster = EtcdCluster::start(3).await.unwrap();
-    let store = EtcdStore::connect(cluster.config()).await.unwrap();
-    let start = store.revision().await.unwrap();
-    let mut watch = store.watch("/acked/", start).await.unwrap();
+    // A cluster that has just elected its leader can still answer the first
+    // requests with a transient error (seen once on a loaded machine): retry
+    // those, as every Manx client does, and fail on anything else.
+    let (store, mut watch) = {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let attempt = async {
+                let store = EtcdStore::connect(cluster.config()).await?;
+                let start = store.revision().await?;
+                let watch = store.watch("/acked/", start).await?;
+                Ok::<_, StoreError>((store, watch))
+            };
+            match attempt.await {
+                Ok(ready) => break ready,
+                Err(e) if e.is_transient() && tokio::time::Instant::now() < deadline => {
+                    eprintln!("setting up against the new cluster: {e}; retrying");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => panic!("setting up against the new cluster: {e}"),
+            }
+        }
+    };
 
     let progress = Arc::new(AtomicUsize::new(0));
     let writers: Vec<_> = (0..WRITERS)
