@@ -344,10 +344,16 @@ pub fn degraded_set(d: &DesiredDataplane) -> BTreeSet<(IpNetwork, DegradeReason)
     d.degraded.iter().map(|(k, v)| (*k, *v)).collect()
 }
 
+/// The one-pool, three-node input the calculation and dataplane tests share:
+/// node `a` (198.19.1.1) with block 10.19.0.0/26 and one workload, `b` on
+/// its subnet and `c` on another, both with VXLAN tunnel addresses.
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::types::{LocalWorkload, PeerNode, RemoteBlock, Uplink};
+pub(crate) mod fixture {
+    use std::net::IpAddr;
+
+    use ipnetwork::IpNetwork;
+
+    use crate::types::*;
 
     fn net(s: &str) -> IpNetwork {
         s.parse().unwrap()
@@ -356,7 +362,7 @@ mod tests {
         s.parse().unwrap()
     }
 
-    fn input(ipip: EncapMode, vxlan: EncapMode) -> DataplaneInput {
+    pub(crate) fn input(ipip: EncapMode, vxlan: EncapMode) -> DataplaneInput {
         let mut pool = PoolInfo::new(net("10.19.0.0/16"));
         pool.ipip = ipip;
         pool.vxlan = vxlan;
@@ -411,6 +417,21 @@ mod tests {
             vxlan_tunnel_addr_v6: None,
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::{LocalWorkload, RemoteBlock};
+
+    fn net(s: &str) -> IpNetwork {
+        s.parse().unwrap()
+    }
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    use fixture::input;
 
     fn via(gw: &str, dev: &str, onlink: bool) -> NextHop {
         NextHop::Via {

@@ -64,61 +64,11 @@ impl Rig {
     }
 }
 
+/// The shared fixture ([`crate::calc::fixture`]), its pool with natOutgoing.
 fn input(ipip: EncapMode, vxlan: EncapMode) -> DataplaneInput {
-    let mut pool = PoolInfo::new(net("10.19.0.0/16"));
-    pool.ipip = ipip;
-    pool.vxlan = vxlan;
-    pool.nat_outgoing = true;
-    DataplaneInput {
-        node_name: "a".into(),
-        pools: vec![pool],
-        remote_blocks: vec![
-            RemoteBlock {
-                block: net("10.19.1.0/26"),
-                node: "b".into(),
-                node_ip: ip("198.19.1.2"),
-            },
-            RemoteBlock {
-                block: net("10.19.2.0/26"),
-                node: "c".into(),
-                node_ip: ip("198.19.9.3"),
-            },
-        ],
-        local_blocks: vec![net("10.19.0.0/26")],
-        peers: vec![
-            PeerNode {
-                name: "b".into(),
-                ip: ip("198.19.1.2"),
-                vxlan_tunnel_addr: Some(ip("10.19.1.0")),
-                vxlan_mac: Some(MacAddr([2, 0, 0, 0, 0, 0xb])),
-                ip_v6: None,
-                vxlan_tunnel_addr_v6: None,
-                vxlan_mac_v6: None,
-            },
-            PeerNode {
-                name: "c".into(),
-                ip: ip("198.19.9.3"),
-                vxlan_tunnel_addr: Some(ip("10.19.2.0")),
-                vxlan_mac: Some(MacAddr([2, 0, 0, 0, 0, 0xc])),
-                ip_v6: None,
-                vxlan_tunnel_addr_v6: None,
-                vxlan_mac_v6: None,
-            },
-        ],
-        workloads: vec![LocalWorkload {
-            ip: ip("10.19.0.5"),
-            iface: "cali0123456789a".into(),
-        }],
-        uplink: Some(Uplink {
-            iface: "eth0".into(),
-            v4: Some(net("198.19.1.1/24")),
-            v6: None,
-            mtu: 1500,
-        }),
-        ipip_tunnel_addr: Some(ip("10.19.0.1")),
-        vxlan_tunnel_addr: Some(ip("10.19.0.0")),
-        vxlan_tunnel_addr_v6: None,
-    }
+    let mut inp = crate::calc::fixture::input(ipip, vxlan);
+    inp.pools[0].nat_outgoing = true;
+    inp
 }
 
 #[tokio::test]
