@@ -157,6 +157,28 @@ fn gobgp_conf(o: &PeerOpts) -> String {
                 .to_string(),
         ),
     };
+    let manx = o.manx_asn;
+    // One neighbor per session: IPv4 routes over the IPv4 one, IPv6 over
+    // the IPv6 one.
+    let neighbor = |address: &str, local: &str, family: &str| {
+        format!(
+            r#"
+[[neighbors]]
+  [neighbors.config]
+    neighbor-address = "{address}"
+    peer-as = {manx}
+{pw}  [neighbors.timers.config]
+    connect-retry = 2
+    hold-time = 9
+    keepalive-interval = 3
+  [neighbors.transport.config]
+    local-address = "{local}"
+{gr}  [[neighbors.afi-safis]]
+    [neighbors.afi-safis.config]
+      afi-safi-name = "{family}"
+{mp_gr}"#
+        )
+    };
     format!(
         r#"
 [global.config]
@@ -164,37 +186,10 @@ fn gobgp_conf(o: &PeerOpts) -> String {
   router-id = "{PEER_V4}"
   port = 179
   local-address-list = ["{PEER_V4}", "{PEER_V6}"]
-
-[[neighbors]]
-  [neighbors.config]
-    neighbor-address = "{MANX_V4}"
-    peer-as = {manx}
-{pw}  [neighbors.timers.config]
-    connect-retry = 2
-    hold-time = 9
-    keepalive-interval = 3
-  [neighbors.transport.config]
-    local-address = "{PEER_V4}"
-{gr}  [[neighbors.afi-safis]]
-    [neighbors.afi-safis.config]
-      afi-safi-name = "ipv4-unicast"
-{mp_gr}
-[[neighbors]]
-  [neighbors.config]
-    neighbor-address = "{MANX_V6}"
-    peer-as = {manx}
-{pw}  [neighbors.timers.config]
-    connect-retry = 2
-    hold-time = 9
-    keepalive-interval = 3
-  [neighbors.transport.config]
-    local-address = "{PEER_V6}"
-{gr}  [[neighbors.afi-safis]]
-    [neighbors.afi-safis.config]
-      afi-safi-name = "ipv6-unicast"
-{mp_gr}"#,
+{v4}{v6}"#,
         asn = o.asn,
-        manx = o.manx_asn,
+        v4 = neighbor(MANX_V4, PEER_V4, "ipv4-unicast"),
+        v6 = neighbor(MANX_V6, PEER_V6, "ipv6-unicast"),
     )
 }
 
