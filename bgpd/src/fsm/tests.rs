@@ -30,11 +30,15 @@ fn sent(out: &[Output]) -> Vec<&Message> {
         .collect()
 }
 
-fn sent_notification(out: &[Output]) -> Option<(u8, u8)> {
+fn sent_notification_msg(out: &[Output]) -> Option<Notification> {
     sent(out).into_iter().find_map(|m| match m {
-        Message::Notification(n) => Some((n.code, n.subcode)),
+        Message::Notification(n) => Some(n.clone()),
         _ => None,
     })
+}
+
+fn sent_notification(out: &[Output]) -> Option<(u8, u8)> {
+    sent_notification_msg(out).map(|n| (n.code, n.subcode))
 }
 
 fn started(out: &[Output], timer: Timer) -> Option<Duration> {
@@ -339,13 +343,7 @@ fn manual_stop_sends_cease_with_shutdown_message() {
         shutdown_message: Some("maintenance".into()),
         deconfigured: false,
     });
-    let n = sent(&out)
-        .into_iter()
-        .find_map(|m| match m {
-            Message::Notification(n) => Some(n.clone()),
-            _ => None,
-        })
-        .expect("a NOTIFICATION");
+    let n = sent_notification_msg(&out).expect("a NOTIFICATION");
     assert_eq!((n.code, n.subcode), (6, 2));
     assert_eq!(n.shutdown_message().as_deref(), Some("maintenance"));
     assert_eq!(fsm.state(), State::Idle);
@@ -519,13 +517,7 @@ fn deconfigure_cease(peer_n: bool) -> Notification {
         shutdown_message: None,
         deconfigured: true,
     });
-    sent(&out)
-        .into_iter()
-        .find_map(|m| match m {
-            Message::Notification(n) => Some(n.clone()),
-            _ => None,
-        })
-        .expect("a NOTIFICATION")
+    sent_notification_msg(&out).expect("a NOTIFICATION")
 }
 
 /// RFC 8538 §5: with the N bit on both sides, Peer De-configured goes as a
