@@ -82,6 +82,30 @@ fn encap(m: V3Encap) -> felix::EncapMode {
     }
 }
 
+/// The bgpd control socket (`$MANX_RUN_DIR/bgp.sock`) served for the
+/// running speaker; the file is removed when this is dropped.
+struct ControlSocket {
+    path: std::path::PathBuf,
+    _server: bgpd::tasks::TaskGuard,
+}
+
+impl ControlSocket {
+    fn serve(path: &Path, speaker: SpeakerHandle) -> Result<ControlSocket> {
+        let server = bgpd::control::serve(path, speaker)
+            .with_context(|| format!("bgpd control socket {}: cannot listen", path.display()))?;
+        Ok(ControlSocket {
+            path: path.to_path_buf(),
+            _server: server,
+        })
+    }
+}
+
+impl Drop for ControlSocket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
 /// Everything the loop owns.
 struct Agent {
     name: String,
@@ -91,6 +115,8 @@ struct Agent {
     /// The running speaker (restarted when the node's route-reflector
     /// cluster id changes) and how to start another.
     running: Option<Speaker>,
+    /// The control socket, answering from `running`.
+    control: Option<ControlSocket>,
     speaker_cfg: SpeakerConfig,
     route_tx: mpsc::UnboundedSender<RouteUpdate>,
     metrics: Arc<Metrics>,
@@ -211,6 +237,14 @@ impl Agent {
         self.speaker_cfg = cfg;
         self.speaker = sp.handle();
         self.running = Some(sp);
+        // The control socket follows the running speaker.
+        self.control = None;
+        if let Some(path) = &self.speaker_cfg.control_socket {
+            match ControlSocket::serve(path, self.speaker.clone()) {
+                Ok(c) => self.control = Some(c),
+                Err(e) => tracing::error!(error = %format!("{e:#}"), "bgpd control socket lost"),
+            }
+        }
         // Everything is pushed again to the new speaker, and its routes are
         // relearnt before the dataplane sees the new set (no flap meanwhile).
         self.peers.clear();
@@ -653,6 +687,10 @@ pub async fn run(cfg: NodeConfig) -> Result<()> {
     let (route_tx, mut route_rx) = mpsc::unbounded_channel();
     let speaker =
         Speaker::start(scfg.clone(), Some(route_tx.clone())).map_err(|e| anyhow!("{e}"))?;
+    let control = match &scfg.control_socket {
+        Some(path) => Some(ControlSocket::serve(path, speaker.handle())?),
+        None => None,
+    };
 
     let warnings = Arc::new(Mutex::new(Vec::new()));
     let (dp_tx, dp_rx) = tokio::sync::watch::channel(None);
@@ -671,6 +709,7 @@ pub async fn run(cfg: NodeConfig) -> Result<()> {
         client,
         speaker: speaker.handle(),
         running: Some(speaker),
+        control,
         speaker_cfg: scfg,
         route_tx,
         metrics: metrics.clone(),
@@ -740,6 +779,7 @@ pub async fn run(cfg: NodeConfig) -> Result<()> {
         }
     }
     tracing::info!("stopping: kernel routes stay in place, peers keep ours (graceful restart)");
+    agent.control = None;
     if let Some(sp) = agent.running.take() {
         sp.shutdown_for_restart().await;
     }

@@ -168,3 +168,124 @@ fn node_registers_programs_reports_and_exports_metrics() {
         "{after:?}"
     );
 }
+
+/// One request over manx-node's bgpd control socket, as the control clients
+/// send it (one JSON line out, one JSON line back).
+fn bgp_control(sock: &std::path::Path, request: &str) -> anyhow::Result<serde_json::Value> {
+    use std::io::{BufRead, BufReader, Write};
+    let mut stream = std::os::unix::net::UnixStream::connect(sock)?;
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+    stream.write_all(format!("{request}\n").as_bytes())?;
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line)?;
+    Ok(serde_json::from_str(&line)?)
+}
+
+/// The peer addresses in a `{"cmd":"peers"}` answer that says ok.
+fn control_peers(sock: &std::path::Path) -> anyhow::Result<Vec<String>> {
+    let resp = bgp_control(sock, r#"{"cmd":"peers"}"#)?;
+    anyhow::ensure!(resp["ok"] == true, "not ok: {resp}");
+    Ok(resp["peers"]
+        .as_array()
+        .ok_or_else(|| anyhow::anyhow!("no peers in {resp}"))?
+        .iter()
+        .map(|p| p["address"].as_str().unwrap_or_default().to_string())
+        .collect())
+}
+
+#[test]
+fn node_serves_the_bgpd_control_socket_for_its_running_speaker() {
+    if !require() {
+        return;
+    }
+    let mut spec = Lab::spec("e2ebgpsock", 2, Mode::Vxlan);
+    spec.pods_per_node = 0;
+    let lab = Lab::up(spec);
+    let n1 = lab.0.nodes[0].clone();
+    let sock = n1.run_dir.join("bgp.sock");
+    let established = |what: &str| {
+        manx_e2e::netns::wait_for(what, std::time::Duration::from_secs(30), || {
+            let resp = bgp_control(&sock, r#"{"cmd":"peers"}"#)?;
+            anyhow::ensure!(resp["ok"] == true, "not ok: {resp}");
+            let up = resp["peers"].as_array().is_some_and(|ps| {
+                ps.iter()
+                    .any(|p| p["address"] == "172.30.0.12" && p["state"] == "Established")
+            });
+            anyhow::ensure!(up, "node2 not Established: {resp}");
+            Ok(Some(()))
+        })
+        .map_err(|e| anyhow::anyhow!("{e:#}\n{}", lab::tail_logs(&lab.0)))
+    };
+    established("node2 Established over bgp.sock").unwrap();
+    assert_eq!(control_peers(&sock).unwrap(), vec!["172.30.0.12"]);
+    let routes = bgp_control(&sock, r#"{"cmd":"routes"}"#).unwrap();
+    assert_eq!(routes["ok"], true, "{routes}");
+    assert!(
+        routes["routes"]
+            .as_array()
+            .is_some_and(|rs| rs.iter().any(|r| r["source"]["kind"] == "local")),
+        "node1 originates its tunnel block: {routes}"
+    );
+
+    // A route-reflector cluster id restarts the speaker: the socket must
+    // answer from the new one (the stopped one says "speaker stopped"),
+    // which node1 gave its block again.
+    lab.0
+        .manxctl(
+            &n1,
+            &[
+                "patch",
+                "node",
+                "node1",
+                "-p",
+                r#"{"spec":{"bgp":{"routeReflectorClusterID":"244.0.0.9"}}}"#,
+            ],
+        )
+        .unwrap();
+    let log = n1.run_dir.join("manx-node.log");
+    manx_e2e::netns::wait_for(
+        "the second speaker in the log",
+        std::time::Duration::from_secs(20),
+        || {
+            let text = std::fs::read_to_string(&log)?;
+            Ok((text.contains("restarting the BGP speaker")
+                && text.matches("BGP speaker started").count() >= 2)
+                .then_some(()))
+        },
+    )
+    .unwrap();
+    manx_e2e::netns::wait_for(
+        "bgp.sock answering from the restarted speaker",
+        std::time::Duration::from_secs(10),
+        || {
+            let resp = bgp_control(&sock, r#"{"cmd":"routes"}"#)?;
+            anyhow::ensure!(resp["ok"] == true, "not ok: {resp}");
+            let local = resp["routes"]
+                .as_array()
+                .is_some_and(|rs| rs.iter().any(|r| r["source"]["kind"] == "local"));
+            anyhow::ensure!(local, "no local route: {resp}");
+            Ok(Some(()))
+        },
+    )
+    .unwrap();
+
+    // SIGTERM: manx-node exits and takes the socket file with it.
+    let pid = n1.pid.expect("node1 runs manx-node") as i32;
+    manx_e2e::netns::signal(pid, libc::SIGTERM);
+    // (The lab does not reap it: gone or a zombie both mean it exited.)
+    let exited = || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| {
+                s.rsplit_once(") ")
+                    .is_some_and(|(_, rest)| rest.starts_with('Z'))
+            })
+            .unwrap_or(true)
+    };
+    manx_e2e::netns::wait_for(
+        "manx-node to exit",
+        std::time::Duration::from_secs(20),
+        || Ok(exited().then_some(())),
+    )
+    .unwrap();
+    assert!(!sock.exists(), "{} left behind", sock.display());
+}
