@@ -19,35 +19,31 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
-use std::time::Duration;
 
-use datastore::model::{
-    BGPConfiguration, BGPPeer, NextHopMode, Node, SecretSource, parse_go_duration,
-};
+use datastore::model::{BGPConfiguration, BGPPeer, Node};
 use datastore::selector::Selector;
 
+use crate::config::PeerConfig;
 pub use crate::config::PeerType;
+use crate::northbound::{self, PeerScope, PeerTarget, PeerTemplate, node_bgp};
 
-/// One BGP session this node should have.
+/// One BGP session this node should have: the speaker's settings for it
+/// (from [`crate::northbound`]) and where it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DesiredPeer {
-    pub address: IpAddr,
-    pub port: u16,
-    pub asn: u32,
-    pub peer_type: PeerType,
+    /// The session, ready for `Speaker::set_peers`.
+    pub config: PeerConfig,
     /// The peer is a Manx node (its name), or an external speaker.
     pub node: Option<String>,
-    /// Wait for the peer to connect (it has the higher address).
-    pub passive: bool,
-    /// On a route reflector: this peer is a client.
-    pub rr_client: bool,
-    pub password: Option<String>,
-    pub keepalive: Option<Duration>,
-    pub max_restart_time: Option<Duration>,
-    pub next_hop_mode: Option<NextHopMode>,
-    pub ttl_security: Option<u8>,
     /// The `BGPPeer` this came from (none for the mesh).
     pub source: Option<String>,
+}
+
+impl DesiredPeer {
+    /// The peer's address (its identity: one session per address).
+    pub fn address(&self) -> IpAddr {
+        self.config.address
+    }
 }
 
 /// Where `BGPPeer` passwords come from: Calico reads Kubernetes secrets; a
@@ -75,25 +71,9 @@ impl SecretReader for SecretDir {
     }
 }
 
-fn secret(src: &Option<SecretSource>, secrets: &dyn SecretReader) -> Option<String> {
-    let r = src.as_ref()?.secret_key_ref.as_ref()?;
-    secrets.read(&r.name, &r.key)
-}
-
 /// The cluster-wide BGP settings in force (`BGPConfiguration default`).
 pub fn cluster_config(configs: &[BGPConfiguration]) -> Option<&BGPConfiguration> {
     configs.iter().find(|c| c.metadata.name == "default")
-}
-
-fn node_addrs(n: &Node) -> Vec<IpAddr> {
-    let mut v = Vec::new();
-    if let Some((a, _)) = n.ipv4_address() {
-        v.push(IpAddr::V4(a));
-    }
-    if let Some((a, _)) = n.ipv6_address() {
-        v.push(IpAddr::V6(a));
-    }
-    v
 }
 
 fn selector_matches(sel: &str, labels: &BTreeMap<String, String>) -> bool {
@@ -105,7 +85,17 @@ fn selector_matches(sel: &str, labels: &BTreeMap<String, String>) -> bool {
     }
 }
 
-/// Compute this node's peers. `me` must be in `nodes`.
+fn in_scope(scope: &PeerScope, n: &Node) -> bool {
+    match scope {
+        PeerScope::All => true,
+        PeerScope::Node(name) => *name == n.metadata.name,
+        PeerScope::Selector(sel) => selector_matches(sel, &n.metadata.labels),
+    }
+}
+
+/// Compute this node's peers. `me` must be in `nodes`. BGPPeers and
+/// BGPConfigurations that fail validation are refused (see
+/// [`northbound::usable`]).
 pub fn desired_peers(
     me: &str,
     nodes: &[Node],
@@ -116,134 +106,104 @@ pub fn desired_peers(
     let Some(my_node) = nodes.iter().find(|n| n.metadata.name == me) else {
         return vec![];
     };
-    let cfg = cluster_config(configs);
-    let cluster_as = cfg.map(|c| c.spec.as_number().0).unwrap_or(64512);
-    let mesh_on = cfg
-        .map(|c| c.spec.node_to_node_mesh_enabled())
-        .unwrap_or(true);
-    let port = cfg.map(|c| c.spec.listen_port()).unwrap_or(179);
-    let node_as = |n: &Node| n.as_number().map(|a| a.0).unwrap_or(cluster_as);
-    let my_addrs = node_addrs(my_node);
-    let my_cluster = my_node.route_reflector_cluster_id();
-    let passive_towards = |addr: IpAddr| {
-        my_addrs
-            .iter()
-            .find(|a| a.is_ipv4() == addr.is_ipv4())
-            .is_some_and(|mine| addr > *mine)
-    };
+    let (peers, configs) = northbound::usable_bgp(peers, configs);
+    let cluster = northbound::cluster_settings(&configs, secrets);
+    let node_as = |n: &Node| node_bgp(n).as_number.unwrap_or(cluster.as_number);
+    let mine = node_bgp(my_node);
+    let my_addrs = mine.addrs();
+    let my_cluster = mine.rr_cluster_id;
+    let passive_towards = |addr: IpAddr| mine.addr_for(addr).is_some_and(|own| addr > own);
     let mut out: BTreeMap<IpAddr, DesiredPeer> = BTreeMap::new();
 
     // Explicit peers first: they win over the mesh for the same address.
-    for p in peers {
-        let applies_to = |n: &Node| match (&p.spec.node, &p.spec.node_selector) {
-            (Some(name), _) => *name == n.metadata.name,
-            (None, Some(sel)) => selector_matches(sel, &n.metadata.labels),
-            (None, None) => true,
-        };
-        // A selector peering is two-way (as in Calico): the nodes a
-        // `peerSelector` picks peer back with the nodes the BGPPeer applies to.
-        let selected_by_peer_selector = p
-            .spec
-            .peer_selector
-            .as_deref()
-            .is_some_and(|sel| selector_matches(sel, &my_node.metadata.labels));
-        let applies = applies_to(my_node);
-        if !applies && !selected_by_peer_selector {
-            continue;
-        }
-        let peer_type: PeerType = if p.spec.node.is_none() && p.spec.node_selector.is_none() {
+    for p in &peers {
+        let t: PeerTemplate = northbound::peer_template(p, secrets);
+        let peer_type = if t.scope == PeerScope::All {
             PeerType::Global
         } else {
             PeerType::NodeSpecific
         };
-        let dur = |s: &Option<String>| s.as_deref().and_then(|d| parse_go_duration(d).ok());
-        let base = |address: IpAddr, port: u16, asn: u32, node: Option<String>, rr_client: bool| {
+        // A selector peering is two-way (as in Calico): the nodes a
+        // `peerSelector` picks peer back with the nodes the BGPPeer applies to.
+        let selected_by_peer_selector = match &t.target {
+            PeerTarget::Nodes(sel) => selector_matches(sel, &my_node.metadata.labels),
+            _ => false,
+        };
+        let applies = in_scope(&t.scope, my_node);
+        if !applies && !selected_by_peer_selector {
+            continue;
+        }
+        let make = |address: IpAddr, port: u16, asn: u32, node: Option<&Node>| {
+            let mut config = t.session(address, port, asn, mine.addr_for(address));
+            config.peer_type = peer_type;
+            config.passive = node.is_some() && passive_towards(address);
+            config.rr_client = my_cluster.is_some()
+                && node.is_some_and(|n| node_bgp(n).rr_cluster_id != my_cluster);
             DesiredPeer {
-                address,
-                port,
-                asn,
-                peer_type,
-                passive: node.is_some() && passive_towards(address),
-                node,
-                rr_client,
-                password: secret(&p.spec.password, secrets),
-                keepalive: dur(&p.spec.keepalive_time),
-                max_restart_time: dur(&p.spec.max_restart_time),
-                next_hop_mode: p.spec.next_hop_mode,
-                ttl_security: p.spec.ttl_security,
-                source: Some(p.metadata.name.clone()),
+                config,
+                node: node.map(|n| n.metadata.name.clone()),
+                source: Some(t.name.clone()),
             }
         };
-        if applies && let Some((addr, peer_port)) = p.spec.peer_addr() {
-            if my_addrs.contains(&addr) {
-                continue;
-            }
-            let asn = p.spec.as_number.map(|a| a.0).unwrap_or(cluster_as);
-            // A peerIP that is one of our nodes is still that node.
-            let node = nodes.iter().find(|n| node_addrs(n).contains(&addr));
-            let rr_client = my_cluster.is_some()
-                && node.is_some_and(|n| n.route_reflector_cluster_id() != my_cluster);
-            out.entry(addr).or_insert_with(|| {
-                base(
-                    addr,
-                    peer_port.unwrap_or(port),
-                    asn,
-                    node.map(|n| n.metadata.name.clone()),
-                    rr_client,
-                )
-            });
-        } else if let Some(sel) = &p.spec.peer_selector {
-            for n in nodes {
-                let forward = applies && selector_matches(sel, &n.metadata.labels);
-                let reverse = selected_by_peer_selector && applies_to(n);
-                if n.metadata.name == me || !(forward || reverse) {
+        match &t.target {
+            PeerTarget::Address {
+                address,
+                port,
+                as_number,
+            } if applies => {
+                if my_addrs.contains(address) {
                     continue;
                 }
-                let rr_client =
-                    my_cluster.is_some() && n.route_reflector_cluster_id() != my_cluster;
-                for addr in node_addrs(n) {
-                    if !my_addrs.iter().any(|a| a.is_ipv4() == addr.is_ipv4()) {
+                let asn = as_number.unwrap_or(cluster.as_number);
+                // A peerIP that is one of our nodes is still that node.
+                let node = nodes.iter().find(|n| node_bgp(n).addrs().contains(address));
+                out.entry(*address).or_insert_with(|| {
+                    make(*address, port.unwrap_or(cluster.listen_port), asn, node)
+                });
+            }
+            PeerTarget::Nodes(sel) => {
+                for n in nodes {
+                    let forward = applies && selector_matches(sel, &n.metadata.labels);
+                    let reverse = selected_by_peer_selector && in_scope(&t.scope, n);
+                    if n.metadata.name == me || !(forward || reverse) {
                         continue;
                     }
-                    out.entry(addr).or_insert_with(|| {
-                        base(
-                            addr,
-                            port,
-                            node_as(n),
-                            Some(n.metadata.name.clone()),
-                            rr_client,
-                        )
-                    });
+                    for addr in node_bgp(n).addrs() {
+                        if mine.addr_for(addr).is_none() {
+                            continue;
+                        }
+                        out.entry(addr).or_insert_with(|| {
+                            make(addr, cluster.listen_port, node_as(n), Some(n))
+                        });
+                    }
                 }
             }
+            PeerTarget::Address { .. } | PeerTarget::Nothing => {}
         }
     }
 
-    if mesh_on && my_cluster.is_none() {
-        let mesh_password = cfg.and_then(|c| secret(&c.spec.node_mesh_password, secrets));
-        let mesh_restart = cfg.map(|c| c.spec.node_mesh_max_restart_time());
+    if cluster.mesh && my_cluster.is_none() {
         for n in nodes {
-            if n.metadata.name == me || n.route_reflector_cluster_id().is_some() {
+            if n.metadata.name == me || node_bgp(n).rr_cluster_id.is_some() {
                 continue;
             }
-            for addr in node_addrs(n) {
-                if !my_addrs.iter().any(|a| a.is_ipv4() == addr.is_ipv4()) {
+            for addr in node_bgp(n).addrs() {
+                let Some(own) = mine.addr_for(addr) else {
                     continue;
-                }
-                out.entry(addr).or_insert_with(|| DesiredPeer {
-                    address: addr,
-                    port,
-                    asn: node_as(n),
-                    peer_type: PeerType::NodeMesh,
-                    node: Some(n.metadata.name.clone()),
-                    passive: passive_towards(addr),
-                    rr_client: false,
-                    password: mesh_password.clone(),
-                    keepalive: None,
-                    max_restart_time: mesh_restart,
-                    next_hop_mode: None,
-                    ttl_security: None,
-                    source: None,
+                };
+                out.entry(addr).or_insert_with(|| {
+                    let mut config = PeerConfig::new(addr, node_as(n));
+                    config.port = cluster.listen_port;
+                    config.peer_type = PeerType::NodeMesh;
+                    config.passive = passive_towards(addr);
+                    config.password = cluster.mesh_password.clone();
+                    config.source_address = Some(own);
+                    config.restart_time = Some(northbound::restart_secs(cluster.mesh_restart_time));
+                    DesiredPeer {
+                        config,
+                        node: Some(n.metadata.name.clone()),
+                        source: None,
+                    }
                 });
             }
         }
@@ -254,17 +214,17 @@ pub fn desired_peers(
 /// Nodes whose addresses changed or vanished need their sessions rebuilt;
 /// everything else is left alone. Returns (to add or change, to remove).
 pub fn diff_peers(old: &[DesiredPeer], new: &[DesiredPeer]) -> (Vec<DesiredPeer>, Vec<IpAddr>) {
-    let old_by: BTreeMap<IpAddr, &DesiredPeer> = old.iter().map(|p| (p.address, p)).collect();
-    let new_addrs: BTreeSet<IpAddr> = new.iter().map(|p| p.address).collect();
+    let old_by: BTreeMap<IpAddr, &DesiredPeer> = old.iter().map(|p| (p.address(), p)).collect();
+    let new_addrs: BTreeSet<IpAddr> = new.iter().map(|p| p.address()).collect();
     let changed = new
         .iter()
-        .filter(|p| old_by.get(&p.address) != Some(p))
+        .filter(|p| old_by.get(&p.address()) != Some(p))
         .cloned()
         .collect();
     let removed = old
         .iter()
-        .filter(|p| !new_addrs.contains(&p.address))
-        .map(|p| p.address)
+        .filter(|p| !new_addrs.contains(&p.address()))
+        .map(|p| p.address())
         .collect();
     (changed, removed)
 }
@@ -314,11 +274,11 @@ mod tests {
         assert!(
             peers
                 .iter()
-                .all(|p| p.peer_type == PeerType::NodeMesh && p.asn == 64512)
+                .all(|p| p.config.peer_type == PeerType::NodeMesh && p.config.as_number == 64512)
         );
         let by: BTreeMap<String, bool> = peers
             .iter()
-            .map(|p| (p.address.to_string(), p.passive))
+            .map(|p| (p.config.address.to_string(), p.config.passive))
             .collect();
         assert!(!by["10.0.0.1"], "we connect to the lower address");
         assert!(by["10.0.0.3"], "the higher address connects to us");
@@ -344,18 +304,18 @@ mod tests {
         let (n, p, c) = world(&y);
         let client = desired_peers("c1", &n, &p, &c, &NoSecrets);
         assert_eq!(client.len(), 1, "{client:?}");
-        assert_eq!(client[0].address.to_string(), "10.0.0.1");
-        assert_eq!(client[0].peer_type, PeerType::NodeSpecific);
-        assert_eq!(client[0].asn, 63400);
-        assert_eq!(client[0].password.as_deref(), Some("s3cret"));
+        assert_eq!(client[0].config.address.to_string(), "10.0.0.1");
+        assert_eq!(client[0].config.peer_type, PeerType::NodeSpecific);
+        assert_eq!(client[0].config.as_number, 63400);
+        assert_eq!(client[0].config.password.as_deref(), Some("s3cret"));
         // The reflector is picked by the peerSelector, so it peers back with
         // every node the BGPPeer applies to: both clients, as RR clients,
         // passive towards their higher addresses.
         let rr = desired_peers("rr1", &n, &p, &c, &NoSecrets);
-        let addrs: Vec<String> = rr.iter().map(|p| p.address.to_string()).collect();
+        let addrs: Vec<String> = rr.iter().map(|p| p.config.address.to_string()).collect();
         assert_eq!(addrs, ["10.0.0.11", "10.0.0.12"]);
-        assert!(rr.iter().all(|p| p.rr_client && p.passive));
-        assert!(!client[0].rr_client && !client[0].passive);
+        assert!(rr.iter().all(|p| p.config.rr_client && p.config.passive));
+        assert!(!client[0].config.rr_client && !client[0].config.passive);
     }
 
     #[test]
@@ -366,23 +326,23 @@ mod tests {
         let peers = desired_peers("n1", &n, &p, &c, &NoSecrets);
         let tor = peers
             .iter()
-            .find(|p| p.address.to_string() == "10.0.0.254")
+            .find(|p| p.config.address.to_string() == "10.0.0.254")
             .unwrap();
         assert_eq!(
-            (tor.port, tor.asn, tor.peer_type),
+            (tor.config.port, tor.config.as_number, tor.config.peer_type),
             (1179, 65001, PeerType::NodeSpecific)
         );
         let n2 = peers
             .iter()
-            .find(|p| p.address.to_string() == "10.0.0.2")
+            .find(|p| p.config.address.to_string() == "10.0.0.2")
             .unwrap();
-        assert_eq!(n2.peer_type, PeerType::Global);
+        assert_eq!(n2.config.peer_type, PeerType::Global);
         assert_eq!(n2.node.as_deref(), Some("n2"));
         assert_eq!(peers.len(), 2);
         // n2 does not get the n1-only ToR peer, and the global peer at its
         // own address is skipped.
         let peers2 = desired_peers("n2", &n, &p, &c, &NoSecrets);
         assert_eq!(peers2.len(), 1);
-        assert_eq!(peers2[0].peer_type, PeerType::NodeMesh);
+        assert_eq!(peers2[0].config.peer_type, PeerType::NodeMesh);
     }
 }

@@ -13,7 +13,8 @@
 //!     password: s3cret          # TCP-MD5 (RFC 2385)
 //!     passive: false
 //!     sourceAddress: 198.18.0.1
-//!     ttlSecurity: true         # GTSM (RFC 5082)
+//!     ttlSecurity: 1            # GTSM (RFC 5082): the peer is at most 1 hop away
+//!                               # (true means 1, false or 0 off)
 //!     type: node-to-node mesh
 //!     rrClient: false           # RFC 4456 client (needs clusterId)
 //!     nextHopMode: auto         # auto | self | keep
@@ -154,9 +155,15 @@ pub struct PeerConfig {
     /// Local address for outgoing connections.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_address: Option<IpAddr>,
-    /// GTSM (RFC 5082): send with TTL 255, accept only TTL ≥ 254.
-    #[serde(default)]
-    pub ttl_security: bool,
+    /// GTSM (RFC 5082) with the peer at most this many hops away: send with
+    /// TTL 255, accept only TTL ≥ 256 − hops (BIRD's `ttl security` with
+    /// `multihop`, Calico's `ttlSecurity`). `None`: no GTSM.
+    #[serde(
+        default,
+        deserialize_with = "ttl_hops",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub ttl_security: Option<u8>,
     /// Where the peer came from.
     #[serde(default, rename = "type")]
     pub peer_type: PeerType,
@@ -191,7 +198,29 @@ pub enum NextHopMode {
     Keep,
 }
 
+/// `ttlSecurity`: a hop count 1..=255, or `true` (1 hop) / `false` or 0 (off).
+fn ttl_hops<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u8>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Hops {
+        Flag(bool),
+        Count(u8),
+    }
+    Ok(match Option::<Hops>::deserialize(d)? {
+        None | Some(Hops::Flag(false)) | Some(Hops::Count(0)) => None,
+        Some(Hops::Flag(true)) => Some(1),
+        Some(Hops::Count(n)) => Some(n),
+    })
+}
+
 impl PeerConfig {
+    /// The lowest TTL (hop limit) accepted from this peer under GTSM:
+    /// 256 − hops (RFC 5082 §3), or `None` without GTSM.
+    pub fn min_ttl(&self) -> Option<u8> {
+        self.ttl_security
+            .map(|hops| (256 - u16::from(hops.max(1))) as u8)
+    }
+
     /// A peer with defaults for everything but address and AS.
     pub fn new(address: IpAddr, as_number: u32) -> PeerConfig {
         PeerConfig {
@@ -201,7 +230,7 @@ impl PeerConfig {
             password: None,
             passive: false,
             source_address: None,
-            ttl_security: false,
+            ttl_security: None,
             peer_type: PeerType::Global,
             hold_time: None,
             rr_client: false,
@@ -408,10 +437,31 @@ controlSocket: /run/manx/bgpd.sock
         assert_eq!(cfg.peers.len(), 2);
         assert_eq!(cfg.peers[0].peer_type, PeerType::NodeMesh);
         assert_eq!(cfg.peers[0].port, 179);
+        assert_eq!(cfg.peers[0].ttl_security, Some(1));
+        assert_eq!(cfg.peers[0].min_ttl(), Some(255));
+        assert_eq!(cfg.peers[1].min_ttl(), None);
         assert_eq!(cfg.peers[1].hold_time, Some(9));
         assert!(cfg.peers[1].passive);
         assert_eq!(cfg.networks.len(), 2);
         assert_eq!(cfg.connect_retry(), Duration::from_secs(5));
+    }
+
+    #[test]
+    fn ttl_security_is_a_hop_count() {
+        let peer = |v: &str| {
+            let yaml = format!(
+                "routerId: 1.1.1.1\npeers:\n- {{address: 10.0.0.1, asNumber: 1, ttlSecurity: {v}}}\n"
+            );
+            SpeakerConfig::from_yaml(&yaml, Path::new("x"))
+                .unwrap()
+                .peers
+                .remove(0)
+        };
+        assert_eq!(peer("2").min_ttl(), Some(254));
+        assert_eq!(peer("3").min_ttl(), Some(253));
+        assert_eq!(peer("255").min_ttl(), Some(1));
+        assert_eq!(peer("false").min_ttl(), None);
+        assert_eq!(peer("0").min_ttl(), None);
     }
 
     #[test]

@@ -10,6 +10,8 @@
 //!   [`tasks`] draws every task and channel.
 //! * [`cluster`] — the peers a node has, from the datastore's `Node`s,
 //!   `BGPPeer`s and `BGPConfiguration` (mesh, route reflectors).
+//! * [`northbound`] — `BGPPeer`, `BGPConfiguration` and `Node.spec.bgp`
+//!   read once, exhaustively, into the speaker's settings.
 //! * [`config`] — the daemon's YAML; [`control`] — the local status socket
 //!   and its client (`manxctl node status`).
 
@@ -17,6 +19,7 @@ pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod fsm;
+pub mod northbound;
 pub mod packet;
 pub mod reflector;
 pub mod rib;

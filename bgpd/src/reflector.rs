@@ -14,8 +14,9 @@ use datastore::client::{Client, RESOURCE_PREFIX};
 use datastore::model::{BGPConfiguration, BGPPeer, Node};
 use futures::StreamExt;
 
-use crate::cluster::{DesiredPeer, SecretDir, cluster_config, desired_peers};
-use crate::config::{ListenConfig, NextHopMode, PeerConfig, SpeakerConfig};
+use crate::cluster::{SecretDir, desired_peers};
+use crate::config::{ListenConfig, PeerConfig, SpeakerConfig};
+use crate::northbound;
 use crate::speaker::{Speaker, SpeakerError, SpeakerHandle};
 
 /// Errors of the datastore-driven reflector.
@@ -38,39 +39,6 @@ fn ds<E: std::fmt::Display>(e: E) -> ReflectorError {
     ReflectorError::Datastore(e.to_string())
 }
 
-/// The speaker's peer settings for a desired peer, dialling from `source`
-/// (the node's own address of the peer's family: a peer configured with
-/// `neighbor <that address>` refuses connections from any other).
-pub fn peer_config(p: &DesiredPeer, source: Option<IpAddr>) -> PeerConfig {
-    let mut c = PeerConfig::new(p.address, p.asn);
-    c.port = p.port;
-    c.passive = p.passive;
-    c.password = p.password.clone();
-    c.ttl_security = p.ttl_security.is_some();
-    c.source_address = source;
-    c.peer_type = p.peer_type;
-    c.rr_client = p.rr_client;
-    c.restart_time = p.max_restart_time.map(|d| d.as_secs().min(4095) as u16);
-    c.next_hop_mode = match p.next_hop_mode {
-        None | Some(datastore::model::NextHopMode::Auto) => NextHopMode::Auto,
-        Some(datastore::model::NextHopMode::SelfHop) => NextHopMode::SelfAddr,
-        Some(datastore::model::NextHopMode::Keep) => NextHopMode::Keep,
-    };
-    if let Some(k) = p.keepalive {
-        // Hold time is three keepalives, as RFC 4271 suggests.
-        c.hold_time = Some((k.as_secs() * 3).clamp(3, u16::MAX as u64) as u16);
-    }
-    c
-}
-
-/// The reflector node's own address of `peer`'s family.
-fn own_address(node: &Node, peer: IpAddr) -> Option<IpAddr> {
-    match peer {
-        IpAddr::V4(_) => node.ipv4_address().map(|(a, _)| IpAddr::V4(a)),
-        IpAddr::V6(_) => node.ipv6_address().map(|(a, _)| IpAddr::V6(a)),
-    }
-}
-
 /// The peers Node `me` wants now.
 fn wanted_peers(
     me: &str,
@@ -79,10 +47,9 @@ fn wanted_peers(
     cfgs: &[BGPConfiguration],
     secrets: &SecretDir,
 ) -> Vec<PeerConfig> {
-    let own = nodes.iter().find(|n| n.metadata.name == me);
     desired_peers(me, nodes, peers, cfgs, secrets)
-        .iter()
-        .map(|p| peer_config(p, own.and_then(|n| own_address(n, p.address))))
+        .into_iter()
+        .map(|p| p.config)
         .collect()
 }
 
@@ -121,20 +88,16 @@ pub async fn start(
             "has no spec.bgp.ipv4Address; set one (it is the router id)".into(),
         )
     })?;
-    let cluster = cluster_config(&cfgs);
-    let asn = node
-        .as_number()
-        .map(|a| a.0)
-        .or(cluster.map(|c| c.spec.as_number().0))
-        .unwrap_or(datastore::model::DEFAULT_AS_NUMBER.0);
-    let mut scfg = SpeakerConfig::new(asn, addr);
-    scfg.cluster_id = node.route_reflector_cluster_id();
+    let secrets = SecretDir(secrets);
+    let cluster = northbound::cluster_settings(&northbound::usable_bgp(&peers, &cfgs).1, &secrets);
+    let me_bgp = northbound::node_bgp(node);
+    let mut scfg = SpeakerConfig::new(me_bgp.as_number.unwrap_or(cluster.as_number), addr);
+    scfg.cluster_id = me_bgp.rr_cluster_id;
     scfg.listen = Some(ListenConfig {
         address: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-        port: cluster.map(|c| c.spec.listen_port()).unwrap_or(179),
+        port: cluster.listen_port,
     });
     scfg.control_socket = control_socket;
-    let secrets = SecretDir(secrets);
     scfg.peers = wanted_peers(&me, &nodes, &peers, &cfgs, &secrets);
     tracing::info!(node = %me, router_id = %addr, cluster_id = ?scfg.cluster_id, peers = scfg.peers.len(), "route reflector from the datastore");
     let speaker = Speaker::start(scfg, None)?;

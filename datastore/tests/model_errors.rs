@@ -228,3 +228,98 @@ fn as_numbers_in_all_notations() {
     let e = err(&peer("-1"), "p.yaml");
     assert!(e.to_string().contains("AS number -1 is negative"), "{e}");
 }
+
+/// Calico's documented BGPConfiguration example (docs: BGP configuration
+/// resource), with `bindMode: NodeIP`: the fields Manx does not act on yet are
+/// refused by name and line, not stored and ignored.
+const CALICO_BGPCONFIG: &str = "\
+apiVersion: projectcalico.org/v3
+kind: BGPConfiguration
+metadata:
+  name: default
+spec:
+  logSeverityScreen: Info
+  nodeToNodeMeshEnabled: true
+  asNumber: 63400
+  bindMode: NodeIP
+  serviceClusterIPs:
+    - cidr: 10.96.0.0/12
+  serviceExternalIPs:
+    - cidr: 104.244.42.129/32
+    - cidr: 172.217.3.0/24
+  listenPort: 178
+  communities:
+    - name: bgp-large-community
+      value: 63400:300:100
+  prefixAdvertisements:
+    - cidr: 172.218.4.0/26
+      communities:
+        - bgp-large-community
+        - 63400:120
+";
+
+#[test]
+fn fields_manx_does_not_act_on_are_refused_by_name_and_line() {
+    let e = err(CALICO_BGPCONFIG, "bgpconfig.yaml");
+    let text = e.to_string();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines.contains(
+            &"bgpconfig.yaml:9:3: BGPConfiguration default: spec.bindMode is not supported by Manx yet: Manx would not act on it, so it is refused; remove it"
+        ),
+        "{text}"
+    );
+    for (line, field) in [
+        (12, "spec.serviceExternalIPs"),
+        (16, "spec.communities"),
+        (19, "spec.prefixAdvertisements"),
+    ] {
+        assert!(
+            text.contains(&format!(
+                "bgpconfig.yaml:{line}:3: BGPConfiguration default: {field} is not supported by Manx yet"
+            )),
+            "{field} on line {line}: {text}"
+        );
+    }
+    assert_eq!(e.problems.len(), 4, "{text}");
+    // Their defaults ask for nothing Manx lacks, and are accepted.
+    let defaults = CALICO_BGPCONFIG
+        .replace("bindMode: NodeIP", "bindMode: None")
+        .split("  serviceExternalIPs:")
+        .next()
+        .unwrap()
+        .to_string()
+        + "  communities: []\n  ignoredInterfaces: []\n";
+    parse_manifests(&defaults, "ok.yaml").unwrap();
+}
+
+#[test]
+fn bgppeer_fields_manx_does_not_act_on_are_refused() {
+    let peer = |extra: &str| {
+        format!(
+            "apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: tor\nspec:\n  peerIP: 10.0.0.1\n  asNumber: 65001\n{extra}"
+        )
+    };
+    for (extra, field) in [
+        (
+            "  numAllowedLocalASNumbers: 2\n",
+            "spec.numAllowedLocalASNumbers",
+        ),
+        ("  reachableBy: 10.0.0.254\n", "spec.reachableBy"),
+        ("  filters: [export-only]\n", "spec.filters"),
+    ] {
+        let e = err(&peer(extra), "peer.yaml");
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "peer.yaml:8:3: BGPPeer tor: {field} is not supported by Manx yet: Manx would not act on it, so it is refused; remove it"
+            )
+        );
+    }
+    // sourceAddress and ttlSecurity act, and are accepted.
+    parse_manifests(
+        &peer("  sourceAddress: None\n  ttlSecurity: 2\n  numAllowedLocalASNumbers: 0\n  filters: []\n"),
+        "ok.yaml",
+    )
+    .unwrap();
+}

@@ -199,10 +199,6 @@ fn bgp_configuration_fields() {
     assert_eq!(d.spec.as_number(), AsNumber(63400));
     assert_eq!(d.spec.listen_port(), 178);
     assert!(d.spec.node_to_node_mesh_enabled());
-    assert_eq!(
-        d.spec.resolve_community("bgp-large-community"),
-        Some("63400:300:100")
-    );
     assert_eq!(d.spec.node_mesh_max_restart_time().as_secs(), 120);
     assert_eq!(cfgs[1].node_name(), Some("rack1-host1"));
     // Defaults of an empty one.

@@ -372,12 +372,12 @@ fn manifest_validation_errors_point_at_the_field_line() {
     let s = e.to_string();
     assert!(
         s.contains(
-            "pools.yaml:7:3: ippool pool1: spec.blockSize 33 is out of range 20..=32 for IPv4"
+            "pools.yaml:7:3: IPPool pool1: spec.blockSize 33 is out of range 20..=32 for IPv4"
         ),
         "{s}"
     );
     assert!(
-        s.contains("pools.yaml:14:3: ippool pool2: spec.cidr 10.0.0.0/24 overlaps ippool pool1"),
+        s.contains("pools.yaml:14:3: IPPool pool2: spec.cidr 10.0.0.0/24 overlaps ippool pool1"),
         "{s}"
     );
 }

@@ -269,15 +269,8 @@ impl Agent {
         );
         if peers != self.peers {
             tracing::info!(count = peers.len(), "BGP peers changed");
-            self.speaker.set_peers(
-                peers
-                    .iter()
-                    .map(|p| {
-                        let src = self.uplink.addr_for(p.address).map(|n| n.ip());
-                        bgpd::reflector::peer_config(p, src)
-                    })
-                    .collect(),
-            );
+            self.speaker
+                .set_peers(peers.iter().map(|p| p.config.clone()).collect());
             self.peers = peers;
         }
         let want: BTreeSet<IpNetwork> = self.view.originated().into_iter().collect();

@@ -78,8 +78,9 @@ pub fn canonical(addr: SocketAddr) -> SocketAddr {
 }
 
 /// Apply GTSM to a connected or unconnected socket (RFC 5082 §3): send with
-/// TTL 255, accept only 254 and above.
-pub fn apply_gtsm(sock: socket2::SockRef<'_>, peer: IpAddr) -> io::Result<()> {
+/// TTL 255, accept only `min_ttl` and above (255 for a directly connected
+/// peer; see [`PeerConfig::min_ttl`]).
+pub fn apply_gtsm(sock: socket2::SockRef<'_>, peer: IpAddr, min_ttl: u8) -> io::Result<()> {
     let v6 = sock
         .local_addr()
         .ok()
@@ -94,7 +95,7 @@ pub fn apply_gtsm(sock: socket2::SockRef<'_>, peer: IpAddr) -> io::Result<()> {
     } else {
         sock.set_ttl_v4(255)?;
     }
-    sockopt::set_min_ttl(&*sock, v6, 254, peer).map_err(io::Error::other)
+    sockopt::set_min_ttl(&*sock, v6, min_ttl, peer).map_err(io::Error::other)
 }
 
 /// Dial a peer: bind the source address, install its TCP-MD5 key and GTSM,
@@ -113,8 +114,8 @@ pub async fn connect(peer: &PeerConfig, timeout: Duration) -> io::Result<TcpStre
         sockopt::set_md5_key(&sock, peer.address.is_ipv6(), peer.address, Some(pw))
             .map_err(io::Error::other)?;
     }
-    if peer.ttl_security {
-        apply_gtsm(socket2::SockRef::from(&sock), peer.address)?;
+    if let Some(min_ttl) = peer.min_ttl() {
+        apply_gtsm(socket2::SockRef::from(&sock), peer.address, min_ttl)?;
     }
     match tokio::time::timeout(timeout, sock.connect(peer.socket_addr())).await {
         Ok(r) => r,

@@ -78,8 +78,8 @@ impl Actor {
             tracing::info!(%remote, "connection from an address that is not a configured peer; refused");
             return;
         };
-        if peer.cfg.ttl_security
-            && let Err(e) = session::apply_gtsm(socket2::SockRef::from(&stream), addr)
+        if let Some(min_ttl) = peer.cfg.min_ttl()
+            && let Err(e) = session::apply_gtsm(socket2::SockRef::from(&stream), addr, min_ttl)
         {
             tracing::warn!(peer = %addr, error = %e, "cannot apply GTSM to the accepted connection");
         }

@@ -73,7 +73,12 @@ pub struct BGPPeerSpec {
     /// Deprecated form of `nextHopMode: Keep`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keep_original_next_hop: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Calico spells it `numAllowedLocalASNumbers`.
+    #[serde(
+        default,
+        rename = "numAllowedLocalASNumbers",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub num_allowed_local_as_numbers: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl_security: Option<u8>,
@@ -245,7 +250,22 @@ impl BGPPeer {
                 format!("{ttl} is out of range 0..=254 hops"),
             );
         }
-        if let Some(rb) = &s.reachable_by
+        // Calico fields Manx does not act on yet (their defaults are fine).
+        c.unsupported(
+            s.num_allowed_local_as_numbers.is_some_and(|n| n > 0),
+            "spec.numAllowedLocalASNumbers",
+        );
+        c.unsupported(
+            s.reachable_by
+                .as_deref()
+                .is_some_and(|r| !r.trim().is_empty()),
+            "spec.reachableBy",
+        );
+        c.unsupported(
+            s.filters.as_ref().is_some_and(|f| !f.is_empty()),
+            "spec.filters",
+        );
+        if let Some(rb) = s.reachable_by.as_deref().filter(|r| !r.trim().is_empty())
             && rb.parse::<IpAddr>().is_err()
         {
             c.error("spec.reachableBy", format!("{rb:?} is not an IP address"));

@@ -496,14 +496,23 @@ fn locate_validation_errors(
         .iter()
         .map(|e| {
             // The object the error is about: match on "kind name" label.
-            let origin = resources
-                .iter()
-                .zip(origins)
-                .find(|(r, _)| {
-                    e.object == format!("{} {}", r.kind().lower(), r.name())
-                        || e.object == r.to_string()
-                })
-                .map(|(_, o)| o);
+            let found = resources.iter().zip(origins).find(|(r, _)| {
+                e.object == format!("{} {}", r.kind().lower(), r.name())
+                    || e.object == r.to_string()
+            });
+            let origin = found.map(|(_, o)| o);
+            // Name the object as the manifest does (`BGPConfiguration
+            // default`), as decode errors do.
+            let (object, message) = match found {
+                Some((r, _)) => (
+                    Some(match r.namespace() {
+                        Some(ns) => format!("{} {ns}/{}", r.kind(), r.name()),
+                        None => format!("{} {}", r.kind(), r.name()),
+                    }),
+                    format!("{} {}", e.field, e.message),
+                ),
+                None => (None, e.to_string()),
+            };
             let (line, column) = match origin {
                 Some(o) => match o.text.as_deref().and_then(|t| locate_field(t, &e.field)) {
                     Some((l, c)) => (o.line_offset + l, Some(c)),
@@ -514,9 +523,9 @@ fn locate_validation_errors(
             ManifestProblem {
                 line,
                 column,
-                object: None,
+                object,
                 path: None,
-                message: e.to_string(),
+                message,
             }
         })
         .collect()

@@ -50,7 +50,7 @@ pub use manifest::{
 };
 pub use meta::{API_VERSION, AsNumber, ObjectMeta, SecretKeyRef, SecretSource, parse_go_duration};
 pub use node::{Node, NodeAddress, NodeBGPSpec, NodeSpec, OrchRef};
-pub use validate::{ValidationError, ValidationErrors};
+pub use validate::{ValidationError, ValidationErrors, parse_cidr_or_ip};
 pub use workload::{EndpointPort, IpNat, Protocol, WorkloadEndpoint, WorkloadEndpointSpec};
 
 /// Identifies a resource kind at run time.

@@ -53,6 +53,11 @@ impl ValidationErrors {
     }
 }
 
+/// The message for a field Manx accepts in Calico's schema but does not act
+/// on yet: refused by name rather than stored and ignored.
+pub const NOT_SUPPORTED: &str =
+    "is not supported by Manx yet: Manx would not act on it, so it is refused; remove it";
+
 /// Collects problems for one object.
 #[derive(Debug)]
 pub(crate) struct Checker {
@@ -75,6 +80,13 @@ impl Checker {
             field: field.to_string(),
             message: message.into(),
         });
+    }
+
+    /// A field Manx does not act on yet, set to something that would need it.
+    pub(crate) fn unsupported(&mut self, set: bool, field: &str) {
+        if set {
+            self.error(field, NOT_SUPPORTED);
+        }
     }
 
     pub(crate) fn finish(self) -> Result<(), ValidationErrors> {

@@ -1,0 +1,431 @@
+//! The datastore's BGP resources, read once: `BGPPeer.spec`,
+//! `BGPConfiguration.spec` and `Node.spec.bgp` become the speaker's
+//! settings here and nowhere else.
+//!
+//! Each function destructures its whole spec with no `..`: a field added to
+//! the model that nobody handles fails to compile here. A field Manx does not
+//! act on yet is refused by validation (`datastore::model`, "is not supported
+//! by Manx yet"), so `manxctl apply` and every store write reject it; an
+//! object that still carries one (written by another tool) is refused whole
+//! by [`usable`], with an error naming the object and the field.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::time::Duration;
+
+use datastore::model::{
+    BGPConfiguration, BGPConfigurationSpec, BGPPeer, BGPPeerSpec, NextHopMode as V3NextHop, Node,
+    NodeBGPSpec, SecretSource, SourceAddress, parse_go_duration,
+};
+use ipnetwork::IpNetwork;
+
+use crate::cluster::SecretReader;
+use crate::config::{NextHopMode, PeerConfig};
+
+/// Default AS of a cluster without `BGPConfiguration default`.
+pub const DEFAULT_CLUSTER_AS: u32 = 64512;
+/// Default BGP port.
+pub const DEFAULT_PORT: u16 = 179;
+/// Default graceful-restart time of mesh sessions (Calico's 120 s).
+pub const DEFAULT_MESH_RESTART: Duration = Duration::from_secs(120);
+
+/// Whether an object read from the store may be used: one that fails
+/// validation (for instance a field Manx refuses, written by an older
+/// version or straight into etcd) is not, and says why once per read.
+pub fn usable<T, E: std::fmt::Display>(
+    kind: &str,
+    name: &str,
+    obj: T,
+    check: impl Fn(&T) -> Result<(), E>,
+) -> Option<T> {
+    match check(&obj) {
+        Ok(()) => Some(obj),
+        Err(e) => {
+            tracing::error!(
+                "{kind} {name} is refused and not used: {e} (fix it with manxctl apply)"
+            );
+            None
+        }
+    }
+}
+
+/// The usable BGPPeers and BGPConfigurations of a snapshot.
+pub fn usable_bgp(
+    peers: &[BGPPeer],
+    configs: &[BGPConfiguration],
+) -> (Vec<BGPPeer>, Vec<BGPConfiguration>) {
+    let peers = peers
+        .iter()
+        .filter_map(|p| usable("BGPPeer", &p.metadata.name, p.clone(), BGPPeer::validate))
+        .collect();
+    let configs = configs
+        .iter()
+        .filter_map(|c| {
+            usable(
+                "BGPConfiguration",
+                &c.metadata.name,
+                c.clone(),
+                BGPConfiguration::validate,
+            )
+        })
+        .collect();
+    (peers, configs)
+}
+
+/// Cluster-wide BGP settings (`BGPConfiguration default`, or the defaults).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterSettings {
+    pub as_number: u32,
+    pub mesh: bool,
+    pub listen_port: u16,
+    pub mesh_password: Option<String>,
+    pub mesh_restart_time: Duration,
+    /// Announced by every node (manx-node originates them).
+    pub service_cluster_ips: Vec<IpNetwork>,
+    /// `logSeverityScreen`, as a tracing level name (`debug`, `info`, ...);
+    /// `None` for Calico's `None` (logging off) is `off`.
+    pub log_level: &'static str,
+}
+
+impl Default for ClusterSettings {
+    fn default() -> Self {
+        ClusterSettings {
+            as_number: DEFAULT_CLUSTER_AS,
+            mesh: true,
+            listen_port: DEFAULT_PORT,
+            mesh_password: None,
+            mesh_restart_time: DEFAULT_MESH_RESTART,
+            service_cluster_ips: Vec::new(),
+            log_level: "info",
+        }
+    }
+}
+
+fn secret(src: &Option<SecretSource>, secrets: &dyn SecretReader) -> Option<String> {
+    let r = src.as_ref()?.secret_key_ref.as_ref()?;
+    secrets.read(&r.name, &r.key)
+}
+
+fn duration(text: &Option<String>) -> Option<Duration> {
+    text.as_deref().and_then(|d| parse_go_duration(d).ok())
+}
+
+/// Calico's `logSeverityScreen` levels as tracing levels.
+fn log_level(level: Option<&str>) -> &'static str {
+    match level {
+        Some("Debug") => "debug",
+        Some("Warning") => "warn",
+        Some("Error") | Some("Fatal") => "error",
+        Some("None") => "off",
+        _ => "info",
+    }
+}
+
+/// `BGPConfiguration default` (the cluster-wide one) as settings.
+pub fn cluster_settings(
+    configs: &[BGPConfiguration],
+    secrets: &dyn SecretReader,
+) -> ClusterSettings {
+    let Some(cfg) = configs.iter().find(|c| c.metadata.name == "default") else {
+        return ClusterSettings::default();
+    };
+    let BGPConfigurationSpec {
+        log_severity_screen,
+        node_to_node_mesh_enabled,
+        as_number,
+        listen_port,
+        service_cluster_ips,
+        // Refused by validation until Manx acts on them (Calico parity):
+        service_external_ips: _,
+        service_load_balancer_ips: _,
+        communities: _,
+        prefix_advertisements: _,
+        bind_mode: _,
+        ignored_interfaces: _,
+        node_mesh_password,
+        node_mesh_max_restart_time,
+    } = &cfg.spec;
+    ClusterSettings {
+        as_number: as_number.map(|a| a.0).unwrap_or(DEFAULT_CLUSTER_AS),
+        mesh: node_to_node_mesh_enabled.unwrap_or(true),
+        listen_port: listen_port.unwrap_or(DEFAULT_PORT),
+        mesh_password: secret(node_mesh_password, secrets),
+        mesh_restart_time: duration(node_mesh_max_restart_time).unwrap_or(DEFAULT_MESH_RESTART),
+        service_cluster_ips: service_cluster_ips
+            .iter()
+            .flatten()
+            .filter_map(|e| datastore::model::parse_cidr_or_ip(&e.cidr).ok())
+            .collect(),
+        log_level: log_level(log_severity_screen.as_deref()),
+    }
+}
+
+/// A node's BGP identity (`Node.spec.bgp`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeBgp {
+    pub ipv4: Option<(Ipv4Addr, u8)>,
+    pub ipv6: Option<(Ipv6Addr, u8)>,
+    /// Its own AS, if it overrides the cluster's.
+    pub as_number: Option<u32>,
+    /// Route reflector: its cluster id.
+    pub rr_cluster_id: Option<Ipv4Addr>,
+}
+
+impl NodeBgp {
+    /// Its BGP addresses, IPv4 first.
+    pub fn addrs(&self) -> Vec<IpAddr> {
+        let v4 = self.ipv4.map(|(a, _)| IpAddr::V4(a));
+        let v6 = self.ipv6.map(|(a, _)| IpAddr::V6(a));
+        v4.into_iter().chain(v6).collect()
+    }
+    /// Its address of `peer`'s family.
+    pub fn addr_for(&self, peer: IpAddr) -> Option<IpAddr> {
+        self.addrs()
+            .into_iter()
+            .find(|a| a.is_ipv4() == peer.is_ipv4())
+    }
+}
+
+/// `Node.spec.bgp` as settings.
+pub fn node_bgp(node: &Node) -> NodeBgp {
+    let Some(spec) = &node.spec.bgp else {
+        return NodeBgp::default();
+    };
+    let NodeBGPSpec {
+        ipv4_address: _,
+        ipv6_address: _,
+        as_number,
+        // Set by manx-node itself for the IPIP device; no BGP meaning.
+        ipv4_ipip_tunnel_addr: _,
+        route_reflector_cluster_id: _,
+    } = spec;
+    NodeBgp {
+        // The model's accessors parse the address forms.
+        ipv4: node.ipv4_address(),
+        ipv6: node.ipv6_address(),
+        as_number: as_number.map(|a| a.0),
+        rr_cluster_id: node.route_reflector_cluster_id(),
+    }
+}
+
+/// Which nodes a BGPPeer is configured on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerScope {
+    /// Every node (a global peer).
+    All,
+    /// The node of this name.
+    Node(String),
+    /// The nodes this selector matches.
+    Selector(String),
+}
+
+/// The far end of a BGPPeer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerTarget {
+    /// An address (and port): a ToR, an external reflector, or a node.
+    Address {
+        address: IpAddr,
+        port: Option<u16>,
+        as_number: Option<u32>,
+    },
+    /// Every node the selector matches, at its own address and AS.
+    Nodes(String),
+    /// Neither (validation refuses this; matches nothing).
+    Nothing,
+}
+
+/// One BGPPeer, read whole: where it applies, what it reaches, and the
+/// session settings every session it makes gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerTemplate {
+    pub name: String,
+    pub scope: PeerScope,
+    pub target: PeerTarget,
+    pub password: Option<String>,
+    /// Bind sessions to the node's address (`sourceAddress: UseNodeIP`,
+    /// the default) or let the kernel choose (`None`).
+    pub bind_node_ip: bool,
+    pub restart_time: Option<Duration>,
+    pub keepalive: Option<Duration>,
+    pub next_hop_mode: NextHopMode,
+    /// GTSM hop count (0 or absent: off).
+    pub ttl_security: Option<u8>,
+}
+
+fn non_empty(s: &Option<String>) -> Option<&str> {
+    s.as_deref().map(str::trim).filter(|s| !s.is_empty())
+}
+
+/// `BGPPeer` → template.
+pub fn peer_template(p: &BGPPeer, secrets: &dyn SecretReader) -> PeerTemplate {
+    let BGPPeerSpec {
+        node,
+        node_selector,
+        peer_ip,
+        as_number,
+        peer_selector,
+        password,
+        source_address,
+        max_restart_time,
+        keepalive_time,
+        next_hop_mode,
+        keep_original_next_hop,
+        ttl_security,
+        // Refused by validation until Manx acts on them (Calico parity):
+        num_allowed_local_as_numbers: _,
+        reachable_by: _,
+        filters: _,
+    } = &p.spec;
+    let scope = match (non_empty(node), non_empty(node_selector)) {
+        (Some(n), _) => PeerScope::Node(n.to_string()),
+        (None, Some(sel)) => PeerScope::Selector(sel.to_string()),
+        (None, None) => PeerScope::All,
+    };
+    let target = match (non_empty(peer_selector), non_empty(peer_ip)) {
+        (Some(sel), _) => PeerTarget::Nodes(sel.to_string()),
+        (None, Some(ip)) => match datastore::model::parse_peer_ip(ip) {
+            Ok((address, port)) => PeerTarget::Address {
+                address,
+                port,
+                as_number: as_number.map(|a| a.0),
+            },
+            Err(_) => PeerTarget::Nothing,
+        },
+        (None, None) => PeerTarget::Nothing,
+    };
+    let next_hop_mode = match (next_hop_mode, keep_original_next_hop) {
+        (Some(V3NextHop::Auto), _) | (None, None | Some(false)) => NextHopMode::Auto,
+        (Some(V3NextHop::SelfHop), _) => NextHopMode::SelfAddr,
+        (Some(V3NextHop::Keep), _) | (None, Some(true)) => NextHopMode::Keep,
+    };
+    PeerTemplate {
+        name: p.metadata.name.clone(),
+        scope,
+        target,
+        password: secret(password, secrets),
+        bind_node_ip: source_address.unwrap_or(SourceAddress::UseNodeIP)
+            == SourceAddress::UseNodeIP,
+        restart_time: duration(max_restart_time),
+        keepalive: duration(keepalive_time),
+        next_hop_mode,
+        ttl_security: ttl_security.filter(|&h| h > 0),
+    }
+}
+
+impl PeerTemplate {
+    /// The session to `address` in `asn` this template makes, from a node
+    /// whose own address of that family is `own` (bound when the template
+    /// says so).
+    pub fn session(&self, address: IpAddr, port: u16, asn: u32, own: Option<IpAddr>) -> PeerConfig {
+        let mut c = PeerConfig::new(address, asn);
+        c.port = port;
+        c.password = self.password.clone();
+        c.source_address = own.filter(|_| self.bind_node_ip);
+        c.ttl_security = self.ttl_security;
+        c.next_hop_mode = self.next_hop_mode;
+        c.restart_time = self.restart_time.map(restart_secs);
+        c.hold_time = self.keepalive.map(hold_from_keepalive);
+        c
+    }
+}
+
+/// Graceful-restart time in the capability's 12 bits.
+pub fn restart_secs(d: Duration) -> u16 {
+    d.as_secs().min(4095) as u16
+}
+
+/// Hold time from a keepalive time: three keepalives, as RFC 4271 suggests.
+pub fn hold_from_keepalive(k: Duration) -> u16 {
+    (k.as_secs() * 3).clamp(3, u16::MAX as u64) as u16
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datastore::model::{Resource, parse_manifests};
+
+    struct Secrets;
+    impl SecretReader for Secrets {
+        fn read(&self, name: &str, key: &str) -> Option<String> {
+            (name == "s" && key == "k").then(|| "pw".to_string())
+        }
+    }
+
+    fn peer(spec: &str) -> BGPPeer {
+        let y = format!(
+            "apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: p\nspec:\n{spec}"
+        );
+        match parse_manifests(&y, "p.yaml").unwrap().remove(0) {
+            Resource::BGPPeer(p) => p,
+            r => panic!("not a peer: {r:?}"),
+        }
+    }
+
+    #[test]
+    fn every_session_field_of_a_bgppeer_reaches_the_session() {
+        let t = peer_template(
+            &peer(
+                "  node: n1\n  peerIP: 10.0.0.254:1179\n  asNumber: 65001\n  password:\n    secretKeyRef: {name: s, key: k}\n  sourceAddress: None\n  maxRestartTime: 30s\n  keepaliveTime: 10s\n  nextHopMode: Self\n  ttlSecurity: 2\n",
+            ),
+            &Secrets,
+        );
+        assert_eq!(t.scope, PeerScope::Node("n1".into()));
+        let own = Some("10.0.0.1".parse().unwrap());
+        let c = t.session("10.0.0.254".parse().unwrap(), 1179, 65001, own);
+        assert_eq!(c.port, 1179);
+        assert_eq!(c.as_number, 65001);
+        assert_eq!(c.password.as_deref(), Some("pw"));
+        assert_eq!(
+            c.source_address, None,
+            "sourceAddress: None lets the kernel choose"
+        );
+        assert_eq!(c.restart_time, Some(30));
+        assert_eq!(c.hold_time, Some(30));
+        assert_eq!(c.next_hop_mode, NextHopMode::SelfAddr);
+        assert_eq!(
+            c.min_ttl(),
+            Some(254),
+            "ttlSecurity 2 accepts a peer two hops away"
+        );
+    }
+
+    #[test]
+    fn defaults_bind_the_node_ip_and_no_gtsm() {
+        let t = peer_template(
+            &peer("  peerIP: 10.0.0.254\n  asNumber: 65001\n  ttlSecurity: 0\n"),
+            &Secrets,
+        );
+        assert_eq!(t.scope, PeerScope::All);
+        let own = Some("10.0.0.1".parse().unwrap());
+        let c = t.session("10.0.0.254".parse().unwrap(), 179, 65001, own);
+        assert_eq!(c.source_address, own);
+        assert_eq!(c.min_ttl(), None);
+        assert_eq!(c.next_hop_mode, NextHopMode::Auto);
+        let keep = peer_template(
+            &peer("  peerIP: 10.0.0.254\n  asNumber: 65001\n  keepOriginalNextHop: true\n"),
+            &Secrets,
+        );
+        assert_eq!(keep.next_hop_mode, NextHopMode::Keep);
+    }
+
+    #[test]
+    fn cluster_settings_from_default_only() {
+        let y = "apiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata:\n  name: default\nspec:\n  asNumber: 63400\n  nodeToNodeMeshEnabled: false\n  listenPort: 1179\n  logSeverityScreen: Warning\n  nodeMeshMaxRestartTime: 10s\n  serviceClusterIPs:\n  - cidr: 10.96.0.0/12\n";
+        let cfgs: Vec<BGPConfiguration> = parse_manifests(y, "c.yaml")
+            .unwrap()
+            .into_iter()
+            .filter_map(|r| match r {
+                Resource::BGPConfiguration(c) => Some(c),
+                _ => None,
+            })
+            .collect();
+        let s = cluster_settings(&cfgs, &Secrets);
+        assert_eq!((s.as_number, s.mesh, s.listen_port), (63400, false, 1179));
+        assert_eq!(s.log_level, "warn");
+        assert_eq!(s.mesh_restart_time, Duration::from_secs(10));
+        assert_eq!(
+            s.service_cluster_ips,
+            ["10.96.0.0/12".parse::<IpNetwork>().unwrap()]
+        );
+        assert_eq!(cluster_settings(&[], &Secrets), ClusterSettings::default());
+    }
+}
