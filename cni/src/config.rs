@@ -13,9 +13,9 @@
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::error::{CniError, ErrorCode};
+use crate::error::CniError;
 use crate::result::AddResult;
-use crate::version::{self, Version};
+use crate::version::Version;
 
 /// Default `nodename_file`, like Calico's `/var/lib/calico/nodename`.
 pub const DEFAULT_NODENAME_FILE: &str = "/var/lib/manx/nodename";
@@ -23,7 +23,8 @@ pub const DEFAULT_NODENAME_FILE: &str = "/var/lib/manx/nodename";
 /// Where the node name and datastore come from, and how to wire pods.
 #[derive(Debug, Clone)]
 pub struct NetConf {
-    /// `cniVersion`, checked against [`version::SUPPORTED_VERSIONS`].
+    /// `cniVersion`, checked against [`crate::version::SUPPORTED_VERSIONS`]
+    /// (with `name` and `datastore_type`, by [`cni_proto::conf::parse`]).
     pub cni_version: String,
     /// The parsed version.
     pub version: Version,
@@ -86,10 +87,6 @@ pub struct Attachment {
 /// The wire form; loose where Calico is loose (`mtu` may be a string).
 #[derive(Debug, Deserialize)]
 struct WireConf {
-    #[serde(rename = "cniVersion", default)]
-    cni_version: Option<String>,
-    #[serde(default)]
-    name: Option<String>,
     #[serde(rename = "type", default)]
     plugin_type: Option<String>,
     #[serde(default)]
@@ -122,48 +119,20 @@ struct WireConf {
     log_level: Option<String>,
     #[serde(default)]
     log_file_path: Option<String>,
-    #[serde(rename = "prevResult", default)]
-    prev_result: Option<Value>,
     #[serde(rename = "cni.dev/valid-attachments", default)]
     valid_attachments: Option<Vec<Attachment>>,
 }
 
-const DATASTORE_TYPES: [&str; 3] = ["etcdv3", "embedded", "none"];
-
 impl NetConf {
     /// Parses and validates the stdin configuration. Decode errors are code 6,
-    /// bad values code 7, an unsupported `cniVersion` code 1. Never panics.
+    /// bad values code 7, an unsupported `cniVersion` code 1, an unknown
+    /// `datastore_type` code 2 (the header checks are `manx-ipam`'s too).
+    /// Never panics.
     pub fn parse(bytes: &[u8]) -> Result<NetConf, CniError> {
-        let value: Value = serde_json::from_slice(bytes).map_err(|e| {
-            CniError::decode(format!(
-                "network configuration on stdin is not valid JSON: {e}"
-            ))
-        })?;
-        if !value.is_object() {
-            return Err(CniError::decode(
-                "network configuration on stdin must be a JSON object",
-            ));
-        }
+        let (value, header) = cni_proto::conf::parse(bytes)?;
         let wire: WireConf = serde_json::from_value(value).map_err(|e| {
             CniError::decode(format!("cannot decode the network configuration: {e}"))
         })?;
-        let cni_version = wire
-            .cni_version
-            .filter(|v| !v.is_empty())
-            .ok_or_else(|| CniError::config("network configuration has no \"cniVersion\""))?;
-        let version = version::require_supported(&cni_version)?;
-        let name = wire
-            .name
-            .filter(|n| !n.is_empty())
-            .ok_or_else(|| CniError::config("network configuration has no \"name\""))?;
-        if !name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
-        {
-            return Err(CniError::config(format!(
-                "network name {name:?} is not valid: use letters, digits, '_', '.' and '-'"
-            )));
-        }
         let ipam_type = match &wire.ipam {
             None | Some(Value::Null) => None,
             Some(Value::Object(obj)) => match obj.get("type") {
@@ -195,28 +164,10 @@ impl NetConf {
             },
             Some(other) => return Err(bad_mtu(&other.to_string())),
         };
-        if let Some(t) = &wire.datastore_type
-            && !DATASTORE_TYPES.contains(&t.as_str())
-        {
-            return Err(CniError::new(
-                ErrorCode::UnsupportedField,
-                format!(
-                    "datastore_type {t:?} is not supported: use one of {}",
-                    DATASTORE_TYPES.join(", ")
-                ),
-            ));
-        }
-        let prev_result = match wire.prev_result {
-            None | Some(Value::Null) => None,
-            Some(v) => Some(
-                AddResult::from_json(&v)
-                    .map_err(|e| e.context("prevResult in the configuration"))?,
-            ),
-        };
         Ok(NetConf {
-            cni_version,
-            version,
-            name,
+            cni_version: header.cni_version,
+            version: header.version,
+            name: header.name,
             plugin_type: wire.plugin_type.unwrap_or_default(),
             ipam_type,
             mtu,
@@ -238,7 +189,7 @@ impl NetConf {
             nodename_file_optional: wire.nodename_file_optional.unwrap_or(false),
             log_level: wire.log_level,
             log_file_path: wire.log_file_path.filter(|s| !s.is_empty()),
-            prev_result,
+            prev_result: header.prev_result,
             valid_attachments: wire.valid_attachments,
             raw: bytes.to_vec(),
         })

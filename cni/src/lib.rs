@@ -1,9 +1,11 @@
 //! Manx CNI plugin: pod veths, addresses and routes.
 //!
 //! The `manx` binary is a thin wrapper around [`plugin::run`]. Modules:
-//! * [`env`], [`config`] — the `CNI_*` variables and stdin, validated;
-//! * [`error`], [`version`], [`result`] — the spec's error codes, versions
-//!   and per-version result shapes;
+//! * [`env`], [`error`], [`version`], [`result`] — the CNI protocol, shared
+//!   with `manx-ipam`: re-exports of the `manx-cni-proto` crate's modules
+//!   (`CNI_*` variables, error codes, versions, per-version result shapes);
+//! * [`config`] — the network configuration on stdin (its common header
+//!   from `cni_proto::conf`);
 //! * [`ipam`] — delegation to an IPAM plugin through the exec protocol;
 //! * [`netns`], [`dataplane`], [`names`] — namespaces, veths, routes;
 //! * [`endpoint`], [`store`] — WorkloadEndpoint records in the datastore;
@@ -14,17 +16,13 @@ mod add;
 pub mod config;
 pub mod dataplane;
 pub mod endpoint;
-pub mod env;
-pub mod error;
 pub mod ipam;
 pub mod logging;
 pub mod names;
 pub mod netns;
 pub mod plugin;
-pub mod result;
 pub mod store;
 pub mod timing;
-pub mod version;
 
-pub use error::{CniError, ErrorCode};
-pub use plugin::{Outcome, run};
+pub use cni_proto::{CniError, ErrorCode, Outcome, env, error, result, version};
+pub use plugin::run;

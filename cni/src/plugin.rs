@@ -22,16 +22,9 @@ use crate::names;
 use crate::netns::NetNs;
 use crate::result::AddResult;
 use crate::timing::StepTimer;
-use crate::version::{self, CURRENT_VERSION};
-
-/// What the plugin prints and how it exits.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Outcome {
-    /// JSON for stdout (empty for a successful DEL/GC).
-    pub stdout: Vec<u8>,
-    /// 0 on success, 1 on a CNI error.
-    pub exit_code: i32,
-}
+use crate::version;
+use cni_proto::Outcome;
+use cni_proto::output::requested_version;
 
 /// Opens the endpoint store a configuration names.
 pub type StoreOpener = dyn Fn(&NetConf) -> Result<Arc<dyn EndpointStore>, CniError> + Send + Sync;
@@ -44,39 +37,16 @@ pub fn run(
     open_store: &StoreOpener,
 ) -> Outcome {
     let timer = StepTimer::start();
-    let requested_version = loose_version(stdin);
     let result = run_inner(&lookup, stdin, open_store, &timer);
     timer.finish(
         &lookup,
         lookup("CNI_COMMAND").as_deref().unwrap_or("?"),
         lookup("CNI_CONTAINERID").as_deref().unwrap_or(""),
     );
-    match result {
-        Ok(out) => Outcome {
-            stdout: out.map(|v| v.to_string().into_bytes()).unwrap_or_default(),
-            exit_code: 0,
-        },
-        Err(e) => {
-            tracing::error!(code = e.code, msg = %e.msg, details = %e.details, "CNI command failed");
-            Outcome {
-                stdout: e.to_json(&requested_version).to_string().into_bytes(),
-                exit_code: 1,
-            }
-        }
+    if let Err(e) = &result {
+        tracing::error!(code = e.code, msg = %e.msg, details = %e.details, "CNI command failed");
     }
-}
-
-/// `cniVersion` of stdin if readable, for error and VERSION output.
-fn loose_version(stdin: &[u8]) -> String {
-    serde_json::from_slice::<serde_json::Value>(stdin)
-        .ok()
-        .and_then(|v| {
-            v.get("cniVersion")
-                .and_then(|s| s.as_str())
-                .map(str::to_string)
-        })
-        .filter(|v| version::SUPPORTED_VERSIONS.contains(&v.as_str()))
-        .unwrap_or_else(|| CURRENT_VERSION.to_string())
+    Outcome::new(stdin, &result)
 }
 
 fn run_inner(
@@ -87,7 +57,7 @@ fn run_inner(
 ) -> Result<Option<serde_json::Value>, CniError> {
     let env = CniEnv::from_lookup(lookup)?;
     if env.command == Command::Version {
-        return Ok(Some(version::version_info(&loose_version(stdin))));
+        return Ok(Some(version::version_info(&requested_version(stdin))));
     }
     let conf = NetConf::parse(stdin)?;
     let span = tracing::info_span!("cni", cmd = env.command.as_str(), container = %env.container_id, ifname = %env.ifname);
@@ -118,20 +88,6 @@ pub(crate) fn ipam_invocation(env: &CniEnv, conf: &NetConf, command: Command) ->
     let mut inv = Invocation::from_env(env, command);
     inv.extra_env = crate::store::datastore_vars(conf);
     inv
-}
-
-fn require_1_1(conf: &NetConf, cmd: Command) -> Result<(), CniError> {
-    if conf.version.has_status_gc() {
-        return Ok(());
-    }
-    Err(CniError::new(
-        ErrorCode::IncompatibleVersion,
-        format!(
-            "{} needs cniVersion 1.1.0 or newer; the configuration says {}",
-            cmd.as_str(),
-            conf.cni_version
-        ),
-    ))
 }
 
 async fn del(
@@ -206,18 +162,8 @@ async fn del(
 }
 
 async fn check(env: &CniEnv, conf: &NetConf, open_store: &StoreOpener) -> Result<(), CniError> {
-    if !conf.version.has_check() {
-        return Err(CniError::new(
-            ErrorCode::IncompatibleVersion,
-            format!(
-                "CHECK needs cniVersion 0.4.0 or newer; the configuration says {}",
-                conf.cni_version
-            ),
-        ));
-    }
-    let prev = conf.prev_result.as_ref().ok_or_else(|| {
-        CniError::config("CHECK needs prevResult in the configuration (the result of ADD)")
-    })?;
+    version::require_command(Command::Check, &conf.cni_version)?;
+    let prev = cni_proto::conf::require_prev_result(conf.prev_result.as_ref())?;
     let netns_path = env
         .netns
         .as_ref()
@@ -283,7 +229,7 @@ async fn check(env: &CniEnv, conf: &NetConf, open_store: &StoreOpener) -> Result
 }
 
 async fn status(env: &CniEnv, conf: &NetConf, open_store: &StoreOpener) -> Result<(), CniError> {
-    require_1_1(conf, Command::Status)?;
+    version::require_command(Command::Status, &conf.cni_version)?;
     let unavailable = |e: CniError| {
         CniError::new(
             ErrorCode::PluginNotAvailable,
@@ -305,7 +251,7 @@ async fn status(env: &CniEnv, conf: &NetConf, open_store: &StoreOpener) -> Resul
 }
 
 async fn gc(env: &CniEnv, conf: &NetConf, open_store: &StoreOpener) -> Result<(), CniError> {
-    require_1_1(conf, Command::Gc)?;
+    version::require_command(Command::Gc, &conf.cni_version)?;
     let valid = conf.valid_attachments.clone().unwrap_or_default();
     let node = conf.node_name()?;
     let store = open_store(conf)?;

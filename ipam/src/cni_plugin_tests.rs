@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
+use cni_proto::Outcome;
 use datastore::memory::MemoryStore;
+use serde_json::json;
 
 use super::*;
 use crate::topology::{Pool, StaticTopology};
@@ -23,16 +25,22 @@ fn setup() -> (Arc<Ipam>, Connector) {
     (ipam.clone(), connector(ipam))
 }
 
-fn env(cmd: &str, cid: &str) -> CniEnv {
-    CniEnv::from_vars([
-        ("CNI_COMMAND".to_string(), cmd.to_string()),
-        ("CNI_CONTAINERID".to_string(), cid.to_string()),
-        ("CNI_IFNAME".to_string(), "eth0".to_string()),
+fn env(cmd: &str, cid: &str) -> HashMap<String, String> {
+    [
+        ("CNI_COMMAND", cmd),
+        ("CNI_CONTAINERID", cid),
+        ("CNI_NETNS", "/proc/self/ns/net"),
+        ("CNI_IFNAME", "eth0"),
         (
-            "CNI_ARGS".to_string(),
-            "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web-1".to_string(),
+            "CNI_ARGS",
+            "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web-1",
         ),
-    ])
+        ("CNI_PATH", "/opt/cni/bin"),
+    ]
+    .into_iter()
+    .filter(|(_, v)| !v.is_empty())
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
 }
 
 fn conf(version: &str, v6: &str) -> Vec<u8> {
@@ -131,35 +139,68 @@ async fn del_is_idempotent_and_check_follows_state() {
 #[tokio::test]
 async fn errors_carry_spec_codes() {
     let (_, c) = setup();
+    let code = |e: ErrorCode| e as u32;
     let e = run(&env("ADD", "c"), b"{not json", &c).await.unwrap_err();
-    assert_eq!(e.code, codes::DECODE);
+    assert_eq!(e.code, code(ErrorCode::DecodeFailure));
     let e = run(&env("ADD", "c"), &conf("0.2.0", "false"), &c)
         .await
         .unwrap_err();
-    assert_eq!(e.code, codes::INCOMPATIBLE_VERSION);
+    assert_eq!(e.code, code(ErrorCode::IncompatibleVersion));
     let e = run(&env("ADD", ""), &conf("1.0.0", "false"), &c)
         .await
         .unwrap_err();
-    assert_eq!(e.code, codes::INVALID_ENV);
-    let e = run(&CniEnv::default(), &conf("1.0.0", "false"), &c)
+    assert_eq!(e.code, code(ErrorCode::InvalidEnvironment));
+    assert!(e.msg.starts_with("CNI_CONTAINERID is not set"), "{}", e.msg);
+    let e = run(&HashMap::new(), &conf("1.0.0", "false"), &c)
         .await
         .unwrap_err();
-    assert_eq!(e.code, codes::INVALID_ENV);
+    assert_eq!(e.code, code(ErrorCode::InvalidEnvironment));
+    assert!(e.msg.starts_with("CNI_COMMAND is not set"), "{}", e.msg);
+    // The environment is checked as the manx plugin checks it.
+    let mut relative = env("ADD", "c");
+    relative.insert("CNI_NETNS".into(), "var/run/netns/x".into());
+    let e = run(&relative, &conf("1.0.0", "false"), &c)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, code(ErrorCode::InvalidEnvironment));
+    assert!(e.msg.contains("absolute path"), "{}", e.msg);
+    // CHECK and GC need their versions; CHECK needs prevResult.
+    let e = run(&env("CHECK", "c"), &conf("0.3.1", "false"), &c)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, code(ErrorCode::IncompatibleVersion));
+    let e = run(&env("GC", ""), &conf("1.0.0", "false"), &c)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, code(ErrorCode::IncompatibleVersion));
+    let e = run(&env("CHECK", "c"), &conf("1.0.0", "false"), &c)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, code(ErrorCode::InvalidNetworkConfig));
+    assert!(e.msg.contains("prevResult"), "{}", e.msg);
     let mut bad: Value = serde_json::from_slice(&conf("1.0.0", "false")).unwrap();
     bad["ipam"]["assign_ipv4"] = json!("false");
     let e = run(&env("ADD", "c"), bad.to_string().as_bytes(), &c)
         .await
         .unwrap_err();
-    assert_eq!(e.code, codes::INVALID_CONFIG);
+    assert_eq!(e.code, code(ErrorCode::InvalidNetworkConfig));
     bad["ipam"]["assign_ipv4"] = json!("maybe");
-    let e = run(&env("ADD", "c"), bad.to_string().as_bytes(), &c)
-        .await
-        .unwrap_err();
-    assert_eq!(e.code, codes::INVALID_CONFIG);
-    let json = serde_json::to_value(&e).unwrap();
+    let stdin = bad.to_string().into_bytes();
+    let e = run(&env("ADD", "c"), &stdin, &c).await.unwrap_err();
+    assert_eq!(e.code, code(ErrorCode::InvalidNetworkConfig));
+    let out = Outcome::new(&stdin, &Err(e));
+    assert_eq!(out.exit_code, 1);
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json["code"], 7);
     assert_eq!(json["cniVersion"], "1.0.0");
     assert!(json["msg"].as_str().unwrap().contains("assign_ipv4"));
+    // A datastore_type Manx does not know is code 2, as in the manx plugin.
+    bad["ipam"]["assign_ipv4"] = json!("true");
+    bad["datastore_type"] = json!("kubernetes");
+    let e = run(&env("ADD", "c"), bad.to_string().as_bytes(), &c)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, code(ErrorCode::UnsupportedField));
 }
 
 #[tokio::test]
@@ -189,6 +230,12 @@ async fn exhaustion_is_one_clear_line() {
 async fn version_status_and_gc() {
     let (ipam, c) = setup();
     let v = run(&env("VERSION", ""), b"", &c).await.unwrap().unwrap();
+    assert_eq!(v["cniVersion"], "1.1.0");
+    let v040 = run(&env("VERSION", ""), br#"{"cniVersion":"0.4.0"}"#, &c)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(v040["cniVersion"], "0.4.0");
     assert!(
         v["supportedVersions"]
             .as_array()

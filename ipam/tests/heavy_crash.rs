@@ -184,7 +184,10 @@ fn cni_add(conf: &str, cid: &str, kill_after: Option<Duration>) -> Option<IpAddr
         .env("CNI_COMMAND", "ADD")
         .env("CNI_CONTAINERID", cid)
         .env("CNI_IFNAME", "eth0")
-        .env("CNI_NETNS", "/var/run/netns/none")
+        // The plugin checks CNI_NETNS as the manx plugin does: an absolute
+        // path that exists (the addresses are not configured in it).
+        .env("CNI_NETNS", "/proc/self/ns/net")
+        .env("CNI_PATH", "/opt/cni/bin")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

@@ -1,9 +1,12 @@
-//! `manx-ipam`: the CNI IPAM plugin. All logic is in `ipam::cni_plugin`.
+//! `manx-ipam`: the CNI IPAM plugin. All logic is in `ipam::cni_plugin`, the
+//! protocol (environment, errors, output) in the `manx-cni-proto` crate.
 
-use std::io::{Read, Write};
+use std::collections::HashMap;
 use std::process::ExitCode;
 
-use ipam::cni_plugin::{CniEnv, CniError, codes, datastore_connector, run};
+use cni_proto::CniError;
+use cni_proto::output::{Outcome, emit, read_stdin};
+use ipam::cni_plugin::{datastore_connector, run};
 
 fn main() -> ExitCode {
     // Logs go to stderr (stdout is the protocol); quiet unless MANX_LOG says.
@@ -14,51 +17,25 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .init();
-    let env = CniEnv::from_vars(std::env::vars());
-    let mut stdin = Vec::new();
-    if env.command != "VERSION"
-        && let Err(e) = std::io::stdin().read_to_end(&mut stdin)
-    {
-        return emit(Err(CniError {
-            cni_version: "1.1.0".into(),
-            code: codes::DECODE,
-            msg: format!("reading the network config from stdin: {e}"),
-            details: String::new(),
-        }));
-    }
-    let rt = match tokio::runtime::Builder::new_current_thread()
+    let stdin = match read_stdin() {
+        Ok(stdin) => stdin,
+        Err(e) => return exit(emit(&Outcome::new(b"", &Err(e)))),
+    };
+    let vars: HashMap<String, String> = std::env::vars().collect();
+    let result = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
-        Ok(rt) => rt,
-        Err(e) => {
-            return emit(Err(CniError {
-                cni_version: "1.1.0".into(),
-                code: codes::TRY_AGAIN,
-                msg: format!("starting the runtime: {e}"),
-                details: String::new(),
-            }));
-        }
+        Ok(rt) => rt.block_on(run(&vars, &stdin, &datastore_connector())),
+        Err(e) => Err(CniError::io(format!("cannot start the async runtime: {e}"))),
     };
-    let connector = datastore_connector();
-    emit(rt.block_on(run(&env, &stdin, &connector)))
+    exit(emit(&Outcome::new(&stdin, &result)))
 }
 
-fn emit(r: Result<Option<serde_json::Value>, CniError>) -> ExitCode {
-    let mut out = std::io::stdout().lock();
-    match r {
-        Ok(Some(v)) => {
-            let _ = writeln!(out, "{v}");
-            ExitCode::SUCCESS
-        }
-        Ok(None) => ExitCode::SUCCESS,
-        Err(e) => {
-            let _ = writeln!(
-                out,
-                "{}",
-                serde_json::to_string(&e).unwrap_or_else(|_| format!("{{\"code\":{}}}", e.code))
-            );
-            ExitCode::FAILURE
-        }
+fn exit(code: i32) -> ExitCode {
+    if code == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }

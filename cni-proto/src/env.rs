@@ -128,7 +128,7 @@ impl CniEnv {
             .collect();
         if path.is_empty() && command != Command::Version {
             return Err(CniError::env(format!(
-                "CNI_PATH is not set: {} needs the directories holding the IPAM plugin (e.g. /opt/cni/bin)",
+                "CNI_PATH is not set: {} needs the directories holding the CNI plugins (e.g. /opt/cni/bin)",
                 command.as_str()
             )));
         }

@@ -29,7 +29,8 @@ pub enum ErrorCode {
     /// 51: the plugin cannot service ADDs at the moment (STATUS, spec 1.1).
     LimitedConnectivity = 51,
     /// 100: a Manx-specific failure (netlink, datastore logic) with no
-    /// better code.
+    /// better code. Plugins may define more of their own from 100 on
+    /// ([`CniError::plugin`]).
     Internal = 100,
 }
 
@@ -88,9 +89,24 @@ impl CniError {
         Self::new(ErrorCode::IoFailure, msg)
     }
 
+    /// Code 11.
+    pub fn try_again(msg: impl Into<String>) -> Self {
+        Self::new(ErrorCode::TryAgainLater, msg)
+    }
+
     /// Code 100.
     pub fn internal(msg: impl Into<String>) -> Self {
         Self::new(ErrorCode::Internal, msg)
+    }
+
+    /// A plugin-specific code (100 or more; the spec reserves 1-99).
+    pub fn plugin(code: u32, msg: impl Into<String>) -> Self {
+        debug_assert!(code >= 100, "CNI reserves codes below 100");
+        CniError {
+            code,
+            msg: msg.into(),
+            details: String::new(),
+        }
     }
 
     /// The error object as printed on stdout, in the given CNI version.

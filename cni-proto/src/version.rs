@@ -1,6 +1,7 @@
-//! CNI spec versions: which ones this plugin speaks, and how results differ
+//! CNI spec versions: which ones the Manx plugins speak, and how results differ
 //! between them.
 
+use crate::env::Command;
 use crate::error::{CniError, ErrorCode};
 
 /// Versions this plugin accepts in `cniVersion` (VERSION command output).
@@ -58,8 +59,29 @@ pub fn require_supported(version: &str) -> Result<Version, CniError> {
     Err(CniError::new(
         ErrorCode::IncompatibleVersion,
         format!(
-            "cniVersion {version:?} is not supported by the manx plugin: use one of {}",
+            "cniVersion {version:?} is not supported: use one of {}",
             SUPPORTED_VERSIONS.join(", ")
+        ),
+    ))
+}
+
+/// Checks that the configuration's version has `command`: CHECK from
+/// 0.4.0, STATUS and GC from 1.1.0; code 1 otherwise.
+pub fn require_command(command: Command, cni_version: &str) -> Result<(), CniError> {
+    let v = require_supported(cni_version)?;
+    let (has, needs) = match command {
+        Command::Check => (v.has_check(), "0.4.0"),
+        Command::Status | Command::Gc => (v.has_status_gc(), "1.1.0"),
+        Command::Add | Command::Del | Command::Version => return Ok(()),
+    };
+    if has {
+        return Ok(());
+    }
+    Err(CniError::new(
+        ErrorCode::IncompatibleVersion,
+        format!(
+            "{} needs cniVersion {needs} or newer; the configuration says {cni_version}",
+            command.as_str()
         ),
     ))
 }
@@ -96,5 +118,23 @@ mod tests {
         assert_eq!(e.code, 1);
         assert!(e.msg.contains("0.3.0, 0.3.1, 0.4.0, 1.0.0, 1.1.0"));
         assert!(require_supported("1.0.0").is_ok());
+    }
+
+    #[test]
+    fn commands_need_their_versions() {
+        let e = require_command(Command::Check, "0.3.1").unwrap_err();
+        assert_eq!(e.code, 1);
+        assert_eq!(
+            e.msg,
+            "CHECK needs cniVersion 0.4.0 or newer; the configuration says 0.3.1"
+        );
+        let e = require_command(Command::Gc, "1.0.0").unwrap_err();
+        assert_eq!(
+            e.msg,
+            "GC needs cniVersion 1.1.0 or newer; the configuration says 1.0.0"
+        );
+        assert!(require_command(Command::Status, "1.1.0").is_ok());
+        assert!(require_command(Command::Check, "0.4.0").is_ok());
+        assert!(require_command(Command::Add, "0.3.0").is_ok());
     }
 }
