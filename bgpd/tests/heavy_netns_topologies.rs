@@ -691,3 +691,84 @@ fn heavy_bird2_restart_without_forwarding_state_sweeps_stale() {
         "stale routes kept across a restart without forwarding state (F bit clear): {unswept:?}\nbefore {before:?}\nafter {after:?}"
     );
 }
+
+/// `ttlSecurity` is a hop count (RFC 5082 §3, BIRD's `ttl security` with
+/// `multihop`): two manx-bgpd nodes with a router between them are two hops
+/// apart, so their TTL-255 segments arrive with TTL 254. With ttlSecurity 2
+/// (minimum TTL 254) the session comes up; with ttlSecurity 1 (minimum 255,
+/// a directly connected peer) the kernel drops every segment and it never
+/// does. (The old code fixed the minimum at 254 whatever the hop count.)
+#[test]
+fn heavy_gtsm_ttl_security_counts_hops_through_a_router() {
+    if !prerequisites(&[]) {
+        return;
+    }
+    // a (198.19.1.1) — r (forwards) — b (198.19.2.1)
+    let a = netns_topo::Netns::new("mxgt");
+    let r = netns_topo::Netns::new("mxgt");
+    let b = netns_topo::Netns::new("mxgt");
+    for (side, ns, net) in [("ra", &a, 1), ("rb", &b, 2)] {
+        r.ip(&[
+            "link", "add", side, "type", "veth", "peer", "name", "eth0", "netns", &ns.name,
+        ]);
+        r.ip(&["addr", "add", &format!("198.19.{net}.254/24"), "dev", side]);
+        r.ip(&["link", "set", side, "up"]);
+        ns.ip(&["addr", "add", &format!("198.19.{net}.1/24"), "dev", "eth0"]);
+        ns.ip(&["link", "set", "eth0", "up"]);
+        ns.ip(&[
+            "route",
+            "add",
+            "default",
+            "via",
+            &format!("198.19.{net}.254"),
+        ]);
+    }
+    r.exec("sysctl", &["-q", "-w", "net.ipv4.ip_forward=1"]);
+    let dir = tempfile::tempdir().unwrap();
+    let start = |ns: &netns_topo::Netns, me: &str, peer: &str, passive: bool, hops: u8| {
+        let control = dir.path().join(format!("{me}-{hops}.sock"));
+        let config = dir.path().join(format!("{me}-{hops}.yaml"));
+        std::fs::write(
+            &config,
+            format!(
+                "asNumber: 64512\nrouterId: {me}\nlisten: {{address: \"{me}\", port: 179}}\nholdTime: 9\nconnectRetryTime: 1\ncontrolSocket: {}\npeers:\n  - address: {peer}\n    asNumber: 64512\n    passive: {passive}\n    sourceAddress: {me}\n    ttlSecurity: {hops}\n",
+                control.display()
+            ),
+        )
+        .unwrap();
+        let d = netns_topo::Daemon::spawn(
+            ns,
+            dir.path(),
+            &format!("manx-{me}-{hops}"),
+            env!("CARGO_BIN_EXE_manx-bgpd"),
+            &["--config", config.to_str().unwrap()],
+        );
+        assert!(eventually(Duration::from_secs(10), || control.exists()));
+        (d, control)
+    };
+    let established = |control: &std::path::Path| {
+        bgpd::query_peers(control)
+            .unwrap_or_default()
+            .iter()
+            .any(|p| p.state == State::Established)
+    };
+    // Two hops, ttlSecurity 2: up.
+    {
+        let (_da, ca) = start(&a, "198.19.1.1", "198.19.2.1", false, 2);
+        let (_db, cb) = start(&b, "198.19.2.1", "198.19.1.1", true, 2);
+        assert!(
+            eventually(Duration::from_secs(20), || established(&ca)
+                && established(&cb)),
+            "ttlSecurity 2 across one router must establish: {:?}",
+            bgpd::query_peers(&ca)
+        );
+    }
+    // Two hops, ttlSecurity 1: never up (several connect retries).
+    let (_da, ca) = start(&a, "198.19.1.1", "198.19.2.1", false, 1);
+    let (_db, cb) = start(&b, "198.19.2.1", "198.19.1.1", true, 1);
+    assert!(
+        !eventually(Duration::from_secs(8), || established(&ca)
+            || established(&cb)),
+        "ttlSecurity 1 must refuse a peer two hops away"
+    );
+}

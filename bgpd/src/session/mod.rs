@@ -167,6 +167,17 @@ impl Listener {
             // `::` takes IPv4 too.
             sock.set_only_v6(!addr.ip().is_unspecified())?;
         }
+        // The kernel answers a SYN (SYN-ACK) with the listener's TTL,
+        // before any accepted socket exists: a GTSM peer drops a SYN-ACK
+        // with the default TTL of 64, so the listener sends with 255
+        // (RFC 5082 §3; harmless towards peers without GTSM).
+        if addr.is_ipv6() {
+            sock.set_unicast_hops_v6(255)?;
+            // v4-mapped connections of a dual-stack listener: best effort.
+            let _ = sock.set_ttl_v4(255);
+        } else {
+            sock.set_ttl_v4(255)?;
+        }
         sock.set_nonblocking(true)?;
         sock.bind(&addr.into())?;
         sock.listen(128)?;
