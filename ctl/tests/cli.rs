@@ -227,3 +227,31 @@ fn ipam_configure_and_show() {
     let check = ctl.ok(&["ipam", "check"]);
     assert!(check.contains("no problems found"), "{check}");
 }
+
+/// Calico's documented BGPConfiguration example with `bindMode: NodeIP`:
+/// `manxctl apply` refuses the fields Manx does not act on, by file, line,
+/// object and field, and writes nothing (not even the pool beside it).
+#[test]
+fn apply_refuses_fields_manx_does_not_act_on_and_writes_nothing() {
+    let ctl = Ctl::new();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bgpconfig.yaml");
+    std::fs::write(
+        &path,
+        "apiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata:\n  name: default\nspec:\n  logSeverityScreen: Info\n  nodeToNodeMeshEnabled: true\n  asNumber: 63400\n  bindMode: NodeIP\n  listenPort: 178\n---\napiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata:\n  name: beside\nspec:\n  cidr: 10.9.0.0/16\n",
+    )
+    .unwrap();
+    let out = ctl.run(&["apply", "-f", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(
+            "bgpconfig.yaml:9:3: BGPConfiguration default: spec.bindMode is not supported by Manx yet"
+        ),
+        "{err}"
+    );
+    let cfgs = ctl.ok(&["get", "bgpconfigurations", "-o", "json"]);
+    assert!(!cfgs.contains("63400"), "nothing may be written: {cfgs}");
+    let pools = ctl.ok(&["get", "ippools", "-o", "json"]);
+    assert!(!pools.contains("beside"), "nothing may be written: {pools}");
+}
