@@ -159,6 +159,19 @@ pub fn cluster_settings(
     }
 }
 
+/// The log level node `node` runs at: `logSeverityScreen` of its
+/// `node.<name>` BGPConfiguration, else of `default`, else `info`.
+pub fn node_log_level(configs: &[BGPConfiguration], node: &str) -> &'static str {
+    let own = format!("node.{node}");
+    let level_of = |name: &str| {
+        configs
+            .iter()
+            .find(|c| c.metadata.name == name)
+            .and_then(|c| c.spec.log_severity_screen.as_deref())
+    };
+    log_level(level_of(&own).or_else(|| level_of("default")))
+}
+
 /// A node's BGP identity (`Node.spec.bgp`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NodeBgp {
@@ -427,5 +440,14 @@ mod tests {
             ["10.96.0.0/12".parse::<IpNetwork>().unwrap()]
         );
         assert_eq!(cluster_settings(&[], &Secrets), ClusterSettings::default());
+        assert_eq!(node_log_level(&cfgs, "n1"), "warn");
+        let mut node = cfgs[0].clone();
+        node.metadata.name = "node.n1".into();
+        node.spec = Default::default();
+        node.spec.log_severity_screen = Some("Debug".into());
+        let both = [cfgs[0].clone(), node];
+        assert_eq!(node_log_level(&both, "n1"), "debug");
+        assert_eq!(node_log_level(&both, "n2"), "warn");
+        assert_eq!(node_log_level(&[], "n2"), "info");
     }
 }

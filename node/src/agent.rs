@@ -259,6 +259,10 @@ impl Agent {
         self.view = self.cache.view(&self.name);
         self.check_cluster_id().await;
         self.ensure_tunnels().await;
+        crate::logging::follow_datastore_level(bgpd::northbound::node_log_level(
+            &self.view.bgp_configs,
+            &self.name,
+        ));
         let secrets = SecretDir("/etc/manx/secrets".into());
         let peers = desired_peers(
             &self.name,

@@ -197,6 +197,8 @@ impl BGPConfiguration {
                 );
             }
             // As libcalico-go: these are cluster-wide settings.
+            // Manx listens on one port per node, from `default`.
+            c.unsupported(s.listen_port.is_some(), "spec.listenPort");
             for (set, field) in [
                 (
                     s.node_to_node_mesh_enabled.is_some(),

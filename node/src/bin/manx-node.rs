@@ -5,7 +5,10 @@ use manx_node::config::NodeConfig;
 
 fn main() {
     let cfg = NodeConfig::parse();
-    manx_node::logging::init(&cfg.log_format, &cfg.log_level);
+    // A level the operator gave wins over BGPConfiguration logSeverityScreen.
+    let explicit = std::env::var_os("MANX_LOG_LEVEL").is_some()
+        || std::env::args().any(|a| a.starts_with("--log-level"));
+    manx_node::logging::init(&cfg.log_format, &cfg.log_level, explicit);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
