@@ -130,12 +130,12 @@ pub enum NodeCmd {
     /// BGP peers of this node: PEER ADDRESS | PEER TYPE | STATE | SINCE | INFO.
     Status {
         /// manx-node's run directory (its status socket lives there).
-        #[arg(long, env = "MANX_RUN_DIR", default_value = "/var/run/manx")]
+        #[arg(long, env = "MANX_RUN_DIR", default_value = manx_status::DEFAULT_RUN_DIR)]
         run_dir: PathBuf,
     },
     /// Exit 0 when manx-node on this host is ready (what /readyz says).
     Ready {
-        #[arg(long, env = "MANX_RUN_DIR", default_value = "/var/run/manx")]
+        #[arg(long, env = "MANX_RUN_DIR", default_value = manx_status::DEFAULT_RUN_DIR)]
         run_dir: PathBuf,
     },
     /// Check the kernel and host for what Manx needs.

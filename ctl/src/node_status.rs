@@ -1,5 +1,7 @@
-//! `manxctl node status | ready` (through manx-node's status socket) and the
-//! set of live IPAM handles `ipam check` compares allocations against.
+//! `manxctl node status | ready` (a client of manx-node's status socket,
+//! whose protocol is the `manx-status` crate; the calicoctl-style table is
+//! drawn here) and the set of live IPAM handles `ipam check` compares
+//! allocations against.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -7,17 +9,17 @@ use std::path::Path;
 use anyhow::{Result, anyhow, bail};
 use datastore::client::Client;
 use datastore::model::{Node, WorkloadEndpoint};
-use manx_node::status;
+use manx_status::{NodeStatus, PeerRow};
 
 /// calicoctl-style peer table of the node at `run_dir`.
 pub async fn status(run_dir: &Path) -> Result<String> {
-    let s = status::query(run_dir).await.map_err(|e| anyhow!(e))?;
-    Ok(status::render(&s))
+    let s = manx_status::query(run_dir).await.map_err(|e| anyhow!(e))?;
+    Ok(render(&s))
 }
 
 /// Ok when the node at `run_dir` is ready.
 pub async fn ready(run_dir: &Path) -> Result<()> {
-    let s = status::query(run_dir).await.map_err(|e| anyhow!(e))?;
+    let s = manx_status::query(run_dir).await.map_err(|e| anyhow!(e))?;
     if !s.ready {
         bail!("manx-node {} is not ready: {}", s.node, s.not_ready);
     }
@@ -52,4 +54,117 @@ pub async fn live_handles(client: &Client) -> Result<HashSet<String>> {
         }
     }
     Ok(live)
+}
+
+/// calicoctl's `node status` text.
+pub fn render(status: &NodeStatus) -> String {
+    let mut out = String::new();
+    out.push_str(if status.ready {
+        "Manx process is running.\n\n"
+    } else {
+        "Manx process is running but not ready.\n\n"
+    });
+    if !status.not_ready.is_empty() {
+        out.push_str(&format!("Not ready: {}\n\n", status.not_ready));
+    }
+    for w in &status.warnings {
+        out.push_str(&format!("Warning: {w}\n"));
+    }
+    out.push_str("IPv4 BGP status\n");
+    let rows: Vec<&PeerRow> = status
+        .peers
+        .iter()
+        .filter(|p| !p.address.contains(':'))
+        .collect();
+    out.push_str(&peer_table(&rows));
+    out.push_str("\nIPv6 BGP status\n");
+    let rows6: Vec<&PeerRow> = status
+        .peers
+        .iter()
+        .filter(|p| p.address.contains(':'))
+        .collect();
+    if rows6.is_empty() {
+        out.push_str("No IPv6 peers found.\n");
+    } else {
+        out.push_str(&peer_table(&rows6));
+    }
+    out
+}
+
+fn peer_table(rows: &[&PeerRow]) -> String {
+    let headers = ["PEER ADDRESS", "PEER TYPE", "STATE", "SINCE", "INFO"];
+    let cells: Vec<[String; 5]> = rows
+        .iter()
+        .map(|p| {
+            [
+                p.address.clone(),
+                p.peer_type.clone(),
+                p.state.clone(),
+                p.since.clone(),
+                p.info.clone(),
+            ]
+        })
+        .collect();
+    let mut widths = headers.map(str::len);
+    for r in &cells {
+        for (i, c) in r.iter().enumerate() {
+            widths[i] = widths[i].max(c.len());
+        }
+    }
+    let sep: String = widths
+        .iter()
+        .map(|w| "-".repeat(w + 2))
+        .collect::<Vec<_>>()
+        .join("+");
+    let line = |cells: [&str; 5]| {
+        let inner: Vec<String> = cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!(" {:<w$} ", c, w = widths[i]))
+            .collect();
+        format!("|{}|\n", inner.join("|"))
+    };
+    let mut out = format!("+{sep}+\n");
+    out.push_str(&line(headers));
+    out.push_str(&format!("+{sep}+\n"));
+    for r in &cells {
+        out.push_str(&line([&r[0], &r[1], &r[2], &r[3], &r[4]]));
+    }
+    out.push_str(&format!("+{sep}+\n"));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_calicoctl_style_table() {
+        let s = NodeStatus {
+            node: "n1".into(),
+            ready: true,
+            not_ready: String::new(),
+            peers: vec![PeerRow {
+                address: "172.30.0.12".into(),
+                peer_type: "node-to-node mesh".into(),
+                state: "up".into(),
+                since: "01:02:03".into(),
+                info: "Established".into(),
+                prefixes_received: 1,
+                prefixes_accepted: 1,
+                prefixes_advertised: 1,
+            }],
+            warnings: vec![],
+        };
+        let text = render(&s);
+        assert!(
+            text.contains("| PEER ADDRESS | PEER TYPE         | STATE | SINCE    | INFO        |"),
+            "{text}"
+        );
+        assert!(
+            text.contains("| 172.30.0.12  | node-to-node mesh | up    | 01:02:03 | Established |"),
+            "{text}"
+        );
+        assert!(text.contains("No IPv6 peers found."));
+    }
 }

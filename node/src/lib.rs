@@ -1,7 +1,10 @@
 //! manx-node: the per-node agent and composition root.
 //!
-//! It wires the datastore, IPAM, bgpd and felix-lite together; none of those
-//! crates knows about the others. [`agent`] has the task diagram.
+//! It wires the datastore, IPAM, bgpd and felix-lite together; ipam, bgpd
+//! and felix-lite do not know about each other (ipam and bgpd reach the
+//! datastore only through its `Datastore` trait and typed resources).
+//! [`agent`] has the task diagram. [`status`] serves the local status socket
+//! whose protocol (shared with `manxctl`) is the `manx-status` crate.
 
 pub mod agent;
 pub mod cluster;
