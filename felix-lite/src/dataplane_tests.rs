@@ -160,6 +160,81 @@ async fn vxlan_always_programs_device_arp_fdb_and_routes() {
 }
 
 #[tokio::test]
+async fn ipv6_vxlan_programs_vxlan_v6_with_ndp_fdb_and_the_remote_block_route() {
+    let rig = Rig::new();
+    let mut dp = rig.dataplane();
+    let mut inp = input(EncapMode::Never, EncapMode::Never);
+    let mut pool6 = PoolInfo::new(net("fd42:19:1::/64"));
+    pool6.vxlan = EncapMode::Always;
+    inp.pools.push(pool6);
+    inp.uplink.as_mut().unwrap().v6 = Some(net("fd42:19::1/64"));
+    inp.vxlan_tunnel_addr_v6 = Some(ip("fd42:19:1::1"));
+    inp.remote_blocks.push(RemoteBlock {
+        block: net("fd42:19:1::40/122"),
+        node: "b".into(),
+        node_ip: ip("fd42:19::2"),
+    });
+    let mac_b = MacAddr([2, 0, 0, 0, 6, 0xb]);
+    inp.peers[0].ip_v6 = Some(ip("fd42:19::2"));
+    inp.peers[0].vxlan_tunnel_addr_v6 = Some(ip("fd42:19:1::41"));
+    inp.peers[0].vxlan_mac_v6 = Some(mac_b);
+    let rep = dp.apply(&inp).await.unwrap();
+    assert!(rep.errors.is_empty(), "{:?}", rep.errors);
+
+    let links = rig.nl.link_list();
+    let vx = links
+        .iter()
+        .find(|l| l.name == crate::VXLAN_V6_DEVICE)
+        .unwrap();
+    assert_eq!((vx.mtu, vx.up), (1430, true));
+    assert_eq!(vx.mac, Some(dp.vxlan_mac_v6("a")));
+    assert_ne!(dp.vxlan_mac_v6("a"), dp.vxlan_mac("a"));
+    assert!(matches!(
+        vx.kind,
+        LinkKind::Vxlan { vni: 4096, port: 4789, local, parent: Some(p) }
+            if local == ip("fd42:19::1") && p == rig.eth
+    ));
+    // The v4 pool is Never: no vxlan.manx.
+    assert!(rig.nl.index_of(crate::VXLAN_DEVICE).is_none());
+    assert!(
+        rig.nl
+            .address_list()
+            .iter()
+            .any(|a| a.index == vx.index && a.addr == net("fd42:19:1::1/128"))
+    );
+    let r = rig.route("fd42:19:1::40/122").unwrap();
+    assert_eq!(
+        (r.gateway, r.oif, r.onlink, r.protocol),
+        (
+            Some(ip("fd42:19:1::41")),
+            Some(vx.index),
+            true,
+            MANX_ROUTE_PROTOCOL
+        )
+    );
+    let n = |i: &str| Neighbour {
+        index: vx.index,
+        ip: ip(i),
+        mac: mac_b,
+    };
+    assert_eq!(
+        rig.nl.neighbour_table(NeighTable::Neigh),
+        vec![n("fd42:19:1::41")]
+    );
+    assert_eq!(
+        rig.nl.neighbour_table(NeighTable::Fdb),
+        vec![n("fd42:19::2")]
+    );
+    // The IPv4 blocks still route directly.
+    assert_eq!(rig.route("10.19.1.0/26").unwrap().oif, Some(rig.eth));
+
+    // Peer b without its IPv6 MAC yet: its block's route waits for it.
+    inp.peers[0].vxlan_mac_v6 = None;
+    dp.apply(&inp).await.unwrap();
+    assert!(rig.route("fd42:19:1::40/122").is_none());
+}
+
+#[tokio::test]
 async fn never_and_cross_subnet_route_directly_in_subnet() {
     for (ipip, vxlan) in [
         (EncapMode::Never, EncapMode::Never),

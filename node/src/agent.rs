@@ -26,11 +26,8 @@ use bgpd::config::{ListenConfig, SpeakerConfig};
 use bgpd::rib::RouteUpdate;
 use bgpd::speaker::{Speaker, SpeakerHandle};
 use datastore::client::Client;
-use datastore::model::EncapMode as V3Encap;
 use datastore::{Datastore, WatchEvent};
-use felix::{
-    DataplaneConfig, DataplaneInput, LocalWorkload, PeerNode, PoolInfo, RemoteBlock, Uplink,
-};
+use felix::{DataplaneConfig, DataplaneInput, Uplink};
 use futures::StreamExt;
 use ipam::Ipam;
 use ipam::resources::DatastoreTopology;
@@ -41,7 +38,7 @@ use crate::cluster::{ClusterCache, ClusterView, WATCH_PREFIX};
 use crate::config::NodeConfig;
 use crate::http::{self, Health};
 use crate::metrics::{Metrics, names, node_metrics};
-use crate::startup;
+use crate::startup::{self, Tunnels};
 use crate::status::{self, NodeStatus, PeerRow};
 use bgpd::cluster::{DesiredPeer, SecretDir, desired_peers};
 
@@ -71,14 +68,6 @@ async fn connect(cfg: &NodeConfig, health: &Health) -> Arc<dyn Datastore> {
         let _ = cfg;
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(5));
-    }
-}
-
-fn encap(m: V3Encap) -> felix::EncapMode {
-    match m {
-        V3Encap::Always => felix::EncapMode::Always,
-        V3Encap::CrossSubnet => felix::EncapMode::CrossSubnet,
-        V3Encap::Never => felix::EncapMode::Never,
     }
 }
 
@@ -128,9 +117,8 @@ struct Agent {
     originated: BTreeSet<IpNetwork>,
     /// Best BGP routes learnt from peers: prefix → (next hop, peer).
     remote: BTreeMap<IpNetwork, (IpAddr, IpAddr)>,
-    ipip_addr: Option<IpAddr>,
-    vxlan_addr: Option<IpAddr>,
-    vxlan_mac: felix::MacAddr,
+    /// This node's tunnel addresses and MACs.
+    tunnels: Tunnels,
     ipam: Arc<Ipam>,
     dp_tx: tokio::sync::watch::Sender<Option<DataplaneInput>>,
     started: Instant,
@@ -143,19 +131,14 @@ impl Agent {
     /// IPIP pool created after start), and record it in the Node.
     async fn ensure_tunnels(&mut self) {
         let mut changed = false;
-        for vxlan in [false, true] {
-            let have = if vxlan {
-                self.vxlan_addr
-            } else {
-                self.ipip_addr
-            };
-            let pools = startup::tunnel_pools(&self.view.pools, vxlan);
+        for (kind, vxlan, v6) in Tunnels::KINDS {
+            let have = *self.tunnels.addr_mut(vxlan, v6);
+            let pools = startup::tunnel_pools(&self.view.pools, vxlan, v6);
             if have.is_some() || pools.is_empty() {
                 continue;
             }
-            let kind = if vxlan { "vxlan" } else { "ipip" };
             let handle = format!("{kind}-tunnel-addr-{}", self.name);
-            match startup::tunnel_address(&self.ipam, &self.name, &handle, pools).await {
+            match startup::tunnel_address(&self.ipam, &self.name, &handle, pools, v6).await {
                 Ok(Some(ip)) => {
                     tracing::info!(%ip, kind, "tunnel address allocated");
                     self.metrics.inc(
@@ -163,11 +146,7 @@ impl Agent {
                         &[("op", "tunnel-address"), ("result", "ok")],
                         1.0,
                     );
-                    if vxlan {
-                        self.vxlan_addr = Some(ip);
-                    } else {
-                        self.ipip_addr = Some(ip);
-                    }
+                    *self.tunnels.addr_mut(vxlan, v6) = Some(ip);
                     changed = true;
                 }
                 Ok(None) => {}
@@ -182,14 +161,9 @@ impl Agent {
             }
         }
         if changed {
-            let (ipip, vxlan, mac) = (self.ipip_addr, self.vxlan_addr, self.vxlan_mac);
-            if let Err(e) = startup::update_node(&self.client, &self.name, |n| {
-                let bgp = n.spec.bgp.get_or_insert_with(Default::default);
-                bgp.ipv4_ipip_tunnel_addr = ipip.map(|a| a.to_string());
-                n.spec.ipv4_vxlan_tunnel_addr = vxlan.map(|a| a.to_string());
-                n.spec.vxlan_tunnel_mac_addr = vxlan.map(|_| mac.to_string());
-            })
-            .await
+            let tunnels = self.tunnels;
+            if let Err(e) =
+                startup::update_node(&self.client, &self.name, |n| tunnels.record(n)).await
             {
                 tracing::warn!(error = %e, "cannot record the tunnel addresses in the Node");
             }
@@ -296,77 +270,8 @@ impl Agent {
     }
 
     fn dataplane_input(&self) -> DataplaneInput {
-        let v = &self.view;
-        let pools = v
-            .pools
-            .iter()
-            .map(|p| PoolInfo {
-                cidr: p.spec.cidr,
-                ipip: encap(p.spec.ipip_mode()),
-                vxlan: encap(p.spec.vxlan_mode()),
-                nat_outgoing: p.spec.nat_outgoing(),
-                disabled: p.spec.disabled(),
-            })
-            .collect();
-        let remote_blocks = self
-            .remote
-            .iter()
-            .filter(|(prefix, _)| v.pool_of(prefix).is_some())
-            .map(|(prefix, (nh, peer))| RemoteBlock {
-                block: *prefix,
-                node: v
-                    .node_by_ip(*nh)
-                    .or_else(|| v.node_by_ip(*peer))
-                    .map(|n| n.metadata.name.clone())
-                    .unwrap_or_else(|| nh.to_string()),
-                node_ip: *nh,
-            })
-            .collect();
-        let peers = v
-            .nodes
-            .iter()
-            .filter(|n| n.metadata.name != self.name)
-            .filter_map(|n| {
-                let ip = n.ipv4_address().map(|(a, _)| IpAddr::V4(a))?;
-                Some(PeerNode {
-                    name: n.metadata.name.clone(),
-                    ip,
-                    vxlan_tunnel_addr: n.ipv4_vxlan_tunnel_addr().map(IpAddr::V4),
-                    vxlan_mac: n
-                        .spec
-                        .vxlan_tunnel_mac_addr
-                        .as_deref()
-                        .and_then(|m| m.parse().ok()),
-                    ip_v6: n.ipv6_address().map(|(a, _)| IpAddr::V6(a)),
-                    vxlan_tunnel_addr_v6: n.ipv6_vxlan_tunnel_addr().map(IpAddr::V6),
-                    vxlan_mac_v6: None,
-                })
-            })
-            .collect();
-        let workloads = v
-            .workloads
-            .iter()
-            .flat_map(|w| {
-                let iface = w.spec.interface_name.clone().unwrap_or_default();
-                w.spec.ip_networks.iter().map(move |n| LocalWorkload {
-                    ip: n.ip(),
-                    iface: iface.clone(),
-                })
-            })
-            .filter(|w| !w.iface.is_empty())
-            .collect();
-        DataplaneInput {
-            node_name: self.name.clone(),
-            pools,
-            remote_blocks,
-            local_blocks: v.local_blocks.clone(),
-            peers,
-            workloads,
-            uplink: Some(self.uplink.clone()),
-            ipip_tunnel_addr: self.ipip_addr,
-            vxlan_tunnel_addr: self.vxlan_addr,
-            ..Default::default()
-        }
+        self.view
+            .dataplane_input(&self.name, &self.uplink, &self.remote, &self.tunnels)
     }
 
     /// Hand the dataplane its new input, unless we are still waiting for
@@ -615,23 +520,19 @@ pub async fn run(cfg: NodeConfig) -> Result<()> {
     let mut cache = ClusterCache::default();
     cache.reset(store.list(WATCH_PREFIX).await?);
     let view = cache.view(&name);
-    let ipip_addr = startup::tunnel_address(
-        &ipam,
-        &name,
-        &format!("ipip-tunnel-addr-{name}"),
-        startup::tunnel_pools(&view.pools, false),
-    )
-    .await
-    .context("allocating the IPIP tunnel address")?;
-    let vxlan_addr = startup::tunnel_address(
-        &ipam,
-        &name,
-        &format!("vxlan-tunnel-addr-{name}"),
-        startup::tunnel_pools(&view.pools, true),
-    )
-    .await
-    .context("allocating the VXLAN tunnel address")?;
-    if ipip_addr.is_some() || vxlan_addr.is_some() {
+    let mut tunnel_addrs = [None; Tunnels::KINDS.len()];
+    for ((kind, vxlan, v6), slot) in Tunnels::KINDS.into_iter().zip(&mut tunnel_addrs) {
+        *slot = startup::tunnel_address(
+            &ipam,
+            &name,
+            &format!("{kind}-tunnel-addr-{name}"),
+            startup::tunnel_pools(&view.pools, vxlan, v6),
+            v6,
+        )
+        .await
+        .with_context(|| format!("allocating the {kind} tunnel address"))?;
+    }
+    if tunnel_addrs.iter().any(Option::is_some) {
         metrics.inc(
             names::IPAM_OPERATIONS,
             &[("op", "tunnel-address"), ("result", "ok")],
@@ -650,14 +551,15 @@ pub async fn run(cfg: NodeConfig) -> Result<()> {
         felix::SystemClock,
         dp_cfg,
     );
-    let mac = dp.vxlan_mac(&name);
-    startup::update_node(&client, &name, |n| {
-        let bgp = n.spec.bgp.get_or_insert_with(Default::default);
-        bgp.ipv4_ipip_tunnel_addr = ipip_addr.map(|a| a.to_string());
-        n.spec.ipv4_vxlan_tunnel_addr = vxlan_addr.map(|a| a.to_string());
-        n.spec.vxlan_tunnel_mac_addr = vxlan_addr.map(|_| mac.to_string());
-    })
-    .await?;
+    let [ipip, vxlan, vxlan_v6] = tunnel_addrs;
+    let tunnels = Tunnels {
+        ipip,
+        vxlan,
+        vxlan_v6,
+        vxlan_mac: dp.vxlan_mac(&name),
+        vxlan_mac_v6: dp.vxlan_mac_v6(&name),
+    };
+    startup::update_node(&client, &name, |n| tunnels.record(n)).await?;
 
     let cluster_cfg = bgpd::cluster::cluster_config(&view.bgp_configs).cloned();
     let asn = cfg
@@ -717,9 +619,7 @@ pub async fn run(cfg: NodeConfig) -> Result<()> {
         peers: vec![],
         originated: BTreeSet::new(),
         remote: BTreeMap::new(),
-        ipip_addr,
-        vxlan_addr,
-        vxlan_mac: mac,
+        tunnels,
         ipam: ipam.clone(),
         dp_tx,
         started: Instant::now(),

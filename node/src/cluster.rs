@@ -10,9 +10,14 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use datastore::model::ipam::{AffinityState, BlockAffinity, IPAMBlock};
-use datastore::model::{BGPConfiguration, BGPPeer, IPPool, Node, Resource, WorkloadEndpoint};
+use datastore::model::{
+    BGPConfiguration, BGPPeer, EncapMode as V3Encap, IPPool, Node, Resource, WorkloadEndpoint,
+};
 use datastore::{KeyValue, Listing, Revision, WatchEvent};
+use felix::{DataplaneInput, LocalWorkload, PeerNode, PoolInfo, RemoteBlock, Uplink};
 use ipnetwork::IpNetwork;
+
+use crate::startup::Tunnels;
 
 /// The prefix the node watches.
 pub const WATCH_PREFIX: &str = "/manx/";
@@ -138,6 +143,15 @@ impl ClusterCache {
     }
 }
 
+/// A v3 encapsulation mode as felix-lite spells it.
+pub fn encap(m: V3Encap) -> felix::EncapMode {
+    match m {
+        V3Encap::Always => felix::EncapMode::Always,
+        V3Encap::CrossSubnet => felix::EncapMode::CrossSubnet,
+        V3Encap::Never => felix::EncapMode::Never,
+    }
+}
+
 /// The `n`th address of a network.
 pub fn nth_addr(net: &IpNetwork, n: usize) -> Option<IpAddr> {
     match net {
@@ -206,6 +220,86 @@ impl ClusterView {
         out
     }
 
+    /// What the dataplane of node `me` is computed from: the view, its
+    /// uplink, the best BGP routes (prefix → (next hop, peer)) and its own
+    /// tunnel addresses.
+    pub fn dataplane_input(
+        &self,
+        me: &str,
+        uplink: &Uplink,
+        remote: &BTreeMap<IpNetwork, (IpAddr, IpAddr)>,
+        tunnels: &Tunnels,
+    ) -> DataplaneInput {
+        let pools = self
+            .pools
+            .iter()
+            .map(|p| PoolInfo {
+                cidr: p.spec.cidr,
+                ipip: encap(p.spec.ipip_mode()),
+                vxlan: encap(p.spec.vxlan_mode()),
+                nat_outgoing: p.spec.nat_outgoing(),
+                disabled: p.spec.disabled(),
+            })
+            .collect();
+        let remote_blocks = remote
+            .iter()
+            .filter(|(prefix, _)| self.pool_of(prefix).is_some())
+            .map(|(prefix, (nh, peer))| RemoteBlock {
+                block: *prefix,
+                node: self
+                    .node_by_ip(*nh)
+                    .or_else(|| self.node_by_ip(*peer))
+                    .map(|n| n.metadata.name.clone())
+                    .unwrap_or_else(|| nh.to_string()),
+                node_ip: *nh,
+            })
+            .collect();
+        let peers = self
+            .nodes
+            .iter()
+            .filter(|n| n.metadata.name != me)
+            .filter_map(|n| {
+                let ip_v6 = n.ipv6_address().map(|(a, _)| IpAddr::V6(a));
+                // An IPv6-only node is a peer too (of the IPv6 tunnels).
+                let ip = n.ipv4_address().map(|(a, _)| IpAddr::V4(a)).or(ip_v6)?;
+                let mac = |m: &Option<String>| m.as_deref().and_then(|m| m.parse().ok());
+                Some(PeerNode {
+                    name: n.metadata.name.clone(),
+                    ip,
+                    vxlan_tunnel_addr: n.ipv4_vxlan_tunnel_addr().map(IpAddr::V4),
+                    vxlan_mac: mac(&n.spec.vxlan_tunnel_mac_addr),
+                    ip_v6,
+                    vxlan_tunnel_addr_v6: n.ipv6_vxlan_tunnel_addr().map(IpAddr::V6),
+                    vxlan_mac_v6: mac(&n.spec.vxlan_tunnel_mac_addr_v6),
+                })
+            })
+            .collect();
+        let workloads = self
+            .workloads
+            .iter()
+            .flat_map(|w| {
+                let iface = w.spec.interface_name.clone().unwrap_or_default();
+                w.spec.ip_networks.iter().map(move |n| LocalWorkload {
+                    ip: n.ip(),
+                    iface: iface.clone(),
+                })
+            })
+            .filter(|w| !w.iface.is_empty())
+            .collect();
+        DataplaneInput {
+            node_name: me.to_string(),
+            pools,
+            remote_blocks,
+            local_blocks: self.local_blocks.clone(),
+            peers,
+            workloads,
+            uplink: Some(uplink.clone()),
+            ipip_tunnel_addr: tunnels.ipip,
+            vxlan_tunnel_addr: tunnels.vxlan,
+            vxlan_tunnel_addr_v6: tunnels.vxlan_v6,
+        }
+    }
+
     /// The node owning `ip` as its BGP address.
     pub fn node_by_ip(&self, ip: IpAddr) -> Option<&Node> {
         self.nodes.iter().find(|n| {
@@ -225,5 +319,94 @@ mod tests {
         assert_eq!(nth_addr(&n, 3).unwrap().to_string(), "10.65.1.67");
         let n6: IpNetwork = "fd00:65::/122".parse().unwrap();
         assert_eq!(nth_addr(&n6, 10).unwrap().to_string(), "fd00:65::a");
+    }
+
+    fn pool(name: &str, cidr: &str, vxlan: V3Encap) -> IPPool {
+        let mut spec = datastore::model::IPPoolSpec::new(cidr.parse().unwrap());
+        spec.vxlan_mode = Some(vxlan);
+        IPPool {
+            metadata: datastore::model::ObjectMeta::named(name),
+            spec,
+        }
+    }
+
+    /// An IPv6 VXLAN pool: the node takes a tunnel address from it and
+    /// records it with its own MAC; another (IPv6-only) node's Node becomes
+    /// a peer with its IPv6 VTEP, and its block routes via `vxlan-v6.manx`.
+    #[test]
+    fn ipv6_vxlan_pool_and_peer_translate_to_a_vxlan_v6_route() {
+        let pools = vec![
+            pool("v4", "10.65.0.0/16", V3Encap::Never),
+            pool("v6", "fd42:65::/48", V3Encap::Always),
+        ];
+        assert_eq!(crate::startup::tunnel_pools(&pools, true, true), ["v6"]);
+        assert!(crate::startup::tunnel_pools(&pools, true, false).is_empty());
+        assert!(crate::startup::tunnel_pools(&pools, false, true).is_empty());
+
+        // Node b, as its manx-node records itself.
+        let mac_b: felix::MacAddr = "02:00:00:00:06:0b".parse().unwrap();
+        let b_tunnels = Tunnels {
+            ipip: None,
+            vxlan: None,
+            vxlan_v6: Some("fd42:65::41".parse().unwrap()),
+            vxlan_mac: "02:00:00:00:04:0b".parse().unwrap(),
+            vxlan_mac_v6: mac_b,
+        };
+        let mut b = Node::new("b");
+        b.spec.bgp.get_or_insert_with(Default::default).ipv6_address = Some("fd42:19::2/64".into());
+        b_tunnels.record(&mut b);
+        assert_eq!(
+            b.spec.ipv6_vxlan_tunnel_addr.as_deref(),
+            Some("fd42:65::41")
+        );
+        assert_eq!(
+            b.spec.vxlan_tunnel_mac_addr_v6.as_deref(),
+            Some("02:00:00:00:06:0b")
+        );
+        assert_eq!(
+            b.spec.vxlan_tunnel_mac_addr, None,
+            "no v4 address, no v4 MAC"
+        );
+
+        let view = ClusterView {
+            pools,
+            nodes: vec![Node::new("a"), b],
+            ..Default::default()
+        };
+        let uplink = Uplink {
+            iface: "eth0".into(),
+            v4: Some("198.19.1.1/24".parse().unwrap()),
+            v6: Some("fd42:19::1/64".parse().unwrap()),
+            mtu: 1500,
+        };
+        let block: IpNetwork = "fd42:65::40/122".parse().unwrap();
+        let b_ip: IpAddr = "fd42:19::2".parse().unwrap();
+        let remote = BTreeMap::from([(block, (b_ip, b_ip))]);
+        let mine = Tunnels {
+            vxlan_v6: Some("fd42:65::1".parse().unwrap()),
+            vxlan_mac_v6: felix::MacAddr::from_seed("a/v6"),
+            ..b_tunnels
+        };
+        let input = view.dataplane_input("a", &uplink, &remote, &mine);
+        assert_eq!(input.vxlan_tunnel_addr_v6, mine.vxlan_v6);
+        assert_eq!(input.remote_blocks.len(), 1);
+        assert_eq!(input.remote_blocks[0].node, "b");
+        let peer = &input.peers[..];
+        assert_eq!(peer.len(), 1, "{peer:?}");
+        assert_eq!(peer[0].ip_v6, Some(b_ip));
+        assert_eq!(peer[0].vxlan_tunnel_addr_v6, b_tunnels.vxlan_v6);
+        assert_eq!(peer[0].vxlan_mac_v6, Some(mac_b));
+
+        let d = felix::calc::compute(&input, &felix::DataplaneConfig::default(), true);
+        assert_eq!(
+            d.routes.get(&block),
+            Some(&felix::NextHop::Via {
+                gateway: "fd42:65::41".parse().unwrap(),
+                dev: felix::VXLAN_V6_DEVICE.into(),
+                onlink: true,
+            })
+        );
+        assert_eq!(d.vxlan_v6_fdb.get(&mac_b), Some(&b_ip));
+        assert_eq!(d.vxlan_v6.map(|v| v.addr), Some(mine.vxlan_v6));
     }
 }

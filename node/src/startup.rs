@@ -9,7 +9,7 @@ use anyhow::{Context, Result, anyhow};
 use datastore::client::{Client, ClientError};
 use datastore::model::{EncapMode, IPPool, IPPoolSpec, Node, NodeBGPSpec, ObjectMeta};
 use felix::autodetect::{AutodetectMethod, IpFamily, autodetect};
-use felix::{Netlink, Uplink};
+use felix::{MacAddr, Netlink, Uplink};
 use ipam::{Attrs, AutoAssignArgs, IntendedUse, Ipam};
 use ipnetwork::IpNetwork;
 
@@ -178,23 +178,26 @@ pub async fn register_node(
 }
 
 /// The tunnel address of `handle` for this node: the one it already holds,
-/// or a new one from a pool that uses the tunnel (`pools`, by name).
+/// or a new one from a pool that uses the tunnel (`pools`, by name), of the
+/// IPv6 family if `v6`.
 pub async fn tunnel_address(
     ipam: &Arc<Ipam>,
     node: &str,
     handle: &str,
     pools: Vec<String>,
+    v6: bool,
 ) -> Result<Option<IpAddr>> {
     if pools.is_empty() {
         return Ok(None);
     }
     let held = ipam.ips_by_handle(handle).await?;
-    if let Some(ip) = held.into_iter().find(|ip| ip.is_ipv4()) {
+    if let Some(ip) = held.into_iter().find(|ip| ip.is_ipv6() == v6) {
         return Ok(Some(ip));
     }
+    let (ipv4_pools, ipv6_pools) = if v6 { (vec![], pools) } else { (pools, vec![]) };
     let args = AutoAssignArgs {
-        num_v4: 1,
-        num_v6: 0,
+        num_v4: usize::from(!v6),
+        num_v6: usize::from(v6),
         handle_id: handle.to_string(),
         attrs: Attrs {
             handle_id: handle.to_string(),
@@ -203,20 +206,25 @@ pub async fn tunnel_address(
             ..Default::default()
         },
         hostname: node.to_string(),
-        ipv4_pools: pools,
-        ipv6_pools: vec![],
+        ipv4_pools,
+        ipv6_pools,
         intended_use: IntendedUse::Tunnel,
         max_blocks_per_host: None,
     };
     let got = ipam.auto_assign(&args).await?;
-    Ok(got.ipv4.first().map(|n| n.ip()))
+    let got = if v6 { got.ipv6 } else { got.ipv4 };
+    Ok(got.first().map(|n| n.ip()))
 }
 
-/// Names of the enabled IPv4 pools whose `ipipMode` / `vxlanMode` is on.
-pub fn tunnel_pools(pools: &[IPPool], vxlan: bool) -> Vec<String> {
+/// Names of the enabled pools of the family (`v6`) whose `ipipMode` /
+/// `vxlanMode` is on (IPIP: IPv4 pools only).
+pub fn tunnel_pools(pools: &[IPPool], vxlan: bool, v6: bool) -> Vec<String> {
+    if v6 && !vxlan {
+        return vec![];
+    }
     pools
         .iter()
-        .filter(|p| p.spec.cidr.is_ipv4() && !p.spec.disabled())
+        .filter(|p| p.spec.cidr.is_ipv6() == v6 && !p.spec.disabled())
         .filter(|p| {
             let mode = if vxlan {
                 p.spec.vxlan_mode()
@@ -227,6 +235,52 @@ pub fn tunnel_pools(pools: &[IPPool], vxlan: bool) -> Vec<String> {
         })
         .map(|p| p.metadata.name.clone())
         .collect()
+}
+
+/// This node's tunnel addresses (from IPAM) and VXLAN MACs (derived from
+/// its name), as recorded in its `Node`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tunnels {
+    /// `tunl0`'s address (handle `ipip-tunnel-addr-<node>`).
+    pub ipip: Option<IpAddr>,
+    /// `vxlan.manx`'s address (handle `vxlan-tunnel-addr-<node>`).
+    pub vxlan: Option<IpAddr>,
+    /// `vxlan-v6.manx`'s address (handle `vxlan-v6-tunnel-addr-<node>`).
+    pub vxlan_v6: Option<IpAddr>,
+    /// `vxlan.manx`'s MAC.
+    pub vxlan_mac: MacAddr,
+    /// `vxlan-v6.manx`'s MAC.
+    pub vxlan_mac_v6: MacAddr,
+}
+
+impl Tunnels {
+    /// The tunnels manx-node takes addresses for: (handle prefix, VXLAN?, IPv6?).
+    pub const KINDS: [(&'static str, bool, bool); 3] = [
+        ("ipip", false, false),
+        ("vxlan", true, false),
+        ("vxlan-v6", true, true),
+    ];
+
+    /// The address slot of one of [`Self::KINDS`].
+    pub fn addr_mut(&mut self, vxlan: bool, v6: bool) -> &mut Option<IpAddr> {
+        match (vxlan, v6) {
+            (false, _) => &mut self.ipip,
+            (true, false) => &mut self.vxlan,
+            (true, true) => &mut self.vxlan_v6,
+        }
+    }
+
+    /// Write the addresses and MACs into the Node, Calico's fields:
+    /// `bgp.ipv4IPIPTunnelAddr`, `ipv4VXLANTunnelAddr` + `vxlanTunnelMACAddr`,
+    /// `ipv6VXLANTunnelAddr` + `vxlanTunnelMACAddrV6` (a MAC only with its address).
+    pub fn record(&self, n: &mut Node) {
+        let bgp = n.spec.bgp.get_or_insert_with(Default::default);
+        bgp.ipv4_ipip_tunnel_addr = self.ipip.map(|a| a.to_string());
+        n.spec.ipv4_vxlan_tunnel_addr = self.vxlan.map(|a| a.to_string());
+        n.spec.vxlan_tunnel_mac_addr = self.vxlan.map(|_| self.vxlan_mac.to_string());
+        n.spec.ipv6_vxlan_tunnel_addr = self.vxlan_v6.map(|a| a.to_string());
+        n.spec.vxlan_tunnel_mac_addr_v6 = self.vxlan_v6.map(|_| self.vxlan_mac_v6.to_string());
+    }
 }
 
 /// The BGP router id: the node's IPv4 address, else one derived from its name.
