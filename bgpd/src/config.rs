@@ -284,7 +284,26 @@ pub struct SpeakerConfig {
     /// helpers keep our routes until our End-of-RIB (RFC 4724 §4.1).
     #[serde(default)]
     pub restarting: bool,
+    /// Seconds a peer's pending output may wait for its socket without a
+    /// single octet written before the session is closed with Cease / Out
+    /// of Resources (RFC 4486 §4, subcode 8); 0 never closes it (BIRD's and
+    /// FRR's default). Default [`DEFAULT_SEND_STALL_TIMEOUT`]: a peer whose
+    /// TCP window stays shut for the RFC 4271 suggested hold time cannot
+    /// receive our KEEPALIVEs either, so it is as dead as one whose
+    /// keepalives we stopped hearing for that long; shorter would drop a
+    /// peer that is briefly starved of CPU. Memory does not depend on it: a
+    /// slow peer's output is a per-prefix diff, O(table), see `session/conn.rs`.
+    #[serde(default = "default_send_stall_timeout")]
+    pub send_stall_timeout: u64,
 }
+
+fn default_send_stall_timeout() -> u64 {
+    DEFAULT_SEND_STALL_TIMEOUT
+}
+
+/// Default [`SpeakerConfig::send_stall_timeout`] (seconds): the suggested
+/// hold time of RFC 4271 §10.
+pub const DEFAULT_SEND_STALL_TIMEOUT: u64 = 90;
 
 fn default_restart_time() -> u16 {
     DEFAULT_RESTART_TIME
@@ -308,6 +327,7 @@ impl SpeakerConfig {
             cluster_id: None,
             restart_time: DEFAULT_RESTART_TIME,
             restarting: false,
+            send_stall_timeout: DEFAULT_SEND_STALL_TIMEOUT,
         }
     }
 
@@ -334,6 +354,11 @@ impl SpeakerConfig {
     /// ConnectRetry as a duration.
     pub fn connect_retry(&self) -> Duration {
         Duration::from_secs(self.connect_retry_time)
+    }
+
+    /// The send stall timeout (`None`: disabled).
+    pub fn send_stall(&self) -> Option<Duration> {
+        (self.send_stall_timeout > 0).then(|| Duration::from_secs(self.send_stall_timeout))
     }
 
     /// Check ranges and duplicates.

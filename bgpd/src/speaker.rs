@@ -57,6 +57,13 @@ use peer::{Established, Peer, SlotKind};
 /// export delay under load; the burst ends earlier when the queue is empty).
 const EVENT_BURST: usize = 256;
 
+/// Session events queued for the actor at most. The channel is bounded so
+/// that a flooding peer is paced by TCP: its connection task waits for room
+/// and stops reading its socket. The actor never sends on it (no cycle can
+/// deadlock), and the queue is FIFO across connections, so another peer's
+/// KEEPALIVE waits behind at most this many events.
+const SESSION_QUEUE: usize = 1024;
+
 /// How long [`Speaker::shutdown`] waits for the CEASE messages to go out.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
@@ -188,7 +195,7 @@ impl Speaker {
         route_tx: Option<mpsc::UnboundedSender<RouteUpdate>>,
     ) -> Result<Speaker, SpeakerError> {
         cfg.validate()?;
-        let (session_tx, session_rx) = mpsc::unbounded_channel();
+        let (session_tx, session_rx) = mpsc::channel(SESSION_QUEUE);
         let listener = match &cfg.listen {
             Some(l) => Some(bind_listener(l.socket_addr(), &session_tx)?),
             None => None,
@@ -275,7 +282,7 @@ impl Speaker {
 /// IPv6, so the default configuration works everywhere.
 fn bind_listener(
     addr: SocketAddr,
-    events: &mpsc::UnboundedSender<SessionEvent>,
+    events: &mpsc::Sender<SessionEvent>,
 ) -> Result<Listener, SpeakerError> {
     match Listener::bind(addr, events.clone()) {
         Ok(l) => Ok(l),
@@ -302,7 +309,7 @@ struct Actor {
     /// Connections flushing their last messages before they close.
     closing: HashMap<ConnId, TaskGuard>,
     listener: Option<Listener>,
-    session_tx: mpsc::UnboundedSender<SessionEvent>,
+    session_tx: mpsc::Sender<SessionEvent>,
     next_conn: ConnId,
     next_attempt: u64,
     route_tx: Option<mpsc::UnboundedSender<RouteUpdate>>,
@@ -326,7 +333,7 @@ impl Actor {
     async fn run(
         mut self,
         mut cmd_rx: mpsc::UnboundedReceiver<Command>,
-        mut session_rx: mpsc::UnboundedReceiver<SessionEvent>,
+        mut session_rx: mpsc::Receiver<SessionEvent>,
     ) {
         loop {
             let deadline = self
@@ -556,11 +563,13 @@ impl Actor {
                 let tx = self.session_tx.clone();
                 let task = TaskGuard::spawn(async move {
                     let result = session::connect(&cfg, timeout).await;
-                    let _ = tx.send(SessionEvent::Connected {
-                        peer: addr,
-                        attempt,
-                        result,
-                    });
+                    let _ = tx
+                        .send(SessionEvent::Connected {
+                            peer: addr,
+                            attempt,
+                            result,
+                        })
+                        .await;
                 });
                 slot.dial = Some((attempt, task));
             }
@@ -753,6 +762,9 @@ impl Actor {
                     None => continue,
                 };
                 for t in due {
+                    if t == Timer::Hold && self.hold_fed(addr, kind, now) {
+                        continue;
+                    }
                     let input = match t {
                         Timer::ConnectRetry => Input::ConnectRetryTimerExpires,
                         Timer::Hold => Input::HoldTimerExpires,
@@ -763,6 +775,36 @@ impl Actor {
                 }
             }
         }
+    }
+}
+
+impl Actor {
+    /// A Hold timer fired, but the connection task read a message within
+    /// the hold time that is still on its way to us (the session channel
+    /// is full of other peers' events): the peer is alive, RFC 4271 §4.4.
+    /// Re-arm the timer from that read instead of dropping the session.
+    fn hold_fed(&mut self, addr: IpAddr, kind: SlotKind, now: Instant) -> bool {
+        let Some(peer) = self.peers.get_mut(&addr) else {
+            return false;
+        };
+        let hold = match (&peer.established, kind) {
+            (Some(e), SlotKind::Primary) if e.hold_time > 0 => {
+                Duration::from_secs(u64::from(e.hold_time))
+            }
+            _ => return false,
+        };
+        let Some(slot) = peer.slot(kind) else {
+            return false;
+        };
+        let Some(last) = slot.conn.as_ref().and_then(|(_, h)| h.last_received()) else {
+            return false;
+        };
+        if last + hold <= now {
+            return false;
+        }
+        slot.timers[Timer::Hold.index()] = Some(last + hold);
+        tracing::debug!(peer = %addr, "hold timer: a message was read and is on its way; re-armed");
+        true
     }
 }
 

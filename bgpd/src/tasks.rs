@@ -18,12 +18,12 @@
 //!  +----------------+                                        |      event = rx.recv(),      |
 //!                                                            |      sleep_until(next timer) |
 //!  +----------------+  SpeakerEvent::Conn{id, Received(msg)  |    }                         |
-//!  | connection     |             | DecodeFailed | Closed}   |  }                           |
+//!  | connection     |  |DecodeFailed | SendStalled | Closed} |  }                           |
 //!  | task (one per  |--------------------------------------->|                              |
 //!  | TCP session:   |                                        |                              |
 //!  | read+decode,   |<---------------------------------------|                              |
-//!  | encode+write)  |  message | shared encoded Bytes |    +------------------------------+
-//!  +----------------+  Close (mpsc per connection)               |                 ^
+//!  | encode+write)  |  Outbox (per connection, shared): msgs +------------------------------+
+//!  +----------------+  | encoded Bytes | route diff | close    |                 ^
 //!                                                                | RouteUpdate     | ControlRequest
 //!  +----------------+  SpeakerEvent::Control{req, reply}         v                 | + oneshot reply
 //!  | control socket |------------------------------------> route_tx (optional,  |
@@ -34,9 +34,17 @@
 //!
 //! Every spawned task is held by a [`TaskGuard`]: dropping the owner aborts the
 //! task, so a removed peer or a stopped speaker leaves nothing running.
-//! Channels from tasks to the actor are unbounded: the actor never blocks on a
-//! task, and a task never blocks on the actor, so no cycle can deadlock; the
-//! actor's work per event is small and bounded. The actor takes session
+//! Backpressure without a cycle: tasks send to the actor on one bounded
+//! channel (`SESSION_QUEUE` events, FIFO across tasks), so a flooding peer's
+//! connection task waits for room and stops reading its socket, and TCP
+//! slows the peer down. The actor never waits on a task: what it has for a
+//! connection goes into that connection's outbox (a mutex held for a push,
+//! never across an await) with a wake-up, so a task blocked on the channel
+//! can never be waited on by the actor it waits for. A connection task
+//! reads and writes independently (a peer that stops reading is still
+//! heard), and a peer that falls behind has its routes collapse to a
+//! per-prefix diff (memory O(table), not O(churn)); no write progress for
+//! `send_stall_timeout` closes it with Cease / Out of Resources. The actor takes session
 //! events in bursts (up to 256 already queued) and exports the burst's
 //! Loc-RIB changes once; an update group's UPDATEs (and initial tables) are
 //! encoded once and the same `Bytes` queued to every member.

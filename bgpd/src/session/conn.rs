@@ -1,49 +1,76 @@
-//! One task per TCP connection: frames received bytes into messages and
-//! writes what the actor queues.
+//! One task per TCP connection: frames received bytes into messages for
+//! the actor, and writes what the actor queued on the connection's
+//! [`Outbox`].
 //!
 //! Memory is the point of this design: a route reflector holds a thousand
-//! mostly idle sessions, so a session owns no buffer while it is idle.
+//! mostly idle sessions, so a session owns no buffer while it is idle, and
+//! what a session holds is bounded whatever its peer does.
 //!
 //! * Reads go into one scratch buffer per worker thread ([`SCRATCH`]),
 //!   borrowed only between two awaits; complete messages are decoded
 //!   straight from it. Only the tail of a message split across reads is
 //!   copied into the session's own `partial` buffer, which is freed as soon
 //!   as it is consumed.
-//! * Writes send the queued [`Bytes`] as they are (an update group's
-//!   encoding is shared by every member, see `speaker/routing.rs`), batched
-//!   into vectored writes; a message still to be encoded gets a buffer for
-//!   the time of one batch.
+//! * Input is paced by TCP: decoded messages wait in the task until the
+//!   actor's bounded channel takes them, and the task reads its socket
+//!   again only when they are gone. A flooding peer fills its own socket
+//!   buffers and the kernel slows it down; the actor never waits on a task.
+//! * Reading and writing are independent: a peer that stops reading still
+//!   has its KEEPALIVEs and NOTIFICATIONs read (our hold timer is fed) while
+//!   our writes to it wait for the socket.
+//! * Output is an [`Outbox`] shared with the actor (a mutex held for a few
+//!   pushes or one take, never across an await) and a [`Notify`]: the
+//!   actor never blocks on a connection. Encoded UPDATEs are written as
+//!   they are (an update group's encoding is shared by every member, see
+//!   `speaker/routing.rs`), batched into vectored writes; once a peer falls
+//!   behind, its routes collapse into a per-prefix diff (see `outbox.rs`)
+//!   that is encoded here as the socket becomes writable.
+//! * A connection whose output makes no progress for the speaker's
+//!   `send_stall_timeout` reports [`ConnEvent::SendStalled`]; the actor
+//!   then sends Cease / Out of Resources and closes it. A close waits at
+//!   most [`LINGER`] for the last NOTIFICATION to go out and the peer to
+//!   close; then the socket is reset (`SO_LINGER` 0), so neither the
+//!   descriptor nor bytes queued in the kernel outlive it.
+
+mod outbox;
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use ipnetwork::IpNetwork;
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
+use tokio::time::Instant;
 
-use super::{ConnCommand, ConnId, SessionEvent, canonical};
+use super::{ConnId, SessionEvent, canonical};
 use crate::packet::{
-    DecodeError, MAX_EXTENDED_MESSAGE_LEN, Message, Open, SessionCaps, decode_message,
-    encode_message,
+    AfiSafi, DecodeError, MAX_EXTENDED_MESSAGE_LEN, Message, Open, SessionCaps, Update,
+    decode_message, encode_message,
 };
+use crate::rib::PathAttrs;
+use crate::rib::export::build_updates;
 use crate::tasks::TaskGuard;
+pub use outbox::BYTES_CAP;
+use outbox::{Outbox, Take};
 
-/// How long a closing connection waits for the peer to read our last
-/// NOTIFICATION and close its side, so that our close does not turn into a
-/// reset that discards it.
-const LINGER: Duration = Duration::from_secs(2);
+/// How long a closing connection waits for its last NOTIFICATION to be
+/// written and for the peer to close its side (so that our close does not
+/// turn into a reset that discards the NOTIFICATION); then it is reset.
+pub const LINGER: Duration = Duration::from_secs(2);
 
 /// Gather queued output up to about this many octets per write.
 const WRITE_BATCH: usize = 64 * 1024;
 
 /// Buffers handed to one `writev` (well under `IOV_MAX`).
 const MAX_IOV: usize = 64;
+
+/// Reads per wake-up before the other branches get a turn.
+const READS_PER_TURN: usize = 4;
 
 thread_local! {
     /// Read scratch shared by every connection polled on this thread: one
@@ -59,36 +86,41 @@ pub enum ConnEvent {
     /// Decoding failed: the actor sends the error's NOTIFICATION and closes.
     /// The task reads nothing more.
     DecodeFailed(DecodeError),
+    /// Output has been waiting for the socket, without a single octet
+    /// written, for the stall timeout: the peer is not reading.
+    SendStalled,
     /// The connection is gone (peer closed, I/O error, or we closed it).
     Closed(Option<String>),
 }
 
-/// What travels on a connection's queue; kept small (a few words) because
-/// a busy reflector has many of them in flight per session.
-#[derive(Debug)]
-enum Queued {
-    Message(Box<Message>),
-    Raw(Bytes),
-    /// Shared encoded parts, written in order except the indices in `skip`
-    /// (sorted): an update group's table minus what this peer sent us.
-    Parts(Arc<[Bytes]>, Box<[usize]>),
-    Close,
+/// What the actor and the connection task share.
+#[derive(Debug, Default)]
+struct Shared {
+    outbox: Mutex<Outbox>,
+    /// Something was queued (or a close asked).
+    wake: Notify,
+    /// When a complete message was last read from the peer (it may still
+    /// wait for the actor's channel).
+    last_rx: Mutex<Option<Instant>>,
 }
 
-impl From<ConnCommand> for Queued {
-    fn from(c: ConnCommand) -> Queued {
-        match c {
-            ConnCommand::Send(m) => Queued::Message(Box::new(m)),
-            ConnCommand::SendRaw(b) => Queued::Raw(b),
-            ConnCommand::Close => Queued::Close,
-        }
+impl Shared {
+    fn outbox(&self) -> MutexGuard<'_, Outbox> {
+        // A panic while holding it leaves a consistent outbox (every
+        // method finishes its edits before anything can panic).
+        self.outbox.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn push(&self, f: impl FnOnce(&mut Outbox)) {
+        f(&mut self.outbox());
+        self.wake.notify_one();
     }
 }
 
 /// The actor's side of a connection task.
 #[derive(Debug)]
 pub struct ConnectionHandle {
-    tx: mpsc::UnboundedSender<Queued>,
+    shared: Arc<Shared>,
     task: Option<TaskGuard>,
     /// Our end.
     pub local: SocketAddr,
@@ -97,58 +129,104 @@ pub struct ConnectionHandle {
 }
 
 impl ConnectionHandle {
-    /// Queue a command.
-    pub fn command(&self, cmd: ConnCommand) {
-        let _ = self.tx.send(cmd.into());
-    }
-
-    /// Queue a message.
+    /// Queue a message (OPEN, KEEPALIVE, NOTIFICATION): it goes out before
+    /// UPDATEs still queued.
     pub fn send(&self, msg: Message) {
-        let _ = self.tx.send(Queued::Message(Box::new(msg)));
+        self.shared.push(|o| o.push_message(msg));
     }
 
-    /// Queue messages already encoded with this session's capabilities.
+    /// Whether encoded UPDATEs are taken as bytes: the peer keeps up. If
+    /// not, queue the routes with [`ConnectionHandle::send_routes`].
+    pub fn accepts_bytes(&self) -> bool {
+        self.shared.outbox().accepts_bytes()
+    }
+
+    /// Whether an initial table's shared parts are taken (see
+    /// [`ConnectionHandle::send_parts`]).
+    pub fn accepts_table(&self) -> bool {
+        self.shared.outbox().accepts_table()
+    }
+
+    /// Queue UPDATEs already encoded with this session's capabilities;
+    /// only after [`ConnectionHandle::accepts_bytes`] said yes (only the
+    /// connection's writes can turn a no into a yes, never the reverse).
     pub fn send_raw(&self, encoded: Bytes) {
-        let _ = self.tx.send(Queued::Raw(encoded));
+        self.shared.push(|o| o.push_bytes(encoded));
     }
 
     /// Queue shared encoded parts (each whole messages, encoded with this
-    /// session's capabilities), all but the indices in `skip` (sorted).
+    /// session's capabilities), all but the indices in `skip` (sorted);
+    /// only after [`ConnectionHandle::accepts_table`] said yes.
     pub fn send_parts(&self, parts: Arc<[Bytes]>, skip: Vec<usize>) {
-        let _ = self.tx.send(Queued::Parts(parts, skip.into_boxed_slice()));
+        self.shared.push(|o| o.push_parts(parts, skip));
     }
 
-    /// Flush and close. The task finishes on its own (bounded by the linger
-    /// time) and then reports [`ConnEvent::Closed`]; the returned guard lets
-    /// the owner wait for it, or abort it by dropping.
+    /// Queue routes (Adj-RIB-Out changes: attributes, or `None` for a
+    /// withdraw) to be encoded when the socket takes them; a prefix already
+    /// pending keeps one entry, its latest state.
+    pub fn send_routes(&self, routes: &[(IpNetwork, Option<PathAttrs>)]) {
+        self.shared.push(|o| o.push_routes(routes));
+    }
+
+    /// Queue End-of-RIB for `families` after the routes pending now.
+    pub fn send_end_of_rib(&self, families: impl IntoIterator<Item = AfiSafi>) {
+        self.shared.push(|o| o.push_end_of_rib(families));
+    }
+
+    /// Prefixes waiting in the pending diff (for status and tests).
+    pub fn pending_routes(&self) -> usize {
+        self.shared.outbox().pending_routes()
+    }
+
+    /// When a complete message was last read from the peer.
+    pub fn last_received(&self) -> Option<Instant> {
+        *self
+            .shared
+            .last_rx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Write the queued messages (a NOTIFICATION), drop queued routes, and
+    /// close. The task finishes on its own (bounded by [`LINGER`]) and then
+    /// reports [`ConnEvent::Closed`]; the returned guard lets the owner
+    /// wait for it, or abort it by dropping.
     pub fn close(mut self) -> Option<TaskGuard> {
-        let _ = self.tx.send(Queued::Close);
+        self.shared.push(Outbox::close);
         self.task.take()
     }
 }
 
-/// Start the task of one established TCP connection.
+/// Start the task of one established TCP connection. `stall`: how long
+/// output may wait without progress before [`ConnEvent::SendStalled`]
+/// (`None`: never).
 pub fn spawn_connection(
     id: ConnId,
     stream: TcpStream,
-    events: mpsc::UnboundedSender<SessionEvent>,
+    events: mpsc::Sender<SessionEvent>,
+    stall: Option<Duration>,
 ) -> io::Result<ConnectionHandle> {
     let local = canonical(stream.local_addr()?);
     let remote = canonical(stream.peer_addr()?);
     stream.set_nodelay(true)?;
-    let (tx, rx) = mpsc::unbounded_channel();
+    let shared = Arc::new(Shared::default());
+    let task_shared = shared.clone();
     let task = TaskGuard::spawn(async move {
-        let reason = run_connection(stream, rx, &events, id)
+        let reason = run_connection(&stream, &task_shared, &events, id, stall)
             .await
             .err()
             .map(|e| e.to_string());
-        let _ = events.send(SessionEvent::Conn {
-            id,
-            event: ConnEvent::Closed(reason),
-        });
+        // Closed before it is reported: the descriptor is gone by then.
+        drop(stream);
+        let _ = events
+            .send(SessionEvent::Conn {
+                id,
+                event: ConnEvent::Closed(reason),
+            })
+            .await;
     });
     Ok(ConnectionHandle {
-        tx,
+        shared,
         task: Some(task),
         local,
         remote,
@@ -181,42 +259,34 @@ impl CapsTracker {
     }
 }
 
-/// The reading half's state: the caps to decode with and the tail of a
-/// message split across reads.
+/// The reading half's state: the tail of a message split across reads.
 struct Reader {
-    id: ConnId,
     partial: Vec<u8>,
     /// A decode error stopped reading.
     failed: bool,
 }
 
 impl Reader {
-    /// A reader of connection `id` with nothing buffered.
-    fn new(id: ConnId) -> Reader {
+    /// A reader with nothing buffered.
+    fn new() -> Reader {
         Reader {
-            id,
             partial: Vec::new(),
             failed: false,
         }
     }
 
-    /// Decode every complete message of `partial ++ data`, report them, and
+    /// Decode every complete message of `partial ++ data` into `out`, and
     /// keep the incomplete tail.
-    fn ingest(
-        &mut self,
-        data: &[u8],
-        tracker: &mut CapsTracker,
-        events: &mpsc::UnboundedSender<SessionEvent>,
-    ) {
+    fn ingest(&mut self, data: &[u8], tracker: &mut CapsTracker, out: &mut VecDeque<ConnEvent>) {
         if self.partial.is_empty() {
-            let used = self.decode(data, tracker, events);
+            let used = self.decode(data, tracker, out);
             if !self.failed {
                 self.partial.extend_from_slice(&data[used..]);
             }
         } else {
             self.partial.extend_from_slice(data);
             let buf = std::mem::take(&mut self.partial);
-            let used = self.decode(&buf, tracker, events);
+            let used = self.decode(&buf, tracker, out);
             if !self.failed && used < buf.len() {
                 self.partial = buf;
                 self.partial.drain(..used);
@@ -230,26 +300,19 @@ impl Reader {
         &mut self,
         buf: &[u8],
         tracker: &mut CapsTracker,
-        events: &mpsc::UnboundedSender<SessionEvent>,
+        out: &mut VecDeque<ConnEvent>,
     ) -> usize {
-        let id = self.id;
         let mut start = 0;
         loop {
             match decode_message(&buf[start..], &tracker.caps) {
                 Ok(Some((msg, used))) => {
                     start += used;
                     tracker.saw(&msg, false);
-                    let _ = events.send(SessionEvent::Conn {
-                        id,
-                        event: ConnEvent::Received(msg),
-                    });
+                    out.push_back(ConnEvent::Received(msg));
                 }
                 Ok(None) => return start,
                 Err(e) => {
-                    let _ = events.send(SessionEvent::Conn {
-                        id,
-                        event: ConnEvent::DecodeFailed(e),
-                    });
+                    out.push_back(ConnEvent::DecodeFailed(e));
                     self.failed = true;
                     return start;
                 }
@@ -265,17 +328,18 @@ enum ReadOutcome {
     Eof,
 }
 
-/// One non-blocking read into this thread's scratch buffer, ingested there.
+/// One non-blocking read into this thread's scratch buffer, ingested there
+/// (or discarded, without a reader: a closing connection).
 fn read_once(
-    rd: &OwnedReadHalf,
-    reader: &mut Reader,
-    tracker: &mut CapsTracker,
-    events: &mpsc::UnboundedSender<SessionEvent>,
+    stream: &TcpStream,
+    reader: Option<(&mut Reader, &mut CapsTracker, &mut VecDeque<ConnEvent>)>,
 ) -> io::Result<ReadOutcome> {
-    SCRATCH.with_borrow_mut(|buf| match rd.try_read(buf) {
+    SCRATCH.with_borrow_mut(|buf| match stream.try_read(buf) {
         Ok(0) => Ok(ReadOutcome::Eof),
         Ok(n) => {
-            reader.ingest(&buf[..n], tracker, events);
+            if let Some((reader, tracker, out)) = reader {
+                reader.ingest(&buf[..n], tracker, out);
+            }
             Ok(ReadOutcome::Data)
         }
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(ReadOutcome::WouldBlock),
@@ -283,95 +347,54 @@ fn read_once(
     })
 }
 
-async fn run_connection(
-    stream: TcpStream,
-    mut cmds: mpsc::UnboundedReceiver<Queued>,
-    events: &mpsc::UnboundedSender<SessionEvent>,
+/// Encode what was taken from the outbox into buffers to write.
+fn encode_takes(
+    takes: Vec<Take>,
+    tracker: &mut CapsTracker,
+    batch: &mut VecDeque<Bytes>,
     id: ConnId,
-) -> io::Result<()> {
-    let (rd, mut wr) = stream.into_split();
-    let mut tracker = CapsTracker::default();
-    let mut reader = Reader::new(id);
-    loop {
-        tokio::select! {
-            cmd = cmds.recv() => {
-                let mut batch = VecDeque::new();
-                let close = gather(cmd, &mut cmds, &mut tracker, &mut batch, id);
-                write_batch(&mut wr, &mut batch).await?;
-                if close {
-                    return linger_close(wr, rd).await;
-                }
+) {
+    // Messages encoded here go into one buffer until a shared part comes.
+    let mut encoded: Vec<u8> = Vec::new();
+    let encode = |msg: &Message, tracker: &mut CapsTracker, encoded: &mut Vec<u8>| {
+        tracker.saw(msg, true);
+        if let Err(e) = encode_message(msg, &tracker.caps, encoded) {
+            tracing::warn!(conn = id, error = %e, "cannot encode a message; dropped");
+        }
+    };
+    for take in takes {
+        match take {
+            Take::Message(msg) => encode(&msg, tracker, &mut encoded),
+            Take::Bytes(b) => {
+                flush_encoded(&mut encoded, batch);
+                batch.push_back(b);
             }
-            r = rd.readable(), if !reader.failed => {
-                r?;
-                // Drain what is there (bounded, so that writes get a turn).
-                for _ in 0..4 {
-                    match read_once(&rd, &mut reader, &mut tracker, events)? {
-                        ReadOutcome::Data if !reader.failed => continue,
-                        ReadOutcome::Data | ReadOutcome::WouldBlock => break,
-                        ReadOutcome::Eof => {
-                            return Err(io::Error::new(
-                                io::ErrorKind::UnexpectedEof,
-                                "peer closed the connection",
-                            ));
+            Take::Routes(routes) => {
+                for u in build_updates(routes) {
+                    match u.split_to_fit(&tracker.caps) {
+                        Ok(parts) => {
+                            for part in parts {
+                                encode(&Message::Update(part), tracker, &mut encoded);
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(conn = id, error = %e, "cannot encode an UPDATE; dropped");
                         }
                     }
                 }
             }
+            Take::EndOfRib(families) => {
+                for f in families {
+                    encode(
+                        &Message::Update(Update::end_of_rib(f)),
+                        tracker,
+                        &mut encoded,
+                    );
+                }
+            }
         }
     }
-}
-
-/// Turn `first` and whatever else is already queued (up to about
-/// [`WRITE_BATCH`] octets) into buffers to write. Returns whether the
-/// connection is to be closed after them.
-fn gather(
-    first: Option<Queued>,
-    cmds: &mut mpsc::UnboundedReceiver<Queued>,
-    tracker: &mut CapsTracker,
-    batch: &mut VecDeque<Bytes>,
-    id: ConnId,
-) -> bool {
-    let mut size = 0;
-    // Messages encoded here go into one buffer until a shared part comes.
-    let mut encoded: Vec<u8> = Vec::new();
-    let mut next = first;
-    let close = loop {
-        match next {
-            Some(Queued::Message(msg)) => {
-                tracker.saw(&msg, true);
-                let before = encoded.len();
-                if let Err(e) = encode_message(&msg, &tracker.caps, &mut encoded) {
-                    tracing::warn!(conn = id, error = %e, "cannot encode a message; dropped");
-                }
-                size += encoded.len() - before;
-            }
-            Some(Queued::Raw(bytes)) => {
-                flush_encoded(&mut encoded, batch);
-                size += bytes.len();
-                batch.push_back(bytes);
-            }
-            Some(Queued::Parts(parts, skip)) => {
-                flush_encoded(&mut encoded, batch);
-                for (i, part) in parts.iter().enumerate() {
-                    if skip.binary_search(&i).is_err() && !part.is_empty() {
-                        size += part.len();
-                        batch.push_back(part.clone());
-                    }
-                }
-            }
-            Some(Queued::Close) | None => break true,
-        }
-        if size > WRITE_BATCH {
-            break false;
-        }
-        match cmds.try_recv() {
-            Ok(c) => next = Some(c),
-            Err(_) => break false,
-        }
-    };
     flush_encoded(&mut encoded, batch);
-    close
 }
 
 fn flush_encoded(encoded: &mut Vec<u8>, batch: &mut VecDeque<Bytes>) {
@@ -380,23 +403,30 @@ fn flush_encoded(encoded: &mut Vec<u8>, batch: &mut VecDeque<Bytes>) {
     }
 }
 
-/// Write every buffer of `batch`, several per system call.
-async fn write_batch(wr: &mut OwnedWriteHalf, batch: &mut VecDeque<Bytes>) -> io::Result<()> {
+/// Write as much of `batch` as the socket takes now, several buffers per
+/// system call. Returns the octets written.
+fn write_some(stream: &TcpStream, batch: &mut VecDeque<Bytes>) -> io::Result<usize> {
+    let mut total = 0;
     while !batch.is_empty() {
-        let n = {
+        let r = {
             let slices: Vec<IoSlice<'_>> = batch
                 .iter()
                 .take(MAX_IOV)
                 .map(|b| IoSlice::new(b))
                 .collect();
-            wr.write_vectored(&slices).await?
+            stream.try_write_vectored(&slices)
         };
-        if n == 0 {
-            return Err(io::ErrorKind::WriteZero.into());
+        match r {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                total += n;
+                advance(batch, n);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) => return Err(e),
         }
-        advance(batch, n);
     }
-    Ok(())
+    Ok(total)
 }
 
 /// Drop `n` written octets from the front of `batch`.
@@ -415,20 +445,157 @@ fn advance(batch: &mut VecDeque<Bytes>, mut n: usize) {
     }
 }
 
-/// Half-close, then read until the peer closes (or the linger time passes),
-/// so the last NOTIFICATION is delivered rather than reset away.
-async fn linger_close(mut wr: OwnedWriteHalf, mut rd: OwnedReadHalf) -> io::Result<()> {
-    let _ = wr.shutdown().await;
-    let mut sink = [0u8; 512];
-    let _ = tokio::time::timeout(LINGER, async {
-        while let Ok(n) = rd.read(&mut sink).await {
-            if n == 0 {
-                break;
+/// Reset the connection when it is dropped (`SO_LINGER` 0): the
+/// descriptor and whatever the kernel still holds for it go at once,
+/// instead of an orphan retrying to deliver them to a peer that does not
+/// read.
+fn abort_on_close(stream: &TcpStream) {
+    let _ = socket2::SockRef::from(stream).set_linger(Some(Duration::ZERO));
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Waiting for room in the actor's channel.
+type Reserve = std::pin::Pin<
+    Box<
+        dyn std::future::Future<
+                Output = Result<mpsc::OwnedPermit<SessionEvent>, mpsc::error::SendError<()>>,
+            > + Send,
+    >,
+>;
+
+async fn run_connection(
+    stream: &TcpStream,
+    shared: &Shared,
+    events: &mpsc::Sender<SessionEvent>,
+    id: ConnId,
+    stall: Option<Duration>,
+) -> io::Result<()> {
+    let mut tracker = CapsTracker::default();
+    let mut reader = Reader::new();
+    // Decoded, not yet taken by the actor: while anything is here, the
+    // socket is not read (TCP paces the peer).
+    let mut inbox: VecDeque<ConnEvent> = VecDeque::new();
+    let mut batch: VecDeque<Bytes> = VecDeque::new();
+    // Output waiting, with no octet written since this instant.
+    let mut waiting_since: Option<Instant> = None;
+    let mut stall_reported = false;
+    // Closing: reset at this instant unless the peer closed first.
+    let mut close_by: Option<Instant> = None;
+    let mut shut_down = false;
+    let mut reserving: Option<Reserve> = None;
+    loop {
+        {
+            let mut outbox = shared.outbox();
+            if batch.is_empty() && !outbox.is_empty() {
+                let takes = outbox.take(WRITE_BATCH);
+                encode_takes(takes, &mut tracker, &mut batch, id);
+            }
+            if outbox.closing() && close_by.is_none() {
+                close_by = Some(Instant::now() + LINGER);
+                // The actor forgot this connection: nothing more for it.
+                inbox.clear();
+                reserving = None;
             }
         }
-    })
-    .await;
-    Ok(())
+        let writing = !batch.is_empty();
+        if writing {
+            waiting_since.get_or_insert_with(Instant::now);
+        } else {
+            waiting_since = None;
+            stall_reported = false;
+        }
+        if close_by.is_some() && !writing && !shut_down {
+            // Everything went: FIN, then wait for the peer's.
+            shut_down = true;
+            let _ = socket2::SockRef::from(stream).shutdown(std::net::Shutdown::Write);
+        }
+        let stall_at = match (stall, waiting_since) {
+            (Some(d), Some(t)) if !stall_reported && close_by.is_none() => Some(t + d),
+            _ => None,
+        };
+        // Deliver what the channel takes now; wait for room in it (keeping
+        // our place in its queue across wake-ups) for the rest.
+        while reserving.is_none() && !inbox.is_empty() {
+            match events.try_reserve() {
+                Ok(permit) => {
+                    let ev = inbox.pop_front().expect("inbox not empty");
+                    permit.send(SessionEvent::Conn { id, event: ev });
+                }
+                Err(mpsc::error::TrySendError::Full(())) => {
+                    reserving = Some(Box::pin(events.clone().reserve_owned()));
+                }
+                Err(mpsc::error::TrySendError::Closed(())) => return Ok(()),
+            }
+        }
+        let read = inbox.is_empty() && (close_by.is_some() || !reader.failed);
+        tokio::select! {
+            permit = async { reserving.as_mut().expect("reserving").await }, if reserving.is_some() => {
+                reserving = None;
+                let Ok(permit) = permit else {
+                    return Ok(()); // the speaker is gone
+                };
+                if let Some(ev) = inbox.pop_front() {
+                    permit.send(SessionEvent::Conn { id, event: ev });
+                }
+            }
+            r = stream.writable(), if writing => {
+                r?;
+                if write_some(stream, &mut batch)? > 0 {
+                    waiting_since = Some(Instant::now());
+                    stall_reported = false;
+                }
+            }
+            r = stream.readable(), if read => {
+                r?;
+                for _ in 0..READS_PER_TURN {
+                    let sink = (close_by.is_none() && !reader.failed)
+                        .then_some((&mut reader, &mut tracker, &mut inbox));
+                    match read_once(stream, sink)? {
+                        ReadOutcome::Data if close_by.is_some() => continue,
+                        ReadOutcome::Data => {
+                            if !inbox.is_empty() {
+                                *shared.last_rx.lock().unwrap_or_else(|e| e.into_inner()) =
+                                    Some(Instant::now());
+                                break;
+                            }
+                            if reader.failed {
+                                break;
+                            }
+                        }
+                        ReadOutcome::WouldBlock => break,
+                        ReadOutcome::Eof if close_by.is_some() => {
+                            if writing {
+                                // Our NOTIFICATION cannot go any more.
+                                abort_on_close(stream);
+                            }
+                            return Ok(());
+                        }
+                        ReadOutcome::Eof => {
+                            return Err(io::Error::new(
+                                io::ErrorKind::UnexpectedEof,
+                                "peer closed the connection",
+                            ));
+                        }
+                    }
+                }
+            }
+            () = shared.wake.notified() => {}
+            () = sleep_until_opt(stall_at) => {
+                stall_reported = true;
+                inbox.push_back(ConnEvent::SendStalled);
+            }
+            () = sleep_until_opt(close_by) => {
+                abort_on_close(stream);
+                return Ok(());
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -444,13 +611,9 @@ mod tests {
         out
     }
 
-    fn received(rx: &mut mpsc::UnboundedReceiver<SessionEvent>) -> Vec<Message> {
+    fn received(q: &mut VecDeque<ConnEvent>) -> Vec<Message> {
         let mut out = Vec::new();
-        while let Ok(SessionEvent::Conn {
-            event: ConnEvent::Received(m),
-            ..
-        }) = rx.try_recv()
-        {
+        while let Some(ConnEvent::Received(m)) = q.pop_front() {
             out.push(m);
         }
         out
@@ -468,61 +631,194 @@ mod tests {
         ];
         let wire = encoded(&msgs);
         for cut in 1..wire.len() {
-            let (tx, mut rx) = mpsc::unbounded_channel();
+            let mut q = VecDeque::new();
             let mut tracker = CapsTracker::default();
-            let mut r = Reader::new(1);
-            r.ingest(&wire[..cut], &mut tracker, &tx);
-            r.ingest(&wire[cut..], &mut tracker, &tx);
-            assert_eq!(received(&mut rx), msgs, "cut at {cut}");
+            let mut r = Reader::new();
+            r.ingest(&wire[..cut], &mut tracker, &mut q);
+            r.ingest(&wire[cut..], &mut tracker, &mut q);
+            assert_eq!(received(&mut q), msgs, "cut at {cut}");
             assert_eq!(r.partial.capacity(), 0, "cut at {cut}: buffer kept");
         }
     }
 
     #[test]
     fn a_decode_error_stops_reading_and_is_reported() {
-        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut q = VecDeque::new();
         let mut tracker = CapsTracker::default();
-        let mut r = Reader::new(1);
+        let mut r = Reader::new();
         let mut bad = encoded(&[Message::Keepalive]);
         bad[0] = 0; // §6.1: marker not all ones
-        r.ingest(&bad, &mut tracker, &tx);
+        r.ingest(&bad, &mut tracker, &mut q);
         assert!(r.failed);
-        assert!(matches!(
-            rx.try_recv(),
-            Ok(SessionEvent::Conn {
-                event: ConnEvent::DecodeFailed(_),
-                ..
-            })
-        ));
+        assert!(matches!(q.pop_front(), Some(ConnEvent::DecodeFailed(_))));
     }
 
-    #[tokio::test]
-    async fn gather_keeps_order_and_skips_parts() {
-        let (tx, mut rx) = mpsc::unbounded_channel();
+    #[test]
+    fn takes_are_encoded_in_order() {
+        let mut o = Outbox::default();
         let parts: Arc<[Bytes]> = vec![
             Bytes::from_static(b"a"),
             Bytes::from_static(b"bb"),
             Bytes::from_static(b"ccc"),
         ]
         .into();
-        tx.send(Queued::Parts(parts.clone(), vec![1].into_boxed_slice()))
-            .unwrap();
-        tx.send(Queued::Raw(Bytes::from_static(b"dd"))).unwrap();
-        tx.send(Queued::Message(Box::new(Message::Keepalive)))
-            .unwrap();
-        tx.send(Queued::Close).unwrap();
-        let first = rx.recv().await;
+        o.push_parts(parts, vec![1]);
+        o.push_bytes(Bytes::from_static(b"dd"));
+        o.push_message(Message::Keepalive);
         let mut batch = VecDeque::new();
-        let close = gather(first, &mut rx, &mut CapsTracker::default(), &mut batch, 1);
-        assert!(close);
+        encode_takes(
+            o.take(WRITE_BATCH),
+            &mut CapsTracker::default(),
+            &mut batch,
+            1,
+        );
         let flat: Vec<u8> = batch.iter().flat_map(|b| b.iter().copied()).collect();
-        let mut want = b"acccdd".to_vec();
-        want.extend(encoded(&[Message::Keepalive]));
+        let mut want = encoded(&[Message::Keepalive]);
+        want.extend(b"acccdd");
         assert_eq!(flat, want);
         // Partial writes advance across buffer boundaries.
-        advance(&mut batch, 2);
+        advance(&mut batch, 19 + 2);
         assert_eq!(&batch[0][..], b"cc");
-        advance(&mut batch, 4);
+        advance(&mut batch, 3);
         assert_eq!(batch.len(), 1);
+        assert_eq!(&batch[0][..], b"d");
+    }
+
+    /// Routes from the diff are encoded as UPDATEs the peer decodes back
+    /// to the same changes, End-of-RIB last.
+    #[test]
+    fn routes_are_encoded_as_updates() {
+        let mut o = Outbox::default();
+        let a = PathAttrs {
+            next_hop: Some("127.0.0.9".parse().unwrap()),
+            local_pref: Some(100),
+            ..PathAttrs::local()
+        };
+        let announced: IpNetwork = "10.0.0.0/26".parse().unwrap();
+        let withdrawn: IpNetwork = "10.0.0.64/26".parse().unwrap();
+        o.push_routes(&[(announced, Some(a)), (withdrawn, None)]);
+        o.push_end_of_rib([AfiSafi::IPV4_UNICAST]);
+        let mut batch = VecDeque::new();
+        encode_takes(
+            o.take(WRITE_BATCH),
+            &mut CapsTracker::default(),
+            &mut batch,
+            1,
+        );
+        let wire: Vec<u8> = batch.iter().flat_map(|b| b.iter().copied()).collect();
+        let mut q = VecDeque::new();
+        Reader::new().ingest(&wire, &mut CapsTracker::default(), &mut q);
+        let updates: Vec<Update> = received(&mut q)
+            .into_iter()
+            .map(|m| match m {
+                Message::Update(u) => u,
+                other => panic!("not an UPDATE: {other:?}"),
+            })
+            .collect();
+        let nlri: Vec<IpNetwork> = updates
+            .iter()
+            .flat_map(|u| u.nlri.iter().map(|n| n.prefix))
+            .collect();
+        let gone: Vec<IpNetwork> = updates
+            .iter()
+            .flat_map(|u| u.withdrawn.iter().map(|n| n.prefix))
+            .collect();
+        assert_eq!((nlri, gone), (vec![announced], vec![withdrawn]));
+        assert_eq!(
+            updates.last().and_then(Update::is_end_of_rib),
+            Some(AfiSafi::IPV4_UNICAST)
+        );
+    }
+
+    /// A connected pair on loopback; our peer's end reads nothing and has
+    /// a small receive buffer, so our writes block soon.
+    async fn pair() -> (TcpStream, TcpStream) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.set_recv_buffer_size(4096).unwrap();
+        let (peer, ours) = tokio::join!(sock.connect(l.local_addr().unwrap()), l.accept());
+        (ours.unwrap().0, peer.unwrap())
+    }
+
+    async fn next_event(rx: &mut mpsc::Receiver<SessionEvent>) -> ConnEvent {
+        let ev = tokio::time::timeout(Duration::from_secs(60), rx.recv())
+            .await
+            .expect("an event (60 s)")
+            .expect("channel open");
+        match ev {
+            SessionEvent::Conn { event, .. } => event,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    /// The peer stops reading: our writes block, yet its KEEPALIVEs are
+    /// still read and reported (so our hold timer is fed), the stall is
+    /// reported, and a close resets the socket (the peer sees its end go)
+    /// and ends the task although nothing more can be written.
+    #[tokio::test]
+    async fn a_peer_that_does_not_read_is_still_heard_and_can_be_closed() {
+        let (ours, mut peer) = pair().await;
+        let (tx, mut rx) = mpsc::channel(8);
+        let h = spawn_connection(1, ours, tx, Some(Duration::from_millis(300))).unwrap();
+        // Far more than the socket buffers hold.
+        for _ in 0..64 {
+            h.send_raw(Bytes::from(vec![0u8; 256 * 1024]));
+        }
+        use tokio::io::AsyncWriteExt;
+        let ka = encoded(&[Message::Keepalive]);
+        peer.write_all(&ka).await.unwrap();
+        assert!(matches!(
+            next_event(&mut rx).await,
+            ConnEvent::Received(Message::Keepalive)
+        ));
+        assert!(h.last_received().is_some());
+        assert!(matches!(next_event(&mut rx).await, ConnEvent::SendStalled));
+        peer.write_all(&ka).await.unwrap();
+        assert!(matches!(
+            next_event(&mut rx).await,
+            ConnEvent::Received(Message::Keepalive)
+        ));
+        h.send(Message::Notification(Notification::new(6, 8, Vec::new())));
+        let task = h.close().expect("task");
+        tokio::time::timeout(Duration::from_secs(60), task.join())
+            .await
+            .expect("the closing task ends (bounded by LINGER)")
+            .unwrap();
+        assert!(matches!(next_event(&mut rx).await, ConnEvent::Closed(_)));
+        // The peer's end: data, then the reset (or end) of the connection.
+        use tokio::io::AsyncReadExt;
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            match peer.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    }
+
+    /// Input is paced: while the actor's channel is full, the task reads
+    /// no more of its socket; everything arrives, in order, once the
+    /// channel drains.
+    #[tokio::test]
+    async fn a_full_channel_stops_reading_and_nothing_is_lost() {
+        let (ours, mut peer) = pair().await;
+        let (tx, mut rx) = mpsc::channel(1);
+        let _h = spawn_connection(1, ours, tx, None).unwrap();
+        let msgs: Vec<Message> = (0..2000u16)
+            .map(|i| Message::Notification(Notification::new(6, 2, i.to_be_bytes().to_vec())))
+            .collect();
+        let wire = encoded(&msgs);
+        let writer = tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            peer.write_all(&wire).await.unwrap();
+            peer
+        });
+        for want in msgs {
+            match next_event(&mut rx).await {
+                ConnEvent::Received(m) => assert_eq!(m, want),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        let _peer = writer.await.unwrap();
     }
 }

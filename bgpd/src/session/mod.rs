@@ -1,9 +1,12 @@
 //! Session I/O: the tokio tasks that own sockets.
 //!
 //! * [`spawn_connection`] — one task per TCP connection: frames bytes into
-//!   messages with the codec and reports to the speaker actor; the actor
-//!   queues messages, shared pre-encoded UPDATEs and a close on its
-//!   [`ConnectionHandle`]. An idle session holds no buffer (see `conn.rs`).
+//!   messages with the codec and reports to the speaker actor over its
+//!   bounded channel (a flooding peer is paced by TCP); the actor queues
+//!   messages, shared pre-encoded UPDATEs or (for a peer that fell behind)
+//!   per-prefix route changes, and a close on its [`ConnectionHandle`],
+//!   never waiting on the task. An idle session holds no buffer, a slow one
+//!   O(table) (see `conn.rs`).
 //! * [`Listener`] — accepts connections (IPv4 and IPv6) and holds the TCP-MD5
 //!   keys of the peers.
 //! * [`connect`] — an outgoing connection with source address, TCP-MD5 and
@@ -15,7 +18,7 @@
 mod conn;
 pub mod sockopt;
 
-pub use conn::{ConnEvent, ConnectionHandle, spawn_connection};
+pub use conn::{BYTES_CAP, ConnEvent, ConnectionHandle, LINGER, spawn_connection};
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -25,24 +28,10 @@ use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::mpsc;
 
 use crate::config::PeerConfig;
-use crate::packet::Message;
 use crate::tasks::TaskGuard;
 
 /// Identifies one TCP connection for the life of the speaker.
 pub type ConnId = u64;
-
-/// From the actor to a connection task (the vocabulary of
-/// [`ConnectionHandle::command`]).
-#[derive(Debug)]
-pub enum ConnCommand {
-    /// Encode and send.
-    Send(Message),
-    /// Send messages already encoded (for this session's capabilities):
-    /// one UPDATE encoding shared by an update group.
-    SendRaw(bytes::Bytes),
-    /// Flush what is queued, then close.
-    Close,
-}
 
 /// Everything the session tasks tell the actor.
 #[derive(Debug)]
@@ -151,10 +140,7 @@ impl Listener {
     }
 
     /// Bind and start accepting.
-    pub fn bind(
-        addr: SocketAddr,
-        events: mpsc::UnboundedSender<SessionEvent>,
-    ) -> io::Result<Listener> {
+    pub fn bind(addr: SocketAddr, events: mpsc::Sender<SessionEvent>) -> io::Result<Listener> {
         let domain = if addr.is_ipv6() {
             socket2::Domain::IPV6
         } else {
@@ -192,6 +178,7 @@ impl Listener {
                         let remote = canonical(remote);
                         if events
                             .send(SessionEvent::Accepted { stream, remote })
+                            .await
                             .is_err()
                         {
                             return;

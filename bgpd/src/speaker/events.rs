@@ -20,7 +20,8 @@ impl Actor {
     ) -> bool {
         let id = self.next_conn;
         self.next_conn += 1;
-        let handle = match session::spawn_connection(id, stream, self.session_tx.clone()) {
+        let stall = self.cfg.send_stall();
+        let handle = match session::spawn_connection(id, stream, self.session_tx.clone(), stall) {
             Ok(h) => h,
             Err(e) => {
                 tracing::warn!(peer = %addr, error = %e, "cannot set up the connection");
@@ -112,7 +113,9 @@ impl Actor {
                 tracing::info!(peer = %addr, %state, "second connection refused (Cease/Connection Collision Resolution)");
                 let id = self.next_conn;
                 self.next_conn += 1;
-                if let Ok(h) = session::spawn_connection(id, stream, self.session_tx.clone()) {
+                let stall = self.cfg.send_stall();
+                if let Ok(h) = session::spawn_connection(id, stream, self.session_tx.clone(), stall)
+                {
                     h.send(Message::Notification(Notification::new(6, 7, Vec::new())));
                     if let Some(t) = h.close() {
                         self.closing.insert(id, t);
@@ -147,6 +150,13 @@ impl Actor {
             ConnEvent::DecodeFailed(e) => {
                 tracing::warn!(peer = %addr, error = %e, "malformed message");
                 Input::decode_error(&e, self.state_of(addr, kind))
+            }
+            ConnEvent::SendStalled => {
+                // The peer has not taken an octet for the stall timeout:
+                // drop it (RFC 4486 §4, Cease / Out of Resources) rather
+                // than keep its session and output forever.
+                tracing::warn!(peer = %addr, timeout_s = self.cfg.send_stall_timeout, "the peer reads nothing: closing with Cease/Out of Resources");
+                Input::BgpHeaderErr(Notification::new(6, 8, Vec::new()))
             }
             ConnEvent::Closed(reason) => {
                 tracing::debug!(peer = %addr, ?reason, "connection closed");

@@ -7,6 +7,11 @@
 //! ([`crate::rib::Rib::take_previous`]). That keeps memory at O(Loc-RIB)
 //! instead of O(peers × routes) on a route reflector.
 //!
+//! A peer that keeps up is queued encoded bytes; one that fell behind (its
+//! connection's output over [`crate::session::BYTES_CAP`]) is queued the
+//! changes themselves, which collapse per prefix in its connection's
+//! pending diff (see `session/conn/outbox.rs`).
+//!
 //! Update groups: peers with the same export policy and the same encoding
 //! capabilities share one encoding — each UPDATE batch is encoded once per
 //! group and the same bytes go to every member whose diff is identical
@@ -103,29 +108,36 @@ impl Actor {
                 else {
                     continue;
                 };
-                let (bytes, delta) = if involved {
-                    let (diff, delta) = self.diff_for(&previous, &target);
-                    if diff.is_empty() {
-                        continue;
-                    }
-                    (encode_all(build_updates(diff), &caps), delta)
+                let own_diff;
+                let (diff, delta) = if involved {
+                    own_diff = self.diff_for(&previous, &target);
+                    (&own_diff.0, own_diff.1)
                 } else {
-                    if shared_diff.is_empty() {
-                        continue;
-                    }
-                    let b = shared_bytes
-                        .get_or_insert_with(|| {
-                            encode_all(build_updates(shared_diff.clone()), &caps)
-                        })
-                        .clone();
-                    (b, shared_delta)
+                    (&shared_diff, shared_delta)
                 };
+                if diff.is_empty() {
+                    continue;
+                }
                 let Some(peer) = self.peers.get_mut(&addr) else {
                     continue;
                 };
                 peer.advertised = peer.advertised.saturating_add_signed(delta);
-                if let Some((_, conn)) = &peer.primary.conn {
+                let Some((_, conn)) = &peer.primary.conn else {
+                    continue;
+                };
+                if conn.accepts_bytes() {
+                    let bytes = if involved {
+                        encode_all(build_updates(diff.clone()), &caps)
+                    } else {
+                        shared_bytes
+                            .get_or_insert_with(|| encode_all(build_updates(diff.clone()), &caps))
+                            .clone()
+                    };
                     conn.send_raw(bytes);
+                } else {
+                    // It fell behind: the changes join its pending diff
+                    // (one entry per prefix, whatever the churn).
+                    conn.send_routes(diff);
                 }
             }
         }

@@ -150,8 +150,10 @@ impl Actor {
         let table = &self.tables[i];
         let own_parts_mixed = table.mixed.contains(&addr);
         let peer = self.peers.get_mut(&addr).expect("peer exists");
-        if own_parts_mixed {
-            // Its paths share parts with others': encode its own table.
+        let conn = peer.primary.conn.as_ref().map(|(_, c)| c);
+        if own_parts_mixed || !conn.is_some_and(|c| c.accepts_table()) {
+            // Its paths share parts with others', or it is behind: its own
+            // table, as bytes if it keeps up, else into its pending diff.
             let mut diffs = Vec::new();
             for (prefix, best) in self.rib.loc_rib() {
                 if let Some(a) = export(prefix, Some(best), &target) {
@@ -159,18 +161,25 @@ impl Actor {
                 }
             }
             peer.advertised = diffs.len();
-            let mut updates = build_updates(diffs);
-            updates.extend(target.families.iter().map(|f| Update::end_of_rib(*f)));
-            if let Some((_, conn)) = &peer.primary.conn {
-                conn.send_raw(encode_all(updates, &caps));
+            match conn {
+                Some(c) if c.accepts_bytes() => {
+                    let mut updates = build_updates(diffs);
+                    updates.extend(target.families.iter().map(|f| Update::end_of_rib(*f)));
+                    c.send_raw(encode_all(updates, &caps));
+                }
+                Some(c) => {
+                    c.send_routes(&diffs);
+                    c.send_end_of_rib(target.families.iter().copied());
+                }
+                None => {}
             }
         } else {
             let skip = table.owned.get(&addr).cloned().unwrap_or_default();
             let total: usize = table.counts.iter().sum();
             let own: usize = skip.iter().map(|i| table.counts[*i]).sum();
             peer.advertised = total - own;
-            if let Some((_, conn)) = &peer.primary.conn {
-                conn.send_parts(table.parts.clone(), skip);
+            if let Some(c) = conn {
+                c.send_parts(table.parts.clone(), skip);
             }
         }
         tracing::debug!(peer = %addr, prefixes = peer.advertised, "initial advertisement");
