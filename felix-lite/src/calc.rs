@@ -10,6 +10,8 @@
 //! | Never                | `<block> via <node IP> dev <uplink>`                   |
 //! | CrossSubnet          | Never when the node IP is in the uplink's subnet, else the tunnel |
 //!
+//! Each kind's device and route shape come from [`crate::tunnel`].
+//!
 //! Local affine blocks get a blackhole route; workloads get `<ip>/32 dev caliX scope link`.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -19,10 +21,8 @@ use ipnetwork::IpNetwork;
 
 use crate::dataplane::DataplaneConfig;
 use crate::nat::NatSpec;
+use crate::tunnel::Tunnel;
 use crate::types::{DataplaneInput, EncapMode, MacAddr, PoolInfo};
-use crate::{
-    IPIP_DEVICE, IPIP_OVERHEAD, VXLAN_DEVICE, VXLAN_OVERHEAD, VXLAN_V6_DEVICE, VXLAN_V6_OVERHEAD,
-};
 
 /// How a desired route forwards.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -51,37 +51,43 @@ pub struct DesiredRoute {
     pub next_hop: NextHop,
 }
 
-/// The IPIP device wanted.
+/// One tunnel device wanted (its kind is the key in [`DesiredDataplane::tunnels`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IpipDevice {
+pub struct TunnelDevice {
     /// MTU.
     pub mtu: u32,
-    /// Tunnel address (/32), if manx-node allocated one.
+    /// Tunnel address (/32, /128), if manx-node allocated one.
     pub addr: Option<IpAddr>,
-}
-
-/// The VXLAN device wanted.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VxlanDevice {
-    /// MTU.
-    pub mtu: u32,
-    /// Tunnel (VTEP) address (/32).
-    pub addr: Option<IpAddr>,
-    /// Device MAC.
-    pub mac: MacAddr,
-    /// Underlay local address.
-    pub local: IpAddr,
+    /// Device MAC (kinds with VTEPs).
+    pub mac: Option<MacAddr>,
+    /// Underlay local address (kinds that need an underlay).
+    pub local: Option<IpAddr>,
     /// Underlay device.
     pub parent: String,
+    /// Permanent neighbour entries: peer VTEP address → peer MAC.
+    pub neighbours: BTreeMap<IpAddr, MacAddr>,
+    /// FDB entries: peer MAC → peer uplink address.
+    pub fdb: BTreeMap<MacAddr, IpAddr>,
 }
 
 /// Why a pool cannot be programmed fully.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum DegradeReason {
-    /// The pool needs IPIP and the kernel has none.
-    NoIpip,
-    /// An IPv6 VXLAN pool on a node whose uplink has no IPv6 address.
-    NoIpv6Uplink,
+    /// The pool's tunnel kind is missing from the kernel (IPIP on the build machines).
+    Unsupported(Tunnel),
+    /// The uplink has no address of the tunnel's underlay family (an IPv6 VXLAN pool on
+    /// a node without an IPv6 uplink address).
+    NoUnderlay(Tunnel),
+}
+
+impl DegradeReason {
+    /// The one-line status message, with what to do.
+    pub fn message(self, cidr: &IpNetwork) -> String {
+        match self {
+            DegradeReason::Unsupported(t) => t.unsupported_message(cidr),
+            DegradeReason::NoUnderlay(t) => t.no_underlay_message(cidr),
+        }
+    }
 }
 
 /// Everything felix-lite wants in the kernel.
@@ -89,20 +95,8 @@ pub enum DegradeReason {
 pub struct DesiredDataplane {
     /// Routes by destination.
     pub routes: BTreeMap<IpNetwork, NextHop>,
-    /// `tunl0`, if any pool needs IPIP.
-    pub ipip: Option<IpipDevice>,
-    /// `vxlan.manx`, if any pool needs VXLAN.
-    pub vxlan: Option<VxlanDevice>,
-    /// Permanent ARP entries on `vxlan.manx`: peer VTEP address → peer MAC.
-    pub vxlan_neighbours: BTreeMap<IpAddr, MacAddr>,
-    /// FDB entries on `vxlan.manx`: peer MAC → peer node IP.
-    pub vxlan_fdb: BTreeMap<MacAddr, IpAddr>,
-    /// `vxlan-v6.manx`, if any IPv6 pool needs VXLAN.
-    pub vxlan_v6: Option<VxlanDevice>,
-    /// Permanent NDP entries on `vxlan-v6.manx`: peer IPv6 VTEP → peer MAC.
-    pub vxlan_v6_neighbours: BTreeMap<IpAddr, MacAddr>,
-    /// FDB entries on `vxlan-v6.manx`: peer MAC → peer node IPv6 address.
-    pub vxlan_v6_fdb: BTreeMap<MacAddr, IpAddr>,
+    /// Tunnel devices, for the kinds some pool uses.
+    pub tunnels: BTreeMap<Tunnel, TunnelDevice>,
     /// Workload interfaces (for sysctls), with whether they carry IPv4 / IPv6.
     pub workload_ifaces: BTreeMap<String, (bool, bool)>,
     /// Whether any IPv6 pool exists (IPv6 forwarding is then needed).
@@ -111,14 +105,6 @@ pub struct DesiredDataplane {
     pub nat: NatSpec,
     /// Pools that could not be programmed, and why.
     pub degraded: BTreeMap<IpNetwork, DegradeReason>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Encap {
-    Ipip,
-    Vxlan,
-    Vxlan6,
-    Direct,
 }
 
 fn longest_pool<'a>(pools: &'a [PoolInfo], block: &IpNetwork) -> Option<&'a PoolInfo> {
@@ -137,106 +123,69 @@ fn mode_applies(mode: EncapMode, same_subnet: bool) -> bool {
     }
 }
 
-/// Compute the desired dataplane. `ipip_available` is false once the kernel has shown it
-/// lacks IPIP: routes of IPIP pools are then left out and the pools listed as degraded.
+/// Compute the desired dataplane. `unsupported` holds the tunnel kinds the kernel has shown
+/// it lacks: their pools' remote routes are then left out and the pools listed as degraded.
 pub fn compute(
     input: &DataplaneInput,
     cfg: &DataplaneConfig,
-    ipip_available: bool,
+    unsupported: &BTreeSet<Tunnel>,
 ) -> DesiredDataplane {
     let mut out = DesiredDataplane::default();
     let uplink = input.uplink.as_ref();
-    let vxlan_mac = cfg
-        .vxlan_mac
-        .unwrap_or_else(|| MacAddr::from_seed(&input.node_name));
 
-    // Devices: wanted when any IPv4 pool uses the encapsulation at all.
-    let wants_vxlan = input
+    // Devices: wanted when any pool of the kind's family uses it at all.
+    let wanted: BTreeSet<Tunnel> = input
         .pools
         .iter()
-        .any(|p| p.cidr.is_ipv4() && p.vxlan != EncapMode::Never);
-    let wants_vxlan6 = input
-        .pools
-        .iter()
-        .any(|p| p.cidr.is_ipv6() && p.vxlan != EncapMode::Never);
-    let wants_ipip = input
-        .pools
-        .iter()
-        .any(|p| p.cidr.is_ipv4() && p.vxlan == EncapMode::Never && p.ipip != EncapMode::Never);
+        .filter_map(|p| p.tunnel().filter(|t| t.ipv6() == p.cidr.is_ipv6()))
+        .collect();
     for p in &input.pools {
-        if p.cidr.is_ipv6() && p.vxlan != EncapMode::Never && uplink.is_some_and(|u| u.v6.is_none())
-        {
-            out.degraded.insert(p.cidr, DegradeReason::NoIpv6Uplink);
+        let Some(t) = p.tunnel() else { continue };
+        if t.ipv6() && t.needs_underlay() && uplink.is_some_and(|u| u.v6.is_none()) {
+            out.degraded.insert(p.cidr, DegradeReason::NoUnderlay(t));
         }
-        if p.cidr.is_ipv4()
-            && p.vxlan == EncapMode::Never
-            && p.ipip != EncapMode::Never
-            && !ipip_available
-        {
-            out.degraded.insert(p.cidr, DegradeReason::NoIpip);
+        if unsupported.contains(&t) {
+            out.degraded.insert(p.cidr, DegradeReason::Unsupported(t));
         }
     }
     if let Some(up) = uplink {
-        if wants_ipip && ipip_available {
-            out.ipip = Some(IpipDevice {
-                mtu: cfg.ipip_mtu.unwrap_or(up.mtu.saturating_sub(IPIP_OVERHEAD)),
-                addr: input.ipip_tunnel_addr,
-            });
-        }
-        if let (true, Some(v4)) = (wants_vxlan, up.v4) {
-            out.vxlan = Some(VxlanDevice {
+        for &t in wanted.difference(unsupported) {
+            let local = if t.ipv6() { up.v6 } else { up.v4 }.map(|n| n.ip());
+            if t.needs_underlay() && local.is_none() {
+                continue;
+            }
+            let mut dev = TunnelDevice {
                 mtu: cfg
-                    .vxlan_mtu
-                    .unwrap_or(up.mtu.saturating_sub(VXLAN_OVERHEAD)),
-                addr: input.vxlan_tunnel_addr,
-                mac: vxlan_mac,
-                local: v4.ip(),
-                parent: up.iface.clone(),
-            });
-        }
-        if let (true, Some(v6)) = (wants_vxlan6, up.v6) {
-            out.vxlan_v6 = Some(VxlanDevice {
-                mtu: cfg
-                    .vxlan_mtu_v6
-                    .unwrap_or(up.mtu.saturating_sub(VXLAN_V6_OVERHEAD)),
-                addr: input.vxlan_tunnel_addr_v6,
+                    .tunnel_mtu
+                    .get(&t)
+                    .copied()
+                    .unwrap_or(up.mtu.saturating_sub(t.overhead())),
+                addr: input.tunnel_addrs.get(&t).copied(),
                 mac: cfg
-                    .vxlan_mac_v6
-                    .unwrap_or_else(|| MacAddr::from_seed(&format!("{}/v6", input.node_name))),
-                local: v6.ip(),
+                    .tunnel_mac
+                    .get(&t)
+                    .copied()
+                    .or_else(|| t.default_mac(&input.node_name)),
+                local: local.filter(|_| t.needs_underlay()),
                 parent: up.iface.clone(),
-            });
+                neighbours: BTreeMap::new(),
+                fdb: BTreeMap::new(),
+            };
+            // VTEPs of every other node that has one.
+            if t.has_vteps() {
+                for peer in input.peers.iter().filter(|p| p.name != input.node_name) {
+                    if let (Some(vtep), Some(underlay)) = (peer.vteps.get(&t), peer.underlay(t))
+                        && vtep.addr.is_ipv6() == t.ipv6()
+                    {
+                        dev.neighbours.insert(vtep.addr, vtep.mac);
+                        dev.fdb.insert(vtep.mac, underlay);
+                    }
+                }
+            }
+            out.tunnels.insert(t, dev);
         }
     }
     out.ipv6 = input.pools.iter().any(|p| p.cidr.is_ipv6());
-
-    // VTEPs of every other node that has one.
-    if out.vxlan.is_some() {
-        for peer in &input.peers {
-            if peer.name == input.node_name {
-                continue;
-            }
-            if let (Some(IpAddr::V4(vtep)), Some(mac), IpAddr::V4(_)) =
-                (peer.vxlan_tunnel_addr, peer.vxlan_mac, peer.ip)
-            {
-                out.vxlan_neighbours.insert(IpAddr::V4(vtep), mac);
-                out.vxlan_fdb.insert(mac, peer.ip);
-            }
-        }
-    }
-    if out.vxlan_v6.is_some() {
-        for peer in &input.peers {
-            if peer.name == input.node_name {
-                continue;
-            }
-            if let (Some(IpAddr::V6(vtep)), Some(mac), Some(IpAddr::V6(underlay))) =
-                (peer.vxlan_tunnel_addr_v6, peer.vxlan_mac_v6, peer.ip_v6)
-            {
-                out.vxlan_v6_neighbours.insert(IpAddr::V6(vtep), mac);
-                out.vxlan_v6_fdb.insert(mac, IpAddr::V6(underlay));
-            }
-        }
-    }
 
     // Remote blocks.
     if let Some(up) = uplink {
@@ -251,65 +200,31 @@ pub fn compute(
                 continue;
             }
             let same_subnet = local.contains(rb.node_ip);
-            let pool = longest_pool(&input.pools, &rb.block);
-            let encap = match pool {
-                Some(p) if rb.block.is_ipv4() && mode_applies(p.vxlan, same_subnet) => Encap::Vxlan,
-                Some(p) if rb.block.is_ipv4() && mode_applies(p.ipip, same_subnet) => Encap::Ipip,
-                Some(p) if rb.block.is_ipv6() && mode_applies(p.vxlan, same_subnet) => {
-                    Encap::Vxlan6
-                }
-                _ => Encap::Direct,
-            };
-            let next_hop = match encap {
-                Encap::Direct => NextHop::Via {
+            let tunnel = longest_pool(&input.pools, &rb.block)
+                .and_then(|p| p.encap)
+                .filter(|(t, m)| t.ipv6() == rb.block.is_ipv6() && mode_applies(*m, same_subnet))
+                .map(|(t, _)| t);
+            let next_hop = match tunnel {
+                None => NextHop::Via {
                     gateway: rb.node_ip,
                     dev: up.iface.clone(),
                     onlink: false,
                 },
-                Encap::Ipip => {
-                    if !ipip_available {
+                Some(t) => {
+                    if !out.tunnels.contains_key(&t) {
+                        // The kernel lacks the kind, or the underlay is missing.
                         continue;
                     }
-                    NextHop::Via {
-                        gateway: rb.node_ip,
-                        dev: IPIP_DEVICE.to_string(),
-                        onlink: true,
-                    }
-                }
-                Encap::Vxlan => {
-                    let vtep = input
-                        .peers
-                        .iter()
-                        .find(|p| p.name == rb.node)
-                        .and_then(|p| p.vxlan_tunnel_addr.zip(p.vxlan_mac));
-                    let Some((vtep, _)) = vtep else {
+                    let peer = input.peers.iter().find(|p| p.name == rb.node);
+                    let Some(gateway) = t.gateway(rb.node_ip, peer) else {
                         // The peer has not published its VTEP yet; its Node update will
                         // bring us back here.
-                        tracing::debug!(block = %rb.block, node = %rb.node, "no VTEP yet");
-                        continue;
-                    };
-                    if out.vxlan.is_none() {
-                        continue;
-                    }
-                    NextHop::Via {
-                        gateway: vtep,
-                        dev: VXLAN_DEVICE.to_string(),
-                        onlink: true,
-                    }
-                }
-                Encap::Vxlan6 => {
-                    let vtep = input
-                        .peers
-                        .iter()
-                        .find(|p| p.name == rb.node)
-                        .and_then(|p| p.vxlan_tunnel_addr_v6.zip(p.vxlan_mac_v6));
-                    let (Some((vtep, _)), true) = (vtep, out.vxlan_v6.is_some()) else {
-                        tracing::debug!(block = %rb.block, node = %rb.node, "no IPv6 VTEP yet");
+                        tracing::debug!(block = %rb.block, node = %rb.node, tunnel = %t, "no VTEP yet");
                         continue;
                     };
                     NextHop::Via {
-                        gateway: vtep,
-                        dev: VXLAN_V6_DEVICE.to_string(),
+                        gateway,
+                        dev: t.device().to_string(),
                         onlink: true,
                     }
                 }
@@ -349,10 +264,12 @@ pub fn degraded_set(d: &DesiredDataplane) -> BTreeSet<(IpNetwork, DegradeReason)
 /// its subnet and `c` on another, both with VXLAN tunnel addresses.
 #[cfg(test)]
 pub(crate) mod fixture {
+    use std::collections::BTreeMap;
     use std::net::IpAddr;
 
     use ipnetwork::IpNetwork;
 
+    use crate::tunnel::{Tunnel, Vtep};
     use crate::types::*;
 
     fn net(s: &str) -> IpNetwork {
@@ -364,8 +281,7 @@ pub(crate) mod fixture {
 
     pub(crate) fn input(ipip: EncapMode, vxlan: EncapMode) -> DataplaneInput {
         let mut pool = PoolInfo::new(net("10.19.0.0/16"));
-        pool.ipip = ipip;
-        pool.vxlan = vxlan;
+        pool.encap = Tunnel::for_pool(&pool.cidr, ipip, vxlan);
         DataplaneInput {
             node_name: "a".into(),
             pools: vec![pool],
@@ -383,24 +299,8 @@ pub(crate) mod fixture {
             ],
             local_blocks: vec![net("10.19.0.0/26")],
             peers: vec![
-                PeerNode {
-                    name: "b".into(),
-                    ip: ip("198.19.1.2"),
-                    vxlan_tunnel_addr: Some(ip("10.19.1.0")),
-                    vxlan_mac: Some(MacAddr([2, 0, 0, 0, 0, 0xb])),
-                    ip_v6: None,
-                    vxlan_tunnel_addr_v6: None,
-                    vxlan_mac_v6: None,
-                },
-                PeerNode {
-                    name: "c".into(),
-                    ip: ip("198.19.9.3"),
-                    vxlan_tunnel_addr: Some(ip("10.19.2.0")),
-                    vxlan_mac: Some(MacAddr([2, 0, 0, 0, 0, 0xc])),
-                    ip_v6: None,
-                    vxlan_tunnel_addr_v6: None,
-                    vxlan_mac_v6: None,
-                },
+                peer("b", "198.19.1.2", "10.19.1.0", 0xb),
+                peer("c", "198.19.9.3", "10.19.2.0", 0xc),
             ],
             workloads: vec![LocalWorkload {
                 ip: ip("10.19.0.5"),
@@ -412,17 +312,41 @@ pub(crate) mod fixture {
                 v6: None,
                 mtu: 1500,
             }),
-            ipip_tunnel_addr: Some(ip("10.19.0.1")),
-            vxlan_tunnel_addr: Some(ip("10.19.0.0")),
-            vxlan_tunnel_addr_v6: None,
+            tunnel_addrs: BTreeMap::from([
+                (Tunnel::Ipip, ip("10.19.0.1")),
+                (Tunnel::Vxlan, ip("10.19.0.0")),
+            ]),
         }
+    }
+
+    /// A peer with an IPv4 VXLAN VTEP, MAC `02:00:00:00:00:<m>`.
+    fn peer(name: &str, node_ip: &str, vtep: &str, m: u8) -> PeerNode {
+        let mut p = PeerNode::new(name, ip(node_ip));
+        p.vteps.insert(
+            Tunnel::Vxlan,
+            Vtep {
+                addr: ip(vtep),
+                mac: MacAddr([2, 0, 0, 0, 0, m]),
+            },
+        );
+        p
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tunnel::Vtep;
     use crate::types::{LocalWorkload, RemoteBlock};
+
+    /// No kind missing from the kernel.
+    fn all() -> BTreeSet<Tunnel> {
+        BTreeSet::new()
+    }
+    /// A kernel without IPIP.
+    fn no_ipip() -> BTreeSet<Tunnel> {
+        BTreeSet::from([Tunnel::Ipip])
+    }
 
     fn net(s: &str) -> IpNetwork {
         s.parse().unwrap()
@@ -446,7 +370,7 @@ mod tests {
         let d = compute(
             &input(EncapMode::Always, EncapMode::Never),
             &DataplaneConfig::default(),
-            true,
+            &all(),
         );
         assert_eq!(
             d.routes[&net("10.19.1.0/26")],
@@ -456,8 +380,8 @@ mod tests {
             d.routes[&net("10.19.2.0/26")],
             via("198.19.9.3", "tunl0", true)
         );
-        assert_eq!(d.ipip.as_ref().unwrap().mtu, 1480);
-        assert!(d.vxlan.is_none());
+        assert_eq!(d.tunnels[&Tunnel::Ipip].mtu, 1480);
+        assert!(!d.tunnels.contains_key(&Tunnel::Vxlan));
         assert_eq!(d.routes[&net("10.19.0.0/26")], NextHop::Blackhole);
         assert_eq!(
             d.routes[&net("10.19.0.5/32")],
@@ -470,25 +394,22 @@ mod tests {
         let d = compute(
             &input(EncapMode::Never, EncapMode::Always),
             &DataplaneConfig::default(),
-            true,
+            &all(),
         );
         assert_eq!(
             d.routes[&net("10.19.1.0/26")],
             via("10.19.1.0", "vxlan.manx", true)
         );
-        let dev = d.vxlan.as_ref().unwrap();
+        let dev = &d.tunnels[&Tunnel::Vxlan];
         assert_eq!(dev.mtu, 1450);
-        assert_eq!(dev.local, ip("198.19.1.1"));
-        assert_eq!(dev.mac, MacAddr::from_seed("a"));
+        assert_eq!(dev.local, Some(ip("198.19.1.1")));
+        assert_eq!(dev.mac, Some(MacAddr::from_seed("a")));
         assert_eq!(
-            d.vxlan_neighbours[&ip("10.19.2.0")],
+            dev.neighbours[&ip("10.19.2.0")],
             MacAddr([2, 0, 0, 0, 0, 0xc])
         );
-        assert_eq!(
-            d.vxlan_fdb[&MacAddr([2, 0, 0, 0, 0, 0xc])],
-            ip("198.19.9.3")
-        );
-        assert!(d.ipip.is_none());
+        assert_eq!(dev.fdb[&MacAddr([2, 0, 0, 0, 0, 0xc])], ip("198.19.9.3"));
+        assert!(!d.tunnels.contains_key(&Tunnel::Ipip));
     }
 
     #[test]
@@ -496,13 +417,13 @@ mod tests {
         let d = compute(
             &input(EncapMode::Never, EncapMode::Never),
             &DataplaneConfig::default(),
-            true,
+            &all(),
         );
         assert_eq!(
             d.routes[&net("10.19.1.0/26")],
             via("198.19.1.2", "eth0", false)
         );
-        assert!(d.ipip.is_none() && d.vxlan.is_none());
+        assert!(d.tunnels.is_empty());
     }
 
     #[test]
@@ -521,7 +442,7 @@ mod tests {
                 "10.19.2.0",
             ),
         ] {
-            let d = compute(&input(ipip, vxlan), &DataplaneConfig::default(), true);
+            let d = compute(&input(ipip, vxlan), &DataplaneConfig::default(), &all());
             assert_eq!(
                 d.routes[&net("10.19.1.0/26")],
                 via("198.19.1.2", "eth0", false)
@@ -534,20 +455,20 @@ mod tests {
     fn without_ipip_the_pool_is_degraded_and_its_remote_routes_skipped() {
         let mut i = input(EncapMode::Always, EncapMode::Never);
         let mut other = PoolInfo::new(net("10.20.0.0/16"));
-        other.vxlan = EncapMode::Always;
+        other.encap = Some((Tunnel::Vxlan, EncapMode::Always));
         i.pools.push(other);
         i.remote_blocks.push(RemoteBlock {
             block: net("10.20.5.0/26"),
             node: "b".into(),
             node_ip: ip("198.19.1.2"),
         });
-        let d = compute(&i, &DataplaneConfig::default(), false);
+        let d = compute(&i, &DataplaneConfig::default(), &no_ipip());
         assert_eq!(
             d.degraded.get(&net("10.19.0.0/16")),
-            Some(&DegradeReason::NoIpip)
+            Some(&DegradeReason::Unsupported(Tunnel::Ipip))
         );
         assert!(!d.routes.contains_key(&net("10.19.1.0/26")));
-        assert!(d.ipip.is_none());
+        assert!(!d.tunnels.contains_key(&Tunnel::Ipip));
         // The VXLAN pool is still programmed, and local routes too.
         assert_eq!(
             d.routes[&net("10.20.5.0/26")],
@@ -559,13 +480,13 @@ mod tests {
     #[test]
     fn configured_mtu_wins_and_peer_without_vtep_is_skipped() {
         let mut i = input(EncapMode::Never, EncapMode::Always);
-        i.peers[0].vxlan_mac = None;
+        i.peers[0].vteps.clear();
         let cfg = DataplaneConfig {
-            vxlan_mtu: Some(1400),
+            tunnel_mtu: BTreeMap::from([(Tunnel::Vxlan, 1400)]),
             ..DataplaneConfig::default()
         };
-        let d = compute(&i, &cfg, true);
-        assert_eq!(d.vxlan.unwrap().mtu, 1400);
+        let d = compute(&i, &cfg, &all());
+        assert_eq!(d.tunnels[&Tunnel::Vxlan].mtu, 1400);
         assert!(!d.routes.contains_key(&net("10.19.1.0/26")));
         assert!(d.routes.contains_key(&net("10.19.2.0/26")));
     }
@@ -584,7 +505,7 @@ mod tests {
             ip: ip("fd42:19:1::5"),
             iface: "cali0123456789a".into(),
         });
-        let d = compute(&i, &DataplaneConfig::default(), true);
+        let d = compute(&i, &DataplaneConfig::default(), &all());
         assert!(d.ipv6);
         assert_eq!(
             d.routes[&net("fd42:19:1::5/128")],
@@ -601,7 +522,7 @@ mod tests {
     fn ipv6_vxlan_routes_via_the_v6_vtep_on_vxlan_v6() {
         let mut i = input(EncapMode::Never, EncapMode::Never);
         let mut pool6 = PoolInfo::new(net("fd42:19:1::/64"));
-        pool6.vxlan = EncapMode::Always;
+        pool6.encap = Some((Tunnel::Vxlan6, EncapMode::Always));
         i.pools.push(pool6);
         i.remote_blocks.push(RemoteBlock {
             block: net("fd42:19:1::40/122"),
@@ -609,35 +530,37 @@ mod tests {
             node_ip: ip("fd42:19::2"),
         });
         i.peers[0].ip_v6 = Some(ip("fd42:19::2"));
-        i.peers[0].vxlan_tunnel_addr_v6 = Some(ip("fd42:19:1::41"));
-        i.peers[0].vxlan_mac_v6 = Some(MacAddr([2, 0, 0, 0, 6, 0xb]));
+        i.peers[0].vteps.insert(
+            Tunnel::Vxlan6,
+            Vtep {
+                addr: ip("fd42:19:1::41"),
+                mac: MacAddr([2, 0, 0, 0, 6, 0xb]),
+            },
+        );
         // No IPv6 uplink address yet: degraded, nothing routed.
-        let d = compute(&i, &DataplaneConfig::default(), true);
+        let d = compute(&i, &DataplaneConfig::default(), &all());
         assert_eq!(
             d.degraded.get(&net("fd42:19:1::/64")),
-            Some(&DegradeReason::NoIpv6Uplink)
+            Some(&DegradeReason::NoUnderlay(Tunnel::Vxlan6))
         );
-        assert!(d.vxlan_v6.is_none());
+        assert!(!d.tunnels.contains_key(&Tunnel::Vxlan6));
         assert!(!d.routes.contains_key(&net("fd42:19:1::40/122")));
         i.uplink.as_mut().unwrap().v6 = Some(net("fd42:19::1/64"));
-        let d = compute(&i, &DataplaneConfig::default(), true);
+        let d = compute(&i, &DataplaneConfig::default(), &all());
         assert!(d.degraded.is_empty());
-        let dev = d.vxlan_v6.as_ref().unwrap();
-        assert_eq!((dev.mtu, dev.local), (1430, ip("fd42:19::1")));
-        assert_eq!(dev.mac, MacAddr::from_seed("a/v6"));
+        let dev = &d.tunnels[&Tunnel::Vxlan6];
+        assert_eq!((dev.mtu, dev.local), (1430, Some(ip("fd42:19::1"))));
+        assert_eq!(dev.mac, Some(MacAddr::from_seed("a/v6")));
         assert_eq!(
             d.routes[&net("fd42:19:1::40/122")],
             via("fd42:19:1::41", "vxlan-v6.manx", true)
         );
         assert_eq!(
-            d.vxlan_v6_neighbours[&ip("fd42:19:1::41")],
+            dev.neighbours[&ip("fd42:19:1::41")],
             MacAddr([2, 0, 0, 0, 6, 0xb])
         );
-        assert_eq!(
-            d.vxlan_v6_fdb[&MacAddr([2, 0, 0, 0, 6, 0xb])],
-            ip("fd42:19::2")
-        );
+        assert_eq!(dev.fdb[&MacAddr([2, 0, 0, 0, 6, 0xb])], ip("fd42:19::2"));
         // The IPv4 device is not wanted by an IPv6-only VXLAN pool.
-        assert!(d.vxlan.is_none());
+        assert!(!d.tunnels.contains_key(&Tunnel::Vxlan));
     }
 }

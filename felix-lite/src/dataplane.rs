@@ -18,31 +18,28 @@ use std::time::{Duration, Instant};
 
 use ipnetwork::IpNetwork;
 
-use crate::calc::{self, DegradeReason, DesiredDataplane, NextHop, VxlanDevice};
+use crate::calc::{self, DegradeReason, DesiredDataplane, NextHop, TunnelDevice};
 use crate::clock::Clock;
 use crate::nat::{NatBackend, NatError, NatReconciler};
 use crate::netlink::{
-    EOPNOTSUPP, KernelLink, LinkKind, LinkSpec, NeighTable, Neighbour, Netlink, NlError, RouteKind,
+    EOPNOTSUPP, KernelLink, LinkSpec, NeighTable, Neighbour, Netlink, NlError, RouteKind,
 };
 use crate::reconcile::routes::{RouteMap, manx_route};
 use crate::reconcile::{LinkReconciler, NeighbourReconciler, RouteReconciler};
 use crate::sysctl::{self, Sysctls};
+use crate::tunnel::Tunnel;
 use crate::types::{DataplaneInput, MacAddr};
-use crate::{IPIP_DEVICE, VXLAN_DEVICE, VXLAN_PORT, VXLAN_V6_DEVICE, VXLAN_VNI};
+use crate::{VXLAN_PORT, VXLAN_VNI};
 
 /// Settings that do not come from the datastore's per-object resources.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DataplaneConfig {
-    /// `tunl0` MTU; default uplink MTU − 20.
-    pub ipip_mtu: Option<u32>,
-    /// `vxlan.manx` MTU; default uplink MTU − 50.
-    pub vxlan_mtu: Option<u32>,
-    /// `vxlan.manx` MAC; default derived from the node name ([`MacAddr::from_seed`]).
-    pub vxlan_mac: Option<MacAddr>,
-    /// `vxlan-v6.manx` MTU; default uplink MTU − 70.
-    pub vxlan_mtu_v6: Option<u32>,
-    /// `vxlan-v6.manx` MAC; default derived from `<node name>/v6`.
-    pub vxlan_mac_v6: Option<MacAddr>,
+    /// Tunnel device MTUs; default the uplink MTU minus [`Tunnel::overhead`] (20 IPIP,
+    /// 50 VXLAN, 70 VXLAN over IPv6).
+    pub tunnel_mtu: BTreeMap<Tunnel, u32>,
+    /// Tunnel device MACs; default [`Tunnel::default_mac`], derived from the node name
+    /// (`<node>` for `vxlan.manx`, `<node>/v6` for `vxlan-v6.manx`).
+    pub tunnel_mac: BTreeMap<Tunnel, MacAddr>,
     /// VXLAN network identifier.
     pub vxlan_vni: u32,
     /// VXLAN UDP port.
@@ -58,11 +55,8 @@ pub struct DataplaneConfig {
 impl Default for DataplaneConfig {
     fn default() -> Self {
         DataplaneConfig {
-            ipip_mtu: None,
-            vxlan_mtu: None,
-            vxlan_mac: None,
-            vxlan_mtu_v6: None,
-            vxlan_mac_v6: None,
+            tunnel_mtu: BTreeMap::new(),
+            tunnel_mac: BTreeMap::new(),
             vxlan_vni: VXLAN_VNI,
             vxlan_port: VXLAN_PORT,
             resync_interval: Duration::from_secs(90),
@@ -125,19 +119,6 @@ impl ApplyReport {
     }
 }
 
-fn degrade_message(cidr: &IpNetwork, reason: DegradeReason) -> String {
-    match reason {
-        DegradeReason::NoIpip => format!(
-            "IPIP pool {cidr} cannot be programmed: this kernel has no ipip support \
-             (CONFIG_NET_IPIP); use vxlanMode or ipipMode: Never"
-        ),
-        DegradeReason::NoIpv6Uplink => format!(
-            "IPv6 VXLAN pool {cidr} cannot be programmed: the uplink has no IPv6 address; \
-             set an IPv6 autodetection method or use vxlanMode: Never"
-        ),
-    }
-}
-
 /// The dataplane programmer.
 #[derive(Debug)]
 pub struct Dataplane<N, S, F, C> {
@@ -148,7 +129,8 @@ pub struct Dataplane<N, S, F, C> {
     cfg: DataplaneConfig,
     routes: RouteReconciler,
     nat: NatReconciler,
-    ipip_supported: bool,
+    /// Tunnel kinds the kernel has shown it lacks.
+    unsupported: BTreeSet<Tunnel>,
     degraded: BTreeMap<IpNetwork, DegradeReason>,
     logged: BTreeSet<(IpNetwork, DegradeReason)>,
     last_full: Option<Instant>,
@@ -168,7 +150,7 @@ impl<N: Netlink, S: Sysctls, F: NatBackend, C: Clock> Dataplane<N, S, F, C> {
             cfg,
             routes: RouteReconciler::new(),
             nat: NatReconciler::default(),
-            ipip_supported: true,
+            unsupported: BTreeSet::new(),
             degraded: BTreeMap::new(),
             logged: BTreeSet::new(),
             last_full: None,
@@ -178,9 +160,9 @@ impl<N: Netlink, S: Sysctls, F: NatBackend, C: Clock> Dataplane<N, S, F, C> {
         }
     }
 
-    /// False once creating `tunl0` failed because the kernel has no IPIP.
-    pub fn ipip_supported(&self) -> bool {
-        self.ipip_supported
+    /// False once creating the kind's device failed because the kernel lacks it (IPIP).
+    pub fn supports(&self, tunnel: Tunnel) -> bool {
+        !self.unsupported.contains(&tunnel)
     }
 
     /// Pools that cannot be programmed on this node, with the reason.
@@ -189,23 +171,19 @@ impl<N: Netlink, S: Sysctls, F: NatBackend, C: Clock> Dataplane<N, S, F, C> {
             .iter()
             .map(|(cidr, r)| DegradedPool {
                 cidr: *cidr,
-                reason: degrade_message(cidr, *r),
+                reason: r.message(cidr),
             })
             .collect()
     }
 
-    /// The MAC `vxlan.manx` gets on this node (record it in the Node resource).
-    pub fn vxlan_mac(&self, node_name: &str) -> MacAddr {
+    /// The MAC the kind's device gets on this node (record it in the Node resource);
+    /// None for kinds without VTEPs.
+    pub fn tunnel_mac(&self, tunnel: Tunnel, node_name: &str) -> Option<MacAddr> {
         self.cfg
-            .vxlan_mac
-            .unwrap_or_else(|| MacAddr::from_seed(node_name))
-    }
-
-    /// The MAC `vxlan-v6.manx` gets on this node (record it in the Node resource).
-    pub fn vxlan_mac_v6(&self, node_name: &str) -> MacAddr {
-        self.cfg
-            .vxlan_mac_v6
-            .unwrap_or_else(|| MacAddr::from_seed(&format!("{node_name}/v6")))
+            .tunnel_mac
+            .get(&tunnel)
+            .copied()
+            .or_else(|| tunnel.default_mac(node_name))
     }
 
     /// The kernel shim (tests read it).
@@ -256,54 +234,28 @@ impl<N: Netlink, S: Sysctls, F: NatBackend, C: Clock> Dataplane<N, S, F, C> {
             self.sysctl_done.clear();
             self.globals_done = false;
         }
-        let mut desired = calc::compute(input, &self.cfg, self.ipip_supported);
+        let mut desired = calc::compute(input, &self.cfg, &self.unsupported);
         let mut links = self.nl.links().await?;
 
-        // tunl0.
-        if let Some(dev) = desired.ipip.clone() {
-            let spec = LinkSpec {
-                name: IPIP_DEVICE.into(),
-                kind: LinkKind::Ipip,
-                mtu: dev.mtu,
-                mac: None,
-            };
-            match LinkReconciler::ensure(&self.nl, &mut links, &spec).await {
-                Ok((index, w)) => {
-                    report.link_writes += w;
-                    let addrs = self.nl.addresses().await?;
-                    let want: Vec<IpNetwork> = dev.addr.map(IpNetwork::from).into_iter().collect();
+        // One device per tunnel kind (tunl0, vxlan.manx, vxlan-v6.manx).
+        for tunnel in Tunnel::ALL {
+            let Some(dev) = desired.tunnels.get(&tunnel).cloned() else {
+                if tunnel.removable() {
                     report.link_writes +=
-                        LinkReconciler::ensure_addresses(&self.nl, &addrs, index, true, &want)
-                            .await?;
+                        LinkReconciler::remove(&self.nl, &mut links, tunnel.device()).await?;
                 }
+                continue;
+            };
+            match self.sync_tunnel(&mut links, tunnel, &dev).await {
+                Ok(w) => report.link_writes += w,
                 Err(e) if e.errno == Some(EOPNOTSUPP) => {
-                    self.ipip_supported = false;
-                    desired = calc::compute(input, &self.cfg, false);
+                    self.unsupported.insert(tunnel);
+                    desired = calc::compute(input, &self.cfg, &self.unsupported);
                 }
                 Err(e) => return Err(e.into()),
             }
         }
         self.note_degraded(&desired);
-
-        // vxlan.manx and vxlan-v6.manx.
-        report.link_writes += self
-            .sync_vxlan(
-                &mut links,
-                VXLAN_DEVICE,
-                desired.vxlan.as_ref(),
-                &desired.vxlan_neighbours,
-                &desired.vxlan_fdb,
-            )
-            .await?;
-        report.link_writes += self
-            .sync_vxlan(
-                &mut links,
-                VXLAN_V6_DEVICE,
-                desired.vxlan_v6.as_ref(),
-                &desired.vxlan_v6_neighbours,
-                &desired.vxlan_v6_fdb,
-            )
-            .await?;
 
         // Routes.
         let kroutes = kernel_routes(&desired, &links);
@@ -337,53 +289,37 @@ impl<N: Netlink, S: Sysctls, F: NatBackend, C: Clock> Dataplane<N, S, F, C> {
         Ok(report)
     }
 
-    /// Create/fix (or remove) one VXLAN device with its address, neighbours and FDB.
-    async fn sync_vxlan(
+    /// Create/fix one tunnel device with its address and, for kinds with VTEPs, its
+    /// neighbour and FDB entries. Returns the writes.
+    async fn sync_tunnel(
         &self,
         links: &mut Vec<KernelLink>,
-        name: &str,
-        dev: Option<&VxlanDevice>,
-        neighbours: &BTreeMap<IpAddr, MacAddr>,
-        fdb: &BTreeMap<MacAddr, IpAddr>,
+        tunnel: Tunnel,
+        dev: &TunnelDevice,
     ) -> Result<usize, NlError> {
-        let Some(dev) = dev else {
-            return LinkReconciler::remove(&self.nl, links, name).await;
-        };
         let parent = links.iter().find(|l| l.name == dev.parent).map(|l| l.index);
         let spec = LinkSpec {
-            name: name.into(),
-            kind: LinkKind::Vxlan {
-                vni: self.cfg.vxlan_vni,
-                port: self.cfg.vxlan_port,
-                local: dev.local,
-                parent,
-            },
+            name: tunnel.device().into(),
+            kind: tunnel.link_kind(&self.cfg, dev.local, parent),
             mtu: dev.mtu,
-            mac: Some(dev.mac),
+            mac: dev.mac,
         };
         let (index, mut writes) = LinkReconciler::ensure(&self.nl, links, &spec).await?;
         let addrs = self.nl.addresses().await?;
         let want: Vec<IpNetwork> = dev.addr.map(IpNetwork::from).into_iter().collect();
-        writes +=
-            LinkReconciler::ensure_addresses(&self.nl, &addrs, index, dev.local.is_ipv4(), &want)
-                .await?;
-        let arp: Vec<Neighbour> = neighbours
-            .iter()
-            .map(|(ip, mac)| Neighbour {
-                index,
-                ip: *ip,
-                mac: *mac,
-            })
-            .collect();
+        writes += LinkReconciler::ensure_addresses(&self.nl, &addrs, index, !tunnel.ipv6(), &want)
+            .await?;
+        if !tunnel.has_vteps() {
+            return Ok(writes);
+        }
+        let entries = |m: Vec<(IpAddr, MacAddr)>| -> Vec<Neighbour> {
+            m.into_iter()
+                .map(|(ip, mac)| Neighbour { index, ip, mac })
+                .collect()
+        };
+        let arp = entries(dev.neighbours.iter().map(|(ip, mac)| (*ip, *mac)).collect());
         writes += NeighbourReconciler::sync(&self.nl, NeighTable::Neigh, index, &arp).await?;
-        let fdb: Vec<Neighbour> = fdb
-            .iter()
-            .map(|(mac, ip)| Neighbour {
-                index,
-                ip: *ip,
-                mac: *mac,
-            })
-            .collect();
+        let fdb = entries(dev.fdb.iter().map(|(mac, ip)| (*ip, *mac)).collect());
         writes += NeighbourReconciler::sync(&self.nl, NeighTable::Fdb, index, &fdb).await?;
         Ok(writes)
     }
@@ -392,7 +328,7 @@ impl<N: Netlink, S: Sysctls, F: NatBackend, C: Clock> Dataplane<N, S, F, C> {
         for (cidr, reason) in &desired.degraded {
             // One line per pool and reason for the life of the process, not per resync.
             if self.logged.insert((*cidr, *reason)) {
-                tracing::error!("{}", degrade_message(cidr, *reason));
+                tracing::error!("{}", reason.message(cidr));
             }
         }
         self.degraded = desired.degraded.clone();

@@ -12,6 +12,7 @@ use crate::clock::FakeClock;
 use crate::nat::MemNat;
 use crate::netlink::{KernelRoute, LinkKind, MemNetlink, NeighTable, Neighbour, RouteKind};
 use crate::sysctl::MemSysctl;
+use crate::tunnel::{Tunnel, Vtep};
 use crate::types::*;
 use crate::{Dataplane, DataplaneConfig, MANX_ROUTE_PROTOCOL};
 
@@ -102,7 +103,7 @@ async fn ipip_always_programs_tunl0_and_onlink_routes() {
             MANX_ROUTE_PROTOCOL
         )
     );
-    assert!(dp.ipip_supported());
+    assert!(dp.supports(Tunnel::Ipip));
     assert!(dp.degraded_pools().is_empty());
 }
 
@@ -116,7 +117,10 @@ async fn vxlan_always_programs_device_arp_fdb_and_routes() {
     let vx = links.iter().find(|l| l.name == "vxlan.manx").unwrap();
     assert_eq!(vx.mtu, 1450);
     assert_eq!(vx.mac, Some(MacAddr::from_seed("a")));
-    assert_eq!(dp.vxlan_mac("a"), MacAddr::from_seed("a"));
+    assert_eq!(
+        dp.tunnel_mac(Tunnel::Vxlan, "a"),
+        Some(MacAddr::from_seed("a"))
+    );
     assert!(matches!(
         vx.kind,
         LinkKind::Vxlan { vni: 4096, port: 4789, local, parent: Some(p) }
@@ -165,10 +169,10 @@ async fn ipv6_vxlan_programs_vxlan_v6_with_ndp_fdb_and_the_remote_block_route() 
     let mut dp = rig.dataplane();
     let mut inp = input(EncapMode::Never, EncapMode::Never);
     let mut pool6 = PoolInfo::new(net("fd42:19:1::/64"));
-    pool6.vxlan = EncapMode::Always;
+    pool6.encap = Some((Tunnel::Vxlan6, EncapMode::Always));
     inp.pools.push(pool6);
     inp.uplink.as_mut().unwrap().v6 = Some(net("fd42:19::1/64"));
-    inp.vxlan_tunnel_addr_v6 = Some(ip("fd42:19:1::1"));
+    inp.tunnel_addrs.insert(Tunnel::Vxlan6, ip("fd42:19:1::1"));
     inp.remote_blocks.push(RemoteBlock {
         block: net("fd42:19:1::40/122"),
         node: "b".into(),
@@ -176,8 +180,13 @@ async fn ipv6_vxlan_programs_vxlan_v6_with_ndp_fdb_and_the_remote_block_route() 
     });
     let mac_b = MacAddr([2, 0, 0, 0, 6, 0xb]);
     inp.peers[0].ip_v6 = Some(ip("fd42:19::2"));
-    inp.peers[0].vxlan_tunnel_addr_v6 = Some(ip("fd42:19:1::41"));
-    inp.peers[0].vxlan_mac_v6 = Some(mac_b);
+    inp.peers[0].vteps.insert(
+        Tunnel::Vxlan6,
+        Vtep {
+            addr: ip("fd42:19:1::41"),
+            mac: mac_b,
+        },
+    );
     let rep = dp.apply(&inp).await.unwrap();
     assert!(rep.errors.is_empty(), "{:?}", rep.errors);
 
@@ -187,8 +196,11 @@ async fn ipv6_vxlan_programs_vxlan_v6_with_ndp_fdb_and_the_remote_block_route() 
         .find(|l| l.name == crate::VXLAN_V6_DEVICE)
         .unwrap();
     assert_eq!((vx.mtu, vx.up), (1430, true));
-    assert_eq!(vx.mac, Some(dp.vxlan_mac_v6("a")));
-    assert_ne!(dp.vxlan_mac_v6("a"), dp.vxlan_mac("a"));
+    assert_eq!(vx.mac, dp.tunnel_mac(Tunnel::Vxlan6, "a"));
+    assert_ne!(
+        dp.tunnel_mac(Tunnel::Vxlan6, "a"),
+        dp.tunnel_mac(Tunnel::Vxlan, "a")
+    );
     assert!(matches!(
         vx.kind,
         LinkKind::Vxlan { vni: 4096, port: 4789, local, parent: Some(p) }
@@ -228,8 +240,8 @@ async fn ipv6_vxlan_programs_vxlan_v6_with_ndp_fdb_and_the_remote_block_route() 
     // The IPv4 blocks still route directly.
     assert_eq!(rig.route("10.19.1.0/26").unwrap().oif, Some(rig.eth));
 
-    // Peer b without its IPv6 MAC yet: its block's route waits for it.
-    inp.peers[0].vxlan_mac_v6 = None;
+    // Peer b without its IPv6 VTEP yet: its block's route waits for it.
+    inp.peers[0].vteps.remove(&Tunnel::Vxlan6);
     dp.apply(&inp).await.unwrap();
     assert!(rig.route("fd42:19:1::40/122").is_none());
 }
@@ -409,7 +421,7 @@ async fn kernel_without_ipip_logs_one_line_per_pool_and_keeps_other_pools() {
     rig.nl.set_ipip_unsupported(true);
     let mut inp = input(EncapMode::Always, EncapMode::Never);
     let mut vx = PoolInfo::new(net("10.20.0.0/16"));
-    vx.vxlan = EncapMode::Always;
+    vx.encap = Some((Tunnel::Vxlan, EncapMode::Always));
     inp.pools.push(vx);
     inp.remote_blocks.push(RemoteBlock {
         block: net("10.20.1.0/26"),
@@ -433,7 +445,7 @@ async fn kernel_without_ipip_logs_one_line_per_pool_and_keeps_other_pools() {
         "IPIP pool 10.19.0.0/16 cannot be programmed: this kernel has no ipip support \
          (CONFIG_NET_IPIP); use vxlanMode or ipipMode: Never"
     );
-    assert!(!dp.ipip_supported());
+    assert!(!dp.supports(Tunnel::Ipip));
     let degraded = dp.degraded_pools();
     assert_eq!(degraded.len(), 1);
     assert_eq!(degraded[0].cidr, net("10.19.0.0/16"));

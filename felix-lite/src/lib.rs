@@ -16,11 +16,11 @@
 //! [`calc`] module turns it into a [`DesiredDataplane`]; reconcilers diff that against the
 //! kernel through the [`Netlink`] trait and write only the difference.
 //!
-//! Devices: `tunl0` (IPIP, IPv4 pools), `vxlan.manx` (IPv4 underlay) and `vxlan-v6.manx`
-//! (IPv6 underlay), VNI 4096, UDP 4789, learning off, MAC stable per node
-//! ([`Dataplane::vxlan_mac`] / [`Dataplane::vxlan_mac_v6`] to publish in the Node). On a kernel
-//! without IPIP, IPIP pools are reported once each ([`Dataplane::degraded_pools`]) and the
-//! other pools keep working.
+//! Devices, one per [`Tunnel`] kind (see [`tunnel`]): `tunl0` (IPIP, IPv4 pools),
+//! `vxlan.manx` (IPv4 underlay) and `vxlan-v6.manx` (IPv6 underlay), VNI 4096, UDP 4789,
+//! learning off, MAC stable per node ([`Dataplane::tunnel_mac`] to publish in the Node). On
+//! a kernel without a kind (IPIP on the build machines), its pools are reported once each
+//! ([`Dataplane::degraded_pools`]) and the other pools keep working.
 //!
 //! ```no_run
 //! use felix::autodetect::{AutodetectMethod, detect_uplink};
@@ -39,7 +39,7 @@
 //!     SystemClock,
 //!     DataplaneConfig::default(),
 //! );
-//! let vxlan_mac = dp.vxlan_mac("node-1"); // publish in the Node resource
+//! let vxlan_mac = dp.tunnel_mac(felix::Tunnel::Vxlan, "node-1"); // publish in the Node
 //! # let _ = vxlan_mac;
 //! let input = DataplaneInput {
 //!     node_name: "node-1".into(),
@@ -67,6 +67,7 @@ pub mod netlink;
 pub mod netns;
 pub mod reconcile;
 pub mod sysctl;
+pub mod tunnel;
 pub mod types;
 
 #[cfg(test)]
@@ -76,26 +77,21 @@ mod dataplane_tests;
 pub const MANX_ROUTE_PROTOCOL: u8 = 77;
 
 /// Name of the IPIP tunnel device (the kernel's fallback tunnel name).
-pub const IPIP_DEVICE: &str = "tunl0";
+pub const IPIP_DEVICE: &str = tunnel::ipip::DEVICE;
 /// Name of the IPv4 VXLAN device.
-pub const VXLAN_DEVICE: &str = "vxlan.manx";
+pub const VXLAN_DEVICE: &str = tunnel::vxlan::DEVICE;
 /// Name of the IPv6 VXLAN device.
-pub const VXLAN_V6_DEVICE: &str = "vxlan-v6.manx";
-/// VXLAN overhead with an IPv6 underlay.
-pub const VXLAN_V6_OVERHEAD: u32 = 70;
+pub const VXLAN_V6_DEVICE: &str = tunnel::vxlan::DEVICE_V6;
 /// VXLAN network identifier (Calico's default).
-pub const VXLAN_VNI: u32 = 4096;
+pub const VXLAN_VNI: u32 = tunnel::vxlan::VNI;
 /// VXLAN UDP port (IANA).
-pub const VXLAN_PORT: u16 = 4789;
-/// IPIP overhead subtracted from the uplink MTU.
-pub const IPIP_OVERHEAD: u32 = 20;
-/// VXLAN overhead (IPv4 underlay) subtracted from the uplink MTU.
-pub const VXLAN_OVERHEAD: u32 = 50;
+pub const VXLAN_PORT: u16 = tunnel::vxlan::PORT;
 
 pub use calc::{DesiredDataplane, DesiredRoute, NextHop};
 pub use clock::{Clock, FakeClock, SystemClock};
 pub use dataplane::{Dataplane, DataplaneConfig, DataplaneError, DegradedPool};
 pub use netlink::{MemNetlink, Netlink, RealNetlink};
+pub use tunnel::{Tunnel, Vtep};
 pub use types::{
     DataplaneInput, EncapMode, LocalWorkload, MacAddr, PeerNode, PoolInfo, RemoteBlock, Uplink,
 };

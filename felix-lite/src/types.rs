@@ -1,12 +1,15 @@
 //! Plain input types. manx-node maps datastore resources (IPPool, Node, IPAMBlock affinities,
 //! WorkloadEndpoint) and bgpd's `RouteUpdate`s onto these; felix-lite knows neither crate.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
 
 use ipnetwork::IpNetwork;
 use serde::{Deserialize, Serialize};
+
+use crate::tunnel::{Tunnel, Vtep};
 
 /// When a pool's traffic to another node is encapsulated (Calico `ipipMode` / `vxlanMode`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
@@ -25,10 +28,9 @@ pub enum EncapMode {
 pub struct PoolInfo {
     /// The pool's CIDR.
     pub cidr: IpNetwork,
-    /// IPIP mode (IPv4 pools only).
-    pub ipip: EncapMode,
-    /// VXLAN mode.
-    pub vxlan: EncapMode,
+    /// The pool's encapsulation and when it applies (none: plain routes). See
+    /// [`Tunnel::for_pool`] for Calico's `ipipMode` / `vxlanMode`.
+    pub encap: Option<(Tunnel, EncapMode)>,
     /// Masquerade traffic from the pool to destinations outside every pool.
     pub nat_outgoing: bool,
     /// Disabled pools get no new allocations; their existing blocks keep routes and NAT,
@@ -41,11 +43,17 @@ impl PoolInfo {
     pub fn new(cidr: IpNetwork) -> Self {
         PoolInfo {
             cidr,
-            ipip: EncapMode::Never,
-            vxlan: EncapMode::Never,
+            encap: None,
             nat_outgoing: false,
             disabled: false,
         }
+    }
+
+    /// The pool's tunnel, if it uses one at all (a mode other than Never).
+    pub fn tunnel(&self) -> Option<Tunnel> {
+        self.encap
+            .filter(|(_, m)| *m != EncapMode::Never)
+            .map(|(t, _)| t)
     }
 }
 
@@ -65,21 +73,35 @@ pub struct RemoteBlock {
 pub struct PeerNode {
     /// Node name.
     pub name: String,
-    /// The node's uplink address (the VXLAN underlay destination).
+    /// The node's uplink address (its IPv4 one if it has one).
     pub ip: IpAddr,
-    /// The node's VXLAN tunnel address (its VTEP address), if it has one.
-    pub vxlan_tunnel_addr: Option<IpAddr>,
-    /// The node's VXLAN device MAC, if it has one.
-    pub vxlan_mac: Option<MacAddr>,
-    /// The node's IPv6 uplink address (the IPv6 VXLAN underlay destination).
+    /// The node's IPv6 uplink address (the IPv6 underlay destination).
     #[serde(default)]
     pub ip_v6: Option<IpAddr>,
-    /// The node's IPv6 VXLAN tunnel address.
+    /// The node's tunnel endpoints it published (address and MAC), by kind.
     #[serde(default)]
-    pub vxlan_tunnel_addr_v6: Option<IpAddr>,
-    /// The node's IPv6 VXLAN device MAC.
-    #[serde(default)]
-    pub vxlan_mac_v6: Option<MacAddr>,
+    pub vteps: BTreeMap<Tunnel, Vtep>,
+}
+
+impl PeerNode {
+    /// A node with its uplink address and no tunnel endpoints yet.
+    pub fn new(name: &str, ip: IpAddr) -> Self {
+        PeerNode {
+            name: name.into(),
+            ip,
+            ip_v6: None,
+            vteps: BTreeMap::new(),
+        }
+    }
+
+    /// The node's uplink address of the family of `tunnel`'s underlay.
+    pub fn underlay(&self, tunnel: Tunnel) -> Option<IpAddr> {
+        if tunnel.ipv6() {
+            self.ip_v6.filter(IpAddr::is_ipv6)
+        } else {
+            Some(self.ip).filter(IpAddr::is_ipv4)
+        }
+    }
 }
 
 /// A pod on this node: its address and its host-side veth.
@@ -132,13 +154,10 @@ pub struct DataplaneInput {
     /// The uplink, from autodetection. Without one, no remote routes are programmed and the
     /// tunnel devices are removed: always pass the detected uplink.
     pub uplink: Option<Uplink>,
-    /// The IPIP tunnel address given to `tunl0` (allocated by manx-node through IPAM).
-    pub ipip_tunnel_addr: Option<IpAddr>,
-    /// The VXLAN tunnel address given to `vxlan.manx`.
-    pub vxlan_tunnel_addr: Option<IpAddr>,
-    /// The IPv6 VXLAN tunnel address given to `vxlan-v6.manx`.
+    /// This node's tunnel addresses (allocated by manx-node through IPAM), given to each
+    /// kind's device.
     #[serde(default)]
-    pub vxlan_tunnel_addr_v6: Option<IpAddr>,
+    pub tunnel_addrs: BTreeMap<Tunnel, IpAddr>,
 }
 
 /// A 48-bit Ethernet address.

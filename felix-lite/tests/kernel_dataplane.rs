@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use common::*;
 use felix::netns::{NetnsGuard, block_on_in};
 use felix::types::*;
-use felix::{DataplaneConfig, MANX_ROUTE_PROTOCOL};
+use felix::{DataplaneConfig, MANX_ROUTE_PROTOCOL, Tunnel, Vtep};
 use ipnetwork::IpNetwork;
 
 fn net(s: &str) -> IpNetwork {
@@ -41,6 +41,19 @@ fn cluster() -> Cluster {
     Cluster { a, b, pod_a, pod_b }
 }
 
+/// A peer with its IPv4 VXLAN VTEP (MAC derived from its name).
+fn vxlan_peer(name: &str, node_ip: &str, vtep: &str) -> PeerNode {
+    let mut p = PeerNode::new(name, ip(node_ip));
+    p.vteps.insert(
+        Tunnel::Vxlan,
+        Vtep {
+            addr: ip(vtep),
+            mac: MacAddr::from_seed(name),
+        },
+    );
+    p
+}
+
 fn node_input(me: &str, mode: EncapMode) -> DataplaneInput {
     let (my_ip, my_block, my_pod, cali) = if me == "a" {
         ("198.19.1.1", "10.19.1.0/26", "10.19.1.5", "cali1a")
@@ -48,26 +61,10 @@ fn node_input(me: &str, mode: EncapMode) -> DataplaneInput {
         ("198.19.1.2", "10.19.2.0/26", "10.19.2.5", "cali2b")
     };
     let mut pool = PoolInfo::new(net("10.19.0.0/16"));
-    pool.vxlan = mode;
+    pool.encap = Tunnel::for_pool(&pool.cidr, EncapMode::Never, mode);
     let peers = vec![
-        PeerNode {
-            name: "a".into(),
-            ip: ip("198.19.1.1"),
-            vxlan_tunnel_addr: Some(ip("10.19.1.0")),
-            vxlan_mac: Some(MacAddr::from_seed("a")),
-            ip_v6: None,
-            vxlan_tunnel_addr_v6: None,
-            vxlan_mac_v6: None,
-        },
-        PeerNode {
-            name: "b".into(),
-            ip: ip("198.19.1.2"),
-            vxlan_tunnel_addr: Some(ip("10.19.2.0")),
-            vxlan_mac: Some(MacAddr::from_seed("b")),
-            ip_v6: None,
-            vxlan_tunnel_addr_v6: None,
-            vxlan_mac_v6: None,
-        },
+        vxlan_peer("a", "198.19.1.1", "10.19.1.0"),
+        vxlan_peer("b", "198.19.1.2", "10.19.2.0"),
     ];
     let other = if me == "a" {
         RemoteBlock {
@@ -98,9 +95,11 @@ fn node_input(me: &str, mode: EncapMode) -> DataplaneInput {
             v6: None,
             mtu: 1500,
         }),
-        ipip_tunnel_addr: None,
-        vxlan_tunnel_addr: Some(ip(if me == "a" { "10.19.1.0" } else { "10.19.2.0" })),
-        vxlan_tunnel_addr_v6: None,
+        tunnel_addrs: [(
+            Tunnel::Vxlan,
+            ip(if me == "a" { "10.19.1.0" } else { "10.19.2.0" }),
+        )]
+        .into(),
     }
 }
 
@@ -236,8 +235,7 @@ fn kernel_reconciler_purges_stale_keeps_foreign_and_writes_nothing_on_restart() 
         "bird",
     ]);
 
-    let mut pool6 = PoolInfo::new(net("fd42:19:1::/64"));
-    pool6.vxlan = EncapMode::Never;
+    let pool6 = PoolInfo::new(net("fd42:19:1::/64"));
     let mut input = DataplaneInput {
         node_name: "a".into(),
         pools: vec![PoolInfo::new(net("10.19.0.0/16")), pool6],
@@ -340,9 +338,9 @@ fn kernel_without_ipip_reports_the_pool_in_one_line() {
     ns.ip(&["link", "set", "eth0", "up"]);
     ns.ip(&["addr", "add", "198.19.1.1/24", "dev", "eth0"]);
     let mut ipip = PoolInfo::new(net("10.0.0.0/16"));
-    ipip.ipip = EncapMode::Always;
+    ipip.encap = Some((Tunnel::Ipip, EncapMode::Always));
     let mut vx = PoolInfo::new(net("10.19.0.0/16"));
-    vx.vxlan = EncapMode::Always;
+    vx.encap = Some((Tunnel::Vxlan, EncapMode::Always));
     let input = DataplaneInput {
         node_name: "a".into(),
         pools: vec![ipip, vx],
@@ -358,22 +356,14 @@ fn kernel_without_ipip_reports_the_pool_in_one_line() {
                 node_ip: ip("198.19.1.2"),
             },
         ],
-        peers: vec![PeerNode {
-            name: "b".into(),
-            ip: ip("198.19.1.2"),
-            vxlan_tunnel_addr: Some(ip("10.19.1.0")),
-            vxlan_mac: Some(MacAddr::from_seed("b")),
-            ip_v6: None,
-            vxlan_tunnel_addr_v6: None,
-            vxlan_mac_v6: None,
-        }],
+        peers: vec![vxlan_peer("b", "198.19.1.2", "10.19.1.0")],
         uplink: Some(Uplink {
             iface: "eth0".into(),
             v4: Some(net("198.19.1.1/24")),
             v6: None,
             mtu: 1500,
         }),
-        ipip_tunnel_addr: Some(ip("10.0.0.1")),
+        tunnel_addrs: [(Tunnel::Ipip, ip("10.0.0.1"))].into(),
         ..DataplaneInput::default()
     };
     let name = ns.name().to_string();
@@ -391,7 +381,7 @@ fn kernel_without_ipip_reports_the_pool_in_one_line() {
             dp.request_resync();
             reports.push(dp.apply(&input).await.unwrap());
         }
-        (dp.ipip_supported(), dp.degraded_pools(), reports)
+        (dp.supports(Tunnel::Ipip), dp.degraded_pools(), reports)
     })
     .unwrap();
     for r in &reports {

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use common::*;
 use felix::netns::NetnsGuard;
 use felix::types::*;
-use felix::{DataplaneConfig, MANX_ROUTE_PROTOCOL};
+use felix::{DataplaneConfig, MANX_ROUTE_PROTOCOL, Tunnel, Vtep};
 use ipnetwork::IpNetwork;
 
 fn net(s: &str) -> IpNetwork {
@@ -53,21 +53,22 @@ fn pod6(node: &NetnsGuard, cali: &str, addr: &str) -> NetnsGuard {
 }
 
 fn peer(name: &str, v4: &str, v6: &str, vtep6: &str) -> PeerNode {
-    PeerNode {
-        name: name.into(),
-        ip: ip(v4),
-        vxlan_tunnel_addr: None,
-        vxlan_mac: None,
-        ip_v6: Some(ip(v6)),
-        vxlan_tunnel_addr_v6: Some(ip(vtep6)),
-        vxlan_mac_v6: Some(MacAddr::from_seed(&format!("{name}/v6"))),
-    }
+    let mut p = PeerNode::new(name, ip(v4));
+    p.ip_v6 = Some(ip(v6));
+    p.vteps.insert(
+        Tunnel::Vxlan6,
+        Vtep {
+            addr: ip(vtep6),
+            mac: MacAddr::from_seed(&format!("{name}/v6")),
+        },
+    );
+    p
 }
 
 fn input(me: &str) -> DataplaneInput {
     let a = me == "a";
     let mut pool = PoolInfo::new(net("fd42:19:1::/64"));
-    pool.vxlan = EncapMode::Always;
+    pool.encap = Some((Tunnel::Vxlan6, EncapMode::Always));
     let (my4, my6) = if a {
         ("198.19.1.1/24", "fd42:19::1/64")
     } else {
@@ -108,8 +109,11 @@ fn input(me: &str) -> DataplaneInput {
             v6: Some(net(my6)),
             mtu: 1500,
         }),
-        vxlan_tunnel_addr_v6: Some(ip(if a { "fd42:19:1::1" } else { "fd42:19:1::41" })),
-        ..DataplaneInput::default()
+        tunnel_addrs: [(
+            Tunnel::Vxlan6,
+            ip(if a { "fd42:19:1::1" } else { "fd42:19:1::41" }),
+        )]
+        .into(),
     }
 }
 

@@ -27,7 +27,7 @@ use bgpd::rib::RouteUpdate;
 use bgpd::speaker::{Speaker, SpeakerHandle};
 use datastore::client::Client;
 use datastore::{Datastore, WatchEvent};
-use felix::{DataplaneConfig, DataplaneInput, Uplink};
+use felix::{DataplaneConfig, DataplaneInput, Tunnel, Uplink};
 use futures::StreamExt;
 use ipam::Ipam;
 use ipam::resources::DatastoreTopology;
@@ -131,13 +131,14 @@ impl Agent {
     /// IPIP pool created after start), and record it in the Node.
     async fn ensure_tunnels(&mut self) {
         let mut changed = false;
-        for (kind, vxlan, v6) in Tunnels::KINDS {
-            let have = *self.tunnels.addr_mut(vxlan, v6);
-            let pools = startup::tunnel_pools(&self.view.pools, vxlan, v6);
-            if have.is_some() || pools.is_empty() {
+        for tunnel in Tunnel::ALL {
+            let kind = tunnel.name();
+            let pools = startup::tunnel_pools(&self.view.pools, tunnel);
+            if self.tunnels.addrs.contains_key(&tunnel) || pools.is_empty() {
                 continue;
             }
-            let handle = format!("{kind}-tunnel-addr-{}", self.name);
+            let handle = startup::tunnel_handle(tunnel, &self.name);
+            let v6 = tunnel.ipv6();
             match startup::tunnel_address(&self.ipam, &self.name, &handle, pools, v6).await {
                 Ok(Some(ip)) => {
                     tracing::info!(%ip, kind, "tunnel address allocated");
@@ -146,7 +147,7 @@ impl Agent {
                         &[("op", "tunnel-address"), ("result", "ok")],
                         1.0,
                     );
-                    *self.tunnels.addr_mut(vxlan, v6) = Some(ip);
+                    self.tunnels.addrs.insert(tunnel, ip);
                     changed = true;
                 }
                 Ok(None) => {}
@@ -161,7 +162,7 @@ impl Agent {
             }
         }
         if changed {
-            let tunnels = self.tunnels;
+            let tunnels = &self.tunnels;
             if let Err(e) =
                 startup::update_node(&self.client, &self.name, |n| tunnels.record(n)).await
             {
@@ -520,19 +521,20 @@ pub async fn run(cfg: NodeConfig) -> Result<()> {
     let mut cache = ClusterCache::default();
     cache.reset(store.list(WATCH_PREFIX).await?);
     let view = cache.view(&name);
-    let mut tunnel_addrs = [None; Tunnels::KINDS.len()];
-    for ((kind, vxlan, v6), slot) in Tunnels::KINDS.into_iter().zip(&mut tunnel_addrs) {
-        *slot = startup::tunnel_address(
+    let mut tunnels = Tunnels::default();
+    for tunnel in Tunnel::ALL {
+        let addr = startup::tunnel_address(
             &ipam,
             &name,
-            &format!("{kind}-tunnel-addr-{name}"),
-            startup::tunnel_pools(&view.pools, vxlan, v6),
-            v6,
+            &startup::tunnel_handle(tunnel, &name),
+            startup::tunnel_pools(&view.pools, tunnel),
+            tunnel.ipv6(),
         )
         .await
-        .with_context(|| format!("allocating the {kind} tunnel address"))?;
+        .with_context(|| format!("allocating the {tunnel} tunnel address"))?;
+        tunnels.addrs.extend(addr.map(|a| (tunnel, a)));
     }
-    if tunnel_addrs.iter().any(Option::is_some) {
+    if !tunnels.addrs.is_empty() {
         metrics.inc(
             names::IPAM_OPERATIONS,
             &[("op", "tunnel-address"), ("result", "ok")],
@@ -551,14 +553,10 @@ pub async fn run(cfg: NodeConfig) -> Result<()> {
         felix::SystemClock,
         dp_cfg,
     );
-    let [ipip, vxlan, vxlan_v6] = tunnel_addrs;
-    let tunnels = Tunnels {
-        ipip,
-        vxlan,
-        vxlan_v6,
-        vxlan_mac: dp.vxlan_mac(&name),
-        vxlan_mac_v6: dp.vxlan_mac_v6(&name),
-    };
+    tunnels.macs = Tunnel::ALL
+        .into_iter()
+        .filter_map(|t| Some((t, dp.tunnel_mac(t, &name)?)))
+        .collect();
     startup::update_node(&client, &name, |n| tunnels.record(n)).await?;
 
     let cluster_cfg = bgpd::cluster::cluster_config(&view.bgp_configs).cloned();

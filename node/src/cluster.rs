@@ -14,7 +14,7 @@ use datastore::model::{
     BGPConfiguration, BGPPeer, EncapMode as V3Encap, IPPool, Node, Resource, WorkloadEndpoint,
 };
 use datastore::{KeyValue, Listing, Revision, WatchEvent};
-use felix::{DataplaneInput, LocalWorkload, PeerNode, PoolInfo, RemoteBlock, Uplink};
+use felix::{DataplaneInput, LocalWorkload, PeerNode, PoolInfo, RemoteBlock, Tunnel, Uplink};
 use ipnetwork::IpNetwork;
 
 use crate::startup::Tunnels;
@@ -235,8 +235,11 @@ impl ClusterView {
             .iter()
             .map(|p| PoolInfo {
                 cidr: p.spec.cidr,
-                ipip: encap(p.spec.ipip_mode()),
-                vxlan: encap(p.spec.vxlan_mode()),
+                encap: Tunnel::for_pool(
+                    &p.spec.cidr,
+                    encap(p.spec.ipip_mode()),
+                    encap(p.spec.vxlan_mode()),
+                ),
                 nat_outgoing: p.spec.nat_outgoing(),
                 disabled: p.spec.disabled(),
             })
@@ -262,15 +265,11 @@ impl ClusterView {
                 let ip_v6 = n.ipv6_address().map(|(a, _)| IpAddr::V6(a));
                 // An IPv6-only node is a peer too (of the IPv6 tunnels).
                 let ip = n.ipv4_address().map(|(a, _)| IpAddr::V4(a)).or(ip_v6)?;
-                let mac = |m: &Option<String>| m.as_deref().and_then(|m| m.parse().ok());
                 Some(PeerNode {
                     name: n.metadata.name.clone(),
                     ip,
-                    vxlan_tunnel_addr: n.ipv4_vxlan_tunnel_addr().map(IpAddr::V4),
-                    vxlan_mac: mac(&n.spec.vxlan_tunnel_mac_addr),
                     ip_v6,
-                    vxlan_tunnel_addr_v6: n.ipv6_vxlan_tunnel_addr().map(IpAddr::V6),
-                    vxlan_mac_v6: mac(&n.spec.vxlan_tunnel_mac_addr_v6),
+                    vteps: Tunnels::published(n),
                 })
             })
             .collect();
@@ -294,9 +293,7 @@ impl ClusterView {
             peers,
             workloads,
             uplink: Some(uplink.clone()),
-            ipip_tunnel_addr: tunnels.ipip,
-            vxlan_tunnel_addr: tunnels.vxlan,
-            vxlan_tunnel_addr_v6: tunnels.vxlan_v6,
+            tunnel_addrs: tunnels.addrs.clone(),
         }
     }
 
@@ -339,18 +336,23 @@ mod tests {
             pool("v4", "10.65.0.0/16", V3Encap::Never),
             pool("v6", "fd42:65::/48", V3Encap::Always),
         ];
-        assert_eq!(crate::startup::tunnel_pools(&pools, true, true), ["v6"]);
-        assert!(crate::startup::tunnel_pools(&pools, true, false).is_empty());
-        assert!(crate::startup::tunnel_pools(&pools, false, true).is_empty());
+        assert_eq!(crate::startup::tunnel_pools(&pools, Tunnel::Vxlan6), ["v6"]);
+        assert!(crate::startup::tunnel_pools(&pools, Tunnel::Vxlan).is_empty());
+        assert!(crate::startup::tunnel_pools(&pools, Tunnel::Ipip).is_empty());
+        assert_eq!(
+            crate::startup::tunnel_handle(Tunnel::Vxlan6, "a"),
+            "vxlan-v6-tunnel-addr-a"
+        );
 
         // Node b, as its manx-node records itself.
         let mac_b: felix::MacAddr = "02:00:00:00:06:0b".parse().unwrap();
+        let b_vtep: IpAddr = "fd42:65::41".parse().unwrap();
         let b_tunnels = Tunnels {
-            ipip: None,
-            vxlan: None,
-            vxlan_v6: Some("fd42:65::41".parse().unwrap()),
-            vxlan_mac: "02:00:00:00:04:0b".parse().unwrap(),
-            vxlan_mac_v6: mac_b,
+            addrs: BTreeMap::from([(Tunnel::Vxlan6, b_vtep)]),
+            macs: BTreeMap::from([
+                (Tunnel::Vxlan, "02:00:00:00:04:0b".parse().unwrap()),
+                (Tunnel::Vxlan6, mac_b),
+            ]),
         };
         let mut b = Node::new("b");
         b.spec.bgp.get_or_insert_with(Default::default).ipv6_address = Some("fd42:19::2/64".into());
@@ -382,22 +384,34 @@ mod tests {
         let block: IpNetwork = "fd42:65::40/122".parse().unwrap();
         let b_ip: IpAddr = "fd42:19::2".parse().unwrap();
         let remote = BTreeMap::from([(block, (b_ip, b_ip))]);
+        let my_vtep: IpAddr = "fd42:65::1".parse().unwrap();
         let mine = Tunnels {
-            vxlan_v6: Some("fd42:65::1".parse().unwrap()),
-            vxlan_mac_v6: felix::MacAddr::from_seed("a/v6"),
-            ..b_tunnels
+            addrs: BTreeMap::from([(Tunnel::Vxlan6, my_vtep)]),
+            macs: BTreeMap::from([(Tunnel::Vxlan6, felix::MacAddr::from_seed("a/v6"))]),
         };
         let input = view.dataplane_input("a", &uplink, &remote, &mine);
-        assert_eq!(input.vxlan_tunnel_addr_v6, mine.vxlan_v6);
+        assert_eq!(input.tunnel_addrs, mine.addrs);
         assert_eq!(input.remote_blocks.len(), 1);
         assert_eq!(input.remote_blocks[0].node, "b");
         let peer = &input.peers[..];
         assert_eq!(peer.len(), 1, "{peer:?}");
         assert_eq!(peer[0].ip_v6, Some(b_ip));
-        assert_eq!(peer[0].vxlan_tunnel_addr_v6, b_tunnels.vxlan_v6);
-        assert_eq!(peer[0].vxlan_mac_v6, Some(mac_b));
+        assert_eq!(
+            peer[0].vteps,
+            BTreeMap::from([(
+                Tunnel::Vxlan6,
+                felix::Vtep {
+                    addr: b_vtep,
+                    mac: mac_b
+                }
+            )])
+        );
 
-        let d = felix::calc::compute(&input, &felix::DataplaneConfig::default(), true);
+        let d = felix::calc::compute(
+            &input,
+            &felix::DataplaneConfig::default(),
+            &Default::default(),
+        );
         assert_eq!(
             d.routes.get(&block),
             Some(&felix::NextHop::Via {
@@ -406,7 +420,8 @@ mod tests {
                 onlink: true,
             })
         );
-        assert_eq!(d.vxlan_v6_fdb.get(&mac_b), Some(&b_ip));
-        assert_eq!(d.vxlan_v6.map(|v| v.addr), Some(mine.vxlan_v6));
+        let dev = &d.tunnels[&Tunnel::Vxlan6];
+        assert_eq!(dev.fdb.get(&mac_b), Some(&b_ip));
+        assert_eq!(dev.addr, Some(my_vtep));
     }
 }

@@ -2,6 +2,7 @@
 //! create the default pool, register its `Node`, take its tunnel addresses.
 //! Every step is idempotent, so a restart repeats it harmlessly.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
@@ -9,7 +10,7 @@ use anyhow::{Context, Result, anyhow};
 use datastore::client::{Client, ClientError};
 use datastore::model::{EncapMode, IPPool, IPPoolSpec, Node, NodeBGPSpec, ObjectMeta};
 use felix::autodetect::{AutodetectMethod, IpFamily, autodetect};
-use felix::{MacAddr, Netlink, Uplink};
+use felix::{MacAddr, Netlink, Tunnel, Uplink, Vtep};
 use ipam::{Attrs, AutoAssignArgs, IntendedUse, Ipam};
 use ipnetwork::IpNetwork;
 
@@ -216,70 +217,95 @@ pub async fn tunnel_address(
     Ok(got.first().map(|n| n.ip()))
 }
 
-/// Names of the enabled pools of the family (`v6`) whose `ipipMode` /
-/// `vxlanMode` is on (IPIP: IPv4 pools only).
-pub fn tunnel_pools(pools: &[IPPool], vxlan: bool, v6: bool) -> Vec<String> {
-    if v6 && !vxlan {
-        return vec![];
-    }
+/// Names of the enabled pools that use `tunnel` (mode other than Never).
+pub fn tunnel_pools(pools: &[IPPool], tunnel: Tunnel) -> Vec<String> {
     pools
         .iter()
-        .filter(|p| p.spec.cidr.is_ipv6() == v6 && !p.spec.disabled())
-        .filter(|p| {
-            let mode = if vxlan {
-                p.spec.vxlan_mode()
-            } else {
-                p.spec.ipip_mode()
-            };
-            mode != EncapMode::Never
-        })
+        .filter(|p| !p.spec.disabled())
+        .filter(|p| pool_tunnel(p) == Some(tunnel))
         .map(|p| p.metadata.name.clone())
         .collect()
 }
 
-/// This node's tunnel addresses (from IPAM) and VXLAN MACs (derived from
-/// its name), as recorded in its `Node`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The tunnel a pool uses, from its `ipipMode` / `vxlanMode`.
+pub fn pool_tunnel(p: &IPPool) -> Option<Tunnel> {
+    let (ipip, vxlan) = (
+        crate::cluster::encap(p.spec.ipip_mode()),
+        crate::cluster::encap(p.spec.vxlan_mode()),
+    );
+    Tunnel::for_pool(&p.spec.cidr, ipip, vxlan)
+        .filter(|(_, m)| *m != felix::EncapMode::Never)
+        .map(|(t, _)| t)
+}
+
+/// The IPAM handle of this node's address for `tunnel` (`ipip-tunnel-addr-<node>`,
+/// `vxlan-tunnel-addr-<node>`, `vxlan-v6-tunnel-addr-<node>`).
+pub fn tunnel_handle(tunnel: Tunnel, node: &str) -> String {
+    format!("{}-tunnel-addr-{node}", tunnel.name())
+}
+
+/// This node's tunnel addresses (from IPAM) and device MACs (derived from its
+/// name), by kind, as recorded in its `Node`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Tunnels {
-    /// `tunl0`'s address (handle `ipip-tunnel-addr-<node>`).
-    pub ipip: Option<IpAddr>,
-    /// `vxlan.manx`'s address (handle `vxlan-tunnel-addr-<node>`).
-    pub vxlan: Option<IpAddr>,
-    /// `vxlan-v6.manx`'s address (handle `vxlan-v6-tunnel-addr-<node>`).
-    pub vxlan_v6: Option<IpAddr>,
-    /// `vxlan.manx`'s MAC.
-    pub vxlan_mac: MacAddr,
-    /// `vxlan-v6.manx`'s MAC.
-    pub vxlan_mac_v6: MacAddr,
+    /// Tunnel addresses.
+    pub addrs: BTreeMap<Tunnel, IpAddr>,
+    /// Device MACs of the kinds with VTEPs.
+    pub macs: BTreeMap<Tunnel, MacAddr>,
 }
 
 impl Tunnels {
-    /// The tunnels manx-node takes addresses for: (handle prefix, VXLAN?, IPv6?).
-    pub const KINDS: [(&'static str, bool, bool); 3] = [
-        ("ipip", false, false),
-        ("vxlan", true, false),
-        ("vxlan-v6", true, true),
-    ];
-
-    /// The address slot of one of [`Self::KINDS`].
-    pub fn addr_mut(&mut self, vxlan: bool, v6: bool) -> &mut Option<IpAddr> {
-        match (vxlan, v6) {
-            (false, _) => &mut self.ipip,
-            (true, false) => &mut self.vxlan,
-            (true, true) => &mut self.vxlan_v6,
-        }
-    }
-
     /// Write the addresses and MACs into the Node, Calico's fields:
     /// `bgp.ipv4IPIPTunnelAddr`, `ipv4VXLANTunnelAddr` + `vxlanTunnelMACAddr`,
     /// `ipv6VXLANTunnelAddr` + `vxlanTunnelMACAddrV6` (a MAC only with its address).
     pub fn record(&self, n: &mut Node) {
-        let bgp = n.spec.bgp.get_or_insert_with(Default::default);
-        bgp.ipv4_ipip_tunnel_addr = self.ipip.map(|a| a.to_string());
-        n.spec.ipv4_vxlan_tunnel_addr = self.vxlan.map(|a| a.to_string());
-        n.spec.vxlan_tunnel_mac_addr = self.vxlan.map(|_| self.vxlan_mac.to_string());
-        n.spec.ipv6_vxlan_tunnel_addr = self.vxlan_v6.map(|a| a.to_string());
-        n.spec.vxlan_tunnel_mac_addr_v6 = self.vxlan_v6.map(|_| self.vxlan_mac_v6.to_string());
+        for t in Tunnel::ALL {
+            let addr = self.addrs.get(&t).map(|a| a.to_string());
+            let mac = self
+                .addrs
+                .get(&t)
+                .and(self.macs.get(&t))
+                .map(|m| m.to_string());
+            match t {
+                Tunnel::Ipip => {
+                    n.spec
+                        .bgp
+                        .get_or_insert_with(Default::default)
+                        .ipv4_ipip_tunnel_addr = addr;
+                }
+                Tunnel::Vxlan => {
+                    n.spec.ipv4_vxlan_tunnel_addr = addr;
+                    n.spec.vxlan_tunnel_mac_addr = mac;
+                }
+                Tunnel::Vxlan6 => {
+                    n.spec.ipv6_vxlan_tunnel_addr = addr;
+                    n.spec.vxlan_tunnel_mac_addr_v6 = mac;
+                }
+            }
+        }
+    }
+
+    /// What another node published in its `Node`: its tunnel endpoints by kind.
+    pub fn published(n: &Node) -> BTreeMap<Tunnel, Vtep> {
+        let mac = |m: &Option<String>| m.as_deref().and_then(|m| m.parse::<MacAddr>().ok());
+        let mut out = BTreeMap::new();
+        for t in Tunnel::ALL {
+            let vtep = match t {
+                Tunnel::Ipip => None,
+                Tunnel::Vxlan => n
+                    .ipv4_vxlan_tunnel_addr()
+                    .map(IpAddr::V4)
+                    .zip(mac(&n.spec.vxlan_tunnel_mac_addr)),
+                Tunnel::Vxlan6 => n
+                    .ipv6_vxlan_tunnel_addr()
+                    .map(IpAddr::V6)
+                    .zip(mac(&n.spec.vxlan_tunnel_mac_addr_v6)),
+            };
+            if let Some((addr, mac)) = vtep {
+                out.insert(t, Vtep { addr, mac });
+            }
+        }
+        out
     }
 }
 

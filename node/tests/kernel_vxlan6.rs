@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use datastore::model::{EncapMode, IPPool, IPPoolSpec, Node, ObjectMeta};
 use felix::netns::{NetnsGuard, block_on_in};
-use felix::{DataplaneConfig, MacAddr, Uplink};
+use felix::{DataplaneConfig, MacAddr, Tunnel, Uplink};
 use ipnetwork::IpNetwork;
 use manx_node::cluster::ClusterView;
 use manx_node::startup::Tunnels;
@@ -71,11 +71,14 @@ const B: NodeSide = NodeSide {
 
 fn tunnels(n: &NodeSide) -> Tunnels {
     Tunnels {
-        ipip: None,
-        vxlan: None,
-        vxlan_v6: Some(n.vtep.parse().unwrap()),
-        vxlan_mac: MacAddr::from_seed(n.name),
-        vxlan_mac_v6: MacAddr::from_seed(&format!("{}/v6", n.name)),
+        addrs: BTreeMap::from([(Tunnel::Vxlan6, n.vtep.parse().unwrap())]),
+        macs: BTreeMap::from([
+            (Tunnel::Vxlan, MacAddr::from_seed(n.name)),
+            (
+                Tunnel::Vxlan6,
+                MacAddr::from_seed(&format!("{}/v6", n.name)),
+            ),
+        ]),
     }
 }
 
