@@ -41,6 +41,17 @@ impl Ctl {
         );
         String::from_utf8(out.stdout).unwrap()
     }
+
+    /// `manxctl apply -f <name>` of `text`, which must fail with exit code
+    /// 1; its stderr.
+    fn apply_fails(&self, name: &str, text: &str) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        let out = self.run(&["apply", "-f", path.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
 }
 
 fn yaml_tree(text: &str) -> serde_norway::Value {
@@ -142,16 +153,10 @@ fn tables_have_calicoctl_columns() {
 #[test]
 fn a_mistake_names_file_line_and_field_and_writes_nothing() {
     let ctl = Ctl::new();
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("pools.yaml");
-    std::fs::write(
-        &path,
+    let err = ctl.apply_fails(
+        "pools.yaml",
         "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata:\n  name: good\nspec:\n  cidr: 10.9.0.0/16\n---\napiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata:\n  name: bad\nspec:\n  cidr: 10.8.0.0/16\n  blockSzie: 26\n",
-    )
-    .unwrap();
-    let out = ctl.run(&["apply", "-f", path.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
+    );
     assert!(err.contains("pools.yaml:14:"), "line of the mistake: {err}");
     assert!(err.contains("blockSzie"), "field: {err}");
     // The good document of the same file was not written either.
@@ -234,16 +239,10 @@ fn ipam_configure_and_show() {
 #[test]
 fn apply_refuses_fields_manx_does_not_act_on_and_writes_nothing() {
     let ctl = Ctl::new();
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("bgpconfig.yaml");
-    std::fs::write(
-        &path,
+    let err = ctl.apply_fails(
+        "bgpconfig.yaml",
         "apiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata:\n  name: default\nspec:\n  logSeverityScreen: Info\n  nodeToNodeMeshEnabled: true\n  asNumber: 63400\n  bindMode: NodeIP\n  listenPort: 178\n---\napiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata:\n  name: beside\nspec:\n  cidr: 10.9.0.0/16\n",
-    )
-    .unwrap();
-    let out = ctl.run(&["apply", "-f", path.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
+    );
     assert!(
         err.contains(
             "bgpconfig.yaml:9:3: BGPConfiguration default: spec.bindMode is not supported by Manx yet"
