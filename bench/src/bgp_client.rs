@@ -174,7 +174,8 @@ async fn attempt(
     }
 }
 
-fn announcement(src: Ipv4Addr, prefixes: &[IpNetwork]) -> Vec<Update> {
+/// UPDATEs announcing `prefixes` with next hop `src` (400 per UPDATE).
+pub fn announcement(src: Ipv4Addr, prefixes: &[IpNetwork]) -> Vec<Update> {
     prefixes
         .chunks(400)
         .map(|chunk| Update {

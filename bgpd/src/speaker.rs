@@ -62,7 +62,7 @@ const EVENT_BURST: usize = 256;
 /// and stops reading its socket. The actor never sends on it (no cycle can
 /// deadlock), and the queue is FIFO across connections, so another peer's
 /// KEEPALIVE waits behind at most this many events.
-const SESSION_QUEUE: usize = 1024;
+const SESSION_QUEUE: usize = 64;
 
 /// How long [`Speaker::shutdown`] waits for the CEASE messages to go out.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);

@@ -30,15 +30,16 @@
 //! update group and shared (`speaker/table.rs`); one export per received
 //! UPDATE (K × K queued messages): now one per burst of session events.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use bgpd::{PeerConfig, RouteUpdate, Speaker, SpeakerConfig, config::ListenConfig};
 use clap::Parser;
 use manx_bench::bgp_client::{ASN, client_addr, prefix, run_client};
+use manx_bench::reflector::{self, RrSetup};
 
 #[derive(Debug, Parser)]
 #[command(about = "BGP route-reflector load test: manx-bgpd vs BIRD, and a Manx full mesh")]
@@ -76,104 +77,17 @@ struct RrResult {
     peak_rss_kib: u64,
 }
 
-/// The reflector child; killed on drop.
-#[derive(Debug)]
-struct ChildGuard(Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn work_dir() -> anyhow::Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!("bgp-load-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
-    Ok(dir)
-}
-
-fn manx_config(args: &Args, dir: &Path) -> anyhow::Result<PathBuf> {
-    let mut cfg = SpeakerConfig::new(ASN, Ipv4Addr::new(127, 0, 0, 1));
-    cfg.listen = Some(ListenConfig {
-        address: IpAddr::V4(Ipv4Addr::LOCALHOST),
+fn setup(args: &Args) -> RrSetup {
+    RrSetup {
         port: args.port,
-    });
-    cfg.hold_time = 240;
-    cfg.cluster_id = Some(Ipv4Addr::new(1, 1, 1, 1));
-    cfg.peers = (0..args.clients)
-        .map(|i| {
-            let mut p = PeerConfig::new(IpAddr::V4(client_addr(i)), ASN);
-            p.passive = true;
-            p.rr_client = true;
-            p
-        })
-        .collect();
-    let path = dir.join("manx-rr.yaml");
-    std::fs::write(&path, serde_norway_yaml(&cfg)?)?;
-    Ok(path)
-}
-
-fn serde_norway_yaml(cfg: &SpeakerConfig) -> anyhow::Result<String> {
-    // The daemon reads YAML; JSON is YAML.
-    Ok(serde_json::to_string_pretty(cfg)?)
-}
-
-fn bird_config(args: &Args, dir: &Path) -> anyhow::Result<PathBuf> {
-    use std::fmt::Write;
-    let mut s = format!(
-        "router id 127.0.0.1;\n\
-         protocol device {{ }}\n\
-         protocol direct {{ ipv4; interface \"lo\"; }}\n\
-         template bgp rrc {{\n  local 127.0.0.1 port {port} as {ASN};\n  rr client;\n  rr cluster id 1.1.1.1;\n  passive on;\n  hold time 240;\n  ipv4 {{ import all; export all; }};\n}}\n",
-        port = args.port
-    );
-    for i in 0..args.clients {
-        writeln!(
-            s,
-            "protocol bgp c{i} from rrc {{ neighbor {} as {ASN}; }}",
-            client_addr(i)
-        )?;
+        clients: (0..args.clients).map(client_addr).collect(),
+        hold_time: 240,
     }
-    let path = dir.join("bird-rr.conf");
-    std::fs::write(&path, s)?;
-    Ok(path)
 }
 
-fn peak_rss_kib(pid: u32) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .context("no VmHWM in /proc/<pid>/status")
-}
-
-async fn wait_listening(addr: SocketAddr, child: &mut Child) -> anyhow::Result<()> {
-    for _ in 0..200 {
-        if let Some(st) = child.try_wait()? {
-            bail!("the reflector exited early: {st}");
-        }
-        if tokio::net::TcpStream::connect(addr).await.is_ok() {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    bail!("nothing listens on {addr} after 10 s")
-}
-
-async fn run_rr(name: &str, mut cmd: Command, args: &Args) -> anyhow::Result<RrResult> {
-    let rr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), args.port);
-    let child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .with_context(|| format!("start {name}"))?;
-    let mut guard = ChildGuard(child);
-    wait_listening(rr, &mut guard.0).await?;
-    // The probe connection is refused/closed by the reflector; let it settle.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+async fn run_rr(name: &str, cmd: Command, args: &Args) -> anyhow::Result<RrResult> {
+    let rr = setup(args).addr();
+    let guard = reflector::start(name, cmd, rr).await?;
     let pid = guard.0.id();
     let total = (args.clients * args.prefixes) as usize;
     let own = args.prefixes as usize;
@@ -201,7 +115,7 @@ async fn run_rr(name: &str, mut cmd: Command, args: &Args) -> anyhow::Result<RrR
         sessions.push(r.session);
     }
     let converge = last - start;
-    let peak_rss_kib = peak_rss_kib(pid)?;
+    let peak_rss_kib = reflector::peak_rss_kib(pid)?;
     drop(sessions);
     drop(guard);
     println!(
@@ -293,16 +207,9 @@ async fn main() -> anyhow::Result<()> {
             args.clients
         );
     }
-    let dir = work_dir()?;
-    let manx = match &args.manx {
-        Some(p) => p.clone(),
-        None => std::env::current_exe()?
-            .parent()
-            .context("no directory of the current executable")?
-            .join("manx-bgpd"),
-    };
-    let mut cmd = Command::new(&manx);
-    cmd.arg("--config").arg(manx_config(&args, &dir)?);
+    let dir = reflector::work_dir("bgp-load")?;
+    let manx = reflector::manx_binary(args.manx.as_deref())?;
+    let cmd = reflector::manx_command(&manx, &setup(&args), &dir)?;
     let ours = run_rr("manx-bgpd", cmd, &args).await?;
     let bird = if args.no_bird {
         None
@@ -310,13 +217,7 @@ async fn main() -> anyhow::Result<()> {
         println!("BIRD baseline skipped: {} not found", args.bird.display());
         None
     } else {
-        let conf = bird_config(&args, &dir)?;
-        let mut cmd = Command::new(&args.bird);
-        cmd.arg("-f")
-            .arg("-c")
-            .arg(&conf)
-            .arg("-s")
-            .arg(dir.join("bird.ctl"));
+        let cmd = reflector::bird_command(&args.bird, &setup(&args), &dir)?;
         Some(run_rr("bird2", cmd, &args).await?)
     };
     if let Some(b) = &bird {

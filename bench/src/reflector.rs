@@ -1,0 +1,176 @@
+//! A route reflector under test as a child process (manx-bgpd or BIRD 2),
+//! configured alike: passive iBGP `rr client` peers, a cluster id, one
+//! listener on loopback. Shared by the `bgp-load` and `rr-slow-peer` benches.
+
+use std::fmt::Write as _;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use bgpd::{PeerConfig, SpeakerConfig, config::ListenConfig};
+
+use crate::bgp_client::ASN;
+
+/// The reflector child; killed on drop.
+#[derive(Debug)]
+pub struct ChildGuard(pub Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A scratch directory for configs and sockets, `<tmp>/<name>-<pid>`.
+pub fn work_dir(name: &str) -> anyhow::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+    Ok(dir)
+}
+
+/// How the reflector is set up.
+#[derive(Debug, Clone)]
+pub struct RrSetup {
+    /// TCP port on 127.0.0.1.
+    pub port: u16,
+    /// Its rr-client peers (passive on the reflector's side).
+    pub clients: Vec<Ipv4Addr>,
+    /// Hold time proposed.
+    pub hold_time: u16,
+}
+
+impl RrSetup {
+    /// The listening address.
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), self.port)
+    }
+}
+
+/// Write a manx-bgpd config (YAML; JSON is YAML) for `setup` into `dir`.
+pub fn manx_config(setup: &RrSetup, dir: &Path) -> anyhow::Result<PathBuf> {
+    let mut cfg = SpeakerConfig::new(ASN, Ipv4Addr::new(127, 0, 0, 1));
+    cfg.listen = Some(ListenConfig {
+        address: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        port: setup.port,
+    });
+    cfg.hold_time = setup.hold_time;
+    cfg.cluster_id = Some(Ipv4Addr::new(1, 1, 1, 1));
+    cfg.peers = setup
+        .clients
+        .iter()
+        .map(|a| {
+            let mut p = PeerConfig::new(IpAddr::V4(*a), ASN);
+            p.passive = true;
+            p.rr_client = true;
+            p
+        })
+        .collect();
+    let path = dir.join("manx-rr.yaml");
+    std::fs::write(&path, serde_json::to_string_pretty(&cfg)?)?;
+    Ok(path)
+}
+
+/// Write a BIRD 2 config for `setup` into `dir`: one `protocol bgp` per
+/// client from an `rr client` template (as the BIRD documentation's route
+/// reflector example), `protocol device`, and `protocol direct` on `lo` so
+/// that iBGP next hops (127/8) resolve.
+pub fn bird_config(setup: &RrSetup, dir: &Path) -> anyhow::Result<PathBuf> {
+    let mut s = format!(
+        "router id 127.0.0.1;\n\
+         protocol device {{ }}\n\
+         protocol direct {{ ipv4; interface \"lo\"; }}\n\
+         template bgp rrc {{\n  local 127.0.0.1 port {port} as {ASN};\n  rr client;\n  rr cluster id 1.1.1.1;\n  passive on;\n  hold time {hold};\n  ipv4 {{ import all; export all; }};\n}}\n",
+        port = setup.port,
+        hold = setup.hold_time,
+    );
+    for (i, a) in setup.clients.iter().enumerate() {
+        writeln!(s, "protocol bgp c{i} from rrc {{ neighbor {a} as {ASN}; }}")?;
+    }
+    let path = dir.join("bird-rr.conf");
+    std::fs::write(&path, s)?;
+    Ok(path)
+}
+
+/// The manx-bgpd command for `setup` (binary `manx`, config in `dir`).
+pub fn manx_command(manx: &Path, setup: &RrSetup, dir: &Path) -> anyhow::Result<Command> {
+    let mut cmd = Command::new(manx);
+    cmd.arg("--config").arg(manx_config(setup, dir)?);
+    Ok(cmd)
+}
+
+/// The BIRD command for `setup` (foreground, control socket in `dir`).
+pub fn bird_command(bird: &Path, setup: &RrSetup, dir: &Path) -> anyhow::Result<Command> {
+    let mut cmd = Command::new(bird);
+    cmd.arg("-f")
+        .arg("-c")
+        .arg(bird_config(setup, dir)?)
+        .arg("-s")
+        .arg(dir.join("bird.ctl"));
+    Ok(cmd)
+}
+
+/// manx-bgpd next to the running executable, unless given.
+pub fn manx_binary(given: Option<&Path>) -> anyhow::Result<PathBuf> {
+    match given {
+        Some(p) => Ok(p.to_path_buf()),
+        None => Ok(std::env::current_exe()?
+            .parent()
+            .context("no directory of the current executable")?
+            .join("manx-bgpd")),
+    }
+}
+
+/// Start `cmd` (output discarded) and wait until it listens on `addr`.
+pub async fn start(name: &str, mut cmd: Command, addr: SocketAddr) -> anyhow::Result<ChildGuard> {
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("start {name}"))?;
+    let mut guard = ChildGuard(child);
+    wait_listening(addr, &mut guard.0).await?;
+    // The probe connection is refused/closed by the reflector; let it settle.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    Ok(guard)
+}
+
+async fn wait_listening(addr: SocketAddr, child: &mut Child) -> anyhow::Result<()> {
+    for _ in 0..200 {
+        if let Some(st) = child.try_wait()? {
+            bail!("the reflector exited early: {st}");
+        }
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bail!("nothing listens on {addr} after 10 s")
+}
+
+fn status_kib(pid: u32, field: &str) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .with_context(|| format!("no {field} in /proc/{pid}/status"))
+}
+
+/// Peak resident set (`VmHWM`), KiB.
+pub fn peak_rss_kib(pid: u32) -> anyhow::Result<u64> {
+    status_kib(pid, "VmHWM:")
+}
+
+/// Current resident set (`VmRSS`), KiB.
+pub fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+    status_kib(pid, "VmRSS:")
+}
+
+/// Open descriptors of a process.
+pub fn open_fds(pid: u32) -> anyhow::Result<usize> {
+    Ok(std::fs::read_dir(format!("/proc/{pid}/fd"))?.count())
+}
