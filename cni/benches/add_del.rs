@@ -46,7 +46,7 @@
 //! bound by the kernel's RTNL lock (both plugins create and delete veths)
 //! and, on the embedded store, by SQLite's write lock between processes.
 
-#[path = "../tests/common/mod.rs"]
+#[path = "../tests/it/common/mod.rs"]
 mod common;
 
 use std::collections::HashMap;

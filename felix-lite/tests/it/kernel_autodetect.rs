@@ -1,9 +1,7 @@
 //! Uplink autodetection on the kernel: a node with two NICs on two subnets (and a docker0
 //! bridge that first-found must skip); every method picks the expected NIC and address.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use felix::autodetect::{AutodetectMethod, Detected, IpFamily, autodetect};
 use felix::netns::block_on_in;
 

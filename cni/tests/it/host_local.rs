@@ -2,9 +2,7 @@
 //! datastore): ADD / CHECK / DEL per CNI version, pod-to-pod traffic through
 //! the node, chaining, rollback, idempotent DEL.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 fn add_check_del(version: &str) {
     if !can_run() {

@@ -1,12 +1,10 @@
 //! NAT outgoing on the kernel: a pod reaches an "outside" namespace that has no route back to
 //! the pool only when felix-lite masquerades, and tcpdump there sees the node's address.
 
-mod common;
-
 use std::net::IpAddr;
 use std::process::{Command, Stdio};
 
-use common::*;
+use crate::common::*;
 use felix::DataplaneConfig;
 use felix::types::*;
 use ipnetwork::IpNetwork;

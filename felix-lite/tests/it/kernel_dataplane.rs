@@ -2,11 +2,9 @@
 //! `ip route`, `ip neigh` and `bridge fdb` show after each desired state, and pod-to-pod
 //! traffic over direct routes and over VXLAN.
 
-mod common;
-
 use std::net::IpAddr;
 
-use common::*;
+use crate::common::*;
 use felix::netns::{NetnsGuard, block_on_in};
 use felix::types::*;
 use felix::{DataplaneConfig, MANX_ROUTE_PROTOCOL, Tunnel, Vtep};

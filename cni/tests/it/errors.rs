@@ -2,9 +2,7 @@
 //! error code, a message naming what to fix, exit code 1, and nothing
 //! created on the node.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 #[test]
 fn bad_environment_and_config_give_codes_and_messages() {

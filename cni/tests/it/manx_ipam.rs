@@ -2,13 +2,11 @@
 //! an IPPool, WorkloadEndpoints written and removed, STATUS, GC, and 50
 //! parallel ADDs on one node.
 
-mod common;
-
 use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
 
-use common::*;
+use crate::common::*;
 use datastore::Datastore;
 use datastore::client::Client;
 use datastore::embedded::EmbeddedStore;

@@ -1,10 +1,8 @@
 //! IPv6 pods across two nodes over `vxlan-v6.manx` (IPv6 underlay), on the kernel.
 
-mod common;
-
 use std::net::IpAddr;
 
-use common::*;
+use crate::common::*;
 use felix::netns::NetnsGuard;
 use felix::types::*;
 use felix::{DataplaneConfig, MANX_ROUTE_PROTOCOL, Tunnel, Vtep};

@@ -3,9 +3,7 @@
 //! header both print the same error object (cniVersion, code, msg) and exit
 //! 1.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 #[test]
 fn both_plugins_give_the_same_error_for_the_same_bad_input() {

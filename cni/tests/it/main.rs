@@ -1,0 +1,9 @@
+//! The cni crate's integration tests, one binary (each test binary links
+//! the whole crate graph); shared helpers in `common`.
+
+mod common;
+
+mod errors;
+mod host_local;
+mod manx_ipam;
+mod same_errors;
