@@ -29,5 +29,5 @@ pub mod tasks;
 
 pub use config::{PeerConfig, PeerType, SpeakerConfig};
 pub use control::{PeerStatus, RouteStatus, query_peers, query_routes};
-pub use rib::RouteUpdate;
+pub use rib::{RouteFeed, RouteUpdate};
 pub use speaker::{Speaker, SpeakerHandle};

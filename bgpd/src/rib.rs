@@ -11,6 +11,9 @@
 //! owns a `Rib`.
 
 pub mod export;
+mod feed;
+
+pub use feed::RouteFeed;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr};

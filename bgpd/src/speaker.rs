@@ -48,7 +48,7 @@ use crate::config::{PeerConfig, SpeakerConfig};
 use crate::control::{PeerStatus, Request, Response, RouteStatus};
 use crate::fsm::{Input, Output, State, Timer};
 use crate::packet::{AfiSafi, Message};
-use crate::rib::{Rib, RouteUpdate};
+use crate::rib::{Rib, RouteFeed, RouteUpdate};
 use crate::session::{self, ConnId, Listener, SessionEvent};
 use crate::tasks::TaskGuard;
 use peer::{Established, Peer, SlotKind};
@@ -189,10 +189,25 @@ pub struct Speaker {
 impl Speaker {
     /// Bind the listener, start every configured peer and originate the
     /// configured networks. Best-path changes of learnt routes go to
-    /// `route_tx` if given.
+    /// `route_tx` if given, every one of them (an unbounded channel: for
+    /// tests and tools that want the history; a daemon uses
+    /// [`Speaker::start_with_feed`]).
     pub fn start(
         cfg: SpeakerConfig,
         route_tx: Option<mpsc::UnboundedSender<RouteUpdate>>,
+    ) -> Result<Speaker, SpeakerError> {
+        Speaker::start_sink(cfg, route_tx.map(RouteSink::Channel))
+    }
+
+    /// [`Speaker::start`], with best-path changes collapsed per prefix into
+    /// `feed` (memory O(table) however slowly it is read).
+    pub fn start_with_feed(cfg: SpeakerConfig, feed: RouteFeed) -> Result<Speaker, SpeakerError> {
+        Speaker::start_sink(cfg, Some(RouteSink::Feed(feed)))
+    }
+
+    fn start_sink(
+        cfg: SpeakerConfig,
+        route_tx: Option<RouteSink>,
     ) -> Result<Speaker, SpeakerError> {
         cfg.validate()?;
         let (session_tx, session_rx) = mpsc::channel(SESSION_QUEUE);
@@ -300,6 +315,24 @@ fn bind_listener(
     }
 }
 
+/// Where best-path changes of learnt routes go.
+#[derive(Debug)]
+enum RouteSink {
+    Channel(mpsc::UnboundedSender<RouteUpdate>),
+    Feed(RouteFeed),
+}
+
+impl RouteSink {
+    fn send(&self, u: RouteUpdate) {
+        match self {
+            RouteSink::Channel(tx) => {
+                let _ = tx.send(u);
+            }
+            RouteSink::Feed(feed) => feed.push(u),
+        }
+    }
+}
+
 struct Actor {
     cfg: SpeakerConfig,
     rib: Rib,
@@ -312,7 +345,7 @@ struct Actor {
     session_tx: mpsc::Sender<SessionEvent>,
     next_conn: ConnId,
     next_attempt: u64,
-    route_tx: Option<mpsc::UnboundedSender<RouteUpdate>>,
+    route_tx: Option<RouteSink>,
     /// Initial convergence reached (see [`SpeakerHandle::synced`]).
     synced: tokio::sync::watch::Sender<bool>,
     /// When we stop waiting for initial convergence; `None` once synced.

@@ -66,7 +66,7 @@ impl Actor {
         if let Some(tx) = &self.route_tx {
             for p in previous.keys() {
                 if let Some(u) = self.rib.route_update(*p) {
-                    let _ = tx.send(u);
+                    tx.send(u);
                 }
             }
         }
