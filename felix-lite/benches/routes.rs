@@ -7,15 +7,14 @@
 
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use felix::netlink::RouteKind;
-use felix::netns::{NetnsGuard, block_on_in};
 use felix::reconcile::RouteReconciler;
 use felix::reconcile::routes::{RouteMap, manx_route};
 use felix::{MANX_ROUTE_PROTOCOL, RealNetlink};
 use ipnetwork::IpNetwork;
+use testkit::{Netns, Prereqs};
 
 const GW_A: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 2);
 const GW_B: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 3);
@@ -38,9 +37,8 @@ fn prefixes(n: usize) -> Vec<IpNetwork> {
     out
 }
 
-fn namespace(tag: &str) -> NetnsGuard {
-    let name = format!("mxfx-{}-bench-{tag}", std::process::id());
-    let ns = NetnsGuard::new(&name).expect("creating a namespace");
+fn namespace(tag: &str) -> Netns {
+    let ns = Netns::new(&format!("mxfx-{tag}"));
     ns.ip(&[
         "link", "add", "eth0", "type", "veth", "peer", "name", "eth0p",
     ]);
@@ -50,7 +48,7 @@ fn namespace(tag: &str) -> NetnsGuard {
     ns
 }
 
-fn oif(ns: &NetnsGuard) -> u32 {
+fn oif(ns: &Netns) -> u32 {
     let out = ns.exec("cat", &["/sys/class/net/eth0/ifindex"]);
     out.trim().parse().expect("ifindex")
 }
@@ -73,7 +71,7 @@ fn desired(pfx: &[IpNetwork], gw: Ipv4Addr, oif: u32) -> RouteMap {
 }
 
 /// Run `ip -batch` with `lines` in `ns`; returns the elapsed time.
-fn ip_batch(ns: &NetnsGuard, lines: &[String]) -> Duration {
+fn ip_batch(ns: &Netns, lines: &[String]) -> Duration {
     let mut f = tempfile::NamedTempFile::new().unwrap();
     for l in lines {
         writeln!(f, "{l}").unwrap();
@@ -81,10 +79,7 @@ fn ip_batch(ns: &NetnsGuard, lines: &[String]) -> Duration {
     f.flush().unwrap();
     let path = f.path().to_str().unwrap().to_string();
     let t = Instant::now();
-    let out = Command::new("ip")
-        .args(["netns", "exec", ns.name(), "ip", "-batch", &path])
-        .output()
-        .unwrap();
+    let out = ns.command("ip").args(["-batch", &path]).output().unwrap();
     let el = t.elapsed();
     assert!(
         out.status.success(),
@@ -98,7 +93,7 @@ fn add_line(p: &IpNetwork, gw: Ipv4Addr) -> String {
     format!("route add {p} via {gw} dev eth0 proto {MANX_ROUTE_PROTOCOL}")
 }
 
-fn count_routes(ns: &NetnsGuard) -> usize {
+fn count_routes(ns: &Netns) -> usize {
     ns.ip(&["route", "show", "proto", &MANX_ROUTE_PROTOCOL.to_string()])
         .lines()
         .count()
@@ -108,7 +103,7 @@ fn count_routes(ns: &NetnsGuard) -> usize {
 fn felix_install(n: usize, tag: &str) -> Duration {
     let ns = namespace(tag);
     let want = desired(&prefixes(n), GW_A, oif(&ns));
-    let el = block_on_in(ns.name(), move || async move {
+    let el = ns.block_on(move || async move {
         let nl = RealNetlink::new().unwrap();
         let mut r = RouteReconciler::new();
         let t = Instant::now();
@@ -121,8 +116,7 @@ fn felix_install(n: usize, tag: &str) -> Duration {
         );
         assert_eq!(s.added, n);
         el
-    })
-    .unwrap();
+    });
     assert_eq!(count_routes(&ns), n);
     el
 }
@@ -156,7 +150,7 @@ fn felix_changes(n: usize) -> Duration {
     let ns = namespace("chg-felix");
     let idx = oif(&ns);
     let (base, replaced, deleted, added) = change_sets(n);
-    let el = block_on_in(ns.name(), move || async move {
+    let el = ns.block_on(move || async move {
         let nl = RealNetlink::new().unwrap();
         let mut r = RouteReconciler::new();
         let mut want = desired(&base, GW_A, idx);
@@ -174,8 +168,7 @@ fn felix_changes(n: usize) -> Duration {
         assert!(s.errors.is_empty());
         assert_eq!((s.added, s.replaced, s.deleted), (250, 500, 250));
         el
-    })
-    .unwrap();
+    });
     assert_eq!(count_routes(&ns), n);
     el
 }
@@ -212,8 +205,7 @@ fn report(name: &str, felix: Duration, ip: Duration) {
 }
 
 fn main() {
-    if !nix::unistd::geteuid().is_root() {
-        println!("routes bench skipped: needs root to create network namespaces");
+    if !Prereqs::new().root().command("ip").ok() {
         return;
     }
     let started = Instant::now();

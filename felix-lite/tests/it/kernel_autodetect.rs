@@ -3,11 +3,10 @@
 
 use crate::common::*;
 use felix::autodetect::{AutodetectMethod, Detected, IpFamily, autodetect};
-use felix::netns::block_on_in;
 
 #[test]
 fn kernel_autodetection_methods_pick_the_expected_nic() {
-    if !kernel_ok(&["ip"]) {
+    if !Prereqs::new().root().command("ip").ok() {
         return;
     }
     let node = netns();
@@ -82,8 +81,7 @@ fn kernel_autodetection_methods_pick_the_expected_nic() {
             "fd42:19:2::1/64",
         ),
     ];
-    let name = node.name().to_string();
-    let results: Vec<(String, Result<Detected, String>)> = block_on_in(&name, move || async move {
+    let results: Vec<(String, Result<Detected, String>)> = node.block_on(move || async move {
         let nl = felix::RealNetlink::new().unwrap();
         let mut out = Vec::new();
         for (m, fam, _, _) in &cases {
@@ -96,8 +94,7 @@ fn kernel_autodetection_methods_pick_the_expected_nic() {
             ));
         }
         out
-    })
-    .unwrap();
+    });
     let expected = [
         ("eth0", "198.19.1.1/24", 1500),
         ("eth1", "198.19.2.1/24", 9000),
@@ -120,15 +117,14 @@ fn kernel_autodetection_methods_pick_the_expected_nic() {
     }
 
     // A failure names the method and what it looked at.
-    let err = block_on_in(&name, || async {
+    let err = node.block_on(|| async {
         let nl = felix::RealNetlink::new().unwrap();
         let m: AutodetectMethod = "cidr=10.255.0.0/16".parse().unwrap();
         autodetect(&nl, &m, IpFamily::V4)
             .await
             .unwrap_err()
             .to_string()
-    })
-    .unwrap();
+    });
     assert!(err.starts_with("IP autodetection method cidr=10.255.0.0/16 found no IPv4 address"));
     assert!(
         err.contains("eth0 (no matching IPv4 address among 198.19.1.1/24"),

@@ -5,7 +5,6 @@
 use std::net::IpAddr;
 
 use crate::common::*;
-use felix::netns::{NetnsGuard, block_on_in};
 use felix::types::*;
 use felix::{DataplaneConfig, MANX_ROUTE_PROTOCOL, Tunnel, Vtep};
 use ipnetwork::IpNetwork;
@@ -18,10 +17,10 @@ fn ip(s: &str) -> IpAddr {
 }
 
 struct Cluster {
-    a: NetnsGuard,
-    b: NetnsGuard,
-    pod_a: NetnsGuard,
-    pod_b: NetnsGuard,
+    a: Netns,
+    b: Netns,
+    pod_a: Netns,
+    pod_b: Netns,
 }
 
 /// Two nodes on 198.19.1.0/24, each with one pod (10.19.1.5 on a, 10.19.2.5 on b).
@@ -101,13 +100,13 @@ fn node_input(me: &str, mode: EncapMode) -> DataplaneInput {
     }
 }
 
-fn routes(ns: &NetnsGuard) -> String {
+fn routes(ns: &Netns) -> String {
     ns.ip(&["route", "show", "proto", &MANX_ROUTE_PROTOCOL.to_string()])
 }
 
 #[test]
 fn kernel_direct_routes_carry_pod_traffic() {
-    if !kernel_ok(&["ip", "ping", "nft"]) {
+    if !Prereqs::new().root().commands(&["ip", "ping", "nft"]).ok() {
         return;
     }
     let c = cluster();
@@ -137,7 +136,11 @@ fn kernel_direct_routes_carry_pod_traffic() {
 
 #[test]
 fn kernel_vxlan_carries_pod_traffic() {
-    if !kernel_ok(&["ip", "bridge", "ping", "nft"]) {
+    if !Prereqs::new()
+        .root()
+        .commands(&["ip", "bridge", "ping", "nft"])
+        .ok()
+    {
         return;
     }
     let c = cluster();
@@ -193,7 +196,7 @@ fn kernel_vxlan_carries_pod_traffic() {
 
 #[test]
 fn kernel_reconciler_purges_stale_keeps_foreign_and_writes_nothing_on_restart() {
-    if !kernel_ok(&["ip", "nft"]) {
+    if !Prereqs::new().root().commands(&["ip", "nft"]).ok() {
         return;
     }
     let ns = netns();
@@ -267,8 +270,7 @@ fn kernel_reconciler_purges_stale_keeps_foreign_and_writes_nothing_on_restart() 
     input.remote_blocks.remove(0);
     let second = input.clone();
     let second_again = input.clone();
-    let name = ns.name().to_string();
-    let reports = block_on_in(&name, move || async move {
+    let reports = ns.block_on(move || async move {
         use felix::sysctl::ProcSysctl;
         let nl = felix::RealNetlink::new().unwrap();
         let mut dp = felix::Dataplane::new(
@@ -286,8 +288,7 @@ fn kernel_reconciler_purges_stale_keeps_foreign_and_writes_nothing_on_restart() 
         assert!(out.status.success());
         let r2 = dp.apply(&second).await.unwrap();
         (r1, r2)
-    })
-    .unwrap();
+    });
     let (r1, r2) = reports;
     assert!(r1.errors.is_empty(), "{:?}", r1.errors);
     assert_eq!((r1.routes_added, r1.routes_deleted), (53, 1));
@@ -326,7 +327,7 @@ fn kernel_reconciler_purges_stale_keeps_foreign_and_writes_nothing_on_restart() 
 
 #[test]
 fn kernel_without_ipip_reports_the_pool_in_one_line() {
-    if !kernel_ok(&["ip", "nft"]) {
+    if !Prereqs::new().root().commands(&["ip", "nft"]).ok() {
         return;
     }
     let ns = netns();
@@ -364,8 +365,7 @@ fn kernel_without_ipip_reports_the_pool_in_one_line() {
         tunnel_addrs: [(Tunnel::Ipip, ip("10.0.0.1"))].into(),
         ..DataplaneInput::default()
     };
-    let name = ns.name().to_string();
-    let (supported, degraded, reports) = block_on_in(&name, move || async move {
+    let (supported, degraded, reports) = ns.block_on(move || async move {
         let nl = felix::RealNetlink::new().unwrap();
         let mut dp = felix::Dataplane::new(
             nl,
@@ -380,8 +380,7 @@ fn kernel_without_ipip_reports_the_pool_in_one_line() {
             reports.push(dp.apply(&input).await.unwrap());
         }
         (dp.supports(Tunnel::Ipip), dp.degraded_pools(), reports)
-    })
-    .unwrap();
+    });
     for r in &reports {
         assert!(r.errors.is_empty(), "{:?}", r.errors);
     }
@@ -411,7 +410,7 @@ fn kernel_without_ipip_reports_the_pool_in_one_line() {
 
 #[test]
 fn kernel_errors_name_the_route_and_carry_the_kernel_reason() {
-    if !kernel_ok(&["ip"]) {
+    if !Prereqs::new().root().command("ip").ok() {
         return;
     }
     let ns = netns();
@@ -420,8 +419,7 @@ fn kernel_errors_name_the_route_and_carry_the_kernel_reason() {
     ]);
     ns.ip(&["link", "set", "eth0", "up"]);
     ns.ip(&["addr", "add", "198.19.1.1/24", "dev", "eth0"]);
-    let name = ns.name().to_string();
-    let errs = block_on_in(&name, || async {
+    let errs = ns.block_on(|| async {
         use felix::Netlink;
         use felix::netlink::{RouteKind, RouteOp};
         use felix::reconcile::routes::manx_route;
@@ -451,8 +449,7 @@ fn kernel_errors_name_the_route_and_carry_the_kernel_reason() {
         );
         nl.apply_routes(vec![RouteOp::Add(bad), RouteOp::Add(good)])
             .await
-    })
-    .unwrap();
+    });
     let e = errs[0].as_ref().unwrap_err();
     assert!(
         errs[1].is_ok(),

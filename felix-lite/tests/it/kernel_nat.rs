@@ -2,7 +2,7 @@
 //! the pool only when felix-lite masquerades, and tcpdump there sees the node's address.
 
 use std::net::IpAddr;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use crate::common::*;
 use felix::DataplaneConfig;
@@ -39,7 +39,11 @@ fn input(nat: bool) -> DataplaneInput {
 
 #[test]
 fn kernel_nat_outgoing_rewrites_the_source_address() {
-    if !kernel_ok(&["ip", "nft", "ping", "tcpdump", "timeout"]) {
+    if !Prereqs::new()
+        .root()
+        .commands(&["ip", "nft", "ping", "tcpdump", "timeout"])
+        .ok()
+    {
         return;
     }
     let node = netns();
@@ -68,17 +72,9 @@ fn kernel_nat_outgoing_rewrites_the_source_address() {
         table.contains("ip saddr @pools ip daddr != @allpools masquerade"),
         "{table}"
     );
-    let capture = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            outside.name(),
-            "timeout",
-            "10",
-            "tcpdump",
-            "-l",
-            "-n",
-        ])
+    let capture = outside
+        .command("timeout")
+        .args(["10", "tcpdump", "-l", "-n"])
         .args(["-i", "eth0", "-c", "1", "icmp[icmptype] == icmp-echo"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -105,17 +101,9 @@ fn kernel_nat_outgoing_rewrites_the_source_address() {
     let r = run_dataplane(&node, cfg.clone(), vec![input(true)]);
     assert_eq!(r[0].nat_writes, 0);
     run_dataplane(&node, cfg, vec![input(false)]);
-    let listed = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            node.name(),
-            "nft",
-            "list",
-            "table",
-            "ip",
-            "manx",
-        ])
+    let listed = node
+        .command("nft")
+        .args(["list", "table", "ip", "manx"])
         .output()
         .unwrap();
     assert!(!listed.status.success(), "table manx still present");

@@ -3,7 +3,6 @@
 use std::net::IpAddr;
 
 use crate::common::*;
-use felix::netns::NetnsGuard;
 use felix::types::*;
 use felix::{DataplaneConfig, MANX_ROUTE_PROTOCOL, Tunnel, Vtep};
 use ipnetwork::IpNetwork;
@@ -15,17 +14,13 @@ fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
 
-fn no_dad(ns: &NetnsGuard) {
-    for key in [
-        "net.ipv6.conf.all.accept_dad=0",
-        "net.ipv6.conf.default.accept_dad=0",
-    ] {
-        ns.exec("sysctl", &["-qw", key]);
-    }
+fn no_dad(ns: &Netns) {
+    ns.sysctl("net.ipv6.conf.all.accept_dad", "0");
+    ns.sysctl("net.ipv6.conf.default.accept_dad", "0");
 }
 
 /// A v6 pod behind `node`, routed Calico-style via the host veth's link-local address.
-fn pod6(node: &NetnsGuard, cali: &str, addr: &str) -> NetnsGuard {
+fn pod6(node: &Netns, cali: &str, addr: &str) -> Netns {
     let p = netns();
     no_dad(&p);
     veth(node, cali, &p, "eth0");
@@ -117,7 +112,11 @@ fn input(me: &str) -> DataplaneInput {
 
 #[test]
 fn kernel_ipv6_vxlan_carries_pod_traffic() {
-    if !kernel_ok(&["ip", "bridge", "ping", "sysctl", "nft"]) {
+    if !Prereqs::new()
+        .root()
+        .commands(&["ip", "bridge", "ping", "sysctl", "nft"])
+        .ok()
+    {
         return;
     }
     let a = netns();
