@@ -6,47 +6,16 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use datastore::model::{EncapMode, IPPool, IPPoolSpec, Node, ObjectMeta};
-use felix::netns::{NetnsGuard, block_on_in};
 use felix::{DataplaneConfig, MacAddr, Tunnel, Uplink};
 use ipnetwork::IpNetwork;
 use manx_node::cluster::ClusterView;
 use manx_node::startup::Tunnels;
+use testkit::{Netns, Prereqs};
 
-static COUNTER: AtomicUsize = AtomicUsize::new(0);
-
-/// Root and `ip` are needed; outside CI their absence skips the test.
-fn kernel_ok() -> bool {
-    let root = is_root();
-    let ip = Command::new("ip").arg("-V").output().is_ok();
-    if root && ip {
-        return true;
-    }
-    let msg = "skipping real-kernel test: needs root and ip";
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{msg} (CI=true)");
-    }
-    eprintln!("{msg}");
-    false
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-}
-
-fn netns() -> NetnsGuard {
-    let name = format!(
-        "mxnd-{}-{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::SeqCst)
-    );
-    NetnsGuard::new(&name).expect("creating a network namespace")
+fn netns() -> Netns {
+    Netns::new("mxnd")
 }
 
 struct NodeSide {
@@ -114,7 +83,7 @@ fn view(me: &NodeSide) -> ClusterView {
 }
 
 /// Translate for `me` (the other node's block learnt by BGP) and apply in `ns`.
-fn program(ns: &NetnsGuard, me: &NodeSide, other: &NodeSide) {
+fn program(ns: &Netns, me: &NodeSide, other: &NodeSide) {
     let uplink = Uplink {
         iface: "eth0".into(),
         v4: Some(
@@ -133,7 +102,7 @@ fn program(ns: &NetnsGuard, me: &NodeSide, other: &NodeSide) {
     let block: IpNetwork = other.block.parse().unwrap();
     let remote = BTreeMap::from([(block, (nh, nh))]);
     let input = view(me).dataplane_input(me.name, &uplink, &remote, &tunnels(me));
-    let report = block_on_in(ns.name(), move || async move {
+    let report = ns.block_on(move || async move {
         let mut dp = felix::Dataplane::new(
             felix::RealNetlink::new().expect("netlink socket"),
             felix::sysctl::ProcSysctl::default(),
@@ -145,36 +114,23 @@ fn program(ns: &NetnsGuard, me: &NodeSide, other: &NodeSide) {
             },
         );
         dp.apply(&input).await.expect("dataplane apply")
-    })
-    .expect("entering the namespace");
+    });
     assert!(report.errors.is_empty(), "{:?}", report.errors);
 }
 
 #[test]
 fn remote_ipv6_vxlan_block_is_routed_via_vxlan_v6_from_the_node_resources() {
-    if !kernel_ok() {
+    if !Prereqs::new().root().command("ip").ok() {
         return;
     }
     let a = netns();
     let b = netns();
     for ns in [&a, &b] {
-        ns.exec("sysctl", &["-qw", "net.ipv6.conf.all.accept_dad=0"]);
-        ns.exec("sysctl", &["-qw", "net.ipv6.conf.default.accept_dad=0"]);
+        ns.sysctl("net.ipv6.conf.all.accept_dad", "0");
+        ns.sysctl("net.ipv6.conf.default.accept_dad", "0");
     }
-    a.ip(&[
-        "link",
-        "add",
-        "eth0",
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "eth0",
-        "netns",
-        b.name(),
-    ]);
+    testkit::netns::veth(&a, "eth0", &b, "eth0");
     for (ns, n) in [(&a, &A), (&b, &B)] {
-        ns.ip(&["link", "set", "eth0", "up"]);
         ns.ip(&[
             "-6",
             "addr",
@@ -199,18 +155,9 @@ fn remote_ipv6_vxlan_block_is_routed_via_vxlan_v6_from_the_node_resources() {
         fdb.contains(&format!("{mac_b} dst fd42:29::2 self permanent")),
         "{fdb}"
     );
-    let ping = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            a.name(),
-            "ping",
-            "-6",
-            "-c",
-            "1",
-            "-W",
-            "2",
-        ])
+    let ping = a
+        .command("ping")
+        .args(["-6", "-c", "1", "-W", "2"])
         .args(["-I", A.vtep, B.vtep])
         .output()
         .unwrap();

@@ -1,0 +1,5 @@
+//! manx-node's integration tests, one binary (each test binary links the
+//! whole crate graph).
+
+mod cli;
+mod kernel_vxlan6;
