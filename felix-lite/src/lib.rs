@@ -64,7 +64,6 @@ pub mod clock;
 pub mod dataplane;
 pub mod nat;
 pub mod netlink;
-pub mod netns;
 pub mod reconcile;
 pub mod sysctl;
 pub mod tunnel;
