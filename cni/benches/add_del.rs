@@ -51,17 +51,16 @@ mod common;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use cni::netns::NetNs;
 use common::*;
 use datastore::Datastore;
 use datastore::client::Client;
 use datastore::config::DatastoreConfig;
 use datastore::model::IPPool;
 use futures::StreamExt;
+use testkit::Daemon;
 
 const PARALLEL: usize = 20;
 const POOL: &str = "10.20.0.0/17";
@@ -254,7 +253,7 @@ fn breakdown(manx: &Samples, timing: &Path) {
 
 /// etcd running inside the node namespace; killed on drop.
 struct Etcd {
-    child: Child,
+    _daemon: Daemon,
     endpoint: String,
 }
 
@@ -265,30 +264,38 @@ impl Etcd {
             return None;
         }
         let endpoint = "http://127.0.0.1:2379".to_string();
-        let log = std::fs::File::create(dir.join("etcd.log")).unwrap();
-        let child = Command::new("ip")
-            .args(["netns", "exec", &node.name, "/usr/bin/etcd"])
-            .args(["--name", "mxcn-bench"])
-            .arg("--data-dir")
-            .arg(dir.join("etcd"))
-            .args(["--listen-client-urls", &endpoint])
-            .args(["--advertise-client-urls", &endpoint])
-            .args(["--listen-peer-urls", "http://127.0.0.1:2380"])
-            .args(["--initial-advertise-peer-urls", "http://127.0.0.1:2380"])
-            .args(["--initial-cluster", "mxcn-bench=http://127.0.0.1:2380"])
-            .args(["--log-level", "warn", "--logger", "zap"])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn etcd in the node namespace");
-        Some(Etcd { child, endpoint })
-    }
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let data_dir = dir.join("etcd").display().to_string();
+        let daemon = Daemon::spawn(
+            node,
+            dir,
+            "etcd",
+            "/usr/bin/etcd",
+            &[
+                "--name",
+                "mxcn-bench",
+                "--data-dir",
+                &data_dir,
+                "--listen-client-urls",
+                &endpoint,
+                "--advertise-client-urls",
+                &endpoint,
+                "--listen-peer-urls",
+                "http://127.0.0.1:2380",
+                "--initial-advertise-peer-urls",
+                "http://127.0.0.1:2380",
+                "--initial-cluster",
+                "mxcn-bench=http://127.0.0.1:2380",
+                "--log-level",
+                "warn",
+                "--logger",
+                "zap",
+            ],
+            &[],
+        );
+        Some(Etcd {
+            _daemon: daemon,
+            endpoint,
+        })
     }
 }
 
@@ -309,8 +316,7 @@ impl Agent {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
         let (stop, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
-            let ns = NetNs::open(Path::new(&path)).unwrap();
-            ns.run(move || {
+            testkit::netns::run_in_path(path, move || {
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
@@ -337,8 +343,7 @@ impl Agent {
                         }
                     }
                 })
-            })
-            .unwrap();
+            });
         });
         ready_rx
             .recv_timeout(Duration::from_secs(60))
@@ -395,8 +400,8 @@ fn manx_conf(store: &serde_json::Value) -> String {
 }
 
 fn main() {
-    if !can_run() || !Path::new(DEBIAN_CNI).join("bridge").exists() {
-        println!("add_del bench skipped: needs root, iproute2 and {DEBIAN_CNI}/bridge");
+    let bridge = Path::new(DEBIAN_CNI).join("bridge");
+    if !prereqs().file(&bridge, "containernetworking-plugins").ok() {
         return;
     }
     let pods: usize = std::env::var("MANX_BENCH_PODS")
@@ -421,10 +426,9 @@ fn main() {
     })
     .to_string();
 
-    let node = Netns::node();
-    let manx_pods: Vec<Netns> = (0..pods).map(|_| Netns::new()).collect();
-    let bridge_pods: Vec<Netns> = (0..pods).map(|_| Netns::new()).collect();
-    let debian = Path::new(DEBIAN_CNI).join("bridge");
+    let node = node_netns();
+    let manx_pods: Vec<Netns> = (0..pods).map(|_| netns()).collect();
+    let bridge_pods: Vec<Netns> = (0..pods).map(|_| netns()).collect();
     let etcd = Etcd::start(&node, dir.path());
 
     let mut stores = vec![(
@@ -469,7 +473,7 @@ fn main() {
             timing,
         };
         let bridge = |tag: String| Plugin {
-            bin: &debian,
+            bin: &bridge,
             conf: &bridge_conf,
             tag,
             pods: &bridge_pods,

@@ -6,11 +6,11 @@ use crate::common::*;
 
 #[test]
 fn bad_environment_and_config_give_codes_and_messages() {
-    if !can_run() {
+    if !prereqs().ok() {
         return;
     }
-    let node = Netns::node();
-    let pod = Netns::new();
+    let node = node_netns();
+    let pod = netns();
     let data = tempfile::tempdir().unwrap();
     let conf = host_local_conf("1.0.0", data.path(), "10.20.11.0/24").to_string();
     let good = Call::new("ADD", "ctr-err", &pod, "err");
@@ -102,11 +102,11 @@ fn bad_environment_and_config_give_codes_and_messages() {
 /// VERSION answers without a configuration.
 #[test]
 fn version_lists_supported_versions() {
-    if !can_run() {
+    if !prereqs().ok() {
         return;
     }
-    let node = Netns::node();
-    let pod = Netns::new();
+    let node = node_netns();
+    let pod = netns();
     let call = Call::new("VERSION", "", &pod, "v");
     let v = manx(&node, &call, r#"{"cniVersion":"0.4.0"}"#).ok();
     assert_eq!(v["cniVersion"], "0.4.0");

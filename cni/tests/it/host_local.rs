@@ -5,11 +5,11 @@
 use crate::common::*;
 
 fn add_check_del(version: &str) {
-    if !can_run() {
+    if !prereqs().ok() {
         return;
     }
-    let node = Netns::node();
-    let pod = Netns::new();
+    let node = node_netns();
+    let pod = netns();
     let data = tempfile::tempdir().unwrap();
     let conf = host_local_conf(version, data.path(), "10.20.1.0/24");
     let call = Call::new("ADD", "ctr-a", &pod, "web-0");
@@ -37,7 +37,7 @@ fn add_check_del(version: &str) {
     );
     assert_eq!(result["interfaces"][0]["mac"], "ee:ee:ee:ee:ee:ee");
     assert_eq!(result["interfaces"][1]["name"], "eth0");
-    assert_eq!(result["interfaces"][1]["sandbox"], pod.path());
+    assert_eq!(result["interfaces"][1]["sandbox"], pod.cni_netns());
 
     // Node side: the veth, up, proxy ARP, the /32 route.
     assert_eq!(node.cali_links(), vec![host_if.clone()]);
@@ -46,15 +46,15 @@ fn add_check_del(version: &str) {
         routes.contains(&format!("{ip} dev {host_if} scope link")),
         "{routes}"
     );
-    let proxy_arp = node.exec(&[
+    let proxy_arp = node.exec(
         "cat",
-        &format!("/proc/sys/net/ipv4/conf/{host_if}/proxy_arp"),
-    ]);
+        &[&format!("/proc/sys/net/ipv4/conf/{host_if}/proxy_arp")],
+    );
     assert_eq!(proxy_arp.trim(), "1");
-    let delay = node.exec(&[
+    let delay = node.exec(
         "cat",
-        &format!("/proc/sys/net/ipv4/neigh/{host_if}/proxy_delay"),
-    ]);
+        &[&format!("/proc/sys/net/ipv4/neigh/{host_if}/proxy_delay")],
+    );
     assert_eq!(delay.trim(), "0");
     let link = node.ip_json(&["link", "show", "dev", &host_if]);
     assert_eq!(link[0]["mtu"], 1400);
@@ -112,13 +112,13 @@ fn add_check_del_cni_0_4_0() {
 
 #[test]
 fn add_del_cni_0_3_1_and_1_1_0() {
-    if !can_run() {
+    if !prereqs().ok() {
         return;
     }
-    let node = Netns::node();
+    let node = node_netns();
     let data = tempfile::tempdir().unwrap();
     for (i, version) in ["0.3.1", "1.1.0"].iter().enumerate() {
-        let pod = Netns::new();
+        let pod = netns();
         let conf = host_local_conf(version, data.path(), "10.20.2.0/24");
         let call = Call::new("ADD", &format!("ctr-v{i}"), &pod, &format!("v{i}"));
         let out = manx(&node, &call, &conf.to_string());
@@ -143,12 +143,12 @@ fn add_del_cni_0_3_1_and_1_1_0() {
 /// proxy ARP (the pods' only neighbour is 169.254.1.1).
 #[test]
 fn two_pods_ping_through_the_node() {
-    if !can_run() {
+    if !prereqs().ok() {
         return;
     }
-    let node = Netns::node();
-    let a = Netns::new();
-    let b = Netns::new();
+    let node = node_netns();
+    let a = netns();
+    let b = netns();
     let data = tempfile::tempdir().unwrap();
     let conf = host_local_conf("1.0.0", data.path(), "10.20.3.0/24").to_string();
     let ra = manx(&node, &Call::new("ADD", "ctr-a", &a, "pod-a"), &conf).ok();
@@ -157,15 +157,15 @@ fn two_pods_ping_through_the_node() {
     let ip_b = result_ip(&rb);
     assert_ne!(ip_a, ip_b);
     assert!(
-        a.try_exec(&["ping", "-c", "2", "-W", "2", &ip_b]),
+        a.try_exec("ping", &["-c", "2", "-W", "2", &ip_b]),
         "pod a cannot reach {ip_b}"
     );
     assert!(
-        b.try_exec(&["ping", "-c", "2", "-W", "2", &ip_a]),
+        b.try_exec("ping", &["-c", "2", "-W", "2", &ip_a]),
         "pod b cannot reach {ip_a}"
     );
     // The node reaches pods by their /32 routes too.
-    assert!(node.try_exec(&["ping", "-c", "1", "-W", "2", &ip_a]));
+    assert!(node.try_exec("ping", &["-c", "1", "-W", "2", &ip_a]));
     // The pod's neighbour for 169.254.1.1 is the node's fixed MAC.
     let neigh = a.ip(&["neigh", "show", "169.254.1.1"]);
     assert!(
@@ -175,14 +175,14 @@ fn two_pods_ping_through_the_node() {
     // Without that entry, the node's proxy ARP answers for 169.254.1.1.
     a.ip(&["neigh", "del", "169.254.1.1", "dev", "eth0"]);
     assert!(
-        a.try_exec(&["ping", "-c", "1", "-W", "2", &ip_b]),
+        a.try_exec("ping", &["-c", "1", "-W", "2", &ip_b]),
         "proxy ARP did not answer for 169.254.1.1"
     );
     let neigh = a.ip(&["neigh", "show", "169.254.1.1"]);
     assert!(neigh.contains("ee:ee:ee:ee:ee:ee"), "{neigh}");
     manx(&node, &Call::new("DEL", "ctr-a", &a, "pod-a"), &conf).ok();
     // b can no longer reach a's address.
-    assert!(!b.try_exec(&["ping", "-c", "1", "-W", "1", &ip_a]));
+    assert!(!b.try_exec("ping", &["-c", "1", "-W", "1", &ip_a]));
     manx(&node, &Call::new("DEL", "ctr-b", &b, "pod-b"), &conf).ok();
     assert!(node.cali_links().is_empty());
 }
@@ -191,11 +191,11 @@ fn two_pods_ping_through_the_node() {
 /// (a conflist as containerd runs it), then CHECK and DEL in reverse order.
 #[test]
 fn chained_before_tuning() {
-    if !can_run() {
+    if !prereqs().ok() {
         return;
     }
-    let node = Netns::node();
-    let pod = Netns::new();
+    let node = node_netns();
+    let pod = netns();
     let data = tempfile::tempdir().unwrap();
     let conf = host_local_conf("1.0.0", data.path(), "10.20.4.0/24");
     let call = Call::new("ADD", "ctr-chain", &pod, "chained");
@@ -252,15 +252,15 @@ fn chained_before_tuning() {
 /// prevResult it got.
 #[test]
 fn chained_after_a_previous_result() {
-    if !can_run() {
+    if !prereqs().ok() {
         return;
     }
-    let node = Netns::node();
-    let pod = Netns::new();
+    let node = node_netns();
+    let pod = netns();
     let data = tempfile::tempdir().unwrap();
     let prev = serde_json::json!({
         "cniVersion": "1.0.0",
-        "interfaces": [{"name": "lo", "sandbox": pod.path()}],
+        "interfaces": [{"name": "lo", "sandbox": pod.cni_netns()}],
         "ips": [{"address": "127.0.0.1/8", "interface": 0}],
     });
     let conf = with_prev(
@@ -279,11 +279,11 @@ fn chained_after_a_previous_result() {
 /// CHECK names what is wrong.
 #[test]
 fn check_reports_what_differs() {
-    if !can_run() {
+    if !prereqs().ok() {
         return;
     }
-    let node = Netns::node();
-    let pod = Netns::new();
+    let node = node_netns();
+    let pod = netns();
     let data = tempfile::tempdir().unwrap();
     let conf = host_local_conf("1.0.0", data.path(), "10.20.6.0/24");
     let call = Call::new("ADD", "ctr-check", &pod, "checked");
@@ -329,16 +329,16 @@ fn check_reports_what_differs() {
 /// releases the address.
 #[test]
 fn del_without_the_netns() {
-    if !can_run() {
+    if !prereqs().ok() {
         return;
     }
-    let node = Netns::node();
-    let pod = Netns::new();
+    let node = node_netns();
+    let pod = netns();
     let data = tempfile::tempdir().unwrap();
     let conf = host_local_conf("1.0.0", data.path(), "10.20.7.0/24").to_string();
     let call = Call::new("ADD", "ctr-gone", &pod, "gone");
     manx(&node, &call, &conf).ok();
-    let path = pod.path();
+    let path = pod.cni_netns();
     drop(pod); // deletes the namespace (and with it the pod end of the veth)
     let mut del = call.clone().command("DEL");
     del.netns = path;
@@ -353,11 +353,11 @@ fn del_without_the_netns() {
 /// A failed ADD leaves nothing: no veth, no allocation.
 #[test]
 fn failed_add_rolls_back() {
-    if !can_run() {
+    if !prereqs().ok() {
         return;
     }
-    let node = Netns::node();
-    let pod = Netns::new();
+    let node = node_netns();
+    let pod = netns();
     let data = tempfile::tempdir().unwrap();
     let conf = host_local_conf("1.0.0", data.path(), "10.20.8.0/24").to_string();
     // The pod already has an eth0: the veth cannot be made after IPAM ADD.
@@ -379,7 +379,7 @@ fn failed_add_rolls_back() {
                  "ranges": [[{"subnet": "10.20.9.0/30"}]]}
     })
     .to_string();
-    let other = Netns::new();
+    let other = netns();
     manx(&node, &Call::new("ADD", "ctr-t1", &other, "t1"), &tiny).ok();
     let out = manx(&node, &Call::new("ADD", "ctr-t2", &pod, "t2"), &tiny);
     assert_eq!(out.code, 1);
@@ -398,11 +398,11 @@ fn failed_add_rolls_back() {
 /// the 50-byte VXLAN overhead.
 #[test]
 fn mtu_detected_from_the_uplink() {
-    if !can_run() {
+    if !prereqs().ok() {
         return;
     }
-    let node = Netns::node_with_uplink_mtu(9000);
-    let pod = Netns::new();
+    let node = node_netns_with_uplink_mtu(9000);
+    let pod = netns();
     let data = tempfile::tempdir().unwrap();
     let mut conf = host_local_conf("1.0.0", data.path(), "10.20.10.0/24");
     conf["mtu"] = 0.into();
@@ -419,11 +419,11 @@ fn mtu_detected_from_the_uplink() {
 /// rollback), and the pod keeps its interface and address.
 #[test]
 fn repeated_add_keeps_the_attached_pod() {
-    if !can_run() {
+    if !prereqs().ok() {
         return;
     }
-    let node = Netns::node();
-    let pod = Netns::new();
+    let node = node_netns();
+    let pod = netns();
     let data = tempfile::tempdir().unwrap();
     let conf = host_local_conf("1.0.0", data.path(), "10.20.12.0/24").to_string();
     let call = Call::new("ADD", "ctr-twice", &pod, "twice");
@@ -445,11 +445,11 @@ fn repeated_add_keeps_the_attached_pod() {
 /// opened, so the WorkloadEndpoint cannot be written) rolls both back.
 #[test]
 fn unusable_datastore_rolls_back_veth_and_allocation() {
-    if !can_run() {
+    if !prereqs().ok() {
         return;
     }
-    let node = Netns::node();
-    let pod = Netns::new();
+    let node = node_netns();
+    let pod = netns();
     let data = tempfile::tempdir().unwrap();
     // The store's directory would have to be inside a regular file.
     let blocker = data.path().join("not-a-dir");
@@ -472,11 +472,11 @@ fn unusable_datastore_rolls_back_veth_and_allocation() {
 /// came) is replaced by the new pair.
 #[test]
 fn stale_host_veth_is_replaced() {
-    if !can_run() {
+    if !prereqs().ok() {
         return;
     }
-    let node = Netns::node();
-    let pod = Netns::new();
+    let node = node_netns();
+    let pod = netns();
     let data = tempfile::tempdir().unwrap();
     let conf = host_local_conf("1.0.0", data.path(), "10.20.14.0/24").to_string();
     let stale = cni::names::host_veth_name("default.reborn");

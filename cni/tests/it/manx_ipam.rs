@@ -51,7 +51,7 @@ fn ipam_problems(db: &Path, live: &[String]) -> Vec<String> {
 }
 
 fn setup() -> Option<(tempfile::TempDir, std::path::PathBuf)> {
-    if !can_run() {
+    if !prereqs().ok() {
         return None;
     }
     // Build (or find) manx-ipam before any namespace exists.
@@ -74,8 +74,8 @@ fn ipam_call(call: Call) -> Call {
 
 fn add_check_del(version: &str) {
     let Some((_dir, db)) = setup() else { return };
-    let node = Netns::node();
-    let pod = Netns::new();
+    let node = node_netns();
+    let pod = netns();
     let conf = manx_ipam_conf(version, &db);
     let call = ipam_call(Call::new("ADD", "ctr-m1", &pod, "web-0"));
     let result = manx(&node, &call, &conf.to_string()).ok();
@@ -138,9 +138,9 @@ fn manx_ipam_add_check_del_cni_0_4_0() {
 #[test]
 fn status_and_gc() {
     let Some((dir, db)) = setup() else { return };
-    let node = Netns::node();
-    let a = Netns::new();
-    let b = Netns::new();
+    let node = node_netns();
+    let a = netns();
+    let b = netns();
     let conf = manx_ipam_conf("1.1.0", &db);
     let ca = ipam_call(Call::new("ADD", "ctr-live", &a, "live"));
     let cb = ipam_call(Call::new("ADD", "ctr-stale", &b, "stale"));
@@ -194,8 +194,8 @@ fn status_and_gc() {
 #[test]
 fn heavy_parallel_adds_and_dels() {
     let Some((_dir, db)) = setup() else { return };
-    let node = Netns::node();
-    let pods: Vec<Netns> = (0..50).map(|_| Netns::new()).collect();
+    let node = node_netns();
+    let pods: Vec<Netns> = (0..50).map(|_| netns()).collect();
     let conf = manx_ipam_conf("1.0.0", &db).to_string();
     let calls: Vec<Call> = pods
         .iter()

@@ -7,12 +7,12 @@ use crate::common::*;
 
 #[test]
 fn both_plugins_give_the_same_error_for_the_same_bad_input() {
-    if !can_run() {
+    if !prereqs().ok() {
         return;
     }
     let ipam_bin = manx_ipam_bin();
-    let node = Netns::node();
-    let pod = Netns::new();
+    let node = node_netns();
+    let pod = netns();
     let data = tempfile::tempdir().unwrap();
     let conf = manx_ipam_conf("1.0.0", &data.path().join("manx.db"));
     let good_conf = conf.to_string();

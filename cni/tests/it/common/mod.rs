@@ -1,144 +1,101 @@
-//! Test harness: network namespaces named `mxcn-<pid>-<n>` (deleted on drop,
-//! even on panic), a "node" namespace the plugin runs in, pod namespaces,
-//! and a runner that executes the plugin binary with `ip netns exec`.
-//! Nothing is created or changed in the root namespace.
+//! Test harness over `testkit`: network namespaces named `mxcn-<pid>-<n>`
+//! (deleted on drop, even on panic, with what runs in them), a "node"
+//! namespace the plugin runs in, pod namespaces, and a runner that executes
+//! the plugin binary inside the node namespace. Nothing is created or
+//! changed in the root namespace.
 #![allow(dead_code)]
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
-static COUNTER: AtomicUsize = AtomicUsize::new(0);
+pub use testkit::{Netns, Prereqs};
 
 /// Where Debian's containernetworking-plugins live.
 pub const DEBIAN_CNI: &str = "/usr/lib/cni";
 
-/// Skips (or, with `CI=true`, fails) when the environment cannot run
-/// namespace tests. Returns false to skip.
-pub fn can_run() -> bool {
-    let mut missing = Vec::new();
-    if !nix_is_root() {
-        missing.push("root (namespace tests need CAP_NET_ADMIN)".to_string());
-    }
-    if Command::new("ip").arg("-V").output().is_err() {
-        missing.push("iproute2 (ip)".to_string());
-    }
-    for p in ["host-local", "tuning"] {
-        if !Path::new(DEBIAN_CNI).join(p).exists() {
-            missing.push(format!("{DEBIAN_CNI}/{p} (containernetworking-plugins)"));
-        }
-    }
-    if missing.is_empty() {
-        return true;
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("missing for this test: {}", missing.join(", "));
-    }
-    eprintln!("skipped: missing {}", missing.join(", "));
-    false
+/// What the namespace tests need: root, iproute2 and Debian's `host-local`
+/// and `tuning` plugins.
+pub fn prereqs() -> Prereqs {
+    Prereqs::new()
+        .root()
+        .command("ip")
+        .file(
+            Path::new(DEBIAN_CNI).join("host-local"),
+            "containernetworking-plugins",
+        )
+        .file(
+            Path::new(DEBIAN_CNI).join("tuning"),
+            "containernetworking-plugins",
+        )
 }
 
-fn nix_is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .map(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(1).map(|u| u == "0"))
-                .unwrap_or(false)
-        })
-        .unwrap_or(false)
+/// A fresh namespace (a pod's, before the plugin wires it).
+pub fn netns() -> Netns {
+    Netns::new("mxcn")
 }
 
-/// A network namespace deleted on drop.
-#[derive(Debug)]
-pub struct Netns {
-    pub name: String,
+/// A node namespace: loopback up, IPv4 forwarding on (inside it only), and
+/// an uplink (`uplink0`, 198.18.100.2/24, a veth whose peer stays in the
+/// namespace) carrying the default route via 198.18.100.1, as a real node
+/// has.
+pub fn node_netns() -> Netns {
+    node_netns_with_uplink_mtu(1500)
 }
 
-impl Netns {
-    pub fn new() -> Netns {
-        let name = format!(
-            "mxcn-{}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::SeqCst)
-        );
-        sh(&["ip", "netns", "add", &name]);
-        let ns = Netns { name };
-        ns.ip(&["link", "set", "lo", "up"]);
-        ns
+/// [`node_netns`] with the uplink at `mtu`.
+pub fn node_netns_with_uplink_mtu(mtu: u32) -> Netns {
+    let ns = netns();
+    ns.sysctl("net.ipv4.ip_forward", "1");
+    let mtu = mtu.to_string();
+    ns.ip(&[
+        "link", "add", "uplink0", "mtu", &mtu, "type", "veth", "peer", "name", "uplink1", "mtu",
+        &mtu,
+    ]);
+    ns.ip(&["link", "set", "uplink0", "up"]);
+    ns.ip(&["link", "set", "uplink1", "up"]);
+    ns.ip(&["addr", "add", "198.18.100.2/24", "dev", "uplink0"]);
+    ns.ip(&[
+        "route",
+        "add",
+        "default",
+        "via",
+        "198.18.100.1",
+        "dev",
+        "uplink0",
+    ]);
+    ns
+}
+
+/// What the CNI tests read from a namespace.
+pub trait CniNetns {
+    /// The namespace as a runtime passes it in `CNI_NETNS`.
+    fn cni_netns(&self) -> String;
+    /// Runs `program args` inside the namespace; whether it succeeded.
+    fn try_exec(&self, program: &str, args: &[&str]) -> bool;
+    /// Names of the links in the namespace.
+    fn links(&self) -> Vec<String>;
+    /// `cali*` links.
+    fn cali_links(&self) -> Vec<String>;
+    /// IPv4 routes as `ip route` prints them.
+    fn routes(&self) -> String;
+    /// IPv4 addresses (`a.b.c.d/len`) on `ifname`.
+    fn addrs(&self, ifname: &str) -> Vec<String>;
+}
+
+impl CniNetns for Netns {
+    fn cni_netns(&self) -> String {
+        self.path().display().to_string()
     }
 
-    /// A node namespace: loopback up, IPv4 forwarding on (inside it only),
-    /// and an uplink (`uplink0`, 198.18.100.2/24, a veth whose peer stays in
-    /// the namespace) carrying the default route via 198.18.100.1, as a real
-    /// node has.
-    pub fn node() -> Netns {
-        Self::node_with_uplink_mtu(1500)
-    }
-
-    /// [`Netns::node`] with the uplink at `mtu`.
-    pub fn node_with_uplink_mtu(mtu: u32) -> Netns {
-        let ns = Netns::new();
-        ns.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
-        let mtu = mtu.to_string();
-        ns.ip(&[
-            "link", "add", "uplink0", "mtu", &mtu, "type", "veth", "peer", "name", "uplink1",
-            "mtu", &mtu,
-        ]);
-        ns.ip(&["link", "set", "uplink0", "up"]);
-        ns.ip(&["link", "set", "uplink1", "up"]);
-        ns.ip(&["addr", "add", "198.18.100.2/24", "dev", "uplink0"]);
-        ns.ip(&[
-            "route",
-            "add",
-            "default",
-            "via",
-            "198.18.100.1",
-            "dev",
-            "uplink0",
-        ]);
-        ns
-    }
-
-    pub fn path(&self) -> String {
-        format!("/var/run/netns/{}", self.name)
-    }
-
-    /// `ip -n <ns> <args>`, asserting success; returns stdout.
-    pub fn ip(&self, args: &[&str]) -> String {
-        let mut full = vec!["ip", "-n", &self.name];
-        full.extend_from_slice(args);
-        sh(&full)
-    }
-
-    /// `ip -n <ns> -j <args>` as JSON.
-    pub fn ip_json(&self, args: &[&str]) -> serde_json::Value {
-        let mut full = vec!["-j"];
-        full.extend_from_slice(args);
-        let out = self.ip(&full);
-        serde_json::from_str(if out.trim().is_empty() { "[]" } else { &out }).unwrap()
-    }
-
-    /// Runs a command inside the namespace, asserting success.
-    pub fn exec(&self, args: &[&str]) -> String {
-        let mut full = vec!["ip", "netns", "exec", &self.name];
-        full.extend_from_slice(args);
-        sh(&full)
-    }
-
-    /// Runs a command inside the namespace; returns whether it succeeded.
-    pub fn try_exec(&self, args: &[&str]) -> bool {
-        Command::new("ip")
-            .args(["netns", "exec", &self.name])
+    fn try_exec(&self, program: &str, args: &[&str]) -> bool {
+        self.command(program)
             .args(args)
             .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false)
+            .is_ok_and(|o| o.status.success())
     }
 
-    /// Names of the links in the namespace.
-    pub fn links(&self) -> Vec<String> {
+    fn links(&self) -> Vec<String> {
         self.ip_json(&["link", "show"])
             .as_array()
             .unwrap()
@@ -147,21 +104,18 @@ impl Netns {
             .collect()
     }
 
-    /// `cali*` links.
-    pub fn cali_links(&self) -> Vec<String> {
+    fn cali_links(&self) -> Vec<String> {
         self.links()
             .into_iter()
             .filter(|l| l.starts_with("cali"))
             .collect()
     }
 
-    /// IPv4 routes as `ip route` prints them.
-    pub fn routes(&self) -> String {
+    fn routes(&self) -> String {
         self.ip(&["route", "show"])
     }
 
-    /// IPv4 addresses (`a.b.c.d/len`) on `ifname`.
-    pub fn addrs(&self, ifname: &str) -> Vec<String> {
+    fn addrs(&self, ifname: &str) -> Vec<String> {
         let v = self.ip_json(&["-4", "addr", "show", "dev", ifname]);
         v[0]["addr_info"]
             .as_array()
@@ -172,29 +126,6 @@ impl Netns {
             })
             .unwrap_or_default()
     }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .output();
-    }
-}
-
-/// Runs a command, panicking with its output on failure.
-pub fn sh(args: &[&str]) -> String {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {args:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// One plugin run's output.
@@ -252,7 +183,7 @@ impl Call {
         Call {
             command: command.into(),
             container_id: container_id.into(),
-            netns: pod_ns.path(),
+            netns: pod_ns.cni_netns(),
             ifname: "eth0".into(),
             args: format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME={pod}"),
             path: cni_path(),
@@ -280,8 +211,8 @@ pub fn manx_bin() -> PathBuf {
 
 /// Runs `bin` inside `node` with exactly the CNI variables of `call`.
 pub fn run(node: &Netns, bin: &Path, call: &Call, stdin: &str) -> PluginOutput {
-    let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", &node.name, "env", "-i"]);
+    let mut cmd = node.command("env");
+    cmd.arg("-i");
     let mut vars = vec![
         (
             "PATH".to_string(),
@@ -307,7 +238,7 @@ pub fn run(node: &Netns, bin: &Path, call: &Call, stdin: &str) -> PluginOutput {
     cmd.stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("spawn ip netns exec");
+    let mut child = cmd.spawn().expect("spawn the plugin in the node namespace");
     child
         .stdin
         .take()
