@@ -46,6 +46,10 @@ pub struct DataplaneConfig {
     pub vxlan_port: u16,
     /// Full resync period.
     pub resync_interval: Duration,
+    /// First retry after a failed apply; doubles up to `retry_max`.
+    pub retry_min: Duration,
+    /// Longest wait between retries.
+    pub retry_max: Duration,
     /// `rp_filter` for workload interfaces: "1" strict (Calico's default) or "2" loose.
     pub workload_rp_filter: &'static str,
     /// Program NAT outgoing.
@@ -60,6 +64,8 @@ impl Default for DataplaneConfig {
             vxlan_vni: VXLAN_VNI,
             vxlan_port: VXLAN_PORT,
             resync_interval: Duration::from_secs(90),
+            retry_min: Duration::from_millis(200),
+            retry_max: Duration::from_secs(10),
             workload_rp_filter: "1",
             nat: true,
         }
@@ -387,14 +393,28 @@ impl<N: Netlink, S: Sysctls, F: NatBackend, C: Clock> Dataplane<N, S, F, C> {
     }
 
     /// Run until `input`'s sender is dropped: apply every new input, resync every
-    /// `resync_interval`, retry after errors with backoff (1 s doubling to 30 s).
-    pub async fn run(mut self, mut input: tokio::sync::watch::Receiver<DataplaneInput>) {
-        let mut backoff = Duration::from_secs(1);
+    /// `resync_interval`, retry after errors with backoff (`retry_min` doubling to
+    /// `retry_max`).
+    pub async fn run(self, input: tokio::sync::watch::Receiver<DataplaneInput>) {
+        self.run_observed(input, |_| {}).await;
+    }
+
+    /// [`Dataplane::run`], calling `observe` after every apply (for the caller's
+    /// metrics and health; the dataplane's one retry loop is this one).
+    pub async fn run_observed(
+        mut self,
+        mut input: tokio::sync::watch::Receiver<DataplaneInput>,
+        mut observe: impl FnMut(Applied<'_>) + Send,
+    ) {
+        let mut backoff = self.cfg.retry_min;
         loop {
             let current = input.borrow_and_update().clone();
-            let wait = match self.apply(&current).await {
+            let started = self.clock.now();
+            let result = self.apply(&current).await;
+            let elapsed = self.clock.now().saturating_duration_since(started);
+            let wait = match &result {
                 Ok(r) if r.errors.is_empty() => {
-                    backoff = Duration::from_secs(1);
+                    backoff = self.cfg.retry_min;
                     if r.writes() > 0 {
                         tracing::debug!(
                             writes = r.writes(),
@@ -404,18 +424,25 @@ impl<N: Netlink, S: Sysctls, F: NatBackend, C: Clock> Dataplane<N, S, F, C> {
                     }
                     self.cfg.resync_interval
                 }
-                Ok(_) => {
+                Ok(r) => {
+                    tracing::warn!(errors = ?r.errors, "dataplane apply had errors; resync follows");
                     let b = backoff;
-                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                    backoff = (backoff * 2).min(self.cfg.retry_max);
                     b
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "dataplane apply failed; retrying");
                     let b = backoff;
-                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                    backoff = (backoff * 2).min(self.cfg.retry_max);
                     b
                 }
             };
+            observe(Applied {
+                input: &current,
+                result: &result,
+                elapsed,
+                degraded: self.degraded_pools(),
+            });
             tokio::select! {
                 changed = input.changed() => {
                     if changed.is_err() {
@@ -426,6 +453,19 @@ impl<N: Netlink, S: Sysctls, F: NatBackend, C: Clock> Dataplane<N, S, F, C> {
             }
         }
     }
+}
+
+/// One apply, as [`Dataplane::run_observed`] reports it.
+#[derive(Debug)]
+pub struct Applied<'a> {
+    /// What was applied.
+    pub input: &'a DataplaneInput,
+    /// Its outcome.
+    pub result: &'a Result<ApplyReport, DataplaneError>,
+    /// How long it took.
+    pub elapsed: Duration,
+    /// Pools that cannot be programmed on this kernel, and why.
+    pub degraded: Vec<DegradedPool>,
 }
 
 /// Resolve device names to indexes. Routes whose device does not exist (yet) are left out:

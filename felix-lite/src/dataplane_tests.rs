@@ -483,3 +483,48 @@ async fn run_applies_each_new_input_and_stops_when_the_sender_goes() {
     drop(tx);
     task.await.unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn run_observed_reports_every_apply_and_resyncs_on_its_own() {
+    let rig = Rig::new();
+    let dp = Dataplane::new(
+        rig.nl.clone(),
+        rig.sys.clone(),
+        rig.nat.clone(),
+        rig.clock.clone(),
+        DataplaneConfig {
+            resync_interval: Duration::from_secs(5),
+            ..Default::default()
+        },
+    );
+    let (tx, rx) = tokio::sync::watch::channel(input(EncapMode::Never, EncapMode::Never));
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let task = tokio::spawn(dp.run_observed(rx, move |a| {
+        log.lock().unwrap().push((
+            a.result.as_ref().map(|r| r.full_resync).ok(),
+            a.input.remote_blocks.len(),
+        ));
+    }));
+    while seen.lock().unwrap().is_empty() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The first apply is a full resync; the resync period brings another
+    // without any new input.
+    rig.clock.advance(Duration::from_secs(6));
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let mut next = input(EncapMode::Never, EncapMode::Never);
+    next.remote_blocks.clear();
+    tx.send(next).unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drop(tx);
+    task.await.unwrap();
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen[0], (Some(true), 2), "{seen:?}");
+    assert_eq!(seen[1], (Some(true), 2), "periodic resync: {seen:?}");
+    assert_eq!(
+        seen.last().unwrap().1,
+        0,
+        "the new input was applied: {seen:?}"
+    );
+}

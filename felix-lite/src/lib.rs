@@ -88,7 +88,9 @@ pub const VXLAN_PORT: u16 = tunnel::vxlan::PORT;
 
 pub use calc::{DesiredDataplane, DesiredRoute, NextHop};
 pub use clock::{Clock, FakeClock, SystemClock};
-pub use dataplane::{Dataplane, DataplaneConfig, DataplaneError, DegradedPool};
+pub use dataplane::{
+    Applied, ApplyReport, Dataplane, DataplaneConfig, DataplaneError, DegradedPool,
+};
 pub use netlink::{MemNetlink, Netlink, RealNetlink};
 pub use tunnel::{Tunnel, Vtep};
 pub use types::{

@@ -4,51 +4,70 @@
 //! ```text
 //!   datastore watch (/manx/) ──► ClusterCache ──(debounce)──► ClusterView
 //!                                                               │
-//!        ┌──────────────────────────────────────────────────────┤
-//!        ▼                                                      ▼
-//!   bgpd Speaker ◄── set_peers / announce / withdraw      DataplaneInput ──watch──► dataplane task
-//!        │                                                      ▲                    (felix-lite)
-//!        └── RouteUpdate (mpsc) ──► remote routes ──────────────┘
-//!   status socket, /readyz, /metrics ◄── shared NodeStatus / Health / Metrics
+//!                                              plan (pure) ◄────┘
+//!        ┌───────────────────────────┬──────────────┬───────────┤
+//!        ▼                           ▼              ▼           ▼
+//!   bgpd Speaker ◄── set_peers /   restart task   tunnel     DataplaneInput ──watch──► felix-lite
+//!        │           set_networks  (cluster id)   address     ▲                  Dataplane::run_observed
+//!        │                            │           task(s)     │                   (its one retry loop)
+//!        └── RouteFeed (per prefix) ──┼───────────────┼────────┘
+//!                                     └── Event (mpsc) ┘──► loop
+//!   monitor task: speaker.peers() every 250 ms ──► status socket, /readyz, /metrics,
+//!                                                  Event::FirstSync
 //! ```
 //!
-//! The loop is the one owner of the node's state; the dataplane task owns
-//! the kernel shims; they talk over a `watch` channel (latest state wins).
+//! The loop is the one owner of the node's state and never waits on slow
+//! work: [`plan`](crate::plan) is a pure function of the view, and speaker
+//! restarts, IPAM calls, Node writes and peer-state queries run in tasks
+//! that report back as [`Event`]s. The dataplane task owns the kernel shims.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::net::{IpAddr, SocketAddr};
+use std::collections::BTreeSet;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow};
+use bgpd::cluster::{DesiredPeer, SecretDir};
 use bgpd::config::{ListenConfig, SpeakerConfig};
-use bgpd::rib::RouteUpdate;
+use bgpd::fsm::State;
+use bgpd::rib::{RouteFeed, RouteUpdate};
 use bgpd::speaker::{Speaker, SpeakerHandle};
 use datastore::client::Client;
 use datastore::{Datastore, WatchEvent};
-use felix::{DataplaneConfig, DataplaneInput, Tunnel, Uplink};
+use felix::{Applied, DataplaneConfig, DataplaneInput, Tunnel, Uplink};
 use futures::StreamExt;
 use ipam::Ipam;
 use ipam::resources::DatastoreTopology;
 use ipnetwork::IpNetwork;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::cluster::{ClusterCache, ClusterView, WATCH_PREFIX};
 use crate::config::NodeConfig;
 use crate::http::{self, Health};
 use crate::metrics::{Metrics, names, node_metrics};
+use crate::plan::{self, RemoteRoutes};
 use crate::startup::{self, Tunnels};
 use crate::status::{self, NodeStatus, PeerRow};
-use bgpd::cluster::{DesiredPeer, SecretDir, desired_peers};
 
 /// How long a burst of datastore events is gathered before recomputing.
 const DEBOUNCE: Duration = Duration::from_millis(5);
 /// After a restart, how long the dataplane waits for BGP to relearn routes
 /// before its first full sync (so the kernel keeps forwarding meanwhile).
 const FIRST_SYNC_MAX_WAIT: Duration = Duration::from_secs(10);
+/// How often the monitor reads the speaker's peers.
+const MONITOR_PERIOD: Duration = Duration::from_millis(250);
+/// Where mounted BGPPeer password secrets live.
+const SECRETS_DIR: &str = "/etc/manx/secrets";
 
-async fn connect(cfg: &NodeConfig, health: &Health) -> Arc<dyn Datastore> {
+type Dataplane = felix::Dataplane<
+    felix::RealNetlink,
+    felix::sysctl::ProcSysctl,
+    felix::nat::NftCli,
+    felix::SystemClock,
+>;
+
+async fn connect(health: &Health) -> Arc<dyn Datastore> {
     let mut backoff = Duration::from_millis(200);
     loop {
         let res = match datastore::config::DatastoreConfig::from_env() {
@@ -65,7 +84,6 @@ async fn connect(cfg: &NodeConfig, health: &Health) -> Arc<dyn Datastore> {
                 health.set_not_ready("datastore", e);
             }
         }
-        let _ = cfg;
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(5));
     }
@@ -95,173 +113,156 @@ impl Drop for ControlSocket {
     }
 }
 
+/// What the agent's tasks report back to its loop.
+#[derive(Debug)]
+enum Event {
+    /// A speaker with the new route-reflector cluster id runs, feeding
+    /// `feed` (its own: nothing from the old speaker can reach it).
+    SpeakerRestarted {
+        speaker: Speaker,
+        feed: RouteFeed,
+        cfg: SpeakerConfig,
+    },
+    /// A tunnel address allocation finished.
+    TunnelAllocated(Tunnel, Result<Option<IpAddr>, String>),
+    /// BGP has relearnt what it will for speaker generation `epoch`.
+    FirstSync(u64),
+}
+
+/// What the monitor task watches: the speaker of the moment and what the
+/// first-sync gate needs.
+#[derive(Debug, Clone)]
+struct Generation {
+    /// Bumped when the speaker is replaced.
+    epoch: u64,
+    speaker: SpeakerHandle,
+    /// How many peers the node wants.
+    desired: usize,
+    /// When this speaker started.
+    started: Instant,
+    first_sync_done: bool,
+}
+
+/// The first-sync gate, as a pure state machine: "relearnt" is the speaker
+/// saying it is synced (End-of-RIB from every peer it had) *and* every
+/// desired peer Established for half a second. The second half matters
+/// because the speaker is started before manx-node gives it its peers, so
+/// its own notion can be true vacuously. With no peers, one second; in any
+/// case at most [`FIRST_SYNC_MAX_WAIT`].
+#[derive(Debug, Default)]
+struct FirstSyncGate {
+    all_up_since: Option<Instant>,
+}
+
+impl FirstSyncGate {
+    fn observe(
+        &mut self,
+        now: Instant,
+        started: Instant,
+        desired: usize,
+        states: &[State],
+        speaker_synced: bool,
+    ) -> bool {
+        let all_up = !states.is_empty()
+            && states.len() >= desired
+            && states.iter().all(|s| *s == State::Established);
+        let settled = match (all_up, self.all_up_since) {
+            (true, None) => {
+                self.all_up_since = Some(now);
+                false
+            }
+            (true, Some(t)) => now.duration_since(t) >= Duration::from_millis(500),
+            (false, _) => {
+                self.all_up_since = None;
+                false
+            }
+        };
+        let waited = now.duration_since(started);
+        let no_peers = desired == 0 && waited > Duration::from_secs(1);
+        (settled && speaker_synced) || no_peers || waited > FIRST_SYNC_MAX_WAIT
+    }
+}
+
 /// Everything the loop owns.
 struct Agent {
     name: String,
     uplink: Uplink,
     client: Client,
+    ipam: Arc<Ipam>,
+    secrets: SecretDir,
     speaker: SpeakerHandle,
-    /// The running speaker (restarted when the node's route-reflector
-    /// cluster id changes) and how to start another.
+    /// The running speaker; `None` while a restart task has it.
     running: Option<Speaker>,
     /// The control socket, answering from `running`.
     control: Option<ControlSocket>,
     speaker_cfg: SpeakerConfig,
-    route_tx: mpsc::UnboundedSender<RouteUpdate>,
+    /// Where the running speaker's best-path changes arrive.
+    feed: RouteFeed,
     metrics: Arc<Metrics>,
-    health: Arc<Health>,
-    status: Arc<Mutex<NodeStatus>>,
     cache: ClusterCache,
     view: ClusterView,
+    /// What the speaker was last given.
     peers: Vec<DesiredPeer>,
-    originated: BTreeSet<IpNetwork>,
-    /// Best BGP routes learnt from peers: prefix → (next hop, peer).
-    remote: BTreeMap<IpNetwork, (IpAddr, IpAddr)>,
+    networks: Vec<IpNetwork>,
+    /// Best BGP routes learnt from peers.
+    remote: RemoteRoutes,
     /// This node's tunnel addresses and MACs.
     tunnels: Tunnels,
-    ipam: Arc<Ipam>,
-    dp_tx: tokio::sync::watch::Sender<Option<DataplaneInput>>,
-    started: Instant,
-    all_up_since: Option<Instant>,
-    first_sync_done: bool,
+    /// Tunnel kinds with an allocation task running.
+    allocating: BTreeSet<Tunnel>,
+    /// The dataplane, until its first sync starts its task.
+    dataplane: Option<(Dataplane, DataplaneObserver)>,
+    dp_tx: Option<watch::Sender<DataplaneInput>>,
+    generation: watch::Sender<Generation>,
+    events: mpsc::Sender<Event>,
+    tasks: Vec<tasks::Guard>,
 }
 
 impl Agent {
-    /// Take a tunnel address when a pool starts needing one (a VXLAN or
-    /// IPIP pool created after start), and record it in the Node.
-    async fn ensure_tunnels(&mut self) {
-        let mut changed = false;
-        for tunnel in Tunnel::ALL {
-            let kind = tunnel.name();
-            let pools = startup::tunnel_pools(&self.view.pools, tunnel);
-            if self.tunnels.addrs.contains_key(&tunnel) || pools.is_empty() {
-                continue;
-            }
-            let handle = startup::tunnel_handle(tunnel, &self.name);
-            let v6 = tunnel.ipv6();
-            match startup::tunnel_address(&self.ipam, &self.name, &handle, pools, v6).await {
-                Ok(Some(ip)) => {
-                    tracing::info!(%ip, kind, "tunnel address allocated");
-                    self.metrics.inc(
-                        names::IPAM_OPERATIONS,
-                        &[("op", "tunnel-address"), ("result", "ok")],
-                        1.0,
-                    );
-                    self.tunnels.addrs.insert(tunnel, ip);
-                    changed = true;
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    self.metrics.inc(
-                        names::IPAM_OPERATIONS,
-                        &[("op", "tunnel-address"), ("result", "error")],
-                        1.0,
-                    );
-                    tracing::warn!(error = %e, kind, "cannot allocate a tunnel address yet");
-                }
-            }
-        }
-        if changed {
-            let tunnels = &self.tunnels;
-            if let Err(e) =
-                startup::update_node(&self.client, &self.name, |n| tunnels.record(n)).await
-            {
-                tracing::warn!(error = %e, "cannot record the tunnel addresses in the Node");
-            }
-        }
+    fn epoch(&self) -> u64 {
+        self.generation.borrow().epoch
     }
 
-    /// A node that becomes (or stops being) a route reflector gets a
-    /// speaker with the new cluster id; its sessions restart once.
-    async fn check_cluster_id(&mut self) {
-        let id = self
-            .view
-            .nodes
-            .iter()
-            .find(|n| n.metadata.name == self.name)
-            .and_then(|n| n.route_reflector_cluster_id());
-        if id == self.speaker_cfg.cluster_id {
-            return;
-        }
-        tracing::info!(cluster_id = ?id, "route-reflector cluster id changed: restarting the BGP speaker");
-        if let Some(old) = self.running.take() {
-            old.shutdown("route-reflector cluster id changed").await;
-        }
-        let mut cfg = self.speaker_cfg.clone();
-        cfg.cluster_id = id;
-        cfg.restarting = true;
-        // The old speaker has released its port; a bind can still fail for
-        // a moment (or for good: then a later recompute tries again, since
-        // the cluster id is recorded only once a speaker runs with it).
-        let mut started = None;
-        for attempt in 1..=10 {
-            match Speaker::start(cfg.clone(), Some(self.route_tx.clone())) {
-                Ok(sp) => {
-                    started = Some(sp);
-                    break;
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, attempt, "cannot restart the BGP speaker");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-            }
-        }
-        let Some(sp) = started else {
-            return;
-        };
-        self.speaker_cfg = cfg;
-        self.speaker = sp.handle();
-        self.running = Some(sp);
-        // The control socket follows the running speaker.
-        self.control = None;
-        if let Some(path) = &self.speaker_cfg.control_socket {
-            match ControlSocket::serve(path, self.speaker.clone()) {
-                Ok(c) => self.control = Some(c),
-                Err(e) => tracing::error!(error = %format!("{e:#}"), "bgpd control socket lost"),
-            }
-        }
-        // Everything is pushed again to the new speaker, and its routes are
-        // relearnt before the dataplane sees the new set (no flap meanwhile).
-        self.peers.clear();
-        self.originated.clear();
-        self.remote.clear();
-        self.first_sync_done = false;
-        self.all_up_since = None;
-        self.started = Instant::now();
+    fn first_sync_done(&self) -> bool {
+        self.generation.borrow().first_sync_done
     }
 
-    async fn recompute(&mut self) {
+    fn spawn(&mut self, fut: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.tasks.retain(|t| !t.0.is_finished());
+        self.tasks.push(tasks::Guard(tokio::spawn(fut)));
+    }
+
+    /// After a burst of datastore events: plan, then hand each part to its
+    /// owner. Never waits.
+    fn recompute(&mut self) {
         self.view = self.cache.view(&self.name);
-        self.check_cluster_id().await;
-        self.ensure_tunnels().await;
-        crate::logging::follow_datastore_level(bgpd::northbound::node_log_level(
-            &self.view.bgp_configs,
-            &self.name,
-        ));
-        let secrets = SecretDir("/etc/manx/secrets".into());
-        let peers = desired_peers(
-            &self.name,
-            &self.view.nodes,
-            &self.view.bgp_peers,
-            &self.view.bgp_configs,
-            &secrets,
-        );
-        if peers != self.peers {
-            tracing::info!(count = peers.len(), "BGP peers changed");
-            self.speaker
-                .set_peers(peers.iter().map(|p| p.config.clone()).collect());
-            self.peers = peers;
+        let plan = plan::bgp(&self.view, &self.name, &self.tunnels, &self.secrets);
+        crate::logging::follow_datastore_level(plan.log_level);
+        if plan.cluster_id != self.speaker_cfg.cluster_id && self.running.is_some() {
+            self.restart_speaker(plan.cluster_id);
         }
-        let want: BTreeSet<IpNetwork> = self.view.originated().into_iter().collect();
-        for p in want.difference(&self.originated) {
-            tracing::debug!(prefix = %p, "announce");
-            self.speaker.announce(*p).await;
+        for tunnel in plan.missing_tunnels {
+            if !self.allocating.contains(&tunnel) {
+                self.allocate_tunnel(tunnel);
+            }
         }
-        for p in self.originated.difference(&want) {
-            tracing::debug!(prefix = %p, "withdraw");
-            self.speaker.withdraw(*p).await;
+        // While a restart is under way the speaker gets everything once it
+        // runs (see `on_event`).
+        if self.running.is_some() {
+            if plan.peers != self.peers {
+                tracing::info!(count = plan.peers.len(), "BGP peers changed");
+                self.speaker
+                    .set_peers(plan.peers.iter().map(|p| p.config.clone()).collect());
+                self.peers = plan.peers;
+                let desired = self.peers.len();
+                self.generation.send_modify(|g| g.desired = desired);
+            }
+            if plan.networks != self.networks {
+                tracing::debug!(count = plan.networks.len(), "originated prefixes changed");
+                self.speaker.set_networks(plan.networks.clone());
+                self.networks = plan.networks;
+            }
         }
-        self.originated = want;
         self.metrics.set(
             names::LOCAL_WORKLOADS,
             &[],
@@ -270,26 +271,143 @@ impl Agent {
         self.push_dataplane();
     }
 
-    fn dataplane_input(&self) -> DataplaneInput {
-        self.view
-            .dataplane_input(&self.name, &self.uplink, &self.remote, &self.tunnels)
+    /// A node that becomes (or stops being) a route reflector gets a
+    /// speaker with the new cluster id; its sessions restart once. The old
+    /// speaker stops and the new one starts in a task.
+    fn restart_speaker(&mut self, cluster_id: Option<Ipv4Addr>) {
+        let Some(old) = self.running.take() else {
+            return;
+        };
+        tracing::info!(
+            ?cluster_id,
+            "route-reflector cluster id changed: restarting the BGP speaker"
+        );
+        self.control = None;
+        let mut cfg = self.speaker_cfg.clone();
+        cfg.cluster_id = cluster_id;
+        cfg.restarting = true;
+        let events = self.events.clone();
+        self.spawn(async move {
+            old.shutdown("route-reflector cluster id changed").await;
+            let feed = RouteFeed::new();
+            // The old speaker has released its port; a bind can still fail
+            // for a moment: retry until it works (a node without a speaker
+            // routes nothing new).
+            let mut backoff = Duration::from_millis(200);
+            let mut attempt = 1;
+            let speaker = loop {
+                match Speaker::start_with_feed(cfg.clone(), feed.clone()) {
+                    Ok(sp) => break sp,
+                    Err(e) => {
+                        tracing::error!(error = %e, attempt, "cannot restart the BGP speaker");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                        attempt += 1;
+                    }
+                }
+            };
+            let _ = events
+                .send(Event::SpeakerRestarted { speaker, feed, cfg })
+                .await;
+        });
     }
 
-    /// Hand the dataplane its new input, unless we are still waiting for
-    /// BGP after a restart.
-    fn push_dataplane(&mut self) {
-        if !self.first_sync_done {
-            return;
-        }
-        let input = self.dataplane_input();
-        self.dp_tx.send_if_modified(|cur| {
-            if cur.as_ref() == Some(&input) {
-                false
-            } else {
-                *cur = Some(input);
-                true
+    /// Take a tunnel address when a pool starts needing one (a VXLAN or
+    /// IPIP pool created after start), in a task.
+    fn allocate_tunnel(&mut self, tunnel: Tunnel) {
+        self.allocating.insert(tunnel);
+        let ipam = self.ipam.clone();
+        let name = self.name.clone();
+        let pools = startup::tunnel_pools(&self.view.pools, tunnel);
+        let events = self.events.clone();
+        self.spawn(async move {
+            let handle = startup::tunnel_handle(tunnel, &name);
+            let r = startup::tunnel_address(&ipam, &name, &handle, pools, tunnel.ipv6())
+                .await
+                .map_err(|e| format!("{e:#}"));
+            let _ = events.send(Event::TunnelAllocated(tunnel, r)).await;
+        });
+    }
+
+    /// Record this node's tunnel addresses in its `Node`, in a task.
+    fn record_tunnels(&mut self) {
+        let client = self.client.clone();
+        let name = self.name.clone();
+        let tunnels = self.tunnels.clone();
+        self.spawn(async move {
+            if let Err(e) = startup::update_node(&client, &name, |n| tunnels.record(n)).await {
+                tracing::warn!(error = %e, "cannot record the tunnel addresses in the Node");
             }
         });
+    }
+
+    fn on_event(&mut self, ev: Event) {
+        match ev {
+            Event::SpeakerRestarted { speaker, feed, cfg } => {
+                self.speaker_cfg = cfg;
+                self.speaker = speaker.handle();
+                self.running = Some(speaker);
+                self.feed = feed;
+                // The control socket follows the running speaker.
+                if let Some(path) = &self.speaker_cfg.control_socket {
+                    match ControlSocket::serve(path, self.speaker.clone()) {
+                        Ok(c) => self.control = Some(c),
+                        Err(e) => {
+                            tracing::error!(error = %format!("{e:#}"), "bgpd control socket lost")
+                        }
+                    }
+                }
+                // Everything is pushed again to the new speaker, and its
+                // routes are relearnt before the dataplane sees the new set
+                // (no flap meanwhile).
+                self.peers.clear();
+                self.networks.clear();
+                self.remote.clear();
+                let handle = self.speaker.clone();
+                self.generation.send_modify(|g| {
+                    g.epoch += 1;
+                    g.speaker = handle;
+                    g.desired = 0;
+                    g.started = Instant::now();
+                    g.first_sync_done = false;
+                });
+                self.recompute();
+            }
+            Event::TunnelAllocated(tunnel, r) => {
+                self.allocating.remove(&tunnel);
+                let kind = tunnel.name();
+                match r {
+                    Ok(Some(ip)) => {
+                        tracing::info!(%ip, kind, "tunnel address allocated");
+                        self.metrics.inc(
+                            names::IPAM_OPERATIONS,
+                            &[("op", "tunnel-address"), ("result", "ok")],
+                            1.0,
+                        );
+                        self.tunnels.addrs.insert(tunnel, ip);
+                        self.record_tunnels();
+                        self.push_dataplane();
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        self.metrics.inc(
+                            names::IPAM_OPERATIONS,
+                            &[("op", "tunnel-address"), ("result", "error")],
+                            1.0,
+                        );
+                        tracing::warn!(error = %e, kind, "cannot allocate a tunnel address yet");
+                    }
+                }
+            }
+            Event::FirstSync(epoch) => {
+                if epoch != self.epoch() || self.first_sync_done() {
+                    return;
+                }
+                tracing::info!(peers = self.peers.len(), "first dataplane sync");
+                self.generation.send_modify(|g| g.first_sync_done = true);
+                self.push_dataplane();
+            }
+        }
     }
 
     fn route_update(&mut self, u: RouteUpdate) {
@@ -307,52 +425,121 @@ impl Agent {
         }
     }
 
-    /// BGP has relearnt what it will, or we waited long enough: let the
-    /// dataplane do its first full sync. "Relearnt" is: the speaker says it
-    /// is synced (End-of-RIB from every peer it had, `SpeakerHandle::synced`)
-    /// *and* every desired peer has been Established for half a second. The
-    /// second half matters because the speaker is started before manx-node
-    /// gives it its peers, so its own notion can be true vacuously.
-    async fn maybe_first_sync(&mut self) {
-        if self.first_sync_done {
+    /// Hand the dataplane its new input, unless we are still waiting for
+    /// BGP after a restart. The first push starts the dataplane task.
+    fn push_dataplane(&mut self) {
+        if !self.first_sync_done() {
             return;
         }
-        let states = self.speaker.peers().await;
-        let all_up = !states.is_empty()
-            && states.len() >= self.peers.len()
-            && states
-                .iter()
-                .all(|p| format!("{:?}", p.state) == "Established");
-        let now = Instant::now();
-        let settled = match (all_up, self.all_up_since) {
-            (true, None) => {
-                self.all_up_since = Some(now);
-                false
-            }
-            (true, Some(t)) => now.duration_since(t) >= Duration::from_millis(500),
-            (false, _) => {
-                self.all_up_since = None;
-                false
-            }
-        };
-        let waited = self.started.elapsed();
-        let no_peers = self.peers.is_empty() && waited > Duration::from_secs(1);
-        if (settled && self.speaker.is_synced()) || no_peers || waited > FIRST_SYNC_MAX_WAIT {
-            tracing::info!(peers = states.len(), ?waited, "first dataplane sync");
-            self.first_sync_done = true;
-            self.push_dataplane();
+        let input = plan::dataplane(
+            &self.view,
+            &self.name,
+            &self.uplink,
+            &self.remote,
+            &self.tunnels,
+        );
+        if let Some(tx) = &self.dp_tx {
+            tx.send_if_modified(|cur| {
+                if *cur == input {
+                    false
+                } else {
+                    *cur = input;
+                    true
+                }
+            });
+            return;
         }
+        let Some((dp, observer)) = self.dataplane.take() else {
+            return;
+        };
+        let (tx, rx) = watch::channel(input);
+        self.dp_tx = Some(tx);
+        self.spawn(async move {
+            let mut observer = observer;
+            dp.run_observed(rx, move |a| observer.observe(a)).await;
+        });
     }
+}
 
-    async fn refresh_status(&mut self, warnings: Vec<String>) {
-        let peers = self.speaker.peers().await;
-        let mut by_state: BTreeMap<String, f64> = BTreeMap::new();
+/// Reports each dataplane apply into metrics, health and the status
+/// warnings (felix-lite's `run_observed` does the applying and retrying).
+#[derive(Debug)]
+struct DataplaneObserver {
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    warnings: Arc<Mutex<Vec<String>>>,
+}
+
+impl DataplaneObserver {
+    fn observe(&mut self, a: Applied<'_>) {
+        let secs = a.elapsed.as_secs_f64();
+        self.metrics.inc(names::RECONCILE_RUNS, &[], 1.0);
+        self.metrics.inc(names::RECONCILE_SECONDS, &[], secs);
+        self.metrics.set(names::RECONCILE_LAST_SECONDS, &[], secs);
+        match a.result {
+            Ok(r) if r.errors.is_empty() => {
+                self.health.set_ready("dataplane");
+                for (kind, n) in [
+                    ("remote-block", a.input.remote_blocks.len()),
+                    ("blackhole", a.input.local_blocks.len()),
+                    ("workload", a.input.workloads.len()),
+                ] {
+                    self.metrics
+                        .set(names::ROUTES_PROGRAMMED, &[("kind", kind)], n as f64);
+                }
+            }
+            Ok(_) => {}
+            Err(e) => self.health.set_not_ready("dataplane", e.to_string()),
+        }
+        *self.warnings.lock().unwrap() = a.degraded.into_iter().map(|d| d.reason).collect();
+    }
+}
+
+/// The monitor task: every [`MONITOR_PERIOD`], the speaker's peers become
+/// the status socket's rows, the session metrics and the `bgp` readiness;
+/// and it tells the loop when the first dataplane sync is due.
+async fn monitor(
+    name: String,
+    mut generation: watch::Receiver<Generation>,
+    events: mpsc::Sender<Event>,
+    status: Arc<Mutex<NodeStatus>>,
+    health: Arc<Health>,
+    metrics: Arc<Metrics>,
+    warnings: Arc<Mutex<Vec<String>>>,
+) {
+    let mut tick = tokio::time::interval(MONITOR_PERIOD);
+    let mut gate = FirstSyncGate::default();
+    let mut gate_epoch = None;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            changed = generation.changed() => if changed.is_err() { return },
+        }
+        let g = generation.borrow_and_update().clone();
+        let peers = g.speaker.peers().await;
+        if !g.first_sync_done {
+            if gate_epoch != Some(g.epoch) {
+                gate = FirstSyncGate::default();
+                gate_epoch = Some(g.epoch);
+            }
+            let states: Vec<State> = peers.iter().map(|p| p.state).collect();
+            if gate.observe(
+                Instant::now(),
+                g.started,
+                g.desired,
+                &states,
+                g.speaker.is_synced(),
+            ) {
+                let _ = events.send(Event::FirstSync(g.epoch)).await;
+            }
+        }
+        let mut by_state: std::collections::BTreeMap<String, f64> = Default::default();
         let rows = peers
             .iter()
             .map(|p| {
                 let state = format!("{:?}", p.state);
                 *by_state.entry(state.clone()).or_default() += 1.0;
-                let up = state == "Established";
+                let up = p.state == State::Established;
                 PeerRow {
                     address: p.address.to_string(),
                     peer_type: p.peer_type.to_string(),
@@ -377,87 +564,24 @@ impl Agent {
             .iter()
             .map(|(s, n)| (vec![("state", s.as_str())], *n))
             .collect();
-        self.metrics.set_all(names::BGP_SESSIONS, &series);
-        if self.peers.is_empty()
-            || peers
-                .iter()
-                .any(|p| format!("{:?}", p.state) == "Established")
-        {
-            self.health.set_ready("bgp");
+        metrics.set_all(names::BGP_SESSIONS, &series);
+        if g.desired == 0 || peers.iter().any(|p| p.state == State::Established) {
+            health.set_ready("bgp");
         } else {
-            self.health
-                .set_not_ready("bgp", "no BGP session established yet");
+            health.set_not_ready("bgp", "no BGP session established yet");
         }
-        let (ready, not_ready) = match self.health.readiness() {
+        let (ready, not_ready) = match health.readiness() {
             Ok(()) => (true, String::new()),
             Err(e) => (false, e),
         };
-        *self.status.lock().unwrap() = NodeStatus {
-            node: self.name.clone(),
+        let warnings = warnings.lock().unwrap().clone();
+        *status.lock().unwrap() = NodeStatus {
+            node: name.clone(),
             ready,
             not_ready,
             peers: rows,
             warnings,
         };
-    }
-}
-
-/// The dataplane task: applies each new input, resyncs periodically,
-/// retries after errors, and reports into metrics and health.
-async fn dataplane_task(
-    mut dp: felix::Dataplane<
-        felix::RealNetlink,
-        felix::sysctl::ProcSysctl,
-        felix::nat::NftCli,
-        felix::SystemClock,
-    >,
-    mut rx: tokio::sync::watch::Receiver<Option<DataplaneInput>>,
-    metrics: Arc<Metrics>,
-    health: Arc<Health>,
-    warnings: Arc<Mutex<Vec<String>>>,
-    resync: Duration,
-) {
-    let mut backoff = Duration::from_millis(200);
-    loop {
-        let input = rx.borrow_and_update().clone();
-        let mut wait = resync;
-        if let Some(input) = input {
-            let t0 = Instant::now();
-            let res = dp.apply(&input).await;
-            let secs = t0.elapsed().as_secs_f64();
-            metrics.inc(names::RECONCILE_RUNS, &[], 1.0);
-            metrics.inc(names::RECONCILE_SECONDS, &[], secs);
-            metrics.set(names::RECONCILE_LAST_SECONDS, &[], secs);
-            match res {
-                Ok(r) if r.errors.is_empty() => {
-                    backoff = Duration::from_millis(200);
-                    health.set_ready("dataplane");
-                    for (kind, n) in [
-                        ("remote-block", input.remote_blocks.len()),
-                        ("blackhole", input.local_blocks.len()),
-                        ("workload", input.workloads.len()),
-                    ] {
-                        metrics.set(names::ROUTES_PROGRAMMED, &[("kind", kind)], n as f64);
-                    }
-                }
-                Ok(r) => {
-                    tracing::warn!(errors = ?r.errors, "dataplane apply had errors; resync follows");
-                    wait = backoff;
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "dataplane apply failed; retrying");
-                    health.set_not_ready("dataplane", e.to_string());
-                    wait = backoff;
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
-                }
-            }
-            *warnings.lock().unwrap() = dp.degraded_pools().into_iter().map(|d| d.reason).collect();
-        }
-        tokio::select! {
-            changed = rx.changed() => if changed.is_err() { return },
-            _ = tokio::time::sleep(wait) => {}
-        }
     }
 }
 
@@ -502,7 +626,7 @@ pub async fn run(cfg: NodeConfig) -> Result<()> {
         }
     }));
 
-    let store = connect(&cfg, &health).await;
+    let store = connect(&health).await;
     health.set_ready("datastore");
     let client = Client::new(store.clone());
     let ipam = Arc::new(Ipam::new(
@@ -559,16 +683,13 @@ pub async fn run(cfg: NodeConfig) -> Result<()> {
         .collect();
     startup::update_node(&client, &name, |n| tunnels.record(n)).await?;
 
-    let cluster_cfg = bgpd::cluster::cluster_config(&view.bgp_configs).cloned();
+    let (_, bgp_configs) = bgpd::northbound::usable_bgp(&[], &view.bgp_configs);
+    let settings = bgpd::northbound::cluster_settings(&bgp_configs, &SecretDir(SECRETS_DIR.into()));
     let asn = cfg
         .as_number
         .or(node.as_number().map(|a| a.0))
-        .or(cluster_cfg.as_ref().map(|c| c.spec.as_number().0))
-        .unwrap_or(datastore::model::DEFAULT_AS_NUMBER.0);
-    let port = cluster_cfg
-        .as_ref()
-        .map(|c| c.spec.listen_port())
-        .unwrap_or(179);
+        .unwrap_or(settings.as_number);
+    let port = settings.listen_port;
     let mut scfg = SpeakerConfig::new(asn, startup::router_id(&uplink, &name));
     // Our Node was registered before: this is a restart, and peers may be
     // holding our routes for us (RFC 4724 R bit).
@@ -581,57 +702,71 @@ pub async fn run(cfg: NodeConfig) -> Result<()> {
     };
     scfg.listen = Some(ListenConfig { address: any, port });
     scfg.control_socket = Some(cfg.run_dir.join("bgp.sock"));
-    let (route_tx, mut route_rx) = mpsc::unbounded_channel();
+    let feed = RouteFeed::new();
     let speaker =
-        Speaker::start(scfg.clone(), Some(route_tx.clone())).map_err(|e| anyhow!("{e}"))?;
+        Speaker::start_with_feed(scfg.clone(), feed.clone()).map_err(|e| anyhow!("{e}"))?;
     let control = match &scfg.control_socket {
         Some(path) => Some(ControlSocket::serve(path, speaker.handle())?),
         None => None,
     };
 
     let warnings = Arc::new(Mutex::new(Vec::new()));
-    let (dp_tx, dp_rx) = tokio::sync::watch::channel(None);
-    let _dp_task = tasks::Guard(tokio::spawn(dataplane_task(
-        dp,
-        dp_rx,
-        metrics.clone(),
+    let (events_tx, mut events) = mpsc::channel(32);
+    let (generation, generation_rx) = watch::channel(Generation {
+        epoch: 0,
+        speaker: speaker.handle(),
+        desired: 0,
+        started: Instant::now(),
+        first_sync_done: false,
+    });
+    let _monitor = tasks::Guard(tokio::spawn(monitor(
+        name.clone(),
+        generation_rx,
+        events_tx.clone(),
+        status_state.clone(),
         health.clone(),
+        metrics.clone(),
         warnings.clone(),
-        Duration::from_secs(cfg.resync_seconds),
     )));
+    let observer = DataplaneObserver {
+        metrics: metrics.clone(),
+        health: health.clone(),
+        warnings,
+    };
 
     let mut agent = Agent {
         name: name.clone(),
         uplink,
         client,
+        ipam: ipam.clone(),
+        secrets: SecretDir(SECRETS_DIR.into()),
         speaker: speaker.handle(),
         running: Some(speaker),
         control,
         speaker_cfg: scfg,
-        route_tx,
+        feed,
         metrics: metrics.clone(),
-        health: health.clone(),
-        status: status_state.clone(),
         cache,
         view: ClusterView::default(),
         peers: vec![],
-        originated: BTreeSet::new(),
-        remote: BTreeMap::new(),
+        networks: vec![],
+        remote: RemoteRoutes::new(),
         tunnels,
-        ipam: ipam.clone(),
-        dp_tx,
-        started: Instant::now(),
-        all_up_since: None,
-        first_sync_done: false,
+        allocating: BTreeSet::new(),
+        dataplane: Some((dp, observer)),
+        dp_tx: None,
+        generation,
+        events: events_tx,
+        tasks: Vec::new(),
     };
-    agent.recompute().await;
+    agent.recompute();
 
     let mut watch = store.watch(WATCH_PREFIX, agent.cache.revision).await?;
     let mut dirty = false;
-    let mut tick = tokio::time::interval(Duration::from_millis(250));
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tracing::info!(node = %name, asn, "manx-node running");
     loop {
+        let feed = agent.feed.clone();
         tokio::select! {
             ev = watch.next() => match ev {
                 Some(Ok(ev)) => {
@@ -652,22 +787,16 @@ pub async fn run(cfg: NodeConfig) -> Result<()> {
                     watch = store.watch(WATCH_PREFIX, agent.cache.revision).await?;
                 }
             },
-            Some(u) = route_rx.recv() => {
-                agent.route_update(u);
-                // Gather the burst an UPDATE brings.
-                while let Ok(u) = route_rx.try_recv() {
+            batch = feed.recv() => {
+                for u in batch {
                     agent.route_update(u);
                 }
                 agent.push_dataplane();
             }
+            Some(ev) = events.recv() => agent.on_event(ev),
             _ = tokio::time::sleep(DEBOUNCE), if dirty => {
                 dirty = false;
-                agent.recompute().await;
-            }
-            _ = tick.tick() => {
-                agent.maybe_first_sync().await;
-                let w = warnings.lock().unwrap().clone();
-                agent.refresh_status(w).await;
+                agent.recompute();
             }
             _ = sigterm.recv() => break,
             _ = tokio::signal::ctrl_c() => break,
@@ -693,5 +822,58 @@ mod tasks {
         fn drop(&mut self) {
             self.0.abort();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(t0: Instant, ms: u64) -> Instant {
+        t0 + Duration::from_millis(ms)
+    }
+
+    #[test]
+    fn first_sync_waits_for_every_desired_peer_up_half_a_second_and_synced() {
+        let t0 = Instant::now();
+        let mut g = FirstSyncGate::default();
+        let up = [State::Established, State::Established];
+        // The speaker knows no peers yet: vacuously synced, but two desired.
+        assert!(!g.observe(at(t0, 100), t0, 2, &[], true));
+        assert!(!g.observe(at(t0, 200), t0, 2, &[State::Established], true));
+        assert!(!g.observe(at(t0, 300), t0, 2, &up, true), "just came up");
+        assert!(!g.observe(at(t0, 600), t0, 2, &up, true), "up 300 ms");
+        // A flap restarts the half second.
+        assert!(!g.observe(
+            at(t0, 700),
+            t0,
+            2,
+            &[State::Established, State::Active],
+            true
+        ));
+        assert!(!g.observe(at(t0, 800), t0, 2, &up, true));
+        assert!(
+            !g.observe(at(t0, 1400), t0, 2, &up, false),
+            "End-of-RIB not in yet"
+        );
+        assert!(g.observe(at(t0, 1500), t0, 2, &up, true));
+    }
+
+    #[test]
+    fn first_sync_without_peers_after_a_second_and_never_after_the_bound() {
+        let t0 = Instant::now();
+        let mut g = FirstSyncGate::default();
+        assert!(!g.observe(at(t0, 500), t0, 0, &[], true));
+        assert!(g.observe(at(t0, 1100), t0, 0, &[], true));
+        let mut g = FirstSyncGate::default();
+        let down = [State::Connect];
+        assert!(!g.observe(at(t0, 9_000), t0, 1, &down, false));
+        assert!(g.observe(
+            t0 + FIRST_SYNC_MAX_WAIT + Duration::from_millis(1),
+            t0,
+            1,
+            &down,
+            false
+        ));
     }
 }

@@ -195,31 +195,6 @@ impl ClusterView {
         })
     }
 
-    /// Prefixes this node announces: its affine blocks and borrowed
-    /// addresses, except in pools with `disableBGPExport`.
-    pub fn originated(&self) -> Vec<IpNetwork> {
-        let mut out: Vec<IpNetwork> = self
-            .local_blocks
-            .iter()
-            .chain(self.borrowed.iter())
-            .filter(|p| {
-                self.pool_of(p)
-                    .is_some_and(|pool| !pool.spec.disable_bgp_export())
-            })
-            .copied()
-            .collect();
-        if let Some(cfg) = bgpd::cluster::cluster_config(&self.bgp_configs) {
-            for c in cfg.spec.service_cluster_ips.iter().flatten() {
-                if let Ok(net) = c.cidr.parse::<IpNetwork>() {
-                    out.push(net);
-                }
-            }
-        }
-        out.sort();
-        out.dedup();
-        out
-    }
-
     /// What the dataplane of node `me` is computed from: the view, its
     /// uplink, the best BGP routes (prefix → (next hop, peer)) and its own
     /// tunnel addresses.

@@ -12,5 +12,6 @@ pub mod config;
 pub mod http;
 pub mod logging;
 pub mod metrics;
+pub mod plan;
 pub mod startup;
 pub mod status;
