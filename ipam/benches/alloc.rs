@@ -20,7 +20,7 @@
 //! etcd p99 at concurrency 8: 7.7-8.1 ms (p50 1.5-1.6 ms). Before the
 //! one-transaction writes: ratios 0.17-0.30 and etcd p99 83 ms at 8.
 
-#[path = "../tests/support/torture.rs"]
+#[path = "../tests/it/support/torture.rs"]
 mod torture;
 
 use std::sync::Arc;

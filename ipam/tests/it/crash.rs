@@ -11,8 +11,6 @@
 //!    exactly the allocations of killed ADDs, GC reclaims them, and no
 //!    address of a live handle is touched.
 
-mod support;
-
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::net::IpAddr;

@@ -6,12 +6,10 @@
 //! N is `MANX_TORTURE_PER_ALLOCATOR` (the bench/full size is 1000; the test
 //! default is 100 to keep the suite within minutes on 2 shared cores).
 
-mod support;
-
 use std::sync::Arc;
 
+use crate::support::torture;
 use datastore::Datastore;
-use support::torture;
 
 const NODES: usize = 4;
 const PER_NODE: usize = 32;
