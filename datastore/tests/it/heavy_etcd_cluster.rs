@@ -12,6 +12,7 @@ use datastore::etcd::{EtcdConfig, EtcdStore};
 use datastore::testing::{EtcdCluster, require_etcd};
 use datastore::{Datastore, Revision, StoreError, WatchEvent};
 use futures::StreamExt;
+use testkit::eventually_async;
 
 const WRITERS: usize = 4;
 const PER_WRITER: usize = 60;
@@ -153,14 +154,16 @@ async fn heavy_etcd_cluster_survives_leader_kill() {
     })
     .await
     .unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        match only_old_leader.list("/acked/").await {
-            Ok(l) if l.items.len() == acked.len() => break,
-            _ if tokio::time::Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            other => panic!("restarted member did not catch up: {other:?}"),
-        }
-    }
+    let caught_up = eventually_async(Duration::from_secs(30), || async {
+        only_old_leader
+            .list("/acked/")
+            .await
+            .is_ok_and(|l| l.items.len() == acked.len())
+    })
+    .await;
+    assert!(
+        caught_up,
+        "restarted member did not catch up: {:?}",
+        only_old_leader.list("/acked/").await
+    );
 }
