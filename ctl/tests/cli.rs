@@ -21,25 +21,23 @@ impl Ctl {
         Ctl { _dir: dir, db }
     }
 
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_manxctl"))
-            .args(args)
+    /// `manxctl args` on this store.
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_manxctl"));
+        c.args(args)
             .env("DATASTORE_TYPE", "embedded")
             .env("MANX_DB", &self.db)
-            .env_remove("ETCD_ENDPOINTS")
-            .output()
-            .unwrap()
+            .env_remove("ETCD_ENDPOINTS");
+        c
     }
 
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    /// Succeeds; its stdout.
     fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "manxctl {args:?} failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
+        testkit::run(&mut self.command(args))
     }
 
     /// `manxctl apply -f <name>` of `text`, which must fail with exit code
