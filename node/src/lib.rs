@@ -3,7 +3,8 @@
 //! It wires the datastore, IPAM, bgpd and felix-lite together; ipam, bgpd
 //! and felix-lite do not know about each other (ipam and bgpd reach the
 //! datastore only through its `Datastore` trait and typed resources).
-//! [`agent`] has the task diagram. [`status`] serves the local status socket
+//! [`agent`] has the task diagram; [`plan`] is its pure step from the
+//! cluster view to the speaker's and the dataplane's input. [`status`] serves the local status socket
 //! whose protocol (shared with `manxctl`) is the `manx-status` crate.
 
 pub mod agent;
