@@ -17,9 +17,9 @@
 //! ```
 //!
 //! The loop is the one owner of the node's state and never waits on slow
-//! work: [`plan`](crate::plan) is a pure function of the view, and speaker
+//! work: [`crate::plan`] is a pure function of the view, and speaker
 //! restarts, IPAM calls, Node writes and peer-state queries run in tasks
-//! that report back as [`Event`]s. The dataplane task owns the kernel shims.
+//! that report back as `Event`s. The dataplane task owns the kernel shims.
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
