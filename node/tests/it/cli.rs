@@ -6,12 +6,7 @@ use std::process::Command;
 
 #[test]
 fn help_lists_the_calico_node_settings() {
-    let out = Command::new(env!("CARGO_BIN_EXE_manx-node"))
-        .arg("--help")
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let help = String::from_utf8_lossy(&out.stdout);
+    let help = testkit::run(Command::new(env!("CARGO_BIN_EXE_manx-node")).arg("--help"));
     for var in [
         "NODENAME",
         "IP_AUTODETECTION_METHOD",
