@@ -12,8 +12,13 @@
 //!   or a `peerSelector` (every `Node` it matches, at that node's address:
 //!   how route-reflector topologies are written).
 //! * One session per peer address: explicit peers win over the mesh.
-//! * Collision avoidance as Calico does it: towards a peer with a higher
-//!   address we are passive and let it connect.
+//! * Which side waits, exactly as calico-node decides it (confd's
+//!   `bgp_processor.go`), so a Manx node and a calico-node never both wait:
+//!   towards another node of the mesh, or of a *global* `BGPPeer`'s
+//!   `peerSelector`, we are passive when its address is greater **as text**
+//!   (`"10.0.0.5" > "10.0.0.10"`); node-specific peers (`node:` or
+//!   `nodeSelector`) and `peerIP` peers are never passive (both sides dial;
+//!   RFC 4271 collision detection keeps one connection).
 //! * On a route reflector, a selected node without the same cluster ID is a
 //!   route-reflector client.
 
@@ -112,7 +117,10 @@ pub fn desired_peers(
     let mine = node_bgp(my_node);
     let my_addrs = mine.addrs();
     let my_cluster = mine.rr_cluster_id;
-    let passive_towards = |addr: IpAddr| mine.addr_for(addr).is_some_and(|own| addr > own);
+    let passive_towards = |addr: IpAddr| {
+        mine.addr_for(addr)
+            .is_some_and(|own| passive_by_text(own, addr))
+    };
     let mut out: BTreeMap<IpAddr, DesiredPeer> = BTreeMap::new();
 
     // Explicit peers first: they win over the mesh for the same address.
@@ -136,7 +144,12 @@ pub fn desired_peers(
         let make = |address: IpAddr, port: u16, asn: u32, node: Option<&Node>| {
             let mut config = t.session(address, port, asn, mine.addr_for(address));
             config.peer_type = peer_type;
-            config.passive = node.is_some() && passive_towards(address);
+            // Calico: passive only towards the nodes of a global peer's
+            // peerSelector (confd types "global" with calico_node).
+            config.passive = peer_type == PeerType::Global
+                && matches!(t.target, PeerTarget::Nodes(_))
+                && node.is_some()
+                && passive_towards(address);
             config.rr_client = my_cluster.is_some()
                 && node.is_some_and(|n| node_bgp(n).rr_cluster_id != my_cluster);
             DesiredPeer {
@@ -209,6 +222,13 @@ pub fn desired_peers(
         }
     }
     out.into_values().collect()
+}
+
+/// Whether we wait for `peer` to connect to `own`: calico-node compares the
+/// two addresses as strings (`peerIP > currentNodeIP` in Go), not as
+/// numbers; both sides must agree, so Manx does the same.
+pub fn passive_by_text(own: IpAddr, peer: IpAddr) -> bool {
+    peer.to_string() > own.to_string()
 }
 
 /// Nodes whose addresses changed or vanished need their sessions rebuilt;
@@ -284,6 +304,64 @@ mod tests {
         assert!(by["10.0.0.3"], "the higher address connects to us");
     }
 
+    /// calico-node compares addresses as text: towards 10.231.0.2 the node
+    /// 10.231.0.10 waits ("10.231.0.2" > "10.231.0.10"), and 10.231.0.2
+    /// dials. Comparing numbers, both would wait for the other.
+    #[test]
+    fn mesh_passive_side_is_chosen_by_text_as_calico_does() {
+        let y = [node("a", "10.231.0.2", ""), node("b", "10.231.0.10", "")].concat();
+        let (n, p, c) = world(&y);
+        let a = desired_peers("a", &n, &p, &c, &NoSecrets);
+        let b = desired_peers("b", &n, &p, &c, &NoSecrets);
+        assert!(!a[0].config.passive, "10.231.0.2 dials 10.231.0.10");
+        assert!(b[0].config.passive, "10.231.0.10 waits for 10.231.0.2");
+        for (own, peer) in [
+            ("10.0.0.10", "10.0.0.5"),
+            ("10.0.0.5", "10.0.0.10"),
+            ("192.168.1.9", "192.168.1.10"),
+            ("fd00::a", "fd00::9"),
+        ] {
+            let (o, q): (IpAddr, IpAddr) = (own.parse().unwrap(), peer.parse().unwrap());
+            assert_eq!(passive_by_text(o, q), peer > own, "{own} vs {peer}");
+            assert_ne!(
+                passive_by_text(o, q),
+                passive_by_text(q, o),
+                "one side dials"
+            );
+        }
+    }
+
+    /// Calico never makes node-specific selector peers (`Node_*` sessions)
+    /// passive; a global BGPPeer's peerSelector nodes follow the mesh rule.
+    #[test]
+    fn only_global_selector_peers_are_passive() {
+        let rr_meta = "  labels:\n    rr: 'true'\n";
+        let mut y = [node("r", "10.0.0.9", rr_meta), node("a", "10.0.0.10", "")].concat();
+        y.push_str("---\napiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata:\n  name: default\nspec:\n  nodeToNodeMeshEnabled: false\n---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: to-rr\nspec:\n  peerSelector: rr == 'true'\n");
+        let (n, p, c) = world(&y);
+        let a = desired_peers("a", &n, &p, &c, &NoSecrets);
+        assert_eq!(a.len(), 1, "{a:?}");
+        assert_eq!(a[0].config.peer_type, PeerType::Global);
+        assert!(a[0].config.passive, "\"10.0.0.9\" > \"10.0.0.10\": a waits");
+        let r = desired_peers("r", &n, &p, &c, &NoSecrets);
+        assert!(
+            !r.iter()
+                .any(|p| p.config.address.to_string() == "10.0.0.10" && p.config.passive)
+        );
+
+        // The same BGPPeer made node-specific: nobody waits.
+        let y = y.replace(
+            "  peerSelector: rr == 'true'",
+            "  nodeSelector: all()\n  peerSelector: rr == 'true'",
+        );
+        let (n, p, c) = world(&y);
+        let a = desired_peers("a", &n, &p, &c, &NoSecrets);
+        assert_eq!(a[0].config.peer_type, PeerType::NodeSpecific);
+        assert!(!a[0].config.passive);
+        let r = desired_peers("r", &n, &p, &c, &NoSecrets);
+        assert!(r.iter().all(|p| !p.config.passive), "{r:?}");
+    }
+
     #[test]
     fn route_reflector_topology_as_calico_docs_write_it() {
         let rr_meta = "  labels:\n    route-reflector: 'true'\n";
@@ -309,12 +387,12 @@ mod tests {
         assert_eq!(client[0].config.as_number, 63400);
         assert_eq!(client[0].config.password.as_deref(), Some("s3cret"));
         // The reflector is picked by the peerSelector, so it peers back with
-        // every node the BGPPeer applies to: both clients, as RR clients,
-        // passive towards their higher addresses.
+        // every node the BGPPeer applies to: both clients, as RR clients.
+        // Node-specific (`nodeSelector: all()`): both sides dial, as Calico.
         let rr = desired_peers("rr1", &n, &p, &c, &NoSecrets);
         let addrs: Vec<String> = rr.iter().map(|p| p.config.address.to_string()).collect();
         assert_eq!(addrs, ["10.0.0.11", "10.0.0.12"]);
-        assert!(rr.iter().all(|p| p.config.rr_client && p.config.passive));
+        assert!(rr.iter().all(|p| p.config.rr_client && !p.config.passive));
         assert!(!client[0].config.rr_client && !client[0].config.passive);
     }
 
