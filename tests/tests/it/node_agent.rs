@@ -3,11 +3,9 @@
 //! shows its peers, and /metrics is valid Prometheus text whose counters
 //! move as pods and peers come.
 
-mod common;
-
 use std::collections::BTreeMap;
 
-use common::{Lab, require};
+use crate::common::{Lab, require};
 use manx_e2e::lab::{self, LabState, Mode};
 use manx_e2e::netns::Netns;
 

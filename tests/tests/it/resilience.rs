@@ -1,13 +1,11 @@
 //! (f) `kill -9` of one manx-node and (g) etcd stopped for 30 s: continuous
 //! pings between pods lose nothing, and the nodes resync without route flaps.
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Lab, require};
+use crate::common::{Lab, require};
 use manx_e2e::lab::{self, LabState, Mode, StoreKind};
 use manx_e2e::netns::{Netns, Proc, signal};
 

@@ -3,9 +3,7 @@
 //! NIC, the Node registers that address, and the other node's routes to
 //! this node's block go via it.
 
-mod common;
-
-use common::{Lab, require};
+use crate::common::{Lab, require};
 use manx_e2e::lab::Mode;
 
 fn case(id: &str, method: &str, expect_subnet: u8) {

@@ -1,9 +1,7 @@
 //! The lab cluster in each routing mode: every pod pings every other pod,
 //! and each node's routes take the path the pool's mode asks for.
 
-mod common;
-
-use common::{Lab, require};
+use crate::common::{Lab, require};
 use manx_e2e::lab::Mode;
 
 /// (a) 3-node mesh with direct routes: remote blocks via the peer's address

@@ -1,11 +1,9 @@
 //! On this host kernel (no IPIP), an `ipipMode: Always` pool gives the one
 //! clear line, and the node keeps serving its VXLAN and direct pools.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{Lab, require};
+use crate::common::{Lab, require};
 use manx_e2e::lab::{self, Mode};
 use manx_e2e::netns::wait_for;
 

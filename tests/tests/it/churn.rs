@@ -2,12 +2,10 @@
 //! real CNI plugin; afterwards `manxctl ipam check` is clean and every
 //! node's routes match the blocks in use.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::{Lab, require};
+use crate::common::{Lab, require};
 use manx_e2e::lab::{self, Mode, parse_routes};
 use manx_e2e::netns::wait_for;
 
