@@ -662,6 +662,26 @@ impl Fsm {
                 out.push(Output::CloseConnection);
                 self.go_idle(out, DownReason::CollisionDump, true);
             }
+            // RFC 4271 §8.2.2, OpenSent, Event 18: close, restart the
+            // ConnectRetry timer, keep listening: Active (the peer that
+            // accepted TCP and closed may well dial us next). In
+            // OpenConfirm and Established the same event goes to Idle.
+            Input::TcpConnectionFails if self.state == State::OpenSent => {
+                out.push(Output::CloseConnection);
+                out.push(Output::StopTimer(Timer::Hold));
+                if !self.passive {
+                    out.push(Output::StartTimer(
+                        Timer::ConnectRetry,
+                        self.cfg.connect_retry,
+                    ));
+                }
+                self.peer_open = None;
+                self.state = State::Active;
+                out.push(Output::SessionDown {
+                    reason: DownReason::ConnectionFailed,
+                    from: State::OpenSent,
+                });
+            }
             Input::TcpConnectionFails => {
                 out.push(Output::CloseConnection);
                 self.go_idle(out, DownReason::ConnectionFailed, true);

@@ -753,14 +753,18 @@ impl Actor {
         let Some(peer) = self.peers.get_mut(&addr) else {
             return;
         };
+        // A second connection lives for that connection only: once it has
+        // failed (Idle, or Active after OpenSent) it goes.
         if peer
             .secondary
             .as_ref()
-            .is_some_and(|s| s.fsm.state() == State::Idle)
+            .is_some_and(|s| matches!(s.fsm.state(), State::Idle | State::Active))
         {
             peer.secondary = None;
         }
-        if peer.primary.fsm.state() == State::Idle
+        // A primary without a connection (Idle, or Active after its
+        // connection failed in OpenSent) gives way to a live second one.
+        if matches!(peer.primary.fsm.state(), State::Idle | State::Active)
             && let Some(mut second) = peer.secondary.take()
         {
             second.fsm.set_passive(peer.cfg.passive);
@@ -850,3 +854,5 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_open_sent;

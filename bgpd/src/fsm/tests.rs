@@ -132,6 +132,36 @@ fn tcp_failure_in_connect_goes_active_then_retries() {
     assert!(has(&out, |o| matches!(o, Output::Connect)));
 }
 
+/// §8.2.2 OpenSent, Event 18 (the peer accepted TCP, then closed): Active,
+/// still accepting a connection from the peer, ConnectRetry restarted; not
+/// Idle with its back-off.
+#[test]
+fn tcp_failure_in_open_sent_goes_active_and_still_accepts() {
+    let mut fsm = Fsm::new(cfg(64512, 64513));
+    to_open_sent(&mut fsm);
+    let out = fsm.process(Input::TcpConnectionFails);
+    assert_eq!(fsm.state(), State::Active);
+    assert!(has(&out, |o| matches!(o, Output::CloseConnection)));
+    assert!(has(&out, |o| matches!(o, Output::StopTimer(Timer::Hold))));
+    assert_eq!(
+        started(&out, Timer::ConnectRetry),
+        Some(DEFAULT_CONNECT_RETRY)
+    );
+    assert_eq!(started(&out, Timer::IdleHold), None, "no Idle back-off");
+    // The peer dials us: its connection is taken and our OPEN goes out.
+    let out = fsm.process(Input::TcpConnectionConfirmed);
+    assert_eq!(fsm.state(), State::OpenSent);
+    assert!(has(&out, |o| matches!(
+        o,
+        Output::SendMessage(Message::Open(_))
+    )));
+    // In OpenConfirm the same event still goes to Idle.
+    fsm.process(Input::BgpOpen(peer_open(64513, 30, PEER_ID)));
+    assert_eq!(fsm.state(), State::OpenConfirm);
+    fsm.process(Input::TcpConnectionFails);
+    assert_eq!(fsm.state(), State::Idle);
+}
+
 /// §8.2.2 OpenSent, Event 19 then OpenConfirm, Event 26: hold = min(local, remote), keepalive = hold/3.
 #[test]
 fn open_then_keepalive_establishes_with_negotiated_hold() {
