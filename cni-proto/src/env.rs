@@ -94,6 +94,21 @@ impl CniEnv {
                 "CNI_COMMAND {raw_command:?} is not a CNI command: use ADD, DEL, CHECK, VERSION, STATUS or GC"
             ))
         })?;
+        // VERSION needs nothing but stdin: libcni's ValidateNetworkList (podman,
+        // CRI-O's ocicni) runs it with CNI_NETNS=dummy CNI_IFNAME=dummy
+        // CNI_PATH=dummy, and a refusal makes the runtime drop the network.
+        if command == Command::Version {
+            return Ok(CniEnv {
+                command,
+                container_id: String::new(),
+                netns: None,
+                ifname: String::new(),
+                k8s: K8sArgs::default(),
+                path: Vec::new(),
+                raw_args: String::new(),
+                raw_path: String::new(),
+            });
+        }
         let per_container = matches!(command, Command::Add | Command::Del | Command::Check);
 
         let container_id = get("CNI_CONTAINERID").unwrap_or_default();
@@ -101,7 +116,9 @@ impl CniEnv {
             validate_container_id(&container_id)?;
         }
 
-        let netns = match get("CNI_NETNS").filter(|s| !s.is_empty()) {
+        // STATUS and GC are not about one container: what a runtime puts in
+        // the per-container variables is not looked at.
+        let netns = match get("CNI_NETNS").filter(|s| !s.is_empty() && per_container) {
             None if matches!(command, Command::Add | Command::Check) => {
                 return Err(CniError::env(format!(
                     "CNI_NETNS is not set: {} needs the path of the pod's network namespace",
@@ -258,10 +275,16 @@ pub fn parse_args(args: &str) -> Result<K8sArgs, CniError> {
         infra_container_id: get("K8S_POD_INFRA_CONTAINER_ID"),
         pod_uid: get("K8S_POD_UID"),
     };
-    if k8s.namespace.is_some() != k8s.pod.is_some() {
-        return Err(CniError::env(format!(
-            "CNI_ARGS {args:?}: K8S_POD_NAMESPACE and K8S_POD_NAME must be given together"
-        )));
+    // A pod name without a namespace (podman sends `K8S_POD_NAME=<name>`
+    // alone) or the other way round is not a Kubernetes pod: as Calico's
+    // plugin does for other orchestrators, the workload is then keyed by
+    // its container id.
+    if k8s.namespace.is_none() || k8s.pod.is_none() {
+        return Ok(K8sArgs {
+            namespace: None,
+            pod: None,
+            ..k8s
+        });
     }
     Ok(k8s)
 }
@@ -334,7 +357,6 @@ mod tests {
             (with("CNI_IFNAME", ".."), "not a valid"),
             (with("CNI_ARGS", "FOO=bar"), "unknown key \"FOO\""),
             (with("CNI_ARGS", "K8S_POD_NAME"), "not KEY=VALUE"),
-            (with("CNI_ARGS", "K8S_POD_NAME=x"), "must be given together"),
             (without("CNI_PATH"), "CNI_PATH is not set"),
         ];
         for (vars, needle) in cases {
@@ -365,6 +387,46 @@ mod tests {
         // GC and STATUS need only CNI_PATH.
         assert!(env(&[("CNI_COMMAND", "GC"), ("CNI_PATH", "/x")]).is_ok());
         assert_eq!(env(&[("CNI_COMMAND", "STATUS")]).unwrap_err().code, 4);
+    }
+
+    /// libcni's ValidateNetworkList, as podman and CRI-O run it.
+    #[test]
+    fn version_needs_nothing_but_stdin() {
+        let e = env(&[
+            ("CNI_COMMAND", "VERSION"),
+            ("CNI_NETNS", "dummy"),
+            ("CNI_IFNAME", "dummy"),
+            ("CNI_PATH", "dummy"),
+            ("CNI_CONTAINERID", "not a valid id"),
+            ("CNI_ARGS", "garbage"),
+        ])
+        .unwrap();
+        assert_eq!(e.command, Command::Version);
+        // STATUS and GC do not look at the per-container variables either.
+        assert!(
+            env(&[
+                ("CNI_COMMAND", "STATUS"),
+                ("CNI_NETNS", "dummy"),
+                ("CNI_IFNAME", "dummy"),
+                ("CNI_PATH", "/opt/cni/bin"),
+            ])
+            .is_ok()
+        );
+    }
+
+    /// podman: `IgnoreUnknown=1;K8S_POD_NAME=<name>` and no namespace.
+    #[test]
+    fn a_pod_name_without_namespace_is_keyed_by_container_id() {
+        for args in [
+            "IgnoreUnknown=1;K8S_POD_NAME=web",
+            "K8S_POD_NAME=web",
+            "K8S_POD_NAMESPACE=prod",
+        ] {
+            let e = env(&with("CNI_ARGS", args)).unwrap();
+            assert_eq!(e.k8s.namespace, None, "{args}");
+            assert_eq!(e.k8s.pod, None, "{args}");
+            assert_eq!(e.workload_id(), "abc123", "{args}");
+        }
     }
 
     #[test]

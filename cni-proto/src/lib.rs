@@ -10,13 +10,16 @@
 //! * [`error`] — the spec's error codes and the error object;
 //! * [`result`] — the ADD result in the 0.3.x/0.4.0/1.x shapes;
 //! * [`output`] — what a plugin prints for a result or an error, and its
-//!   exit code.
+//!   exit code;
+//! * [`logging`] — where both plugins log (`log_file_path` only, or stderr).
 //!
-//! No I/O beyond checking that `CNI_NETNS` exists; no async, no netlink.
+//! No I/O beyond checking that `CNI_NETNS` exists and opening the log file;
+//! no async, no netlink.
 
 pub mod conf;
 pub mod env;
 pub mod error;
+pub mod logging;
 pub mod output;
 pub mod result;
 pub mod version;

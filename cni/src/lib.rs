@@ -17,7 +17,6 @@ pub mod config;
 pub mod dataplane;
 pub mod endpoint;
 pub mod ipam;
-pub mod logging;
 pub mod names;
 pub mod netns;
 pub mod plugin;

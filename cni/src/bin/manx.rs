@@ -8,7 +8,7 @@ fn main() {
         Ok(stdin) => stdin,
         Err(e) => std::process::exit(emit(&Outcome::new(b"", &Err(e)))),
     };
-    let _guard = cni::logging::init(&stdin);
+    let _guard = cni_proto::logging::init(&stdin);
     let outcome = cni::run(|k| std::env::var(k).ok(), &stdin, &cni::store::open);
     std::process::exit(emit(&outcome));
 }

@@ -9,18 +9,12 @@ use cni_proto::output::{Outcome, emit, read_stdin};
 use ipam::cni_plugin::{datastore_connector, run};
 
 fn main() -> ExitCode {
-    // Logs go to stderr (stdout is the protocol); quiet unless MANX_LOG says.
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("MANX_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .init();
     let stdin = match read_stdin() {
         Ok(stdin) => stdin,
         Err(e) => return exit(emit(&Outcome::new(b"", &Err(e)))),
     };
+    // The same log settings as the `manx` plugin (`log_file_path`, `log_level`).
+    let _log = cni_proto::logging::init(&stdin);
     let vars: HashMap<String, String> = std::env::vars().collect();
     let result = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

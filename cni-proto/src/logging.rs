@@ -1,20 +1,22 @@
-//! Logging for the plugin binary: stdout is the CNI result, so logs go to
-//! stderr (which runtimes capture) and, if configured, to `log_file_path`,
-//! at `log_level` (Calico's fields; `warning` is accepted for `warn`).
+//! Logging for both plugin binaries (`manx`, `manx-ipam`): stdout is the CNI
+//! result, so logs go to `log_file_path` when the network configuration
+//! sets one, and only there (a runtime such as `ctr run --cni` shows the
+//! plugin's stderr on the user's terminal), else to stderr; at `log_level`
+//! (Calico's fields; `warning` is accepted for `warn`). Errors still reach
+//! the runtime in the CNI error result.
 
 use std::fs::OpenOptions;
 use std::sync::Mutex;
 
 use tracing_subscriber::EnvFilter;
-use tracing_subscriber::fmt::writer::MakeWriterExt;
 
 /// Keeps logging set up; dropping it changes nothing (the file is shared).
 #[derive(Debug)]
 pub struct LogGuard;
 
 /// Sets the global subscriber from the `log_level` / `log_file_path` fields
-/// of the stdin configuration (defaults: `warn`, stderr only). `MANX_LOG`
-/// overrides the level.
+/// of the stdin configuration (defaults: `warn`, stderr). `MANX_LOG`
+/// overrides the level. A log file that cannot be opened leaves stderr.
 pub fn init(stdin: &[u8]) -> LogGuard {
     let conf: serde_json::Value = serde_json::from_slice(stdin).unwrap_or_default();
     let level = conf
@@ -43,9 +45,7 @@ pub fn init(stdin: &[u8]) -> LogGuard {
         .with_env_filter(filter)
         .with_ansi(false);
     let _ = match file {
-        Some(f) => builder
-            .with_writer(std::io::stderr.and(Mutex::new(f)))
-            .try_init(),
+        Some(f) => builder.with_writer(Mutex::new(f)).try_init(),
         None => builder.with_writer(std::io::stderr).try_init(),
     };
     LogGuard
