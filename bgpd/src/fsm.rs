@@ -42,6 +42,7 @@ const HOLD_TIMER_EXPIRED: u8 = 4;
 const FSM_ERROR: u8 = 5;
 const CEASE: u8 = 6;
 const CEASE_CONNECTION_COLLISION: u8 = 7;
+const CEASE_OUT_OF_RESOURCES: u8 = 8;
 
 /// The six states of RFC 4271 §8.2.2.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -171,6 +172,14 @@ pub enum Input {
     UpdateMsgErr(Notification),
     /// A ROUTE-REFRESH arrived (RFC 2918); not an RFC 4271 event.
     RouteRefreshMsg(crate::packet::RouteRefresh),
+    /// Not an RFC 4271 event: our output to the peer has made no progress
+    /// for `after` (the peer reads nothing). The session is dropped with
+    /// Cease / Out of Resources (RFC 4486 §4, subcode 8) rather than keep
+    /// its output forever.
+    SendStalled {
+        /// How long the output waited without an octet written.
+        after: Duration,
+    },
 }
 
 impl Input {
@@ -200,6 +209,14 @@ pub enum DownReason {
     ConnectionFailed,
     /// The connection lost a collision (§6.8).
     CollisionDump,
+    /// Our output made no progress for `after` ([`Input::SendStalled`]);
+    /// we sent `notification` (Cease / Out of Resources).
+    SendStalled {
+        /// How long the output waited without an octet written.
+        after: Duration,
+        /// What we sent.
+        notification: Notification,
+    },
 }
 
 impl std::fmt::Display for DownReason {
@@ -235,6 +252,15 @@ impl std::fmt::Display for DownReason {
             DownReason::CollisionDump => {
                 f.write_str("connection collision resolved in favour of the other connection")
             }
+            DownReason::SendStalled {
+                after,
+                notification,
+            } => write!(
+                f,
+                "send stall: no write progress for {} s (sent NOTIFICATION {})",
+                after.as_secs(),
+                describe(notification)
+            ),
         }
     }
 }
@@ -692,6 +718,20 @@ impl Fsm {
             }
             Input::BgpHeaderErr(n) | Input::BgpOpenMsgErr(n) | Input::UpdateMsgErr(n) => {
                 self.fail_with(n, out)
+            }
+            Input::SendStalled { after } => {
+                let n = Notification {
+                    code: CEASE,
+                    subcode: CEASE_OUT_OF_RESOURCES,
+                    data: Vec::new(),
+                };
+                out.push(Output::SendMessage(Message::Notification(n.clone())));
+                out.push(Output::CloseConnection);
+                let reason = DownReason::SendStalled {
+                    after,
+                    notification: n,
+                };
+                self.go_idle(out, reason, true);
             }
             Input::AutomaticStart { .. }
             | Input::ManualStart

@@ -701,9 +701,11 @@ impl Actor {
                         R::ConnectionFailed => true,
                         // RFC 8538 §4: with the N bit on both sides, any
                         // NOTIFICATION but Hard Reset (hold timer expiry too).
-                        R::NotificationSent(n) | R::NotificationReceived(n) => {
-                            notification_gr && !n.is_hard_reset()
-                        }
+                        R::NotificationSent(n)
+                        | R::NotificationReceived(n)
+                        | R::SendStalled {
+                            notification: n, ..
+                        } => notification_gr && !n.is_hard_reset(),
                         R::ManualStop | R::CollisionDump => false,
                     };
                     match (graceful, restart_time) {

@@ -562,3 +562,41 @@ fn deconfigured_peer_gets_hard_reset_only_when_n_bit_negotiated() {
     let plain = deconfigure_cease(false);
     assert_eq!((plain.code, plain.subcode), (6, 3));
 }
+
+/// A send stall (the peer took no octet for the stall timeout) drops the
+/// session with Cease / Out of Resources (RFC 4486 §4, subcode 8), and the
+/// reason says what happened, not a header error.
+#[test]
+fn send_stall_sends_cease_out_of_resources_and_says_so() {
+    let mut fsm = Fsm::new(cfg(64512, 64512));
+    to_established(&mut fsm, 90);
+    let out = fsm.process(Input::SendStalled {
+        after: Duration::from_secs(90),
+    });
+    assert_eq!(sent_notification(&out), Some((6, 8)));
+    assert!(has(&out, |o| matches!(o, Output::CloseConnection)));
+    assert_eq!(fsm.state(), State::Idle);
+    let reason = out
+        .iter()
+        .find_map(|o| match o {
+            Output::SessionDown { reason, from } => {
+                assert_eq!(*from, State::Established);
+                Some(reason.clone())
+            }
+            _ => None,
+        })
+        .expect("SessionDown");
+    assert!(matches!(
+        &reason,
+        DownReason::SendStalled { after, notification }
+            if after.as_secs() == 90 && (notification.code, notification.subcode) == (6, 8)
+    ));
+    assert_eq!(
+        reason.to_string(),
+        "send stall: no write progress for 90 s (sent NOTIFICATION 6/8 (Cease: Out of Resources))"
+    );
+    // Not a Hard Reset: with RFC 8538 the peer may keep our routes as stale.
+    assert!(!sent_notification_msg(&out).unwrap().is_hard_reset());
+    // It restarts automatically (IdleHold), like any other failure.
+    assert!(started(&out, Timer::IdleHold).is_some());
+}

@@ -87,8 +87,11 @@ pub enum ConnEvent {
     /// The task reads nothing more.
     DecodeFailed(DecodeError),
     /// Output has been waiting for the socket, without a single octet
-    /// written, for the stall timeout: the peer is not reading.
-    SendStalled,
+    /// written, for `after` (the stall timeout): the peer is not reading.
+    SendStalled {
+        /// How long.
+        after: Duration,
+    },
     /// The connection is gone (peer closed, I/O error, or we closed it).
     Closed(Option<String>),
 }
@@ -588,7 +591,8 @@ async fn run_connection(
             () = shared.wake.notified() => {}
             () = sleep_until_opt(stall_at) => {
                 stall_reported = true;
-                inbox.push_back(ConnEvent::SendStalled);
+                let after = waiting_since.map_or(Duration::ZERO, |t| t.elapsed());
+                inbox.push_back(ConnEvent::SendStalled { after });
             }
             () = sleep_until_opt(close_by) => {
                 abort_on_close(stream);
@@ -772,7 +776,10 @@ mod tests {
             ConnEvent::Received(Message::Keepalive)
         ));
         assert!(h.last_received().is_some());
-        assert!(matches!(next_event(&mut rx).await, ConnEvent::SendStalled));
+        assert!(matches!(
+            next_event(&mut rx).await,
+            ConnEvent::SendStalled { .. }
+        ));
         peer.write_all(&ka).await.unwrap();
         assert!(matches!(
             next_event(&mut rx).await,

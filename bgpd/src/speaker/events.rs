@@ -151,12 +151,12 @@ impl Actor {
                 tracing::warn!(peer = %addr, error = %e, "malformed message");
                 Input::decode_error(&e, self.state_of(addr, kind))
             }
-            ConnEvent::SendStalled => {
+            ConnEvent::SendStalled { after } => {
                 // The peer has not taken an octet for the stall timeout:
-                // drop it (RFC 4486 §4, Cease / Out of Resources) rather
-                // than keep its session and output forever.
-                tracing::warn!(peer = %addr, timeout_s = self.cfg.send_stall_timeout, "the peer reads nothing: closing with Cease/Out of Resources");
-                Input::BgpHeaderErr(Notification::new(6, 8, Vec::new()))
+                // the FSM drops it with Cease / Out of Resources (RFC 4486
+                // §4) rather than keep its session and output forever.
+                tracing::warn!(peer = %addr, stalled_s = after.as_secs(), "send stall: the peer reads nothing; closing with Cease/Out of Resources");
+                Input::SendStalled { after }
             }
             ConnEvent::Closed(reason) => {
                 tracing::debug!(peer = %addr, ?reason, "connection closed");
