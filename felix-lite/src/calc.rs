@@ -13,14 +13,39 @@
 //! Each kind's device and route shape come from [`crate::tunnel`].
 //!
 //! Local affine blocks get a blackhole route; workloads get `<ip>/32 dev caliX scope link`.
+//!
+//! # Routes from outside the pools
+//!
+//! Every other best BGP route ([`DataplaneInput::external_routes`]: a ToR's networks, a
+//! default route, another cluster's pods) is installed as Calico's BIRD installs it
+//! (`calico_kernel_programming` ends in `accept`; its BGP protocols use `gateway
+//! recursive`): `<prefix> via <gateway> dev <dev>`, where the BGP next hop is
+//!
+//! * on a connected subnet (an address of any link, the uplink's included): gateway = the
+//!   next hop, out of that link;
+//! * else covered by a route of the kernel's main table that is not Manx's (longest
+//!   match, lowest metric): that route's gateway and device (`gateway recursive`);
+//! * else unreachable: not installed, and [`External::outcome`] says why.
+//!
+//! It is never installed where it would take over or shadow what it must not, and says so
+//! ([`ExternalOutcome::Refused`]): inside an IP pool, equal to or inside one of Manx's own
+//! routes (blocks, workloads) or this node's addresses, inside a connected subnet, or for a
+//! prefix the kernel already has a non-Manx route for. The last rule is the safe reading
+//! of BIRD's kernel protocol: BIRD cannot add its route over an alien one of the same key
+//! (`EEXIST`) and with a different metric both stay, the lower winning; felix-lite
+//! installs with metric 0, which would win over the host's own default route (DHCP's is
+//! metric 100), so it does not install at all and reports `kernel already has a route for
+//! 0.0.0.0/0 (proto dhcp); not replaced`.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 
 use ipnetwork::IpNetwork;
 
+use crate::MANX_ROUTE_PROTOCOL;
 use crate::dataplane::DataplaneConfig;
 use crate::nat::NatSpec;
+use crate::netlink::{KernelAddr, KernelLink, KernelRoute, RT_TABLE_MAIN, RouteKind};
 use crate::tunnel::Tunnel;
 use crate::types::{DataplaneInput, EncapMode, MacAddr, PoolInfo};
 
@@ -105,6 +130,302 @@ pub struct DesiredDataplane {
     pub nat: NatSpec,
     /// Pools that could not be programmed, and why.
     pub degraded: BTreeMap<IpNetwork, DegradeReason>,
+    /// The routes from outside the pools and what became of each (an installed one is in
+    /// `routes` too).
+    pub external: BTreeMap<IpNetwork, External>,
+}
+
+/// One route from outside the pools, and what the calculation made of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct External {
+    /// Its BGP next hop.
+    pub next_hop: IpAddr,
+    /// Installed, or why not.
+    pub outcome: ExternalOutcome,
+}
+
+/// What became of a route from outside the pools.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExternalOutcome {
+    /// In [`DesiredDataplane::routes`]. `through`: the kernel route the next hop was
+    /// resolved through (`None`: the next hop is on a connected subnet).
+    Installed {
+        /// The resolving route's destination.
+        through: Option<IpNetwork>,
+    },
+    /// The next hop cannot be reached: one line saying why.
+    Unreachable(String),
+    /// Installing it would take over or shadow a route it must not: one line saying which.
+    Refused(String),
+}
+
+/// What the calculation knows of the kernel, for routes from outside the pools: the
+/// addresses of every link and the main table's routes that are not Manx's.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KernelView {
+    /// Interface addresses (with their prefix length) and their device.
+    pub addresses: Vec<(IpNetwork, String)>,
+    /// Main-table routes of every protocol but [`MANX_ROUTE_PROTOCOL`].
+    pub routes: Vec<ForeignRoute>,
+}
+
+/// A main-table route felix-lite does not own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForeignRoute {
+    /// Destination.
+    pub dst: IpNetwork,
+    /// Unicast, blackhole, or another type (unreachable, prohibit, throw).
+    pub kind: RouteKind,
+    /// Gateway, if any.
+    pub gateway: Option<IpAddr>,
+    /// Its one output device (`None` for a multipath route).
+    pub dev: Option<String>,
+    /// `onlink`.
+    pub onlink: bool,
+    /// Route protocol (`rtm_protocol`).
+    pub protocol: u8,
+    /// Metric.
+    pub metric: u32,
+}
+
+impl KernelView {
+    /// From kernel dumps: every address, and every main-table route that is not Manx's,
+    /// with devices by name.
+    pub fn from_kernel(
+        links: &[KernelLink],
+        addrs: &[KernelAddr],
+        routes: &[KernelRoute],
+    ) -> KernelView {
+        let name: HashMap<u32, &str> = links.iter().map(|l| (l.index, l.name.as_str())).collect();
+        KernelView {
+            addresses: addrs
+                .iter()
+                .filter_map(|a| Some((a.addr, name.get(&a.index)?.to_string())))
+                .collect(),
+            routes: routes
+                .iter()
+                .filter(|r| r.protocol != MANX_ROUTE_PROTOCOL && r.table == RT_TABLE_MAIN)
+                .map(|r| ForeignRoute {
+                    dst: masked(r.dst),
+                    kind: r.kind,
+                    gateway: r.gateway,
+                    dev: r.oif.and_then(|i| name.get(&i)).map(|n| (*n).to_string()),
+                    onlink: r.onlink,
+                    protocol: r.protocol,
+                    metric: r.metric,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// `net` with its host bits cleared (`198.19.1.1/24` → `198.19.1.0/24`).
+fn masked(net: IpNetwork) -> IpNetwork {
+    IpNetwork::new(net.network(), net.prefix()).unwrap_or(net)
+}
+
+/// The prefixes of length `prefix(net)` down to 0 that contain `net`, longest first.
+fn supernets(net: IpNetwork) -> impl Iterator<Item = IpNetwork> {
+    (0..=net.prefix())
+        .rev()
+        .filter_map(move |len| IpNetwork::new(net.ip(), len).ok().map(masked))
+}
+
+/// iproute2's name of a route protocol (`/etc/iproute2/rt_protos`), else its number.
+pub fn protocol_name(p: u8) -> String {
+    match p {
+        1 => "redirect".into(),
+        2 => "kernel".into(),
+        3 => "boot".into(),
+        4 => "static".into(),
+        9 => "ra".into(),
+        11 => "zebra".into(),
+        12 => "bird".into(),
+        16 => "dhcp".into(),
+        18 => "keepalived".into(),
+        42 => "babel".into(),
+        186 => "bgp".into(),
+        187 => "isis".into(),
+        188 => "ospf".into(),
+        189 => "rip".into(),
+        p => p.to_string(),
+    }
+}
+
+fn kind_name(k: RouteKind) -> String {
+    match k {
+        RouteKind::Unicast => "unicast".into(),
+        RouteKind::Blackhole => "blackhole".into(),
+        RouteKind::Other(7) => "unreachable".into(),
+        RouteKind::Other(8) => "prohibit".into(),
+        RouteKind::Other(9) => "throw".into(),
+        RouteKind::Other(t) => format!("type {t}"),
+    }
+}
+
+/// Lookups over the kernel view and Manx's own routes, for the routes from outside the
+/// pools.
+struct Resolver<'a> {
+    /// Connected subnets → device.
+    connected: HashMap<IpNetwork, &'a str>,
+    /// This node's own addresses.
+    own: BTreeSet<IpAddr>,
+    /// Foreign routes by destination, the lowest metric of each.
+    foreign: HashMap<IpNetwork, &'a ForeignRoute>,
+}
+
+impl<'a> Resolver<'a> {
+    fn new(input: &'a DataplaneInput, view: &'a KernelView) -> Self {
+        let mut connected = HashMap::new();
+        let mut own = BTreeSet::new();
+        let uplink = input.uplink.iter().flat_map(|u| {
+            [u.v4, u.v6]
+                .into_iter()
+                .flatten()
+                .map(move |a| (a, u.iface.as_str()))
+        });
+        for (addr, dev) in uplink.chain(view.addresses.iter().map(|(a, d)| (*a, d.as_str()))) {
+            connected.entry(masked(addr)).or_insert(dev);
+            own.insert(addr.ip());
+        }
+        own.extend(input.tunnel_addrs.values().copied());
+        let mut foreign: HashMap<IpNetwork, &ForeignRoute> = HashMap::new();
+        for r in &view.routes {
+            let e = foreign.entry(r.dst).or_insert(r);
+            if r.metric < e.metric {
+                *e = r;
+            }
+        }
+        Resolver {
+            connected,
+            own,
+            foreign,
+        }
+    }
+
+    /// Where a next hop leads: (gateway, device, onlink, the resolving route), or why not.
+    fn resolve(
+        &self,
+        nh: IpAddr,
+    ) -> Result<(IpAddr, String, bool, Option<IpNetwork>), ExternalOutcome> {
+        if nh.is_unspecified() || self.own.contains(&nh) {
+            return Err(ExternalOutcome::Unreachable(format!(
+                "next hop {nh} is this node's own address"
+            )));
+        }
+        if let IpAddr::V6(v6) = nh
+            && v6.segments()[0] & 0xffc0 == 0xfe80
+        {
+            return Err(ExternalOutcome::Unreachable(format!(
+                "next hop {nh} is link-local: its link is not known"
+            )));
+        }
+        for net in supernets(IpNetwork::from(nh)) {
+            if let Some(dev) = self.connected.get(&net) {
+                return Ok((nh, dev.to_string(), false, None));
+            }
+            let Some(r) = self.foreign.get(&net) else {
+                continue;
+            };
+            let proto = protocol_name(r.protocol);
+            return match (r.kind, &r.dev) {
+                (RouteKind::Unicast, Some(dev)) => {
+                    Ok((r.gateway.unwrap_or(nh), dev.clone(), r.onlink, Some(net)))
+                }
+                (RouteKind::Unicast, None) => Err(ExternalOutcome::Unreachable(format!(
+                    "next hop {nh} resolves through {net} (proto {proto}), a route without a \
+                     single device (multipath is not followed)"
+                ))),
+                (kind, _) => Err(ExternalOutcome::Unreachable(format!(
+                    "next hop {nh} resolves to a {} route {net} (proto {proto})",
+                    kind_name(kind)
+                ))),
+            };
+        }
+        Err(ExternalOutcome::Unreachable(format!(
+            "next hop {nh} is unreachable: no connected subnet or kernel route covers it"
+        )))
+    }
+}
+
+/// Add the routes from outside the pools to `out` (whose Manx routes are complete).
+fn add_external(input: &DataplaneInput, view: &KernelView, out: &mut DesiredDataplane) {
+    if input.external_routes.is_empty() {
+        return;
+    }
+    let r = Resolver::new(input, view);
+    let pools: BTreeSet<IpNetwork> = input.pools.iter().map(|p| masked(p.cidr)).collect();
+    let manx: BTreeSet<IpNetwork> = out.routes.keys().map(|k| masked(*k)).collect();
+    let mut resolved = HashMap::new();
+    let mut installs = Vec::new();
+    for (prefix, nh) in &input.external_routes {
+        let prefix = masked(*prefix);
+        let outcome = match refusal(prefix, *nh, &r, &pools, &manx) {
+            Some(no) => no,
+            None => match resolved.entry(*nh).or_insert_with(|| r.resolve(*nh)) {
+                Ok((gateway, dev, onlink, through)) => {
+                    installs.push((
+                        prefix,
+                        NextHop::Via {
+                            gateway: *gateway,
+                            dev: dev.clone(),
+                            onlink: *onlink,
+                        },
+                    ));
+                    ExternalOutcome::Installed { through: *through }
+                }
+                Err(e) => e.clone(),
+            },
+        };
+        out.external.insert(
+            prefix,
+            External {
+                next_hop: *nh,
+                outcome,
+            },
+        );
+    }
+    out.routes.extend(installs);
+}
+
+/// Why `prefix` via `nh` must not be installed, if it must not.
+fn refusal(
+    prefix: IpNetwork,
+    nh: IpAddr,
+    r: &Resolver<'_>,
+    pools: &BTreeSet<IpNetwork>,
+    manx: &BTreeSet<IpNetwork>,
+) -> Option<ExternalOutcome> {
+    if prefix.is_ipv4() != nh.is_ipv4() {
+        return Some(ExternalOutcome::Unreachable(format!(
+            "next hop {nh} is of the other address family (RFC 5549 next hops are not supported)"
+        )));
+    }
+    for net in supernets(prefix) {
+        let why = if pools.contains(&net) {
+            format!("inside IP pool {net}: only the pool's blocks are routed there")
+        } else if manx.contains(&net) {
+            format!("inside Manx's own route for {net} (a block or a workload)")
+        } else if let Some(dev) = r.connected.get(&net) {
+            format!("inside connected subnet {net} (dev {dev}): not routed away from the link")
+        } else {
+            continue;
+        };
+        return Some(ExternalOutcome::Refused(why));
+    }
+    let host = prefix.prefix() == if prefix.is_ipv4() { 32 } else { 128 };
+    if host && r.own.contains(&prefix.ip()) {
+        return Some(ExternalOutcome::Refused(format!(
+            "{} is this node's own address",
+            prefix.ip()
+        )));
+    }
+    r.foreign.get(&prefix).map(|f| {
+        ExternalOutcome::Refused(format!(
+            "kernel already has a route for {prefix} (proto {}); not replaced",
+            protocol_name(f.protocol)
+        ))
+    })
 }
 
 fn longest_pool<'a>(pools: &'a [PoolInfo], block: &IpNetwork) -> Option<&'a PoolInfo> {
@@ -125,10 +446,22 @@ fn mode_applies(mode: EncapMode, same_subnet: bool) -> bool {
 
 /// Compute the desired dataplane. `unsupported` holds the tunnel kinds the kernel has shown
 /// it lacks: their pools' remote routes are then left out and the pools listed as degraded.
+/// Without a [`KernelView`], routes from outside the pools resolve only on the uplink's
+/// subnets: see [`compute_with`].
 pub fn compute(
     input: &DataplaneInput,
     cfg: &DataplaneConfig,
     unsupported: &BTreeSet<Tunnel>,
+) -> DesiredDataplane {
+    compute_with(input, cfg, unsupported, &KernelView::default())
+}
+
+/// [`compute`], resolving the routes from outside the pools through `kernel`.
+pub fn compute_with(
+    input: &DataplaneInput,
+    cfg: &DataplaneConfig,
+    unsupported: &BTreeSet<Tunnel>,
+    kernel: &KernelView,
 ) -> DesiredDataplane {
     let mut out = DesiredDataplane::default();
     let uplink = input.uplink.as_ref();
@@ -250,6 +583,9 @@ pub fn compute(
         }
     }
 
+    // Every other best BGP route, last: it must not take over any of the above.
+    add_external(input, kernel, &mut out);
+
     out.nat = NatSpec::from_pools(&input.pools);
     out
 }
@@ -316,6 +652,7 @@ pub(crate) mod fixture {
                 (Tunnel::Ipip, ip("10.19.0.1")),
                 (Tunnel::Vxlan, ip("10.19.0.0")),
             ]),
+            external_routes: BTreeMap::new(),
         }
     }
 
@@ -562,5 +899,269 @@ mod tests {
         assert_eq!(dev.fdb[&MacAddr([2, 0, 0, 0, 6, 0xb])], ip("fd42:19::2"));
         // The IPv4 device is not wanted by an IPv6-only VXLAN pool.
         assert!(!d.tunnels.contains_key(&Tunnel::Vxlan));
+    }
+
+    // Routes from outside the pools. The fixture's node `a`: uplink eth0 198.19.1.1/24,
+    // pool 10.19.0.0/16, own block 10.19.0.0/26 and workload 10.19.0.5.
+
+    fn ext(routes: &[(&str, &str)]) -> DataplaneInput {
+        let mut i = input(EncapMode::Never, EncapMode::Never);
+        i.external_routes = routes.iter().map(|(p, nh)| (net(p), ip(nh))).collect();
+        i
+    }
+
+    fn foreign(dst: &str, gw: Option<&str>, dev: Option<&str>, proto: u8) -> ForeignRoute {
+        ForeignRoute {
+            dst: net(dst),
+            kind: RouteKind::Unicast,
+            gateway: gw.map(ip),
+            dev: dev.map(Into::into),
+            onlink: false,
+            protocol: proto,
+            metric: 0,
+        }
+    }
+
+    fn with(i: &DataplaneInput, view: &KernelView) -> DesiredDataplane {
+        compute_with(i, &DataplaneConfig::default(), &all(), view)
+    }
+
+    fn outcome<'a>(d: &'a DesiredDataplane, prefix: &str) -> &'a ExternalOutcome {
+        &d.external[&net(prefix)].outcome
+    }
+
+    fn refused(d: &DesiredDataplane, prefix: &str) -> String {
+        assert!(!d.routes.contains_key(&net(prefix)), "{prefix} installed");
+        match outcome(d, prefix) {
+            ExternalOutcome::Refused(why) => why.clone(),
+            other => panic!("{prefix}: {other:?}"),
+        }
+    }
+
+    fn unreachable(d: &DesiredDataplane, prefix: &str) -> String {
+        assert!(!d.routes.contains_key(&net(prefix)), "{prefix} installed");
+        match outcome(d, prefix) {
+            ExternalOutcome::Unreachable(why) => why.clone(),
+            other => panic!("{prefix}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn external_next_hop_on_a_connected_subnet_is_used_directly() {
+        // A ToR on the uplink's subnet: known without reading the kernel.
+        let i = ext(&[
+            ("10.200.0.0/26", "198.19.1.254"),
+            ("0.0.0.0/0", "198.19.1.254"),
+        ]);
+        let d = compute(&i, &DataplaneConfig::default(), &all());
+        assert_eq!(
+            d.routes[&net("10.200.0.0/26")],
+            via("198.19.1.254", "eth0", false)
+        );
+        assert_eq!(
+            d.routes[&net("0.0.0.0/0")],
+            via("198.19.1.254", "eth0", false)
+        );
+        assert_eq!(
+            outcome(&d, "10.200.0.0/26"),
+            &ExternalOutcome::Installed { through: None }
+        );
+        // Pool routes keep their shape.
+        assert_eq!(d.routes[&net("10.19.0.0/26")], NextHop::Blackhole);
+        assert_eq!(
+            d.routes[&net("10.19.1.0/26")],
+            via("198.19.1.2", "eth0", false)
+        );
+
+        // Any link's subnet counts, not only the uplink's.
+        let view = KernelView {
+            addresses: vec![(net("192.0.2.1/24"), "eth1".into())],
+            routes: vec![],
+        };
+        let d = with(&ext(&[("10.201.0.0/24", "192.0.2.9")]), &view);
+        assert_eq!(
+            d.routes[&net("10.201.0.0/24")],
+            via("192.0.2.9", "eth1", false)
+        );
+    }
+
+    #[test]
+    fn external_next_hop_resolves_recursively_through_the_kernel() {
+        let mut longer = foreign("203.0.113.0/24", Some("198.19.1.250"), Some("eth0"), 4);
+        longer.metric = 100;
+        let view = KernelView {
+            addresses: vec![(net("198.19.1.1/24"), "eth0".into())],
+            routes: vec![
+                foreign("198.19.1.0/24", None, Some("eth0"), 2),
+                foreign("0.0.0.0/0", Some("198.19.1.253"), Some("eth0"), 16),
+                longer,
+                // Same destination, lower metric: the kernel's choice, and ours.
+                foreign("203.0.113.0/24", Some("198.19.1.254"), Some("eth0"), 4),
+                // A device route without a gateway: the next hop is on that link.
+                foreign("100.64.0.0/10", None, Some("wg0"), 4),
+            ],
+        };
+        let d = with(
+            &ext(&[
+                ("10.200.0.0/26", "203.0.113.7"),
+                ("10.202.0.0/24", "100.64.1.1"),
+                ("172.16.0.0/12", "192.0.2.1"),
+            ]),
+            &view,
+        );
+        assert_eq!(
+            d.routes[&net("10.200.0.0/26")],
+            via("198.19.1.254", "eth0", false)
+        );
+        assert_eq!(
+            outcome(&d, "10.200.0.0/26"),
+            &ExternalOutcome::Installed {
+                through: Some(net("203.0.113.0/24"))
+            }
+        );
+        assert_eq!(
+            d.routes[&net("10.202.0.0/24")],
+            via("100.64.1.1", "wg0", false)
+        );
+        // Only the host's default route covers 192.0.2.1.
+        assert_eq!(
+            d.routes[&net("172.16.0.0/12")],
+            via("198.19.1.253", "eth0", false)
+        );
+        // An onlink gateway stays onlink.
+        let mut onlink = foreign("203.0.113.0/24", Some("10.99.0.1"), Some("eth0"), 4);
+        onlink.onlink = true;
+        let view = KernelView {
+            addresses: vec![],
+            routes: vec![onlink],
+        };
+        let d = with(&ext(&[("10.200.0.0/26", "203.0.113.7")]), &view);
+        assert_eq!(
+            d.routes[&net("10.200.0.0/26")],
+            via("10.99.0.1", "eth0", true)
+        );
+    }
+
+    #[test]
+    fn external_route_with_an_unreachable_next_hop_is_not_installed_and_says_why() {
+        let mut bh = foreign("192.0.2.0/24", None, None, 4);
+        bh.kind = RouteKind::Blackhole;
+        let view = KernelView {
+            addresses: vec![(net("198.19.1.1/24"), "eth0".into())],
+            routes: vec![
+                bh,
+                foreign("198.51.100.0/24", Some("198.19.1.9"), None, 186),
+            ],
+        };
+        let d = with(
+            &ext(&[
+                ("10.200.0.0/26", "203.0.113.7"),
+                ("10.201.0.0/24", "192.0.2.1"),
+                ("10.202.0.0/24", "198.51.100.1"),
+                ("10.203.0.0/24", "198.19.1.1"),
+                ("10.204.0.0/24", "fd42:19::9"),
+            ]),
+            &view,
+        );
+        assert_eq!(
+            unreachable(&d, "10.200.0.0/26"),
+            "next hop 203.0.113.7 is unreachable: no connected subnet or kernel route covers it"
+        );
+        assert_eq!(
+            unreachable(&d, "10.201.0.0/24"),
+            "next hop 192.0.2.1 resolves to a blackhole route 192.0.2.0/24 (proto static)"
+        );
+        let multipath = unreachable(&d, "10.202.0.0/24");
+        assert!(multipath.contains("multipath"), "{multipath}");
+        assert_eq!(
+            unreachable(&d, "10.203.0.0/24"),
+            "next hop 198.19.1.1 is this node's own address"
+        );
+        assert!(unreachable(&d, "10.204.0.0/24").contains("address family"));
+        // Every outcome is one line.
+        for e in d.external.values() {
+            if let ExternalOutcome::Unreachable(w) | ExternalOutcome::Refused(w) = &e.outcome {
+                assert!(!w.contains('\n'), "{w}");
+            }
+        }
+        // The Manx routes are all there.
+        assert_eq!(d.routes.len(), 4, "{:?}", d.routes);
+    }
+
+    #[test]
+    fn external_route_never_takes_over_manx_connected_or_host_routes() {
+        let mut i = ext(&[
+            // Inside the pool (another node's block as a ToR re-announces it).
+            ("10.19.1.0/26", "198.19.1.254"),
+            ("10.19.9.0/24", "198.19.1.254"),
+            // A block and a workload of this node outside every pool (pool deleted).
+            ("10.50.0.0/26", "198.19.1.254"),
+            ("10.51.0.9/32", "198.19.1.254"),
+            // Inside the uplink's subnet.
+            ("198.19.1.128/25", "198.19.1.254"),
+            ("198.19.1.0/24", "198.19.1.254"),
+            // The host's own default route.
+            ("0.0.0.0/0", "198.19.1.254"),
+            // Wider than the pool: fine, longest match keeps the pool's routes.
+            ("10.0.0.0/8", "198.19.1.254"),
+        ]);
+        i.local_blocks.push(net("10.50.0.0/26"));
+        i.workloads.push(LocalWorkload {
+            ip: ip("10.51.0.9"),
+            iface: "cali0123456789a".into(),
+        });
+        let mut dhcp = foreign("0.0.0.0/0", Some("198.19.1.1"), Some("eth0"), 16);
+        dhcp.metric = 100;
+        let view = KernelView {
+            addresses: vec![(net("198.19.1.1/24"), "eth0".into())],
+            routes: vec![dhcp],
+        };
+        let d = with(&i, &view);
+        assert_eq!(
+            refused(&d, "0.0.0.0/0"),
+            "kernel already has a route for 0.0.0.0/0 (proto dhcp); not replaced"
+        );
+        // The pool's own routes are unchanged...
+        assert_eq!(
+            d.routes[&net("10.19.1.0/26")],
+            via("198.19.1.2", "eth0", false)
+        );
+        assert!(refused(&d, "10.19.9.0/24").contains("inside IP pool 10.19.0.0/16"));
+        assert_eq!(
+            outcome(&d, "10.19.1.0/26"),
+            &ExternalOutcome::Refused(
+                "inside Manx's own route for 10.19.1.0/26 (a block or a workload)".into()
+            )
+        );
+        // ...and so are this node's block and workload.
+        assert_eq!(d.routes[&net("10.50.0.0/26")], NextHop::Blackhole);
+        assert_eq!(
+            d.routes[&net("10.51.0.9/32")],
+            NextHop::Device("cali0123456789a".into())
+        );
+        match (outcome(&d, "10.50.0.0/26"), outcome(&d, "10.51.0.9/32")) {
+            (ExternalOutcome::Refused(a), ExternalOutcome::Refused(b)) => {
+                assert!(a.contains("Manx's own route for 10.50.0.0/26"), "{a}");
+                assert!(b.contains("Manx's own route for 10.51.0.9/32"), "{b}");
+            }
+            o => panic!("{o:?}"),
+        }
+        for p in ["198.19.1.128/25", "198.19.1.0/24"] {
+            assert_eq!(
+                refused(&d, p),
+                "inside connected subnet 198.19.1.0/24 (dev eth0): not routed away from the link"
+            );
+        }
+        assert_eq!(
+            d.routes[&net("10.0.0.0/8")],
+            via("198.19.1.254", "eth0", false)
+        );
+
+        // Without the host's default route, the ToR's is installed.
+        let d = with(&i, &KernelView::default());
+        assert_eq!(
+            d.routes[&net("0.0.0.0/0")],
+            via("198.19.1.254", "eth0", false)
+        );
     }
 }

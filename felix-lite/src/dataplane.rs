@@ -18,7 +18,9 @@ use std::time::{Duration, Instant};
 
 use ipnetwork::IpNetwork;
 
-use crate::calc::{self, DegradeReason, DesiredDataplane, NextHop, TunnelDevice};
+use crate::calc::{
+    self, DegradeReason, DesiredDataplane, ExternalOutcome, KernelView, NextHop, TunnelDevice,
+};
 use crate::clock::Clock;
 use crate::nat::{NatBackend, NatError, NatReconciler};
 use crate::netlink::{
@@ -50,6 +52,10 @@ pub struct DataplaneConfig {
     pub retry_min: Duration,
     /// Longest wait between retries.
     pub retry_max: Duration,
+    /// While there are routes from outside the pools, how often the kernel's addresses and
+    /// other routes are read again to resolve their next hops (BIRD's kernel `scan time`;
+    /// calico-node's is 2 s).
+    pub kernel_scan_interval: Duration,
     /// `rp_filter` for workload interfaces: "1" strict (Calico's default) or "2" loose.
     pub workload_rp_filter: &'static str,
     /// Program NAT outgoing.
@@ -66,6 +72,7 @@ impl Default for DataplaneConfig {
             resync_interval: Duration::from_secs(90),
             retry_min: Duration::from_millis(200),
             retry_max: Duration::from_secs(10),
+            kernel_scan_interval: Duration::from_secs(5),
             workload_rp_filter: "1",
             nat: true,
         }
@@ -90,6 +97,46 @@ pub struct DegradedPool {
     pub cidr: IpNetwork,
     /// One-line reason with what to do.
     pub reason: String,
+}
+
+/// What became of a route from outside the pools.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ExternalState {
+    /// In the kernel.
+    Installed,
+    /// Its next hop cannot be reached.
+    Unreachable,
+    /// Installing it would take over or shadow a route it must not.
+    Refused,
+    /// The kernel refused the write.
+    Failed,
+}
+
+impl ExternalState {
+    /// `installed`, `unreachable`, `refused`, `failed`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExternalState::Installed => "installed",
+            ExternalState::Unreachable => "unreachable",
+            ExternalState::Refused => "refused",
+            ExternalState::Failed => "failed",
+        }
+    }
+}
+
+/// A best BGP route from outside the pools and what the dataplane made of it, for
+/// `manxctl node status --routes`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ExternalRouteStatus {
+    /// The prefix.
+    pub prefix: IpNetwork,
+    /// Its BGP next hop.
+    pub next_hop: IpAddr,
+    /// Installed or not.
+    pub state: ExternalState,
+    /// Installed: the kernel route (`via 198.19.50.1 dev eth0`, with `, resolved through
+    /// <route>` when recursive); otherwise one line saying why not.
+    pub detail: String,
 }
 
 /// What one apply did.
@@ -143,6 +190,9 @@ pub struct Dataplane<N, S, F, C> {
     needs_resync: bool,
     sysctl_done: HashSet<(String, u32)>,
     globals_done: bool,
+    /// The kernel as last read for the routes from outside the pools, and when.
+    kernel_view: Option<(KernelView, Instant)>,
+    external: Vec<ExternalRouteStatus>,
 }
 
 impl<N: Netlink, S: Sysctls, F: NatBackend, C: Clock> Dataplane<N, S, F, C> {
@@ -163,6 +213,8 @@ impl<N: Netlink, S: Sysctls, F: NatBackend, C: Clock> Dataplane<N, S, F, C> {
             needs_resync: true,
             sysctl_done: HashSet::new(),
             globals_done: false,
+            kernel_view: None,
+            external: Vec::new(),
         }
     }
 
@@ -180,6 +232,11 @@ impl<N: Netlink, S: Sysctls, F: NatBackend, C: Clock> Dataplane<N, S, F, C> {
                 reason: r.message(cidr),
             })
             .collect()
+    }
+
+    /// The routes from outside the pools as of the last apply, in prefix order.
+    pub fn external_routes(&self) -> &[ExternalRouteStatus] {
+        &self.external
     }
 
     /// The MAC the kind's device gets on this node (record it in the Node resource);
@@ -200,6 +257,22 @@ impl<N: Netlink, S: Sysctls, F: NatBackend, C: Clock> Dataplane<N, S, F, C> {
     /// Force a full resync on the next apply.
     pub fn request_resync(&mut self) {
         self.needs_resync = true;
+    }
+
+    fn scan_due(&self) -> bool {
+        self.kernel_view.as_ref().is_none_or(|(_, t)| {
+            self.clock.now().saturating_duration_since(*t) >= self.cfg.kernel_scan_interval
+        })
+    }
+
+    fn compute(&self, input: &DataplaneInput) -> DesiredDataplane {
+        let view = self.kernel_view.as_ref().map(|(v, _)| v);
+        calc::compute_with(
+            input,
+            &self.cfg,
+            &self.unsupported,
+            view.unwrap_or(&KernelView::default()),
+        )
     }
 
     fn resync_due(&self) -> bool {
@@ -240,8 +313,20 @@ impl<N: Netlink, S: Sysctls, F: NatBackend, C: Clock> Dataplane<N, S, F, C> {
             self.sysctl_done.clear();
             self.globals_done = false;
         }
-        let mut desired = calc::compute(input, &self.cfg, &self.unsupported);
         let mut links = self.nl.links().await?;
+        // Routes from outside the pools resolve through the kernel's other routes: read
+        // them when due (one dump serves the route resync below too).
+        let mut dumped = None;
+        if input.external_routes.is_empty() {
+            self.kernel_view = None;
+        } else if full || self.scan_due() {
+            let addrs = self.nl.addresses().await?;
+            let routes = self.nl.routes().await?;
+            let view = KernelView::from_kernel(&links, &addrs, &routes);
+            self.kernel_view = Some((view, self.clock.now()));
+            dumped = Some(routes);
+        }
+        let mut desired = self.compute(input);
 
         // One device per tunnel kind (tunl0, vxlan.manx, vxlan-v6.manx).
         for tunnel in Tunnel::ALL {
@@ -256,16 +341,31 @@ impl<N: Netlink, S: Sysctls, F: NatBackend, C: Clock> Dataplane<N, S, F, C> {
                 Ok(w) => report.link_writes += w,
                 Err(e) if e.errno == Some(EOPNOTSUPP) => {
                     self.unsupported.insert(tunnel);
-                    desired = calc::compute(input, &self.cfg, &self.unsupported);
+                    desired = self.compute(input);
                 }
                 Err(e) => return Err(e.into()),
             }
         }
         self.note_degraded(&desired);
 
-        // Routes.
+        // Routes. Those from outside the pools never take over another protocol's route.
         let kroutes = kernel_routes(&desired, &links);
-        let stats = self.routes.apply(&self.nl, &kroutes, full).await?;
+        let guarded: HashSet<IpNetwork> = desired.external.keys().copied().collect();
+        let stats = match dumped {
+            // The dump is still the kernel's routes if no device came or went since.
+            Some(routes) if full && report.link_writes == 0 => {
+                self.routes.load(routes);
+                self.routes
+                    .apply_guarded(&self.nl, &kroutes, false, &guarded)
+                    .await?
+            }
+            _ => {
+                self.routes
+                    .apply_guarded(&self.nl, &kroutes, full, &guarded)
+                    .await?
+            }
+        };
+        self.note_external(&desired, &kroutes, &stats);
         report.routes_added = stats.added;
         report.routes_replaced = stats.replaced;
         report.routes_deleted = stats.deleted;
@@ -328,6 +428,83 @@ impl<N: Netlink, S: Sysctls, F: NatBackend, C: Clock> Dataplane<N, S, F, C> {
         let fdb = entries(dev.fdb.iter().map(|(mac, ip)| (*ip, *mac)).collect());
         writes += NeighbourReconciler::sync(&self.nl, NeighTable::Fdb, index, &fdb).await?;
         Ok(writes)
+    }
+
+    /// Record what became of each route from outside the pools; log each change of state.
+    fn note_external(
+        &mut self,
+        desired: &DesiredDataplane,
+        kroutes: &RouteMap,
+        stats: &crate::reconcile::RouteStats,
+    ) {
+        let failed: HashMap<IpNetwork, &str> =
+            stats.failed.iter().map(|(d, e)| (*d, e.as_str())).collect();
+        let before: HashMap<IpNetwork, (ExternalState, IpAddr)> = self
+            .external
+            .iter()
+            .map(|e| (e.prefix, (e.state, e.next_hop)))
+            .collect();
+        self.external = desired
+            .external
+            .iter()
+            .map(|(prefix, ext)| {
+                let (state, detail) = match &ext.outcome {
+                    ExternalOutcome::Installed { .. } if stats.refused.contains(prefix) => (
+                        ExternalState::Refused,
+                        format!(
+                            "kernel already has a route for {prefix} of another protocol; not replaced"
+                        ),
+                    ),
+                    ExternalOutcome::Installed { .. } if failed.contains_key(prefix) => (
+                        ExternalState::Failed,
+                        format!("the kernel refused it: {}", failed[prefix]),
+                    ),
+                    ExternalOutcome::Installed { through } => match desired.routes.get(prefix) {
+                        Some(NextHop::Via { gateway, dev, .. }) if kroutes.contains_key(prefix) => {
+                            let via = format!("via {gateway} dev {dev}");
+                            let detail = match through {
+                                Some(t) => format!("{via}, resolved through {t}"),
+                                None => via,
+                            };
+                            (ExternalState::Installed, detail)
+                        }
+                        Some(NextHop::Via { dev, .. }) => (
+                            ExternalState::Failed,
+                            format!("device {dev} is missing"),
+                        ),
+                        _ => (ExternalState::Failed, "no route computed".into()),
+                    },
+                    ExternalOutcome::Unreachable(why) => (ExternalState::Unreachable, why.clone()),
+                    ExternalOutcome::Refused(why) => (ExternalState::Refused, why.clone()),
+                };
+                ExternalRouteStatus {
+                    prefix: *prefix,
+                    next_hop: ext.next_hop,
+                    state,
+                    detail,
+                }
+            })
+            .collect();
+        for e in &self.external {
+            if before.get(&e.prefix) == Some(&(e.state, e.next_hop)) {
+                continue;
+            }
+            match e.state {
+                ExternalState::Installed => tracing::info!(
+                    prefix = %e.prefix,
+                    next_hop = %e.next_hop,
+                    "BGP route outside the pools installed {}",
+                    e.detail
+                ),
+                _ => tracing::warn!(
+                    prefix = %e.prefix,
+                    next_hop = %e.next_hop,
+                    state = e.state.as_str(),
+                    "BGP route outside the pools not installed: {}",
+                    e.detail
+                ),
+            }
+        }
     }
 
     fn note_degraded(&mut self, desired: &DesiredDataplane) {
@@ -422,7 +599,12 @@ impl<N: Netlink, S: Sysctls, F: NatBackend, C: Clock> Dataplane<N, S, F, C> {
                             "dataplane applied"
                         );
                     }
-                    self.cfg.resync_interval
+                    if current.external_routes.is_empty() {
+                        self.cfg.resync_interval
+                    } else {
+                        // Next hops follow the kernel's other routes, read this often.
+                        self.cfg.resync_interval.min(self.cfg.kernel_scan_interval)
+                    }
                 }
                 Ok(r) => {
                     tracing::warn!(errors = ?r.errors, "dataplane apply had errors; resync follows");
@@ -442,6 +624,7 @@ impl<N: Netlink, S: Sysctls, F: NatBackend, C: Clock> Dataplane<N, S, F, C> {
                 result: &result,
                 elapsed,
                 degraded: self.degraded_pools(),
+                external_routes: self.external.clone(),
             });
             tokio::select! {
                 changed = input.changed() => {
@@ -466,6 +649,8 @@ pub struct Applied<'a> {
     pub elapsed: Duration,
     /// Pools that cannot be programmed on this kernel, and why.
     pub degraded: Vec<DegradedPool>,
+    /// The routes from outside the pools, installed or not and why.
+    pub external_routes: Vec<ExternalRouteStatus>,
 }
 
 /// Resolve device names to indexes. Routes whose device does not exist (yet) are left out:

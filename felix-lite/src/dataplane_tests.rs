@@ -528,3 +528,130 @@ async fn run_observed_reports_every_apply_and_resyncs_on_its_own() {
         "the new input was applied: {seen:?}"
     );
 }
+
+fn foreign_route(dst: &str, gw: &str, oif: u32, protocol: u8, metric: u32) -> KernelRoute {
+    KernelRoute {
+        protocol,
+        metric,
+        ..crate::reconcile::routes::manx_route(
+            net(dst),
+            RouteKind::Unicast,
+            Some(ip(gw)),
+            Some(oif),
+            false,
+        )
+    }
+}
+
+fn external_state(dp: &MemDataplane, prefix: &str) -> (crate::ExternalState, String) {
+    let e = dp
+        .external_routes()
+        .iter()
+        .find(|e| e.prefix == net(prefix))
+        .unwrap_or_else(|| panic!("{prefix} not reported: {:?}", dp.external_routes()));
+    (e.state, e.detail.clone())
+}
+
+#[tokio::test]
+async fn external_routes_install_resolve_withdraw_and_never_take_over() {
+    use crate::ExternalState::*;
+    let rig = Rig::new();
+    // The host reaches 192.0.2.0/24 through a router of its own (proto static).
+    rig.nl
+        .insert_route(foreign_route("192.0.2.0/24", "198.19.1.250", rig.eth, 4, 0));
+    let mut inp = input(EncapMode::Never, EncapMode::Never);
+    inp.external_routes = [
+        (net("10.200.0.0/26"), ip("198.19.1.254")),
+        (net("10.201.0.0/24"), ip("192.0.2.7")),
+        (net("10.202.0.0/24"), ip("203.0.113.7")),
+    ]
+    .into();
+    let mut dp = rig.dataplane();
+    let rep = dp.apply(&inp).await.unwrap();
+    assert!(rep.errors.is_empty(), "{:?}", rep.errors);
+    let direct = rig.route("10.200.0.0/26").expect("direct route");
+    assert_eq!(
+        (direct.gateway, direct.oif, direct.protocol),
+        (Some(ip("198.19.1.254")), Some(rig.eth), MANX_ROUTE_PROTOCOL)
+    );
+    let recursive = rig.route("10.201.0.0/24").expect("recursive route");
+    assert_eq!(recursive.gateway, Some(ip("198.19.1.250")));
+    assert_eq!(
+        external_state(&dp, "10.201.0.0/24"),
+        (
+            Installed,
+            "via 198.19.1.250 dev eth0, resolved through 192.0.2.0/24".into()
+        )
+    );
+    assert!(rig.route("10.202.0.0/24").is_none());
+    assert_eq!(external_state(&dp, "10.202.0.0/24").0, Unreachable);
+
+    // Steady state and restart write nothing.
+    rig.nl.clear_log();
+    dp.apply(&inp).await.unwrap();
+    rig.dataplane().apply(&inp).await.unwrap();
+    assert_eq!(rig.nl.writes(), 0, "{:?}", rig.nl.log());
+
+    // The kernel learns a route to the unreachable next hop: the next scan installs it.
+    rig.nl.insert_route(foreign_route(
+        "203.0.113.0/24",
+        "198.19.1.251",
+        rig.eth,
+        4,
+        0,
+    ));
+    rig.clock
+        .advance(DataplaneConfig::default().kernel_scan_interval);
+    dp.apply(&inp).await.unwrap();
+    assert_eq!(
+        rig.route("10.202.0.0/24").and_then(|r| r.gateway),
+        Some(ip("198.19.1.251"))
+    );
+
+    // A host default route appears between two scans, and the ToR's default arrives:
+    // the add finds the key taken and leaves the host's route alone.
+    rig.nl
+        .insert_route(foreign_route("0.0.0.0/0", "198.19.1.1", rig.eth, 3, 0));
+    inp.external_routes
+        .insert(net("0.0.0.0/0"), ip("198.19.1.254"));
+    let rep = dp.apply(&inp).await.unwrap();
+    assert!(rep.errors.is_empty(), "{:?}", rep.errors);
+    let default = rig.route("0.0.0.0/0").unwrap();
+    assert_eq!(
+        (default.protocol, default.gateway),
+        (3, Some(ip("198.19.1.1")))
+    );
+    assert_eq!(external_state(&dp, "0.0.0.0/0").0, Refused);
+    // The next scan knows why.
+    rig.clock
+        .advance(DataplaneConfig::default().kernel_scan_interval);
+    dp.apply(&inp).await.unwrap();
+    assert_eq!(
+        external_state(&dp, "0.0.0.0/0"),
+        (
+            Refused,
+            "kernel already has a route for 0.0.0.0/0 (proto boot); not replaced".into()
+        )
+    );
+    for op in rig.nl.log() {
+        if let crate::netlink::Op::Route(op) = op {
+            assert_eq!(op.route().protocol, MANX_ROUTE_PROTOCOL, "{op:?}");
+        }
+    }
+
+    // Withdrawn: gone from the kernel and from the status.
+    inp.external_routes.remove(&net("10.200.0.0/26"));
+    dp.apply(&inp).await.unwrap();
+    assert!(rig.route("10.200.0.0/26").is_none());
+    assert!(
+        !dp.external_routes()
+            .iter()
+            .any(|e| e.prefix == net("10.200.0.0/26"))
+    );
+    // All withdrawn: every Manx route left is a pool's.
+    inp.external_routes.clear();
+    dp.apply(&inp).await.unwrap();
+    assert!(dp.external_routes().is_empty());
+    assert!(rig.route("10.201.0.0/24").is_none() && rig.route("10.202.0.0/24").is_none());
+    assert_eq!(rig.route("0.0.0.0/0").unwrap().protocol, 3);
+}

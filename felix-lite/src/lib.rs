@@ -12,9 +12,15 @@
 //! # Shape
 //!
 //! manx-node builds a [`DataplaneInput`] (pools, BGP-learnt remote blocks, local blocks,
-//! peers, workloads, uplink, tunnel addresses) and hands it to [`Dataplane::apply`]. The
-//! [`calc`] module turns it into a [`DesiredDataplane`]; reconcilers diff that against the
-//! kernel through the [`Netlink`] trait and write only the difference.
+//! peers, workloads, uplink, tunnel addresses, and the BGP routes from outside every pool)
+//! and hands it to [`Dataplane::apply`]. The [`calc`] module turns it into a
+//! [`DesiredDataplane`]; reconcilers diff that against the kernel through the [`Netlink`]
+//! trait and write only the difference.
+//!
+//! Routes from outside the pools (a ToR's networks, a default route) are installed via
+//! their BGP next hop, resolved through the kernel's other routes as BIRD's `gateway
+//! recursive` does, and never over a route Manx or the host owns; what became of each,
+//! with the reason when not installed, is [`Dataplane::external_routes`].
 //!
 //! Devices, one per [`Tunnel`] kind (see [`tunnel`]): `tunl0` (IPIP, IPv4 pools),
 //! `vxlan.manx` (IPv4 underlay) and `vxlan-v6.manx` (IPv6 underlay), VNI 4096, UDP 4789,
@@ -86,10 +92,11 @@ pub const VXLAN_VNI: u32 = tunnel::vxlan::VNI;
 /// VXLAN UDP port (IANA).
 pub const VXLAN_PORT: u16 = tunnel::vxlan::PORT;
 
-pub use calc::{DesiredDataplane, DesiredRoute, NextHop};
+pub use calc::{DesiredDataplane, DesiredRoute, KernelView, NextHop};
 pub use clock::{Clock, FakeClock, SystemClock};
 pub use dataplane::{
     Applied, ApplyReport, Dataplane, DataplaneConfig, DataplaneError, DegradedPool,
+    ExternalRouteStatus, ExternalState,
 };
 pub use netlink::{MemNetlink, Netlink, RealNetlink};
 pub use tunnel::{Tunnel, Vtep};

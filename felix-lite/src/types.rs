@@ -158,6 +158,12 @@ pub struct DataplaneInput {
     /// kind's device.
     #[serde(default)]
     pub tunnel_addrs: BTreeMap<Tunnel, IpAddr>,
+    /// Best BGP routes for prefixes outside every pool (a ToR's networks, a default route,
+    /// another cluster's pods): prefix → BGP next hop. Each is installed via its next hop,
+    /// resolved through the kernel as BIRD's `gateway recursive` does (see
+    /// [`crate::calc`]), or reported as not installed with the reason.
+    #[serde(default)]
+    pub external_routes: BTreeMap<IpNetwork, IpAddr>,
 }
 
 /// A 48-bit Ethernet address.

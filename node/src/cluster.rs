@@ -197,7 +197,12 @@ impl ClusterView {
 
     /// What the dataplane of node `me` is computed from: the view, its
     /// uplink, the best BGP routes (prefix → (next hop, peer)) and its own
-    /// tunnel addresses.
+    /// tunnel addresses. Every best route is programmed, as calico-node's
+    /// BIRD does (its `calico_kernel_programming` filter ends in `accept`):
+    /// a prefix inside a pool is another node's block, with the pool's
+    /// encapsulation; any other (a ToR's network, a default route, another
+    /// cluster's pods) goes in as an external route via its BGP next hop,
+    /// which felix-lite resolves through the kernel.
     pub fn dataplane_input(
         &self,
         me: &str,
@@ -231,6 +236,11 @@ impl ClusterView {
                     .unwrap_or_else(|| nh.to_string()),
                 node_ip: *nh,
             })
+            .collect();
+        let external_routes = remote
+            .iter()
+            .filter(|(prefix, _)| self.pool_of(prefix).is_none())
+            .map(|(prefix, (nh, _))| (*prefix, *nh))
             .collect();
         let peers = self
             .nodes
@@ -269,6 +279,7 @@ impl ClusterView {
             workloads,
             uplink: Some(uplink.clone()),
             tunnel_addrs: tunnels.addrs.clone(),
+            external_routes,
         }
     }
 

@@ -268,5 +268,52 @@ mod tests {
         assert_eq!(input.remote_blocks[0].node, "b");
         assert_eq!(input.local_blocks, [net("10.65.1.0/26")]);
         assert_eq!(input.peers.len(), 2);
+        assert!(input.external_routes.is_empty());
+    }
+
+    /// Every best route reaches the dataplane: pool prefixes as other
+    /// nodes' blocks, the rest (the ToR's network, its default route,
+    /// another cluster's pods) as external routes via their BGP next hop.
+    #[test]
+    fn routes_outside_the_pools_reach_the_dataplane_as_external_routes() {
+        let v = view();
+        let uplink = Uplink {
+            iface: "eth0".into(),
+            v4: Some(net("198.19.1.1/24")),
+            v6: None,
+            mtu: 1500,
+        };
+        let b: IpAddr = "198.19.1.2".parse().unwrap();
+        let tor: IpAddr = "198.19.1.254".parse().unwrap();
+        let remote = RemoteRoutes::from([
+            (net("10.65.3.0/26"), (b, b)),
+            (net("10.200.0.0/26"), (tor, tor)),
+            (net("0.0.0.0/0"), (tor, tor)),
+            // Another cluster's pod block, next hop its node, heard from the ToR.
+            (net("10.99.7.0/26"), ("198.19.1.77".parse().unwrap(), tor)),
+        ]);
+        let input = dataplane(&v, "a", &uplink, &remote, &Tunnels::default());
+        assert_eq!(input.remote_blocks.len(), 1);
+        assert_eq!(
+            input.external_routes,
+            BTreeMap::from([
+                (net("0.0.0.0/0"), tor),
+                (net("10.99.7.0/26"), "198.19.1.77".parse().unwrap()),
+                (net("10.200.0.0/26"), tor),
+            ])
+        );
+        let d = felix::calc::compute(
+            &input,
+            &felix::DataplaneConfig::default(),
+            &Default::default(),
+        );
+        assert_eq!(
+            d.routes.get(&net("10.200.0.0/26")),
+            Some(&felix::NextHop::Via {
+                gateway: tor,
+                dev: "eth0".into(),
+                onlink: false,
+            })
+        );
     }
 }

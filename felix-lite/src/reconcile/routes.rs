@@ -4,7 +4,7 @@
 //! the kernel first, so stale Manx routes from an earlier run are purged and routes changed
 //! behind our back are repaired. Routes of any other protocol are never written.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 use std::net::IpAddr;
 
@@ -24,6 +24,11 @@ pub struct RouteStats {
     pub deleted: usize,
     /// Writes that failed.
     pub errors: Vec<NlError>,
+    /// The destinations of failed adds and replaces, with the error.
+    pub failed: Vec<(IpNetwork, String)>,
+    /// Guarded destinations (see [`RouteReconciler::apply_guarded`]) whose add found a
+    /// route of another protocol in the way: left alone, not replaced.
+    pub refused: Vec<IpNetwork>,
 }
 
 /// Whether the kernel's route already does what the desired one asks. Ignores what the kernel
@@ -163,6 +168,12 @@ impl RouteReconciler {
     /// Reload the cache from the kernel: only routes with the Manx protocol in the main table.
     pub async fn resync<N: Netlink + ?Sized>(&mut self, nl: &N) -> Result<(), NlError> {
         let routes = nl.routes().await?;
+        self.load(routes);
+        Ok(())
+    }
+
+    /// [`Self::resync`] from a dump the caller just made (so one dump serves two readers).
+    pub fn load(&mut self, routes: Vec<KernelRoute>) {
         self.cache.clear();
         self.duplicates.clear();
         for r in routes {
@@ -177,7 +188,6 @@ impl RouteReconciler {
             }
         }
         self.synced = true;
-        Ok(())
     }
 
     /// Make the kernel's Manx routes equal `desired`. With `full`, resync from the kernel
@@ -188,6 +198,21 @@ impl RouteReconciler {
         nl: &N,
         desired: &HashMap<IpNetwork, KernelRoute, H>,
         full: bool,
+    ) -> Result<RouteStats, NlError> {
+        self.apply_guarded(nl, desired, full, &HashSet::new()).await
+    }
+
+    /// [`Self::apply`], except that a destination in `guarded` never takes over a route
+    /// of another protocol: an add that finds one (`EEXIST`) is left undone and listed in
+    /// [`RouteStats::refused`], where other routes are replaced (a CNI-made workload route
+    /// is Manx's to take). For routes learnt from outside the cluster, which must not
+    /// replace the host's own.
+    pub async fn apply_guarded<N: Netlink + ?Sized, H: BuildHasher, G: BuildHasher>(
+        &mut self,
+        nl: &N,
+        desired: &HashMap<IpNetwork, KernelRoute, H>,
+        full: bool,
+        guarded: &HashSet<IpNetwork, G>,
     ) -> Result<RouteStats, NlError> {
         if full || !self.synced {
             self.resync(nl).await?;
@@ -237,6 +262,11 @@ impl RouteReconciler {
                     stats.deleted += 1;
                     self.forget(&r);
                 }
+                // Someone else's route holds the key, and this one must not replace it.
+                (RouteOp::Add(r), Err(e)) if e.is_exists() && guarded.contains(&r.dst) => {
+                    tracing::debug!(route = %r, "a route of another protocol holds the key; not replaced");
+                    stats.refused.push(r.dst);
+                }
                 // Someone else's route (or one we lost track of) holds the key: take it over.
                 (RouteOp::Add(r), Err(e)) if e.is_exists() => retries.push(RouteOp::Replace(r)),
                 // Already gone counts as deleted.
@@ -246,9 +276,14 @@ impl RouteReconciler {
                 }
                 (op, Err(e)) => {
                     tracing::warn!(error = %e, "route write failed; will resync");
-                    if let RouteOp::Replace(r) = op {
-                        // Unknown state now: the next resync tells.
-                        self.cache.remove(&r.dst);
+                    match op {
+                        RouteOp::Replace(r) => {
+                            // Unknown state now: the next resync tells.
+                            self.cache.remove(&r.dst);
+                            stats.failed.push((r.dst, e.to_string()));
+                        }
+                        RouteOp::Add(r) => stats.failed.push((r.dst, e.to_string())),
+                        RouteOp::Delete(_) => {}
                     }
                     stats.errors.push(e);
                 }
@@ -265,6 +300,7 @@ impl RouteReconciler {
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "route replace failed; will resync");
+                        stats.failed.push((r.dst, e.to_string()));
                         stats.errors.push(e);
                     }
                 }
@@ -411,6 +447,40 @@ mod tests {
         let table = nl.route_table();
         assert_eq!(table.len(), 1);
         assert_eq!(table[0].protocol, MANX_ROUTE_PROTOCOL);
+    }
+
+    #[tokio::test]
+    async fn a_guarded_destination_never_takes_over_another_protocol() {
+        let nl = MemNetlink::new();
+        let eth = nl.add_host_link("eth0", 1500, &[]);
+        let host = KernelRoute {
+            protocol: 3,
+            ..manx_route(
+                net("0.0.0.0/0"),
+                RouteKind::Unicast,
+                Some("198.19.0.1".parse().unwrap()),
+                Some(eth),
+                false,
+            )
+        };
+        nl.insert_route(host.clone());
+        let dst = net("0.0.0.0/0");
+        let gw = Some("198.19.0.254".parse().unwrap());
+        let desired = HashMap::from([(
+            dst,
+            manx_route(dst, RouteKind::Unicast, gw, Some(eth), false),
+        )]);
+        let mut r = RouteReconciler::new();
+        let s = r
+            .apply_guarded(&nl, &desired, true, &HashSet::from([dst]))
+            .await
+            .unwrap();
+        assert_eq!((s.added, s.replaced, s.refused), (0, 0, vec![dst]));
+        assert!(s.errors.is_empty());
+        assert_eq!(nl.route_table(), vec![host]);
+        // Unguarded, the same add takes the key over (a workload's CNI route).
+        let s = r.apply(&nl, &desired, true).await.unwrap();
+        assert_eq!(s.replaced, 1);
     }
 
     #[tokio::test]

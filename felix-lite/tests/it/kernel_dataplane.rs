@@ -97,6 +97,7 @@ fn node_input(me: &str, mode: EncapMode) -> DataplaneInput {
             ip(if me == "a" { "10.19.1.0" } else { "10.19.2.0" }),
         )]
         .into(),
+        ..DataplaneInput::default()
     }
 }
 

@@ -107,6 +107,7 @@ fn input(me: &str) -> DataplaneInput {
             ip(if a { "fd42:19:1::1" } else { "fd42:19:1::41" }),
         )]
         .into(),
+        ..DataplaneInput::default()
     }
 }
 
