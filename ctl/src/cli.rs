@@ -132,6 +132,10 @@ pub enum NodeCmd {
         /// manx-node's run directory (its status socket lives there).
         #[arg(long, env = "MANX_RUN_DIR", default_value = manx_status::DEFAULT_RUN_DIR)]
         run_dir: PathBuf,
+        /// Also the BGP routes from outside the IP pools: PREFIX | NEXT HOP |
+        /// STATE | INFO (installed, or why not).
+        #[arg(long)]
+        routes: bool,
     },
     /// Exit 0 when manx-node on this host is ready (what /readyz says).
     Ready {

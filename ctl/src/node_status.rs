@@ -9,12 +9,41 @@ use std::path::Path;
 use anyhow::{Result, anyhow, bail};
 use datastore::client::Client;
 use datastore::model::{Node, WorkloadEndpoint};
-use manx_status::{NodeStatus, PeerRow};
+use manx_status::{NodeStatus, PeerRow, RouteRow};
 
-/// calicoctl-style peer table of the node at `run_dir`.
-pub async fn status(run_dir: &Path) -> Result<String> {
+/// calicoctl-style peer table of the node at `run_dir`; with `routes`, its
+/// BGP routes from outside the IP pools too.
+pub async fn status(run_dir: &Path, routes: bool) -> Result<String> {
     let s = manx_status::query(run_dir).await.map_err(|e| anyhow!(e))?;
-    Ok(render(&s))
+    let mut out = render(&s);
+    if routes {
+        out.push('\n');
+        out.push_str(&render_routes(&s.routes));
+    }
+    Ok(out)
+}
+
+/// `node status --routes`: every BGP route from outside the IP pools, with
+/// what the dataplane made of it.
+pub fn render_routes(routes: &[RouteRow]) -> String {
+    let mut out = String::from("BGP routes outside the IP pools\n");
+    if routes.is_empty() {
+        out.push_str("No BGP routes outside the IP pools.\n");
+        return out;
+    }
+    let cells: Vec<[String; 4]> = routes
+        .iter()
+        .map(|r| {
+            [
+                r.prefix.clone(),
+                r.next_hop.clone(),
+                r.state.clone(),
+                r.info.clone(),
+            ]
+        })
+        .collect();
+    out.push_str(&boxed(["PREFIX", "NEXT HOP", "STATE", "INFO"], &cells));
+    out
 }
 
 /// Ok when the node at `run_dir` is ready.
@@ -105,8 +134,13 @@ fn peer_table(rows: &[&PeerRow]) -> String {
             ]
         })
         .collect();
+    boxed(headers, &cells)
+}
+
+/// A calicoctl `node status` table: `+---+` rules, `| cell |` rows.
+fn boxed<const N: usize>(headers: [&str; N], cells: &[[String; N]]) -> String {
     let mut widths = headers.map(str::len);
-    for r in &cells {
+    for r in cells {
         for (i, c) in r.iter().enumerate() {
             widths[i] = widths[i].max(c.len());
         }
@@ -116,7 +150,7 @@ fn peer_table(rows: &[&PeerRow]) -> String {
         .map(|w| "-".repeat(w + 2))
         .collect::<Vec<_>>()
         .join("+");
-    let line = |cells: [&str; 5]| {
+    let line = |cells: [&str; N]| {
         let inner: Vec<String> = cells
             .iter()
             .enumerate()
@@ -127,8 +161,8 @@ fn peer_table(rows: &[&PeerRow]) -> String {
     let mut out = format!("+{sep}+\n");
     out.push_str(&line(headers));
     out.push_str(&format!("+{sep}+\n"));
-    for r in &cells {
-        out.push_str(&line([&r[0], &r[1], &r[2], &r[3], &r[4]]));
+    for r in cells {
+        out.push_str(&line(r.each_ref().map(String::as_str)));
     }
     out.push_str(&format!("+{sep}+\n"));
     out
@@ -155,6 +189,7 @@ mod tests {
                 prefixes_advertised: 1,
             }],
             warnings: vec![],
+            routes: vec![],
         };
         let text = render(&s);
         assert!(
@@ -166,5 +201,49 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("No IPv6 peers found."));
+    }
+
+    #[test]
+    fn renders_the_routes_outside_the_pools() {
+        assert_eq!(
+            render_routes(&[]),
+            "BGP routes outside the IP pools\nNo BGP routes outside the IP pools.\n"
+        );
+        let row = |prefix: &str, nh: &str, state: &str, info: &str| RouteRow {
+            prefix: prefix.into(),
+            next_hop: nh.into(),
+            state: state.into(),
+            info: info.into(),
+        };
+        let text = render_routes(&[
+            row(
+                "10.200.0.0/26",
+                "198.19.50.1",
+                "installed",
+                "via 198.19.50.1 dev eth0",
+            ),
+            row(
+                "10.202.0.0/24",
+                "192.0.2.1",
+                "unreachable",
+                "next hop 192.0.2.1 is unreachable: no connected subnet or kernel route covers it",
+            ),
+        ]);
+        assert!(
+            text.contains("| PREFIX        | NEXT HOP    | STATE       | INFO "),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "| 10.200.0.0/26 | 198.19.50.1 | installed   | via 198.19.50.1 dev eth0 "
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "| 10.202.0.0/24 | 192.0.2.1   | unreachable | next hop 192.0.2.1 is unreachable"
+            ),
+            "{text}"
+        );
     }
 }

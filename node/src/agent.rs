@@ -467,7 +467,7 @@ impl Agent {
 struct DataplaneObserver {
     metrics: Arc<Metrics>,
     health: Arc<Health>,
-    warnings: Arc<Mutex<Vec<String>>>,
+    warnings: Arc<Mutex<status::DataplaneStatus>>,
 }
 
 impl DataplaneObserver {
@@ -491,7 +491,7 @@ impl DataplaneObserver {
             Ok(_) => {}
             Err(e) => self.health.set_not_ready("dataplane", e.to_string()),
         }
-        *self.warnings.lock().unwrap() = a.degraded.into_iter().map(|d| d.reason).collect();
+        *self.warnings.lock().unwrap() = status::DataplaneStatus::from_applied(&a);
     }
 }
 
@@ -505,7 +505,7 @@ async fn monitor(
     status: Arc<Mutex<NodeStatus>>,
     health: Arc<Health>,
     metrics: Arc<Metrics>,
-    warnings: Arc<Mutex<Vec<String>>>,
+    warnings: Arc<Mutex<status::DataplaneStatus>>,
 ) {
     let mut tick = tokio::time::interval(MONITOR_PERIOD);
     let mut gate = FirstSyncGate::default();
@@ -574,13 +574,14 @@ async fn monitor(
             Ok(()) => (true, String::new()),
             Err(e) => (false, e),
         };
-        let warnings = warnings.lock().unwrap().clone();
+        let dataplane = warnings.lock().unwrap().clone();
         *status.lock().unwrap() = NodeStatus {
             node: name.clone(),
             ready,
             not_ready,
             peers: rows,
-            warnings,
+            warnings: dataplane.warnings,
+            routes: dataplane.routes,
         };
     }
 }
@@ -710,7 +711,7 @@ pub async fn run(cfg: NodeConfig) -> Result<()> {
         None => None,
     };
 
-    let warnings = Arc::new(Mutex::new(Vec::new()));
+    let warnings = Arc::new(Mutex::new(status::DataplaneStatus::default()));
     let (events_tx, mut events) = mpsc::channel(32);
     let (generation, generation_rx) = watch::channel(Generation {
         epoch: 0,

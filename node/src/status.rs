@@ -8,7 +8,46 @@ use std::sync::Arc;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixListener;
 
-pub use manx_status::{NodeStatus, PeerRow, Request, socket_path};
+pub use manx_status::{NodeStatus, PeerRow, Request, RouteRow, socket_path};
+
+/// What the dataplane's last apply adds to the status: the warnings (pools
+/// this kernel cannot serve, BGP routes not installed) and the rows of
+/// `manxctl node status --routes`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DataplaneStatus {
+    pub warnings: Vec<String>,
+    pub routes: Vec<RouteRow>,
+}
+
+impl DataplaneStatus {
+    /// From one dataplane apply.
+    pub fn from_applied(a: &felix::Applied<'_>) -> DataplaneStatus {
+        let mut warnings: Vec<String> = a.degraded.iter().map(|d| d.reason.clone()).collect();
+        let not_installed = a
+            .external_routes
+            .iter()
+            .filter(|r| r.state != felix::ExternalState::Installed)
+            .count();
+        if not_installed > 0 {
+            warnings.push(format!(
+                "{not_installed} of {} BGP routes from outside the IP pools not installed: \
+                 see manxctl node status --routes",
+                a.external_routes.len()
+            ));
+        }
+        let routes = a
+            .external_routes
+            .iter()
+            .map(|r| RouteRow {
+                prefix: r.prefix.to_string(),
+                next_hop: r.next_hop.to_string(),
+                state: r.state.as_str().to_string(),
+                info: r.detail.clone(),
+            })
+            .collect();
+        DataplaneStatus { warnings, routes }
+    }
+}
 
 /// Serve `status()` on the socket until the task is dropped. Every request
 /// line is answered with one status line (status is the only request; a
@@ -45,6 +84,53 @@ pub async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn routes_outside_the_pools_become_rows_and_one_warning() {
+        let input = felix::DataplaneInput::default();
+        let result = Ok(felix::ApplyReport::default());
+        let route = |prefix: &str, state, detail: &str| felix::ExternalRouteStatus {
+            prefix: prefix.parse().unwrap(),
+            next_hop: "198.19.50.1".parse().unwrap(),
+            state,
+            detail: detail.into(),
+        };
+        let a = felix::Applied {
+            input: &input,
+            result: &result,
+            elapsed: std::time::Duration::ZERO,
+            degraded: vec![],
+            external_routes: vec![
+                route(
+                    "10.200.0.0/26",
+                    felix::ExternalState::Installed,
+                    "via 198.19.50.1 dev eth0",
+                ),
+                route(
+                    "0.0.0.0/0",
+                    felix::ExternalState::Refused,
+                    "kernel already has a route for 0.0.0.0/0 (proto boot); not replaced",
+                ),
+            ],
+        };
+        let s = DataplaneStatus::from_applied(&a);
+        assert_eq!(
+            s.warnings,
+            [
+                "1 of 2 BGP routes from outside the IP pools not installed: see manxctl node status --routes"
+            ]
+        );
+        assert_eq!(
+            s.routes[1],
+            RouteRow {
+                prefix: "0.0.0.0/0".into(),
+                next_hop: "198.19.50.1".into(),
+                state: "refused".into(),
+                info: "kernel already has a route for 0.0.0.0/0 (proto boot); not replaced".into(),
+            }
+        );
+        assert_eq!(s.routes[0].state, "installed");
+    }
 
     /// manx-node's server and manx-status's client (manxctl's) agree.
     #[tokio::test]

@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! → {"cmd":"status"}
-//! ← {"node":"n1","ready":true,"not_ready":"","peers":[...],"warnings":[]}
+//! ← {"node":"n1","ready":true,"not_ready":"","peers":[...],"warnings":[],"routes":[...]}
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -53,6 +53,22 @@ pub struct PeerRow {
     pub prefixes_advertised: u64,
 }
 
+/// One best BGP route from outside the IP pools (a ToR's network, a default
+/// route), as `manxctl node status --routes` prints it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteRow {
+    pub prefix: String,
+    /// Its BGP next hop.
+    pub next_hop: String,
+    /// `installed`, `unreachable` (its next hop cannot be resolved),
+    /// `refused` (it would replace or shadow a route it must not) or
+    /// `failed` (the kernel refused it).
+    pub state: String,
+    /// Installed: the kernel route (`via 198.19.50.1 dev eth0`); otherwise
+    /// one line saying why not.
+    pub info: String,
+}
+
 /// The answer to [`Request::Status`].
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeStatus {
@@ -65,6 +81,10 @@ pub struct NodeStatus {
     /// Lines the operator should see (e.g. an IPIP pool this kernel cannot serve).
     #[serde(default)]
     pub warnings: Vec<String>,
+    /// The BGP routes from outside the IP pools and what the dataplane made
+    /// of each (the pools' own routes are not listed).
+    #[serde(default)]
+    pub routes: Vec<RouteRow>,
 }
 
 /// A request as its line on the socket (newline included).
@@ -142,14 +162,22 @@ mod tests {
                 prefixes_advertised: 2,
             }],
             warnings: vec!["no IPIP".into()],
+            routes: vec![RouteRow {
+                prefix: "10.200.0.0/26".into(),
+                next_hop: "203.0.113.7".into(),
+                state: "unreachable".into(),
+                info: "next hop 203.0.113.7 is unreachable".into(),
+            }],
         };
         let line = encode_status(&s);
         assert!(line.ends_with('\n') && !line.trim_end().contains('\n'));
         assert!(line.contains("\"type\":\"global\""), "{line}");
         assert_eq!(decode_status(&line).unwrap(), s);
+        assert!(line.contains("\"next_hop\":\"203.0.113.7\""), "{line}");
         // Older nodes may leave the defaulted fields out.
         let old = r#"{"node":"n2","ready":true,"peers":[]}"#;
         assert_eq!(decode_status(old).unwrap().node, "n2");
+        assert!(decode_status(old).unwrap().routes.is_empty());
         assert!(decode_status("not json").is_err());
     }
 

@@ -136,8 +136,8 @@ async fn run(cli: Cli) -> Result<usize> {
             print!("{}", manxctl::checksystem::render(&checks));
             Ok(checks.iter().filter(|c| !c.ok).count())
         }
-        Command::Node(NodeCmd::Status { run_dir }) => {
-            print!("{}", manxctl::node_status::status(run_dir).await?);
+        Command::Node(NodeCmd::Status { run_dir, routes }) => {
+            print!("{}", manxctl::node_status::status(run_dir, *routes).await?);
             Ok(0)
         }
         Command::Node(NodeCmd::Ready { run_dir }) => {
