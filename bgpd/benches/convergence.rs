@@ -31,12 +31,8 @@ fn codec_only() -> Duration {
     let mut attrs = PathAttrs::local();
     attrs.next_hop = Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 61)));
     attrs.as_path.prepend(64512);
-    let updates = build_updates(
-        prefixes()
-            .into_iter()
-            .map(|p| (p, Some(attrs.clone())))
-            .collect(),
-    );
+    let attrs = std::sync::Arc::new(attrs);
+    let updates = build_updates(prefixes().into_iter().map(|p| (p, Some(attrs.clone()))));
     let caps = SessionCaps::default();
     let mut wire = Vec::new();
     for u in updates {

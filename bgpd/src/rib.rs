@@ -113,7 +113,7 @@ pub enum RouteSource {
 }
 
 /// What the RIB knows about a peer for the decision process.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct PeerMeta {
     /// The peer's address.
     pub address: IpAddr,

@@ -13,8 +13,9 @@
 //!   unchanged for learnt ones ([`NextHopMode`] overrides);
 //! * only the families both sides negotiated (RFC 4760 §7).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use ipnetwork::IpNetwork;
 
@@ -144,6 +145,96 @@ pub fn export(
     }
 }
 
+/// An Adj-RIB-Out change: the attributes to send (shared), or `None`
+/// (withdraw).
+pub type Change = (IpNetwork, Option<Arc<PathAttrs>>);
+
+/// [`export`] for many prefixes to one target, with one shared copy of each
+/// distinct result: the diffs, pending diffs and encodings built from it
+/// hold a pointer per prefix, not a copy of the attributes. A Loc-RIB has
+/// few distinct attribute sets (one per UPDATE a peer sent, about), so
+/// most prefixes hit the cache and no attributes are built for them.
+#[derive(Debug)]
+pub struct Exporter<'t> {
+    target: &'t ExportTarget,
+    /// By what export depends on: the best path's attributes (the `Arc`
+    /// itself, kept alive so its address stays unique), where it came from,
+    /// and the prefix's family.
+    by_source: HashMap<SourceKey, Option<Arc<PathAttrs>>>,
+    /// Every distinct result, so equal results share one copy.
+    shared: HashSet<Arc<PathAttrs>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct SourceKey {
+    attrs: ByAddress,
+    source: RouteSource,
+    from: Option<PeerMeta>,
+    v4: bool,
+}
+
+/// An `Arc` compared and hashed by address.
+#[derive(Debug, Clone)]
+struct ByAddress(Arc<PathAttrs>);
+
+impl PartialEq for ByAddress {
+    fn eq(&self, other: &ByAddress) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for ByAddress {}
+
+impl std::hash::Hash for ByAddress {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        std::ptr::hash(Arc::as_ptr(&self.0), state);
+    }
+}
+
+impl<'t> Exporter<'t> {
+    /// A cache for exports to `target`.
+    pub fn new(target: &'t ExportTarget) -> Exporter<'t> {
+        Exporter {
+            target,
+            by_source: HashMap::new(),
+            shared: HashSet::new(),
+        }
+    }
+
+    /// The target.
+    pub fn target(&self) -> &ExportTarget {
+        self.target
+    }
+
+    /// [`export`], shared.
+    pub fn export(
+        &mut self,
+        prefix: &IpNetwork,
+        best: Option<&BestPath>,
+    ) -> Option<Arc<PathAttrs>> {
+        let best = best?;
+        let key = SourceKey {
+            attrs: ByAddress(best.attrs.clone()),
+            source: best.source,
+            from: best.from,
+            v4: prefix.is_ipv4(),
+        };
+        if let Some(hit) = self.by_source.get(&key) {
+            return hit.clone();
+        }
+        let out = export(prefix, Some(best), self.target).map(|a| match self.shared.get(&a) {
+            Some(same) => same.clone(),
+            None => {
+                let a = Arc::new(a);
+                self.shared.insert(a.clone());
+                a
+            }
+        });
+        self.by_source.insert(key, out.clone());
+        out
+    }
+}
+
 fn attribute_list(attrs: &PathAttrs, v4_next_hop: bool) -> Vec<PathAttribute> {
     let mut list = vec![
         PathAttribute::Origin(attrs.origin),
@@ -173,25 +264,34 @@ fn attribute_list(attrs: &PathAttrs, v4_next_hop: bool) -> Vec<PathAttribute> {
 
 /// Turn Adj-RIB-Out changes (`None` = withdraw) into UPDATE messages:
 /// withdrawals first, then announcements grouped by identical attributes.
-pub fn build_updates(changes: Vec<(IpNetwork, Option<PathAttrs>)>) -> Vec<Update> {
+pub fn build_updates(changes: impl IntoIterator<Item = Change>) -> Vec<Update> {
     let mut out = Vec::new();
     let mut withdraw_v4 = Vec::new();
     let mut withdraw_v6 = Vec::new();
-    let mut groups: Vec<(PathAttrs, Vec<IpNetwork>)> = Vec::new();
+    let mut groups: Vec<(Arc<PathAttrs>, Vec<IpNetwork>)> = Vec::new();
     // Group index by attributes: a reflector's table has about as many
     // attribute sets as clients, so a linear search would be quadratic.
-    let mut index: HashMap<PathAttrs, usize> = HashMap::new();
+    // Shared attributes are mostly the same `Arc`: compare addresses first.
+    let mut index: HashMap<Arc<PathAttrs>, usize> = HashMap::new();
+    let mut last: Option<(Arc<PathAttrs>, usize)> = None;
     for (prefix, attrs) in changes {
         match attrs {
             None if prefix.is_ipv4() => withdraw_v4.push(Nlri::new(prefix)),
             None => withdraw_v6.push(Nlri::new(prefix)),
-            Some(a) => match index.get(&a) {
-                Some(i) => groups[*i].1.push(prefix),
-                None => {
-                    index.insert(a.clone(), groups.len());
-                    groups.push((a, vec![prefix]));
-                }
-            },
+            Some(a) => {
+                let i = match &last {
+                    Some((l, i)) if Arc::ptr_eq(l, &a) => *i,
+                    _ => {
+                        let i = *index.entry(a.clone()).or_insert_with(|| {
+                            groups.push((a.clone(), Vec::new()));
+                            groups.len() - 1
+                        });
+                        last = Some((a, i));
+                        i
+                    }
+                };
+                groups[i].1.push(prefix);
+            }
         }
     }
     for chunk in withdraw_v4.chunks(V4_PER_UPDATE) {

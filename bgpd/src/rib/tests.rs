@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr};
 
-use super::export::{ExportTarget, build_updates, export};
+use super::export::{ExportTarget, Exporter, build_updates, export};
 use super::*;
 use crate::packet::{AfiSafi, AsPath, MpReach, Nlri, Origin, PathAttribute, Update};
 
@@ -319,12 +319,44 @@ fn export_rules_for_ibgp_and_ebgp() {
     assert_eq!(over_v6.next_hop, Some(ip("fd42:18::1")));
 }
 
+/// The exporter gives what `export` gives, one shared copy per distinct
+/// result: prefixes of one UPDATE, and equal results from different
+/// UPDATEs, point at the same attributes.
+#[test]
+fn exporter_shares_one_copy_per_distinct_result() {
+    let mut rib = rib_with_peers();
+    let eb = ip("198.18.0.3");
+    let nh = Ipv4Addr::new(198, 18, 0, 3);
+    rib.apply_update(
+        eb,
+        &announce(&["10.1.0.0/24", "10.1.1.0/24"], vec![65001], nh, None),
+    );
+    rib.apply_update(eb, &announce(&["10.1.2.0/24"], vec![65001], nh, None));
+    rib.apply_update(eb, &announce(&["10.1.3.0/24"], vec![65002], nh, None));
+    let t = target("198.18.0.9", true, "198.18.0.1");
+    let mut exporter = Exporter::new(&t);
+    let got: Vec<_> = ["10.1.0.0/24", "10.1.1.0/24", "10.1.2.0/24", "10.1.3.0/24"]
+        .iter()
+        .map(|p| {
+            let p = net(p);
+            let a = exporter.export(&p, rib.best(&p)).expect("exported");
+            assert_eq!(*a, export(&p, rib.best(&p), &t).unwrap());
+            a
+        })
+        .collect();
+    assert!(Arc::ptr_eq(&got[0], &got[1]), "one UPDATE, one copy");
+    assert!(Arc::ptr_eq(&got[0], &got[2]), "equal results share");
+    assert!(!Arc::ptr_eq(&got[0], &got[3]));
+    assert_eq!(exporter.export(&net("10.9.0.0/24"), None), None);
+}
+
 #[test]
 fn build_updates_groups_and_splits_families() {
     let mut attrs = PathAttrs::local();
     attrs.next_hop = Some(ip("198.18.0.1"));
     let mut v6 = PathAttrs::local();
     v6.next_hop = Some(ip("fd42:18::1"));
+    let (attrs, v6) = (Arc::new(attrs), Arc::new(v6));
     let updates = build_updates(vec![
         (net("10.0.0.0/24"), Some(attrs.clone())),
         (net("10.0.1.0/24"), Some(attrs)),

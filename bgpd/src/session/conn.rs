@@ -42,7 +42,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
-use ipnetwork::IpNetwork;
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
@@ -52,7 +51,6 @@ use crate::packet::{
     AfiSafi, DecodeError, MAX_EXTENDED_MESSAGE_LEN, Message, Open, SessionCaps, Update,
     decode_message, encode_message,
 };
-use crate::rib::PathAttrs;
 use crate::rib::export::build_updates;
 use crate::tasks::TaskGuard;
 pub use outbox::BYTES_CAP;
@@ -167,7 +165,7 @@ impl ConnectionHandle {
     /// Queue routes (Adj-RIB-Out changes: attributes, or `None` for a
     /// withdraw) to be encoded when the socket takes them; a prefix already
     /// pending keeps one entry, its latest state.
-    pub fn send_routes(&self, routes: &[(IpNetwork, Option<PathAttrs>)]) {
+    pub fn send_routes(&self, routes: &[crate::rib::export::Change]) {
         self.shared.push(|o| o.push_routes(routes));
     }
 
@@ -606,6 +604,8 @@ async fn run_connection(
 mod tests {
     use super::*;
     use crate::packet::{Notification, encode_message};
+    use crate::rib::PathAttrs;
+    use ipnetwork::IpNetwork;
 
     fn encoded(msgs: &[Message]) -> Vec<u8> {
         let mut out = Vec::new();
@@ -700,7 +700,7 @@ mod tests {
         };
         let announced: IpNetwork = "10.0.0.0/26".parse().unwrap();
         let withdrawn: IpNetwork = "10.0.0.64/26".parse().unwrap();
-        o.push_routes(&[(announced, Some(a)), (withdrawn, None)]);
+        o.push_routes(&[(announced, Some(Arc::new(a))), (withdrawn, None)]);
         o.push_end_of_rib([AfiSafi::IPV4_UNICAST]);
         let mut batch = VecDeque::new();
         encode_takes(

@@ -26,10 +26,9 @@ use ipnetwork::IpNetwork;
 use super::Actor;
 use super::peer::Peer;
 use crate::packet::{Message, SessionCaps, Update, encode_message};
-use crate::rib::PathAttrs;
-use crate::rib::export::{ExportTarget, build_updates, export};
+use crate::rib::export::{Change, ExportTarget, Exporter, build_updates};
 
-type Diff = Vec<(IpNetwork, Option<PathAttrs>)>;
+type Diff = Vec<Change>;
 
 impl Actor {
     pub(super) fn target(&self, peer: &Peer) -> Option<ExportTarget> {
@@ -126,12 +125,11 @@ impl Actor {
                     continue;
                 };
                 if conn.accepts_bytes() {
+                    let encode = || encode_all(build_updates(diff.iter().cloned()), &caps);
                     let bytes = if involved {
-                        encode_all(build_updates(diff.clone()), &caps)
+                        encode()
                     } else {
-                        shared_bytes
-                            .get_or_insert_with(|| encode_all(build_updates(diff.clone()), &caps))
-                            .clone()
+                        shared_bytes.get_or_insert_with(encode).clone()
                     };
                     conn.send_raw(bytes);
                 } else {
@@ -152,9 +150,10 @@ impl Actor {
     ) -> (Diff, isize) {
         let mut diff: Diff = Vec::new();
         let mut delta: isize = 0;
+        let mut exporter = Exporter::new(target);
         for (prefix, old) in previous {
-            let before = export(prefix, old.as_ref(), target);
-            let after = export(prefix, self.rib.best(prefix), target);
+            let before = exporter.export(prefix, old.as_ref());
+            let after = exporter.export(prefix, self.rib.best(prefix));
             if before != after {
                 delta += isize::from(after.is_some()) - isize::from(before.is_some());
                 diff.push((*prefix, after));

@@ -24,11 +24,11 @@ use ipnetwork::IpNetwork;
 use super::Actor;
 use super::routing::{caps_key, encode_all};
 use crate::packet::{SessionCaps, Update};
-use crate::rib::export::{ExportTarget, build_updates, export};
+use crate::rib::export::{Change, ExportTarget, Exporter, build_updates};
 use crate::rib::{PathAttrs, RouteSource};
 
 /// Adj-RIB-Out entries (`None`: withdraw), as [`build_updates`] takes them.
-type Diff = Vec<(IpNetwork, Option<PathAttrs>)>;
+type Diff = Vec<Change>;
 
 /// One update group's encoded table.
 #[derive(Debug)]
@@ -66,10 +66,11 @@ impl SharedTable {
         anyone.peer = IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
         // Attribute sets in first-appearance order (as build_updates
         // groups them), with the sources of their paths (`None`: local).
-        let mut index: HashMap<PathAttrs, usize> = HashMap::new();
+        let mut index: HashMap<Arc<PathAttrs>, usize> = HashMap::new();
         let mut groups: Vec<(Diff, Vec<Option<IpAddr>>)> = Vec::new();
+        let mut exporter = Exporter::new(&anyone);
         for (prefix, best) in loc_rib {
-            let Some(attrs) = export(prefix, Some(best), &anyone) else {
+            let Some(attrs) = exporter.export(prefix, Some(best)) else {
                 continue;
             };
             let source = match best.source {
@@ -155,8 +156,9 @@ impl Actor {
             // Its paths share parts with others', or it is behind: its own
             // table, as bytes if it keeps up, else into its pending diff.
             let mut diffs = Vec::new();
+            let mut exporter = Exporter::new(&target);
             for (prefix, best) in self.rib.loc_rib() {
-                if let Some(a) = export(prefix, Some(best), &target) {
+                if let Some(a) = exporter.export(prefix, Some(best)) {
                     diffs.push((*prefix, Some(a)));
                 }
             }
@@ -194,6 +196,7 @@ mod tests {
     use super::*;
     use crate::config::NextHopMode;
     use crate::packet::{AfiSafi, AsPath, Nlri, Origin, PathAttribute};
+    use crate::rib::export::export;
     use crate::rib::{PeerMeta, Rib};
 
     const ME: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
@@ -256,7 +259,7 @@ mod tests {
         let t = target(member);
         let diff: Diff = rib
             .loc_rib()
-            .filter_map(|(p, b)| export(p, Some(b), &t).map(|a| (*p, Some(a))))
+            .filter_map(|(p, b)| export(p, Some(b), &t).map(|a| (*p, Some(Arc::new(a)))))
             .collect();
         let mut updates = build_updates(diff);
         updates.extend(t.families.iter().map(|f| Update::end_of_rib(*f)));

@@ -43,8 +43,11 @@ pub const BYTES_CAP: usize = 256 * 1024;
 /// Prefixes taken from the pending diff for one write batch.
 pub const DIFF_CHUNK: usize = 1024;
 
-/// One Adj-RIB-Out change: the prefix and its state to send (`None`: withdraw).
-pub type Entry = (IpNetwork, Option<PathAttrs>);
+/// One Adj-RIB-Out change: the prefix and its state to send (`None`:
+/// withdraw). The attributes are shared with the diff they came from (and
+/// with every other prefix exported alike): a pending prefix costs a
+/// pointer, not a copy of its attributes.
+pub type Entry = crate::rib::export::Change;
 
 /// Encoded output as the actor queued it.
 #[derive(Debug)]
@@ -70,7 +73,7 @@ pub enum Take {
 /// The pending Adj-RIB-Out diff, in first-queued order.
 #[derive(Debug, Default)]
 struct Pending {
-    by_prefix: HashMap<IpNetwork, (u64, Option<PathAttrs>)>,
+    by_prefix: HashMap<IpNetwork, (u64, Option<Arc<PathAttrs>>)>,
     order: BTreeMap<u64, IpNetwork>,
     next_seq: u64,
     /// End-of-RIB due once no entry queued at or before this sequence is left.
@@ -82,7 +85,7 @@ impl Pending {
         self.order.is_empty() && self.eor.is_none()
     }
 
-    fn insert(&mut self, prefix: IpNetwork, state: Option<PathAttrs>) {
+    fn insert(&mut self, prefix: IpNetwork, state: Option<Arc<PathAttrs>>) {
         match self.by_prefix.get_mut(&prefix) {
             // Keeps its place; the latest state wins.
             Some((_, s)) => *s = state,
@@ -286,11 +289,11 @@ mod tests {
         s.parse().unwrap()
     }
 
-    fn attrs(med: u32) -> PathAttrs {
-        PathAttrs {
+    fn attrs(med: u32) -> Arc<PathAttrs> {
+        Arc::new(PathAttrs {
             med: Some(med),
             ..PathAttrs::local()
-        }
+        })
     }
 
     fn routes(takes: &[Take]) -> Vec<Entry> {
