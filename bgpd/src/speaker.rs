@@ -64,6 +64,13 @@ const EVENT_BURST: usize = 256;
 /// KEEPALIVE waits behind at most this many events.
 const SESSION_QUEUE: usize = 64;
 
+/// Prefixes carried by session events on their way to the actor at most
+/// ([`session::Credits`]): the channel's bound in events does not bound its
+/// memory, a 400-prefix UPDATE weighs ~11 KiB decoded (64 of them, 700 KiB;
+/// extended messages, far more). About twenty 400-prefix UPDATEs, still
+/// enough for a burst to collapse much churn into one export.
+const SESSION_PREFIXES: usize = 8192;
+
 /// How long [`Speaker::shutdown`] waits for the CEASE messages to go out.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
@@ -93,39 +100,129 @@ pub enum SpeakerError {
     },
 }
 
-/// Requests to the actor.
+/// Queries and stop requests to the actor, on a bounded channel (a caller
+/// waits for room). Desired state goes through [`Desired`] instead.
 #[derive(Debug)]
 enum Command {
     Control(Request, oneshot::Sender<Response>),
-    SetPeers(Vec<PeerConfig>),
-    SetNetworks(Vec<IpNetwork>),
     /// Stop; `graceful`: close sessions without a NOTIFICATION.
     Shutdown(String, bool, oneshot::Sender<()>),
+}
+
+/// Queries waiting for the actor at most.
+const COMMAND_QUEUE: usize = 64;
+
+/// Desired state set through a [`SpeakerHandle`], collapsed to the latest:
+/// however often (and however fast) callers set peers, networks or
+/// announce and withdraw, the actor finds one peer list, one network set
+/// and one entry per announced or withdrawn prefix.
+#[derive(Debug, Default)]
+struct DesiredState {
+    peers: Option<Vec<PeerConfig>>,
+    networks: Option<Vec<IpNetwork>>,
+    /// Announce (`true`) or withdraw since `networks`, latest per prefix.
+    originate: BTreeMap<IpNetwork, bool>,
+    /// Bumped by every change; the actor reports the last it applied.
+    seq: u64,
+}
+
+/// The slot callers write [`DesiredState`] into and the actor takes it from.
+#[derive(Debug)]
+struct Desired {
+    state: std::sync::Mutex<DesiredState>,
+    wake: tokio::sync::Notify,
+    /// The last `seq` the actor applied.
+    applied: tokio::sync::watch::Sender<u64>,
+}
+
+impl Desired {
+    fn new() -> Desired {
+        Desired {
+            state: Default::default(),
+            wake: Default::default(),
+            applied: tokio::sync::watch::Sender::new(0),
+        }
+    }
+
+    /// Change the desired state; returns its sequence number.
+    fn update(&self, f: impl FnOnce(&mut DesiredState)) -> u64 {
+        let seq = {
+            let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            f(&mut s);
+            s.seq += 1;
+            s.seq
+        };
+        // Stores a permit when the actor is busy: no wake-up is lost.
+        self.wake.notify_one();
+        seq
+    }
+
+    /// Everything set since the last take (and the sequence it reaches).
+    fn take(&self) -> (DesiredState, u64) {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let seq = s.seq;
+        let taken = DesiredState {
+            peers: s.peers.take(),
+            networks: s.networks.take(),
+            originate: std::mem::take(&mut s.originate),
+            seq,
+        };
+        (taken, seq)
+    }
+
+    /// Wait until the actor applied `seq` (or stopped).
+    async fn applied(&self, seq: u64) {
+        let mut rx = self.applied.subscribe();
+        let _ = rx.wait_for(|a| *a >= seq).await;
+    }
 }
 
 /// A cheap, clonable way to talk to a running speaker.
 #[derive(Debug, Clone)]
 pub struct SpeakerHandle {
-    tx: mpsc::UnboundedSender<Command>,
+    tx: mpsc::Sender<Command>,
+    desired: std::sync::Arc<Desired>,
     synced: tokio::sync::watch::Receiver<bool>,
 }
 
 impl SpeakerHandle {
     /// Answer a control request (what the control socket serves).
     pub async fn control(&self, req: Request) -> Response {
-        let (tx, rx) = oneshot::channel();
-        if self.tx.send(Command::Control(req, tx)).is_err() {
-            return Response {
-                ok: false,
-                error: Some("speaker stopped".into()),
-                ..Default::default()
-            };
-        }
-        rx.await.unwrap_or_else(|_| Response {
+        let stopped = || Response {
             ok: false,
             error: Some("speaker stopped".into()),
             ..Default::default()
-        })
+        };
+        match req {
+            Request::Announce { prefix } => return self.originate(prefix, true).await,
+            Request::Withdraw { prefix } => return self.originate(prefix, false).await,
+            Request::Peers | Request::Routes => {}
+        }
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Command::Control(req, tx)).await.is_err() {
+            return stopped();
+        }
+        rx.await.unwrap_or_else(|_| stopped())
+    }
+
+    /// Announce or withdraw through the desired state; answers once applied.
+    async fn originate(&self, prefix: IpNetwork, announce: bool) -> Response {
+        let seq = self.desired.update(|d| {
+            d.originate.insert(crate::rib::normalize(prefix), announce);
+        });
+        tokio::select! {
+            biased;
+            () = self.desired.applied(seq) => Response {
+                ok: true,
+                ..Default::default()
+            },
+            // The actor is gone (stopped, or its speaker dropped).
+            () = self.tx.closed() => Response {
+                ok: false,
+                error: Some("speaker stopped".into()),
+                ..Default::default()
+            },
+        }
     }
 
     /// The peer table.
@@ -141,20 +238,21 @@ impl SpeakerHandle {
             .unwrap_or_default()
     }
 
-    /// Originate a prefix.
+    /// Originate a prefix (returns once the speaker has it).
     pub async fn announce(&self, prefix: IpNetwork) {
         self.control(Request::Announce { prefix }).await;
     }
 
-    /// Stop originating a prefix.
+    /// Stop originating a prefix (returns once the speaker has it).
     pub async fn withdraw(&self, prefix: IpNetwork) {
         self.control(Request::Withdraw { prefix }).await;
     }
 
     /// Replace the peer list: new peers start, removed ones get a CEASE
-    /// (Peer De-configured), changed ones restart.
+    /// (Peer De-configured), changed ones restart. Latest wins: lists set
+    /// faster than the speaker takes them are never all applied.
     pub fn set_peers(&self, peers: Vec<PeerConfig>) {
-        let _ = self.tx.send(Command::SetPeers(peers));
+        self.desired.update(|d| d.peers = Some(peers));
     }
 
     /// Resolves once initial convergence is reached after start: every
@@ -172,9 +270,13 @@ impl SpeakerHandle {
     }
 
     /// Replace the set of originated prefixes (e.g. the node's affine IPAM
-    /// blocks): new ones are announced, missing ones withdrawn.
+    /// blocks): new ones are announced, missing ones withdrawn. Latest
+    /// wins, and it overrides announcements and withdrawals made before.
     pub fn set_networks(&self, networks: Vec<IpNetwork>) {
-        let _ = self.tx.send(Command::SetNetworks(networks));
+        self.desired.update(|d| {
+            d.networks = Some(networks);
+            d.originate.clear();
+        });
     }
 }
 
@@ -216,7 +318,8 @@ impl Speaker {
             None => None,
         };
         let listen_addr = listener.as_ref().map(|l| l.local_addr);
-        let (tx, cmd_rx) = mpsc::unbounded_channel();
+        let (tx, cmd_rx) = mpsc::channel(COMMAND_QUEUE);
+        let desired = std::sync::Arc::new(Desired::new());
         let (synced_tx, synced_rx) = tokio::sync::watch::channel(false);
         let mut rib = Rib::new(cfg.as_number, cfg.router_id);
         rib.set_cluster_id(cfg.cluster_id);
@@ -230,6 +333,7 @@ impl Speaker {
             closing: HashMap::new(),
             listener,
             session_tx,
+            credits: session::Credits::new(SESSION_PREFIXES),
             next_conn: 1,
             next_attempt: 1,
             route_tx,
@@ -243,11 +347,12 @@ impl Speaker {
             actor.add_peer(p);
         }
         actor.check_synced();
-        let task = TaskGuard::spawn(actor.run(cmd_rx, session_rx));
+        let task = TaskGuard::spawn(actor.run(cmd_rx, desired.clone(), session_rx));
         tracing::info!(asn = cfg.as_number, router_id = %cfg.router_id, listen = ?listen_addr, "BGP speaker started");
         Ok(Speaker {
             handle: SpeakerHandle {
                 tx,
+                desired,
                 synced: synced_rx,
             },
             task,
@@ -285,6 +390,7 @@ impl Speaker {
             .handle
             .tx
             .send(Command::Shutdown(message.to_string(), graceful, tx))
+            .await
             .is_ok()
         {
             let _ = rx.await;
@@ -343,6 +449,8 @@ struct Actor {
     closing: HashMap<ConnId, TaskGuard>,
     listener: Option<Listener>,
     session_tx: mpsc::Sender<SessionEvent>,
+    /// Bound on the prefixes of session events in flight.
+    credits: session::Credits,
     next_conn: ConnId,
     next_attempt: u64,
     route_tx: Option<RouteSink>,
@@ -365,7 +473,8 @@ impl std::fmt::Debug for Actor {
 impl Actor {
     async fn run(
         mut self,
-        mut cmd_rx: mpsc::UnboundedReceiver<Command>,
+        mut cmd_rx: mpsc::Receiver<Command>,
+        desired: std::sync::Arc<Desired>,
         mut session_rx: mpsc::Receiver<SessionEvent>,
     ) {
         loop {
@@ -376,11 +485,15 @@ impl Actor {
                 .chain(self.sync_deadline)
                 .min();
             tokio::select! {
+                () = desired.wake.notified() => self.apply_desired(&desired),
                 cmd = cmd_rx.recv() => match cmd {
-                    Some(Command::Control(req, reply)) => { let _ = reply.send(self.control(req)); }
-                    Some(Command::SetPeers(peers)) => self.set_peers(peers),
-                    Some(Command::SetNetworks(networks)) => self.set_networks(networks),
+                    // What callers set before they asked is applied first.
+                    Some(Command::Control(req, reply)) => {
+                        self.apply_desired(&desired);
+                        let _ = reply.send(self.control(req));
+                    }
                     Some(Command::Shutdown(msg, graceful, done)) => {
+                        self.apply_desired(&desired);
                         if graceful {
                             self.shutdown_graceful();
                         } else {
@@ -529,6 +642,32 @@ impl Actor {
                 self.add_peer(cfg);
             }
         }
+    }
+
+    /// Apply what callers set through their handles (latest state) and
+    /// tell the ones waiting.
+    fn apply_desired(&mut self, desired: &Desired) {
+        let (d, seq) = desired.take();
+        if let Some(peers) = d.peers {
+            self.set_peers(peers);
+        }
+        if let Some(networks) = d.networks {
+            self.set_networks(networks);
+        }
+        let mut changed = Vec::new();
+        for (prefix, announce) in d.originate {
+            changed.extend(if announce {
+                self.rib.add_local(prefix)
+            } else {
+                self.rib.remove_local(prefix)
+            });
+        }
+        self.propagate(changed);
+        desired.applied.send_if_modified(|a| {
+            let newer = seq > *a;
+            *a = (*a).max(seq);
+            newer
+        });
     }
 
     fn set_networks(&mut self, networks: Vec<IpNetwork>) {

@@ -18,14 +18,16 @@
 mod conn;
 pub mod sockopt;
 
-pub use conn::{BYTES_CAP, ConnEvent, ConnectionHandle, LINGER, spawn_connection};
+pub use conn::{BYTES_CAP, ConnEvent, ConnectionHandle, INBOX_PREFIXES, LINGER, spawn_connection};
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use tokio::net::{TcpSocket, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use crate::config::PeerConfig;
 use crate::tasks::TaskGuard;
@@ -58,7 +60,82 @@ pub enum SessionEvent {
         id: ConnId,
         /// What happened.
         event: ConnEvent,
+        /// The share of [`Credits`] the event holds (its prefixes); given
+        /// back when the event is dropped, after the actor handled it.
+        credit: Credit,
     },
+}
+
+/// Bounds the prefixes carried by session events on their way to the actor
+/// (decoded and in the channel, or about to be): the channel holds at most
+/// so many events, but an UPDATE weighs what its prefixes do (a 400-prefix
+/// UPDATE is ~11 KiB decoded, an extended one up to ~450 KiB), so events
+/// with prefixes also take one credit per prefix. A connection task that
+/// has no credit for its next UPDATE waits and reads no more of its
+/// socket, like one that waits for room in the channel. FIFO: a task
+/// waiting for many credits is not overtaken by later, smaller requests;
+/// events without prefixes (KEEPALIVE, OPEN, NOTIFICATION) take none.
+#[derive(Debug, Clone)]
+pub struct Credits {
+    sem: Arc<Semaphore>,
+    total: usize,
+}
+
+impl Credits {
+    /// `prefixes` credits in all.
+    pub fn new(prefixes: usize) -> Credits {
+        let total = prefixes.clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize));
+        Credits {
+            sem: Arc::new(Semaphore::new(total)),
+            total,
+        }
+    }
+
+    /// Credits not taken now.
+    pub fn available(&self) -> usize {
+        self.sem.available_permits()
+    }
+
+    /// What an event with `prefixes` takes: never more than exist (an
+    /// UPDATE larger than the whole budget waits for all of it).
+    fn needed(&self, prefixes: usize) -> u32 {
+        prefixes.clamp(1, self.total) as u32
+    }
+
+    /// Credits for `prefixes` if they are free now and nobody waits.
+    pub(crate) fn try_take(&self, prefixes: usize) -> Option<Credit> {
+        self.sem
+            .clone()
+            .try_acquire_many_owned(self.needed(prefixes))
+            .ok()
+            .map(|p| Credit(Some(p)))
+    }
+
+    /// Wait (in FIFO order) for credits for `prefixes`.
+    pub(crate) fn take(
+        &self,
+        prefixes: usize,
+    ) -> impl std::future::Future<Output = Credit> + Send + 'static {
+        let sem = self.sem.clone();
+        let n = self.needed(prefixes);
+        async move { Credit(sem.acquire_many_owned(n).await.ok()) }
+    }
+}
+
+/// An event's share of the [`Credits`] (none for events without prefixes).
+#[derive(Debug, Default)]
+pub struct Credit(Option<OwnedSemaphorePermit>);
+
+impl Credit {
+    /// No credit.
+    pub fn none() -> Credit {
+        Credit(None)
+    }
+
+    /// Credits held.
+    pub fn count(&self) -> usize {
+        self.0.as_ref().map_or(0, OwnedSemaphorePermit::num_permits)
+    }
 }
 
 /// IPv4 peers reach a dual-stack listener as `::ffff:a.b.c.d`; name them by their IPv4 address.

@@ -21,7 +21,13 @@ impl Actor {
         let id = self.next_conn;
         self.next_conn += 1;
         let stall = self.cfg.send_stall();
-        let handle = match session::spawn_connection(id, stream, self.session_tx.clone(), stall) {
+        let handle = match session::spawn_connection(
+            id,
+            stream,
+            self.session_tx.clone(),
+            self.credits.clone(),
+            stall,
+        ) {
             Ok(h) => h,
             Err(e) => {
                 tracing::warn!(peer = %addr, error = %e, "cannot set up the connection");
@@ -69,7 +75,11 @@ impl Actor {
                     }
                 }
             }
-            SessionEvent::Conn { id, event } => self.conn_event(id, event),
+            SessionEvent::Conn { id, event, credit } => {
+                self.conn_event(id, event);
+                // Its prefixes are in the RIB now: the credits go back.
+                drop(credit);
+            }
         }
     }
 
@@ -114,8 +124,13 @@ impl Actor {
                 let id = self.next_conn;
                 self.next_conn += 1;
                 let stall = self.cfg.send_stall();
-                if let Ok(h) = session::spawn_connection(id, stream, self.session_tx.clone(), stall)
-                {
+                if let Ok(h) = session::spawn_connection(
+                    id,
+                    stream,
+                    self.session_tx.clone(),
+                    self.credits.clone(),
+                    stall,
+                ) {
                     h.send(Message::Notification(Notification::new(6, 7, Vec::new())));
                     if let Some(t) = h.close() {
                         self.closing.insert(id, t);

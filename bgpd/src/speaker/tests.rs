@@ -107,3 +107,60 @@ async fn restarted_speaker_rebinds_its_port_at_once() {
     }
     sp.shutdown("done").await;
 }
+
+/// Desired state collapses to the latest: a flood of set_networks and
+/// announce/withdraw calls while the actor is busy is applied as its end
+/// state, in call order (set_networks overrides what came before it,
+/// announce/withdraw after it add to it), and a query sees everything set
+/// before it was asked.
+#[tokio::test]
+async fn desired_state_collapses_to_the_latest() {
+    use crate::config::{PeerConfig, SpeakerConfig};
+    use crate::speaker::Speaker;
+    let cfg = SpeakerConfig::new(64512, "127.0.0.1".parse().unwrap());
+    let sp = Speaker::start(cfg, None).expect("speaker");
+    let h = sp.handle();
+    let net = |i: u32| -> ipnetwork::IpNetwork {
+        ipnetwork::Ipv4Network::new((0x0a00_0000 + (i << 6)).into(), 26)
+            .unwrap()
+            .into()
+    };
+    // The current-thread runtime runs the actor only when we await: all
+    // of these wait in the slot, latest per kind.
+    for round in 0..10_000 {
+        h.set_networks((0..50).map(|i| net(round * 50 + i)).collect());
+        h.set_peers(vec![PeerConfig::new(
+            format!("127.0.9.{}", round % 200 + 1).parse().unwrap(),
+            64512,
+        )]);
+    }
+    {
+        let d = h.desired.state.lock().unwrap();
+        assert_eq!(d.networks.as_ref().map(Vec::len), Some(50));
+        assert!(d.originate.is_empty());
+    }
+    // After the last set_networks: these add to it, latest per prefix.
+    let last: Vec<_> = (0..50).map(|i| net(9_999 * 50 + i)).collect();
+    let extra = net(1_000_000);
+    h.desired.update(|d| {
+        d.originate.insert(extra, true);
+        d.originate.insert(last[0], false);
+    });
+    let routes = h.routes().await;
+    let mut want: Vec<_> = last[1..].to_vec();
+    want.push(extra);
+    want.sort();
+    let got: Vec<_> = routes.iter().map(|r| r.prefix).collect();
+    assert_eq!(got, want);
+    let peers = h.peers().await;
+    assert_eq!(peers.len(), 1);
+    assert_eq!(peers[0].address.to_string(), "127.0.9.200");
+    // announce/withdraw answer once applied.
+    h.withdraw(extra).await;
+    h.announce(last[0]).await;
+    assert_eq!(h.routes().await.len(), 50);
+    sp.shutdown("done").await;
+    // A stopped speaker answers at once.
+    assert!(h.routes().await.is_empty());
+    h.announce(extra).await;
+}
