@@ -8,6 +8,7 @@ use std::time::Duration;
 use crate::common::{Lab, require};
 use manx_e2e::lab::{self, LabState, Mode, StoreKind};
 use manx_e2e::netns::{Netns, Proc, signal};
+use testkit::eventually;
 
 /// A continuous ping from `from` to `to` (pod names), `count` probes 100 ms apart.
 fn ping(state: &LabState, from: &str, to: &str, count: u32) -> Proc {
@@ -31,17 +32,13 @@ fn ping(state: &LabState, from: &str, to: &str, count: u32) -> Proc {
 
 /// Wait for a ping to finish; returns (transmitted, received).
 fn ping_result(mut p: Proc) -> (u32, u32) {
-    for _ in 0..1200 {
-        if !p.alive() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    // A ping still running after 2 min has no summary line: that fails below.
+    let exited = eventually(Duration::from_secs(120), || !p.alive());
     let text = std::fs::read_to_string(p.log()).unwrap();
     let line = text
         .lines()
         .find(|l| l.contains("packets transmitted"))
-        .unwrap_or_else(|| panic!("{text}"));
+        .unwrap_or_else(|| panic!("no ping summary (ping exited: {exited}):\n{text}"));
     let nums: Vec<u32> = line
         .split(',')
         .filter_map(|f| f.split_whitespace().next()?.parse().ok())

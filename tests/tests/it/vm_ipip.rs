@@ -8,7 +8,7 @@
 //! The build machines' kernel has no IPIP, so this is the only place the
 //! tunnel dataplane meets a kernel. When the VM cannot be had (no runner,
 //! qemu or kernel package), the test fails in CI (`CI=true`) and prints
-//! "skipped: <reason>" elsewhere.
+//! "SKIP: <reason>" elsewhere.
 
 use std::path::Path;
 use std::process::Command;
@@ -36,10 +36,11 @@ fn heavy_vm_ipip_cluster_always_and_crosssubnet() {
             .find_map(|l| l.strip_prefix("vm-skip: "))
             .unwrap_or("tests/vm/run.sh could not start the VM")
             .to_string();
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("CI=true and the IPIP VM test cannot run: {reason}\n{shown}");
-        }
-        println!("skipped: {reason}");
+        assert!(
+            !testkit::in_ci(),
+            "CI=true and the IPIP VM test cannot run: {reason}\n{shown}"
+        );
+        println!("SKIP: {reason}");
         return;
     }
     // Shown with --no-capture, and by nextest when the test fails.

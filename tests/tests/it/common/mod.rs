@@ -6,39 +6,27 @@
 use std::time::Duration;
 
 use manx_e2e::lab::{self, LabSpec, LabState, Mode, default_bin_dir};
+use testkit::Prereqs;
 
 /// Root and the Manx binaries are needed. Outside CI a missing piece skips
 /// the test with a printed reason; in CI (CI=true) it fails.
 pub fn require() -> bool {
-    let mut missing = Vec::new();
-    let uid = std::process::Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| o.stdout);
-    if uid
-        .map(|u| String::from_utf8_lossy(&u).trim() != "0")
-        .unwrap_or(true)
-    {
-        missing.push("root (network namespaces)".to_string());
-    }
     let bin = default_bin_dir();
-    for b in ["manx-node", "manx", "manx-ipam", "manxctl"] {
-        if !bin.join(b).exists() {
-            missing.push(format!(
-                "{b} in {} (cargo build --workspace --bins)",
+    let missing: Vec<&str> = ["manx-node", "manx", "manx-ipam", "manxctl"]
+        .into_iter()
+        .filter(|b| !bin.join(b).exists())
+        .collect();
+    Prereqs::new()
+        .root()
+        .check(
+            missing.is_empty(),
+            format!(
+                "{} in {} (cargo build --workspace --bins)",
+                missing.join(", "),
                 bin.display()
-            ));
-        }
-    }
-    if missing.is_empty() {
-        return true;
-    }
-    let msg = format!("needs {}", missing.join(", "));
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{msg}");
-    }
-    eprintln!("skipped: {msg}");
-    false
+            ),
+        )
+        .ok()
 }
 
 /// A lab torn down on drop, even when the test panics.
