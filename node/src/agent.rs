@@ -704,8 +704,18 @@ pub async fn run(cfg: NodeConfig) -> Result<()> {
     scfg.listen = Some(ListenConfig { address: any, port });
     scfg.control_socket = Some(cfg.run_dir.join("bgp.sock"));
     let feed = RouteFeed::new();
-    let speaker =
-        Speaker::start_with_feed(scfg.clone(), feed.clone()).map_err(|e| anyhow!("{e}"))?;
+    // The speaker starts with its peers, so that its initial convergence
+    // (the first-sync gate's `is_synced`) waits for their End-of-RIB; with
+    // none configured it is reached at once, and a peer slower than half a
+    // second to resend its routes (a BIRD ToR helping our restart) had them
+    // purged from the kernel by the first sync.
+    let mut first = scfg.clone();
+    first.peers = plan::bgp(&view, &name, &tunnels, &SecretDir(SECRETS_DIR.into()))
+        .peers
+        .into_iter()
+        .map(|p| p.config)
+        .collect();
+    let speaker = Speaker::start_with_feed(first, feed.clone()).map_err(|e| anyhow!("{e}"))?;
     let control = match &scfg.control_socket {
         Some(path) => Some(ControlSocket::serve(path, speaker.handle())?),
         None => None,
