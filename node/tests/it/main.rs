@@ -3,3 +3,4 @@
 
 mod cli;
 mod kernel_vxlan6;
+mod tor_routes;
