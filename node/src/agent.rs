@@ -239,7 +239,7 @@ impl Agent {
         let plan = plan::bgp(&self.view, &self.name, &self.tunnels, &self.secrets);
         crate::logging::follow_datastore_level(plan.log_level);
         if plan.cluster_id != self.speaker_cfg.cluster_id && self.running.is_some() {
-            self.restart_speaker(plan.cluster_id);
+            self.restart_speaker(plan.cluster_id, &plan.peers);
         }
         for tunnel in plan.missing_tunnels {
             if !self.allocating.contains(&tunnel) {
@@ -274,7 +274,7 @@ impl Agent {
     /// A node that becomes (or stops being) a route reflector gets a
     /// speaker with the new cluster id; its sessions restart once. The old
     /// speaker stops and the new one starts in a task.
-    fn restart_speaker(&mut self, cluster_id: Option<Ipv4Addr>) {
+    fn restart_speaker(&mut self, cluster_id: Option<Ipv4Addr>, peers: &[DesiredPeer]) {
         let Some(old) = self.running.take() else {
             return;
         };
@@ -286,6 +286,9 @@ impl Agent {
         let mut cfg = self.speaker_cfg.clone();
         cfg.cluster_id = cluster_id;
         cfg.restarting = true;
+        // Started with its peers, as at start, so that its initial
+        // convergence (End-of-RIB from each) gates the first sync.
+        cfg.peers = peers.iter().map(|p| p.config.clone()).collect();
         let events = self.events.clone();
         self.spawn(async move {
             old.shutdown("route-reflector cluster id changed").await;
