@@ -6,4 +6,5 @@ mod common;
 mod errors;
 mod host_local;
 mod manx_ipam;
+mod runtimes;
 mod same_errors;
