@@ -103,7 +103,7 @@ fn describe(o: &Output) -> String {
 }
 
 fn run(name: &str) {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fsm_golden");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/fsm_golden");
     let events = std::fs::read_to_string(dir.join(format!("{name}.events"))).unwrap();
     let mut lines = events
         .lines()

@@ -10,11 +10,9 @@
 pub mod bird;
 pub mod labs;
 pub mod manx;
-#[path = "../support/netns.rs"]
-pub mod netns;
 pub mod observer;
 
-pub use netns::{Daemon, Netns, eventually, prerequisites};
+pub use crate::support::netns::{Daemon, Netns, eventually, prerequisites};
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;

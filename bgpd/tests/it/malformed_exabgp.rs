@@ -4,11 +4,9 @@
 //! Well-known Attribute with the attribute as data. The well-formed route
 //! ExaBGP sends first is installed, then dropped with the session.
 
-mod support;
-
 use std::time::Duration;
 
-use support::{Daemon, Lab, Manx, ManxPeer, PEER_V4, eventually, prerequisites};
+use crate::support::{Daemon, Lab, Manx, ManxPeer, PEER_V4, eventually, prerequisites};
 
 const EXABGP: &str = "/usr/sbin/exabgp";
 

@@ -1,5 +1,5 @@
 #!/bin/bash
-# Regenerate the captured BGP messages used by tests/packet_captures.rs.
+# Regenerate the captured BGP messages used by tests/it/packet_captures.rs.
 #
 # BIRD 2 and GoBGP peer inside two throw-away network namespaces joined by a
 # veth pair; tcpdump records the session while both sides announce IPv4 and

@@ -14,9 +14,6 @@
 //! moves only by `tokio::time::advance`. The remaining timers (IdleHold
 //! restarts of the dropped peers, the initial-sync bound) change no route.
 
-#[path = "speaker_golden/peer.rs"]
-mod peer;
-
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
@@ -24,9 +21,10 @@ use bgpd::config::ListenConfig;
 use bgpd::rib::RouteSource;
 use bgpd::{PeerConfig, RouteUpdate, Speaker, SpeakerConfig, SpeakerHandle};
 use ipnetwork::IpNetwork;
-use peer::{Attrs, PeerSpec, ScriptedPeer};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
+
+use crate::speaker_golden::peer::{Attrs, PeerSpec, ScriptedPeer};
 
 const AS: u32 = 64512;
 /// Resolution of tokio's timers.

@@ -3,11 +3,10 @@
 //! panic, and whatever decodes re-encodes into bytes that decode to a fixed
 //! point. The same check runs under cargo-fuzz in `fuzz/`.
 
-mod packet_support;
-
 use bgpd::packet::{EncodeError, SessionCaps, decode_message, encode_message};
-use packet_support::*;
 use proptest::prelude::*;
+
+use crate::packet_support::*;
 
 fn check(bytes: &[u8], caps: &SessionCaps) {
     let Ok(Some((first, used))) = decode_message(bytes, caps) else {

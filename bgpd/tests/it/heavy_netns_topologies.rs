@@ -4,17 +4,17 @@
 //! Every node i sits on one bridge at 198.19.0.(10+i) and originates
 //! 10.66.i.0/26; all are iBGP in AS 64512. Support code: `netns_topo/`.
 
-mod netns_topo;
-
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use bgpd::fsm::State;
-use netns_topo::bird::{self, BirdNode};
-use netns_topo::labs::*;
-use netns_topo::manx::{ManxNode, Neighbor, NodeSpec};
-use netns_topo::observer::Observer;
-use netns_topo::{BIRD2, BIRDC2, Topo, eventually, node_addr, node_block, prerequisites};
+
+use crate::netns_topo;
+use crate::netns_topo::bird::{self, BirdNode};
+use crate::netns_topo::labs::*;
+use crate::netns_topo::manx::{ManxNode, Neighbor, NodeSpec};
+use crate::netns_topo::observer::Observer;
+use crate::netns_topo::{BIRD2, BIRDC2, Topo, eventually, node_addr, node_block, prerequisites};
 
 /// Issue #5: a 4-node iBGP full mesh of manx-bgpd. Every node ends with the
 /// other three blocks, next hop = the originating node (RFC 4271 §5.1.3:

@@ -1,9 +1,7 @@
 //! Interop with BIRD 2 (`/usr/sbin/bird`) in network namespaces.
 
-mod support;
-
-use support::peers::Kind;
-use support::scenario;
+use crate::support::peers::Kind;
+use crate::support::scenario;
 
 #[test]
 fn heavy_interop_bird2_ebgp_v4_v6() {

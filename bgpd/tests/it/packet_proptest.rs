@@ -3,13 +3,13 @@
 //! forms, RFC 4760, RFC 6793, RFC 7911, RFC 8654); generated UPDATEs also
 //! decode the same with `bgp-rs`.
 
-mod packet_support;
-
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use bgpd::packet::*;
 use proptest::prelude::*;
+
+use crate::packet_support;
 
 fn v4_prefix() -> impl Strategy<Value = Prefix> {
     (any::<u32>(), 0u8..=32).prop_map(|(bits, len)| {

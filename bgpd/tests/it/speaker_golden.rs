@@ -15,10 +15,8 @@
 //! reflection, RR loop rejection, best-path ties, next-hop modes, graceful
 //! restart (helper), graceful restart with notification (RFC 8538).
 
-#[path = "speaker_golden/harness.rs"]
 mod harness;
-#[path = "speaker_golden/peer.rs"]
-mod peer;
+pub mod peer;
 
 use serde_json::Value;
 

@@ -69,7 +69,7 @@ fn is_sentinel(p: &IpNetwork) -> bool {
 
 /// The directory of scripts and goldens.
 pub fn dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/speaker_golden")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/it/speaker_golden")
 }
 
 struct PeerEntry {

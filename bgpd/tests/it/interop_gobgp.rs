@@ -1,9 +1,8 @@
 //! Interop with GoBGP (`gobgpd` + `gobgp` CLI) in network namespaces.
 
-mod support;
-
-use support::peers::Kind;
-use support::scenario;
+use crate::support;
+use crate::support::peers::Kind;
+use crate::support::scenario;
 
 #[test]
 fn heavy_interop_gobgp_ebgp_v4_v6() {

@@ -4,15 +4,14 @@
 //! up and the prefix is withdrawn), and that a BIRD session next to it stays
 //! Established throughout and nothing panics.
 
-mod support;
-
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use bgpd::fsm::State;
-use support::inject::{self, Injector, as_path, message, next_hop, open, origin, update};
-use support::peers::{Kind, PEER_NET_V4, PeerDaemon, PeerOpts};
-use support::{EXTRA_V4, Lab, Manx, ManxPeer, PEER_V4, eventually};
+
+use crate::support::inject::{self, Injector, as_path, message, next_hop, open, origin, update};
+use crate::support::peers::{Kind, PEER_NET_V4, PeerDaemon, PeerOpts};
+use crate::support::{EXTRA_V4, Lab, Manx, ManxPeer, PEER_V4, eventually};
 
 const MANX_AS: u32 = 64512;
 const BIRD_AS: u32 = 65002;
@@ -29,7 +28,7 @@ struct Setup {
 fn setup() -> Option<Setup> {
     let mut bins = Kind::Bird2.binaries();
     bins.push("/usr/sbin/ip");
-    if !support::prerequisites(&bins) {
+    if !crate::support::prerequisites(&bins) {
         return None;
     }
     let lab = Lab::new();

@@ -26,11 +26,6 @@
 //! listener and its dialling never touch the host. Needs root (CI is
 //! root): skipped otherwise, failed when `CI=true`.
 
-#[path = "support/netns.rs"]
-mod netns;
-#[path = "speaker_golden/peer.rs"]
-mod peer;
-
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -42,8 +37,9 @@ use datastore::client::Client;
 use datastore::embedded::EmbeddedStore;
 use datastore::model::{Node, parse_manifests};
 use ipnetwork::IpNetwork;
-use netns::Netns;
-use peer::{Attrs, Event, PeerSpec, ScriptedPeer};
+
+use crate::speaker_golden::peer::{Attrs, Event, PeerSpec, ScriptedPeer};
+use crate::support::netns::Netns;
 
 const PORT: u16 = 1179;
 /// The explicit peer's port (its `peerIP` carries it): the reflector already

@@ -1,10 +1,8 @@
 //! Interop with BIRD 1.6 (`/opt/bird1/usr/sbin/bird` and `bird6`, the BIRD
 //! Calico is built on) in network namespaces.
 
-mod support;
-
-use support::peers::Kind;
-use support::scenario;
+use crate::support::peers::Kind;
+use crate::support::scenario;
 
 #[test]
 fn heavy_interop_bird1_ebgp_v4_v6() {

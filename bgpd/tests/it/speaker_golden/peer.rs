@@ -4,8 +4,8 @@
 //! hands every message it receives to the test, in order.
 //!
 //! Shared by `speaker_golden.rs`, `from_datastore.rs` and
-//! `gr_sweep_clock.rs` (included with `#[path]`).
-#![allow(dead_code)] // each test binary uses a different subset
+//! `gr_sweep_clock.rs` (as `crate::speaker_golden::peer`).
+#![allow(dead_code)] // not every helper is used
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;

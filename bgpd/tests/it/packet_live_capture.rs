@@ -1,12 +1,12 @@
-//! Live interop: run `tests/data/captures/capture.sh` (BIRD 2 and GoBGP in
+//! Live interop: run `tests/it/data/captures/capture.sh` (BIRD 2 and GoBGP in
 //! their own network namespaces), then check that every message they
 //! exchanged decodes, re-encodes byte for byte and agrees with bgp-rs. The
 //! committed captures are tested in `packet_captures.rs`; this one proves
 //! it still holds against the peers installed now.
 
-mod packet_support;
-
 use std::process::Command;
+
+use crate::packet_support;
 
 fn missing_requirement() -> Option<String> {
     let uid = Command::new("id").arg("-u").output().ok()?;

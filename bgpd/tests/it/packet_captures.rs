@@ -1,14 +1,13 @@
 //! Messages captured from real peers (BIRD 2 and GoBGP, see
-//! `tests/data/captures/capture.sh`) decode, carry what the peers were told
+//! `tests/it/data/captures/capture.sh`) decode, carry what the peers were told
 //! to send, re-encode byte for byte, and agree with the independent `bgp-rs`
 //! decoder.
-
-mod packet_support;
 
 use bgpd::packet::{
     AfiSafi, Capability, Message, SessionCaps, decode_message, encode_message, notif,
 };
-use packet_support::*;
+
+use crate::packet_support::*;
 
 fn decode_all(name: &str, reply: &str) -> (Capture, SessionCaps, Vec<Message>) {
     let sent = load_capture(name);

@@ -1,6 +1,6 @@
 //! Shared helpers for the packet codec integration tests: captured-message
 //! loading and the differential comparison with `bgp-rs`.
-#![allow(dead_code)] // each test binary uses a different subset
+#![allow(dead_code)] // not every helper is used
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -17,7 +17,7 @@ pub struct Capture {
 }
 
 pub fn captures_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/captures")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/it/data/captures")
 }
 
 pub fn load_capture(name: &str) -> Capture {
