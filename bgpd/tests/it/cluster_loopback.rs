@@ -8,6 +8,7 @@ use bgpd::config::ListenConfig;
 use bgpd::fsm::State;
 use bgpd::{PeerConfig, RouteUpdate, Speaker, SpeakerConfig};
 use ipnetwork::IpNetwork;
+use testkit::eventually_async;
 use tokio::sync::mpsc;
 
 fn ip(s: &str) -> IpAddr {
@@ -35,22 +36,8 @@ fn peer(addr: &str, port: u16, source: &str) -> PeerConfig {
     p
 }
 
-async fn eventually<F, Fut>(mut f: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        if f().await {
-            return true;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+/// How long sessions and routes may take.
+const LIMIT: Duration = Duration::from_secs(20);
 
 async fn learnt(s: &bgpd::SpeakerHandle) -> Vec<(IpNetwork, Option<IpAddr>)> {
     s.routes()
@@ -86,7 +73,7 @@ async fn reflector_passes_client_routes_between_clients() {
     let h1 = clients[0].handle();
     let h2 = clients[1].handle();
     assert!(
-        eventually(|| async {
+        eventually_async(LIMIT, || async {
             learnt(&h2).await == vec![(net("10.70.0.0/26"), Some(ip("127.0.3.11")))]
         })
         .await,
@@ -94,7 +81,7 @@ async fn reflector_passes_client_routes_between_clients() {
         learnt(&h2).await
     );
     assert!(
-        eventually(|| async {
+        eventually_async(LIMIT, || async {
             learnt(&h1).await == vec![(net("10.70.1.0/26"), Some(ip("127.0.3.12")))]
         })
         .await,
@@ -132,10 +119,10 @@ async fn graceful_restart_keeps_routes_and_sweeps_after_end_of_rib() {
     let keep = net("10.71.0.0/26");
     let gone = net("10.71.1.0/26");
     let a = Speaker::start(a_cfg(false, vec![keep, gone]), None).unwrap();
-    assert!(eventually(|| async { learnt(&hb).await.len() == 2 }).await);
+    assert!(eventually_async(LIMIT, || async { learnt(&hb).await.len() == 2 }).await);
     a.shutdown_for_restart().await;
     assert!(
-        eventually(|| async {
+        eventually_async(LIMIT, || async {
             hb.peers()
                 .await
                 .iter()
@@ -155,7 +142,7 @@ async fn graceful_restart_keeps_routes_and_sweeps_after_end_of_rib() {
         .await
         .expect("A synced");
     assert!(
-        eventually(|| async { learnt(&hb).await.len() == 1 }).await,
+        eventually_async(LIMIT, || async { learnt(&hb).await.len() == 1 }).await,
         "{:?}",
         learnt(&hb).await
     );

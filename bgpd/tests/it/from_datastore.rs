@@ -27,8 +27,8 @@
 //! root): skipped otherwise, failed when `CI=true`.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
 use bgpd::fsm::State;
@@ -37,9 +37,10 @@ use datastore::client::Client;
 use datastore::embedded::EmbeddedStore;
 use datastore::model::{Node, parse_manifests};
 use ipnetwork::IpNetwork;
+use testkit::{Daemon, Netns, Prereqs, eventually_async};
 
 use crate::speaker_golden::peer::{Attrs, Event, PeerSpec, ScriptedPeer};
-use crate::support::netns::Netns;
+use crate::support::MANX_LOG;
 
 const PORT: u16 = 1179;
 /// The explicit peer's port (its `peerIP` carries it): the reflector already
@@ -52,46 +53,6 @@ fn a(s: &str) -> IpAddr {
 }
 fn net(s: &str) -> IpNetwork {
     s.parse().unwrap()
-}
-
-// ---- namespace and daemon guards ----------------------------------------
-
-/// manx-bgpd; killed on drop, its log printed if the test failed.
-struct Daemon {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!(
-                "---- manx-bgpd log ----\n{}",
-                std::fs::read_to_string(&self.log).unwrap_or_default()
-            );
-        }
-    }
-}
-
-/// Root and `ip`: run; else skip (or fail under `CI=true`).
-fn prerequisites() -> bool {
-    let mut missing = Vec::new();
-    if !nix::unistd::Uid::effective().is_root() {
-        missing.push("root (network namespaces)");
-    }
-    if Command::new("ip").arg("-V").output().is_err() {
-        missing.push("iproute2 `ip`");
-    }
-    if missing.is_empty() {
-        return true;
-    }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("CI=true and prerequisites are missing: {missing:?}");
-    }
-    eprintln!("SKIP: missing {missing:?}");
-    false
 }
 
 // ---- the datastore ---------------------------------------------------------
@@ -165,18 +126,16 @@ fn rr_peers(control: &Path) -> Vec<bgpd::PeerStatus> {
 }
 
 async fn wait_peers(control: &Path, what: &str, f: impl Fn(&[bgpd::PeerStatus]) -> bool) {
-    let deadline = tokio::time::Instant::now() + LIMIT;
-    loop {
-        let p = rr_peers(control);
-        if f(&p) {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{what}: not reached; reflector peers: {p:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let reached = eventually_async(LIMIT, || {
+        let done = f(&rr_peers(control));
+        async move { done }
+    })
+    .await;
+    assert!(
+        reached,
+        "{what}: not reached; reflector peers: {:#?}",
+        rr_peers(control)
+    );
 }
 
 /// Read UPDATEs until one satisfies `until`; a close or NOTIFICATION fails.
@@ -256,34 +215,23 @@ fn since(control: &Path, addr: &str) -> u64 {
 
 #[test]
 fn from_datastore_reflects_and_follows_live_changes() {
-    if !prerequisites() {
+    if !Prereqs::new().root().command("ip").ok() {
         return;
     }
     let ns = Netns::new("mxsc");
     let dir = tempfile::Builder::new().prefix("mxsc-").tempdir().unwrap();
-    let path = ns.path();
     let dir_path = dir.path().to_path_buf();
-    let ns_name = ns.name.clone();
-    std::thread::spawn(move || {
-        // Sockets this thread (and its runtime) creates live in the namespace.
-        let f = std::fs::File::open(&path).expect("open the netns");
-        nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(scenario(&ns_name, &dir_path));
-    })
-    .join()
-    .map_err(|e| std::panic::resume_unwind(e))
-    .unwrap();
+    // The daemon's command, made here: the scenario runs on a thread that
+    // has entered the namespace (the sockets it creates live there).
+    let manx = ns.command(env!("CARGO_BIN_EXE_manx-bgpd"));
+    ns.block_on(move || async move { scenario(manx, &dir_path).await });
     drop(ns);
 }
 
-async fn scenario(ns: &str, dir: &Path) {
+async fn scenario(manx: Command, dir: &Path) {
     let db = dir.join("manx.db");
     let control = dir.join("rr.sock");
-    let log = dir.join("manx-bgpd.log");
+    let secrets = dir.join("secrets");
     let store = EmbeddedStore::open(&db).await.expect("open the datastore");
     let client_ds = Client::new(std::sync::Arc::new(store));
     apply(&client_ds, WORLD).await;
@@ -295,27 +243,20 @@ async fn scenario(ns: &str, dir: &Path) {
         apply(&client_ds, &node_yaml(n, addr, rr)).await;
     }
 
-    let file = std::fs::File::create(&log).unwrap();
-    let child = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            ns,
-            env!("CARGO_BIN_EXE_manx-bgpd"),
-            "--from-datastore",
-        ])
-        .env("NODENAME", "rr1")
-        .env("DATASTORE_TYPE", "embedded")
-        .env("MANX_DB", &db)
-        .env("MANX_BGPD_CONTROL", &control)
-        .env("MANX_SECRETS_DIR", dir.join("secrets"))
-        .env("MANX_LOG", "debug")
-        .stdin(Stdio::null())
-        .stdout(file.try_clone().unwrap())
-        .stderr(file)
-        .spawn()
-        .expect("start manx-bgpd");
-    let _daemon = Daemon { child, log };
+    let _daemon = Daemon::start(
+        manx,
+        dir,
+        "manx-bgpd",
+        &["--from-datastore"],
+        &[
+            ("NODENAME", "rr1"),
+            ("DATASTORE_TYPE", "embedded"),
+            ("MANX_DB", db.to_str().unwrap()),
+            ("MANX_BGPD_CONTROL", control.to_str().unwrap()),
+            ("MANX_SECRETS_DIR", secrets.to_str().unwrap()),
+            MANX_LOG,
+        ],
+    );
 
     // The reflector peers with both clients, as RR clients, passively.
     wait_peers(&control, "c1 and c2 configured", |p| {

@@ -2,19 +2,10 @@
 //! starts from YAML, serves the control socket, exits 0 on SIGTERM, and
 //! refuses a bad configuration with a message naming the file and the fix.
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-fn wait_for(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    false
-}
+use testkit::{Daemon, eventually};
 
 #[test]
 fn daemon_serves_control_socket_and_exits_zero_on_sigterm() {
@@ -31,15 +22,15 @@ fn daemon_serves_control_socket_and_exits_zero_on_sigterm() {
         ),
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_manx-bgpd"))
-        .arg("--config")
-        .arg(&cfg)
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut daemon = Daemon::start(
+        Command::new(env!("CARGO_BIN_EXE_manx-bgpd")),
+        dir.path(),
+        "manx-bgpd",
+        &["--config", cfg.to_str().unwrap()],
+        &[],
+    );
     assert!(
-        wait_for(Duration::from_secs(10), || bgpd::query_peers(&sock).is_ok()),
+        eventually(Duration::from_secs(10), || bgpd::query_peers(&sock).is_ok()),
         "control socket never answered"
     );
     let peers = bgpd::query_peers(&sock).unwrap();
@@ -55,17 +46,11 @@ fn daemon_serves_control_socket_and_exits_zero_on_sigterm() {
     assert_eq!(routes.len(), 1);
     assert_eq!(routes[0].prefix.to_string(), "10.65.8.0/26");
 
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    let mut status = None;
-    assert!(wait_for(Duration::from_secs(10), || {
-        status = child.try_wait().unwrap();
-        status.is_some()
-    }));
-    assert_eq!(status.unwrap().code(), Some(0));
+    assert_eq!(
+        daemon.terminate(Duration::from_secs(10)),
+        Some(0),
+        "manx-bgpd did not exit 0 within 10 s of SIGTERM"
+    );
     assert!(!sock.exists(), "control socket left behind");
 }
 

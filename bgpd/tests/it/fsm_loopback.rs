@@ -10,6 +10,7 @@ use std::time::Duration;
 use bgpd::config::ListenConfig;
 use bgpd::fsm::State;
 use bgpd::{PeerConfig, RouteUpdate, Speaker, SpeakerConfig};
+use testkit::eventually_async;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
@@ -33,23 +34,6 @@ fn peer(addr: &str, port: u16, asn: u32, source: &str) -> PeerConfig {
     p.port = port;
     p.source_address = Some(ip(source));
     p
-}
-
-async fn eventually<F, Fut>(limit: Duration, mut f: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        if f().await {
-            return true;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 async fn state_of(s: &bgpd::SpeakerHandle, addr: &str) -> Option<State> {
@@ -87,7 +71,7 @@ async fn two_speakers_collide_exchange_and_shut_down() {
         "127.0.0.12",
     )]);
 
-    let up = eventually(Duration::from_secs(30), || async {
+    let up = eventually_async(Duration::from_secs(30), || async {
         state_of(&ah, "127.0.0.12").await == Some(State::Established)
             && state_of(&bh, "127.0.0.11").await == Some(State::Established)
     })
@@ -99,7 +83,7 @@ async fn two_speakers_collide_exchange_and_shut_down() {
         bh.peers().await
     );
 
-    let learnt = eventually(Duration::from_secs(10), || async {
+    let learnt = eventually_async(Duration::from_secs(10), || async {
         ah.routes()
             .await
             .iter()
@@ -142,7 +126,7 @@ async fn two_speakers_collide_exchange_and_shut_down() {
 
     // Withdraw on B → gone on A, and the kernel channel says Remove.
     bh.withdraw("10.66.1.0/26".parse().unwrap()).await;
-    let gone = eventually(Duration::from_secs(10), || async {
+    let gone = eventually_async(Duration::from_secs(10), || async {
         !ah.routes()
             .await
             .iter()
@@ -169,7 +153,7 @@ async fn two_speakers_collide_exchange_and_shut_down() {
 
     // Shutdown of B: A sees CEASE / Administrative Shutdown with the message.
     b.shutdown("maintenance window").await;
-    let ceased = eventually(Duration::from_secs(10), || async {
+    let ceased = eventually_async(Duration::from_secs(10), || async {
         ah.peers().await[0]
             .last_error
             .as_deref()
@@ -217,7 +201,7 @@ async fn set_networks_reconciles_originated_prefixes() {
         v.sort();
         v
     };
-    let first = eventually(Duration::from_secs(30), || async {
+    let first = eventually_async(Duration::from_secs(30), || async {
         prefixes(bh.clone()).await == ["10.65.9.0/26", "10.65.9.64/26"]
     })
     .await;
@@ -226,7 +210,7 @@ async fn set_networks_reconciles_originated_prefixes() {
         "10.65.9.64/26".parse().unwrap(),
         "10.65.9.128/26".parse().unwrap(),
     ]);
-    let second = eventually(Duration::from_secs(10), || async {
+    let second = eventually_async(Duration::from_secs(10), || async {
         prefixes(bh.clone()).await == ["10.65.9.128/26", "10.65.9.64/26"]
     })
     .await;
@@ -256,7 +240,7 @@ async fn removing_a_peer_ceases_and_flushes() {
     );
     p.passive = true;
     bh.set_peers(vec![p]);
-    let learnt = eventually(Duration::from_secs(30), || async {
+    let learnt = eventually_async(Duration::from_secs(30), || async {
         ah.routes()
             .await
             .iter()
@@ -272,12 +256,12 @@ async fn removing_a_peer_ceases_and_flushes() {
     );
 
     ah.set_peers(Vec::new());
-    let flushed = eventually(Duration::from_secs(10), || async {
+    let flushed = eventually_async(Duration::from_secs(10), || async {
         ah.routes().await.is_empty() && ah.peers().await.is_empty()
     })
     .await;
     assert!(flushed);
-    let ceased = eventually(Duration::from_secs(10), || async {
+    let ceased = eventually_async(Duration::from_secs(10), || async {
         bh.peers().await[0]
             .last_error
             .as_deref()
@@ -432,7 +416,7 @@ async fn collision(fake_id: [u8; 4], fake_addr: &str, speaker_addr: &str, expect
     );
     winner.write_all(&raw_keepalive()).await.unwrap();
     let h = speaker.handle();
-    let up = eventually(Duration::from_secs(10), || async {
+    let up = eventually_async(Duration::from_secs(10), || async {
         state_of(&h, fake_addr).await == Some(State::Established)
     })
     .await;

@@ -8,20 +8,22 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use bgpd::fsm::State;
+use testkit::{Daemon, Netns, eventually};
 
 use crate::netns_topo;
 use crate::netns_topo::bird::{self, BirdNode};
 use crate::netns_topo::labs::*;
 use crate::netns_topo::manx::{ManxNode, Neighbor, NodeSpec};
 use crate::netns_topo::observer::Observer;
-use crate::netns_topo::{BIRD2, BIRDC2, Topo, eventually, node_addr, node_block, prerequisites};
+use crate::netns_topo::{Topo, needs, needs_bird2, node_addr, node_block};
+use crate::support::MANX_LOG;
 
 /// Issue #5: a 4-node iBGP full mesh of manx-bgpd. Every node ends with the
 /// other three blocks, next hop = the originating node (RFC 4271 §5.1.3:
 /// the originator sets its own address; an iBGP receiver keeps it).
 #[test]
 fn heavy_mesh_four_manx_nodes() {
-    if !prerequisites(&[]) {
+    if !needs().ok() {
         return;
     }
     let ids = [1u8, 2, 3, 4];
@@ -59,7 +61,7 @@ fn heavy_mesh_four_manx_nodes() {
 /// their shared cluster id and are rejected (CLUSTER_LIST loop, §8).
 #[test]
 fn heavy_two_reflectors_six_clients() {
-    if !prerequisites(&[]) {
+    if !needs().ok() {
         return;
     }
     let rrs = [1u8, 2];
@@ -155,7 +157,7 @@ fn heavy_two_reflectors_six_clients() {
     // block through the other (no graceful restart here: it sends CEASE).
     let mut reflectors = reflectors;
     let mut gone = reflectors.remove(0);
-    gone.daemon.terminate();
+    gone.daemon.terminate(Duration::from_secs(10));
     assert!(
         eventually(CONVERGE, || cnodes.iter().all(|n| {
             n.peer(node_addr(rrs[0]))
@@ -180,7 +182,7 @@ fn heavy_two_reflectors_six_clients() {
 /// client (BIRD keeps iBGP next hops when reflecting, RFC 4456 §10).
 #[test]
 fn heavy_bird2_reflector_for_manx_clients() {
-    if !prerequisites(&[BIRD2, BIRDC2]) {
+    if !needs_bird2().ok() {
         return;
     }
     let lab = BirdRrLab::start();
@@ -200,7 +202,7 @@ fn heavy_bird2_reflector_for_manx_clients() {
 /// sent End-of-RIB, no client route changed.
 #[test]
 fn heavy_kill9_bird2_reflector_manx_clients_keep_routes() {
-    if !prerequisites(&[BIRD2, BIRDC2]) {
+    if !needs_bird2().ok() {
         return;
     }
     let mut lab = BirdRrLab::start();
@@ -247,7 +249,7 @@ fn heavy_kill9_bird2_reflector_manx_clients_keep_routes() {
 /// clients' tables with `birdc -s <sock> show route`.
 #[test]
 fn heavy_manx_reflector_for_bird2_clients() {
-    if !prerequisites(&[BIRD2, BIRDC2]) {
+    if !needs_bird2().ok() {
         return;
     }
     let rr = 0u8;
@@ -316,7 +318,7 @@ fn heavy_manx_reflector_for_bird2_clients() {
 /// it was before the kill.
 #[test]
 fn heavy_kill9_client_graceful_restart_no_flap() {
-    if !prerequisites(&[]) {
+    if !needs().ok() {
         return;
     }
     let mut lab = GrLab::start(120);
@@ -393,7 +395,7 @@ fn heavy_kill9_client_graceful_restart_no_flap() {
 /// timer expires).
 #[test]
 fn heavy_kill9_client_not_back_in_restart_time_is_withdrawn() {
-    if !prerequisites(&[]) {
+    if !needs().ok() {
         return;
     }
     let mut lab = GrLab::start(3);
@@ -433,7 +435,7 @@ fn heavy_kill9_client_not_back_in_restart_time_is_withdrawn() {
 /// route: every client's change counters end where they started.
 #[test]
 fn heavy_kill9_reflector_graceful_restart_no_flap() {
-    if !prerequisites(&[]) {
+    if !needs().ok() {
         return;
     }
     let mut lab = GrLab::start(120);
@@ -483,7 +485,7 @@ fn heavy_kill9_reflector_graceful_restart_no_flap() {
 /// node leaves no namespace and no process behind.
 #[test]
 fn heavy_topology_cleans_up_on_panic() {
-    if !prerequisites(&[]) {
+    if !needs().ok() {
         return;
     }
     let seen = std::sync::Mutex::new((Vec::new(), 0u32));
@@ -515,7 +517,7 @@ fn heavy_topology_cleans_up_on_panic() {
 /// §5.1.3), and never a withdrawal.
 #[test]
 fn heavy_kill9_mesh_node_graceful_restart_no_flap() {
-    if !prerequisites(&[]) {
+    if !needs().ok() {
         return;
     }
     let ids = [1u8, 2, 3, 4];
@@ -607,7 +609,7 @@ fn heavy_kill9_mesh_node_graceful_restart_no_flap() {
 /// the collision rules deterministically.
 #[test]
 fn heavy_mesh_all_active_converges_and_stays_up() {
-    if !prerequisites(&[]) {
+    if !needs().ok() {
         return;
     }
     let ids = [1u8, 2, 3, 4];
@@ -656,7 +658,7 @@ fn heavy_mesh_all_active_converges_and_stays_up() {
 /// routes were kept until BIRD's End-of-RIB and most counters stayed at 1.)
 #[test]
 fn heavy_bird2_restart_without_forwarding_state_sweeps_stale() {
-    if !prerequisites(&[BIRD2, BIRDC2]) {
+    if !needs_bird2().ok() {
         return;
     }
     let mut lab = BirdRrLab::start();
@@ -700,21 +702,17 @@ fn heavy_bird2_restart_without_forwarding_state_sweeps_stale() {
 /// does. (The old code fixed the minimum at 254 whatever the hop count.)
 #[test]
 fn heavy_gtsm_ttl_security_counts_hops_through_a_router() {
-    if !prerequisites(&[]) {
+    if !needs().ok() {
         return;
     }
     // a (198.19.1.1) — r (forwards) — b (198.19.2.1)
-    let a = netns_topo::Netns::new("mxgt");
-    let r = netns_topo::Netns::new("mxgt");
-    let b = netns_topo::Netns::new("mxgt");
+    let a = Netns::new("mxgt");
+    let r = Netns::new("mxgt");
+    let b = Netns::new("mxgt");
     for (side, ns, net) in [("ra", &a, 1), ("rb", &b, 2)] {
-        r.ip(&[
-            "link", "add", side, "type", "veth", "peer", "name", "eth0", "netns", &ns.name,
-        ]);
+        testkit::netns::veth(&r, side, ns, "eth0");
         r.ip(&["addr", "add", &format!("198.19.{net}.254/24"), "dev", side]);
-        r.ip(&["link", "set", side, "up"]);
         ns.ip(&["addr", "add", &format!("198.19.{net}.1/24"), "dev", "eth0"]);
-        ns.ip(&["link", "set", "eth0", "up"]);
         ns.ip(&[
             "route",
             "add",
@@ -723,9 +721,9 @@ fn heavy_gtsm_ttl_security_counts_hops_through_a_router() {
             &format!("198.19.{net}.254"),
         ]);
     }
-    r.exec("sysctl", &["-q", "-w", "net.ipv4.ip_forward=1"]);
+    r.sysctl("net.ipv4.ip_forward", "1");
     let dir = tempfile::tempdir().unwrap();
-    let start = |ns: &netns_topo::Netns, me: &str, peer: &str, passive: bool, hops: u8| {
+    let start = |ns: &Netns, me: &str, peer: &str, passive: bool, hops: u8| {
         let control = dir.path().join(format!("{me}-{hops}.sock"));
         let config = dir.path().join(format!("{me}-{hops}.yaml"));
         std::fs::write(
@@ -736,12 +734,13 @@ fn heavy_gtsm_ttl_security_counts_hops_through_a_router() {
             ),
         )
         .unwrap();
-        let d = netns_topo::Daemon::spawn(
+        let d = Daemon::spawn(
             ns,
             dir.path(),
             &format!("manx-{me}-{hops}"),
             env!("CARGO_BIN_EXE_manx-bgpd"),
             &["--config", config.to_str().unwrap()],
+            &[MANX_LOG],
         );
         assert!(eventually(Duration::from_secs(10), || control.exists()));
         (d, control)

@@ -6,13 +6,20 @@
 
 use std::time::Duration;
 
-use crate::support::{Daemon, Lab, Manx, ManxPeer, PEER_V4, eventually, prerequisites};
+use testkit::{Daemon, Prereqs, eventually};
+
+use crate::support::{Lab, Manx, ManxPeer, PEER_V4};
 
 const EXABGP: &str = "/usr/sbin/exabgp";
 
 #[test]
 fn heavy_malformed_exabgp_unrecognized_well_known_attribute() {
-    if !prerequisites(&[EXABGP, "/usr/sbin/ip"]) {
+    if !Prereqs::new()
+        .root()
+        .command("ip")
+        .file(EXABGP, "exabgp")
+        .ok()
+    {
         return;
     }
     let lab = Lab::new();
@@ -48,7 +55,7 @@ neighbor 198.18.0.1 {
         ("exabgp.log.destination", "stdout"),
         ("exabgp.tcp.connections", "0"),
     ];
-    let exa = Daemon::spawn_env(
+    let exa = Daemon::spawn(
         &lab.peer,
         lab.dir.path(),
         "exabgp",

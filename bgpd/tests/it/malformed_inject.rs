@@ -8,10 +8,11 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use bgpd::fsm::State;
+use testkit::eventually;
 
 use crate::support::inject::{self, Injector, as_path, message, next_hop, open, origin, update};
 use crate::support::peers::{Kind, PEER_NET_V4, PeerDaemon, PeerOpts};
-use crate::support::{EXTRA_V4, Lab, Manx, ManxPeer, PEER_V4, eventually};
+use crate::support::{EXTRA_V4, Lab, Manx, ManxPeer, PEER_V4};
 
 const MANX_AS: u32 = 64512;
 const BIRD_AS: u32 = 65002;
@@ -26,9 +27,7 @@ struct Setup {
 }
 
 fn setup() -> Option<Setup> {
-    let mut bins = Kind::Bird2.binaries();
-    bins.push("/usr/sbin/ip");
-    if !crate::support::prerequisites(&bins) {
+    if !Kind::Bird2.prereqs().ok() {
         return None;
     }
     let lab = Lab::new();

@@ -6,36 +6,20 @@
 
 use std::process::Command;
 
-use crate::packet_support;
+use testkit::Prereqs;
 
-fn missing_requirement() -> Option<String> {
-    let uid = Command::new("id").arg("-u").output().ok()?;
-    if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
-        return Some("not root (network namespaces need root)".into());
-    }
-    for tool in [
-        "bird", "birdc", "gobgpd", "gobgp", "tcpdump", "tshark", "python3", "ip",
-    ] {
-        let found = Command::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if !found {
-            return Some(format!("`{tool}` not installed"));
-        }
-    }
-    None
-}
+use crate::packet_support;
 
 // Many processes (BIRD, GoBGP, tcpdump) for ~20 s: heavy_.
 #[test]
 fn heavy_live_bird_gobgp_capture_round_trips() {
-    if let Some(why) = missing_requirement() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "live capture test cannot run in CI: {why}"
-        );
-        eprintln!("skipping live BIRD/GoBGP capture: {why}");
+    if !Prereqs::new()
+        .root()
+        .commands(&[
+            "bird", "birdc", "gobgpd", "gobgp", "tcpdump", "tshark", "python3", "ip",
+        ])
+        .ok()
+    {
         return;
     }
     let dir = tempfile::tempdir().expect("temp dir");

@@ -6,7 +6,9 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::process::Command;
 
-use super::{AS, BIRD2, BIRDC2, Daemon, Topo, node_addr, node_block};
+use testkit::Daemon;
+
+use super::{AS, BIRD2, BIRDC2, Topo, node_addr, node_block};
 
 /// Timers short enough for tests (hold 9 s like the manx nodes).
 const TIMERS: &str =
@@ -65,6 +67,7 @@ fn spawn(topo: &Topo, index: u8, recovery: bool) -> Daemon {
         &format!("bird{index}"),
         BIRD2,
         &args,
+        &[],
     )
 }
 

@@ -9,7 +9,9 @@ use std::time::Duration;
 use super::bird::{self, BirdNode};
 use super::manx::{ManxNode, Neighbor, NodeSpec};
 use super::observer::Observer;
-use super::{AS, Topo, eventually, node_addr, node_block};
+use testkit::eventually;
+
+use super::{AS, Topo, node_addr, node_block};
 
 /// How long a topology may take to converge (sessions retry every second).
 pub const CONVERGE: Duration = Duration::from_secs(40);

@@ -10,7 +10,10 @@ use bgpd::control::{PeerStatus, RouteStatus};
 use bgpd::fsm::State;
 use bgpd::rib::RouteSource;
 
-use super::{AS, Daemon, Topo, eventually, node_addr};
+use testkit::{Daemon, eventually};
+
+use super::{AS, Topo, node_addr};
+use crate::support::MANX_LOG;
 
 /// One neighbour of a manx node.
 #[derive(Debug, Clone)]
@@ -131,6 +134,7 @@ fn spawn(topo: &Topo, spec: &NodeSpec, restarting: bool) -> (Daemon, PathBuf) {
         &format!("manx{i}"),
         env!("CARGO_BIN_EXE_manx-bgpd"),
         &["--config", config.to_str().expect("utf-8 path")],
+        &[MANX_LOG],
     );
     assert!(
         eventually(Duration::from_secs(10), || control.exists()),

@@ -4,18 +4,19 @@
 //! veth into it (`eth0`, 198.19.0.(10+i)/24). Namespaces are named
 //! `mxtp-<pid>-<n>`; 198.19.0.0/24 belongs to these tests only (198.18.0.0/24
 //! is used by the two-namespace `support` lab, 192.0.2.0/24 and fd00::/64
-//! by the host). Every namespace and daemon is a Drop guard: a panic still
-//! kills the processes and deletes the namespaces.
+//! by the host). Every namespace and daemon is a testkit Drop guard: a
+//! panic still kills the processes and deletes the namespaces.
 
 pub mod bird;
 pub mod labs;
 pub mod manx;
 pub mod observer;
 
-pub use crate::support::netns::{Daemon, Netns, eventually, prerequisites};
-
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
+
+use testkit::netns::veth;
+use testkit::{Netns, Prereqs};
 
 /// bird 2.x.
 pub const BIRD2: &str = "/usr/sbin/bird";
@@ -23,6 +24,16 @@ pub const BIRD2: &str = "/usr/sbin/bird";
 pub const BIRDC2: &str = "/usr/sbin/birdc";
 /// The AS every node of these topologies is in (iBGP).
 pub const AS: u32 = 64512;
+
+/// What every topology needs: root (namespaces) and `ip`.
+pub fn needs() -> Prereqs {
+    Prereqs::new().root().command("ip")
+}
+
+/// [`needs`] and BIRD 2.
+pub fn needs_bird2() -> Prereqs {
+    needs().file(BIRD2, "bird2").file(BIRDC2, "bird2")
+}
 
 /// Namespace names of these topologies: `mxtp-<pid>-<n>`.
 const NS_PREFIX: &str = "mxtp";
@@ -61,10 +72,8 @@ impl Topo {
         for &i in indices {
             let ns = Netns::new(NS_PREFIX);
             let port = format!("p{i}");
-            switch.ip(&[
-                "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &ns.name,
-            ]);
-            switch.ip(&["link", "set", &port, "master", "br0", "up"]);
+            veth(&switch, &port, &ns, "eth0");
+            switch.ip(&["link", "set", &port, "master", "br0"]);
             ns.ip(&[
                 "addr",
                 "add",
@@ -72,7 +81,6 @@ impl Topo {
                 "dev",
                 "eth0",
             ]);
-            ns.ip(&["link", "set", "eth0", "up"]);
             nodes[usize::from(i)] = Some(ns);
         }
         let dir = tempfile::Builder::new()
@@ -101,7 +109,7 @@ impl Topo {
             .iter()
             .flatten()
             .chain(std::iter::once(&self.switch))
-            .map(|n| n.name.clone())
+            .map(|n| n.name().to_string())
             .collect()
     }
 }

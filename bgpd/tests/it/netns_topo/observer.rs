@@ -15,7 +15,7 @@ use bgpd::packet::{
     AfiSafi, Capability, Message, Open, SessionCaps, Update, decode_message, encode_message,
 };
 
-use super::Netns;
+use testkit::Netns;
 
 /// What the observer saw, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]

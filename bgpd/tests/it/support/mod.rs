@@ -1,17 +1,22 @@
-//! Shared support for bgpd's namespace tests: namespaces `mxbg-<pid>-<n>`,
-//! a veth between two of them (198.18.0.0/24 + fd42:18::/64), daemons
-//! started with `ip netns exec`, and Drop guards that clean up even on panic.
+//! Shared support for bgpd's two-namespace tests: testkit namespaces
+//! `mxbg-<pid>-<n>` joined by a veth (198.18.0.0/24 + fd42:18::/64),
+//! manx-bgpd's YAML and control socket, peer daemons (`peers`), interop
+//! scenarios (`scenario`) and a raw injector (`inject`). Namespaces and
+//! daemons are testkit's Drop guards: they clean up even on panic.
 #![allow(dead_code)]
 
 pub mod inject;
-pub mod netns;
 pub mod peers;
 pub mod scenario;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use netns::{Daemon, Netns, eventually, prerequisites, run};
+use testkit::netns::veth;
+use testkit::{Daemon, Netns, eventually};
+
+/// manx-bgpd's log level in every test daemon.
+pub const MANX_LOG: (&str, &str) = ("MANX_LOG", "debug");
 
 /// Namespace names of this lab: `mxbg-<pid>-<n>`.
 const NS_PREFIX: &str = "mxbg";
@@ -41,7 +46,7 @@ pub const EXTRA_V4: [&str; 12] = [
 ];
 
 /// Two namespaces joined by a veth: `manx` (198.18.0.1, fd42:18::1) and
-/// `peer` (198.18.0.2-6, fd42:18::2), plus a scratch directory.
+/// `peer` (198.18.0.2-14, fd42:18::2), plus a scratch directory.
 #[derive(Debug)]
 pub struct Lab {
     pub manx: Netns,
@@ -53,9 +58,7 @@ impl Lab {
     pub fn new() -> Lab {
         let manx = Netns::new(NS_PREFIX);
         let peer = Netns::new(NS_PREFIX);
-        manx.ip(&[
-            "link", "add", "mxa", "type", "veth", "peer", "name", "mxb", "netns", &peer.name,
-        ]);
+        veth(&manx, "mxa", &peer, "mxb");
         manx.ip(&["addr", "add", &format!("{MANX_V4}/24"), "dev", "mxa"]);
         manx.ip(&[
             "-6",
@@ -66,7 +69,6 @@ impl Lab {
             "mxa",
             "nodad",
         ]);
-        manx.ip(&["link", "set", "mxa", "up"]);
         peer.ip(&["addr", "add", &format!("{PEER_V4}/24"), "dev", "mxb"]);
         for a in EXTRA_V4 {
             peer.ip(&["addr", "add", &format!("{a}/24"), "dev", "mxb"]);
@@ -80,7 +82,6 @@ impl Lab {
             "mxb",
             "nodad",
         ]);
-        peer.ip(&["link", "set", "mxb", "up"]);
         let dir = tempfile::Builder::new()
             .prefix("mxbg-")
             .tempdir()
@@ -161,6 +162,7 @@ impl Manx {
             "manx-bgpd",
             manx_bgpd_bin(),
             &["--config", config.to_str().unwrap()],
+            &[MANX_LOG],
         );
         let m = Manx {
             daemon,

@@ -5,7 +5,9 @@
 
 use std::time::Duration;
 
-use super::{Daemon, Lab, MANX_V4, MANX_V6, PEER_V4, PEER_V6, eventually, run};
+use testkit::{Daemon, Prereqs, eventually};
+
+use super::{Lab, MANX_V4, MANX_V6, PEER_V4, PEER_V6};
 
 pub const BIRD2: &str = "/usr/sbin/bird";
 pub const BIRDC2: &str = "/usr/sbin/birdc";
@@ -49,12 +51,28 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub fn binaries(self) -> Vec<&'static str> {
+    /// Its binaries, with the package that provides them.
+    pub fn binaries(self) -> Vec<(&'static str, &'static str)> {
+        const BIRD1_PKG: &str = "bird 1.6, unpacked by scripts/fetch-bird1.sh";
         match self {
-            Kind::Bird2 => vec![BIRD2, BIRDC2],
-            Kind::Bird1 => vec![BIRD1, BIRD1_6, BIRDC1, BIRDC1_6],
-            Kind::Gobgp => vec![GOBGPD, GOBGP],
+            Kind::Bird2 => vec![(BIRD2, "bird2"), (BIRDC2, "bird2")],
+            Kind::Bird1 => vec![
+                (BIRD1, BIRD1_PKG),
+                (BIRD1_6, BIRD1_PKG),
+                (BIRDC1, BIRD1_PKG),
+                (BIRDC1_6, BIRD1_PKG),
+            ],
+            Kind::Gobgp => vec![(GOBGPD, "gobgpd"), (GOBGP, "gobgpd")],
         }
+    }
+
+    /// What a lab with this peer needs: root, `ip` and the binaries.
+    pub fn prereqs(self) -> Prereqs {
+        self.binaries()
+            .into_iter()
+            .fold(Prereqs::new().root().command("ip"), |p, (bin, pkg)| {
+                p.file(bin, pkg)
+            })
     }
 }
 
@@ -199,7 +217,7 @@ impl PeerDaemon {
             kind,
             daemons: Vec::new(),
             socks: Vec::new(),
-            ns: lab.peer.name.clone(),
+            ns: lab.peer.name().to_string(),
             opts,
         };
         p.spawn(lab);
@@ -225,6 +243,7 @@ impl PeerDaemon {
                         "-c",
                         conf.to_str().unwrap(),
                     ],
+                    &[],
                 ));
                 self.socks = vec![sock];
             }
@@ -247,6 +266,7 @@ impl PeerDaemon {
                             "-c",
                             conf.to_str().unwrap(),
                         ],
+                        &[],
                     ));
                     socks.push(sock);
                 }
@@ -268,6 +288,7 @@ impl PeerDaemon {
                         "--api-hosts",
                         "127.0.0.1:50051",
                     ],
+                    &[],
                 ));
                 // Originate once the API is up.
                 let ns = self.ns.clone();
@@ -284,10 +305,11 @@ impl PeerDaemon {
         }
     }
 
-    /// Stop (SIGTERM) and start again with the same configuration.
+    /// Stop (SIGTERM, up to 10 s) and start again with the same
+    /// configuration.
     pub fn restart(&mut self, lab: &Lab) {
         for d in &mut self.daemons {
-            d.terminate();
+            d.terminate(Duration::from_secs(10));
         }
         self.daemons.clear();
         self.spawn(lab);
@@ -373,9 +395,4 @@ pub fn gobgp(ns: &str, args: &[&str]) -> Option<String> {
     out.status
         .success()
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// Silence unused warnings in test crates that use only part of the support.
-pub fn _unused() {
-    let _ = run;
 }

@@ -2,8 +2,10 @@
 
 use std::time::Duration;
 
+use testkit::eventually;
+
 use super::peers::{GrNotification, Kind, PEER_NET_V4, PEER_NET_V6, PeerDaemon, PeerOpts, gobgp};
-use super::{Lab, MANX_V4, Manx, ManxPeer, PEER_V4, PEER_V6, eventually, prerequisites};
+use super::{Lab, MANX_V4, Manx, ManxPeer, PEER_V4, PEER_V6};
 
 pub const MANX_AS: u32 = 64512;
 pub const PEER_EBGP_AS: u32 = 65002;
@@ -12,6 +14,8 @@ pub const MANX_NET_V6: &str = "fd42:65::/122";
 
 /// Generous bound for "eventually": sessions come up in seconds.
 pub const SETTLE: Duration = Duration::from_secs(60);
+/// How long a SIGTERM'd daemon gets to send CEASE and exit.
+pub const STOP: Duration = Duration::from_secs(10);
 
 fn fail(what: &str, manx: &Manx, peer: &PeerDaemon) -> ! {
     panic!(
@@ -24,9 +28,7 @@ fn fail(what: &str, manx: &Manx, peer: &PeerDaemon) -> ! {
 }
 
 pub fn require(kind: Kind) -> bool {
-    let mut bins = kind.binaries();
-    bins.push("/usr/sbin/ip");
-    prerequisites(&bins)
+    kind.prereqs().ok()
 }
 
 /// Knobs of a lab.
@@ -128,7 +130,7 @@ pub fn exchange(kind: Kind, ibgp: bool) {
 
     // SIGTERM: CEASE to every peer and exit 0.
     assert_eq!(
-        manx.daemon.terminate(),
+        manx.daemon.terminate(STOP),
         Some(0),
         "manx-bgpd did not exit 0 on SIGTERM"
     );
@@ -263,8 +265,8 @@ pub fn graceful_notification(n: GrNotification) {
             .map(|p| (p.state, p.since_unix))
     };
     let (_, up_since) = since(&manx).expect("GoBGP's IPv4 session");
-    gobgp(&lab.peer.name, &["neighbor", MANX_V4, "reset"]).expect("gobgp neighbor reset");
-    // Every 200 ms until the session is back after the reset (a new
+    gobgp(lab.peer.name(), &["neighbor", MANX_V4, "reset"]).expect("gobgp neighbor reset");
+    // At every poll until the session is back after the reset (a new
     // Established): was GoBGP's route ever missing meanwhile?
     let mut missing_at = None;
     let t0 = std::time::Instant::now();
@@ -293,7 +295,7 @@ pub fn graceful_notification(n: GrNotification) {
             "without the N bit a Cease ends graceful restart: the route must go"
         ),
     }
-    manx.daemon.terminate();
+    manx.daemon.terminate(STOP);
     let t1 = std::time::Instant::now();
     // Either way the route goes at once: without the N bit a Cease ends
     // graceful restart (RFC 4724), with it only because it is a Hard Reset.
