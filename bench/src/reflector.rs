@@ -170,6 +170,23 @@ pub fn rss_kib(pid: u32) -> anyhow::Result<u64> {
     status_kib(pid, "VmRSS:")
 }
 
+/// CPU time (user + system) a process used so far, seconds.
+pub fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which may hold spaces), from field 3.
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .context("malformed /proc/<pid>/stat")?;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| -> anyhow::Result<f64> {
+        Ok(f.get(i).context("short /proc/<pid>/stat")?.parse::<f64>()?)
+    };
+    // utime and stime are fields 14 and 15 (1-based), 11 and 12 here.
+    // In USER_HZ, 100 on Linux.
+    Ok((ticks(11)? + ticks(12)?) / 100.0)
+}
+
 /// Open descriptors of a process.
 pub fn open_fds(pid: u32) -> anyhow::Result<usize> {
     Ok(std::fs::read_dir(format!("/proc/{pid}/fd"))?.count())

@@ -1,6 +1,7 @@
 //! Convergence benchmark: speaker A originates N prefixes, speaker B (eBGP,
 //! over 127.0.0.0/8) learns them; measured from session start until B's
-//! RouteUpdate channel has seen all N.
+//! route feed holds all N (read in batches, changes collapsed per prefix:
+//! only the final state matters).
 //!
 //! Baseline, measured in the same run: the codec alone on the same
 //! UPDATEs (build, encode, decode, no sockets, no RIB). The ratio says what
@@ -13,7 +14,7 @@ use bgpd::config::ListenConfig;
 use bgpd::packet::{Message, SessionCaps, decode_message, encode_message};
 use bgpd::rib::PathAttrs;
 use bgpd::rib::export::build_updates;
-use bgpd::{PeerConfig, RouteUpdate, Speaker, SpeakerConfig};
+use bgpd::{PeerConfig, RouteFeed, RouteUpdate, Speaker, SpeakerConfig};
 use ipnetwork::{IpNetwork, Ipv4Network};
 
 const N: u32 = 20_000;
@@ -59,9 +60,9 @@ async fn end_to_end() -> Duration {
         address: "127.0.0.62".parse().unwrap(),
         port: 0,
     });
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let feed = RouteFeed::new();
     let a = Speaker::start(a_cfg, None).unwrap();
-    let b = Speaker::start(b_cfg, Some(tx)).unwrap();
+    let b = Speaker::start_with_feed(b_cfg, feed.clone()).unwrap();
     let start = Instant::now();
     let mut to_b = PeerConfig::new("127.0.0.62".parse().unwrap(), 65001);
     to_b.port = b.listen_addr().unwrap().port();
@@ -70,12 +71,20 @@ async fn end_to_end() -> Duration {
     to_a.passive = true;
     a.handle().set_peers(vec![to_b]);
     b.handle().set_peers(vec![to_a]);
-    let mut learnt = 0;
-    while learnt < N {
-        match tokio::time::timeout(Duration::from_secs(60), rx.recv()).await {
-            Ok(Some(RouteUpdate::Add { .. })) => learnt += 1,
-            Ok(Some(_)) => {}
-            _ => panic!("convergence stalled at {learnt} of {N} prefixes"),
+    let mut learnt = std::collections::HashSet::new();
+    while learnt.len() < N as usize {
+        let Ok(batch) = tokio::time::timeout(Duration::from_secs(60), feed.recv()).await else {
+            panic!("convergence stalled at {} of {N} prefixes", learnt.len());
+        };
+        for u in batch {
+            match u {
+                RouteUpdate::Add { prefix, .. } => {
+                    learnt.insert(prefix);
+                }
+                RouteUpdate::Remove { prefix } => {
+                    learnt.remove(&prefix);
+                }
+            }
         }
     }
     let elapsed = start.elapsed();

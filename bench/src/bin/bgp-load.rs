@@ -36,7 +36,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use bgpd::{PeerConfig, RouteUpdate, Speaker, SpeakerConfig, config::ListenConfig};
+use bgpd::{PeerConfig, RouteFeed, RouteUpdate, Speaker, SpeakerConfig, config::ListenConfig};
 use clap::Parser;
 use manx_bench::bgp_client::{ASN, client_addr, prefix, run_client};
 use manx_bench::reflector::{self, RrSetup};
@@ -140,7 +140,7 @@ async fn run_mesh(n: u32, port: u16) -> anyhow::Result<Duration> {
     }
     let start = Instant::now();
     let mut speakers = Vec::new();
-    let mut rxs = Vec::new();
+    let mut feeds = Vec::new();
     for i in 0..n {
         let mut cfg = SpeakerConfig::new(ASN, addr(i));
         cfg.listen = Some(ListenConfig {
@@ -160,35 +160,36 @@ async fn run_mesh(n: u32, port: u16) -> anyhow::Result<Duration> {
                 p
             })
             .collect();
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        speakers.push(Speaker::start(cfg, Some(tx)).context("start a mesh speaker")?);
-        rxs.push(rx);
+        // Only the final state matters: changes collapsed per prefix.
+        let feed = RouteFeed::new();
+        speakers.push(Speaker::start_with_feed(cfg, feed.clone()).context("start a mesh speaker")?);
+        feeds.push(feed);
     }
     let want = (n - 1) as usize;
-    let waits: Vec<_> = rxs
+    let waits: Vec<_> = feeds
         .into_iter()
-        .map(|mut rx| {
+        .map(|feed| {
             tokio::spawn(async move {
                 let mut have = std::collections::HashSet::new();
                 while have.len() < want {
-                    match rx.recv().await {
-                        Some(RouteUpdate::Add { prefix, .. }) => {
-                            have.insert(prefix);
+                    for u in feed.recv().await {
+                        match u {
+                            RouteUpdate::Add { prefix, .. } => {
+                                have.insert(prefix);
+                            }
+                            RouteUpdate::Remove { prefix } => {
+                                have.remove(&prefix);
+                            }
                         }
-                        Some(RouteUpdate::Remove { prefix }) => {
-                            have.remove(&prefix);
-                        }
-                        None => break,
                     }
                 }
-                have.len() >= want
             })
         })
         .collect();
     for w in waits {
-        if !tokio::time::timeout(Duration::from_secs(120), w).await?? {
-            bail!("a mesh speaker stopped before converging");
-        }
+        tokio::time::timeout(Duration::from_secs(120), w)
+            .await
+            .context("a mesh speaker did not converge within 120 s")??;
     }
     let took = start.elapsed();
     for s in speakers {

@@ -22,7 +22,7 @@ use anyhow::Context;
 use bgpd::packet::Message;
 use clap::Parser;
 use manx_bench::bgp_client::{announcement, prefix};
-use manx_bench::reflector::{self, RrSetup, open_fds, peak_rss_kib, rss_kib};
+use manx_bench::reflector::{self, RrSetup, cpu_seconds, open_fds, peak_rss_kib, rss_kib};
 use manx_bench::sim_peer::{self, SimPeer};
 use tokio::io::AsyncWriteExt;
 
@@ -67,6 +67,8 @@ struct Outcome {
     start_peak_kib: u64,
     end_peak_kib: u64,
     rounds: u64,
+    /// CPU seconds the reflector used during the churn.
+    cpu: f64,
 }
 
 fn mib(kib: u64) -> f64 {
@@ -129,6 +131,7 @@ async fn run(name: &str, cmd: Command, setup: &RrSetup, args: &Args) -> anyhow::
     );
     let round = sim_peer::encode(&round, &b.caps)?;
     let duration = Duration::from_secs(args.duration);
+    let cpu_before = cpu_seconds(pid)?;
     let began = Instant::now();
     let rounds = Arc::new(AtomicU64::new(0));
     let churn = {
@@ -160,12 +163,15 @@ async fn run(name: &str, cmd: Command, setup: &RrSetup, args: &Args) -> anyhow::
     }
     let why = churn.await.context("churn task")?;
     let end_peak_kib = peak_rss_kib(pid)?;
+    let cpu = cpu_seconds(pid)? - cpu_before;
     println!(
-        "{name:>10}: end: peak RSS {:.1} MiB (start {:.1}), {} rounds of {} /26s; A {}, B {}, C {}{}",
+        "{name:>10}: end: peak RSS {:.1} MiB (start {:.1}), {} rounds of {} /26s, CPU {:.1} s in {:.0} s; A {}, B {}, C {}{}",
         mib(end_peak_kib),
         mib(start_peak_kib),
         rounds.load(Ordering::Relaxed),
         args.prefixes,
+        cpu,
+        began.elapsed().as_secs_f64(),
         fate(&[("keepalive write", &ka[0])]),
         fate(&[("keepalive write", &ka[1]), ("read", &b_read)]),
         fate(&[("keepalive write", &ka[2]), ("read", &c_read)]),
@@ -186,6 +192,7 @@ async fn run(name: &str, cmd: Command, setup: &RrSetup, args: &Args) -> anyhow::
         start_peak_kib,
         end_peak_kib,
         rounds: rounds.load(Ordering::Relaxed),
+        cpu,
     })
 }
 
@@ -210,12 +217,14 @@ async fn main() -> anyhow::Result<()> {
         let cmd = reflector::bird_command(&args.bird, &setup, &dir)?;
         let bird = run("bird2", cmd, &setup, &args).await?;
         println!(
-            "ratio (BIRD / manx): end peak RSS {:.2}× (> 1: manx is better); growth during the churn: manx {:+.1} MiB, bird2 {:+.1} MiB; churn rounds: manx {}, bird2 {}",
+            "ratio (BIRD / manx): end peak RSS {:.2}× (> 1: manx is better); growth during the churn: manx {:+.1} MiB, bird2 {:+.1} MiB; churn rounds: manx {}, bird2 {}; CPU: manx {:.1} s, bird2 {:.1} s",
             bird.end_peak_kib as f64 / ours.end_peak_kib as f64,
             mib(ours.end_peak_kib) - mib(ours.start_peak_kib),
             mib(bird.end_peak_kib) - mib(bird.start_peak_kib),
             ours.rounds,
             bird.rounds,
+            ours.cpu,
+            bird.cpu,
         );
     } else if !args.no_bird {
         println!("BIRD baseline skipped: {} not found", args.bird.display());
