@@ -688,7 +688,8 @@ pub async fn run(cfg: NodeConfig) -> Result<()> {
     startup::update_node(&client, &name, |n| tunnels.record(n)).await?;
 
     let (_, bgp_configs) = bgpd::northbound::usable_bgp(&[], &view.bgp_configs);
-    let settings = bgpd::northbound::cluster_settings(&bgp_configs, &SecretDir(SECRETS_DIR.into()));
+    let secrets = SecretDir(SECRETS_DIR.into());
+    let settings = bgpd::northbound::cluster_settings(&bgp_configs, &secrets);
     let asn = cfg
         .as_number
         .or(node.as_number().map(|a| a.0))
@@ -713,7 +714,7 @@ pub async fn run(cfg: NodeConfig) -> Result<()> {
     // second to resend its routes (a BIRD ToR helping our restart) had them
     // purged from the kernel by the first sync.
     let mut first = scfg.clone();
-    first.peers = plan::bgp(&view, &name, &tunnels, &SecretDir(SECRETS_DIR.into()))
+    first.peers = plan::bgp(&view, &name, &tunnels, &secrets)
         .peers
         .into_iter()
         .map(|p| p.config)
@@ -753,7 +754,7 @@ pub async fn run(cfg: NodeConfig) -> Result<()> {
         uplink,
         client,
         ipam: ipam.clone(),
-        secrets: SecretDir(SECRETS_DIR.into()),
+        secrets,
         speaker: speaker.handle(),
         running: Some(speaker),
         control,
