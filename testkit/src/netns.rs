@@ -195,6 +195,15 @@ mod tests {
         // Reaped below with waitpid, to see how it died.
         #[allow(clippy::zombie_processes)]
         let sleeper = ns.command("sleep").arg("600").spawn().expect("sleep");
+        // `ip netns exec` enters the namespace after the spawn returns; drop
+        // only once the sleeper is inside, or the test races the setns.
+        let name = ns.name().to_string();
+        let inside = crate::eventually(std::time::Duration::from_secs(10), || {
+            let out = crate::run(std::process::Command::new("ip").args(["netns", "pids", &name]));
+            out.split_whitespace()
+                .any(|p| p == sleeper.id().to_string())
+        });
+        assert!(inside, "the sleeper never entered {name}");
         drop(ns);
         assert!(!path.exists(), "{} left behind", path.display());
         let pid = nix::unistd::Pid::from_raw(sleeper.id() as i32);
