@@ -35,6 +35,7 @@ impl NetNs {
                 format!("cannot open network namespace {}: {e}", path.display()),
             )
         })?;
+        refuse_own_netns(&file, path)?;
         Ok(NetNs {
             file,
             path: path.to_path_buf(),
@@ -76,6 +77,41 @@ impl NetNs {
     }
 }
 
+/// The namespace file of the namespace the plugin runs in.
+pub const SELF_NETNS: &str = "/proc/self/ns/net";
+
+/// Refuses (code 4, invalid environment) a `CNI_NETNS` that is the
+/// namespace the plugin itself runs in: `/proc/self/ns/net`, a symlink to
+/// it or a bind mount of it (`/run/netns/<name>` when the plugin runs in
+/// that namespace). ADD would put the pod address and `default via
+/// 169.254.1.1` on the host's own interface, DEL would remove it. The two
+/// are one namespace when the opened file and `/proc/self/ns/net` have the
+/// same (device, inode). Checked on the open file, so the path cannot be
+/// swapped between the check and its use.
+fn refuse_own_netns(file: &File, path: &Path) -> Result<(), CniError> {
+    use std::os::unix::fs::MetadataExt;
+    let ns = file.metadata().map_err(|e| {
+        CniError::io(format!(
+            "cannot stat network namespace {}: {e}",
+            path.display()
+        ))
+    })?;
+    let own = std::fs::metadata(SELF_NETNS)
+        .map_err(|e| CniError::io(format!("cannot stat {SELF_NETNS}: {e} (is /proc mounted?)")))?;
+    if (ns.dev(), ns.ino()) == (own.dev(), own.ino()) {
+        return Err(CniError::new(
+            ErrorCode::InvalidEnvironment,
+            format!(
+                "CNI_NETNS {:?} is not valid: it is the network namespace the plugin itself runs in \
+                 (same device and inode as {SELF_NETNS}), not a pod's; the runtime must pass the \
+                 path of the pod's own network namespace",
+                path.display().to_string()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Writes one sysctl under `/proc/sys` in the namespace of the calling
 /// thread, e.g. `("net/ipv4/conf/cali123/proxy_arp", "1")`.
 pub fn write_sysctl(key: &str, value: &str) -> Result<(), CniError> {
@@ -101,6 +137,22 @@ mod tests {
         let e = NetNs::open(Path::new("/nonexistent/mxcn-netns")).unwrap_err();
         assert_eq!(e.code, 3);
         assert!(e.msg.contains("/nonexistent/mxcn-netns"));
+    }
+
+    /// Needs no privileges: every process may stat its own namespace.
+    #[test]
+    fn own_namespace_is_refused_with_code_4() {
+        let e = NetNs::open(Path::new(SELF_NETNS)).unwrap_err();
+        assert_eq!(e.code, 4, "{}", e.msg);
+        assert!(e.msg.contains("\"/proc/self/ns/net\""), "{}", e.msg);
+        assert!(e.msg.contains("the plugin itself runs in"), "{}", e.msg);
+        // A symlink to it is the same namespace.
+        let dir = tempfile::tempdir().unwrap();
+        let link = dir.path().join("ns");
+        std::os::unix::fs::symlink(format!("/proc/{}/ns/net", std::process::id()), &link).unwrap();
+        let e = NetNs::open(&link).unwrap_err();
+        assert_eq!(e.code, 4, "{}", e.msg);
+        assert!(e.msg.contains(&link.display().to_string()), "{}", e.msg);
     }
 
     #[test]

@@ -6,5 +6,6 @@ mod common;
 mod errors;
 mod host_local;
 mod manx_ipam;
+mod own_netns;
 mod runtimes;
 mod same_errors;
