@@ -244,6 +244,55 @@ pub fn validate_netns(path: &str, must_exist: bool) -> Result<PathBuf, CniError>
     Ok(p.to_path_buf())
 }
 
+/// Kubernetes DNS-1123 label (namespace names): 1–63 characters of
+/// lowercase letters, digits and '-', starting and ending with a letter or
+/// digit. `None` when valid, else why not.
+pub fn dns1123_label_error(s: &str) -> Option<&'static str> {
+    if s.is_empty() {
+        return Some("it is empty");
+    }
+    if s.len() > 63 {
+        return Some("it is longer than 63 characters");
+    }
+    label_chars_error(s)
+}
+
+/// The DNS-1123 label characters, without the length limit (Kubernetes'
+/// subdomain parts have none of their own).
+fn label_chars_error(s: &str) -> Option<&'static str> {
+    let b = s.as_bytes();
+    if !b
+        .iter()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+    {
+        return Some("only lowercase letters, digits and '-' are allowed");
+    }
+    if !b[0].is_ascii_alphanumeric() || !b[b.len() - 1].is_ascii_alphanumeric() {
+        return Some("it must start and end with a lowercase letter or digit");
+    }
+    None
+}
+
+/// Kubernetes DNS-1123 subdomain (pod names): at most 253 characters,
+/// '.'-separated DNS-1123 labels. `None` when valid, else why not.
+pub fn dns1123_subdomain_error(s: &str) -> Option<&'static str> {
+    if s.is_empty() {
+        return Some("it is empty");
+    }
+    if s.len() > 253 {
+        return Some("it is longer than 253 characters");
+    }
+    for label in s.split('.') {
+        if label.is_empty() {
+            return Some("it has an empty '.'-separated part ('..', or '.' at an end)");
+        }
+        if let Some(e) = label_chars_error(label) {
+            return Some(e);
+        }
+    }
+    None
+}
+
 /// Parses `K=V;K=V`. Unknown keys are an error unless `IgnoreUnknown=1`
 /// (or `true`) is present, as in libcni's `LoadArgs`.
 pub fn parse_args(args: &str) -> Result<K8sArgs, CniError> {
@@ -285,6 +334,24 @@ pub fn parse_args(args: &str) -> Result<K8sArgs, CniError> {
             pod: None,
             ..k8s
         });
+    }
+    // A Kubernetes pod: the names follow Kubernetes' rules (they key the
+    // workload in the datastore and name the host veth).
+    if let Some(ns) = &k8s.namespace
+        && let Some(why) = dns1123_label_error(ns)
+    {
+        return Err(CniError::env(format!(
+            "CNI_ARGS K8S_POD_NAMESPACE {ns:?} is not a Kubernetes namespace name: {why} \
+             (a DNS-1123 label: 1-63 lowercase letters, digits or '-', starting and ending with a letter or digit)"
+        )));
+    }
+    if let Some(pod) = &k8s.pod
+        && let Some(why) = dns1123_subdomain_error(pod)
+    {
+        return Err(CniError::env(format!(
+            "CNI_ARGS K8S_POD_NAME {pod:?} is not a Kubernetes pod name: {why} \
+             (a DNS-1123 subdomain: at most 253 characters, '.'-separated lowercase letters, digits or '-')"
+        )));
     }
     Ok(k8s)
 }
@@ -357,6 +424,26 @@ mod tests {
             (with("CNI_IFNAME", ".."), "not a valid"),
             (with("CNI_ARGS", "FOO=bar"), "unknown key \"FOO\""),
             (with("CNI_ARGS", "K8S_POD_NAME"), "not KEY=VALUE"),
+            (
+                with("CNI_ARGS", "K8S_POD_NAMESPACE=default;K8S_POD_NAME=../../x"),
+                "K8S_POD_NAME \"../../x\" is not a Kubernetes pod name",
+            ),
+            (
+                with("CNI_ARGS", "K8S_POD_NAMESPACE=default;K8S_POD_NAME=Web"),
+                "lowercase",
+            ),
+            (
+                with("CNI_ARGS", "K8S_POD_NAMESPACE=default;K8S_POD_NAME=a\nb"),
+                "K8S_POD_NAME \"a\\nb\"",
+            ),
+            (
+                with("CNI_ARGS", "K8S_POD_NAMESPACE=a.b;K8S_POD_NAME=web"),
+                "K8S_POD_NAMESPACE \"a.b\" is not a Kubernetes namespace name",
+            ),
+            (
+                with("CNI_ARGS", "K8S_POD_NAMESPACE=-a;K8S_POD_NAME=web"),
+                "start and end",
+            ),
             (without("CNI_PATH"), "CNI_PATH is not set"),
         ];
         for (vars, needle) in cases {
@@ -433,5 +520,26 @@ mod tests {
     fn no_k8s_args_uses_container_id() {
         let e = env(&with("CNI_ARGS", "")).unwrap();
         assert_eq!(e.workload_id(), "abc123");
+    }
+
+    #[test]
+    fn kubernetes_name_rules() {
+        assert_eq!(dns1123_subdomain_error("web-0.a1"), None);
+        assert_eq!(dns1123_subdomain_error(&"a".repeat(253)), None);
+        assert!(dns1123_subdomain_error(&"a".repeat(254)).is_some());
+        assert!(dns1123_subdomain_error("a..b").is_some());
+        assert!(dns1123_subdomain_error("a.").is_some());
+        assert!(dns1123_subdomain_error("a_b").is_some());
+        assert_eq!(dns1123_label_error(&"a".repeat(63)), None);
+        assert!(dns1123_label_error(&"a".repeat(64)).is_some());
+        assert!(dns1123_label_error("a-").is_some());
+        assert!(dns1123_label_error("").is_some());
+        // Valid names pass through unchanged.
+        let e = env(&with(
+            "CNI_ARGS",
+            "K8S_POD_NAMESPACE=kube-system;K8S_POD_NAME=coredns-5d78c9869d-abcde",
+        ))
+        .unwrap();
+        assert_eq!(e.workload_id(), "kube-system.coredns-5d78c9869d-abcde");
     }
 }
