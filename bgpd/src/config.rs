@@ -406,6 +406,17 @@ impl SpeakerConfig {
                 &format!("peer {}", p.address),
                 p.hold_time.unwrap_or(self.hold_time),
             )?;
+            if let Some(pw) = &p.password
+                && pw.len() > crate::session::sockopt::TCP_MD5SIG_MAXKEYLEN
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "peer {}: password is {} bytes; the kernel's TCP-MD5 keys are at most {} bytes \
+                     (TCP_MD5SIG_MAXKEYLEN): use a shorter password",
+                    p.address,
+                    pw.len(),
+                    crate::session::sockopt::TCP_MD5SIG_MAXKEYLEN
+                )));
+            }
             if !seen.insert(p.address) {
                 return Err(ConfigError::Invalid(format!(
                     "peer {} is listed twice; keep one entry",
@@ -434,6 +445,23 @@ impl SpeakerConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 18: 81-byte TCP-MD5 passwords are refused when the config is
+    /// read (the kernel limit is 80), naming the peer and the field.
+    #[test]
+    fn md5_password_over_80_bytes_is_refused() {
+        let yaml = |pw: &str| {
+            format!(
+                "asNumber: 64512\nrouterId: 198.18.0.1\npeers:\n  - address: 198.18.0.2\n    asNumber: 64512\n    password: \"{pw}\"\n"
+            )
+        };
+        let ok = SpeakerConfig::from_yaml(&yaml(&"p".repeat(80)), Path::new("t.yaml")).unwrap();
+        ok.validate().unwrap();
+        let long = SpeakerConfig::from_yaml(&yaml(&"p".repeat(81)), Path::new("t.yaml"));
+        let e = long.and_then(|c| c.validate()).unwrap_err().to_string();
+        assert!(e.contains("peer 198.18.0.2: password is 81 bytes"), "{e}");
+        assert!(e.contains("at most 80"), "{e}");
+    }
 
     #[test]
     fn parses_the_documented_example() {

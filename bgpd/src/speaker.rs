@@ -607,7 +607,10 @@ impl Actor {
         if let (Some(l), Some(pw)) = (&self.listener, &cfg.password)
             && let Err(e) = l.set_md5_key(addr, Some(pw))
         {
-            tracing::error!(peer = %addr, error = %e, "cannot install the TCP-MD5 key on the listener; the peer cannot connect to us");
+            // Fail closed: without the key the listener would accept the
+            // peer's connection unauthenticated.
+            tracing::error!(peer = %addr, error = %e, "cannot install the TCP-MD5 key on the listener; the peer is not started (fix its password)");
+            return;
         }
         let passive = cfg.passive;
         self.peers.insert(addr, Peer::new(cfg, &self.cfg));
