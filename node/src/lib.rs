@@ -14,5 +14,6 @@ pub mod http;
 pub mod logging;
 pub mod metrics;
 pub mod plan;
+pub mod reclaim;
 pub mod startup;
 pub mod status;
