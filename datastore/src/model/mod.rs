@@ -283,9 +283,15 @@ macro_rules! impl_kind {
                     Ok(()) => Vec::new(),
                     Err(e) => e.0,
                 };
+                let object = validate::object_name(KindId::$ty.lower(), &self.metadata.name);
+                errors.extend(validate::metadata_errors(
+                    &object,
+                    &self.metadata.labels,
+                    &self.metadata.annotations,
+                ));
                 if !Self::NAMESPACED && self.metadata.namespace.is_some() {
                     errors.push(ValidationError {
-                        object: format!("{} {}", KindId::$ty.lower(), self.metadata.name),
+                        object,
                         field: "metadata.namespace".to_string(),
                         message: format!("must not be set: {} is not namespaced", Self::KIND),
                     });

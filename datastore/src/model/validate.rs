@@ -58,6 +58,109 @@ impl ValidationErrors {
 pub const NOT_SUPPORTED: &str =
     "is not supported by Manx yet: Manx would not act on it, so it is refused; remove it";
 
+/// `"<kind> <name>"` for messages, the name escaped (`escape_debug`) so
+/// control characters never reach a terminal.
+pub fn object_name(kind_lower: &str, name: &str) -> String {
+    if name.is_empty() {
+        format!("{kind_lower} <unnamed>")
+    } else {
+        format!("{kind_lower} {}", name.escape_debug())
+    }
+}
+
+/// Kubernetes' total size limit for an object's annotations.
+pub const MAX_ANNOTATIONS_BYTES: usize = 256 * 1024;
+
+/// Kubernetes' qualified-name / label-value part: at most 63 characters,
+/// `[A-Za-z0-9][-A-Za-z0-9_.]*` ending alphanumeric; empty allowed only for
+/// values.
+fn label_part_error(s: &str, empty_ok: bool) -> Option<&'static str> {
+    if s.is_empty() {
+        return (!empty_ok).then_some("is empty");
+    }
+    if s.len() > 63 {
+        return Some("is longer than 63 characters");
+    }
+    let b = s.as_bytes();
+    if !b
+        .iter()
+        .all(|c| c.is_ascii_alphanumeric() || b"-_.".contains(c))
+    {
+        return Some("may only hold letters, digits, '-', '_' and '.'");
+    }
+    if !b[0].is_ascii_alphanumeric() || !b[b.len() - 1].is_ascii_alphanumeric() {
+        return Some("must start and end with a letter or digit");
+    }
+    None
+}
+
+/// Label keys and values and annotation keys and size as Kubernetes
+/// validates them; every message escapes what it quotes.
+pub fn metadata_errors(
+    object: &str,
+    labels: &std::collections::BTreeMap<String, String>,
+    annotations: &std::collections::BTreeMap<String, String>,
+) -> Vec<ValidationError> {
+    let mut out = Vec::new();
+    let mut err = |field: String, message: String| {
+        out.push(ValidationError {
+            object: object.to_string(),
+            field,
+            message,
+        })
+    };
+    let key_error = |key: &str| -> Option<String> {
+        let (prefix, name) = match key.rsplit_once('/') {
+            Some((p, n)) => (Some(p), n),
+            None => (None, key),
+        };
+        if let Some(p) = prefix
+            && let Err(why) = dns1123_subdomain(p)
+        {
+            return Some(format!("prefix {:?} {why}", p));
+        }
+        label_part_error(name, false).map(|why| format!("name part {name:?} {why}"))
+    };
+    const KEY_RULE: &str = "(a key is an optional DNS-1123 subdomain prefix and '/', then at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit)";
+    for (k, v) in labels {
+        if let Some(why) = key_error(k) {
+            err(
+                format!("metadata.labels[{k:?}]"),
+                format!("key is not valid: {why} {KEY_RULE}"),
+            );
+        }
+        if let Some(why) = label_part_error(v, true) {
+            let shown: String = v.chars().take(64).collect();
+            err(
+                format!("metadata.labels[{k:?}]"),
+                format!(
+                    "value {shown:?}{} {why}: use at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit, or empty",
+                    if shown.len() < v.len() { "..." } else { "" }
+                ),
+            );
+        }
+    }
+    let mut total = 0usize;
+    for (k, v) in annotations {
+        total += k.len() + v.len();
+        if let Some(why) = key_error(k) {
+            err(
+                format!("metadata.annotations[{k:?}]"),
+                format!("key is not valid: {why} {KEY_RULE}"),
+            );
+        }
+    }
+    if total > MAX_ANNOTATIONS_BYTES {
+        err(
+            "metadata.annotations".to_string(),
+            format!(
+                "total {total} bytes is over Kubernetes' limit of {MAX_ANNOTATIONS_BYTES} bytes (256 KiB): move large data elsewhere"
+            ),
+        );
+    }
+    out
+}
+
 /// Collects problems for one object.
 #[derive(Debug)]
 pub(crate) struct Checker {
@@ -67,9 +170,8 @@ pub(crate) struct Checker {
 
 impl Checker {
     pub(crate) fn new(kind_lower: &str, name: &str) -> Self {
-        let name = if name.is_empty() { "<unnamed>" } else { name };
         Checker {
-            object: format!("{kind_lower} {name}"),
+            object: object_name(kind_lower, name),
             errors: Vec::new(),
         }
     }
@@ -238,6 +340,62 @@ pub(crate) fn closest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn labels(pairs: &[(&str, &str)]) -> std::collections::BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    /// Issue 18: labels and annotations as Kubernetes validates them.
+    #[test]
+    fn labels_and_annotations_follow_kubernetes_rules() {
+        let none = labels(&[]);
+        let good = labels(&[
+            ("app", "web"),
+            ("projectcalico.org/zone", "Zone_A.1"),
+            ("empty", ""),
+        ]);
+        assert!(metadata_errors("ippool p", &good, &good).is_empty());
+        // A NUL in a value or a key is refused, and escaped in the message.
+        let e = metadata_errors("ippool p", &labels(&[("app", "a\0b")]), &none);
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].to_string().contains("\\0"), "{}", e[0]);
+        assert!(!e[0].to_string().contains('\0'));
+        let e = metadata_errors("ippool p", &labels(&[("a\0", "x")]), &none);
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(!e[0].to_string().contains('\0'));
+        // A 1 MiB value is refused (and not printed whole).
+        let big = "a".repeat(1 << 20);
+        let e = metadata_errors("ippool p", &labels(&[("app", &big)]), &none);
+        assert_eq!(e.len(), 1);
+        assert!(e[0].message.contains("longer than 63"), "{}", e[0]);
+        assert!(e[0].to_string().len() < 1000);
+        // 63 characters pass, 64 do not; bad prefixes are refused.
+        let v63 = "a".repeat(63);
+        assert!(metadata_errors("o", &labels(&[("k", &v63)]), &none).is_empty());
+        let v64 = "a".repeat(64);
+        assert_eq!(
+            metadata_errors("o", &labels(&[("k", &v64)]), &none).len(),
+            1
+        );
+        assert_eq!(
+            metadata_errors("o", &labels(&[("Bad_Prefix/k", "v")]), &none).len(),
+            1
+        );
+        assert_eq!(
+            metadata_errors("o", &labels(&[("-k", "v")]), &none).len(),
+            1
+        );
+        // Annotations: any value, 256 KiB in all.
+        let ok = labels(&[("note", "free text\nwith lines")]);
+        assert!(metadata_errors("o", &none, &ok).is_empty());
+        let e = metadata_errors("o", &none, &labels(&[("note", &big)]));
+        assert!(e[0].message.contains("256 KiB"), "{e:?}");
+        // Object names are escaped too.
+        assert_eq!(object_name("ippool", "a\u{1b}[2J"), "ippool a\\u{1b}[2J");
+    }
 
     #[test]
     fn names() {
