@@ -106,6 +106,11 @@ pub struct IpamOptions {
     /// How long a read IPAM config is reused (other writers' changes take
     /// this long to be seen; changes through this `Ipam` are seen at once).
     pub config_ttl: Duration,
+    /// Folder of the host-wide claim lock files (`ipam-<node>-v4.lock`):
+    /// every process on the host claiming for a node takes an exclusive
+    /// flock there around "are my affine blocks full? then claim one"
+    /// (issue 17). `None`: in-process serialization only.
+    pub claim_lock_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for IpamOptions {
@@ -114,6 +119,7 @@ impl Default for IpamOptions {
             empty_block_grace: Duration::from_secs(300),
             max_retries: 100,
             config_ttl: Duration::from_secs(1),
+            claim_lock_dir: None,
         }
     }
 }
@@ -246,6 +252,45 @@ impl Ipam {
     /// Now per the clock (ms).
     pub fn now_ms(&self) -> u64 {
         self.clock.now_ms()
+    }
+
+    /// Takes the host-wide claim lock of (node, family), if configured; an
+    /// unusable lock file is logged and skipped (in-process lock only).
+    async fn host_claim_lock(&self, node: &str, v6: bool) -> Option<std::fs::File> {
+        let dir = self.opts.claim_lock_dir.clone()?;
+        let safe: String = node
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let path = dir.join(format!("ipam-{safe}-{}.lock", if v6 { "v6" } else { "v4" }));
+        let res = tokio::task::spawn_blocking(move || -> std::io::Result<std::fs::File> {
+            std::fs::create_dir_all(&dir)?;
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)?;
+            f.lock()?;
+            Ok(f)
+        })
+        .await;
+        match res {
+            Ok(Ok(f)) => Some(f),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "host-wide IPAM claim lock unusable; in-process lock only");
+                None
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "host-wide IPAM claim lock task failed");
+                None
+            }
+        }
     }
 
     fn claim_lock(&self, node: &str, v6: bool) -> ClaimLock {
@@ -510,7 +555,30 @@ impl Ipam {
                 self.take_from(&req, cidr, Some(node), Freshness::Hint, &mut got)
                     .await?;
             }
-            Some(guard)
+            // Host-wide: other processes claiming for this node wait here;
+            // under the lock the node's affine blocks are re-read, so a
+            // block another process claimed meanwhile is used, not a new one.
+            let host = if got.len() < n {
+                self.host_claim_lock(node, v6).await
+            } else {
+                None
+            };
+            if host.is_some() {
+                let list = self.affine_blocks(node, v6).await?;
+                self.affine_cache
+                    .lock()
+                    .expect("poisoned")
+                    .insert((node.to_string(), v6), list.clone());
+                own_count = own_count.max(list.len());
+                for cidr in list.iter().filter(|c| in_pools(c).is_some()) {
+                    if got.len() == n {
+                        break;
+                    }
+                    self.take_from(&req, cidr, Some(node), Freshness::Refresh, &mut got)
+                        .await?;
+                }
+            }
+            Some((guard, host))
         } else {
             None
         };

@@ -255,7 +255,20 @@ pub fn datastore_connector() -> Connector {
                 }
             })?;
             let topo = crate::resources::DatastoreTopology::new(store.clone());
-            Ok(Arc::new(Ipam::new(store, Arc::new(topo))))
+            // Host-wide claim lock (issue 17): MANX_IPAM_LOCK_DIR, else
+            // /var/run/manx.
+            let lock_dir = env
+                .get("MANX_IPAM_LOCK_DIR")
+                .cloned()
+                .or_else(|| std::env::var("MANX_IPAM_LOCK_DIR").ok())
+                .unwrap_or_else(|| "/var/run/manx".to_string());
+            let opts = crate::allocator::IpamOptions {
+                claim_lock_dir: Some(lock_dir.into()),
+                ..Default::default()
+            };
+            Ok(Arc::new(
+                Ipam::new(store, Arc::new(topo)).with_options(opts),
+            ))
         })
     })
 }
