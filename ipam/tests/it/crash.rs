@@ -14,6 +14,7 @@
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::net::IpAddr;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -176,9 +177,11 @@ fn cni_conf(db: &str) -> String {
 
 /// Run one ADD; kill -9 it after `kill_after` if given. `Some(ip)` if it
 /// completed successfully.
-fn cni_add(conf: &str, cid: &str, kill_after: Option<Duration>) -> Option<IpAddr> {
+fn cni_add(conf: &str, lock_dir: &Path, cid: &str, kill_after: Option<Duration>) -> Option<IpAddr> {
     let mut child = Command::new(env!("CARGO_BIN_EXE_manx-ipam"))
         .env_clear()
+        // The host claim lock in the test's folder, not /var/run/manx.
+        .env("MANX_IPAM_LOCK_DIR", lock_dir)
         .env("CNI_COMMAND", "ADD")
         .env("CNI_CONTAINERID", cid)
         .env("CNI_IFNAME", "eth0")
@@ -225,6 +228,7 @@ fn cni_add(conf: &str, cid: &str, kill_after: Option<Duration>) -> Option<IpAddr
 async fn heavy_crash_kill_9_cni_plugin() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("manx.db");
+    let locks = dir.path().join("locks");
     let db_s = db.to_str().unwrap().to_string();
     let store: Arc<dyn Datastore> =
         Arc::new(datastore::embedded::EmbeddedStore::open(&db).await.unwrap());
@@ -235,16 +239,21 @@ async fn heavy_crash_kill_9_cni_plugin() {
 
     // How long an uninterrupted ADD takes here, to aim the kills.
     let t = Instant::now();
-    assert!(cni_add(&conf, "probe", None).is_some(), "a plain ADD works");
+    assert!(
+        cni_add(&conf, &locks, "probe", None).is_some(),
+        "a plain ADD works"
+    );
     let typical = t.elapsed();
     eprintln!("one ADD takes {typical:?}; killing at random points within 1.5x that");
 
     let total = 120;
     let conf2 = conf.clone();
+    let locks2 = locks.clone();
     let results = tokio::task::spawn_blocking(move || {
         let mut handles = Vec::new();
         for worker in 0..4 {
             let conf = conf2.clone();
+            let locks = locks2.clone();
             handles.push(std::thread::spawn(move || {
                 let mut out = Vec::new();
                 for i in 0..total / 4 {
@@ -255,7 +264,11 @@ async fn heavy_crash_kill_9_cni_plugin() {
                     } else {
                         None
                     };
-                    out.push((cid.clone(), kill.is_some(), cni_add(&conf, &cid, kill)));
+                    out.push((
+                        cid.clone(),
+                        kill.is_some(),
+                        cni_add(&conf, &locks, &cid, kill),
+                    ));
                 }
                 out
             }));
@@ -270,7 +283,7 @@ async fn heavy_crash_kill_9_cni_plugin() {
     let mut live: HashMap<String, IpAddr> = HashMap::new();
     live.insert(
         "crashnet.probe".into(),
-        cni_add(&conf, "probe", None).unwrap(),
+        cni_add(&conf, &locks, "probe", None).unwrap(),
     );
     let mut killed = 0;
     for (cid, was_killed, ip) in &results {

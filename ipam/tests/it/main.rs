@@ -12,4 +12,5 @@
 mod support;
 
 mod crash;
+mod per_process;
 mod torture;
