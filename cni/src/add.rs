@@ -135,7 +135,9 @@ pub(crate) async fn add(
     }
     t.step("configure");
 
-    let ep = workload_endpoint(env, &node, &addresses, &host_ifname, &pair.pod_mac);
+    let mut ep = workload_endpoint(env, &node, &addresses, &host_ifname, &pair.pod_mac);
+    ep.netns = netns_path.display().to_string();
+    ep.network = conf.name.clone();
     if let Err(e) = store.put(&ep).await {
         undo.delete_veth().await;
         undo.release();
@@ -205,6 +207,8 @@ fn workload_endpoint(
         },
         namespace,
         orchestrator,
+        netns: String::new(),
+        network: String::new(),
     }
 }
 

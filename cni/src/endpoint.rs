@@ -35,6 +35,13 @@ pub struct Endpoint {
     pub mac: String,
     /// Calico profiles (`kns.<namespace>` for k8s pods).
     pub profiles: Vec<String>,
+    /// The pod's netns path (`CNI_NETNS`) at ADD; empty if not recorded.
+    /// manx-node's stale-workload reclaim checks it still exists.
+    pub netns: String,
+    /// The network's name (the config's `name`) at ADD; empty if not
+    /// recorded. CNI GC only considers endpoints of its own network, and
+    /// manx-ipam's handle is `<network>.<container id>`.
+    pub network: String,
 }
 
 /// Identity of an endpoint in the store.

@@ -23,6 +23,11 @@ use crate::error::{CniError, ErrorCode};
 /// Calico's labels on every WorkloadEndpoint.
 pub const LABEL_NAMESPACE: &str = "projectcalico.org/namespace";
 pub const LABEL_ORCHESTRATOR: &str = "projectcalico.org/orchestrator";
+/// Manx's annotations on a WorkloadEndpoint: the pod's netns path and the
+/// network name at ADD (read by manx-node's stale-workload reclaim and by
+/// GC; manx-node spells the same names in `reclaim_scan`).
+pub const ANNOTATION_NETNS: &str = "manx.dev/netns";
+pub const ANNOTATION_NETWORK: &str = "manx.dev/network";
 
 /// The store for `conf`: `none` records nothing; anything else is the Manx
 /// datastore, connected on first use.
@@ -123,6 +128,14 @@ fn to_model(ep: &Endpoint) -> WorkloadEndpoint {
     wep.metadata
         .labels
         .insert(LABEL_ORCHESTRATOR.into(), ep.orchestrator.clone());
+    for (k, v) in [
+        (ANNOTATION_NETNS, &ep.netns),
+        (ANNOTATION_NETWORK, &ep.network),
+    ] {
+        if !v.is_empty() {
+            wep.metadata.annotations.insert(k.into(), v.clone());
+        }
+    }
     let s = &mut wep.spec;
     s.orchestrator = Some(ep.orchestrator.clone());
     s.workload = (ep.orchestrator != "k8s").then(|| ep.workload.clone());
@@ -157,7 +170,17 @@ fn from_model(wep: &WorkloadEndpoint) -> Endpoint {
         host_ifname: s.interface_name.clone().unwrap_or_default(),
         mac: s.mac.clone().unwrap_or_default(),
         profiles: s.profiles.clone(),
+        netns: annotation(wep, ANNOTATION_NETNS),
+        network: annotation(wep, ANNOTATION_NETWORK),
     }
+}
+
+fn annotation(wep: &WorkloadEndpoint, key: &str) -> String {
+    wep.metadata
+        .annotations
+        .get(key)
+        .cloned()
+        .unwrap_or_default()
 }
 
 #[async_trait]
@@ -290,6 +313,8 @@ mod tests {
             host_ifname: "cali0123456789a".into(),
             mac: "02:00:00:00:00:01".into(),
             profiles: vec!["kns.default".into()],
+            netns: "/var/run/netns/cni-1234".into(),
+            network: "k8s-pod-network".into(),
         }
     }
 

@@ -5,7 +5,11 @@
 //! is not in the caller's set of live handles), handles counting more (or
 //! fewer) addresses than the blocks hold, blocks affine to deleted nodes,
 //! blocks overlapping each other or not matching any pool's block size, and
-//! affinities left half-way by an interrupted claim or release.
+//! affinities left half-way by an interrupted claim or release; and local
+//! workloads manx-node found stale (their pod netns or host veth gone, the
+//! runtime never said DEL), which it marks with the annotations
+//! [`STALE_SINCE_ANNOTATION`], [`STALE_REASON_ANNOTATION`] and
+//! [`RECLAIM_AT_ANNOTATION`] and reclaims after its grace period.
 //!
 //! The reads are not one snapshot, so a finding can be an operation in
 //! flight. [`Gc`] therefore acts on a finding only when two checks at least a
@@ -18,6 +22,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 use std::time::Duration;
 
+use datastore::client::Client;
+use datastore::model::WorkloadEndpoint;
 use datastore::model::ipam::AffinityState;
 use datastore::model::ipam::IPAMHandle;
 use ipnetwork::IpNetwork;
@@ -76,6 +82,83 @@ pub struct DanglingAffinity {
     pub reason: String,
 }
 
+/// WorkloadEndpoint annotation (written by manx-node's reclaim scan): Unix
+/// seconds when the node first saw the workload stale.
+pub const STALE_SINCE_ANNOTATION: &str = "manx.dev/stale-since";
+/// WorkloadEndpoint annotation: what is gone, e.g. `netns /run/netns/x is
+/// gone; veth cali0123456789a is gone`.
+pub const STALE_REASON_ANNOTATION: &str = "manx.dev/stale-reason";
+/// WorkloadEndpoint annotation: Unix seconds from which the node reclaims
+/// the workload; absent while its host veth exists (then it is never
+/// reclaimed).
+pub const RECLAIM_AT_ANNOTATION: &str = "manx.dev/reclaim-at";
+
+/// A workload endpoint its node marked stale: the runtime never said DEL.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StaleWorkload {
+    pub namespace: String,
+    pub name: String,
+    pub node: String,
+    pub container_id: String,
+    pub addresses: Vec<IpNetwork>,
+    /// Unix seconds.
+    pub since: u64,
+    pub reason: String,
+    /// Unix seconds; `None` while the host veth exists (never reclaimed).
+    pub reclaim_at: Option<u64>,
+}
+
+impl StaleWorkload {
+    /// The endpoint's mark, if it has one.
+    pub fn from_endpoint(w: &WorkloadEndpoint) -> Option<StaleWorkload> {
+        let a = &w.metadata.annotations;
+        let since = a.get(STALE_SINCE_ANNOTATION)?.trim().parse().ok()?;
+        Some(StaleWorkload {
+            namespace: w.metadata.namespace.clone().unwrap_or_default(),
+            name: w.metadata.name.clone(),
+            node: w.spec.node.clone().unwrap_or_default(),
+            container_id: w.spec.container_id.clone().unwrap_or_default(),
+            addresses: w.spec.ip_networks.clone(),
+            since,
+            reason: a
+                .get(STALE_REASON_ANNOTATION)
+                .cloned()
+                .unwrap_or_else(|| "netns or veth gone".into()),
+            reclaim_at: a
+                .get(RECLAIM_AT_ANNOTATION)
+                .and_then(|v| v.trim().parse().ok()),
+        })
+    }
+
+    /// The report line, at `now` (Unix seconds).
+    pub fn describe(&self, now: u64) -> String {
+        let addrs = if self.addresses.is_empty() {
+            "no addresses".to_string()
+        } else {
+            self.addresses
+                .iter()
+                .map(|a| a.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let when = match self.reclaim_at {
+            Some(at) if at > now => format!("reclaimed in {} s", at - now),
+            Some(_) => "reclaimed at the node's next scan".to_string(),
+            None => "kept while its veth exists".to_string(),
+        };
+        format!(
+            "workload endpoint {}/{} on node {} (container {}, {addrs}): {} since {} ({} s ago), {when}; the runtime never called CNI DEL",
+            self.namespace,
+            self.name,
+            self.node,
+            self.container_id,
+            self.reason,
+            self.since,
+            now.saturating_sub(self.since),
+        )
+    }
+}
+
 /// What [`Ipam::check`] found. Serializes to the JSON report of
 /// `manxctl ipam check -o report.json`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -90,6 +173,9 @@ pub struct CheckReport {
     pub deleted_node_blocks: Vec<DeletedNodeBlock>,
     pub bad_blocks: Vec<BadBlock>,
     pub dangling_affinities: Vec<DanglingAffinity>,
+    /// Marked stale by their node (absent in reports of older versions).
+    #[serde(default)]
+    pub stale_workloads: Vec<StaleWorkload>,
 }
 
 impl CheckReport {
@@ -100,6 +186,7 @@ impl CheckReport {
             && self.deleted_node_blocks.is_empty()
             && self.bad_blocks.is_empty()
             && self.dangling_affinities.is_empty()
+            && self.stale_workloads.is_empty()
     }
 
     /// One line per problem.
@@ -134,6 +221,9 @@ impl CheckReport {
                 "affinity of {} to {} ({}): {}",
                 a.node, a.block, a.state, a.reason
             ));
+        }
+        for w in &self.stale_workloads {
+            out.push(w.describe(self.checked_at_ms / 1000));
         }
         out
     }
@@ -323,6 +413,19 @@ impl Ipam {
                 reason,
             });
         }
+        let (weps, _) = Client::new(self.rw.store().clone())
+            .list::<WorkloadEndpoint>()
+            .await
+            .map_err(|e| match e {
+                datastore::client::ClientError::Store(s) => {
+                    IpamError::store("listing workload endpoints", s)
+                }
+                other => IpamError::Invalid(format!("listing workload endpoints: {other}")),
+            })?;
+        r.stale_workloads = weps
+            .iter()
+            .filter_map(StaleWorkload::from_endpoint)
+            .collect();
         Ok(r)
     }
 }

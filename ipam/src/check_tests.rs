@@ -339,3 +339,94 @@ async fn show_and_configure_render() {
     assert_eq!(rel.released, vec![ip]);
     assert_eq!(ops::release_ip(&e.ipam, ip).await.unwrap().skipped.len(), 1);
 }
+
+/// Issue 16: an endpoint its node marked stale (netns/veth gone, no DEL) is
+/// a problem at once, naming the endpoint, node, container, addresses and
+/// when it is reclaimed; an unmarked endpoint and a marked one whose veth
+/// still exists are told apart; the report round-trips, and an older
+/// report without the field still parses.
+#[tokio::test]
+async fn stale_workloads_are_reported_with_their_reclaim_time() {
+    use datastore::client::Client;
+    use datastore::model::WorkloadEndpoint;
+
+    let e = env();
+    let client = Client::new(e.ipam.rw().store().clone());
+    let now = e.ipam.now_ms() / 1000;
+    let mk = |name: &str, cid: &str, ip: &str| {
+        let mut w = WorkloadEndpoint::new("default", name);
+        w.spec.node = Some("n1".into());
+        w.spec.container_id = Some(cid.into());
+        w.spec.ip_networks = vec![ip.parse().unwrap()];
+        w.spec.interface_name = Some(format!("cali{cid}"));
+        w
+    };
+    client
+        .create(&mk("n1-cni-live-eth0", "live", "10.0.0.1/32"))
+        .await
+        .unwrap();
+    let r = e.ipam.check(None).await.unwrap();
+    assert!(r.is_clean(), "an unmarked endpoint is no problem: {r}");
+
+    let mut gone = mk("n1-cni-gone-eth0", "gone", "10.0.0.2/32");
+    let a = &mut gone.metadata.annotations;
+    a.insert(STALE_SINCE_ANNOTATION.into(), (now - 20).to_string());
+    a.insert(
+        STALE_REASON_ANNOTATION.into(),
+        "netns /run/netns/x is gone; veth caligone is gone".into(),
+    );
+    a.insert(RECLAIM_AT_ANNOTATION.into(), (now + 280).to_string());
+    client.create(&gone).await.unwrap();
+    let mut held = mk("n1-cni-held-eth0", "held", "10.0.0.3/32");
+    held.metadata
+        .annotations
+        .insert(STALE_SINCE_ANNOTATION.into(), (now - 5).to_string());
+    held.metadata.annotations.insert(
+        STALE_REASON_ANNOTATION.into(),
+        "netns /run/netns/y is gone".into(),
+    );
+    client.create(&held).await.unwrap();
+
+    let r = e.ipam.check(None).await.unwrap();
+    assert!(!r.is_clean());
+    assert_eq!(r.stale_workloads.len(), 2, "{r}");
+    let p = r.problems();
+    let line = p
+        .iter()
+        .find(|l| l.contains("n1-cni-gone-eth0"))
+        .unwrap_or_else(|| panic!("{p:?}"));
+    assert_eq!(
+        line,
+        &format!(
+            "workload endpoint default/n1-cni-gone-eth0 on node n1 (container gone, 10.0.0.2/32): \
+             netns /run/netns/x is gone; veth caligone is gone since {} (20 s ago), reclaimed in 280 s; \
+             the runtime never called CNI DEL",
+            now - 20
+        )
+    );
+    let held_line = p.iter().find(|l| l.contains("n1-cni-held-eth0")).unwrap();
+    assert!(
+        held_line.contains("kept while its veth exists"),
+        "{held_line}"
+    );
+    // Past its time: due at the next scan.
+    e.clock.advance(Duration::from_secs(300));
+    let r = e.ipam.check(None).await.unwrap();
+    assert!(
+        r.problems()
+            .iter()
+            .any(|l| l.contains("n1-cni-gone-eth0") && l.contains("at the node's next scan")),
+        "{r}"
+    );
+    // JSON report round-trip; an older report without the field parses.
+    let json = serde_json::to_value(&r).unwrap();
+    assert_eq!(ops::parse_report(&json.to_string()).unwrap(), r);
+    let mut old = json.clone();
+    old.as_object_mut().unwrap().remove("stale_workloads");
+    assert!(
+        ops::parse_report(&old.to_string())
+            .unwrap()
+            .stale_workloads
+            .is_empty()
+    );
+}

@@ -14,6 +14,8 @@
 //!                                     └── Event (mpsc) ┘──► loop
 //!   monitor task: speaker.peers() every 250 ms ──► status socket, /readyz, /metrics,
 //!                                                  Event::FirstSync
+//!   ClusterView.workloads ──watch──► reclaim task (crate::reclaim_scan): marks, reclaims
+//!                                    stale workloads in the datastore on its own
 //! ```
 //!
 //! The loop is the one owner of the node's state and never waits on slow
@@ -216,6 +218,8 @@ struct Agent {
     generation: watch::Sender<Generation>,
     events: mpsc::Sender<Event>,
     tasks: Vec<tasks::Guard>,
+    /// This node's workloads, for the stale-workload reclaim task.
+    workloads: watch::Sender<Vec<datastore::model::WorkloadEndpoint>>,
 }
 
 impl Agent {
@@ -268,6 +272,7 @@ impl Agent {
             &[],
             self.view.workloads.len() as f64,
         );
+        self.workloads.send_replace(self.view.workloads.clone());
         self.push_dataplane();
     }
 
@@ -608,6 +613,7 @@ fn write_nodename(path: &Path, name: &str) {
 
 /// Run the node until SIGTERM/SIGINT.
 pub async fn run(cfg: NodeConfig) -> Result<()> {
+    let reclaim_cfg = crate::reclaim_scan::ReclaimConfig::from_env().map_err(|e| anyhow!(e))?;
     let name = cfg.node_name();
     let metrics = Arc::new(node_metrics());
     let health = Arc::new(Health::new(&["datastore", "bgp", "dataplane"]));
@@ -749,6 +755,15 @@ pub async fn run(cfg: NodeConfig) -> Result<()> {
         warnings,
     };
 
+    let (workloads_tx, workloads_rx) = watch::channel(Vec::new());
+    let _reclaim = start_reclaim(
+        reclaim_cfg,
+        Client::new(store.clone()),
+        ipam.clone(),
+        &name,
+        workloads_rx,
+    );
+
     let mut agent = Agent {
         name: name.clone(),
         uplink,
@@ -773,6 +788,7 @@ pub async fn run(cfg: NodeConfig) -> Result<()> {
         generation,
         events: events_tx,
         tasks: Vec::new(),
+        workloads: workloads_tx,
     };
     agent.recompute();
 
@@ -823,6 +839,36 @@ pub async fn run(cfg: NodeConfig) -> Result<()> {
         sp.shutdown_for_restart().await;
     }
     Ok(())
+}
+
+/// The stale-workload reclaim task, unless turned off.
+fn start_reclaim(
+    cfg: crate::reclaim_scan::ReclaimConfig,
+    client: Client,
+    ipam: Arc<Ipam>,
+    name: &str,
+    workloads: watch::Receiver<Vec<datastore::model::WorkloadEndpoint>>,
+) -> Option<tasks::Guard> {
+    use crate::reclaim_scan::{NetlinkLinks, SCAN_ENV, Scanner};
+    let Some(interval) = cfg.interval else {
+        tracing::info!("stale-workload reclaim turned off ({SCAN_ENV}=0)");
+        return None;
+    };
+    let links = match felix::RealNetlink::new() {
+        Ok(nl) => NetlinkLinks(nl),
+        Err(e) => {
+            tracing::error!(error = %e, "stale-workload reclaim not started: cannot open netlink");
+            return None;
+        }
+    };
+    let scanner = Scanner {
+        client,
+        ipam,
+        node: name.to_string(),
+        grace: cfg.grace,
+        links,
+    };
+    Some(tasks::Guard(tokio::spawn(scanner.run(interval, workloads))))
 }
 
 fn agent_v6(uplink: &Uplink) -> bool {

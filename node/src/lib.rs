@@ -15,5 +15,6 @@ pub mod logging;
 pub mod metrics;
 pub mod plan;
 pub mod reclaim;
+pub mod reclaim_scan;
 pub mod startup;
 pub mod status;

@@ -12,14 +12,16 @@
 //!
 //! Never reclaimed while its veth exists.
 //!
-//! Not done yet: the periodic scan task started from the agent, the
-//! datastore writes and the `ipam check` report.
+//! The periodic scan that gathers the facts and writes the marks is
+//! [`crate::reclaim_scan`]; `manxctl ipam check` reports the marks
+//! ([`ipam::check::StaleWorkload`]).
 
 use std::time::Duration;
 
 /// Annotation on a WorkloadEndpoint: Unix seconds when this node first saw
-/// it stale (netns or veth gone).
-pub const STALE_SINCE_ANNOTATION: &str = "manx.dev/stale-since";
+/// it stale (netns or veth gone). Defined beside the `ipam check` report
+/// that reads it.
+pub use ipam::check::STALE_SINCE_ANNOTATION;
 
 /// manx-node env var: grace period in seconds before a stale workload is
 /// reclaimed.
@@ -60,16 +62,21 @@ pub fn parse_since(v: Option<&str>) -> Option<u64> {
     v.and_then(|s| s.trim().parse().ok())
 }
 
-/// The grace period from the env var's value: whole seconds; absent or
-/// invalid gives [`DEFAULT_GRACE`].
-pub fn grace_from(v: Option<&str>) -> Duration {
-    v.and_then(|s| s.trim().parse::<u64>().ok())
-        .map(Duration::from_secs)
-        .unwrap_or(DEFAULT_GRACE)
+/// The grace period from the env var's value: whole seconds; absent gives
+/// [`DEFAULT_GRACE`]; anything else is refused, naming the variable.
+pub fn grace_from(v: Option<&str>) -> Result<Duration, String> {
+    match v.map(str::trim) {
+        None | Some("") => Ok(DEFAULT_GRACE),
+        Some(s) => s.parse::<u64>().map(Duration::from_secs).map_err(|_| {
+            format!(
+                "{GRACE_ENV}={s:?} is not a whole number of seconds: set it like {GRACE_ENV}=300 (the default) or unset it"
+            )
+        }),
+    }
 }
 
 /// The grace period from [`GRACE_ENV`].
-pub fn grace_from_env() -> Duration {
+pub fn grace_from_env() -> Result<Duration, String> {
     grace_from(std::env::var(GRACE_ENV).ok().as_deref())
 }
 
@@ -176,9 +183,11 @@ mod tests {
 
     #[test]
     fn grace_and_since_parsing() {
-        assert_eq!(grace_from(None), DEFAULT_GRACE);
-        assert_eq!(grace_from(Some("x")), DEFAULT_GRACE);
-        assert_eq!(grace_from(Some(" 2 ")), Duration::from_secs(2));
+        assert_eq!(grace_from(None), Ok(DEFAULT_GRACE));
+        assert_eq!(grace_from(Some("")), Ok(DEFAULT_GRACE));
+        let e = grace_from(Some("5m")).unwrap_err();
+        assert!(e.contains(GRACE_ENV) && e.contains("\"5m\""), "{e}");
+        assert_eq!(grace_from(Some(" 2 ")), Ok(Duration::from_secs(2)));
         assert_eq!(parse_since(Some("123")), Some(123));
         assert_eq!(parse_since(Some("nope")), None);
         assert_eq!(parse_since(None), None);
