@@ -10,12 +10,15 @@
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use datastore::Datastore;
 use datastore::model::ipam::{AffinityState, BlockAffinity};
 use ipnetwork::IpNetwork;
 use serde::Serialize;
 
-use crate::allocator::Ipam;
+use crate::allocator::{Ipam, IpamOptions, ManualClock};
 use crate::block::ATTR_NODE;
 use crate::blockrw::{FaultPoint, Versioned, is_conflict};
 use crate::error::{IpamError, Result};
@@ -32,10 +35,38 @@ pub struct ReclaimReport {
     pub unaffined_blocks: Vec<IpNetwork>,
 }
 
+/// The node agent's sweep (Calico's release of empty blocks): releases
+/// every block affine to `node` that has been empty for at least `grace`
+/// at `now` (the block is deleted and its affinity removed; see
+/// [`Ipam::release_empty_blocks`]). An allocation racing with the release
+/// wins: the block is kept. Returns the released blocks.
+pub async fn release_empty_blocks(
+    store: Arc<dyn Datastore>,
+    node: &str,
+    grace: Duration,
+    now: SystemTime,
+) -> Result<Vec<IpNetwork>> {
+    let now_ms = now
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    // Releasing reads and writes blocks and affinities only: no pools,
+    // nodes or reservations, so an empty topology serves.
+    let ipam = Ipam::new(store, Arc::new(crate::topology::StaticTopology::new()))
+        .with_clock(ManualClock::new(now_ms))
+        .with_options(IpamOptions {
+            empty_block_grace: grace,
+            ..IpamOptions::default()
+        });
+    ipam.release_empty_blocks(Some(node)).await
+}
+
 impl Ipam {
     /// Release the affinity of every block of `node` (all nodes if `None`)
     /// that has been empty for longer than the grace period; deletes the
-    /// block. Returns the released blocks.
+    /// block. Returns the released blocks. An empty block with no
+    /// empty-since mark (written by something that did not stamp it) is
+    /// marked now, so it goes a grace period later.
     pub async fn release_empty_blocks(&self, node: Option<&str>) -> Result<Vec<IpNetwork>> {
         let now = self.now_ms();
         let grace = self.opts.empty_block_grace.as_millis() as u64;
@@ -47,6 +78,15 @@ impl Ipam {
             let Some(b) = self.rw.get_block(&aff.value.cidr).await? else {
                 continue;
             };
+            if b.value.is_empty() && b.value.empty_since_ms().is_none() {
+                self.modify_block(&aff.value.cidr, |b| {
+                    Ok((b.is_empty() && b.empty_since_ms().is_none()).then(|| {
+                        b.mark_empty_since(now);
+                    }))
+                })
+                .await?;
+                continue;
+            }
             let expired = b.value.is_empty()
                 && b.value
                     .empty_since_ms()

@@ -13,6 +13,11 @@
 //!   (as Calico's calico-ipam) and returns them as `/32` / `/128`. Repeating
 //!   an ADD returns the addresses already held.
 //! * `DEL` releases the handle; unknown handles succeed (DEL is idempotent).
+//!   Then the node's blocks that have been empty for the grace period
+//!   (`MANX_IPAM_EMPTY_BLOCK_GRACE_SECS`, default 300) are released, as
+//!   Calico does, so a burst of pods does not keep its blocks forever.
+//! * Claims of new blocks for a node are serialised across processes by an
+//!   flock in `MANX_IPAM_LOCK_DIR` (default `/var/run/manx`).
 //! * `CHECK` verifies the `prevResult` addresses are still held.
 //! * `VERSION`, and the CNI 1.1 `STATUS` (datastore reachable, a usable pool)
 //!   and `GC` (release handles of this network whose container is not in
@@ -231,6 +236,10 @@ impl NetConf {
     }
 }
 
+/// The environment variable with the empty-block grace period in seconds
+/// (default: [`crate::IpamOptions`]'s 300 s).
+pub const EMPTY_BLOCK_GRACE_VAR: &str = "MANX_IPAM_EMPTY_BLOCK_GRACE_SECS";
+
 /// Builds the allocator for a config (tests inject an in-memory one).
 pub type Connector = Box<
     dyn Fn(
@@ -262,10 +271,24 @@ pub fn datastore_connector() -> Connector {
                 .cloned()
                 .or_else(|| std::env::var("MANX_IPAM_LOCK_DIR").ok())
                 .unwrap_or_else(|| "/var/run/manx".to_string());
-            let opts = crate::allocator::IpamOptions {
+            let mut opts = crate::allocator::IpamOptions {
                 claim_lock_dir: Some(lock_dir.into()),
                 ..Default::default()
             };
+            // How long a block stays empty before a DEL on its node
+            // releases it (issue 17); Calico-like default 300 s.
+            if let Some(v) = env
+                .get(EMPTY_BLOCK_GRACE_VAR)
+                .cloned()
+                .or_else(|| std::env::var(EMPTY_BLOCK_GRACE_VAR).ok())
+            {
+                let secs: u64 = v.trim().parse().map_err(|_| {
+                    CniError::config(format!(
+                        "{EMPTY_BLOCK_GRACE_VAR}={v:?} is not a whole number of seconds; set it to e.g. 300 or unset it"
+                    ))
+                })?;
+                opts.empty_block_grace = std::time::Duration::from_secs(secs);
+            }
             Ok(Arc::new(
                 Ipam::new(store, Arc::new(topo)).with_options(opts),
             ))
@@ -359,6 +382,19 @@ async fn run_inner(
         }
         Command::Del => {
             ipam.release_by_handle(&handle).await.map_err(from_ipam)?;
+            // Housekeeping after the DEL succeeded: the node's blocks empty
+            // for the grace period go back to the pool (also without the
+            // node agent). A failure here does not fail the DEL: the next
+            // DEL or the agent's sweep retries.
+            match ipam.release_empty_blocks(Some(&node)).await {
+                Ok(released) if !released.is_empty() => {
+                    tracing::info!(%node, ?released, "released empty blocks");
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(%node, error = %e, "releasing empty blocks after DEL failed; retried by the next DEL");
+                }
+            }
             Ok(None)
         }
         Command::Check => {

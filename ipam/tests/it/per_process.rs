@@ -20,6 +20,7 @@ use datastore::Datastore;
 use datastore::client::Client;
 use datastore::model::IPPool;
 use ipam::Ipam;
+use ipam::affinity::release_empty_blocks;
 use ipnetwork::IpNetwork;
 
 use crate::support::torture::{self, TortureOutcome};
@@ -150,10 +151,17 @@ pub(crate) fn run_at_once(
         .collect()
 }
 
-/// ADDs for `per_node` containers on each host at once; handle -> address.
-pub(crate) fn add_at_once(lab: &Lab, per_node: usize, tag: &str) -> HashMap<String, IpAddr> {
-    let calls: Vec<(usize, String)> = (0..lab.hosts.len())
-        .flat_map(|h| (0..per_node).map(move |i| (h, format!("{tag}-n{}-{i}", h + 1))))
+/// ADDs for `per_node` containers on each of `hosts` (indices into
+/// `lab.hosts`) at once; handle -> address.
+pub(crate) fn add_at_once(
+    lab: &Lab,
+    hosts: &[usize],
+    per_node: usize,
+    tag: &str,
+) -> HashMap<String, IpAddr> {
+    let calls: Vec<(usize, String)> = hosts
+        .iter()
+        .flat_map(|&h| (0..per_node).map(move |i| (h, format!("{tag}-n{}-{i}", h + 1))))
         .collect();
     let mut got = HashMap::new();
     for (cid, stdout) in run_at_once(lab, "ADD", &calls, &[]) {
@@ -178,6 +186,11 @@ pub(crate) async fn blocks_by_node(ipam: &Ipam) -> BTreeMap<String, BTreeMap<IpN
             .insert(b.value.cidr(), b.value.allocated().count());
     }
     m
+}
+
+/// The container id of a handle this module made.
+fn container(handle: &str) -> &str {
+    handle.strip_prefix(&format!("{NET}.")).expect("our handle")
 }
 
 /// `n1: 10.77.1.0/26=40 | n2: ...` for the log.
@@ -213,7 +226,7 @@ pub(crate) async fn verify(ipam: &Ipam, held: &HashMap<String, IpAddr>) {
 async fn heavy_per_process_concurrent_adds_claim_one_block_per_node() {
     let lab = Lab::new(NODES).await;
     let t = std::time::Instant::now();
-    let held = tokio::task::block_in_place(|| add_at_once(&lab, PER_NODE, "c"));
+    let held = tokio::task::block_in_place(|| add_at_once(&lab, &[0, 1, 2, 3], PER_NODE, "c"));
     let ipam = lab.ipam();
     let blocks = blocks_by_node(&ipam).await;
     eprintln!(
@@ -236,4 +249,130 @@ async fn heavy_per_process_concurrent_adds_claim_one_block_per_node() {
         );
     }
     assert!(!blocks.contains_key("-"), "a block without affinity");
+}
+
+/// Empty blocks go back to the pool after the grace period (issue 17,
+/// Calico's behaviour), by a DEL on the node and by the node agent's sweep
+/// ([`ipam::affinity::release_empty_blocks`]); within the grace they stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heavy_per_process_empty_blocks_released_after_grace() {
+    let lab = Lab::new(NODES).await;
+    let ipam = lab.ipam();
+    let mut held = tokio::task::block_in_place(|| add_at_once(&lab, &[0, 1, 2, 3], PER_NODE, "c"));
+    // Each node's first block: the one holding most of the first wave.
+    let first: HashMap<String, IpNetwork> = blocks_by_node(&ipam)
+        .await
+        .into_iter()
+        .map(|(node, bs)| {
+            let top = bs.iter().max_by_key(|(_, n)| **n).map(|(c, _)| *c).unwrap();
+            (node, top)
+        })
+        .collect();
+    // 30 more pods on n1 and n2 at once: 70 > 64, a second block each.
+    held.extend(tokio::task::block_in_place(|| {
+        add_at_once(&lab, &[0, 1], 30, "more")
+    }));
+    let before = blocks_by_node(&ipam).await;
+    eprintln!("after 40 + 30 pods on n1, n2: {}", show(&before));
+    for node in ["n1", "n2"] {
+        assert!(before[node].len() >= 2, "{node}: {}", show(&before));
+    }
+    verify(&ipam, &held).await;
+
+    // DEL every n1 and n2 pod outside the node's first block, at once.
+    let gone: Vec<(usize, String)> = held
+        .iter()
+        .filter_map(|(h, ip)| {
+            let host =
+                (0..2).find(|&i| before[&lab.hosts[i].node].keys().any(|c| c.contains(*ip)))?;
+            (!first[&lab.hosts[host].node].contains(*ip)).then(|| (host, container(h).to_string()))
+        })
+        .collect();
+    assert!(!gone.is_empty());
+    tokio::task::block_in_place(|| run_at_once(&lab, "DEL", &gone, &[]));
+    for (_, cid) in &gone {
+        held.remove(&handle(cid));
+    }
+    // Those DELs ran with the default grace (300 s): the emptied blocks stay.
+    let emptied = blocks_by_node(&ipam).await;
+    for node in ["n1", "n2"] {
+        let empty: Vec<_> = emptied[node].iter().filter(|(_, n)| **n == 0).collect();
+        assert!(!empty.is_empty(), "{node}: {}", show(&emptied));
+        assert_eq!(
+            emptied[node].len(),
+            before[node].len(),
+            "{node}: {}",
+            show(&emptied)
+        );
+    }
+    verify(&ipam, &held).await;
+
+    // n1: the next DEL on the node (of an unknown container: DEL is
+    // idempotent) with a grace of 0 s releases its empty blocks.
+    tokio::task::block_in_place(|| {
+        run_at_once(
+            &lab,
+            "DEL",
+            &[(0, "never-added".to_string())],
+            &[("MANX_IPAM_EMPTY_BLOCK_GRACE_SECS", "0")],
+        )
+    });
+    // n2: the node agent's sweep keeps them within the grace, releases
+    // them after it.
+    let grace = std::time::Duration::from_secs(300);
+    let now = std::time::SystemTime::now();
+    let kept = release_empty_blocks(lab.store.clone(), "n2", grace, now)
+        .await
+        .unwrap();
+    assert!(kept.is_empty(), "released within the grace: {kept:?}");
+    let released = release_empty_blocks(lab.store.clone(), "n2", grace, now + grace)
+        .await
+        .unwrap();
+    let after = blocks_by_node(&ipam).await;
+    eprintln!(
+        "released by the sweep on n2: {released:?}; after: {}",
+        show(&after)
+    );
+    for node in ["n1", "n2"] {
+        assert_eq!(
+            after[node].keys().collect::<Vec<_>>(),
+            vec![&first[node]],
+            "{node} keeps exactly its first block: {}",
+            show(&after)
+        );
+        assert!(
+            ipam.rw().list_affinities(Some(node)).await.unwrap().len() == 1,
+            "{node}: one affinity left"
+        );
+    }
+    for node in ["n3", "n4"] {
+        assert_eq!(after[node], before[node], "{node} untouched");
+    }
+    verify(&ipam, &held).await;
+}
+
+#[tokio::test]
+async fn bad_empty_block_grace_is_refused_by_name() {
+    let lab = Lab::new(1).await;
+    let mut child = spawn(
+        "DEL",
+        &lab.hosts[0],
+        "c1",
+        &[("MANX_IPAM_EMPTY_BLOCK_GRACE_SECS", "5m")],
+    );
+    let conf = conf(&lab.db, &lab.hosts[0].node);
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(conf.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let msg = v["msg"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains("MANX_IPAM_EMPTY_BLOCK_GRACE_SECS") && msg.contains("\"5m\""),
+        "{v}"
+    );
 }
