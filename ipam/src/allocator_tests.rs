@@ -138,6 +138,34 @@ async fn borrows_from_other_nodes_unless_strict_affinity() {
 }
 
 #[tokio::test]
+async fn claims_a_free_block_before_borrowing_and_borrows_only_when_none_is_left() {
+    // Four /26 blocks. n2 holds one with room; n1 fills its own.
+    let e = env_with(vec![Pool::new("p", "10.3.0.0/24").unwrap()]);
+    let n2 = e.ipam.auto_assign(&args("h2", "n2", 1, 0)).await.unwrap();
+    let n2_block = IpNetwork::new(n2.ipv4[0].ip(), 26).unwrap();
+    e.ipam.auto_assign(&args("h1", "n1", 64, 0)).await.unwrap();
+    // n1's block is full and two blocks are free: n1 claims one of them,
+    // it does not borrow from n2's.
+    let r = e.ipam.auto_assign(&args("h3", "n1", 1, 0)).await.unwrap();
+    assert!(!n2_block.contains(r.ipv4[0].ip()), "borrowed {}", r.ipv4[0]);
+    assert_eq!(e.ipam.affine_blocks("n1", false).await.unwrap().len(), 2);
+    // n3 takes the last free block; n1 fills its second one.
+    e.ipam.auto_assign(&args("h4", "n3", 1, 0)).await.unwrap();
+    e.ipam.auto_assign(&args("h5", "n1", 63, 0)).await.unwrap();
+    // Now no block can be claimed: n1 borrows (from n2's or n3's block).
+    let b = e.ipam.auto_assign(&args("h6", "n1", 1, 0)).await.unwrap();
+    let blocks = e.ipam.rw().list_blocks().await.unwrap();
+    let holder = blocks
+        .iter()
+        .find(|x| x.value.cidr().contains(b.ipv4[0].ip()))
+        .unwrap();
+    assert_ne!(holder.value.affine_node(), Some("n1"));
+    assert_eq!(blocks.len(), 4, "no fifth block");
+    assert_eq!(e.ipam.affine_blocks("n1", false).await.unwrap().len(), 2);
+    assert_clean(&e.ipam).await;
+}
+
+#[tokio::test]
 async fn max_blocks_per_host_limits_claims() {
     let e = env_with(vec![
         Pool::new("p", "10.2.0.0/24").unwrap().with_block_size(28),
