@@ -26,14 +26,17 @@ use serde::{Deserialize, Serialize};
 
 use crate::netns::{Netns, kill_all_in, run, wait_for};
 
+pub mod image;
 mod pods;
 mod routes;
+pub mod runtime;
 
 pub use pods::{
     PingMatrix, add_pod, cni, cni_config, convergence_trial, create_pods, del_pod, percentile,
     ping_all,
 };
 pub use routes::{NodeRoutes, parse_routes, routes};
+pub use runtime::{NodeRuntime, Runtime};
 
 /// How pods on different nodes reach each other.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -115,6 +118,12 @@ pub struct LabSpec {
     /// manx-node's `IP_AUTODETECTION_METHOD`.
     #[serde(default = "default_autodetect")]
     pub autodetect: String,
+    /// What makes the pods: the plugin by hand, or containerd / podman.
+    #[serde(default)]
+    pub runtime: Runtime,
+    /// manx-node's `MANX_STALE_WORKLOAD_GRACE_SECS` (its default if unset).
+    #[serde(default)]
+    pub stale_grace_secs: Option<u64>,
 }
 
 fn default_autodetect() -> String {
@@ -134,6 +143,8 @@ impl LabSpec {
             bin_dir: default_bin_dir(),
             second_nic: false,
             autodetect: default_autodetect(),
+            runtime: Runtime::Cni,
+            stale_grace_secs: None,
         }
     }
 }
@@ -165,6 +176,9 @@ pub struct LabNode {
     pub route_reflector: bool,
     pub pid: Option<u32>,
     pub run_dir: PathBuf,
+    /// The node's container runtime (`--runtime containerd|podman`).
+    #[serde(default)]
+    pub runtime: Option<NodeRuntime>,
 }
 
 /// One pod of the lab.
@@ -172,8 +186,14 @@ pub struct LabNode {
 pub struct LabPod {
     pub name: String,
     pub node: String,
+    /// The pod's named namespace (runtime cni) or its container's name.
     pub netns: String,
     pub ip: String,
+    /// A container (runtime containerd/podman) and its init pid.
+    #[serde(default)]
+    pub container: bool,
+    #[serde(default)]
+    pub pid: Option<u32>,
 }
 
 /// Everything a lab made: written to `state.json` as it goes.
@@ -272,6 +292,7 @@ pub fn preflight(spec: &LabSpec) -> Result<()> {
             ));
         }
     }
+    missing.extend(spec.runtime.missing());
     if spec.datastore == StoreKind::Etcd && which("etcd").is_none() {
         missing.push("etcd: apt-get install -y etcd-server".into());
     }
@@ -403,6 +424,7 @@ fn build(state: &mut LabState) -> Result<()> {
             route_reflector: i <= state.spec.route_reflectors,
             pid: None,
             run_dir: state.dir.join(&name),
+            runtime: None,
         };
         std::fs::create_dir_all(&node.run_dir)?;
         let ns = Netns::adopt(&netns);
@@ -434,6 +456,15 @@ fn build(state: &mut LabState) -> Result<()> {
         state.save()?;
     }
     wait_ready(state)?;
+    if state.spec.runtime != Runtime::Cni {
+        progress(format!(
+            "starting {:?} on every node (private mount namespaces)",
+            state.spec.runtime
+        ));
+        for i in 0..state.nodes.len() {
+            runtime::start(state, i)?;
+        }
+    }
     if state.spec.route_reflectors > 0 {
         configure_route_reflectors(state)?;
     }
@@ -498,6 +529,9 @@ pub fn start_node(state: &mut LabState, i: usize) -> Result<()> {
         .env("MANX_RUN_DIR", &node.run_dir)
         .env("MANX_HEALTH_LISTEN", format!("{}:9099", node.ip))
         .env("RUST_LOG", "info");
+    if let Some(g) = state.spec.stale_grace_secs {
+        cmd.env("MANX_STALE_WORKLOAD_GRACE_SECS", g.to_string());
+    }
     let log = node.run_dir.join("manx-node.log");
     let proc_ = ns.spawn(cmd, &log)?;
     state.nodes[i].pid = Some(proc_.detach());
@@ -640,9 +674,17 @@ pub fn down(id: &str) -> Result<()> {
     }
     // Pods first (their veths vanish with them), then nodes, hub last.
     names.reverse();
+    // Containers first (podman's are removed with DEL), then the runtimes'
+    // daemons and mount namespaces.
+    if let Some(s) = &state {
+        for node in &s.nodes {
+            runtime::stop(s, node, &s.pods);
+        }
+    }
     for name in &names {
         kill_all_in(name);
     }
+    runtime::remove_cgroups(id);
     for name in &names {
         let _ = Command::new("ip")
             .args(["netns", "del", name])

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use anyhow::{Result, bail};
 use clap::{Parser, Subcommand};
-use manx_e2e::lab::{self, LabSpec, LabState, Mode, StoreKind, progress};
+use manx_e2e::lab::{self, LabSpec, LabState, Mode, Runtime, StoreKind, progress};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -33,6 +33,14 @@ enum Cmd {
         datastore: StoreKind,
         #[arg(long, default_value_t = 1)]
         pods_per_node: usize,
+        /// What makes the pods: cni (the plugin run by hand in a namespace),
+        /// containerd (`ctr run --cni`) or podman (CNI backend), each node's
+        /// runtime in a private mount namespace.
+        #[arg(long, default_value = "cni")]
+        runtime: Runtime,
+        /// manx-node's stale-workload grace (MANX_STALE_WORKLOAD_GRACE_SECS).
+        #[arg(long)]
+        stale_grace_secs: Option<u64>,
     },
     /// Show the nodes, their BGP peers and routes, and ping every pod pair.
     Status,
@@ -64,6 +72,8 @@ fn real_main() -> Result<()> {
             route_reflectors,
             datastore,
             pods_per_node,
+            runtime,
+            stale_grace_secs,
         } => {
             if nodes < 2 {
                 bail!("--nodes {nodes}: a lab needs at least 2 nodes");
@@ -75,8 +85,10 @@ fn real_main() -> Result<()> {
             spec.route_reflectors = route_reflectors;
             spec.datastore = datastore;
             spec.pods_per_node = pods_per_node;
+            spec.runtime = runtime;
+            spec.stale_grace_secs = stale_grace_secs;
             progress(format!(
-                "bringing up lab {:?}: {nodes} nodes, mode {mode:?}, {route_reflectors} route reflectors, {datastore:?} datastore",
+                "bringing up lab {:?}: {nodes} nodes, mode {mode:?}, {route_reflectors} route reflectors, {datastore:?} datastore, pods by {runtime:?}",
                 cli.id
             ));
             let state = lab::up(spec)?;

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
+use super::runtime::{self, Runtime};
 use super::{ETCD_ENDPOINT, LabNode, LabPod, LabState, StoreKind, ns_name, progress};
 use crate::netns::{Netns, wait_for};
 
@@ -51,6 +52,7 @@ pub fn cni(state: &LabState, node: &LabNode, command: &str, pod: &str) -> Result
         .env("CNI_NETNS", format!("/run/netns/{pod}"))
         .env("CNI_IFNAME", "eth0")
         .env("CNI_PATH", &state.spec.bin_dir)
+        .env("MANX_IPAM_LOCK_DIR", &node.run_dir)
         .env(
             "CNI_ARGS",
             format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME={pod}"),
@@ -89,9 +91,36 @@ pub fn create_pods(state: &mut LabState) -> Result<()> {
     Ok(())
 }
 
-/// Create pod number `p` on `node`.
+/// Create pod number `p` on `node`: a named namespace wired by the plugin
+/// (runtime cni) or a container of the lab's runtime.
 pub fn add_pod(state: &mut LabState, node: &LabNode, p: usize) -> Result<LabPod> {
     let id = state.spec.id.clone();
+    if state.spec.runtime != Runtime::Cni {
+        let name = ns_name(&id, &format!("{}-p{p}", node.name));
+        // The node as saved (with its runtime), not a caller's older copy.
+        let node = state
+            .nodes
+            .iter()
+            .find(|n| n.name == node.name)
+            .cloned()
+            .with_context(|| format!("no node {} in lab {id}", node.name))?;
+        let c = runtime::create(state, &node, &name, false)?;
+        progress(format!(
+            "container {name} ({:?}) on {}: {}",
+            state.spec.runtime, node.name, c.ip
+        ));
+        let pod = LabPod {
+            name: name.clone(),
+            node: node.name.clone(),
+            netns: name,
+            ip: c.ip,
+            container: true,
+            pid: Some(c.pid),
+        };
+        state.pods.push(pod.clone());
+        state.save()?;
+        return Ok(pod);
+    }
     let pod_ns = Netns::create(&ns_name(&id, &format!("{}-p{p}", node.name)))?.persist();
     state.namespaces.push(pod_ns.clone());
     state.save()?;
@@ -109,6 +138,8 @@ pub fn add_pod(state: &mut LabState, node: &LabNode, p: usize) -> Result<LabPod>
         node: node.name.clone(),
         netns: pod_ns,
         ip,
+        container: false,
+        pid: None,
     };
     state.pods.push(pod.clone());
     state.save()?;
@@ -126,6 +157,9 @@ pub fn ping_all(state: &LabState, timeout: Duration) -> PingMatrix {
                 continue;
             }
             let ok = wait_for(&format!("{} -> {}", a.name, b.ip), timeout, || {
+                if a.container {
+                    return Ok(runtime::ping(state, a, &b.ip)?.then_some(()));
+                }
                 Ok((ns.ping(&b.ip, 1, "0.2")? == 1).then_some(()))
             })
             .is_ok();
@@ -152,6 +186,11 @@ pub fn del_pod(state: &mut LabState, pod: &str) -> Result<()> {
         .find(|n| n.name == p.node)
         .cloned()
         .with_context(|| format!("pod {pod} on unknown node {}", p.node))?;
+    if p.container {
+        runtime::delete(state, &node, &p.name, false)?;
+        state.save()?;
+        return Ok(());
+    }
     cni(state, &node, "DEL", &p.netns)?;
     drop(Netns::adopt(&p.netns));
     let _ = Command::new("ip")

@@ -16,4 +16,5 @@ mod deploy_manifests;
 mod no_ipip_kernel;
 mod node_agent;
 mod resilience;
+mod runtimes;
 mod vm_ipip;

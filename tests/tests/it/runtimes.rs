@@ -1,0 +1,190 @@
+//! Real container runtimes on Manx (issue 16): containerd 1.6 (`ctr run
+//! --cni`, go-cni) and podman 4.3 (CNI backend, libcni 1.1) each run a
+//! busybox container per node of a 2-node lab, inside the node's network
+//! namespace with a private mount namespace for /etc/cni/net.d,
+//! /opt/cni/bin, /var/lib/cni and /run/netns (manx_e2e::lab::runtime). The
+//! containers get pool addresses, ping each other across nodes from inside,
+//! and are deleted the runtime's way; then nothing is left: no cali* veth,
+//! the addresses free, no WorkloadEndpoint, an empty libcni cache, and the
+//! host's own CNI directories as they were.
+
+use std::path::Path;
+
+use manx_e2e::lab::{self, LabState, Mode, Runtime};
+use manx_e2e::netns::Netns;
+use testkit::Prereqs;
+
+use crate::common::{Lab, require};
+
+fn require_runtime(rt: Runtime) -> bool {
+    if !require() {
+        return false;
+    }
+    let missing = rt.missing();
+    Prereqs::new()
+        .check(missing.is_empty(), missing.join(", "))
+        .ok()
+}
+
+/// What the root mount namespace has under the paths the runtimes use.
+fn host_cni_dirs() -> Vec<String> {
+    let mut seen = Vec::new();
+    for d in [
+        "/etc/cni/net.d",
+        "/opt/cni",
+        "/opt/containerd",
+        "/var/lib/cni",
+        "/var/lib/containers",
+        "/run/containerd",
+        "/run/containers",
+        "/run/runc",
+    ] {
+        match std::fs::read_dir(d) {
+            Ok(entries) => {
+                let mut names: Vec<String> = entries
+                    .flatten()
+                    .map(|e| format!("{d}/{}", e.file_name().to_string_lossy()))
+                    .collect();
+                names.sort();
+                seen.push(format!("{d}: {names:?}"));
+            }
+            Err(_) => seen.push(format!("{d}: absent")),
+        }
+    }
+    // podman names its pod namespaces netns-<uuid>, CNI tools cni-<uuid>:
+    // they must stay in the node's private /run/netns.
+    if let Ok(entries) = std::fs::read_dir("/run/netns") {
+        let mut runtime_made: Vec<String> = entries
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("netns-") || n.starts_with("cni-"))
+            .collect();
+        runtime_made.sort();
+        seen.push(format!("/run/netns runtime-made: {runtime_made:?}"));
+    }
+    seen
+}
+
+fn manxctl(state: &LabState, args: &[&str]) -> String {
+    state
+        .manxctl(&state.nodes[0], args)
+        .unwrap_or_else(|e| panic!("manxctl {args:?}: {e:#}"))
+}
+
+/// After the pods are gone: nothing of them anywhere.
+fn assert_nothing_left(state: &LabState, gone: &[(String, String)]) {
+    for node in &state.nodes {
+        let links = Netns::adopt(&node.netns)
+            .ip(&["-o", "link", "show"])
+            .unwrap();
+        assert!(
+            !links.contains("cali"),
+            "{} still has a workload veth:\n{links}",
+            node.name
+        );
+        let rt = node.runtime.as_ref().expect("a runtime node");
+        let results = rt.cni_cache().join("results");
+        let cached: Vec<String> = std::fs::read_dir(&results)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert!(
+            cached.is_empty(),
+            "{}: libcni cache {} not empty: {cached:?}",
+            node.name,
+            results.display()
+        );
+    }
+    let weps = manxctl(state, &["get", "wep", "-A"]);
+    for (name, ip) in gone {
+        // Endpoints are named by the runtime's id (podman: the container
+        // id, ctr: <namespace>-<name>): match on the address.
+        assert!(
+            !weps.contains(&format!(" {ip}/32 ")),
+            "WorkloadEndpoint of {name} left:\n{weps}"
+        );
+        let show = manxctl(state, &["ipam", "show", "--ip", ip]);
+        assert!(
+            show.contains("is not assigned"),
+            "{name}'s {ip} still allocated: {show}"
+        );
+    }
+    let check = manxctl(state, &["ipam", "check"]);
+    assert!(check.contains("no problems found"), "{check}");
+}
+
+/// 2 nodes, a container on each through `rt`; ping across from inside;
+/// delete; nothing left.
+fn create_ping_delete(id: &str, rt: Runtime) {
+    let before = host_cni_dirs();
+    let mut spec = Lab::spec(id, 2, Mode::Direct);
+    spec.runtime = rt;
+    let mut lab = Lab::up(spec);
+    let pods = lab.0.pods.clone();
+    assert_eq!(pods.len(), 2, "{pods:?}");
+    for p in &pods {
+        assert!(p.container, "{p:?}");
+        assert!(
+            p.ip.starts_with("10.65."),
+            "{} got {} outside the pool",
+            p.name,
+            p.ip
+        );
+    }
+    // From inside each container, across nodes.
+    lab.assert_all_ping();
+    let weps = manxctl(&lab.0, &["get", "wep", "-A"]);
+    for p in &pods {
+        assert!(
+            weps.contains(&format!(" {}/32 ", p.ip)),
+            "no WorkloadEndpoint for {}:\n{weps}",
+            p.name
+        );
+    }
+    assert_eq!(
+        host_cni_dirs(),
+        before,
+        "the runtimes wrote to the host's dirs"
+    );
+    for p in &pods {
+        lab::del_pod(&mut lab.0, &p.name).unwrap_or_else(|e| panic!("deleting {}: {e:#}", p.name));
+    }
+    let gone: Vec<(String, String)> = pods
+        .iter()
+        .map(|p| (p.name.clone(), p.ip.clone()))
+        .collect();
+    assert_nothing_left(&lab.0, &gone);
+    assert_eq!(
+        host_cni_dirs(),
+        before,
+        "the runtimes wrote to the host's dirs"
+    );
+    let id = lab.0.spec.id.clone();
+    drop(lab);
+    assert!(
+        !Path::new(&format!("/sys/fs/cgroup/memory/mxlab-{id}")).exists(),
+        "down left the lab's cgroups"
+    );
+}
+
+/// containerd: `ctr run --rm --cni` (foreground), the task killed: ctr
+/// calls DEL and removes the container.
+#[test]
+fn containerd_ctr_run_cni_ping_and_clean_delete() {
+    if !require_runtime(Runtime::Containerd) {
+        return;
+    }
+    create_ping_delete("rtctr", Runtime::Containerd);
+}
+
+/// podman: `podman run --network manx-pods`, `podman rm -f` (DEL).
+#[test]
+fn podman_run_network_ping_and_clean_delete() {
+    if !require_runtime(Runtime::Podman) {
+        return;
+    }
+    create_ping_delete("rtpod", Runtime::Podman);
+}
