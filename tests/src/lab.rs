@@ -124,6 +124,9 @@ pub struct LabSpec {
     /// manx-node's `MANX_STALE_WORKLOAD_GRACE_SECS` (its default if unset).
     #[serde(default)]
     pub stale_grace_secs: Option<u64>,
+    /// manx-node's `MANX_STALE_WORKLOAD_SCAN_SECS` (its default if unset).
+    #[serde(default)]
+    pub stale_scan_secs: Option<f64>,
 }
 
 fn default_autodetect() -> String {
@@ -145,6 +148,7 @@ impl LabSpec {
             autodetect: default_autodetect(),
             runtime: Runtime::Cni,
             stale_grace_secs: None,
+            stale_scan_secs: None,
         }
     }
 }
@@ -452,6 +456,7 @@ fn build(state: &mut LabState) -> Result<()> {
         "{n} node namespaces up, starting manx-node in each"
     ));
     for i in 0..state.nodes.len() {
+        runtime::prepare(state, i)?;
         start_node(state, i)?;
         state.save()?;
     }
@@ -532,7 +537,21 @@ pub fn start_node(state: &mut LabState, i: usize) -> Result<()> {
     if let Some(g) = state.spec.stale_grace_secs {
         cmd.env("MANX_STALE_WORKLOAD_GRACE_SECS", g.to_string());
     }
+    if let Some(s) = state.spec.stale_scan_secs {
+        cmd.env("MANX_STALE_WORKLOAD_SCAN_SECS", s.to_string());
+    }
     let log = node.run_dir.join("manx-node.log");
+    if let Some(rt) = &node.runtime {
+        // In the node's private mount namespace, with the runtimes.
+        let mut inner = rt.command(&node, &cmd.get_program().to_string_lossy());
+        for (k, v) in cmd.get_envs() {
+            if let Some(v) = v {
+                inner.env(k, v);
+            }
+        }
+        state.nodes[i].pid = Some(runtime::spawn_detached(inner, &log)?);
+        return Ok(());
+    }
     let proc_ = ns.spawn(cmd, &log)?;
     state.nodes[i].pid = Some(proc_.detach());
     Ok(())

@@ -41,6 +41,9 @@ enum Cmd {
         /// manx-node's stale-workload grace (MANX_STALE_WORKLOAD_GRACE_SECS).
         #[arg(long)]
         stale_grace_secs: Option<u64>,
+        /// manx-node's stale-workload scan period (MANX_STALE_WORKLOAD_SCAN_SECS).
+        #[arg(long)]
+        stale_scan_secs: Option<f64>,
     },
     /// Show the nodes, their BGP peers and routes, and ping every pod pair.
     Status,
@@ -74,6 +77,7 @@ fn real_main() -> Result<()> {
             pods_per_node,
             runtime,
             stale_grace_secs,
+            stale_scan_secs,
         } => {
             if nodes < 2 {
                 bail!("--nodes {nodes}: a lab needs at least 2 nodes");
@@ -87,6 +91,7 @@ fn real_main() -> Result<()> {
             spec.pods_per_node = pods_per_node;
             spec.runtime = runtime;
             spec.stale_grace_secs = stale_grace_secs;
+            spec.stale_scan_secs = stale_scan_secs;
             progress(format!(
                 "bringing up lab {:?}: {nodes} nodes, mode {mode:?}, {route_reflectors} route reflectors, {datastore:?} datastore, pods by {runtime:?}",
                 cli.id

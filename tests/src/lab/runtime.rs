@@ -249,7 +249,7 @@ fn holder_script(rt: &NodeRuntime) -> String {
     s
 }
 
-fn spawn_detached(mut cmd: Command, log: &Path) -> Result<u32> {
+pub(super) fn spawn_detached(mut cmd: Command, log: &Path) -> Result<u32> {
     let file = std::fs::File::create(log).with_context(|| format!("creating {log:?}"))?;
     let child = cmd
         .stdin(Stdio::null())
@@ -283,8 +283,11 @@ fn out_text(out: &Output) -> String {
     )
 }
 
-/// Start node `i`'s runtime (see the module doc) and load the image.
-pub fn start(state: &mut LabState, i: usize) -> Result<()> {
+/// Make node `i`'s private directories and mount namespace (see the module
+/// doc), before its manx-node starts: manx-node runs in it too, so the pod
+/// namespace paths podman records (`/run/netns/netns-...`) are the ones it
+/// checks for stale workloads, as on a real host.
+pub fn prepare(state: &mut LabState, i: usize) -> Result<()> {
     let kind = state.spec.runtime;
     if kind == Runtime::Cni {
         return Ok(());
@@ -323,7 +326,6 @@ pub fn start(state: &mut LabState, i: usize) -> Result<()> {
         rt.netd().join("10-manx.conflist"),
         serde_json::to_vec_pretty(&conflist(state, &node))?,
     )?;
-    let archive = image::busybox_archive(&state.dir)?;
     let mut holder = Command::new("nsenter");
     holder
         .arg(format!("--net=/run/netns/{}", node.netns))
@@ -348,6 +350,17 @@ pub fn start(state: &mut LabState, i: usize) -> Result<()> {
             Ok(None)
         },
     )?;
+    Ok(())
+}
+
+/// Start node `i`'s runtime in its prepared namespaces and load the image.
+pub fn start(state: &mut LabState, i: usize) -> Result<()> {
+    let kind = state.spec.runtime;
+    if kind == Runtime::Cni {
+        return Ok(());
+    }
+    let node = state.nodes[i].clone();
+    let archive = image::busybox_archive(&state.dir)?;
     match kind {
         Runtime::Containerd => start_containerd(state, i, &archive)?,
         Runtime::Podman => start_podman(state, i, &archive)?,

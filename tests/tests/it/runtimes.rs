@@ -9,8 +9,9 @@
 //! host's own CNI directories as they were.
 
 use std::path::Path;
+use std::time::{Duration, Instant};
 
-use manx_e2e::lab::{self, LabState, Mode, Runtime};
+use manx_e2e::lab::{self, LabState, Mode, Runtime, runtime};
 use manx_e2e::netns::Netns;
 use testkit::Prereqs;
 
@@ -71,6 +72,34 @@ fn manxctl(state: &LabState, args: &[&str]) -> String {
         .unwrap_or_else(|e| panic!("manxctl {args:?}: {e:#}"))
 }
 
+/// `text` names address `ip` (not just a longer one starting with it).
+fn mentions(text: &str, ip: &str) -> bool {
+    text.match_indices(ip).any(|(i, _)| {
+        !text[i + ip.len()..]
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_digit())
+    })
+}
+
+/// `manxctl ipam check`'s report, whatever its exit status (1 when it
+/// finds problems).
+fn ipam_check(state: &LabState) -> String {
+    let node = &state.nodes[0];
+    let out = Netns::adopt(&node.netns)
+        .command(state.bin("manxctl"))
+        .args(["ipam", "check"])
+        .envs(state.store_env())
+        .env("MANX_RUN_DIR", &node.run_dir)
+        .output()
+        .expect("run manxctl");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 /// After the pods are gone: nothing of them anywhere.
 fn assert_nothing_left(state: &LabState, gone: &[(String, String)]) {
     for node in &state.nodes {
@@ -112,7 +141,7 @@ fn assert_nothing_left(state: &LabState, gone: &[(String, String)]) {
             "{name}'s {ip} still allocated: {show}"
         );
     }
-    let check = manxctl(state, &["ipam", "check"]);
+    let check = ipam_check(state);
     assert!(check.contains("no problems found"), "{check}");
 }
 
@@ -122,6 +151,10 @@ fn create_ping_delete(id: &str, rt: Runtime) {
     let before = host_cni_dirs();
     let mut spec = Lab::spec(id, 2, Mode::Direct);
     spec.runtime = rt;
+    // manx-node checks its endpoints often: a live container must never
+    // be reported stale (its netns path is the runtime's, in the node's
+    // mount namespace).
+    spec.stale_scan_secs = Some(0.3);
     let mut lab = Lab::up(spec);
     let pods = lab.0.pods.clone();
     assert_eq!(pods.len(), 2, "{pods:?}");
@@ -187,4 +220,106 @@ fn podman_run_network_ping_and_clean_delete() {
         return;
     }
     create_ping_delete("rtpod", Runtime::Podman);
+}
+
+/// `ctr run -d --cni`, task killed, container removed: ctr never calls DEL.
+/// manx-node sees the pod netns and veth gone: `ipam check` reports the
+/// endpoint within a scan, and after the grace the endpoint and address are
+/// gone; the live containers on both nodes are never reported or touched.
+#[test]
+fn containerd_leak_without_del_is_reclaimed() {
+    if !require_runtime(Runtime::Containerd) {
+        return;
+    }
+    const GRACE: u64 = 3;
+    let mut spec = Lab::spec("rtleak", 2, Mode::Direct);
+    spec.runtime = Runtime::Containerd;
+    spec.stale_grace_secs = Some(GRACE);
+    spec.stale_scan_secs = Some(0.3);
+    let lab = Lab::up(spec);
+    let live = lab.0.pods.clone();
+    let node1 = lab.0.nodes[0].clone();
+    let name = "mxlab-rtleak-leaked";
+    let leaked = runtime::create(&lab.0, &node1, name, true).expect("ctr run -d --cni");
+    assert!(leaked.ip.starts_with("10.65."), "{leaked:?}");
+    // The live pod on node2 reaches it: it is a real workload.
+    let from = live.iter().find(|p| p.node == "node2").unwrap();
+    assert!(
+        testkit::eventually(Duration::from_secs(10), || {
+            runtime::ping(&lab.0, from, &leaked.ip).unwrap_or(false)
+        }),
+        "{} cannot ping the detached container {}",
+        from.name,
+        leaked.ip
+    );
+    let t0 = Instant::now();
+    runtime::delete(&lab.0, &node1, name, true).expect("ctr task kill + rm, no DEL");
+    let weps = manxctl(&lab.0, &["get", "wep", "-A"]);
+    assert!(
+        weps.contains(&format!(" {}/32 ", leaked.ip)),
+        "ctr called DEL after all? {weps}"
+    );
+    let assert_live_untouched = |check: &str| {
+        for p in &live {
+            assert!(
+                !mentions(check, &p.ip),
+                "live container {} ({}) reported: {check}",
+                p.name,
+                p.ip
+            );
+            let show = manxctl(&lab.0, &["ipam", "show", "--ip", &p.ip]);
+            assert!(show.contains("is in use"), "live {}: {show}", p.name);
+        }
+    };
+    // Reported at the next scan, long before the grace ends.
+    let mut flagged = String::new();
+    assert!(
+        testkit::eventually(Duration::from_secs(GRACE), || {
+            flagged = ipam_check(&lab.0);
+            mentions(&flagged, &leaked.ip)
+        }),
+        "ipam check does not report the leaked endpoint: {flagged}"
+    );
+    assert!(
+        t0.elapsed() < Duration::from_secs(GRACE),
+        "reported only after {:?}",
+        t0.elapsed()
+    );
+    assert!(flagged.contains("is gone"), "{flagged}");
+    assert_live_untouched(&flagged);
+    // Reclaimed after the grace: endpoint deleted, address free.
+    let mut last = String::new();
+    assert!(
+        testkit::eventually(Duration::from_secs(GRACE + 10), || {
+            let weps = manxctl(&lab.0, &["get", "wep", "-A"]);
+            last = manxctl(&lab.0, &["ipam", "show", "--ip", &leaked.ip]);
+            for p in &live {
+                assert!(
+                    weps.contains(&format!(" {}/32 ", p.ip)),
+                    "live {} reclaimed: {weps}",
+                    p.name
+                );
+            }
+            !weps.contains(&format!(" {}/32 ", leaked.ip)) && last.contains("is not assigned")
+        }),
+        "not reclaimed {:?} after the kill: {last}",
+        t0.elapsed()
+    );
+    // manx.dev/stale-since is whole Unix seconds: up to 1 s early.
+    assert!(
+        t0.elapsed() >= Duration::from_secs(GRACE - 1),
+        "reclaimed after {:?}, before the {GRACE} s grace",
+        t0.elapsed()
+    );
+    let check = ipam_check(&lab.0);
+    assert!(check.contains("no problems found"), "{check}");
+    let weps = manxctl(&lab.0, &["get", "wep", "-A"]);
+    for p in &live {
+        assert!(
+            weps.contains(&format!(" {}/32 ", p.ip)),
+            "{} reclaimed: {weps}",
+            p.name
+        );
+    }
+    lab.assert_all_ping();
 }
