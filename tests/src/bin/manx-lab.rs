@@ -57,6 +57,15 @@ enum Cmd {
         #[arg(long, default_value_t = 3)]
         nodes: usize,
     },
+    /// Measure a runtime's pod create (CNI ADD) and delete (CNI DEL) with
+    /// Manx beside the same with bridge + host-local (/usr/lib/cni), trials
+    /// interleaved in one run (its own 2-node lab, torn down after).
+    BenchRuntime {
+        #[arg(long, default_value = "podman")]
+        runtime: Runtime,
+        #[arg(long, default_value_t = 30)]
+        trials: usize,
+    },
 }
 
 fn main() {
@@ -101,6 +110,7 @@ fn real_main() -> Result<()> {
         }
         Cmd::Status => report(&LabState::load(&cli.id)?),
         Cmd::BenchConvergence { trials, nodes } => bench_convergence(&cli.id, trials, nodes),
+        Cmd::BenchRuntime { runtime, trials } => bench_runtime(&cli.id, runtime, trials),
         Cmd::Down => {
             lab::down(&cli.id)?;
             progress(format!("lab {:?} removed", cli.id));
@@ -215,5 +225,64 @@ fn bench_convergence(id: &str, trials: usize, nodes: usize) -> Result<()> {
         ms(c99) / ms(a99).max(0.001),
         if ms(c99) < 200.0 { "met" } else { "NOT met" }
     );
+    Ok(())
+}
+
+fn bench_runtime(id: &str, runtime: Runtime, trials: usize) -> Result<()> {
+    if runtime != Runtime::Podman {
+        bail!(
+            "--runtime {runtime:?}: only podman is benchmarked (ctr run --cni always uses the first conflist, so it cannot run the bridge baseline beside Manx)"
+        );
+    }
+    if trials == 0 {
+        bail!("--trials 0: nothing to measure");
+    }
+    let id = format!("{id}-rtb");
+    let mut spec = LabSpec::new(&id, 2, Mode::Direct);
+    spec.pods_per_node = 0;
+    spec.runtime = runtime;
+    let state = lab::up(spec)?;
+    let res = (|| -> Result<[Vec<Duration>; 4]> {
+        lab::runtime::add_baseline_network(&state, 0)?;
+        let node = state.nodes[0].clone();
+        let mut r: [Vec<Duration>; 4] = Default::default();
+        // One warm-up of each, not counted (first use of the network, caches).
+        for net in [lab::runtime::NETWORK, lab::runtime::BASELINE_NETWORK] {
+            lab::runtime::podman_trial(&state, &node, net, "warmup")?;
+        }
+        for t in 0..trials {
+            // Alternate which goes first, so drift hits both alike.
+            let order = if t % 2 == 0 { [0, 1] } else { [1, 0] };
+            for k in order {
+                let net = [lab::runtime::NETWORK, lab::runtime::BASELINE_NETWORK][k];
+                let (add, del) =
+                    lab::runtime::podman_trial(&state, &node, net, &format!("bench{t}-{k}"))?;
+                r[2 * k].push(add);
+                r[2 * k + 1].push(del);
+            }
+        }
+        Ok(r)
+    })();
+    let _ = lab::down(&id);
+    let [mut madd, mut mdel, mut badd, mut bdel] = res?;
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!(
+        "podman 4.3, {trials} trials each, interleaved (podman run -d --network N = create + CNI ADD + start; podman rm -f -t 0 = stop + CNI DEL + remove):"
+    );
+    let row = |what: &str, m: &mut Vec<Duration>, b: &mut Vec<Duration>| {
+        let (m50, m99) = (lab::percentile(m, 50.0), lab::percentile(m, 99.0));
+        let (b50, b99) = (lab::percentile(b, 50.0), lab::percentile(b, 99.0));
+        println!(
+            "  {what}  manx p50 {:7.1} ms p99 {:7.1} ms | baseline bridge+host-local p50 {:7.1} ms p99 {:7.1} ms | ratio manx/baseline p50 {:.2} p99 {:.2}",
+            ms(m50),
+            ms(m99),
+            ms(b50),
+            ms(b99),
+            ms(m50) / ms(b50).max(0.001),
+            ms(m99) / ms(b99).max(0.001)
+        );
+    };
+    row("ADD (run)", &mut madd, &mut badd);
+    row("DEL (rm) ", &mut mdel, &mut bdel);
     Ok(())
 }

@@ -771,3 +771,48 @@ fn rmdir_tree(dir: &Path) {
     }
     let _ = std::fs::remove_dir(dir);
 }
+
+/// Add the bridge + host-local [`BASELINE_NETWORK`] to node `i`'s
+/// /etc/cni/net.d (after the Manx conflist: ctr would still pick Manx).
+pub fn add_baseline_network(state: &LabState, i: usize) -> Result<()> {
+    let node = &state.nodes[i];
+    let rt = node_rt(node)?;
+    for bin in ["bridge", "host-local"] {
+        if !rt.cni_bin().join(bin).exists() {
+            bail!("/usr/lib/cni/{bin} missing: apt-get install -y containernetworking-plugins");
+        }
+    }
+    std::fs::write(
+        rt.netd().join("20-bridge-baseline.conflist"),
+        serde_json::to_vec_pretty(&baseline_conflist(i))?,
+    )?;
+    Ok(())
+}
+
+/// One podman trial on `node`: `podman run -d --network <network>` (create,
+/// CNI ADD, start) and `podman rm -f -t 0` (stop, CNI DEL, remove), timed
+/// apart.
+pub fn podman_trial(
+    state: &LabState,
+    node: &LabNode,
+    network: &str,
+    name: &str,
+) -> Result<(Duration, Duration)> {
+    let rt = node_rt(node)?;
+    if rt.kind != Runtime::Podman {
+        bail!("podman_trial on a {:?} node", rt.kind);
+    }
+    let t0 = std::time::Instant::now();
+    run(rt
+        .podman(node)
+        .args(["run", "-d", "--name", name, "--network", network])
+        .arg("--cgroup-parent")
+        .arg(cgroup_parent(&state.spec.id))
+        .args([IMAGE_REF, "sleep", "1000000"]))
+    .with_context(|| format!("podman run --network {network}"))?;
+    let add = t0.elapsed();
+    let t1 = std::time::Instant::now();
+    run(rt.podman(node).args(["rm", "-f", "-t", "0", name]))
+        .with_context(|| format!("podman rm -f {name}"))?;
+    Ok((add, t1.elapsed()))
+}
