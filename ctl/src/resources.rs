@@ -1,14 +1,16 @@
 //! `create | apply | replace | delete | get | patch | label` over any kind.
 //!
-//! A manifest is parsed and validated whole before anything is written: a
-//! mistake anywhere in the file writes nothing. Each object is then one
-//! datastore write; a failure is reported on one line naming the object, and
-//! the others still go through (as calicoctl does), with the exit code 1.
+//! A manifest is parsed and validated whole before anything is written, and
+//! written whole ([`Client::write_all`]): a mistake anywhere in the file,
+//! or an object that exists (create) or changed (replace), writes nothing,
+//! and every refused object is reported on its own line, with exit code 1.
+//! Unlike calicoctl, which writes the others and reports a partial success,
+//! Manx never leaves a file half-applied.
 
 use std::io::Read;
 
 use anyhow::{Context, Result, anyhow, bail};
-use datastore::client::{Client, ClientError};
+use datastore::client::{BulkError, BulkVerb, Client, ClientError};
 use datastore::model::{self, KindId, Resource};
 
 use crate::cli::Output;
@@ -58,51 +60,48 @@ impl Verb {
     }
 }
 
-async fn one(client: &Client, verb: Verb, obj: &Resource) -> Result<(), ClientError> {
-    let res = match verb {
-        Verb::Create { .. } => client.create_resource(obj).await,
-        Verb::Apply => client.apply_resource(obj).await,
-        Verb::Replace => client.update_resource(obj).await,
-        Verb::Delete { .. } => {
-            client
-                .delete_resource(obj.kind(), obj.namespace(), obj.name(), None)
-                .await
+impl Verb {
+    fn bulk(self) -> BulkVerb {
+        match self {
+            Verb::Create { skip_exists } => BulkVerb::Create { skip_exists },
+            Verb::Apply => BulkVerb::Apply,
+            Verb::Replace => BulkVerb::Replace,
+            Verb::Delete { skip_not_exists } => BulkVerb::Delete { skip_not_exists },
         }
-    };
-    match (verb, res) {
-        (Verb::Create { skip_exists: true }, Err(ClientError::AlreadyExists { .. })) => Ok(()),
-        (
-            Verb::Delete {
-                skip_not_exists: true,
-            },
-            Err(ClientError::NotFound { .. }),
-        ) => Ok(()),
-        (_, r) => r.map(|_| ()),
     }
 }
 
-/// Apply `verb` to every object of `file`. Returns the number that failed.
+/// Apply `verb` to every object of `file`, all or nothing. Returns the
+/// number of objects that failed (0: all written).
 pub async fn from_file(client: &Client, verb: Verb, file: &str) -> Result<usize> {
     let items = load_manifest(file)?;
     let total = items.len();
-    let mut failed = 0;
-    for r in items {
-        if let Err(e) = one(client, verb, &r).await {
-            let label = r.to_string();
-            failed += 1;
-            eprintln!("Failed to {} {label}: {e:#}", verb_word(verb));
+    match client.write_all(verb.bulk(), &items).await {
+        Ok(_) => {
+            println!("Successfully {} {total} resource(s)", verb.past());
+            Ok(0)
+        }
+        Err(BulkError::Refused(errors)) => {
+            for e in &errors {
+                eprintln!("Failed to {}: {e:#}", verb_word(verb));
+            }
+            eprintln!(
+                "Nothing {}: {} of {total} resource(s) refused, so none was written",
+                verb.past(),
+                errors.len()
+            );
+            Ok(errors.len())
+        }
+        Err(BulkError::Failed(e)) => {
+            eprintln!("Failed to {}: {e:#}", verb_word(verb));
+            eprintln!("Nothing {}: the store is unchanged", verb.past());
+            Ok(total)
+        }
+        Err(e @ BulkError::Partial { .. }) => {
+            eprintln!("Failed to {}: {e:#}", verb_word(verb));
+            Ok(total)
         }
     }
-    let ok = total - failed;
-    if failed == 0 {
-        println!("Successfully {} {total} resource(s)", verb.past());
-    } else if ok > 0 {
-        println!(
-            "Partial success: {} {ok} out of {total} resource(s)",
-            verb.past()
-        );
-    }
-    Ok(failed)
 }
 
 fn verb_word(verb: Verb) -> &'static str {

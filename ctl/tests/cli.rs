@@ -252,3 +252,61 @@ fn apply_refuses_fields_manx_does_not_act_on_and_writes_nothing() {
     let pools = ctl.ok(&["get", "ippools", "-o", "json"]);
     assert!(!pools.contains("beside"), "nothing may be written: {pools}");
 }
+
+/// `n` IPPool documents, /26s from 10.64.0.0 on.
+fn many_pools(n: usize) -> String {
+    let mut text = String::new();
+    for i in 0..n {
+        let net = std::net::Ipv4Addr::from((10u32 << 24) | (64 << 16) | (i as u32 * 64));
+        text.push_str(&format!(
+            "---\napiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata:\n  name: pool-{i}\nspec:\n  cidr: {net}/26\n"
+        ));
+    }
+    text
+}
+
+#[test]
+fn eight_thousand_pools_apply_at_once_and_a_refusal_writes_none() {
+    let ctl = Ctl::new();
+    let dir = tempfile::tempdir().unwrap();
+    let stored = dir.path().join("stored.yaml");
+    std::fs::write(
+        &stored,
+        "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata:\n  name: stored\nspec:\n  cidr: 10.200.0.0/24\n",
+    )
+    .unwrap();
+    ctl.ok(&["apply", "-f", stored.to_str().unwrap()]);
+
+    // The last of 8,000 overlaps the stored pool: none is written.
+    let mut text = many_pools(7999);
+    text.push_str("---\napiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata:\n  name: late\nspec:\n  cidr: 10.200.0.64/26\n");
+    let err = ctl.apply_fails("pools.yaml", &text);
+    assert!(
+        err.contains("ippool late: spec.cidr 10.200.0.64/26 overlaps ippool stored"),
+        "{err}"
+    );
+    assert!(
+        err.contains("Nothing applied: 1 of 8000 resource(s) refused"),
+        "{err}"
+    );
+    let listed = ctl.ok(&["get", "ippool"]);
+    assert_eq!(
+        listed.lines().count(),
+        2,
+        "a header and the stored pool:\n{listed}"
+    );
+
+    // Without it, all 8,000 go in at once (timed, not asserted: noisy
+    // machines).
+    let path = dir.path().join("ok.yaml");
+    std::fs::write(&path, many_pools(8000)).unwrap();
+    let t = std::time::Instant::now();
+    let out = ctl.ok(&["apply", "-f", path.to_str().unwrap()]);
+    println!("manxctl apply of 8000 IPPools: {:?}", t.elapsed());
+    assert!(
+        out.contains("Successfully applied 8000 resource(s)"),
+        "{out}"
+    );
+    let listed = ctl.ok(&["get", "ippool"]);
+    assert_eq!(listed.lines().count(), 1 + 8001);
+}

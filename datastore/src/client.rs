@@ -34,8 +34,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use futures::{Stream, StreamExt};
 
 use crate::model::{
-    IPPool, Kind, KindId, Resource, ValidationError, ValidationErrors, meta::rfc3339_now,
-    with_resource,
+    IPPool, Kind, KindId, Resource, ValidationErrors, meta::rfc3339_now, with_resource,
 };
 use crate::store::{Datastore, KeyValue, Revision, StoreError, WatchEvent};
 
@@ -317,29 +316,7 @@ impl Client {
                 previous.and_then(|p| (p as &dyn std::any::Any).downcast_ref::<IPPool>());
             let mut errors = Vec::new();
             if let Some(old) = previous {
-                // As libcalico-go: blocks are cut from cidr/blockSize, so
-                // changing them would orphan allocations.
-                if old.spec.cidr != pool.spec.cidr {
-                    errors.push(ValidationError {
-                        object: label_of(pool),
-                        field: "spec.cidr".into(),
-                        message: format!(
-                            "cannot change from {} to {}: create a new pool, then disable and delete this one",
-                            old.spec.cidr, pool.spec.cidr
-                        ),
-                    });
-                }
-                if old.spec.block_size() != pool.spec.block_size() {
-                    errors.push(ValidationError {
-                        object: label_of(pool),
-                        field: "spec.blockSize".into(),
-                        message: format!(
-                            "cannot change from {} to {}: create a new pool instead",
-                            old.spec.block_size(),
-                            pool.spec.block_size()
-                        ),
-                    });
-                }
+                errors.extend(old.immutable_field_errors(pool));
             }
             let (existing, _) = self.list::<IPPool>().await?;
             if let Err(e) = pool.validate_pool_against(&existing) {
@@ -694,6 +671,9 @@ fn decode_resource(kind: KindId, kv: &KeyValue) -> Result<Resource, ClientError>
     r.metadata_mut().resource_version = Some(kv.mod_revision.to_string());
     Ok(r)
 }
+
+mod bulk;
+pub use bulk::{BulkError, BulkOutcome, BulkVerb};
 
 #[cfg(test)]
 mod tests {

@@ -445,6 +445,9 @@ impl EtcdStore {
     }
 }
 
+/// etcd's default `--max-txn-ops`.
+const ETCD_DEFAULT_MAX_TXN_OPS: usize = 128;
+
 #[async_trait]
 impl Datastore for EtcdStore {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
@@ -525,6 +528,12 @@ impl Datastore for EtcdStore {
 
     async fn txn(&self, ops: Vec<WriteOp>) -> Result<Vec<Revision>, StoreError> {
         self.guarded("txn", ops).await
+    }
+
+    fn max_txn_ops(&self) -> usize {
+        // etcd's default --max-txn-ops is 128 and counts compares too; a
+        // guarded op carries up to two compares (exists + mod revision).
+        ETCD_DEFAULT_MAX_TXN_OPS / 2
     }
 
     async fn watch(

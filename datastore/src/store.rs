@@ -182,6 +182,11 @@ pub trait Datastore: Send + Sync + std::fmt::Debug {
     /// every earlier write's. A watcher may see the ops' events in more than
     /// one batch, but a reader never sees some without the others.
     async fn txn(&self, ops: Vec<WriteOp>) -> Result<Vec<Revision>, StoreError>;
+    /// The most ops one [`Datastore::txn`] may carry (etcd refuses more
+    /// than its `--max-txn-ops` compares or writes). Unlimited by default.
+    fn max_txn_ops(&self) -> usize {
+        usize::MAX
+    }
     /// Watch every change under `prefix` after `from_revision` (exclusive).
     async fn watch(&self, prefix: &str, from_revision: Revision)
     -> Result<WatchStream, StoreError>;

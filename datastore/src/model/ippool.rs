@@ -4,7 +4,7 @@ use ipnetwork::IpNetwork;
 use serde::{Deserialize, Serialize};
 
 use crate::model::meta::ObjectMeta;
-use crate::model::validate::{Checker, ValidationErrors};
+use crate::model::validate::{Checker, ValidationError, ValidationErrors, object_name};
 
 /// IPIP / VXLAN encapsulation mode of a pool.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -219,26 +219,121 @@ impl IPPool {
         c.finish()
     }
 
+    /// What changing the stored pool `self` into `new` would change that
+    /// must not change. As libcalico-go: blocks are cut from cidr and
+    /// blockSize, so changing either would orphan allocations.
+    pub fn immutable_field_errors(&self, new: &IPPool) -> Vec<ValidationError> {
+        let object = object_name("ippool", &new.metadata.name);
+        let mut errors = Vec::new();
+        if self.spec.cidr != new.spec.cidr {
+            errors.push(ValidationError {
+                object: object.clone(),
+                field: "spec.cidr".into(),
+                message: format!(
+                    "cannot change from {} to {}: create a new pool, then disable and delete this one",
+                    self.spec.cidr, new.spec.cidr
+                ),
+            });
+        }
+        if self.spec.block_size() != new.spec.block_size() {
+            errors.push(ValidationError {
+                object,
+                field: "spec.blockSize".into(),
+                message: format!(
+                    "cannot change from {} to {}: create a new pool instead",
+                    self.spec.block_size(),
+                    new.spec.block_size()
+                ),
+            });
+        }
+        errors
+    }
+
     /// Check this pool against pools that already exist (its own previous
     /// version, same name, is skipped): CIDRs must not overlap.
     pub fn validate_pool_against(&self, existing: &[IPPool]) -> Result<(), ValidationErrors> {
-        let mut c = Checker::new("ippool", &self.metadata.name);
-        for other in existing {
-            if other.metadata.name == self.metadata.name {
-                continue;
-            }
-            if networks_overlap(&self.spec.cidr, &other.spec.cidr) {
-                c.error(
-                    "spec.cidr",
-                    format!(
-                        "{} overlaps ippool {} ({}): pools must not overlap; pick a disjoint CIDR",
-                        self.spec.cidr, other.metadata.name, other.spec.cidr
-                    ),
-                );
+        let errors: Vec<_> = existing
+            .iter()
+            .filter(|other| {
+                other.metadata.name != self.metadata.name
+                    && networks_overlap(&self.spec.cidr, &other.spec.cidr)
+            })
+            .map(|other| pool_overlap_error(self, other))
+            .collect();
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ValidationErrors(errors))
+        }
+    }
+}
+
+/// The error for `pool`, whose CIDR overlaps `other`'s.
+pub fn pool_overlap_error(pool: &IPPool, other: &IPPool) -> ValidationError {
+    ValidationError {
+        object: object_name("ippool", &pool.metadata.name),
+        field: "spec.cidr".to_string(),
+        message: format!(
+            "{} overlaps {} ({}): pools must not overlap; pick a disjoint CIDR",
+            pool.spec.cidr,
+            object_name("ippool", &other.metadata.name),
+            other.spec.cidr
+        ),
+    }
+}
+
+/// Every pool that overlaps another among `cidrs`, in O(N log N): pairs
+/// (index, index of one network it overlaps), each overlapping network
+/// reported once (the later in address order). CIDRs are nested or
+/// disjoint, so after sorting by first address (wider network first) a
+/// network overlaps an earlier one exactly when it starts at or before the
+/// farthest end seen so far in its family.
+pub fn overlapping_networks(cidrs: &[IpNetwork]) -> Vec<(usize, usize)> {
+    fn range(n: &IpNetwork) -> (bool, u128, u128) {
+        match n {
+            IpNetwork::V4(v4) => (
+                false,
+                u128::from(u32::from(v4.network())),
+                u128::from(u32::from(v4.broadcast())),
+            ),
+            IpNetwork::V6(v6) => {
+                let start = u128::from(v6.network());
+                let host_bits = 128 - u32::from(v6.prefix());
+                let span = if host_bits == 128 {
+                    u128::MAX
+                } else {
+                    (1u128 << host_bits) - 1
+                };
+                (true, start, start | span)
             }
         }
-        c.finish()
     }
+    let mut order: Vec<(bool, u128, u128, usize)> = cidrs
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let (v6, start, end) = range(n);
+            (v6, start, end, i)
+        })
+        .collect();
+    // Same start: the wider (larger end) first.
+    order.sort_unstable_by(|a, b| {
+        (a.0, a.1, std::cmp::Reverse(a.2)).cmp(&(b.0, b.1, std::cmp::Reverse(b.2)))
+    });
+    let mut pairs = Vec::new();
+    let mut reach: Option<(bool, u128, usize)> = None;
+    for (v6, start, end, i) in order {
+        match reach {
+            Some((family, far, j)) if family == v6 && start <= far => {
+                pairs.push((i, j));
+                if end > far {
+                    reach = Some((v6, end, i));
+                }
+            }
+            _ => reach = Some((v6, end, i)),
+        }
+    }
+    pairs
 }
 
 /// Do two networks share any address?

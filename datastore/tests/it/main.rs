@@ -2,6 +2,7 @@
 //! the whole crate graph). `conformance_processes` stays a binary of its
 //! own: it re-runs itself as the competing processes.
 
+mod bulk_write;
 mod client_crud;
 mod conformance;
 mod conformance_tls;
