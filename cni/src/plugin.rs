@@ -250,9 +250,24 @@ async fn status(env: &CniEnv, conf: &NetConf, open_store: &StoreOpener) -> Resul
     Ok(())
 }
 
+/// GC (spec 1.1): removes this network's attachments on this node that the
+/// runtime's `cni.dev/valid-attachments` does not list: veth, addresses,
+/// endpoint. Without the list nothing is removed (code 7): the runtime must
+/// send it, and guessing "none are valid" would tear down every pod.
+/// Endpoints of other networks (or recorded before the network name was)
+/// and of other nodes are never considered. A cluster-wide IPAM
+/// (`manx-ipam`) is not handed the GC, since its handles are every node's:
+/// each removed attachment gets an IPAM DEL instead; a node-local IPAM
+/// plugin that speaks 1.1 (`host-local`) gets the GC with the same stdin.
 async fn gc(env: &CniEnv, conf: &NetConf, open_store: &StoreOpener) -> Result<(), CniError> {
     version::require_command(Command::Gc, &conf.cni_version)?;
-    let valid = conf.valid_attachments.clone().unwrap_or_default();
+    let Some(valid) = conf.valid_attachments.clone() else {
+        return Err(CniError::config(format!(
+            "GC of network {:?}: the configuration has no \"cni.dev/valid-attachments\"; \
+             the runtime must list the live attachments (CNI spec 1.1, an empty list if none): nothing was removed",
+            conf.name
+        )));
+    };
     let node = conf.node_name()?;
     let store = open_store(conf)?;
     let host = Netlink::current()?;
@@ -261,18 +276,20 @@ async fn gc(env: &CniEnv, conf: &NetConf, open_store: &StoreOpener) -> Result<()
         None => None,
     };
     let base_inv = ipam_invocation(env, conf, Command::Gc);
-    // An IPAM plugin that speaks 1.1 gets the GC with the same stdin and
-    // releases every handle not in the list itself.
-    let ipam_does_gc = ipam.as_ref().is_some_and(|p| p.speaks_1_1(&base_inv));
+    let cluster_wide_ipam = conf.ipam_type.as_deref() == Some("manx-ipam");
+    let ipam_does_gc = !cluster_wide_ipam && ipam.as_ref().is_some_and(|p| p.speaks_1_1(&base_inv));
     let mut first_error = None;
     for ep in store.list_on_node(&node).await? {
+        if ep.network != conf.name {
+            continue;
+        }
         let live = valid.iter().any(|a| {
             a.container_id == ep.container_id && (a.ifname.is_empty() || a.ifname == ep.endpoint)
         });
         if live {
             continue;
         }
-        tracing::info!(endpoint = %ep.name, container = %ep.container_id, "GC: removing stale attachment");
+        tracing::info!(endpoint = %ep.name, container = %ep.container_id, addresses = ?ep.ip_networks, "GC: removing stale attachment");
         if let Err(e) = host.delete_link_by_name(&ep.host_ifname).await {
             first_error.get_or_insert(e);
             continue;

@@ -4,6 +4,7 @@
 mod common;
 
 mod errors;
+mod gc;
 mod host_local;
 mod manx_ipam;
 mod own_netns;
