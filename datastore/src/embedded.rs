@@ -10,9 +10,12 @@
 //! reader that sees revision N has every revision below N.
 //!
 //! Watches read the log for rows past their last revision when woken: at
-//! once when a write from this process commits, and within
-//! [`POLL_INTERVAL`] for other processes' writes (one poller task per store
-//! handle watches the revision for all of its watchers).
+//! once when a write from this process commits, and for other processes'
+//! writes when an inotify watch sees the file or its WAL written (one poller
+//! task per store handle reads the revision for all of its watchers, then
+//! for [`HOT_POLLS`] × [`POLL_INTERVAL`] after the last write, and once a
+//! second when idle; see `embedded_notify`). Without inotify it reads the
+//! revision every [`POLL_INTERVAL`].
 //! [`EmbeddedStore::compact`] drops superseded rows; a watcher that needs one
 //! of them gets [`WatchEvent::Resync`].
 //!
@@ -30,6 +33,7 @@ use async_trait::async_trait;
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, Transaction, params};
 use tokio::sync::watch;
 
+use crate::embedded_notify::FileChanges;
 use crate::store::{
     Datastore, KeyValue, Listing, Revision, StoreError, WatchEvent, WatchStream, WriteOp,
     check_txn, prefix_end,
@@ -38,8 +42,12 @@ use crate::store::{
 /// Where the embedded store lives unless `MANX_DB` says otherwise.
 pub const DEFAULT_DB_PATH: &str = "/var/lib/manx/manx.db";
 
-/// How often a watch looks for writes made by other processes.
+/// How often the revision is read while other processes write (and always,
+/// without inotify).
 pub const POLL_INTERVAL: Duration = Duration::from_millis(10);
+
+/// Revision reads at [`POLL_INTERVAL`] after the last write to the file.
+const HOT_POLLS: u32 = 5;
 
 /// A watcher with no wake-up for this long polls anyway.
 const SAFETY_POLL: Duration = Duration::from_secs(1);
@@ -567,9 +575,10 @@ impl EmbeddedStore {
 impl Shared {
     /// Start the task that notices other processes' writes, unless it runs.
     ///
-    /// One task per store handle, not one per watch: every [`POLL_INTERVAL`]
-    /// it reads the current revision (one row) and, when it moved, wakes
-    /// every watcher through `changed`. Idle watchers cost nothing more. It
+    /// One task per store handle, not one per watch: when the file changes
+    /// (inotify), and once a [`SAFETY_POLL`] anyway, it reads the current
+    /// revision (one row) and, when it moved, wakes every watcher through
+    /// `changed`. Idle watchers cost nothing more. It
     /// stops when no watcher is left (or the store is gone) and the next
     /// watch starts it again.
     fn ensure_poller(shared: &Arc<Shared>) {
@@ -577,10 +586,35 @@ impl Shared {
             return;
         }
         let weak: Weak<Shared> = Arc::downgrade(shared);
+        let path = shared.path.clone();
         tokio::spawn(async move {
+            let changes = match FileChanges::new(&path) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    tracing::info!(
+                        db = %path.display(),
+                        error = %e,
+                        "no inotify watch on the embedded datastore: polling it every {POLL_INTERVAL:?} for other processes' writes"
+                    );
+                    None
+                }
+            };
             let mut seen: Option<Revision> = None;
+            // Reads left after the last file event: a commit's WAL writes
+            // come just before it is visible.
+            let mut hot = 0u32;
             loop {
-                tokio::time::sleep(POLL_INTERVAL).await;
+                match &changes {
+                    Some(c) => {
+                        let wait = if hot == 0 { SAFETY_POLL } else { POLL_INTERVAL };
+                        if c.wait(wait).await {
+                            hot = HOT_POLLS;
+                        } else {
+                            hot = hot.saturating_sub(1);
+                        }
+                    }
+                    None => tokio::time::sleep(POLL_INTERVAL).await,
+                }
                 let Some(shared) = weak.upgrade() else { return };
                 if shared.changed.receiver_count() == 0 {
                     shared.poller_running.store(false, Ordering::SeqCst);

@@ -14,6 +14,7 @@
 pub mod client;
 pub mod config;
 pub mod embedded;
+mod embedded_notify;
 pub mod etcd;
 pub mod memory;
 pub mod model;
