@@ -816,3 +816,103 @@ pub fn podman_trial(
         .with_context(|| format!("podman rm -f {name}"))?;
     Ok((add, t1.elapsed()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lab::{LabSpec, Mode};
+
+    fn state() -> LabState {
+        let mut spec = LabSpec::new("unit", 2, Mode::Direct);
+        spec.runtime = Runtime::Podman;
+        let dir = PathBuf::from("/run/manx-lab/unit");
+        LabState {
+            spec,
+            dir: dir.clone(),
+            namespaces: vec![],
+            nodes: vec![LabNode {
+                name: "node1".into(),
+                netns: "mxlab-unit-n1".into(),
+                ip: "172.30.0.11".parse().unwrap(),
+                prefix_len: 24,
+                subnet: 0,
+                route_reflector: false,
+                pid: None,
+                run_dir: dir.join("node1"),
+                runtime: None,
+            }],
+            pods: vec![],
+            etcd_pid: None,
+        }
+    }
+
+    #[test]
+    fn runtime_names_parse_and_unknown_is_refused_by_name() {
+        assert_eq!(
+            "containerd".parse::<Runtime>().unwrap(),
+            Runtime::Containerd
+        );
+        assert_eq!("podman".parse::<Runtime>().unwrap(), Runtime::Podman);
+        assert_eq!("cni".parse::<Runtime>().unwrap(), Runtime::Cni);
+        let e = "docker".parse::<Runtime>().unwrap_err().to_string();
+        assert!(e.contains("\"docker\"") && e.contains("podman"), "{e}");
+    }
+
+    #[test]
+    fn conflist_is_the_lab_plugin_config_logging_to_the_node_only() {
+        let s = state();
+        let c = conflist(&s, &s.nodes[0]);
+        assert_eq!(c["name"], NETWORK);
+        assert_eq!(c["cniVersion"], "1.0.0");
+        let p = &c["plugins"][0];
+        assert_eq!(p["type"], "manx");
+        assert_eq!(p["nodename"], "node1");
+        assert_eq!(p["log_file_path"], "/run/manx-lab/unit/node1/cni.log");
+        assert_eq!(p["manx_db"], "/run/manx-lab/unit/manx.db");
+        assert!(
+            p.get("cniVersion").is_none() && p.get("name").is_none(),
+            "{p}"
+        );
+        let b = baseline_conflist(3);
+        assert_eq!(
+            b["plugins"][0]["ipam"]["ranges"][0][0]["subnet"],
+            "10.231.3.0/24"
+        );
+    }
+
+    #[test]
+    fn holder_binds_the_four_cni_paths_and_covers_run_last() {
+        let rt = NodeRuntime {
+            kind: Runtime::Podman,
+            dir: PathBuf::from("/run/manx-lab/unit/node1/rt"),
+            holder_pid: 0,
+            daemon_pid: None,
+        };
+        let s = holder_script(&rt);
+        for dst in [
+            "/etc/cni/net.d",
+            "/opt/cni/bin",
+            "/var/lib/cni",
+            "/run/netns",
+        ] {
+            assert!(s.contains(&format!(" {dst}\n")), "{dst} not bound:\n{s}");
+        }
+        // /run is overlaid after the others (their upper dirs are under
+        // /run/manx-lab), and the lab root is bound back right after it.
+        let run = s.find("ovl /run\n").unwrap();
+        assert!(s.find("ovl /opt").unwrap() < run && s.find("ovl /var/lib").unwrap() < run);
+        assert!(
+            s[run..].starts_with(&format!(
+                "ovl /run\nmount -n -c --bind /proc/self/cwd {LAB_ROOT}\n"
+            )),
+            "{s}"
+        );
+        // No mount writes /run/mount/utab in the host's /run.
+        assert!(
+            s.lines()
+                .filter(|l| l.contains("mount "))
+                .all(|l| l.contains("mount -n ")),
+            "{s}"
+        );
+    }
+}
