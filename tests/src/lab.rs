@@ -1,7 +1,9 @@
 //! A whole Manx cluster on one machine: nodes are network namespaces on a
 //! shared L2 bridge (or two subnets joined by a router namespace), each
 //! running `manx-node`; pods are namespaces wired by the real `manx` CNI
-//! plugin.
+//! plugin, or (`--runtime containerd|podman`) real containers of that
+//! runtime, run with manx-node in a private mount namespace per node
+//! ([`runtime`]).
 //!
 //! ```text
 //!            mxlab-<id>-hub (bridges br0 [, br1])
