@@ -3,6 +3,8 @@
 //! * [`packet`] — BGP-4 messages, capabilities and path attributes: decode
 //!   with `nom`, encode into a reused buffer. No I/O.
 //! * [`fsm`] — the RFC 4271 §8 state machine, sans-IO.
+//! * [`bfd`] — BFD (RFC 5880) Control packets and session state machine,
+//!   sans-IO.
 //! * [`rib`] — Adj-RIB-In, Loc-RIB best path, export rules.
 //! * [`session`] — the tokio tasks that own sockets (listener, dialer, one
 //!   task per connection), TCP-MD5 and GTSM.
@@ -15,6 +17,7 @@
 //! * [`config`] — the daemon's YAML; [`control`] — the local status socket
 //!   and its client (`manxctl node status`).
 
+pub mod bfd;
 pub mod cluster;
 pub mod config;
 pub mod control;

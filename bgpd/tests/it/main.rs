@@ -9,6 +9,7 @@ mod netns_topo;
 mod packet_support;
 mod support;
 
+mod bfd_live;
 mod cluster_loopback;
 mod from_datastore;
 mod fsm_daemon_lifecycle;

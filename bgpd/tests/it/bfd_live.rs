@@ -1,0 +1,238 @@
+//! BFD over real UDP in namespaces (issue 20, first part: the protocol):
+//! two Manx BFD tasks come Up and notice a dead link within the detection
+//! time; GTSM drops a packet from further than one hop; bird2's
+//! `protocol bfd` comes Up with Manx and is noticed when it dies.
+//! Detection times are printed, not asserted (noisy machines).
+
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+use bgpd::bfd::io::{self, Event, Hops, PeerSpec, Sockets};
+use bgpd::bfd::{ControlPacket, Diag, State};
+use testkit::{Daemon, Prereqs};
+use tokio::sync::mpsc;
+
+use crate::support::peers::{BIRD2, BIRDC2, birdc};
+use crate::support::{Lab, MANX_V4, PEER_V4};
+
+fn v4(s: &str) -> Ipv4Addr {
+    s.parse().unwrap()
+}
+
+fn spec(peer: &str, ms: u64) -> PeerSpec {
+    PeerSpec {
+        peer: v4(peer),
+        hops: Hops::Single,
+        desired_min_tx: Duration::from_millis(ms),
+        required_min_rx: Duration::from_millis(ms),
+        detect_mult: 3,
+        passive: false,
+    }
+}
+
+/// Wait for an event of `peer` reaching `to`; its time.
+async fn wait_for(rx: &mut mpsc::Receiver<Event>, to: State, limit: Duration) -> Option<Event> {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(e)) if e.to == to => return Some(e),
+            Ok(Some(_)) => {}
+            _ => return None,
+        }
+    }
+}
+
+#[test]
+fn two_manx_sessions_come_up_and_detect_a_dead_link() {
+    if !Prereqs::new().root().command("ip").ok() {
+        return;
+    }
+    let lab = Lab::new();
+    let a = lab.manx.run_in(|| Sockets::bind(v4(MANX_V4)).unwrap());
+    let b = lab.peer.run_in(|| Sockets::bind(v4(PEER_V4)).unwrap());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let (tx_a, mut rx_a) = mpsc::channel(16);
+        let (tx_b, mut rx_b) = mpsc::channel(16);
+        let ha = io::spawn(a, tx_a).unwrap();
+        let hb = io::spawn(b, tx_b).unwrap();
+        ha.add(spec(PEER_V4, 100)).await;
+        hb.add(spec(MANX_V4, 100)).await;
+        assert!(
+            wait_for(&mut rx_a, State::Up, Duration::from_secs(10))
+                .await
+                .is_some()
+        );
+        assert!(
+            wait_for(&mut rx_b, State::Up, Duration::from_secs(10))
+                .await
+                .is_some()
+        );
+        // After the Poll Sequence both send at the negotiated 100 ms.
+        let mut fast = false;
+        for _ in 0..40 {
+            let st = ha.status().await;
+            if st[0].tx_interval_ms == 100 && st[0].detection_time_ms == 300 {
+                fast = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(fast, "{:?}", ha.status().await);
+
+        // The link dies: a's session goes Down on detection time.
+        let cut = Instant::now();
+        lab.peer.ip(&["link", "set", "mxb", "down"]);
+        let down = wait_for(&mut rx_a, State::Down, Duration::from_secs(10))
+            .await
+            .expect("a never noticed the dead link");
+        println!(
+            "BFD 100 ms x 3: link down -> session Down after {:?}",
+            cut.elapsed()
+        );
+        assert_eq!(down.diag, Diag::ControlDetectionTimeExpired);
+
+        // Back up, then an administrative down is signalled, not timed out.
+        lab.peer.ip(&["link", "set", "mxb", "up"]);
+        assert!(
+            wait_for(&mut rx_a, State::Up, Duration::from_secs(15))
+                .await
+                .is_some()
+        );
+        hb.admin_down(v4(MANX_V4), true).await;
+        let down = wait_for(&mut rx_a, State::Down, Duration::from_secs(5))
+            .await
+            .expect("AdminDown not seen");
+        assert_eq!(down.diag, Diag::NeighborSignaledSessionDown);
+    });
+}
+
+#[test]
+fn a_packet_from_more_than_one_hop_is_dropped() {
+    if !Prereqs::new().root().command("ip").ok() {
+        return;
+    }
+    let lab = Lab::new();
+    let a = lab.manx.run_in(|| Sockets::bind(v4(MANX_V4)).unwrap());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let (tx_a, mut rx_a) = mpsc::channel(16);
+        let ha = io::spawn(a, tx_a).unwrap();
+        let mut passive = spec(PEER_V4, 300);
+        passive.passive = true;
+        ha.add(passive).await;
+        let hello = ControlPacket {
+            diag: Diag::None,
+            state: State::Down,
+            poll: false,
+            final_: false,
+            cpi: false,
+            auth: false,
+            demand: false,
+            detect_mult: 3,
+            my_discr: 4242,
+            your_discr: 0,
+            desired_min_tx: Duration::from_secs(1),
+            required_min_rx: Duration::from_millis(300),
+            required_min_echo_rx: Duration::ZERO,
+        }
+        .encode();
+        let send = move |ttl: u32| {
+            lab.peer.run_in(move || {
+                let s = std::net::UdpSocket::bind((v4(PEER_V4), 0)).unwrap();
+                s.set_ttl(ttl).unwrap();
+                s.send_to(&hello, (v4(MANX_V4), 3784)).unwrap();
+            })
+        };
+        send(64);
+        assert!(
+            wait_for(&mut rx_a, State::Init, Duration::from_millis(700))
+                .await
+                .is_none(),
+            "a TTL 64 packet moved the session"
+        );
+        send(255);
+        assert!(
+            wait_for(&mut rx_a, State::Init, Duration::from_secs(5))
+                .await
+                .is_some(),
+            "a TTL 255 packet was not taken"
+        );
+    });
+}
+
+#[test]
+fn bird2_protocol_bfd_comes_up_with_manx() {
+    if !Prereqs::new()
+        .root()
+        .command("ip")
+        .file(BIRD2, "bird2")
+        .file(BIRDC2, "bird2")
+        .ok()
+    {
+        return;
+    }
+    let lab = Lab::new();
+    let conf = lab.path("bird-bfd.conf");
+    let sock = lab.path("bird-bfd.ctl");
+    // As bird2's documentation writes a BFD session without a protocol
+    // that needs it: a `neighbor` in `protocol bfd`.
+    std::fs::write(
+        &conf,
+        format!(
+            "router id {PEER_V4};\nprotocol device {{}}\nprotocol bfd {{\n  interface \"mxb\" {{ min rx interval 100 ms; min tx interval 100 ms; multiplier 3; }};\n  neighbor {MANX_V4} dev \"mxb\" local {PEER_V4};\n}}\n"
+        ),
+    )
+    .unwrap();
+    let mut bird = Daemon::spawn(
+        &lab.peer,
+        lab.dir.path(),
+        "bird-bfd",
+        BIRD2,
+        &[
+            "-f",
+            "-s",
+            sock.to_str().unwrap(),
+            "-c",
+            conf.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let a = lab.manx.run_in(|| Sockets::bind(v4(MANX_V4)).unwrap());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let (tx_a, mut rx_a) = mpsc::channel(16);
+        let ha = io::spawn(a, tx_a).unwrap();
+        ha.add(spec(PEER_V4, 100)).await;
+        let up = wait_for(&mut rx_a, State::Up, Duration::from_secs(15)).await;
+        let sessions = birdc(BIRDC2, &sock, &["show", "bfd", "sessions"]);
+        assert!(
+            up.is_some(),
+            "no Up with bird2:\n{sessions}\n{}",
+            bird.log_text()
+        );
+        let mut bird_up = false;
+        for _ in 0..50 {
+            let s = birdc(BIRDC2, &sock, &["show", "bfd", "sessions"]);
+            if s.lines().any(|l| l.contains(MANX_V4) && l.contains("Up")) {
+                bird_up = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(
+            bird_up,
+            "bird2 does not show Up:\n{}",
+            birdc(BIRDC2, &sock, &["show", "bfd", "sessions"])
+        );
+
+        // bird2 dies: Manx notices on detection time.
+        let t = Instant::now();
+        bird.kill9();
+        let down = wait_for(&mut rx_a, State::Down, Duration::from_secs(10))
+            .await
+            .expect("bird2's death not noticed");
+        println!("bird2 killed -> Manx BFD Down after {:?}", t.elapsed());
+        assert_eq!(down.diag, Diag::ControlDetectionTimeExpired);
+    });
+}
