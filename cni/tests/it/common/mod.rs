@@ -320,6 +320,14 @@ pub fn manx_ipam_bin() -> PathBuf {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.toml");
         let mut cmd = Command::new(cargo);
+        // Without the variables cargo gives this test (`CARGO_MANIFEST_DIR`,
+        // `CARGO_PKG_*`…): `ring`'s build script reruns when they change,
+        // which rebuilt half the workspace on every run.
+        for (k, _) in std::env::vars() {
+            if (k.starts_with("CARGO_") && k != "CARGO_HOME") || k == "OUT_DIR" {
+                cmd.env_remove(k);
+            }
+        }
         cmd.args([
             "build",
             "-q",
