@@ -153,7 +153,7 @@ impl StaleWorkload {
             self.node,
             self.container_id,
             self.reason,
-            self.since,
+            datastore::model::meta::rfc3339_from_unix(self.since),
             now.saturating_sub(self.since),
         )
     }

@@ -401,7 +401,7 @@ async fn stale_workloads_are_reported_with_their_reclaim_time() {
             "workload endpoint default/n1-cni-gone-eth0 on node n1 (container gone, 10.0.0.2/32): \
              netns /run/netns/x is gone; veth caligone is gone since {} (20 s ago), reclaimed in 280 s; \
              the runtime never called CNI DEL",
-            now - 20
+            datastore::model::meta::rfc3339_from_unix(now - 20)
         )
     );
     let held_line = p.iter().find(|l| l.contains("n1-cni-held-eth0")).unwrap();
