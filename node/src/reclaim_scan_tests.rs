@@ -337,3 +337,38 @@ fn settings_are_read_and_bad_ones_refused_by_name() {
     let e = ReclaimConfig::from_values(Some("1.5"), None).unwrap_err();
     assert!(e.contains(reclaim::GRACE_ENV), "{e}");
 }
+
+/// A new sandbox of the same pod (same endpoint name, new container id,
+/// its veth up) replaced the stale endpoint after the cache was read: the
+/// scan reads it fresh and leaves it and its addresses alone. (The old
+/// container's handle is then no endpoint's: `manxctl ipam check` reports
+/// it as belonging to no live workload, and its GC releases it.)
+#[tokio::test]
+async fn a_replacing_sandbox_is_never_reclaimed_from_a_stale_cache() {
+    let e = env(Duration::ZERO);
+    let old = e.pod("old", "n1").await;
+    e.links.set(&[]);
+    e.scanner.scan(&e.all().await).await;
+    let marked = e.get(&old).await.unwrap();
+    assert!(
+        marked
+            .metadata
+            .annotations
+            .contains_key(STALE_SINCE_ANNOTATION)
+    );
+    // The new sandbox's ADD replaces the endpoint (as the plugin's put does).
+    let new = e.pod("new", "n1").await;
+    let mut replacing = new.clone();
+    replacing.metadata.name = old.metadata.name.clone();
+    replacing.metadata.resource_version = None;
+    e.scanner.client.apply(&replacing).await.unwrap();
+    e.links.set(&["calinew"]);
+    let r = e.scanner.scan(std::slice::from_ref(&marked)).await;
+    assert_eq!(r, ScanReport::default(), "{r:?}");
+    let now = e.get(&old).await.unwrap();
+    assert_eq!(now.spec.container_id.as_deref(), Some("new"));
+    assert_eq!(
+        e.scanner.ipam.ips_by_handle("net.new").await.unwrap().len(),
+        1
+    );
+}
