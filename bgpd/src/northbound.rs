@@ -81,6 +81,14 @@ pub struct ClusterSettings {
     pub mesh_restart_time: Duration,
     /// Announced by every node (manx-node originates them).
     pub service_cluster_ips: Vec<IpNetwork>,
+    /// `serviceExternalIPs`: announced by every node, as Calico announces
+    /// them for services with `externalTrafficPolicy: Cluster` (Manx knows
+    /// no Services, so no per-endpoint /32s).
+    pub service_external_ips: Vec<IpNetwork>,
+    /// `serviceLoadBalancerIPs`: the same.
+    pub service_load_balancer_ips: Vec<IpNetwork>,
+    /// `bindMode: NodeIP`: listen on the node's BGP address only.
+    pub bind_node_ip: bool,
     /// `logSeverityScreen`, as a tracing level name (`debug`, `info`, ...);
     /// `None` for Calico's `None` (logging off) is `off`.
     pub log_level: &'static str,
@@ -95,6 +103,9 @@ impl Default for ClusterSettings {
             mesh_password: None,
             mesh_restart_time: DEFAULT_MESH_RESTART,
             service_cluster_ips: Vec::new(),
+            service_external_ips: Vec::new(),
+            service_load_balancer_ips: Vec::new(),
+            bind_node_ip: false,
             log_level: "info",
         }
     }
@@ -120,6 +131,14 @@ fn log_level(level: Option<&str>) -> &'static str {
     }
 }
 
+/// The `{cidr}` entries of a service list (validated: each parses).
+fn cidrs(list: &Option<Vec<datastore::model::CidrEntry>>) -> Vec<IpNetwork> {
+    list.iter()
+        .flatten()
+        .filter_map(|e| datastore::model::parse_cidr_or_ip(&e.cidr).ok())
+        .collect()
+}
+
 /// `BGPConfiguration default` (the cluster-wide one) as settings.
 pub fn cluster_settings(
     configs: &[BGPConfiguration],
@@ -134,12 +153,12 @@ pub fn cluster_settings(
         as_number,
         listen_port,
         service_cluster_ips,
+        service_external_ips,
+        service_load_balancer_ips,
+        bind_mode,
         // Refused by validation until Manx acts on them (Calico parity):
-        service_external_ips: _,
-        service_load_balancer_ips: _,
         communities: _,
         prefix_advertisements: _,
-        bind_mode: _,
         ignored_interfaces: _,
         node_mesh_password,
         node_mesh_max_restart_time,
@@ -150,11 +169,10 @@ pub fn cluster_settings(
         listen_port: listen_port.unwrap_or(DEFAULT_PORT),
         mesh_password: secret(node_mesh_password, secrets),
         mesh_restart_time: duration(node_mesh_max_restart_time).unwrap_or(DEFAULT_MESH_RESTART),
-        service_cluster_ips: service_cluster_ips
-            .iter()
-            .flatten()
-            .filter_map(|e| datastore::model::parse_cidr_or_ip(&e.cidr).ok())
-            .collect(),
+        service_cluster_ips: cidrs(service_cluster_ips),
+        service_external_ips: cidrs(service_external_ips),
+        service_load_balancer_ips: cidrs(service_load_balancer_ips),
+        bind_node_ip: *bind_mode == Some(datastore::model::BindMode::NodeIP),
         log_level: log_level(log_severity_screen.as_deref()),
     }
 }

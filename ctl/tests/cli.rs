@@ -231,19 +231,21 @@ fn ipam_configure_and_show() {
     assert!(check.contains("no problems found"), "{check}");
 }
 
-/// Calico's documented BGPConfiguration example with `bindMode: NodeIP`:
-/// `manxctl apply` refuses the fields Manx does not act on, by file, line,
-/// object and field, and writes nothing (not even the pool beside it).
+/// Calico's documented BGPConfiguration example with `bindMode: NodeIP` and
+/// `communities`: `manxctl apply` refuses the field Manx does not act on
+/// yet, by file, line, object and field, and writes nothing (not even the
+/// pool beside it); without it, the example applies.
 #[test]
 fn apply_refuses_fields_manx_does_not_act_on_and_writes_nothing() {
     let ctl = Ctl::new();
-    let err = ctl.apply_fails(
-        "bgpconfig.yaml",
-        "apiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata:\n  name: default\nspec:\n  logSeverityScreen: Info\n  nodeToNodeMeshEnabled: true\n  asNumber: 63400\n  bindMode: NodeIP\n  listenPort: 178\n---\napiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata:\n  name: beside\nspec:\n  cidr: 10.9.0.0/16\n",
-    );
+    let example = "apiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata:\n  name: default\nspec:\n  logSeverityScreen: Info\n  nodeToNodeMeshEnabled: true\n  asNumber: 63400\n  bindMode: NodeIP\n  listenPort: 178\n";
+    let communities =
+        "  communities:\n    - name: bgp-large-community\n      value: 63400:300:100\n";
+    let beside = "---\napiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata:\n  name: beside\nspec:\n  cidr: 10.9.0.0/16\n";
+    let err = ctl.apply_fails("bgpconfig.yaml", &format!("{example}{communities}{beside}"));
     assert!(
         err.contains(
-            "bgpconfig.yaml:9:3: BGPConfiguration default: spec.bindMode is not supported by Manx yet"
+            "bgpconfig.yaml:11:3: BGPConfiguration default: spec.communities is not supported by Manx yet"
         ),
         "{err}"
     );
@@ -251,6 +253,13 @@ fn apply_refuses_fields_manx_does_not_act_on_and_writes_nothing() {
     assert!(!cfgs.contains("63400"), "nothing may be written: {cfgs}");
     let pools = ctl.ok(&["get", "ippools", "-o", "json"]);
     assert!(!pools.contains("beside"), "nothing may be written: {pools}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bgpconfig.yaml");
+    std::fs::write(&path, format!("{example}{beside}")).unwrap();
+    ctl.ok(&["apply", "-f", path.to_str().unwrap()]);
+    let cfg = ctl.ok(&["get", "bgpconfiguration", "default", "-o", "yaml"]);
+    assert!(cfg.contains("bindMode: NodeIP"), "{cfg}");
 }
 
 /// `n` IPPool documents, /26s from 10.64.0.0 on.

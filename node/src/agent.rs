@@ -242,8 +242,23 @@ impl Agent {
         self.view = self.cache.view(&self.name);
         let plan = plan::bgp(&self.view, &self.name, &self.tunnels, &self.secrets);
         crate::logging::follow_datastore_level(plan.log_level);
-        if plan.cluster_id != self.speaker_cfg.cluster_id && self.running.is_some() {
-            self.restart_speaker(plan.cluster_id, &plan.peers);
+        let listen = Some(listen_config(plan.listen, &self.uplink));
+        if self.running.is_some() {
+            if plan.cluster_id != self.speaker_cfg.cluster_id {
+                self.restart_speaker(
+                    plan.cluster_id,
+                    listen,
+                    &plan.peers,
+                    "route-reflector cluster id changed",
+                );
+            } else if listen != self.speaker_cfg.listen {
+                self.restart_speaker(
+                    plan.cluster_id,
+                    listen,
+                    &plan.peers,
+                    "bindMode or listenPort changed",
+                );
+            }
         }
         for tunnel in plan.missing_tunnels {
             if !self.allocating.contains(&tunnel) {
@@ -276,27 +291,32 @@ impl Agent {
         self.push_dataplane();
     }
 
-    /// A node that becomes (or stops being) a route reflector gets a
-    /// speaker with the new cluster id; its sessions restart once. The old
-    /// speaker stops and the new one starts in a task.
-    fn restart_speaker(&mut self, cluster_id: Option<Ipv4Addr>, peers: &[DesiredPeer]) {
+    /// A node that becomes (or stops being) a route reflector, or whose
+    /// listen address or port changes (`bindMode`, `listenPort`), gets a
+    /// new speaker; its sessions restart once. The old speaker stops and
+    /// the new one starts in a task.
+    fn restart_speaker(
+        &mut self,
+        cluster_id: Option<Ipv4Addr>,
+        listen: Option<ListenConfig>,
+        peers: &[DesiredPeer],
+        why: &'static str,
+    ) {
         let Some(old) = self.running.take() else {
             return;
         };
-        tracing::info!(
-            ?cluster_id,
-            "route-reflector cluster id changed: restarting the BGP speaker"
-        );
+        tracing::info!(?cluster_id, ?listen, "{why}: restarting the BGP speaker");
         self.control = None;
         let mut cfg = self.speaker_cfg.clone();
         cfg.cluster_id = cluster_id;
+        cfg.listen = listen;
         cfg.restarting = true;
         // Started with its peers, as at start, so that its initial
         // convergence (End-of-RIB from each) gates the first sync.
         cfg.peers = peers.iter().map(|p| p.config.clone()).collect();
         let events = self.events.clone();
         self.spawn(async move {
-            old.shutdown("route-reflector cluster id changed").await;
+            old.shutdown(why).await;
             let feed = RouteFeed::new();
             // The old speaker has released its port; a bind can still fail
             // for a moment: retry until it works (a node without a speaker
@@ -700,18 +720,13 @@ pub async fn run(cfg: NodeConfig) -> Result<()> {
         .as_number
         .or(node.as_number().map(|a| a.0))
         .unwrap_or(settings.as_number);
-    let port = settings.listen_port;
     let mut scfg = SpeakerConfig::new(asn, startup::router_id(&uplink, &name));
     // Our Node was registered before: this is a restart, and peers may be
     // holding our routes for us (RFC 4724 R bit).
     scfg.restarting = existed;
     scfg.cluster_id = node.route_reflector_cluster_id();
-    let any: IpAddr = if agent_v6(&uplink) {
-        "::".parse()?
-    } else {
-        "0.0.0.0".parse()?
-    };
-    scfg.listen = Some(ListenConfig { address: any, port });
+    let initial = plan::bgp(&view, &name, &tunnels, &secrets);
+    scfg.listen = Some(listen_config(initial.listen, &uplink));
     scfg.control_socket = Some(cfg.run_dir.join("bgp.sock"));
     let feed = RouteFeed::new();
     // The speaker starts with its peers, so that its initial convergence
@@ -720,11 +735,7 @@ pub async fn run(cfg: NodeConfig) -> Result<()> {
     // second to resend its routes (a BIRD ToR helping our restart) had them
     // purged from the kernel by the first sync.
     let mut first = scfg.clone();
-    first.peers = plan::bgp(&view, &name, &tunnels, &secrets)
-        .peers
-        .into_iter()
-        .map(|p| p.config)
-        .collect();
+    first.peers = initial.peers.into_iter().map(|p| p.config).collect();
     let speaker = Speaker::start_with_feed(first, feed.clone()).map_err(|e| anyhow!("{e}"))?;
     let control = match &scfg.control_socket {
         Some(path) => Some(ControlSocket::serve(path, speaker.handle())?),
@@ -869,6 +880,20 @@ fn start_reclaim(
         links,
     };
     Some(tasks::Guard(tokio::spawn(scanner.run(interval, workloads))))
+}
+
+/// The speaker's listener for a plan's `(address, port)`: the node's IP
+/// with `bindMode: NodeIP`, else every address of the uplink's family.
+fn listen_config(listen: (Option<IpAddr>, u16), uplink: &Uplink) -> ListenConfig {
+    let any = if agent_v6(uplink) {
+        IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)
+    } else {
+        IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+    };
+    ListenConfig {
+        address: listen.0.unwrap_or(any),
+        port: listen.1,
+    }
 }
 
 fn agent_v6(uplink: &Uplink) -> bool {

@@ -30,6 +30,10 @@ pub struct BgpPlan {
     pub log_level: &'static str,
     /// Tunnel kinds a pool now needs and this node has no address for.
     pub missing_tunnels: Vec<Tunnel>,
+    /// Where the speaker listens: `bindMode: NodeIP` gives the node's BGP
+    /// IPv4 address, `None` every address; and `listenPort`. A change
+    /// restarts the speaker.
+    pub listen: (Option<IpAddr>, u16),
 }
 
 /// The speaker's side of the plan.
@@ -57,7 +61,18 @@ pub fn bgp(
         .into_iter()
         .filter(|t| !tunnels.addrs.contains_key(t) && !tunnel_pools(&view.pools, *t).is_empty())
         .collect();
+    let own_ip = view
+        .nodes
+        .iter()
+        .find(|n| n.metadata.name == name)
+        .and_then(|n| n.ipv4_address())
+        .map(|(a, _)| IpAddr::V4(a));
+    let listen = (
+        own_ip.filter(|_| settings.bind_node_ip),
+        settings.listen_port,
+    );
     BgpPlan {
+        listen,
         peers,
         networks: networks(view, &settings),
         cluster_id,
@@ -68,7 +83,8 @@ pub fn bgp(
 
 /// Prefixes this node announces: its affine blocks and borrowed addresses
 /// (except in pools with `disableBGPExport`), and the cluster's
-/// `serviceClusterIPs` from the validated `BGPConfiguration default`.
+/// `serviceClusterIPs`, `serviceExternalIPs` and `serviceLoadBalancerIPs`
+/// from the validated `BGPConfiguration default`.
 pub fn networks(view: &ClusterView, settings: &ClusterSettings) -> Vec<IpNetwork> {
     let mut out: Vec<IpNetwork> = view
         .local_blocks
@@ -80,6 +96,8 @@ pub fn networks(view: &ClusterView, settings: &ClusterSettings) -> Vec<IpNetwork
         })
         .copied()
         .chain(settings.service_cluster_ips.iter().copied())
+        .chain(settings.service_external_ips.iter().copied())
+        .chain(settings.service_load_balancer_ips.iter().copied())
         .collect();
     out.sort();
     out.dedup();
@@ -191,10 +209,60 @@ mod tests {
         // A default config that fails validation (here: a field Manx refuses)
         // is refused whole, as desired_peers refuses it: its
         // serviceClusterIPs are not announced either.
-        spec.bind_mode = Some(datastore::model::BindMode::NodeIP);
+        spec.ignored_interfaces = Some(vec!["eth9".into()]);
         v.bgp_configs[0].spec = spec;
         let p = bgp(&v, "a", &Tunnels::default(), &NoSecrets);
         assert_eq!(p.networks, [net("10.65.1.0/26"), net("10.65.2.7/32")]);
+    }
+
+    #[test]
+    fn service_external_and_load_balancer_ips_are_announced_by_every_node() {
+        let mut v = view();
+        v.bgp_configs = vec![BGPConfiguration {
+            metadata: ObjectMeta::named("default"),
+            spec: BGPConfigurationSpec {
+                service_external_ips: Some(vec![
+                    CidrEntry {
+                        cidr: "104.244.42.129/32".into(),
+                    },
+                    CidrEntry {
+                        cidr: "172.217.3.0/24".into(),
+                    },
+                ]),
+                service_load_balancer_ips: Some(vec![CidrEntry {
+                    cidr: "192.0.2.0/28".into(),
+                }]),
+                ..Default::default()
+            },
+        }];
+        for node in ["a", "b"] {
+            let p = bgp(&v, node, &Tunnels::default(), &NoSecrets);
+            for n in ["104.244.42.129/32", "172.217.3.0/24", "192.0.2.0/28"] {
+                assert!(p.networks.contains(&net(n)), "{node}: {:?}", p.networks);
+            }
+        }
+    }
+
+    #[test]
+    fn bind_mode_node_ip_listens_on_the_node_address() {
+        let mut v = view();
+        let p = bgp(&v, "a", &Tunnels::default(), &NoSecrets);
+        assert_eq!(p.listen, (None, 179));
+        v.bgp_configs = vec![BGPConfiguration {
+            metadata: ObjectMeta::named("default"),
+            spec: BGPConfigurationSpec {
+                bind_mode: Some(datastore::model::BindMode::NodeIP),
+                listen_port: Some(178),
+                ..Default::default()
+            },
+        }];
+        let a_ip = v.nodes[0].ipv4_address().unwrap().0;
+        let p = bgp(&v, "a", &Tunnels::default(), &NoSecrets);
+        assert_eq!(p.listen, (Some(IpAddr::V4(a_ip)), 178));
+        // bindMode: None is every address, as before.
+        v.bgp_configs[0].spec.bind_mode = Some(datastore::model::BindMode::None);
+        let p = bgp(&v, "a", &Tunnels::default(), &NoSecrets);
+        assert_eq!(p.listen, (None, 178));
     }
 
     #[test]

@@ -225,14 +225,8 @@ impl BGPConfiguration {
                 }
             }
         }
-        // Calico fields Manx does not act on yet (their defaults are fine:
-        // `bindMode: None` is what Manx does, empty lists ask for nothing).
-        let listed = |l: &Option<Vec<_>>| l.as_ref().is_some_and(|l: &Vec<_>| !l.is_empty());
-        c.unsupported(listed(&s.service_external_ips), "spec.serviceExternalIPs");
-        c.unsupported(
-            listed(&s.service_load_balancer_ips),
-            "spec.serviceLoadBalancerIPs",
-        );
+        // Calico fields Manx does not act on yet (empty lists ask for
+        // nothing).
         c.unsupported(
             s.communities.as_ref().is_some_and(|l| !l.is_empty()),
             "spec.communities",
@@ -243,7 +237,6 @@ impl BGPConfiguration {
                 .is_some_and(|l| !l.is_empty()),
             "spec.prefixAdvertisements",
         );
-        c.unsupported(s.bind_mode == Some(BindMode::NodeIP), "spec.bindMode");
         c.unsupported(
             s.ignored_interfaces.as_ref().is_some_and(|l| !l.is_empty()),
             "spec.ignoredInterfaces",
