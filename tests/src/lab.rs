@@ -29,14 +29,13 @@ use serde::{Deserialize, Serialize};
 use crate::netns::{Netns, kill_all_in, run, wait_for};
 
 pub mod image;
+mod ping;
 mod pods;
 mod routes;
 pub mod runtime;
 
-pub use pods::{
-    PingMatrix, add_pod, cni, cni_config, convergence_trial, create_pods, del_pod, percentile,
-    ping_all,
-};
+pub use ping::{PingMatrix, PingPlan, ping, ping_all, ping_pairs, probe};
+pub use pods::{add_pod, cni, cni_config, convergence_trial, create_pods, del_pod, percentile};
 pub use routes::{NodeRoutes, parse_routes, routes};
 pub use runtime::{NodeRuntime, Runtime};
 
@@ -302,6 +301,14 @@ pub fn preflight(spec: &LabSpec) -> Result<()> {
     if spec.datastore == StoreKind::Etcd && which("etcd").is_none() {
         missing.push("etcd: apt-get install -y etcd-server".into());
     }
+    let thresh = "/proc/sys/net/ipv4/neigh/default/gc_thresh3";
+    if let Some(t) = std::fs::read_to_string(thresh)
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        && let Some(line) = neighbour_table_check(dynamic_neighbours(spec), t)
+    {
+        missing.push(line);
+    }
     if !missing.is_empty() {
         bail!(
             "this host lacks what the lab needs:\n  - {}",
@@ -375,6 +382,34 @@ fn ns_name(id: &str, part: &str) -> String {
     format!("mxlab-{id}-{part}")
 }
 
+/// Whether namespace `name` is one lab `id` makes ([`ns_name`] with the
+/// hub, the router, node `n<i>` or pod `node<i>-p<j>`), and not one of a lab
+/// whose id merely starts with `<id>-` (lab `sc-conv`'s `mxlab-sc-conv-hub`
+/// is not lab `sc`'s): the parts never contain an id's `-<word>-`.
+pub fn lab_owns_netns(id: &str, name: &str) -> bool {
+    let Some(part) = name
+        .strip_prefix("mxlab-")
+        .and_then(|r| r.strip_prefix(id))
+        .and_then(|r| r.strip_prefix('-'))
+    else {
+        return false;
+    };
+    let number = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    match part {
+        "hub" | "rtr" => true,
+        _ => {
+            if let Some(n) = part.strip_prefix('n')
+                && number(n)
+            {
+                return true;
+            }
+            part.strip_prefix("node")
+                .and_then(|r| r.split_once("-p"))
+                .is_some_and(|(n, p)| number(n) && number(p))
+        }
+    }
+}
+
 fn build(state: &mut LabState) -> Result<()> {
     let id = state.spec.id.clone();
     let cross = state.spec.mode.two_subnets();
@@ -400,6 +435,13 @@ fn build(state: &mut LabState) -> Result<()> {
         let rtr = Netns::adopt(&rtr);
         for s in 0..2u8 {
             plug(&hub, &rtr, &format!("r{s}"), &format!("eth{s}"), s)?;
+            rtr.ip(&[
+                "link",
+                "set",
+                &format!("eth{s}"),
+                "address",
+                &lab_mac(0, s, 1),
+            ])?;
             rtr.ip(&[
                 "addr",
                 "add",
@@ -435,6 +477,7 @@ fn build(state: &mut LabState) -> Result<()> {
         std::fs::create_dir_all(&node.run_dir)?;
         let ns = Netns::adopt(&netns);
         plug(&hub, &ns, &format!("n{i}"), "eth0", subnet)?;
+        ns.ip(&["link", "set", "eth0", "address", &lab_mac(0, subnet, host)])?;
         ns.ip(&["addr", "add", &format!("{}/24", node.ip), "dev", "eth0"])?;
         ns.ip(&["link", "set", "eth0", "up"])?;
         if cross {
@@ -448,11 +491,16 @@ fn build(state: &mut LabState) -> Result<()> {
         }
         if state.spec.second_nic {
             plug(&hub, &ns, &format!("s{i}"), "eth1", 5)?;
+            ns.ip(&["link", "set", "eth1", "address", &lab_mac(5, 5, host)])?;
             ns.ip(&["addr", "add", &format!("172.30.5.{host}/24"), "dev", "eth1"])?;
             ns.ip(&["link", "set", "eth1", "up"])?;
         }
         state.nodes.push(node);
         state.save()?;
+    }
+    static_neighbours(state)?;
+    if state.spec.route_reflectors > 0 {
+        configure_route_reflectors(state)?;
     }
     progress(format!(
         "{n} node namespaces up, starting manx-node in each"
@@ -472,12 +520,127 @@ fn build(state: &mut LabState) -> Result<()> {
             runtime::start(state, i)?;
         }
     }
-    if state.spec.route_reflectors > 0 {
-        configure_route_reflectors(state)?;
-    }
     create_pods(state)?;
     state.save()?;
     Ok(())
+}
+
+/// The MAC the lab gives its interface on segment `segment` (0, 1: the
+/// node subnets, 5: the second NICs) for address `172.30.<subnet>.<host>`:
+/// fixed, so that the neighbour entries can be written before anything runs.
+fn lab_mac(segment: u8, subnet: u8, host: u8) -> String {
+    format!("02:6d:78:{segment:02x}:{subnet:02x}:{host:02x}")
+}
+
+/// Every neighbour entry the lab's own links need: (namespace, device,
+/// address, MAC). A full mesh needs N(N-1) of them on the node links alone
+/// (each node resolves every other), and the kernel's neighbour table is
+/// one for all namespaces.
+pub fn lab_neighbours(state: &LabState) -> Vec<(String, String, Ipv4Addr, String)> {
+    let spec = &state.spec;
+    let cross = spec.mode.two_subnets();
+    let etcd = spec.datastore == StoreKind::Etcd;
+    let host = |n: &LabNode| n.ip.octets()[3];
+    let mut v = Vec::new();
+    for a in &state.nodes {
+        for b in state.nodes.iter().filter(|b| b.name != a.name) {
+            if b.subnet == a.subnet {
+                v.push((
+                    a.netns.clone(),
+                    "eth0".into(),
+                    b.ip,
+                    lab_mac(0, b.subnet, host(b)),
+                ));
+            }
+            if spec.second_nic {
+                v.push((
+                    a.netns.clone(),
+                    "eth1".into(),
+                    Ipv4Addr::new(172, 30, 5, host(b)),
+                    lab_mac(5, 5, host(b)),
+                ));
+            }
+        }
+        if cross {
+            let gw = Ipv4Addr::new(172, 30, a.subnet, 1);
+            v.push((a.netns.clone(), "eth0".into(), gw, lab_mac(0, a.subnet, 1)));
+            v.push((
+                ns_name(&spec.id, "rtr"),
+                format!("eth{}", a.subnet),
+                a.ip,
+                lab_mac(0, a.subnet, host(a)),
+            ));
+        }
+        if etcd && a.subnet == 0 {
+            let store = Ipv4Addr::new(172, 30, 0, 2);
+            v.push((a.netns.clone(), "eth0".into(), store, lab_mac(0, 0, 2)));
+            v.push((
+                ns_name(&spec.id, "hub"),
+                "br0".into(),
+                a.ip,
+                lab_mac(0, 0, host(a)),
+            ));
+        }
+    }
+    if etcd && cross {
+        v.push((
+            ns_name(&spec.id, "hub"),
+            "br0".into(),
+            Ipv4Addr::new(172, 30, 0, 1),
+            lab_mac(0, 0, 1),
+        ));
+    }
+    v
+}
+
+/// Write [`lab_neighbours`] as permanent entries, one `ip -batch` per
+/// namespace, before any traffic. The kernel exempts permanent entries from
+/// neighbour garbage collection and from the `gc_thresh3` limit, so a
+/// 100-node mesh's 9,900 leave the shared dynamic table to pods (and to the
+/// rest of the host).
+fn static_neighbours(state: &LabState) -> Result<()> {
+    let all = lab_neighbours(state);
+    let mut by_ns: std::collections::BTreeMap<&str, String> = Default::default();
+    for (ns, dev, ip, mac) in &all {
+        by_ns.entry(ns).or_default().push_str(&format!(
+            "neigh replace {ip} lladdr {mac} dev {dev} nud permanent\n"
+        ));
+    }
+    for (ns, batch) in &by_ns {
+        let file = state.dir.join(format!("neigh-{ns}.batch"));
+        std::fs::write(&file, batch)?;
+        Netns::adopt(ns)
+            .ip(&["-batch", &file.display().to_string()])
+            .with_context(|| format!("permanent neighbour entries in {ns}"))?;
+        let _ = std::fs::remove_file(&file);
+    }
+    progress(format!(
+        "{} permanent neighbour entries on the lab's links (exempt from gc_thresh3); about {} dynamic ones needed (one per pod)",
+        all.len(),
+        dynamic_neighbours(&state.spec)
+    ));
+    Ok(())
+}
+
+/// The dynamic neighbour entries a lab still needs once its links' are
+/// permanent: each node resolves its pods on their veths (a pod's gateway
+/// entry is permanent, written by the plugin); a few for the host's margin.
+pub fn dynamic_neighbours(spec: &LabSpec) -> usize {
+    spec.nodes * spec.pods_per_node
+}
+
+/// `None` if the host's neighbour table holds the lab's dynamic entries,
+/// else the one line saying which sysctl to raise to what. Three quarters
+/// of `gc_thresh3` at most: the table is shared with the host and any other
+/// lab.
+pub fn neighbour_table_check(need: usize, gc_thresh3: usize) -> Option<String> {
+    if need <= gc_thresh3 / 4 * 3 {
+        return None;
+    }
+    let want = (need * 2).next_power_of_two();
+    Some(format!(
+        "this lab needs about {need} dynamic neighbour entries (one per pod), more than the kernel's neighbour table (shared by every namespace) holds safely with net.ipv4.neigh.default.gc_thresh3 = {gc_thresh3}: raise it first with `sysctl -w net.ipv4.neigh.default.gc_thresh3={want}` (the lab does not change host settings), or use fewer pods"
+    ))
 }
 
 /// A veth from the hub's bridge `br<subnet>` (hub side `hub_if`) into `ns`
@@ -554,7 +717,9 @@ pub fn start_node(state: &mut LabState, i: usize) -> Result<()> {
         state.nodes[i].pid = Some(runtime::spawn_detached(inner, &log)?);
         return Ok(());
     }
-    let proc_ = ns.spawn(cmd, &log)?;
+    // In its own process group: a Ctrl-C on `up` leaves the nodes running
+    // (the state file has them; `down` removes them).
+    let proc_ = ns.spawn_own_group(cmd, &log)?;
     state.nodes[i].pid = Some(proc_.detach());
     Ok(())
 }
@@ -594,38 +759,40 @@ fn wait_ready(state: &LabState) -> Result<()> {
     Ok(())
 }
 
+/// The reflector topology, written before any manx-node starts (so no
+/// node ever runs the full mesh and then tears it down: N(N-1) sessions
+/// and a speaker restart per reflector): the reflectors' `Node`s with the
+/// `route-reflector=true` label and `routeReflectorClusterID` (manx-node
+/// keeps both when it registers its addresses), the mesh off in
+/// `BGPConfiguration default`, and one `BGPPeer` from every node to the
+/// reflectors, the way Calico's docs write it.
+pub fn route_reflector_manifest(state: &LabState) -> String {
+    let mut m = String::new();
+    for node in state.nodes.iter().filter(|n| n.route_reflector) {
+        m.push_str(&format!(
+            "apiVersion: projectcalico.org/v3\nkind: Node\nmetadata:\n  name: {}\n  labels:\n    route-reflector: \"true\"\nspec:\n  bgp:\n    routeReflectorClusterID: 244.0.0.1\n---\n",
+            node.name
+        ));
+    }
+    m.push_str("apiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata:\n  name: default\nspec:\n  nodeToNodeMeshEnabled: false\n  asNumber: 64512\n---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: peer-with-route-reflectors\nspec:\n  nodeSelector: all()\n  peerSelector: route-reflector == 'true'\n");
+    m
+}
+
 fn configure_route_reflectors(state: &LabState) -> Result<()> {
     let rr: Vec<&LabNode> = state.nodes.iter().filter(|n| n.route_reflector).collect();
     progress(format!(
-        "route reflectors: {} (cluster id 244.0.0.1), node-to-node mesh off",
+        "route reflectors: {} (cluster id 244.0.0.1), node-to-node mesh off, written before the nodes start",
         rr.iter()
             .map(|n| n.name.as_str())
             .collect::<Vec<_>>()
             .join(", ")
     ));
-    let first = &state.nodes[0];
-    for node in &rr {
-        state.manxctl(
-            first,
-            &["label", "node", &node.name, "route-reflector=true"],
-        )?;
-        state.manxctl(
-            first,
-            &[
-                "patch",
-                "node",
-                &node.name,
-                "-p",
-                r#"{"spec":{"bgp":{"routeReflectorClusterID":"244.0.0.1"}}}"#,
-            ],
-        )?;
-    }
     let manifest = state.dir.join("rr.yaml");
-    std::fs::write(
-        &manifest,
-        "apiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata:\n  name: default\nspec:\n  nodeToNodeMeshEnabled: false\n  asNumber: 64512\n---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: peer-with-route-reflectors\nspec:\n  nodeSelector: all()\n  peerSelector: route-reflector == 'true'\n",
+    std::fs::write(&manifest, route_reflector_manifest(state))?;
+    state.manxctl(
+        &state.nodes[0],
+        &["apply", "-f", &manifest.display().to_string()],
     )?;
-    state.manxctl(first, &["apply", "-f", &manifest.display().to_string()])?;
     Ok(())
 }
 
@@ -635,6 +802,7 @@ pub const ETCD_ENDPOINT: &str = "http://172.30.0.2:2379";
 
 fn start_etcd(state: &mut LabState) -> Result<()> {
     let hub = Netns::adopt(&ns_name(&state.spec.id, "hub"));
+    hub.ip(&["link", "set", "br0", "address", &lab_mac(0, 0, 2)])?;
     hub.ip(&["addr", "add", "172.30.0.2/24", "dev", "br0"])?;
     if state.spec.mode.two_subnets() {
         hub.ip(&["route", "add", "172.30.1.0/24", "via", "172.30.0.1"])?;
@@ -661,7 +829,7 @@ pub fn spawn_etcd(state: &LabState) -> Result<u32> {
         "http://127.0.0.1:2380",
     ]);
     let proc_ = hub
-        .spawn(cmd, &state.dir.join("etcd.log"))
+        .spawn_own_group(cmd, &state.dir.join("etcd.log"))
         .context("starting etcd (apt-get install -y etcd-server)")?;
     let pid = proc_.detach();
     wait_for("etcd to answer", Duration::from_secs(20), || {
@@ -675,6 +843,27 @@ pub fn spawn_etcd(state: &LabState) -> Result<u32> {
     Ok(pid)
 }
 
+/// `pid`'s process group and command name, from `/proc/<pid>/stat`.
+pub fn process_group(pid: u32) -> Option<(u32, String)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (head, rest) = stat.rsplit_once(')')?;
+    let comm = head.split_once('(')?.1.to_string();
+    // After the name: state, ppid, pgrp.
+    let pgrp = rest.split_whitespace().nth(2)?.parse().ok()?;
+    Some((pgrp, comm))
+}
+
+/// SIGKILL the process group `pid` leads, if `pid` still is the lab's
+/// `comm` leading its own group (not a reused pid).
+fn kill_group(pid: u32, comm: &str) {
+    if process_group(pid).is_some_and(|(g, c)| g == pid && c == comm) {
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+}
+
 /// Tear down the lab `id`: every process, namespace and file it made.
 pub fn down(id: &str) -> Result<()> {
     let dir = LabState::dir_for(id);
@@ -684,11 +873,11 @@ pub fn down(id: &str) -> Result<()> {
         .map(|s| s.namespaces.clone())
         .unwrap_or_default();
     // Also sweep namespaces of a run that died before saving its state.
+    // Exactly this lab's: `mxlab-sc-` is also the start of lab `sc-conv`'s.
     if let Ok(entries) = std::fs::read_dir("/run/netns") {
-        let prefix = format!("mxlab-{id}-");
         for e in entries.flatten() {
             let n = e.file_name().to_string_lossy().into_owned();
-            if n.starts_with(&prefix) && !names.contains(&n) {
+            if lab_owns_netns(id, &n) && !names.contains(&n) {
                 names.push(n);
             }
         }
@@ -700,6 +889,18 @@ pub fn down(id: &str) -> Result<()> {
     if let Some(s) = &state {
         for node in &s.nodes {
             runtime::stop(s, node, &s.pods);
+        }
+    }
+    // Each node (and etcd) leads a process group of its own: end the group,
+    // then sweep whatever is still in the lab's namespaces.
+    if let Some(s) = &state {
+        for node in &s.nodes {
+            if let Some(pid) = node.pid {
+                kill_group(pid, "manx-node");
+            }
+        }
+        if let Some(pid) = s.etcd_pid {
+            kill_group(pid, "etcd");
         }
     }
     for name in &names {
@@ -716,4 +917,123 @@ pub fn down(id: &str) -> Result<()> {
         std::fs::remove_dir_all(&dir).with_context(|| format!("removing {dir:?}"))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(nodes: usize, mode: Mode, etcd: bool, second_nic: bool) -> LabState {
+        let mut spec = LabSpec::new("t", nodes, mode);
+        spec.second_nic = second_nic;
+        if etcd {
+            spec.datastore = StoreKind::Etcd;
+        }
+        let cross = mode.two_subnets();
+        let nodes = (1..=nodes)
+            .map(|i| {
+                let subnet = if cross && i > nodes.div_ceil(2) { 1 } else { 0 };
+                LabNode {
+                    name: format!("node{i}"),
+                    netns: ns_name("t", &format!("n{i}")),
+                    ip: Ipv4Addr::new(172, 30, subnet, 10 + i as u8),
+                    prefix_len: 24,
+                    subnet,
+                    route_reflector: false,
+                    pid: None,
+                    run_dir: PathBuf::from("/tmp"),
+                    runtime: None,
+                }
+            })
+            .collect();
+        LabState {
+            spec,
+            dir: PathBuf::from("/tmp"),
+            namespaces: vec![],
+            nodes,
+            pods: vec![],
+            etcd_pid: None,
+        }
+    }
+
+    #[test]
+    fn a_mesh_needs_n_squared_neighbours_all_made_permanent() {
+        // Each node resolves every other node on eth0: N(N-1).
+        let s = state(50, Mode::Direct, false, false);
+        let v = lab_neighbours(&s);
+        assert_eq!(v.len(), 50 * 49);
+        let e = v
+            .iter()
+            .find(|(ns, _, ip, _)| ns == "mxlab-t-n1" && *ip == Ipv4Addr::new(172, 30, 0, 12))
+            .unwrap();
+        assert_eq!((e.1.as_str(), e.3.as_str()), ("eth0", "02:6d:78:00:00:0c"));
+        // Two subnets: each node its own subnet's others and its router,
+        // the router every node; etcd adds the store and, in the hub, the nodes
+        // of subnet 0 and the router.
+        let s = state(4, Mode::Crosssubnet, true, true);
+        let v = lab_neighbours(&s);
+        let n1: Vec<_> = v.iter().filter(|e| e.0 == "mxlab-t-n1").collect();
+        // node2 (eth0), node2..4 (eth1), router, store.
+        assert_eq!(n1.len(), 1 + 3 + 1 + 1, "{n1:?}");
+        assert_eq!(v.iter().filter(|e| e.0 == "mxlab-t-rtr").count(), 4);
+        assert_eq!(v.iter().filter(|e| e.0 == "mxlab-t-hub").count(), 2 + 1);
+        let n3_gw = v
+            .iter()
+            .find(|e| e.0 == "mxlab-t-n3" && e.2 == Ipv4Addr::new(172, 30, 1, 1))
+            .unwrap();
+        assert_eq!(n3_gw.3, "02:6d:78:00:01:01");
+    }
+
+    #[test]
+    fn the_neighbour_table_check_names_the_sysctl_in_one_line() {
+        assert_eq!(neighbour_table_check(100, 1024), None);
+        assert_eq!(neighbour_table_check(768, 1024), None);
+        let line = neighbour_table_check(1000, 1024).unwrap();
+        assert!(!line.contains('\n'));
+        assert!(
+            line.contains("sysctl -w net.ipv4.neigh.default.gc_thresh3=2048"),
+            "{line}"
+        );
+        assert!(line.contains("= 1024"), "{line}");
+    }
+
+    #[test]
+    fn teardown_matches_exactly_this_labs_namespaces() {
+        for n in [
+            "mxlab-sc-hub",
+            "mxlab-sc-rtr",
+            "mxlab-sc-n1",
+            "mxlab-sc-n100",
+            "mxlab-sc-node3-p1",
+            "mxlab-sc-node12-p1000",
+        ] {
+            assert!(lab_owns_netns("sc", n), "{n}");
+        }
+        for n in [
+            // Labs whose id starts with `sc-`.
+            "mxlab-sc-conv-hub",
+            "mxlab-sc-conv-n1",
+            "mxlab-sc-conv-node1-p1",
+            "mxlab-sc-rtb-rtr",
+            "mxlab-sc-n1-hub",
+            "mxlab-sc-n1-n2",
+            "mxlab-sc-node1-node1-p1",
+            // Other labs and other namespaces.
+            "mxlab-scx-hub",
+            "mxlab-s-hub",
+            "mxlab-sc-",
+            "mxlab-sc-n",
+            "mxlab-sc-nx",
+            "mxlab-sc-node1-p",
+            "mxlab-sc-node-p1",
+            "sc-hub",
+            "mxlab-sc",
+        ] {
+            assert!(!lab_owns_netns("sc", n), "{n}");
+        }
+        assert!(!lab_owns_netns("sc", "mxlab-sc-conv-rtr"));
+        // The id itself may contain dashes.
+        assert!(lab_owns_netns("sc-conv", "mxlab-sc-conv-n2"));
+        assert!(lab_owns_netns("sc-conv", "mxlab-sc-conv-node2-p1001"));
+    }
 }

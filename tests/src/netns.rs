@@ -129,6 +129,17 @@ impl Netns {
 
     /// Spawn a long-running process inside this namespace.
     pub fn spawn(&self, cmd: Command, log: &Path) -> Result<Proc> {
+        self.spawn_with(cmd, log, false)
+    }
+
+    /// [`Netns::spawn`] in a process group of its own (`setpgid(0, 0)`), so
+    /// a Ctrl-C (SIGINT to the terminal's foreground group) on the caller
+    /// does not reach it: the lab's daemons outlive `manx-lab up`.
+    pub fn spawn_own_group(&self, cmd: Command, log: &Path) -> Result<Proc> {
+        self.spawn_with(cmd, log, true)
+    }
+
+    fn spawn_with(&self, cmd: Command, log: &Path, own_group: bool) -> Result<Proc> {
         let file = std::fs::File::create(log).with_context(|| format!("creating {log:?}"))?;
         let mut wrapped = self.command(cmd.get_program());
         wrapped.args(cmd.get_args());
@@ -137,6 +148,10 @@ impl Netns {
                 Some(v) => wrapped.env(k, v),
                 None => wrapped.env_remove(k),
             };
+        }
+        if own_group {
+            use std::os::unix::process::CommandExt;
+            wrapped.process_group(0);
         }
         let child = wrapped
             .stdin(Stdio::null())

@@ -11,13 +11,6 @@ use super::runtime::{self, Runtime};
 use super::{ETCD_ENDPOINT, LabNode, LabPod, LabState, StoreKind, ns_name, progress};
 use crate::netns::{Netns, wait_for};
 
-/// A result of pinging every pod from every other pod.
-#[derive(Debug, Default)]
-pub struct PingMatrix {
-    pub ok: Vec<(String, String)>,
-    pub failed: Vec<(String, String)>,
-}
-
 /// The CNI network config the lab's pods are created with.
 pub fn cni_config(state: &LabState, node: &LabNode) -> serde_json::Value {
     let mut conf = serde_json::json!({
@@ -144,34 +137,6 @@ pub fn add_pod(state: &mut LabState, node: &LabNode, p: usize) -> Result<LabPod>
     state.pods.push(pod.clone());
     state.save()?;
     Ok(pod)
-}
-
-/// Ping every pod from every other pod (waiting up to `timeout` for each
-/// pair's route to appear).
-pub fn ping_all(state: &LabState, timeout: Duration) -> PingMatrix {
-    let mut m = PingMatrix::default();
-    for a in &state.pods {
-        let ns = Netns::adopt(&a.netns);
-        for b in &state.pods {
-            if a.name == b.name {
-                continue;
-            }
-            let ok = wait_for(&format!("{} -> {}", a.name, b.ip), timeout, || {
-                if a.container {
-                    return Ok(runtime::ping(state, a, &b.ip)?.then_some(()));
-                }
-                Ok((ns.ping(&b.ip, 1, "0.2")? == 1).then_some(()))
-            })
-            .is_ok();
-            let pair = (a.name.clone(), b.name.clone());
-            if ok {
-                m.ok.push(pair)
-            } else {
-                m.failed.push(pair)
-            }
-        }
-    }
-    m
 }
 
 /// Delete a pod through the CNI plugin (DEL), then its namespace.

@@ -250,7 +250,10 @@ fn holder_script(rt: &NodeRuntime) -> String {
 }
 
 pub(super) fn spawn_detached(mut cmd: Command, log: &Path) -> Result<u32> {
+    use std::os::unix::process::CommandExt;
     let file = std::fs::File::create(log).with_context(|| format!("creating {log:?}"))?;
+    // Its own process group: a Ctrl-C on `manx-lab up` does not reach it.
+    cmd.process_group(0);
     let child = cmd
         .stdin(Stdio::null())
         .stdout(file.try_clone()?)

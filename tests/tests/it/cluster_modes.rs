@@ -93,9 +93,39 @@ fn route_reflectors_with_mesh_off() {
         5,
         "{rr}"
     );
+    // Built as reflectors from the start: no client ever had a session with
+    // another client (a full mesh first, then torn down, would show them).
+    for client in &lab.0.nodes[2..] {
+        let log =
+            strip_ansi(&std::fs::read_to_string(client.run_dir.join("manx-node.log")).unwrap());
+        let meshed: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("session established"))
+            .filter(|l| !l.contains("peer=172.30.0.11") && !l.contains("peer=172.30.0.12"))
+            .collect();
+        assert!(meshed.is_empty(), "{}: {meshed:?}", client.name);
+    }
     // Every client routes every other client's block via that client.
     let r = lab.routes(3);
     for other in ["172.30.0.13", "172.30.0.15", "172.30.0.16"] {
         assert!(r.contains(&format!("via {other} dev eth0 proto 77")), "{r}");
     }
+}
+
+/// `text` without terminal colour sequences (`ESC [ ... m`).
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
