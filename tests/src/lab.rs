@@ -499,9 +499,7 @@ fn build(state: &mut LabState) -> Result<()> {
         state.save()?;
     }
     static_neighbours(state)?;
-    if state.spec.route_reflectors > 0 {
-        configure_route_reflectors(state)?;
-    }
+    preconfigure(state)?;
     progress(format!(
         "{n} node namespaces up, starting manx-node in each"
     ));
@@ -759,40 +757,78 @@ fn wait_ready(state: &LabState) -> Result<()> {
     Ok(())
 }
 
-/// The reflector topology, written before any manx-node starts (so no
-/// node ever runs the full mesh and then tears it down: N(N-1) sessions
-/// and a speaker restart per reflector): the reflectors' `Node`s with the
-/// `route-reflector=true` label and `routeReflectorClusterID` (manx-node
-/// keeps both when it registers its addresses), the mesh off in
-/// `BGPConfiguration default`, and one `BGPPeer` from every node to the
-/// reflectors, the way Calico's docs write it.
-pub fn route_reflector_manifest(state: &LabState) -> String {
+/// What the lab writes to the datastore before any manx-node starts:
+///
+/// - every `Node` with its BGP address when the lab knows it (the default
+///   `interface=eth0` autodetection), so that no node refuses a peer whose
+///   Node it has not seen yet and then waits out a connect retry;
+/// - the reflector topology (so no node ever runs the full mesh and then
+///   tears it down: N(N-1) sessions and a speaker restart per reflector):
+///   the reflectors' `route-reflector=true` label and
+///   `routeReflectorClusterID`, the mesh off in `BGPConfiguration default`,
+///   and one `BGPPeer` from every node to the reflectors, the way Calico's
+///   docs write it.
+///
+/// manx-node keeps all of it when it registers (it rewrites only its
+/// addresses, AS and tunnel fields). Empty if there is nothing to write.
+pub fn preconfig_manifest(state: &LabState) -> String {
+    let known_ip = state.spec.autodetect == default_autodetect();
     let mut m = String::new();
-    for node in state.nodes.iter().filter(|n| n.route_reflector) {
+    for node in &state.nodes {
+        let mut bgp = String::new();
+        if known_ip {
+            bgp.push_str(&format!(
+                "    ipv4Address: {}/{}\n",
+                node.ip, node.prefix_len
+            ));
+        }
+        if node.route_reflector {
+            bgp.push_str("    routeReflectorClusterID: 244.0.0.1\n");
+        }
+        if bgp.is_empty() {
+            continue;
+        }
+        let labels = if node.route_reflector {
+            "  labels:\n    route-reflector: \"true\"\n"
+        } else {
+            ""
+        };
         m.push_str(&format!(
-            "apiVersion: projectcalico.org/v3\nkind: Node\nmetadata:\n  name: {}\n  labels:\n    route-reflector: \"true\"\nspec:\n  bgp:\n    routeReflectorClusterID: 244.0.0.1\n---\n",
+            "apiVersion: projectcalico.org/v3\nkind: Node\nmetadata:\n  name: {}\n{labels}spec:\n  bgp:\n{bgp}---\n",
             node.name
         ));
     }
-    m.push_str("apiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata:\n  name: default\nspec:\n  nodeToNodeMeshEnabled: false\n  asNumber: 64512\n---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: peer-with-route-reflectors\nspec:\n  nodeSelector: all()\n  peerSelector: route-reflector == 'true'\n");
+    if state.spec.route_reflectors > 0 {
+        m.push_str("apiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata:\n  name: default\nspec:\n  nodeToNodeMeshEnabled: false\n  asNumber: 64512\n---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: peer-with-route-reflectors\nspec:\n  nodeSelector: all()\n  peerSelector: route-reflector == 'true'\n");
+    }
     m
 }
 
-fn configure_route_reflectors(state: &LabState) -> Result<()> {
-    let rr: Vec<&LabNode> = state.nodes.iter().filter(|n| n.route_reflector).collect();
-    progress(format!(
-        "route reflectors: {} (cluster id 244.0.0.1), node-to-node mesh off, written before the nodes start",
-        rr.iter()
+fn preconfigure(state: &LabState) -> Result<()> {
+    let manifest = preconfig_manifest(state);
+    if manifest.is_empty() {
+        return Ok(());
+    }
+    if state.spec.route_reflectors > 0 {
+        let rr: Vec<&str> = state
+            .nodes
+            .iter()
+            .filter(|n| n.route_reflector)
             .map(|n| n.name.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
-    ));
-    let manifest = state.dir.join("rr.yaml");
-    std::fs::write(&manifest, route_reflector_manifest(state))?;
-    state.manxctl(
-        &state.nodes[0],
-        &["apply", "-f", &manifest.display().to_string()],
-    )?;
+            .collect();
+        progress(format!(
+            "route reflectors: {} (cluster id 244.0.0.1), node-to-node mesh off, written before the nodes start",
+            rr.join(", ")
+        ));
+    }
+    let path = state.dir.join("preconfig.yaml");
+    std::fs::write(&path, manifest)?;
+    state
+        .manxctl(
+            &state.nodes[0],
+            &["apply", "-f", &path.display().to_string()],
+        )
+        .context("writing the lab's Nodes and BGP topology before the nodes start")?;
     Ok(())
 }
 
@@ -982,6 +1018,33 @@ mod tests {
             .find(|e| e.0 == "mxlab-t-n3" && e.2 == Ipv4Addr::new(172, 30, 1, 1))
             .unwrap();
         assert_eq!(n3_gw.3, "02:6d:78:00:01:01");
+    }
+
+    #[test]
+    fn nodes_and_reflectors_are_written_before_the_nodes_start() {
+        let mut s = state(3, Mode::Direct, false, false);
+        s.spec.route_reflectors = 1;
+        s.nodes[0].route_reflector = true;
+        let m = preconfig_manifest(&s);
+        let docs: Vec<&str> = m.split("---\n").collect();
+        assert_eq!(docs.len(), 5, "{m}");
+        assert!(docs[0].contains("name: node1\n  labels:\n    route-reflector: \"true\""));
+        assert!(
+            docs[0].contains("ipv4Address: 172.30.0.11/24\n    routeReflectorClusterID: 244.0.0.1")
+        );
+        assert!(docs[1].contains("name: node2\nspec:\n  bgp:\n    ipv4Address: 172.30.0.12/24\n"));
+        assert!(!docs[1].contains("routeReflector") && !docs[1].contains("labels"));
+        assert!(docs[3].contains("nodeToNodeMeshEnabled: false"));
+        assert!(docs[4].contains("peerSelector: route-reflector == 'true'"));
+        // Another autodetection: the addresses are the node's to find.
+        s.spec.autodetect = "interface=eth1".into();
+        let m = preconfig_manifest(&s);
+        assert!(!m.contains("ipv4Address"), "{m}");
+        assert_eq!(m.matches("kind: Node\n").count(), 1);
+        // A mesh with another autodetection writes nothing.
+        s.spec.route_reflectors = 0;
+        s.nodes[0].route_reflector = false;
+        assert_eq!(preconfig_manifest(&s), "");
     }
 
     #[test]
