@@ -79,6 +79,13 @@ enum Cmd {
     },
     /// Remove every namespace, link, process and file the lab made.
     Down,
+    /// Each manx-node's resident memory (VmRSS) and CPU over a window
+    /// (utime + stime from /proc/<pid>/stat), and the host's neighbour table.
+    Stats {
+        /// The window, in seconds.
+        #[arg(long, default_value_t = 10.0)]
+        secs: f64,
+    },
     /// Measure convergence: CNI ADD of a pod that claims a new block until
     /// the block's route is on every other node (its own lab, torn down after).
     BenchConvergence {
@@ -148,6 +155,7 @@ fn real_main() -> Result<()> {
         Cmd::Status { ping } => report(&LabState::load(&cli.id)?, ping.plan()),
         Cmd::BenchConvergence { trials, nodes } => bench_convergence(&cli.id, trials, nodes),
         Cmd::BenchRuntime { runtime, trials } => bench_runtime(&cli.id, runtime, trials),
+        Cmd::Stats { secs } => stats(&LabState::load(&cli.id)?, secs),
         Cmd::Down => {
             lab::down(&cli.id)?;
             progress(format!("lab {:?} removed", cli.id));
@@ -333,5 +341,91 @@ fn bench_runtime(id: &str, runtime: Runtime, trials: usize) -> Result<()> {
     };
     row("ADD (run)", &mut madd, &mut badd);
     row("DEL (rm) ", &mut mdel, &mut bdel);
+    Ok(())
+}
+
+/// utime + stime of `pid`, in clock ticks.
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // After the name: state is field 3, utime 14 and stime 15.
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
+
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+}
+
+fn stats(state: &LabState, secs: f64) -> Result<()> {
+    let pids: Vec<(String, u32)> = state
+        .nodes
+        .iter()
+        .filter_map(|n| n.pid.map(|p| (n.name.clone(), p)))
+        .collect();
+    let before: Vec<Option<u64>> = pids.iter().map(|(_, p)| cpu_ticks(*p)).collect();
+    let t0 = std::time::Instant::now();
+    std::thread::sleep(Duration::from_secs_f64(secs));
+    let wall = t0.elapsed().as_secs_f64();
+    let hz = 100.0; // USER_HZ on Linux
+    let mut cpu = Vec::new();
+    let mut rss = Vec::new();
+    for ((name, pid), b) in pids.iter().zip(before) {
+        let (Some(b), Some(a), Some(r)) = (b, cpu_ticks(*pid), rss_kib(*pid)) else {
+            println!("{name}: manx-node {pid} not running");
+            continue;
+        };
+        let pct = (a - b) as f64 / hz / wall * 100.0;
+        cpu.push(pct);
+        rss.push(r as f64 / 1024.0);
+        println!(
+            "{name}: pid {pid} rss {:.1} MiB, cpu {pct:.2}% of a core",
+            r as f64 / 1024.0
+        );
+    }
+    let summary = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        let p = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+        (p(0.0), p(0.5), p(1.0))
+    };
+    if cpu.is_empty() {
+        bail!("no manx-node of lab {:?} is running", state.spec.id);
+    }
+    let (r0, r50, r100) = summary(&mut rss);
+    let (c0, c50, c100) = summary(&mut cpu);
+    println!(
+        "{} nodes over {wall:.1} s: manx-node rss min/p50/max {r0:.1} / {r50:.1} / {r100:.1} MiB; cpu min/p50/max {c0:.2} / {c50:.2} / {c100:.2}% of a core (targets: < 30 MiB, < 0.5%)",
+        cpu.len()
+    );
+    // One line per CPU: `entries` is the table's, the counters per CPU.
+    if let Ok(t) = std::fs::read_to_string("/proc/net/stat/arp_cache") {
+        let rows: Vec<Vec<u64>> = t
+            .lines()
+            .skip(1)
+            .map(|l| {
+                l.split_whitespace()
+                    .filter_map(|x| u64::from_str_radix(x, 16).ok())
+                    .collect::<Vec<u64>>()
+            })
+            .filter(|r| r.len() >= 13)
+            .collect();
+        if let Some(first) = rows.first() {
+            let sum = |i: usize| rows.iter().map(|r| r[i]).sum::<u64>();
+            println!(
+                "host neighbour table (all namespaces): {} entries, {} forced gc runs, {} table-full events; gc_thresh3 {}",
+                first[0],
+                sum(10),
+                sum(12),
+                std::fs::read_to_string("/proc/sys/net/ipv4/neigh/default/gc_thresh3")
+                    .unwrap_or_default()
+                    .trim()
+            );
+        }
+    }
     Ok(())
 }
