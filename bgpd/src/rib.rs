@@ -12,8 +12,10 @@
 
 pub mod export;
 mod feed;
+pub mod prefix_map;
 
 pub use feed::RouteFeed;
+pub use prefix_map::PrefixMap;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr};
@@ -134,16 +136,35 @@ struct InPath {
     stale: bool,
 }
 
-/// The Loc-RIB entry of a prefix.
+/// The Loc-RIB entry of a prefix: two pointers (16 octets), shared with
+/// the Adj-RIB-In it was chosen from and with every path of the same peer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BestPath {
-    /// Where it came from.
-    pub source: RouteSource,
     /// Its attributes as received.
     pub attrs: Arc<PathAttrs>,
     /// The peer it was learnt from, as it was then (export needs its kind
-    /// even after the peer is gone, to know what it had told others).
-    pub from: Option<PeerMeta>,
+    /// even after the peer is gone, to know what it had told others);
+    /// `None`: originated here.
+    pub from: Option<Arc<PeerMeta>>,
+}
+
+impl BestPath {
+    /// Where it came from.
+    pub fn source(&self) -> RouteSource {
+        self.from
+            .as_ref()
+            .map_or(RouteSource::Local, |m| RouteSource::Peer(m.address))
+    }
+}
+
+/// A prefix's Loc-RIB entry: its best path if it has one, and how often
+/// that changed (flap detection in tests and `manxctl node status`; kept
+/// after the prefix leaves the Loc-RIB, a withdraw and re-announce is a
+/// flap). Saturating `u32`: 24 octets.
+#[derive(Debug, Clone, Default)]
+struct LocEntry {
+    best: Option<BestPath>,
+    changes: u32,
 }
 
 /// A change to a Loc-RIB best path, for the kernel programmer (bgpd never
@@ -182,17 +203,19 @@ pub struct Rib {
     local_as: u32,
     router_id: Ipv4Addr,
     cluster_id: Option<Ipv4Addr>,
-    peers: HashMap<IpAddr, PeerMeta>,
-    adj_in: HashMap<IpAddr, BTreeMap<IpNetwork, InPath>>,
+    /// Shared with the best paths learnt from them (a session that comes
+    /// up again gets a new one).
+    peers: HashMap<IpAddr, Arc<PeerMeta>>,
+    adj_in: HashMap<IpAddr, PrefixMap<InPath>>,
     local: BTreeMap<IpNetwork, Arc<PathAttrs>>,
-    loc: BTreeMap<IpNetwork, BestPath>,
+    /// The Loc-RIB and each prefix's change count, in one entry per
+    /// prefix (42 octets; a map of best paths and another of counts
+    /// stored every prefix twice).
+    loc: PrefixMap<LocEntry>,
     /// Best path of each prefix before the changes not yet exported
     /// ([`Rib::take_previous`]): lets export diff without storing every
     /// peer's Adj-RIB-Out.
-    previous: BTreeMap<IpNetwork, Option<BestPath>>,
-    /// How often each prefix's best path changed (flap detection in tests
-    /// and `manxctl node status`).
-    changes: HashMap<IpNetwork, u64>,
+    previous: PrefixMap<Option<BestPath>>,
     /// Bumped on every Loc-RIB change: caches of encoded tables are valid
     /// while it stays the same.
     generation: u64,
@@ -208,9 +231,8 @@ impl Rib {
             peers: HashMap::new(),
             adj_in: HashMap::new(),
             local: BTreeMap::new(),
-            loc: BTreeMap::new(),
-            previous: BTreeMap::new(),
-            changes: HashMap::new(),
+            loc: PrefixMap::default(),
+            previous: PrefixMap::default(),
             generation: 0,
         }
     }
@@ -223,12 +245,12 @@ impl Rib {
 
     /// The meta of an up (or restarting) peer.
     pub fn peer_meta(&self, peer: &IpAddr) -> Option<&PeerMeta> {
-        self.peers.get(peer)
+        self.peers.get(peer).map(|m| &**m)
     }
 
     /// How many times the best path of `prefix` changed.
     pub fn change_count(&self, prefix: &IpNetwork) -> u64 {
-        self.changes.get(prefix).copied().unwrap_or(0)
+        self.loc.get(prefix).map_or(0, |e| u64::from(e.changes))
     }
 
     /// A number that changes whenever the Loc-RIB does (anything derived
@@ -237,9 +259,14 @@ impl Rib {
         self.generation
     }
 
+    /// How many prefixes changed since the last [`Rib::take_previous`].
+    pub fn pending_changes(&self) -> usize {
+        self.previous.len()
+    }
+
     /// The best paths, before the changes made since the last call, of the
     /// prefixes that changed (`None`: there was none).
-    pub fn take_previous(&mut self) -> BTreeMap<IpNetwork, Option<BestPath>> {
+    pub fn take_previous(&mut self) -> PrefixMap<Option<BestPath>> {
         std::mem::take(&mut self.previous)
     }
 
@@ -266,7 +293,7 @@ impl Rib {
 
     /// A session came up.
     pub fn peer_up(&mut self, meta: PeerMeta) {
-        self.peers.insert(meta.address, meta);
+        self.peers.insert(meta.address, Arc::new(meta));
         self.adj_in.entry(meta.address).or_default();
     }
 
@@ -303,7 +330,7 @@ impl Rib {
         let stale: Vec<IpNetwork> = table
             .iter()
             .filter(|(k, p)| p.stale && family.is_none_or(|f| export::family_of(k) == f))
-            .map(|(k, _)| *k)
+            .map(|(k, _)| k)
             .collect();
         for p in &stale {
             table.remove(p);
@@ -325,7 +352,7 @@ impl Rib {
     pub fn apply_update(&mut self, peer: IpAddr, update: &Update) -> Vec<IpNetwork> {
         let mut touched = BTreeSet::new();
         let table = self.adj_in.entry(peer).or_default();
-        let mut withdraw = |table: &mut BTreeMap<IpNetwork, InPath>, p: IpNetwork| {
+        let mut withdraw = |table: &mut PrefixMap<InPath>, p: IpNetwork| {
             let p = normalize(p);
             if table.remove(&p).is_some() {
                 touched.insert(p);
@@ -394,12 +421,14 @@ impl Rib {
 
     /// The best path of a prefix.
     pub fn best(&self, prefix: &IpNetwork) -> Option<&BestPath> {
-        self.loc.get(prefix)
+        self.loc.get(prefix).and_then(|e| e.best.as_ref())
     }
 
     /// The whole Loc-RIB, in prefix order.
-    pub fn loc_rib(&self) -> impl Iterator<Item = (&IpNetwork, &BestPath)> {
-        self.loc.iter()
+    pub fn loc_rib(&self) -> impl Iterator<Item = (IpNetwork, &BestPath)> {
+        self.loc
+            .iter()
+            .filter_map(|(p, e)| e.best.as_ref().map(|b| (p, b)))
     }
 
     /// A Loc-RIB change as a kernel route change: `Add` when a peer's path
@@ -408,15 +437,14 @@ impl Rib {
     /// installed for the prefix must go); `None` for a peer's path without
     /// a next hop.
     pub fn route_update(&self, prefix: IpNetwork) -> Option<RouteUpdate> {
-        match self.loc.get(&prefix) {
+        match self.best(&prefix) {
             Some(BestPath {
-                source: RouteSource::Peer(peer),
                 attrs,
-                ..
+                from: Some(meta),
             }) => attrs.next_hop.map(|next_hop| RouteUpdate::Add {
                 prefix,
                 next_hop,
-                peer: *peer,
+                peer: meta.address,
             }),
             _ => Some(RouteUpdate::Remove { prefix }),
         }
@@ -428,15 +456,13 @@ impl Rib {
         let mut changed = Vec::new();
         for prefix in prefixes {
             let best = self.select(&prefix);
-            let old = self.loc.get(&prefix);
+            let old = self.best(&prefix);
             if old != best.as_ref() {
                 let old = old.cloned();
-                self.previous.entry(prefix).or_insert(old);
-                *self.changes.entry(prefix).or_default() += 1;
-                match best {
-                    Some(b) => self.loc.insert(prefix, b),
-                    None => self.loc.remove(&prefix),
-                };
+                self.previous.insert_if_absent(prefix, old);
+                let entry = self.loc.get_or_default(prefix);
+                entry.changes = entry.changes.saturating_add(1);
+                entry.best = best;
                 changed.push(prefix);
             }
         }
@@ -450,7 +476,6 @@ impl Rib {
         // Locally originated routes are preferred over any learnt one.
         if let Some(attrs) = self.local.get(prefix) {
             return Some(BestPath {
-                source: RouteSource::Local,
                 attrs: attrs.clone(),
                 from: None,
             });
@@ -469,9 +494,8 @@ impl Rib {
             });
         }
         decide(candidates, self.local_as).map(|c| BestPath {
-            source: RouteSource::Peer(c.meta.address),
             attrs: c.attrs.clone(),
-            from: Some(*c.meta),
+            from: Some(c.meta.clone()),
         })
     }
 }
@@ -479,7 +503,7 @@ impl Rib {
 /// A feasible path in the decision process.
 #[derive(Debug, Clone, Copy)]
 struct Candidate<'a> {
-    meta: &'a PeerMeta,
+    meta: &'a Arc<PeerMeta>,
     attrs: &'a Arc<PathAttrs>,
 }
 

@@ -57,6 +57,13 @@ use peer::{Established, Peer, SlotKind};
 /// export delay under load; the burst ends earlier when the queue is empty).
 const EVENT_BURST: usize = 256;
 
+/// Changed prefixes after which a burst ends early and is exported: bounds
+/// what an export builds at once (the previous best paths, each update
+/// group's diff, its UPDATEs and their encoding) when a peer floods, at
+/// ~100 octets a prefix; a 100k-prefix flood was one 100k-prefix export.
+/// Churn on fewer prefixes collapses as before (they are counted once).
+const BURST_PREFIXES: usize = 8192;
+
 /// Session events queued for the actor at most. The channel is bounded so
 /// that a flooding peer is paced by TCP: its connection task waits for room
 /// and stops reading its socket. The actor never sends on it (no cycle can
@@ -519,6 +526,9 @@ impl Actor {
                     // reflector, K clients' UPDATEs then cost a few diffs
                     // per update group, not K × K queued messages.
                     for _ in 1..EVENT_BURST {
+                        if self.rib.pending_changes() >= BURST_PREFIXES {
+                            break;
+                        }
                         match session_rx.try_recv() {
                             Ok(ev) => self.session_event(ev),
                             Err(_) => break,

@@ -85,14 +85,14 @@ pub fn export(
     if !target.families.contains(&family_of(prefix)) {
         return None;
     }
-    let learnt_from = match best.source {
+    let learnt_from = match best.source() {
         RouteSource::Local => None,
         RouteSource::Peer(p) => Some(p),
     };
     if learnt_from == Some(target.peer) {
         return None;
     }
-    let source: Option<PeerMeta> = best.from;
+    let source: Option<PeerMeta> = best.from.as_deref().copied();
     let mut reflected = false;
     if target.ibgp
         && let Some(src) = source.filter(|m| m.ibgp)
@@ -168,7 +168,6 @@ pub struct Exporter<'t> {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct SourceKey {
     attrs: ByAddress,
-    source: RouteSource,
     from: Option<PeerMeta>,
     v4: bool,
 }
@@ -215,8 +214,7 @@ impl<'t> Exporter<'t> {
         let best = best?;
         let key = SourceKey {
             attrs: ByAddress(best.attrs.clone()),
-            source: best.source,
-            from: best.from,
+            from: best.from.as_deref().copied(),
             v4: prefix.is_ipv4(),
         };
         if let Some(hit) = self.by_source.get(&key) {

@@ -181,7 +181,7 @@ fn two_paths(
         from("198.18.0.2"),
         &update("10.9.0.0/24", a, a_path, "198.18.0.2"),
     );
-    match rib.best(&net("10.9.0.0/24")).unwrap().source {
+    match rib.best(&net("10.9.0.0/24")).unwrap().source() {
         RouteSource::Peer(p) => p,
         RouteSource::Local => unreachable!(),
     }
@@ -201,7 +201,7 @@ fn lower_origin_wins() {
         &update("10.9.0.0/24", vec![], vec![65001], "198.18.0.3"),
     );
     assert_eq!(
-        rib.best(&net("10.9.0.0/24")).unwrap().source,
+        rib.best(&net("10.9.0.0/24")).unwrap().source(),
         RouteSource::Peer(from("198.18.0.3"))
     );
 }
@@ -238,7 +238,7 @@ fn ebgp_beats_ibgp() {
         &update("10.9.0.0/24", vec![], vec![65001], "198.18.0.3"),
     );
     assert_eq!(
-        rib.best(&net("10.9.0.0/24")).unwrap().source,
+        rib.best(&net("10.9.0.0/24")).unwrap().source(),
         RouteSource::Peer(from("198.18.0.3"))
     );
 }

@@ -17,7 +17,7 @@
 //! group and the same bytes go to every member whose diff is identical
 //! (members differ only for paths learnt from a member: split horizon).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::IpAddr;
 
 use bytes::Bytes;
@@ -26,6 +26,7 @@ use ipnetwork::IpNetwork;
 use super::Actor;
 use super::peer::Peer;
 use crate::packet::{Message, SessionCaps, Update, encode_message};
+use crate::rib::PrefixMap;
 use crate::rib::export::{Change, ExportTarget, Exporter, build_updates};
 
 type Diff = Vec<Change>;
@@ -63,8 +64,8 @@ impl Actor {
             return;
         }
         if let Some(tx) = &self.route_tx {
-            for p in previous.keys() {
-                if let Some(u) = self.rib.route_update(*p) {
+            for (p, _) in previous.iter() {
+                if let Some(u) = self.rib.route_update(p) {
                     tx.send(u);
                 }
             }
@@ -94,11 +95,11 @@ impl Actor {
             let mut shared_bytes: Option<Bytes> = None;
             for (addr, target) in members {
                 let own = |b: Option<&crate::rib::BestPath>| {
-                    b.is_some_and(|b| b.source == crate::rib::RouteSource::Peer(addr))
+                    b.is_some_and(|b| b.source() == crate::rib::RouteSource::Peer(addr))
                 };
                 let involved = previous
                     .iter()
-                    .any(|(p, old)| own(old.as_ref()) || own(self.rib.best(p)));
+                    .any(|(p, old)| own(old.as_ref()) || own(self.rib.best(&p)));
                 let Some(caps) = self
                     .peers
                     .get(&addr)
@@ -145,18 +146,18 @@ impl Actor {
     /// advertised count moves.
     fn diff_for(
         &self,
-        previous: &BTreeMap<IpNetwork, Option<crate::rib::BestPath>>,
+        previous: &PrefixMap<Option<crate::rib::BestPath>>,
         target: &ExportTarget,
     ) -> (Diff, isize) {
         let mut diff: Diff = Vec::new();
         let mut delta: isize = 0;
         let mut exporter = Exporter::new(target);
-        for (prefix, old) in previous {
-            let before = exporter.export(prefix, old.as_ref());
-            let after = exporter.export(prefix, self.rib.best(prefix));
+        for (prefix, old) in previous.iter() {
+            let before = exporter.export(&prefix, old.as_ref());
+            let after = exporter.export(&prefix, self.rib.best(&prefix));
             if before != after {
                 delta += isize::from(after.is_some()) - isize::from(before.is_some());
-                diff.push((*prefix, after));
+                diff.push((prefix, after));
             }
         }
         (diff, delta)

@@ -58,8 +58,8 @@ impl Actor {
         self.rib
             .loc_rib()
             .map(|(prefix, best)| RouteStatus {
-                prefix: *prefix,
-                source: best.source,
+                prefix,
+                source: best.source(),
                 next_hop: best.attrs.next_hop,
                 as_path: best
                     .attrs
@@ -69,7 +69,7 @@ impl Actor {
                     .flat_map(|s| s.asns().iter().copied())
                     .collect(),
                 local_pref: best.attrs.local_pref,
-                changes: self.rib.change_count(prefix),
+                changes: self.rib.change_count(&prefix),
             })
             .collect()
     }

@@ -60,7 +60,7 @@ impl SharedTable {
         generation: u64,
         target: &ExportTarget,
         caps: &SessionCaps,
-        loc_rib: impl Iterator<Item = (&'a IpNetwork, &'a crate::rib::BestPath)>,
+        loc_rib: impl Iterator<Item = (IpNetwork, &'a crate::rib::BestPath)>,
     ) -> SharedTable {
         let mut anyone = target.clone();
         anyone.peer = IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
@@ -70,10 +70,10 @@ impl SharedTable {
         let mut groups: Vec<(Diff, Vec<Option<IpAddr>>)> = Vec::new();
         let mut exporter = Exporter::new(&anyone);
         for (prefix, best) in loc_rib {
-            let Some(attrs) = exporter.export(prefix, Some(best)) else {
+            let Some(attrs) = exporter.export(&prefix, Some(best)) else {
                 continue;
             };
-            let source = match best.source {
+            let source = match best.source() {
                 RouteSource::Peer(p) => Some(p),
                 RouteSource::Local => None,
             };
@@ -85,7 +85,7 @@ impl SharedTable {
             if sources.last() != Some(&source) && !sources.contains(&source) {
                 sources.push(source);
             }
-            diff.push((*prefix, Some(attrs)));
+            diff.push((prefix, Some(attrs)));
         }
         let mut parts = Vec::with_capacity(groups.len() + 1);
         let mut counts = Vec::with_capacity(groups.len() + 1);
@@ -158,8 +158,8 @@ impl Actor {
             let mut diffs = Vec::new();
             let mut exporter = Exporter::new(&target);
             for (prefix, best) in self.rib.loc_rib() {
-                if let Some(a) = exporter.export(prefix, Some(best)) {
-                    diffs.push((*prefix, Some(a)));
+                if let Some(a) = exporter.export(&prefix, Some(best)) {
+                    diffs.push((prefix, Some(a)));
                 }
             }
             peer.advertised = diffs.len();
@@ -259,7 +259,7 @@ mod tests {
         let t = target(member);
         let diff: Diff = rib
             .loc_rib()
-            .filter_map(|(p, b)| export(p, Some(b), &t).map(|a| (*p, Some(Arc::new(a)))))
+            .filter_map(|(p, b)| export(&p, Some(b), &t).map(|a| (p, Some(Arc::new(a)))))
             .collect();
         let mut updates = build_updates(diff);
         updates.extend(t.families.iter().map(|f| Update::end_of_rib(*f)));

@@ -17,16 +17,17 @@
 //!   send (attributes, or `None` for a withdraw). A prefix announced and
 //!   withdrawn a thousand times while the peer is not reading is one entry,
 //!   so memory is O(table), not O(churn). The connection task encodes from
-//!   it as the socket becomes writable, oldest prefix first (a prefix keeps
-//!   its place when its state changes, so constant churn on some prefixes
-//!   cannot starve others).
+//!   it as the socket becomes writable, in prefix order round and round (a
+//!   prefix keeps its place when its state changes, so constant churn on
+//!   some prefixes cannot starve others).
 //!
 //! Order is kept: bytes are only accepted while nothing is pending, so what
 //! the diff says is always newer than the bytes before it; an End-of-RIB
 //! queued with a table in the diff goes out once every prefix that was
 //! pending when it was queued has been written.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::ops::Bound;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -70,68 +71,104 @@ pub enum Take {
     EndOfRib(Vec<AfiSafi>),
 }
 
-/// The pending Adj-RIB-Out diff, in first-queued order.
+/// The pending Adj-RIB-Out diff: one entry per prefix (its latest state),
+/// taken in prefix order by a cursor that sweeps round and round. An
+/// entry is a key and a pointer (~26 octets, in a B-tree's nodes), not a
+/// key, a sequence number and an index entry (~70 octets with a map and a
+/// queue): a reflector's slow peer can have the whole table pending.
+///
+/// The sweep is fair as a queue is: a pending prefix is taken within one
+/// round whatever churns elsewhere (a prefix that changes again before its
+/// turn keeps its turn; one that changes after it waits at most a round).
 #[derive(Debug, Default)]
 struct Pending {
-    by_prefix: HashMap<IpNetwork, (u64, Option<Arc<PathAttrs>>)>,
-    order: BTreeMap<u64, IpNetwork>,
-    next_seq: u64,
-    /// End-of-RIB due once no entry queued at or before this sequence is left.
-    eor: Option<(u64, BTreeSet<AfiSafi>)>,
+    routes: BTreeMap<IpNetwork, Option<Arc<PathAttrs>>>,
+    /// The last prefix taken: the sweep goes on after it (from the start
+    /// when `None`).
+    cursor: Option<IpNetwork>,
+    /// End-of-RIB due once the sweep has gone once round from where it
+    /// was when the End-of-RIB was queued: every prefix pending then has
+    /// been taken.
+    eor: Option<Eor>,
+}
+
+#[derive(Debug)]
+struct Eor {
+    /// The cursor when it was queued.
+    from: Option<IpNetwork>,
+    /// The sweep has passed the end of the table since.
+    wrapped: bool,
+    families: BTreeSet<AfiSafi>,
 }
 
 impl Pending {
     fn is_empty(&self) -> bool {
-        self.order.is_empty() && self.eor.is_none()
+        self.routes.is_empty() && self.eor.is_none()
     }
 
     fn insert(&mut self, prefix: IpNetwork, state: Option<Arc<PathAttrs>>) {
-        match self.by_prefix.get_mut(&prefix) {
-            // Keeps its place; the latest state wins.
-            Some((_, s)) => *s = state,
-            None => {
-                let seq = self.next_seq;
-                self.next_seq += 1;
-                self.order.insert(seq, prefix);
-                self.by_prefix.insert(prefix, (seq, state));
-            }
-        }
+        // Keeps its place (the map is in prefix order); the latest state wins.
+        self.routes.insert(prefix, state);
     }
 
     fn end_of_rib(&mut self, families: impl IntoIterator<Item = AfiSafi>) {
-        let barrier = self.next_seq;
-        let fams = match self.eor.take() {
-            Some((_, mut f)) => {
-                f.extend(families);
-                f
-            }
-            None => families.into_iter().collect(),
-        };
-        self.eor = Some((barrier, fams));
+        let mut fams = self.eor.take().map(|e| e.families).unwrap_or_default();
+        fams.extend(families);
+        self.eor = Some(Eor {
+            from: self.cursor,
+            wrapped: false,
+            families: fams,
+        });
+    }
+
+    /// The next prefix of the sweep after the cursor, without wrapping.
+    fn next_after_cursor(&self) -> Option<IpNetwork> {
+        match self.cursor {
+            None => self.routes.keys().next().copied(),
+            Some(c) => self
+                .routes
+                .range((Bound::Excluded(c), Bound::Unbounded))
+                .next()
+                .map(|(k, _)| *k),
+        }
     }
 
     fn take(&mut self, max: usize, out: &mut Vec<Take>) {
         let mut routes = Vec::new();
-        while routes.len() < max {
-            let Some((_, prefix)) = self.order.pop_first() else {
-                break;
-            };
-            let (_, state) = self
-                .by_prefix
-                .remove(&prefix)
-                .expect("order and by_prefix agree");
-            routes.push((prefix, state));
+        while routes.len() < max && !self.routes.is_empty() {
+            match self.next_after_cursor() {
+                Some(prefix) => {
+                    let state = self.routes.remove(&prefix).expect("a pending prefix");
+                    self.cursor = Some(prefix);
+                    routes.push((prefix, state));
+                }
+                None => {
+                    // End of the table: round again from the start.
+                    self.cursor = None;
+                    if let Some(e) = &mut self.eor {
+                        e.wrapped = true;
+                    }
+                }
+            }
+        }
+        if self.routes.is_empty() {
+            self.cursor = None;
         }
         if !routes.is_empty() {
             out.push(Take::Routes(routes));
         }
-        let due = match (&self.eor, self.order.first_key_value()) {
-            (Some(_), None) => true,
-            (Some((barrier, _)), Some((first, _))) => first >= barrier,
-            (None, _) => false,
+        let due = match &self.eor {
+            None => false,
+            Some(_) if self.routes.is_empty() => true,
+            // Round once: past the end, and nothing left up to where it began.
+            Some(e) => {
+                e.wrapped
+                    && (e.from.is_none()
+                        || self.next_after_cursor().is_none_or(|n| Some(n) > e.from))
+            }
         };
-        if due && let Some((_, fams)) = self.eor.take() {
-            out.push(Take::EndOfRib(fams.into_iter().collect()));
+        if due && let Some(e) = self.eor.take() {
+            out.push(Take::EndOfRib(e.families.into_iter().collect()));
         }
     }
 
@@ -238,7 +275,7 @@ impl Outbox {
 
     /// Prefixes in the pending diff.
     pub fn pending_routes(&self) -> usize {
-        self.pending.order.len()
+        self.pending.routes.len()
     }
 
     /// Take about `budget` octets of output for one write batch: every
@@ -274,7 +311,6 @@ impl Outbox {
             // Give back what the queues grew to.
             self.urgent.shrink_to_fit();
             self.bytes.shrink_to_fit();
-            self.pending.by_prefix.shrink_to_fit();
         }
         out
     }
@@ -308,7 +344,7 @@ mod tests {
     }
 
     /// Churn while the peer is not reading costs one entry per prefix: the
-    /// latest state is what goes out, in the order prefixes first changed.
+    /// latest state is what goes out, in prefix order.
     #[test]
     fn churn_collapses_to_the_latest_state_per_prefix() {
         let mut o = Outbox::default();
@@ -406,6 +442,50 @@ mod tests {
             ]
         );
         assert_eq!(seen[eor], Take::EndOfRib(vec![AfiSafi::IPV4_UNICAST]));
+    }
+
+    /// The sweep goes on after the last prefix taken, so prefixes that
+    /// change behind it wait for the next round (no churn starves the
+    /// rest), and an End-of-RIB goes out once the sweep has been round
+    /// once from where it was queued, not once nothing is pending.
+    #[test]
+    fn the_sweep_goes_round_and_end_of_rib_waits_one_round() {
+        let net = |i: u32| {
+            IpNetwork::V4(ipnetwork::Ipv4Network::new((0x0a00_0000 + (i << 6)).into(), 26).unwrap())
+        };
+        let mut pd = Pending::default();
+        let take = |pd: &mut Pending| {
+            let mut out = Vec::new();
+            pd.take(2, &mut out);
+            out.into_iter()
+                .map(|t| match t {
+                    Take::Routes(r) => format!(
+                        "{:?}",
+                        r.iter().map(|(p, _)| p.to_string()).collect::<Vec<_>>()
+                    ),
+                    Take::EndOfRib(_) => "EoR".to_string(),
+                    other => format!("{other:?}"),
+                })
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        for i in 0..6 {
+            pd.insert(net(i), Some(attrs(i)));
+        }
+        assert_eq!(take(&mut pd), r#"["10.0.0.0/26", "10.0.0.64/26"]"#);
+        pd.end_of_rib([AfiSafi::IPV4_UNICAST]);
+        // Changed behind the cursor, after the End-of-RIB was queued.
+        pd.insert(net(0), None);
+        pd.insert(net(1), None);
+        assert_eq!(take(&mut pd), r#"["10.0.0.128/26", "10.0.0.192/26"]"#);
+        pd.insert(net(3), None);
+        assert_eq!(take(&mut pd), r#"["10.0.1.0/26", "10.0.1.64/26"]"#);
+        // Round again: .0 and .1 come before .3 (changed later, further
+        // on), and the round from .1 back to .1 is done: End-of-RIB, with
+        // .3 still pending.
+        assert_eq!(take(&mut pd), r#"["10.0.0.0/26", "10.0.0.64/26"] EoR"#);
+        assert_eq!(take(&mut pd), r#"["10.0.0.192/26"]"#);
+        assert!(pd.is_empty());
     }
 
     /// With a chunked diff, End-of-RIB waits for the table's last chunk.
