@@ -234,13 +234,14 @@ async fn a_client_that_stops_reading_gets_the_final_table() {
 }
 
 /// A client that reads nothing is dropped after the send stall timeout
-/// with Cease / Out of Resources, and its connection is closed (reset)
-/// rather than kept with bytes queued.
+/// (RFC 9687) with Cease / Out of Resources, its status says so, and its
+/// connection is closed (reset) rather than kept with bytes queued; the
+/// client that churns meanwhile stays Established.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_reads_nothing_is_dropped_with_out_of_resources() {
     let sp = speaker("127.0.72.11", &["127.0.72.12", "127.0.72.13"], 1);
     let rr = sp.listen_addr().unwrap();
-    let (mut a, a_caps, _) = establish("127.0.72.12", rr).await;
+    let (mut a, a_caps, a_rest) = establish("127.0.72.12", rr).await;
     let (mut b, b_caps, _) = establish("127.0.72.13", rr).await;
     // B re-announces its table with new attributes, round after round,
     // until A is dropped: more than any socket buffers hold.
@@ -272,20 +273,36 @@ async fn a_client_that_reads_nothing_is_dropped_with_out_of_resources() {
     let err = tokio::time::timeout(BOUND, dropped)
         .await
         .expect("A is dropped");
+    assert!(
+        err.contains("send stall: no write progress"),
+        "last error: {err}"
+    );
     assert!(err.contains("Out of Resources"), "last error: {err}");
     // The connection is gone on our side: A reads what was queued, then
     // the end (EOF or a reset), within the bound.
     let mut chunk = vec![0u8; 65536];
+    let mut got = a_rest;
     let end = async {
         loop {
             match a.read(&mut chunk).await {
                 Ok(0) | Err(_) => return,
-                Ok(_) => {}
+                Ok(n) => got.extend_from_slice(&chunk[..n]),
             }
         }
     };
     tokio::time::timeout(BOUND, end)
         .await
         .expect("A's connection is closed by the reflector");
+    // The NOTIFICATION waits behind what A never read, so it is seldom
+    // written before the reset; if it was, it is Cease / Out of Resources.
+    let mut at = 0;
+    while let Ok(Some((msg, used))) = decode_message(&got[at..], &a_caps) {
+        at += used;
+        if let Message::Notification(n) = msg {
+            assert_eq!((n.code, n.subcode), (6, 8), "{}", n.describe());
+        }
+    }
+    // The other client was never held up by A.
+    assert_eq!(state_of(&sp, "127.0.72.13").await.0, State::Established);
     sp.shutdown("test done").await;
 }
