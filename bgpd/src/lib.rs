@@ -15,8 +15,10 @@
 //! * [`northbound`] — `BGPPeer`, `BGPConfiguration` and `Node.spec.bgp`
 //!   read once, exhaustively, into the speaker's settings.
 //! * [`config`] — the daemon's YAML; [`control`] — the local status socket
-//!   and its client (`manxctl node status`).
+//!   and its client (`manxctl node status`); [`alloc`] — one malloc arena
+//!   for the daemons.
 
+pub mod alloc;
 pub mod bfd;
 pub mod cluster;
 pub mod config;

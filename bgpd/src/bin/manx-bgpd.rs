@@ -39,30 +39,8 @@ struct Args {
     shutdown_message: String,
 }
 
-/// One glibc malloc arena, unless `MALLOC_ARENA_MAX` says otherwise. By
-/// default glibc gives each thread that allocates an arena of its own (up
-/// to 8 per core), and memory freed on another tokio worker than the one
-/// that allocated it stays in that arena: a reflector under churn kept
-/// ~2 MiB more resident for nothing (`rr-slow-peer`). The speaker's work is
-/// one actor; the connection tasks allocate little, and glibc's per-thread
-/// caches serve them without the arena lock.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-#[allow(unsafe_code)]
-fn one_malloc_arena() {
-    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
-        // SAFETY: mallopt only sets an allocator parameter; called before
-        // any other thread exists.
-        unsafe {
-            libc::mallopt(libc::M_ARENA_MAX, 1);
-        }
-    }
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn one_malloc_arena() {}
-
 fn main() -> anyhow::Result<()> {
-    one_malloc_arena();
+    bgpd::alloc::one_malloc_arena();
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

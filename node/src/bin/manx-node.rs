@@ -4,6 +4,8 @@ use clap::Parser;
 use manx_node::config::NodeConfig;
 
 fn main() {
+    // One malloc arena, as manx-bgpd (see bgpd::alloc): before any thread.
+    bgpd::alloc::one_malloc_arena();
     let cfg = NodeConfig::parse();
     // A level the operator gave wins over BGPConfiguration logSeverityScreen.
     let explicit = std::env::var_os("MANX_LOG_LEVEL").is_some()
