@@ -58,6 +58,7 @@ pub fn manx_config(setup: &RrSetup, dir: &Path) -> anyhow::Result<PathBuf> {
     });
     cfg.hold_time = setup.hold_time;
     cfg.cluster_id = Some(Ipv4Addr::new(1, 1, 1, 1));
+    cfg.control_socket = Some(manx_control(dir));
     cfg.peers = setup
         .clients
         .iter()
@@ -71,6 +72,77 @@ pub fn manx_config(setup: &RrSetup, dir: &Path) -> anyhow::Result<PathBuf> {
     let path = dir.join("manx-rr.yaml");
     std::fs::write(&path, serde_json::to_string_pretty(&cfg)?)?;
     Ok(path)
+}
+
+/// Where [`manx_config`] puts the control socket.
+pub fn manx_control(dir: &Path) -> PathBuf {
+    dir.join("bgpd.sock")
+}
+
+/// Which reflector runs, to ask it about its sessions.
+#[derive(Debug, Clone)]
+pub enum Kind {
+    /// manx-bgpd with the control socket of [`manx_config`].
+    Manx,
+    /// BIRD with the control socket of [`bird_command`]; `birdc` next to `bird`.
+    Bird(PathBuf),
+}
+
+impl Kind {
+    /// Each client's session state as the reflector sees it (`Established`
+    /// when up; otherwise its state and last error, as it says them).
+    pub fn sessions(&self, setup: &RrSetup, dir: &Path) -> anyhow::Result<Vec<(Ipv4Addr, String)>> {
+        match self {
+            Kind::Manx => {
+                let peers = bgpd::query_peers(&manx_control(dir))?;
+                Ok(setup
+                    .clients
+                    .iter()
+                    .map(|c| {
+                        let state = peers
+                            .iter()
+                            .find(|p| p.address == IpAddr::V4(*c))
+                            .map_or_else(
+                                || "not configured".to_string(),
+                                |p| match (&p.state, &p.last_error) {
+                                    (bgpd::fsm::State::Established, _) => "Established".to_string(),
+                                    (s, Some(e)) => format!("{s} ({e})"),
+                                    (s, None) => s.to_string(),
+                                },
+                            );
+                        (*c, state)
+                    })
+                    .collect())
+            }
+            Kind::Bird(bird) => {
+                let birdc = bird.with_file_name("birdc");
+                let out = Command::new(&birdc)
+                    .arg("-s")
+                    .arg(dir.join("bird.ctl"))
+                    .arg("show protocols")
+                    .output()
+                    .with_context(|| format!("run {}", birdc.display()))?;
+                let text = String::from_utf8_lossy(&out.stdout);
+                // "c0  BGP  ---  up  02:51:10.123  Established"
+                Ok(setup
+                    .clients
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| {
+                        let name = format!("c{i}");
+                        let state = text
+                            .lines()
+                            .find(|l| l.split_whitespace().next() == Some(name.as_str()))
+                            .map_or_else(
+                                || "unknown (no line in birdc show protocols)".to_string(),
+                                |l| l.split_whitespace().skip(5).collect::<Vec<_>>().join(" "),
+                            );
+                        (*c, state)
+                    })
+                    .collect())
+            }
+        }
+    }
 }
 
 /// Write a BIRD 2 config for `setup` into `dir`: one `protocol bgp` per

@@ -160,12 +160,27 @@ pub fn keepalives(peer: &SimPeer, every: Duration) -> JoinHandle<String> {
     })
 }
 
-/// Read and decode everything the reflector sends, counting UPDATEs in
-/// `updates`, until the session ends; returns why it ended.
-pub fn drain(
+/// What a reading peer saw, updated as it reads.
+#[derive(Debug, Default)]
+pub struct Seen {
+    /// UPDATE messages.
+    pub updates: AtomicU64,
+    /// Prefixes announced in them (IPv4 NLRI).
+    pub announced: AtomicU64,
+    /// Prefixes withdrawn in them.
+    pub withdrawn: AtomicU64,
+    /// When the marker prefix was first announced to us, if it was.
+    pub marker_at: std::sync::OnceLock<std::time::Instant>,
+}
+
+/// Read and decode everything the reflector sends into `seen` (noting
+/// when `marker` is announced) until the session ends; returns why it
+/// ended.
+pub fn watch(
     mut rd: OwnedReadHalf,
     caps: SessionCaps,
-    updates: Arc<AtomicU64>,
+    seen: Arc<Seen>,
+    marker: Option<IpNetwork>,
 ) -> JoinHandle<String> {
     tokio::spawn(async move {
         let mut buf = Vec::new();
@@ -183,8 +198,17 @@ pub fn drain(
                     Ok(Some((msg, used))) => {
                         start += used;
                         match msg {
-                            Message::Update(_) => {
-                                updates.fetch_add(1, Ordering::Relaxed);
+                            Message::Update(u) => {
+                                seen.updates.fetch_add(1, Ordering::Relaxed);
+                                seen.announced
+                                    .fetch_add(u.nlri.len() as u64, Ordering::Relaxed);
+                                seen.withdrawn
+                                    .fetch_add(u.withdrawn.len() as u64, Ordering::Relaxed);
+                                if let Some(m) = marker
+                                    && u.nlri.iter().any(|n| n.prefix == m)
+                                {
+                                    let _ = seen.marker_at.set(std::time::Instant::now());
+                                }
                             }
                             Message::Notification(n) => {
                                 return format!("NOTIFICATION {}", n.describe());
