@@ -20,8 +20,8 @@
 //!   flock in `MANX_IPAM_LOCK_DIR` (default `/var/run/manx`).
 //! * `CHECK` verifies the `prevResult` addresses are still held.
 //! * `VERSION`, and the CNI 1.1 `STATUS` (datastore reachable, a usable pool)
-//!   and `GC` (release handles of this network whose container is not in
-//!   `cni.dev/valid-attachments`).
+//!   and `GC` (release handles of this network on this node whose container
+//!   is not in `cni.dev/valid-attachments`; without the list, nothing).
 //!
 //! Config fields follow calico-ipam: `ipam.assign_ipv4` (default `"true"`),
 //! `ipam.assign_ipv6` (default `"false"`), `ipam.ipv4_pools`,
@@ -433,27 +433,77 @@ async fn run_inner(
             Ok(None)
         }
         Command::Gc => {
-            let valid: HashSet<String> = conf
-                .valid_attachments
+            // The runtime lists its live attachments on this node; without
+            // the list nothing is released (guessing "none" would free
+            // every pod's address).
+            let Some(list) = conf.valid_attachments.as_ref() else {
+                return Err(CniError::config(format!(
+                    "GC of network {:?}: the configuration has no \"cni.dev/valid-attachments\"; \
+                     the runtime must list the live attachments (CNI spec 1.1, an empty list if none): nothing was released",
+                    conf.name
+                )));
+            };
+            let valid: HashSet<String> = list
                 .iter()
-                .flatten()
                 .filter_map(|a| a["containerID"].as_str().map(str::to_string))
                 .collect();
             let prefix = format!("{}.", conf.name);
             for h in ipam.rw().list_handles().await.map_err(from_ipam)? {
                 let id = &h.value.handle_id;
-                if let Some(cid) = id.strip_prefix(&prefix)
-                    && !valid.contains(cid)
-                {
-                    tracing::info!(handle = %id, "GC: releasing stale attachment");
-                    ipam.release_by_handle(id).await.map_err(from_ipam)?;
+                let Some(cid) = id.strip_prefix(&prefix) else {
+                    continue;
+                };
+                if valid.contains(cid) {
+                    continue;
                 }
+                // Handles are cluster-wide and the list is this node's:
+                // only a handle whose every address was assigned to this
+                // node is this runtime's to release.
+                if !handle_on_node(&ipam, &h.value, &node).await? {
+                    tracing::debug!(handle = %id, "GC: not this node's attachment, left alone");
+                    continue;
+                }
+                tracing::info!(handle = %id, "GC: releasing stale attachment");
+                ipam.release_by_handle(id).await.map_err(from_ipam)?;
             }
             Ok(None)
         }
         // Answered before the configuration is read.
         Command::Version => Ok(Some(version::version_info(version))),
     }
+}
+
+/// Whether every address `h` holds was assigned to `node` (its `node`
+/// attribute); false for a handle that holds none.
+async fn handle_on_node(
+    ipam: &Ipam,
+    h: &datastore::model::ipam::IPAMHandle,
+    node: &str,
+) -> Result<bool, CniError> {
+    let mut any = false;
+    for cidr in h.block.keys() {
+        let Ok(cidr) = cidr.parse::<ipnetwork::IpNetwork>() else {
+            continue;
+        };
+        let Some(b) = ipam.rw().get_block(&cidr).await.map_err(from_ipam)? else {
+            continue;
+        };
+        for (_, attr, _) in b.value.allocated() {
+            if attr.handle_id.as_deref() != Some(h.handle_id.as_str()) {
+                continue;
+            }
+            if attr
+                .secondary
+                .get(crate::block::ATTR_NODE)
+                .map(String::as_str)
+                != Some(node)
+            {
+                return Ok(false);
+            }
+            any = true;
+        }
+    }
+    Ok(any)
 }
 
 #[cfg(test)]

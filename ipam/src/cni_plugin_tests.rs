@@ -273,6 +273,46 @@ async fn version_status_and_gc() {
     );
 }
 
+/// GC is one runtime's view of one node: another node's pods, and
+/// everything when the list is missing, are left alone.
+#[tokio::test]
+async fn gc_releases_only_this_nodes_unlisted_attachments() {
+    let (ipam, c) = setup();
+    let on = |node: &str| {
+        let mut v: Value = serde_json::from_slice(&conf("1.1.0", "false")).unwrap();
+        v["nodename"] = json!(node);
+        v
+    };
+    for (node, cid) in [("n1", "mine-live"), ("n1", "mine-stale"), ("n2", "theirs")] {
+        run(&env("ADD", cid), on(node).to_string().as_bytes(), &c)
+            .await
+            .unwrap();
+    }
+    let held = |cid: &str| {
+        let ipam = ipam.clone();
+        let h = format!("k8s-pod-network.{cid}");
+        async move { ipam.ips_by_handle(&h).await.unwrap().len() }
+    };
+    // No list: an error naming the field, and nothing released.
+    let err = run(&env("GC", ""), on("n1").to_string().as_bytes(), &c)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, cni_proto::ErrorCode::InvalidNetworkConfig as u32);
+    assert!(err.msg.contains("cni.dev/valid-attachments"), "{}", err.msg);
+    for cid in ["mine-live", "mine-stale", "theirs"] {
+        assert_eq!(held(cid).await, 1, "{cid}");
+    }
+    // n1's runtime lists its live pod: its stale one goes, n2's stays.
+    let mut gc = on("n1");
+    gc["cni.dev/valid-attachments"] = json!([{"containerID": "mine-live", "ifname": "eth0"}]);
+    run(&env("GC", ""), gc.to_string().as_bytes(), &c)
+        .await
+        .unwrap();
+    assert_eq!(held("mine-live").await, 1);
+    assert_eq!(held("mine-stale").await, 0);
+    assert_eq!(held("theirs").await, 1, "another node's pod was released");
+}
+
 #[test]
 fn datastore_selection_config_overrides_env() {
     let c: NetConf = serde_json::from_value(json!({
