@@ -61,7 +61,49 @@ pub async fn release_empty_blocks(
     ipam.release_empty_blocks(Some(node)).await
 }
 
+/// How often a host's DELs sweep their node's empty blocks at most (and
+/// at most once per grace period, when that is shorter).
+pub const DEL_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+
 impl Ipam {
+    /// Whether a DEL on this host should sweep `node`'s empty blocks now:
+    /// at most once per [`DEL_SWEEP_INTERVAL`] (or grace period, if
+    /// shorter) per host, by the mtime of `<claim_lock_dir>/ipam-<node>-sweep`
+    /// (the sweep's reads cost a DEL more than its release: measured 8.6
+    /// -> 20.6 ms mean for manx-ipam's part of a DEL when every DEL swept).
+    /// Touches the file when due; two DELs racing may both sweep, which is
+    /// harmless. Without a lock folder, or when the file is unusable, every
+    /// DEL sweeps.
+    pub fn del_sweep_due(&self, node: &str) -> bool {
+        let Some(path) = self.host_file(node, "sweep") else {
+            return true;
+        };
+        let interval = DEL_SWEEP_INTERVAL.min(self.opts.empty_block_grace);
+        let fresh = std::fs::metadata(&path)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age < interval);
+        if fresh {
+            return false;
+        }
+        let touched = path
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|()| {
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(&path)
+            })
+            .and_then(|f| f.set_modified(SystemTime::now()));
+        if let Err(e) = touched {
+            tracing::debug!(path = %path.display(), error = %e, "sweep stamp unusable; sweeping on every DEL");
+        }
+        true
+    }
+
     /// Release the affinity of every block of `node` (all nodes if `None`)
     /// that has been empty for longer than the grace period; deletes the
     /// block. Returns the released blocks. An empty block with no

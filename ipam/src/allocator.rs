@@ -254,10 +254,10 @@ impl Ipam {
         self.clock.now_ms()
     }
 
-    /// Takes the host-wide claim lock of (node, family), if configured; an
-    /// unusable lock file is logged and skipped (in-process lock only).
-    async fn host_claim_lock(&self, node: &str, v6: bool) -> Option<std::fs::File> {
-        let dir = self.opts.claim_lock_dir.clone()?;
+    /// `<claim_lock_dir>/ipam-<node>-<what>` (the node name made safe for
+    /// a file name), if a lock folder is configured.
+    pub(crate) fn host_file(&self, node: &str, what: &str) -> Option<std::path::PathBuf> {
+        let dir = self.opts.claim_lock_dir.as_ref()?;
         let safe: String = node
             .chars()
             .map(|c| {
@@ -268,7 +268,14 @@ impl Ipam {
                 }
             })
             .collect();
-        let path = dir.join(format!("ipam-{safe}-{}.lock", if v6 { "v6" } else { "v4" }));
+        Some(dir.join(format!("ipam-{safe}-{what}")))
+    }
+
+    /// Takes the host-wide claim lock of (node, family), if configured; an
+    /// unusable lock file is logged and skipped (in-process lock only).
+    async fn host_claim_lock(&self, node: &str, v6: bool) -> Option<std::fs::File> {
+        let dir = self.opts.claim_lock_dir.clone()?;
+        let path = self.host_file(node, if v6 { "v6.lock" } else { "v4.lock" })?;
         let res = tokio::task::spawn_blocking(move || -> std::io::Result<std::fs::File> {
             std::fs::create_dir_all(&dir)?;
             let f = std::fs::OpenOptions::new()

@@ -455,3 +455,27 @@ async fn concurrent_allocations_never_duplicate() {
     assert_eq!(all.len(), 320);
     assert_clean(&e.ipam).await;
 }
+
+#[test]
+fn del_sweeps_at_most_once_per_interval_per_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(MemoryStore::new());
+    let topo = Arc::new(StaticTopology::new());
+    let with = |lock: Option<std::path::PathBuf>, grace: u64| {
+        Ipam::new(store.clone(), topo.clone()).with_options(IpamOptions {
+            claim_lock_dir: lock,
+            empty_block_grace: Duration::from_secs(grace),
+            ..IpamOptions::default()
+        })
+    };
+    let host = with(Some(dir.path().join("locks")), 300);
+    assert!(host.del_sweep_due("n1"), "first DEL on the host sweeps");
+    assert!(!host.del_sweep_due("n1"), "the next one within a minute does not");
+    assert!(host.del_sweep_due("n2"), "per node");
+    // Another process on the host sees the same stamp.
+    assert!(!with(Some(dir.path().join("locks")), 300).del_sweep_due("n1"));
+    // A grace of 0 s: every DEL sweeps; no lock folder: likewise.
+    assert!(with(Some(dir.path().join("locks")), 0).del_sweep_due("n1"));
+    let bare = with(None, 300);
+    assert!(bare.del_sweep_due("n1") && bare.del_sweep_due("n1"));
+}

@@ -15,7 +15,8 @@
 //! * `DEL` releases the handle; unknown handles succeed (DEL is idempotent).
 //!   Then the node's blocks that have been empty for the grace period
 //!   (`MANX_IPAM_EMPTY_BLOCK_GRACE_SECS`, default 300) are released, as
-//!   Calico does, so a burst of pods does not keep its blocks forever.
+//!   Calico does, so a burst of pods does not keep its blocks forever; at
+//!   most once a minute per host (a stamp file beside the claim lock).
 //! * Claims of new blocks for a node are serialised across processes by an
 //!   flock in `MANX_IPAM_LOCK_DIR` (default `/var/run/manx`).
 //! * `CHECK` verifies the `prevResult` addresses are still held.
@@ -384,9 +385,15 @@ async fn run_inner(
             ipam.release_by_handle(&handle).await.map_err(from_ipam)?;
             // Housekeeping after the DEL succeeded: the node's blocks empty
             // for the grace period go back to the pool (also without the
-            // node agent). A failure here does not fail the DEL: the next
-            // DEL or the agent's sweep retries.
-            match ipam.release_empty_blocks(Some(&node)).await {
+            // node agent), at most once a minute per host. A failure here
+            // does not fail the DEL: a later DEL or the agent's sweep
+            // retries.
+            let sweep = if ipam.del_sweep_due(&node) {
+                ipam.release_empty_blocks(Some(&node)).await
+            } else {
+                Ok(Vec::new())
+            };
+            match sweep {
                 Ok(released) if !released.is_empty() => {
                     tracing::info!(%node, ?released, "released empty blocks");
                 }
