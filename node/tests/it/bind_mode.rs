@@ -18,31 +18,7 @@ const OTHER: &str = "198.19.51.1";
 const LIMIT: Duration = Duration::from_secs(60);
 
 fn start_node(ns: &Netns, dir: &Path) -> Daemon {
-    let db = dir.join("manx.db");
-    let run = dir.join("run");
-    let nodename = dir.join("nodename");
-    Daemon::spawn(
-        ns,
-        dir,
-        "manx-node",
-        env!("CARGO_BIN_EXE_manx-node"),
-        &[],
-        &[
-            ("DATASTORE_TYPE", "embedded"),
-            ("MANX_DB", db.to_str().unwrap()),
-            ("NODENAME", "mxbind-node"),
-            ("IP", "autodetect"),
-            ("IP_AUTODETECTION_METHOD", "interface=eth0"),
-            ("MANX_IPV4POOL_CIDR", "10.21.0.0/16"),
-            ("MANX_IPV4POOL_IPIP", "Never"),
-            ("MANX_IPV4POOL_VXLAN", "Never"),
-            ("MANX_IPV4POOL_NAT_OUTGOING", "false"),
-            ("MANX_RUN_DIR", run.to_str().unwrap()),
-            ("MANX_NODENAME_FILE", nodename.to_str().unwrap()),
-            ("MANX_HEALTH_LISTEN", "127.0.0.1:9099"),
-            ("MANX_LOG_LEVEL", "info"),
-        ],
-    )
+    crate::support::start_manx_node(ns, dir, "mxbind-node", "10.21.0.0/16", &[])
 }
 
 /// The node namespace's listening TCP sockets, as `addr:port` words.

@@ -6,3 +6,5 @@ mod cli;
 mod kernel_vxlan6;
 mod stale_reclaim;
 mod tor_routes;
+
+mod support;

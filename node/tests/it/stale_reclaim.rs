@@ -209,30 +209,12 @@ impl Lab {
 }
 
 fn start_node(lab: &Lab) -> Daemon {
-    let db = lab.db();
-    let dir = lab.dir.path();
-    let run = dir.join("run");
-    let nodename = dir.join("nodename");
-    Daemon::spawn(
+    crate::support::start_manx_node(
         &lab.node,
-        dir,
-        "manx-node",
-        env!("CARGO_BIN_EXE_manx-node"),
-        &[],
+        lab.dir.path(),
+        NODE,
+        "10.23.0.0/16",
         &[
-            ("DATASTORE_TYPE", "embedded"),
-            ("MANX_DB", db.to_str().unwrap()),
-            ("NODENAME", NODE),
-            ("IP", "autodetect"),
-            ("IP_AUTODETECTION_METHOD", "interface=eth0"),
-            ("MANX_IPV4POOL_CIDR", "10.23.0.0/16"),
-            ("MANX_IPV4POOL_IPIP", "Never"),
-            ("MANX_IPV4POOL_VXLAN", "Never"),
-            ("MANX_IPV4POOL_NAT_OUTGOING", "false"),
-            ("MANX_RUN_DIR", run.to_str().unwrap()),
-            ("MANX_NODENAME_FILE", nodename.to_str().unwrap()),
-            ("MANX_HEALTH_LISTEN", "127.0.0.1:9099"),
-            ("MANX_LOG_LEVEL", "info"),
             ("MANX_STALE_WORKLOAD_GRACE_SECS", "3"),
             ("MANX_STALE_WORKLOAD_SCAN_SECS", "0.5"),
         ],
