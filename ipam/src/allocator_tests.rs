@@ -470,7 +470,10 @@ fn del_sweeps_at_most_once_per_interval_per_host() {
     };
     let host = with(Some(dir.path().join("locks")), 300);
     assert!(host.del_sweep_due("n1"), "first DEL on the host sweeps");
-    assert!(!host.del_sweep_due("n1"), "the next one within a minute does not");
+    assert!(
+        !host.del_sweep_due("n1"),
+        "the next one within a minute does not"
+    );
     assert!(host.del_sweep_due("n2"), "per node");
     // Another process on the host sees the same stamp.
     assert!(!with(Some(dir.path().join("locks")), 300).del_sweep_due("n1"));
