@@ -19,6 +19,7 @@
 //!     rrClient: false           # RFC 4456 client (needs clusterId)
 //!     nextHopMode: auto         # auto | self | keep
 //!     restartTime: 120          # graceful restart (RFC 4724)
+//!     bfd: {minRx: 300, minTx: 300, multiplier: 3}   # RFC 5880/5882, IPv4
 //! networks: [10.65.0.0/26, "fd42:65::/122"]
 //! controlSocket: /run/manx/bgpd.sock
 //! clusterId: 244.0.0.1          # be a route reflector
@@ -181,6 +182,44 @@ pub struct PeerConfig {
     /// overriding the speaker's (Calico's `maxRestartTime`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restart_time: Option<u16>,
+    /// BFD for this session (RFC 5880/5881 single hop, a Manx extension):
+    /// a BFD Down takes the session down at once and its routes with it
+    /// (RFC 5882), instead of waiting for the hold timer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bfd: Option<BfdConfig>,
+}
+
+/// A peer's BFD timers; defaults 300 ms × 3.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BfdConfig {
+    /// Required Min RX Interval, milliseconds.
+    #[serde(default = "default_bfd_ms")]
+    pub min_rx: u32,
+    /// Desired Min TX Interval, milliseconds.
+    #[serde(default = "default_bfd_ms")]
+    pub min_tx: u32,
+    /// Detect Mult.
+    #[serde(default = "default_bfd_mult")]
+    pub multiplier: u8,
+}
+
+fn default_bfd_ms() -> u32 {
+    300
+}
+
+fn default_bfd_mult() -> u8 {
+    3
+}
+
+impl Default for BfdConfig {
+    fn default() -> Self {
+        BfdConfig {
+            min_rx: default_bfd_ms(),
+            min_tx: default_bfd_ms(),
+            multiplier: default_bfd_mult(),
+        }
+    }
 }
 
 /// The NEXT_HOP a peer is sent (RFC 4271 §5.1.3, RFC 4456 §10).
@@ -236,6 +275,7 @@ impl PeerConfig {
             rr_client: false,
             next_hop_mode: NextHopMode::Auto,
             restart_time: None,
+            bfd: None,
         }
     }
 
@@ -396,6 +436,20 @@ impl SpeakerConfig {
         }
         let mut seen = std::collections::HashSet::new();
         for p in &self.peers {
+            if let Some(b) = &p.bfd {
+                if !p.address.is_ipv4() {
+                    return Err(ConfigError::Invalid(format!(
+                        "peer {}: bfd is IPv4-only in Manx so far; remove it from this peer",
+                        p.address
+                    )));
+                }
+                if b.multiplier == 0 || b.min_rx < 10 || b.min_tx < 10 {
+                    return Err(ConfigError::Invalid(format!(
+                        "peer {}: bfd needs multiplier >= 1 and minRx, minTx >= 10 ms (got {} / {} ms x {})",
+                        p.address, b.min_rx, b.min_tx, b.multiplier
+                    )));
+                }
+            }
             if p.restart_time.is_some_and(|t| t > 4095) {
                 return Err(ConfigError::Invalid(format!(
                     "peer {}: restartTime must be at most 4095 seconds (RFC 4724 §3)",

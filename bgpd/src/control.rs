@@ -58,6 +58,9 @@ pub struct PeerStatus {
     pub router_id: Option<Ipv4Addr>,
     /// Negotiated hold time, when established.
     pub hold_time: Option<u16>,
+    /// The BFD session's state, for a peer with BFD.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bfd: Option<crate::bfd::State>,
 }
 
 /// One Loc-RIB entry.

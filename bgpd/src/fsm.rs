@@ -180,6 +180,13 @@ pub enum Input {
         /// How long the output waited without an octet written.
         after: Duration,
     },
+    /// Not an RFC 4271 event: the peer's BFD session went Down (RFC 5882
+    /// §3.2): the session is torn down at once, without a NOTIFICATION
+    /// (the path to the peer is what failed).
+    BfdDown {
+        /// The BFD diagnostic.
+        diag: crate::bfd::Diag,
+    },
 }
 
 impl Input {
@@ -217,6 +224,11 @@ pub enum DownReason {
         /// What we sent.
         notification: Notification,
     },
+    /// The peer's BFD session went Down (RFC 5882).
+    BfdDown {
+        /// Its diagnostic.
+        diag: crate::bfd::Diag,
+    },
 }
 
 impl std::fmt::Display for DownReason {
@@ -249,6 +261,7 @@ impl std::fmt::Display for DownReason {
                 write!(f, "received NOTIFICATION {}", describe(n))
             }
             DownReason::ConnectionFailed => f.write_str("TCP connection failed or closed"),
+            DownReason::BfdDown { diag } => write!(f, "BFD session down ({diag})"),
             DownReason::CollisionDump => {
                 f.write_str("connection collision resolved in favour of the other connection")
             }
@@ -560,7 +573,8 @@ impl Fsm {
                 }
                 self.state = State::Active;
             }
-            Input::AutomaticStart { .. } | Input::ManualStart => {}
+            // No session to take down.
+            Input::AutomaticStart { .. } | Input::ManualStart | Input::BfdDown { .. } => {}
             // Messages before any connection is up cannot happen; anything else is an FSM error.
             other => {
                 tracing::debug!(state = %self.state, input = ?other, "unexpected event, back to Idle");
@@ -732,6 +746,10 @@ impl Fsm {
                     notification: n,
                 };
                 self.go_idle(out, reason, true);
+            }
+            Input::BfdDown { diag } => {
+                out.push(Output::CloseConnection);
+                self.go_idle(out, DownReason::BfdDown { diag }, true);
             }
             Input::AutomaticStart { .. }
             | Input::ManualStart

@@ -330,7 +330,11 @@ impl Speaker {
         let (synced_tx, synced_rx) = tokio::sync::watch::channel(false);
         let mut rib = Rib::new(cfg.as_number, cfg.router_id);
         rib.set_cluster_id(cfg.cluster_id);
+        let (bfd_events, bfd_rx) = mpsc::channel(64);
         let mut actor = Actor {
+            bfd: None,
+            bfd_events,
+            bfd_state: HashMap::new(),
             rib,
             synced: synced_tx,
             sync_deadline: Some(Instant::now() + INITIAL_SYNC_BOUND),
@@ -354,7 +358,7 @@ impl Speaker {
             actor.add_peer(p);
         }
         actor.check_synced();
-        let task = TaskGuard::spawn(actor.run(cmd_rx, desired.clone(), session_rx));
+        let task = TaskGuard::spawn(actor.run(cmd_rx, desired.clone(), session_rx, bfd_rx));
         tracing::info!(asn = cfg.as_number, router_id = %cfg.router_id, listen = ?listen_addr, "BGP speaker started");
         Ok(Speaker {
             handle: SpeakerHandle {
@@ -467,6 +471,12 @@ struct Actor {
     sync_deadline: Option<Instant>,
     /// Encoded tables of update groups, while the Loc-RIB is unchanged.
     tables: Vec<table::SharedTable>,
+    /// BFD sessions of peers with `bfd` (RFC 5882): started with the
+    /// first such peer; state changes come back on `bfd_events`.
+    bfd: Option<crate::bfd::io::Handle>,
+    bfd_events: mpsc::Sender<crate::bfd::io::Event>,
+    /// The last BFD state of each peer with BFD, for status.
+    bfd_state: HashMap<IpAddr, crate::bfd::State>,
 }
 
 impl std::fmt::Debug for Actor {
@@ -483,6 +493,7 @@ impl Actor {
         mut cmd_rx: mpsc::Receiver<Command>,
         desired: std::sync::Arc<Desired>,
         mut session_rx: mpsc::Receiver<SessionEvent>,
+        mut bfd_rx: mpsc::Receiver<crate::bfd::io::Event>,
     ) {
         loop {
             let deadline = self
@@ -536,8 +547,55 @@ impl Actor {
                     }
                     self.propagate(Vec::new());
                 }
+                Some(ev) = bfd_rx.recv() => self.bfd_event(ev),
                 () = sleep_until_opt(deadline) => self.fire_timers(Instant::now()),
             }
+        }
+    }
+
+    /// A BFD state change (RFC 5882 §3.2): Up → anything takes the BGP
+    /// session down at once, and with it the peer's routes.
+    fn bfd_event(&mut self, ev: crate::bfd::io::Event) {
+        let addr = IpAddr::V4(ev.peer);
+        if !self.peers.contains_key(&addr) {
+            return;
+        }
+        self.bfd_state.insert(addr, ev.to);
+        if ev.from == crate::bfd::State::Up && ev.to != crate::bfd::State::Up {
+            tracing::warn!(peer = %addr, to = %ev.to, diag = %ev.diag, "BFD session down: taking the BGP session down");
+            for kind in [SlotKind::Secondary, SlotKind::Primary] {
+                self.run_fsm(addr, kind, Input::BfdDown { diag: ev.diag });
+            }
+        }
+    }
+
+    /// Start (once) the BFD task and add `cfg`'s session to it.
+    fn start_bfd(&mut self, cfg: &PeerConfig) {
+        let (Some(b), IpAddr::V4(peer)) = (cfg.bfd, cfg.address) else {
+            return;
+        };
+        if self.bfd.is_none() {
+            let bound = crate::bfd::io::Sockets::bind(std::net::Ipv4Addr::UNSPECIFIED)
+                .and_then(|s| crate::bfd::io::spawn(s, self.bfd_events.clone()));
+            match bound {
+                Ok(h) => self.bfd = Some(h),
+                Err(e) => {
+                    tracing::error!(peer = %peer, error = %e, "cannot bind BFD's UDP ports 3784/4784; the peer runs without BFD (its failures are found by the hold timer)");
+                    return;
+                }
+            }
+        }
+        let spec = crate::bfd::io::PeerSpec {
+            peer,
+            hops: crate::bfd::io::Hops::Single,
+            desired_min_tx: Duration::from_millis(u64::from(b.min_tx)),
+            required_min_rx: Duration::from_millis(u64::from(b.min_rx)),
+            detect_mult: b.multiplier,
+            passive: false,
+        };
+        self.bfd_state.insert(cfg.address, crate::bfd::State::Down);
+        if let Some(h) = &self.bfd {
+            h.try_add(spec);
         }
     }
 
@@ -623,6 +681,7 @@ impl Actor {
             return;
         }
         let passive = cfg.passive;
+        self.start_bfd(&cfg);
         self.peers.insert(addr, Peer::new(cfg, &self.cfg));
         self.run_fsm(addr, SlotKind::Primary, Input::AutomaticStart { passive });
     }
@@ -708,6 +767,10 @@ impl Actor {
                     deconfigured: true,
                 },
             );
+        }
+        if let (Some(h), IpAddr::V4(v4), Some(_)) = (&self.bfd, addr, self.bfd_state.remove(&addr))
+        {
+            h.try_remove(v4);
         }
         if let Some(peer) = self.peers.remove(&addr)
             && let (Some(l), Some(_)) = (&self.listener, &peer.cfg.password)
@@ -858,7 +921,9 @@ impl Actor {
                         | R::SendStalled {
                             notification: n, ..
                         } => notification_gr && !n.is_hard_reset(),
-                        R::ManualStop | R::CollisionDump => false,
+                        // RFC 5882: the forwarding path failed; the
+                        // peer's routes go now, not after a restart time.
+                        R::ManualStop | R::CollisionDump | R::BfdDown { .. } => false,
                     };
                     match (graceful, restart_time) {
                         // Keep its routes through the restart.

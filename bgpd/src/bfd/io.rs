@@ -140,6 +140,18 @@ impl Handle {
     pub async fn admin_down(&self, peer: Ipv4Addr, down: bool) {
         let _ = self.tx.send(Command::AdminDown(peer, down)).await;
     }
+    /// [`Handle::add`] from synchronous code; a full queue is logged.
+    pub fn try_add(&self, spec: PeerSpec) {
+        if self.tx.try_send(Command::Add(spec)).is_err() {
+            tracing::error!(peer = %spec.peer, "BFD task busy or gone: session not added");
+        }
+    }
+    /// [`Handle::remove`] from synchronous code.
+    pub fn try_remove(&self, peer: Ipv4Addr) {
+        if self.tx.try_send(Command::Remove(peer)).is_err() {
+            tracing::error!(%peer, "BFD task busy or gone: session not removed");
+        }
+    }
     /// Every session's state.
     pub async fn status(&self) -> Vec<SessionStatus> {
         let (tx, rx) = oneshot::channel();
@@ -163,7 +175,7 @@ pub fn spawn(sockets: Sockets, events: mpsc::Sender<Event>) -> io::Result<Handle
     let single = UdpSocket::from_std(sockets.single)?;
     let multi = UdpSocket::from_std(sockets.multi)?;
     let send = UdpSocket::from_std(sockets.send)?;
-    let (tx, rx) = mpsc::channel(64);
+    let (tx, rx) = mpsc::channel(256);
     tokio::spawn(run(single, multi, send, rx, events));
     Ok(Handle { tx })
 }

@@ -49,6 +49,7 @@ impl Actor {
                     prefixes_advertised: p.advertised,
                     router_id: p.router_id,
                     hold_time: p.established.as_ref().map(|e| e.hold_time),
+                    bfd: self.bfd_state.get(&p.cfg.address).copied(),
                 }
             })
             .collect()

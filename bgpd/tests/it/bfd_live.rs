@@ -236,3 +236,84 @@ fn bird2_protocol_bfd_comes_up_with_manx() {
         assert_eq!(down.diag, Diag::ControlDetectionTimeExpired);
     });
 }
+
+/// RFC 5882 end to end: manx-bgpd peers with a bird2 "ToR" over eBGP with
+/// `bfd on` on both sides (hold time 30 s). When the link dies the BFD
+/// session goes Down within its 300 ms detection time, the BGP session is
+/// taken down at once and the ToR's route leaves manx-bgpd's Loc-RIB: no
+/// waiting for the hold timer, and no graceful-restart retention (the
+/// forwarding path is what failed).
+#[test]
+fn bfd_down_takes_the_bgp_session_and_its_routes_down_at_once() {
+    use crate::support::{Manx, ManxPeer};
+    if !Prereqs::new()
+        .root()
+        .command("ip")
+        .file(BIRD2, "bird2")
+        .file(BIRDC2, "bird2")
+        .ok()
+    {
+        return;
+    }
+    let lab = Lab::new();
+    let conf = lab.path("bird-bgp-bfd.conf");
+    let sock = lab.path("bird-bgp-bfd.ctl");
+    std::fs::write(
+        &conf,
+        format!(
+            "router id {PEER_V4};\nprotocol device {{}}\n\
+             protocol bfd {{ interface \"mxb\" {{ min rx interval 100 ms; min tx interval 100 ms; multiplier 3; }}; }}\n\
+             protocol static tor {{ ipv4; route 10.210.0.0/24 blackhole; }}\n\
+             protocol bgp manx {{\n  local {PEER_V4} as 65001;\n  neighbor {MANX_V4} as 64512;\n  \
+             hold time 30; connect retry time 1; error wait time 1, 5;\n  bfd on;\n  \
+             ipv4 {{ import all; export where source = RTS_STATIC; }};\n}}\n"
+        ),
+    )
+    .unwrap();
+    let _bird = Daemon::spawn(
+        &lab.peer,
+        lab.dir.path(),
+        "bird-bgp-bfd",
+        BIRD2,
+        &[
+            "-f",
+            "-s",
+            sock.to_str().unwrap(),
+            "-c",
+            conf.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let mut peer = ManxPeer::new(PEER_V4, 65001);
+    peer.hold_time = Some(30);
+    peer.bfd = true;
+    let manx = Manx::start(&lab, 64512, &[peer], &[]);
+    let up = testkit::eventually(Duration::from_secs(30), || {
+        manx.has_route("10.210.0.0/24") && manx.peers().iter().any(|p| p.bfd == Some(State::Up))
+    });
+    assert!(
+        up,
+        "no BGP route with BFD Up: {:?}\n{}\n{}",
+        manx.peers(),
+        birdc(BIRDC2, &sock, &["show", "bfd", "sessions"]),
+        manx.daemon.log_text()
+    );
+
+    let cut = Instant::now();
+    lab.peer.ip(&["link", "set", "mxb", "down"]);
+    let gone = testkit::eventually(Duration::from_secs(20), || !manx.has_route("10.210.0.0/24"));
+    let took = cut.elapsed();
+    println!("BFD 100 ms x 3, hold 30 s: link down -> bird2's route withdrawn after {took:?}");
+    assert!(gone, "route still there: {:?}", manx.peers());
+    let p = &manx.peers()[0];
+    assert_ne!(p.state, bgpd::fsm::State::Established);
+    assert!(
+        p.last_error
+            .as_deref()
+            .unwrap_or("")
+            .contains("BFD session down"),
+        "{p:?}"
+    );
+    // Well before the hold timer could have fired.
+    assert!(took < Duration::from_secs(30), "{took:?}");
+}

@@ -108,6 +108,8 @@ pub struct ManxPeer {
     pub passive: bool,
     pub hold_time: Option<u16>,
     pub ttl_security: bool,
+    /// BFD at 100 ms x 3.
+    pub bfd: bool,
 }
 
 impl ManxPeer {
@@ -119,6 +121,7 @@ impl ManxPeer {
             passive: false,
             hold_time: None,
             ttl_security: false,
+            bfd: false,
         }
     }
 }
@@ -149,6 +152,9 @@ impl Manx {
             }
             if let Some(h) = p.hold_time {
                 yaml.push_str(&format!("    holdTime: {h}\n"));
+            }
+            if p.bfd {
+                yaml.push_str("    bfd: {minRx: 100, minTx: 100, multiplier: 3}\n");
             }
         }
         yaml.push_str("networks:\n");
