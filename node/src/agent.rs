@@ -634,6 +634,7 @@ fn write_nodename(path: &Path, name: &str) {
 /// Run the node until SIGTERM/SIGINT.
 pub async fn run(cfg: NodeConfig) -> Result<()> {
     let reclaim_cfg = crate::reclaim_scan::ReclaimConfig::from_env().map_err(|e| anyhow!(e))?;
+    let block_grace = crate::block_sweep::grace_from_env().map_err(|e| anyhow!(e))?;
     let name = cfg.node_name();
     let metrics = Arc::new(node_metrics());
     let health = Arc::new(Health::new(&["datastore", "bgp", "dataplane"]));
@@ -766,6 +767,11 @@ pub async fn run(cfg: NodeConfig) -> Result<()> {
         warnings,
     };
 
+    let _block_sweep = tasks::Guard(tokio::spawn(crate::block_sweep::run(
+        store.clone(),
+        name.clone(),
+        block_grace,
+    )));
     let (workloads_tx, workloads_rx) = watch::channel(Vec::new());
     let _reclaim = start_reclaim(
         reclaim_cfg,

@@ -8,6 +8,7 @@
 //! whose protocol (shared with `manxctl`) is the `manx-status` crate.
 
 pub mod agent;
+pub mod block_sweep;
 pub mod cluster;
 pub mod config;
 pub mod http;
