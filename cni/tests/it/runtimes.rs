@@ -3,7 +3,8 @@
 //! CNI_IFNAME=dummy CNI_PATH=dummy`, and drops a network whose plugin
 //! refuses that (`network not found` later). Only `podman network ls`
 //! runs: no container, no image, nothing in the root network namespace;
-//! podman's state lives in a temporary directory.
+//! podman's state (root, runroot and engine tmp_dir, which defaults to the
+//! host's /run/libpod) lives in a temporary directory.
 
 use std::path::Path;
 use std::process::Command;
@@ -45,7 +46,8 @@ fn podman_lists_the_manx_network() {
     std::fs::write(
         &conf,
         format!(
-            "[network]\nnetwork_backend = \"cni\"\ncni_plugin_dirs = [\"{}\", \"/usr/lib/cni\"]\nnetwork_config_dir = \"{}\"\n",
+            "[engine]\ntmp_dir = \"{}\"\n[network]\nnetwork_backend = \"cni\"\ncni_plugin_dirs = [\"{}\", \"/usr/lib/cni\"]\nnetwork_config_dir = \"{}\"\n",
+            d.join("tmp").display(),
             bin.display(),
             netd.display()
         ),
