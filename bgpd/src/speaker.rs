@@ -672,12 +672,17 @@ impl Actor {
 
     fn add_peer(&mut self, cfg: PeerConfig) {
         let addr = cfg.address;
+        if cfg.password.is_some() && !crate::session::sockopt::md5_supported() {
+            // One clear line, not a connect error every retry.
+            tracing::error!(peer = %addr, "{}; the peer is not started", crate::session::sockopt::SockoptError::NoKernelMd5 { peer: addr });
+            return;
+        }
         if let (Some(l), Some(pw)) = (&self.listener, &cfg.password)
             && let Err(e) = l.set_md5_key(addr, Some(pw))
         {
             // Fail closed: without the key the listener would accept the
             // peer's connection unauthenticated.
-            tracing::error!(peer = %addr, error = %e, "cannot install the TCP-MD5 key on the listener; the peer is not started (fix its password)");
+            tracing::error!(peer = %addr, error = %e, "cannot install the TCP-MD5 key on the listener; the peer is not started");
             return;
         }
         let passive = cfg.passive;

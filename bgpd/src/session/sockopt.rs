@@ -35,6 +35,14 @@ pub enum SockoptError {
         /// Password length.
         len: usize,
     },
+    /// The kernel was built without TCP-MD5 (`CONFIG_TCP_MD5SIG`).
+    #[error(
+        "this kernel has no TCP-MD5 (CONFIG_TCP_MD5SIG is off): peer {peer} has a password and cannot be authenticated; use a kernel with TCP-MD5 or remove the password"
+    )]
+    NoKernelMd5 {
+        /// The peer.
+        peer: IpAddr,
+    },
     /// The kernel refused the option.
     #[error("setsockopt({option}) for {peer}: {source}")]
     Setsockopt {
@@ -88,6 +96,9 @@ pub fn set_md5_key(
         if password.is_none() && source.raw_os_error() == Some(libc::ENOENT) {
             return Ok(());
         }
+        if source.raw_os_error() == Some(libc::ENOPROTOOPT) {
+            return Err(SockoptError::NoKernelMd5 { peer });
+        }
         return Err(SockoptError::Setsockopt {
             option: "TCP_MD5SIG",
             peer,
@@ -95,6 +106,26 @@ pub fn set_md5_key(
         });
     }
     Ok(())
+}
+
+/// Whether this kernel does TCP-MD5 at all: a key set on a throwaway
+/// socket (asked once per process).
+pub fn md5_supported() -> bool {
+    static SUPPORTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SUPPORTED.get_or_init(|| {
+        let Ok(sock) = std::net::TcpListener::bind("127.0.0.1:0") else {
+            return true; // cannot tell: let the real install decide
+        };
+        !matches!(
+            set_md5_key(
+                &sock,
+                false,
+                "127.0.0.2".parse().expect("address"),
+                Some("probe")
+            ),
+            Err(SockoptError::NoKernelMd5 { .. })
+        )
+    })
 }
 
 fn write_sockaddr(storage: &mut libc::sockaddr_storage, addr: IpAddr, v6_socket: bool) {
@@ -197,6 +228,21 @@ mod tests {
             set_md5_key(&sock, false, peer, Some(&long)),
             Err(SockoptError::KeyTooLong { .. })
         ));
+    }
+
+    #[test]
+    fn the_probe_sees_this_kernels_md5_and_the_refusal_names_the_fix() {
+        // This kernel sets keys (the test above), so the probe must agree;
+        // without CONFIG_TCP_MD5SIG the same setsockopt is ENOPROTOOPT.
+        assert!(md5_supported());
+        let e = SockoptError::NoKernelMd5 {
+            peer: "10.0.0.1".parse().unwrap(),
+        };
+        let text = e.to_string();
+        assert!(
+            text.contains("CONFIG_TCP_MD5SIG") && text.contains("remove the password"),
+            "{text}"
+        );
     }
 
     #[test]
