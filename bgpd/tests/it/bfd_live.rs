@@ -42,6 +42,37 @@ async fn wait_for(rx: &mut mpsc::Receiver<Event>, to: State, limit: Duration) ->
     }
 }
 
+fn bird2_prereqs() -> bool {
+    Prereqs::new()
+        .root()
+        .command("ip")
+        .file(BIRD2, "bird2")
+        .file(BIRDC2, "bird2")
+        .ok()
+}
+
+/// bird2 in the lab's peer namespace with `conf`; its control socket.
+fn spawn_bird2(lab: &Lab, name: &str, conf: &str) -> (Daemon, std::path::PathBuf) {
+    let path = lab.path(&format!("{name}.conf"));
+    let sock = lab.path(&format!("{name}.ctl"));
+    std::fs::write(&path, conf).unwrap();
+    let daemon = Daemon::spawn(
+        &lab.peer,
+        lab.dir.path(),
+        name,
+        BIRD2,
+        &[
+            "-f",
+            "-s",
+            sock.to_str().unwrap(),
+            "-c",
+            path.to_str().unwrap(),
+        ],
+        &[],
+    );
+    (daemon, sock)
+}
+
 #[test]
 fn two_manx_sessions_come_up_and_detect_a_dead_link() {
     if !Prereqs::new().root().command("ip").ok() {
@@ -163,40 +194,18 @@ fn a_packet_from_more_than_one_hop_is_dropped() {
 
 #[test]
 fn bird2_protocol_bfd_comes_up_with_manx() {
-    if !Prereqs::new()
-        .root()
-        .command("ip")
-        .file(BIRD2, "bird2")
-        .file(BIRDC2, "bird2")
-        .ok()
-    {
+    if !bird2_prereqs() {
         return;
     }
     let lab = Lab::new();
-    let conf = lab.path("bird-bfd.conf");
-    let sock = lab.path("bird-bfd.ctl");
     // As bird2's documentation writes a BFD session without a protocol
     // that needs it: a `neighbor` in `protocol bfd`.
-    std::fs::write(
-        &conf,
-        format!(
+    let (mut bird, sock) = spawn_bird2(
+        &lab,
+        "bird-bfd",
+        &format!(
             "router id {PEER_V4};\nprotocol device {{}}\nprotocol bfd {{\n  interface \"mxb\" {{ min rx interval 100 ms; min tx interval 100 ms; multiplier 3; }};\n  neighbor {MANX_V4} dev \"mxb\" local {PEER_V4};\n}}\n"
         ),
-    )
-    .unwrap();
-    let mut bird = Daemon::spawn(
-        &lab.peer,
-        lab.dir.path(),
-        "bird-bfd",
-        BIRD2,
-        &[
-            "-f",
-            "-s",
-            sock.to_str().unwrap(),
-            "-c",
-            conf.to_str().unwrap(),
-        ],
-        &[],
     );
     let a = lab.manx.run_in(|| Sockets::bind(v4(MANX_V4)).unwrap());
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -246,21 +255,14 @@ fn bird2_protocol_bfd_comes_up_with_manx() {
 #[test]
 fn bfd_down_takes_the_bgp_session_and_its_routes_down_at_once() {
     use crate::support::{Manx, ManxPeer};
-    if !Prereqs::new()
-        .root()
-        .command("ip")
-        .file(BIRD2, "bird2")
-        .file(BIRDC2, "bird2")
-        .ok()
-    {
+    if !bird2_prereqs() {
         return;
     }
     let lab = Lab::new();
-    let conf = lab.path("bird-bgp-bfd.conf");
-    let sock = lab.path("bird-bgp-bfd.ctl");
-    std::fs::write(
-        &conf,
-        format!(
+    let (_bird, sock) = spawn_bird2(
+        &lab,
+        "bird-bgp-bfd",
+        &format!(
             "router id {PEER_V4};\nprotocol device {{}}\n\
              protocol bfd {{ interface \"mxb\" {{ min rx interval 100 ms; min tx interval 100 ms; multiplier 3; }}; }}\n\
              protocol static tor {{ ipv4; route 10.210.0.0/24 blackhole; }}\n\
@@ -268,21 +270,6 @@ fn bfd_down_takes_the_bgp_session_and_its_routes_down_at_once() {
              hold time 30; connect retry time 1; error wait time 1, 5;\n  bfd on;\n  \
              ipv4 {{ import all; export where source = RTS_STATIC; }};\n}}\n"
         ),
-    )
-    .unwrap();
-    let _bird = Daemon::spawn(
-        &lab.peer,
-        lab.dir.path(),
-        "bird-bgp-bfd",
-        BIRD2,
-        &[
-            "-f",
-            "-s",
-            sock.to_str().unwrap(),
-            "-c",
-            conf.to_str().unwrap(),
-        ],
-        &[],
     );
     let mut peer = ManxPeer::new(PEER_V4, 65001);
     peer.hold_time = Some(30);

@@ -140,13 +140,10 @@ impl Client {
     ) -> Result<(Vec<Planned>, usize), BulkError> {
         let mut errors = Vec::new();
         let mut stored: BTreeMap<String, (Resource, KeyValue)> = BTreeMap::new();
+        // Only the kinds the set writes: stored pools matter only to a set
+        // that writes pools (overlaps are reported on a written one).
         let kinds: BTreeSet<KindId> = items.iter().map(Resource::kind).collect();
-        let kinds_listed = if kinds.contains(&KindId::IPPool) {
-            kinds
-        } else {
-            kinds.into_iter().chain([KindId::IPPool]).collect()
-        };
-        for kind in kinds_listed {
+        for kind in kinds {
             let listing = self
                 .store
                 .list(&super::kind_prefix(kind))
