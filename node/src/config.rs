@@ -94,6 +94,23 @@ pub struct NodeConfig {
     pub ipv4pool_vxlan: PoolEncap,
     #[arg(long, env = "MANX_IPV4POOL_NAT_OUTGOING", default_value_t = true, action = clap::ArgAction::Set)]
     pub ipv4pool_nat_outgoing: bool,
+    /// Default IPv6 pool (`CALICO_IPV6POOL_CIDR`), created on first start
+    /// unless an IPv6 pool exists, and only on a node with IPv6 (`IP6` not
+    /// `none`). Unset: a ULA /48 chosen at random, as calico-node does.
+    #[arg(long, env = "MANX_IPV6POOL_CIDR")]
+    pub ipv6pool_cidr: Option<ipnetwork::Ipv6Network>,
+    #[arg(long, env = "MANX_IPV6POOL_BLOCK_SIZE", default_value_t = 122)]
+    pub ipv6pool_block_size: u8,
+    /// IPv6 pools have no IPIP; VXLAN runs over `vxlan-v6.manx`.
+    #[arg(
+        long,
+        env = "MANX_IPV6POOL_VXLAN",
+        default_value = "Never",
+        ignore_case = true
+    )]
+    pub ipv6pool_vxlan: PoolEncap,
+    #[arg(long, env = "MANX_IPV6POOL_NAT_OUTGOING", default_value_t = false, action = clap::ArgAction::Set)]
+    pub ipv6pool_nat_outgoing: bool,
     /// Create no default pool.
     #[arg(long, env = "NO_DEFAULT_POOLS", default_value_t = false, action = clap::ArgAction::Set)]
     pub no_default_pools: bool,
@@ -170,6 +187,33 @@ mod tests {
         assert_eq!(c.ipv4pool_ipip, PoolEncap::CrossSubnet);
         assert!(!c.ipv4pool_nat_outgoing);
         assert_eq!(c.ip6, IpSetting::None);
+        assert_eq!(c.ipv6pool_cidr, None);
+        assert_eq!(c.ipv6pool_block_size, 122);
+        assert_eq!(c.ipv6pool_vxlan, PoolEncap::Never);
+        assert!(!c.ipv6pool_nat_outgoing);
+    }
+
+    #[test]
+    fn reads_the_ipv6_settings() {
+        let c = NodeConfig::try_parse_from([
+            "manx-node",
+            "--ip6",
+            "autodetect",
+            "--ip6-autodetection-method",
+            "interface=eth0",
+            "--ipv6pool-cidr",
+            "fd65::/48",
+            "--ipv6pool-vxlan",
+            "crosssubnet",
+            "--ipv6pool-nat-outgoing",
+            "true",
+        ])
+        .unwrap();
+        assert_eq!(c.ip6, IpSetting::Autodetect);
+        assert_eq!(c.ip6_autodetection_method, "interface=eth0");
+        assert_eq!(c.ipv6pool_cidr, Some("fd65::/48".parse().unwrap()));
+        assert_eq!(c.ipv6pool_vxlan, PoolEncap::CrossSubnet);
+        assert!(c.ipv6pool_nat_outgoing);
     }
 
     #[test]

@@ -90,41 +90,96 @@ fn encap(e: PoolEncap) -> EncapMode {
     }
 }
 
-/// Create `default-ipv4-ippool` from `MANX_IPV4POOL_*` unless a pool exists.
+/// Create the default pools: `default-ipv4-ippool` from `MANX_IPV4POOL_*`
+/// unless an IPv4 pool exists, and `default-ipv6-ippool` from
+/// `MANX_IPV6POOL_*` unless an IPv6 pool exists, each only on a node with an
+/// address of that family (`IP=none` makes an IPv6-only node, which needs
+/// no IPv4 pool; calico-node creates the IPv4 pool regardless).
 pub async fn ensure_default_pool(client: &Client, cfg: &NodeConfig) -> Result<()> {
     if cfg.no_default_pools {
         return Ok(());
     }
-    let (pools, _) = client.list::<IPPool>().await?;
-    if !pools.is_empty() {
-        return Ok(());
-    }
-    let mut spec = IPPoolSpec::new(IpNetwork::V4(cfg.ipv4pool_cidr));
-    spec.block_size = Some(cfg.ipv4pool_block_size);
-    spec.ipip_mode = Some(encap(cfg.ipv4pool_ipip));
-    spec.vxlan_mode = Some(encap(cfg.ipv4pool_vxlan));
-    spec.nat_outgoing = Some(cfg.ipv4pool_nat_outgoing);
-    spec.node_selector = Some("all()".into());
-    let pool = IPPool {
-        metadata: ObjectMeta::named("default-ipv4-ippool"),
-        spec,
-    };
-    match client.create(&pool).await {
-        Ok(_) => {
-            tracing::info!(cidr = %cfg.ipv4pool_cidr, "created the default IPv4 pool");
-            Ok(())
+    for pool in default_pools(cfg) {
+        let v6 = pool.spec.cidr.is_ipv6();
+        let (pools, _) = client.list::<IPPool>().await?;
+        if pools.iter().any(|p| p.spec.cidr.is_ipv6() == v6) {
+            continue;
         }
-        // Another node won the race: fine.
-        Err(ClientError::AlreadyExists { .. }) => Ok(()),
-        Err(e) => {
-            let (pools, _) = client.list::<IPPool>().await?;
-            if pools.is_empty() {
-                Err(e).context("creating the default IPv4 pool")
-            } else {
-                Ok(())
+        let family = if v6 { "IPv6" } else { "IPv4" };
+        match client.create(&pool).await {
+            Ok(_) => {
+                tracing::info!(cidr = %pool.spec.cidr, "created the default {family} pool");
+            }
+            // Another node won the race: fine.
+            Err(ClientError::AlreadyExists { .. }) => {}
+            Err(e) => {
+                let (pools, _) = client.list::<IPPool>().await?;
+                if !pools.iter().any(|p| p.spec.cidr.is_ipv6() == v6) {
+                    return Err(e).context(format!("creating the default {family} pool"));
+                }
             }
         }
     }
+    Ok(())
+}
+
+/// The default pools this node's settings ask for (see
+/// [`ensure_default_pool`]), IPv4 first.
+pub fn default_pools(cfg: &NodeConfig) -> Vec<IPPool> {
+    let mut out = Vec::new();
+    if cfg.ip != IpSetting::None {
+        let mut spec = IPPoolSpec::new(IpNetwork::V4(cfg.ipv4pool_cidr));
+        spec.block_size = Some(cfg.ipv4pool_block_size);
+        spec.ipip_mode = Some(encap(cfg.ipv4pool_ipip));
+        spec.vxlan_mode = Some(encap(cfg.ipv4pool_vxlan));
+        spec.nat_outgoing = Some(cfg.ipv4pool_nat_outgoing);
+        spec.node_selector = Some("all()".into());
+        out.push(IPPool {
+            metadata: ObjectMeta::named("default-ipv4-ippool"),
+            spec,
+        });
+    }
+    if cfg.ip6 != IpSetting::None {
+        let cidr = cfg.ipv6pool_cidr.unwrap_or_else(random_ula_48);
+        let mut spec = IPPoolSpec::new(IpNetwork::V6(cidr));
+        spec.block_size = Some(cfg.ipv6pool_block_size);
+        spec.ipip_mode = Some(EncapMode::Never);
+        spec.vxlan_mode = Some(encap(cfg.ipv6pool_vxlan));
+        spec.nat_outgoing = Some(cfg.ipv6pool_nat_outgoing);
+        spec.node_selector = Some("all()".into());
+        out.push(IPPool {
+            metadata: ObjectMeta::named("default-ipv6-ippool"),
+            spec,
+        });
+    }
+    out
+}
+
+/// A unique local /48 (RFC 4193: `fd` and 40 random bits), as calico-node
+/// picks when `CALICO_IPV6POOL_CIDR` is unset. The first node to create the
+/// pool wins; the others find it.
+fn random_ula_48() -> ipnetwork::Ipv6Network {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default(),
+    );
+    let r = h.finish();
+    let global_id = r & 0xff_ffff_ffff;
+    let addr = std::net::Ipv6Addr::new(
+        0xfd00 | (global_id >> 32) as u16,
+        (global_id >> 16) as u16,
+        global_id as u16,
+        0,
+        0,
+        0,
+        0,
+        0,
+    );
+    ipnetwork::Ipv6Network::new(addr, 48).expect("48 is a valid IPv6 prefix length")
 }
 
 /// Create or update this node's `Node`, keeping what operators set
@@ -319,5 +374,59 @@ pub fn router_id(uplink: &Uplink, node: &str) -> Ipv4Addr {
                 .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(b as u32));
             Ipv4Addr::from(h | 0x0100_0000)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn cfg(args: &[&str]) -> NodeConfig {
+        NodeConfig::try_parse_from(std::iter::once("manx-node").chain(args.iter().copied()))
+            .unwrap()
+    }
+
+    #[test]
+    fn default_pools_follow_the_node_families() {
+        // IPv4 only (IP6 defaults to none): the IPv4 pool alone, as before.
+        let v4: Vec<String> = default_pools(&cfg(&[]))
+            .iter()
+            .map(|p| p.spec.cidr.to_string())
+            .collect();
+        assert_eq!(v4, ["192.168.0.0/16"]);
+
+        // Dual stack: both, the IPv6 one from MANX_IPV6POOL_*.
+        let dual = default_pools(&cfg(&[
+            "--ip6",
+            "autodetect",
+            "--ipv6pool-cidr",
+            "fd65::/48",
+            "--ipv6pool-vxlan",
+            "Always",
+        ]));
+        assert_eq!(dual.len(), 2);
+        let p6 = &dual[1];
+        assert_eq!(p6.metadata.name, "default-ipv6-ippool");
+        assert_eq!(p6.spec.cidr.to_string(), "fd65::/48");
+        assert_eq!(p6.spec.block_size, Some(122));
+        assert_eq!(p6.spec.vxlan_mode, Some(EncapMode::Always));
+        assert_eq!(p6.spec.ipip_mode, Some(EncapMode::Never));
+        assert_eq!(p6.spec.nat_outgoing, Some(false));
+        assert_eq!(pool_tunnel(p6), Some(Tunnel::Vxlan6));
+        for p in &dual {
+            p.validate()
+                .unwrap_or_else(|e| panic!("{}: {e}", p.metadata.name));
+        }
+
+        // IPv6 only: no IPv4 pool; an unset CIDR is a random ULA /48.
+        let v6 = default_pools(&cfg(&["--ip", "none", "--ip6", "autodetect"]));
+        assert_eq!(v6.len(), 1);
+        let IpNetwork::V6(ula) = v6[0].spec.cidr else {
+            panic!("{:?}", v6[0].spec.cidr)
+        };
+        assert_eq!(ula.prefix(), 48);
+        assert_eq!(ula.ip().segments()[0] >> 8, 0xfd, "{ula}");
+        assert_eq!(pool_tunnel(&v6[0]), None, "direct by default");
     }
 }

@@ -18,7 +18,7 @@
 //! `/run/manx-lab/<id>/`, so `manx-lab down` removes exactly that even from
 //! another process, and a crashed `up` can still be cleaned.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -79,6 +79,61 @@ impl std::str::FromStr for Mode {
     }
 }
 
+/// Which address families the nodes route and the pods get (`--ip-family`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IpFamily {
+    /// IPv4 pods, IPv4 BGP sessions (`IP6=none`).
+    #[default]
+    Ipv4,
+    /// IPv6 pods, IPv6 BGP sessions between the nodes' IPv6 addresses
+    /// (`IP=none`, no IPv4 pool).
+    Ipv6,
+    /// Both: every pod has an IPv4 and an IPv6 address, and every node a
+    /// session per family with each peer, as calico-node runs dual stack.
+    Dual,
+}
+
+impl IpFamily {
+    pub fn v4(self) -> bool {
+        self != IpFamily::Ipv6
+    }
+    pub fn v6(self) -> bool {
+        self != IpFamily::Ipv4
+    }
+}
+
+impl std::fmt::Display for IpFamily {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            IpFamily::Ipv4 => "ipv4",
+            IpFamily::Ipv6 => "ipv6",
+            IpFamily::Dual => "dual",
+        })
+    }
+}
+
+impl std::str::FromStr for IpFamily {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<IpFamily> {
+        Ok(match s {
+            "ipv4" => IpFamily::Ipv4,
+            "ipv6" => IpFamily::Ipv6,
+            "dual" => IpFamily::Dual,
+            other => bail!("unknown IP family {other:?}: use ipv4, ipv6 or dual"),
+        })
+    }
+}
+
+/// A node's IPv6 address on the lab's links, the twin of
+/// `172.30.<subnet>.<host>`: `fd30:0:0:<subnet>::<host>` with the host
+/// number written in hex digits as in decimal (node1, `.11`, is `fd30::11`),
+/// /64 per subnet. fd30::/48 is a unique local range the host does not use.
+pub fn lab_ip6(subnet: u8, host: u8) -> Ipv6Addr {
+    let h = u16::from_str_radix(&host.to_string(), 16).expect("decimal digits are hex digits");
+    Ipv6Addr::new(0xfd30, 0, 0, u16::from(subnet), 0, 0, 0, h)
+}
+
 /// Which datastore the nodes share.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -111,6 +166,12 @@ pub struct LabSpec {
     pub pods_per_node: usize,
     /// The pod pool.
     pub pool_cidr: String,
+    /// Address families of the nodes' sessions and the pods.
+    #[serde(default)]
+    pub ip_family: IpFamily,
+    /// The IPv6 pod pool (with `ip_family` ipv6 or dual).
+    #[serde(default = "default_pool_cidr6")]
+    pub pool_cidr6: String,
     /// Where manx-node, manx, manx-ipam and manxctl live.
     pub bin_dir: PathBuf,
     /// Give every node a second NIC `eth1` on 172.30.5.0/24 (bridge `br5`).
@@ -134,6 +195,10 @@ fn default_autodetect() -> String {
     "interface=eth0".into()
 }
 
+fn default_pool_cidr6() -> String {
+    "fd65::/48".into()
+}
+
 impl LabSpec {
     pub fn new(id: &str, nodes: usize, mode: Mode) -> LabSpec {
         LabSpec {
@@ -144,6 +209,8 @@ impl LabSpec {
             datastore: StoreKind::Embedded,
             pods_per_node: 1,
             pool_cidr: "10.65.0.0/16".into(),
+            ip_family: IpFamily::Ipv4,
+            pool_cidr6: default_pool_cidr6(),
             bin_dir: default_bin_dir(),
             second_nic: false,
             autodetect: default_autodetect(),
@@ -177,6 +244,9 @@ pub struct LabNode {
     pub netns: String,
     pub ip: Ipv4Addr,
     pub prefix_len: u8,
+    /// Its IPv6 address on the link (/64), with `ip_family` ipv6 or dual.
+    #[serde(default)]
+    pub ip6: Option<Ipv6Addr>,
     pub subnet: u8,
     pub route_reflector: bool,
     pub pid: Option<u32>,
@@ -186,6 +256,18 @@ pub struct LabNode {
     pub runtime: Option<NodeRuntime>,
 }
 
+impl LabPod {
+    /// Its addresses (`ips`, or `ip` in a state file from before `ips`).
+    pub fn addrs(&self) -> Vec<IpAddr> {
+        let list = if self.ips.is_empty() {
+            std::slice::from_ref(&self.ip)
+        } else {
+            &self.ips[..]
+        };
+        list.iter().filter_map(|a| a.parse().ok()).collect()
+    }
+}
+
 /// One pod of the lab.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LabPod {
@@ -193,7 +275,11 @@ pub struct LabPod {
     pub node: String,
     /// The pod's named namespace (runtime cni) or its container's name.
     pub netns: String,
+    /// Its first address (IPv4 unless the lab is IPv6-only).
     pub ip: String,
+    /// All its addresses, one per family.
+    #[serde(default)]
+    pub ips: Vec<String>,
     /// A container (runtime containerd/podman) and its init pid.
     #[serde(default)]
     pub container: bool,
@@ -298,6 +384,13 @@ pub fn preflight(spec: &LabSpec) -> Result<()> {
         }
     }
     missing.extend(spec.runtime.missing());
+    if spec.ip_family.v6() && matches!(spec.mode, Mode::Ipip | Mode::IpipCrosssubnet) {
+        bail!(
+            "--ip-family {} with --mode {:?}: IPv6 pools have no IPIP; use --mode direct, vxlan or crosssubnet",
+            spec.ip_family,
+            spec.mode
+        );
+    }
     if spec.datastore == StoreKind::Etcd && which("etcd").is_none() {
         missing.push("etcd: apt-get install -y etcd-server".into());
     }
@@ -413,6 +506,7 @@ pub fn lab_owns_netns(id: &str, name: &str) -> bool {
 fn build(state: &mut LabState) -> Result<()> {
     let id = state.spec.id.clone();
     let cross = state.spec.mode.two_subnets();
+    let v6 = state.spec.ip_family.v6();
     // The hub holds the L2 segment(s).
     let hub = Netns::create(&ns_name(&id, "hub"))?.persist();
     state.namespaces.push(hub.clone());
@@ -449,9 +543,22 @@ fn build(state: &mut LabState) -> Result<()> {
                 "dev",
                 &format!("eth{s}"),
             ])?;
+            if v6 {
+                rtr.ip(&[
+                    "addr",
+                    "add",
+                    &format!("{}/64", lab_ip6(s, 1)),
+                    "dev",
+                    &format!("eth{s}"),
+                    "nodad",
+                ])?;
+            }
             rtr.ip(&["link", "set", &format!("eth{s}"), "up"])?;
         }
         rtr.sysctl("net.ipv4.ip_forward", "1")?;
+        if v6 {
+            rtr.sysctl("net.ipv6.conf.all.forwarding", "1")?;
+        }
     }
     if state.spec.datastore == StoreKind::Etcd {
         start_etcd(state)?;
@@ -468,6 +575,7 @@ fn build(state: &mut LabState) -> Result<()> {
             netns: netns.clone(),
             ip: Ipv4Addr::new(172, 30, subnet, host),
             prefix_len: 24,
+            ip6: v6.then(|| lab_ip6(subnet, host)),
             subnet,
             route_reflector: i <= state.spec.route_reflectors,
             pid: None,
@@ -479,6 +587,11 @@ fn build(state: &mut LabState) -> Result<()> {
         plug(&hub, &ns, &format!("n{i}"), "eth0", subnet)?;
         ns.ip(&["link", "set", "eth0", "address", &lab_mac(0, subnet, host)])?;
         ns.ip(&["addr", "add", &format!("{}/24", node.ip), "dev", "eth0"])?;
+        if let Some(ip6) = node.ip6 {
+            // No duplicate address detection: the address is usable (as a
+            // BGP source) at once, and the lab's addresses are unique.
+            ns.ip(&["addr", "add", &format!("{ip6}/64"), "dev", "eth0", "nodad"])?;
+        }
         ns.ip(&["link", "set", "eth0", "up"])?;
         if cross {
             ns.ip(&[
@@ -488,6 +601,16 @@ fn build(state: &mut LabState) -> Result<()> {
                 "via",
                 &format!("172.30.{subnet}.1"),
             ])?;
+            if v6 {
+                ns.ip(&[
+                    "-6",
+                    "route",
+                    "add",
+                    "default",
+                    "via",
+                    &lab_ip6(subnet, 1).to_string(),
+                ])?;
+            }
         }
         if state.spec.second_nic {
             plug(&hub, &ns, &format!("s{i}"), "eth1", 5)?;
@@ -534,48 +657,55 @@ fn lab_mac(segment: u8, subnet: u8, host: u8) -> String {
 /// address, MAC). A full mesh needs N(N-1) of them on the node links alone
 /// (each node resolves every other), and the kernel's neighbour table is
 /// one for all namespaces.
-pub fn lab_neighbours(state: &LabState) -> Vec<(String, String, Ipv4Addr, String)> {
+pub fn lab_neighbours(state: &LabState) -> Vec<(String, String, IpAddr, String)> {
     let spec = &state.spec;
     let cross = spec.mode.two_subnets();
     let etcd = spec.datastore == StoreKind::Etcd;
     let host = |n: &LabNode| n.ip.octets()[3];
-    let mut v = Vec::new();
+    let mut v: Vec<(String, String, IpAddr, String)> = Vec::new();
     for a in &state.nodes {
         for b in state.nodes.iter().filter(|b| b.name != a.name) {
             if b.subnet == a.subnet {
-                v.push((
-                    a.netns.clone(),
-                    "eth0".into(),
-                    b.ip,
-                    lab_mac(0, b.subnet, host(b)),
-                ));
+                let mac = lab_mac(0, b.subnet, host(b));
+                v.push((a.netns.clone(), "eth0".into(), b.ip.into(), mac.clone()));
+                if let Some(ip6) = b.ip6 {
+                    v.push((a.netns.clone(), "eth0".into(), ip6.into(), mac));
+                }
             }
             if spec.second_nic {
                 v.push((
                     a.netns.clone(),
                     "eth1".into(),
-                    Ipv4Addr::new(172, 30, 5, host(b)),
+                    Ipv4Addr::new(172, 30, 5, host(b)).into(),
                     lab_mac(5, 5, host(b)),
                 ));
             }
         }
         if cross {
+            let rtr = ns_name(&spec.id, "rtr");
             let gw = Ipv4Addr::new(172, 30, a.subnet, 1);
-            v.push((a.netns.clone(), "eth0".into(), gw, lab_mac(0, a.subnet, 1)));
-            v.push((
-                ns_name(&spec.id, "rtr"),
-                format!("eth{}", a.subnet),
-                a.ip,
-                lab_mac(0, a.subnet, host(a)),
-            ));
+            let (gw_mac, a_mac) = (lab_mac(0, a.subnet, 1), lab_mac(0, a.subnet, host(a)));
+            let rtr_if = format!("eth{}", a.subnet);
+            v.push((a.netns.clone(), "eth0".into(), gw.into(), gw_mac.clone()));
+            v.push((rtr.clone(), rtr_if.clone(), a.ip.into(), a_mac.clone()));
+            if let Some(ip6) = a.ip6 {
+                let gw6 = lab_ip6(a.subnet, 1);
+                v.push((a.netns.clone(), "eth0".into(), gw6.into(), gw_mac));
+                v.push((rtr, rtr_if, ip6.into(), a_mac));
+            }
         }
         if etcd && a.subnet == 0 {
             let store = Ipv4Addr::new(172, 30, 0, 2);
-            v.push((a.netns.clone(), "eth0".into(), store, lab_mac(0, 0, 2)));
+            v.push((
+                a.netns.clone(),
+                "eth0".into(),
+                store.into(),
+                lab_mac(0, 0, 2),
+            ));
             v.push((
                 ns_name(&spec.id, "hub"),
                 "br0".into(),
-                a.ip,
+                a.ip.into(),
                 lab_mac(0, 0, host(a)),
             ));
         }
@@ -584,7 +714,7 @@ pub fn lab_neighbours(state: &LabState) -> Vec<(String, String, Ipv4Addr, String
         v.push((
             ns_name(&spec.id, "hub"),
             "br0".into(),
-            Ipv4Addr::new(172, 30, 0, 1),
+            Ipv4Addr::new(172, 30, 0, 1).into(),
             lab_mac(0, 0, 1),
         ));
     }
@@ -675,13 +805,33 @@ fn pool_env(state: &LabState) -> Vec<(String, String)> {
         Mode::Crosssubnet => ("Never", "CrossSubnet"),
         Mode::IpipCrosssubnet => ("CrossSubnet", "Never"),
     };
-    vec![
+    let family = state.spec.ip_family;
+    let mut env: Vec<(String, String)> = vec![
         ("MANX_IPV4POOL_CIDR".into(), state.spec.pool_cidr.clone()),
         ("MANX_IPV4POOL_IPIP".into(), ipip.into()),
         ("MANX_IPV4POOL_VXLAN".into(), vxlan.into()),
         // Lab pods talk only to each other; no masquerade (and no nft needed).
         ("MANX_IPV4POOL_NAT_OUTGOING".into(), "false".into()),
-    ]
+        // An IPv6 pool has no IPIP: the mode's VXLAN setting is its only one.
+        ("MANX_IPV6POOL_CIDR".into(), state.spec.pool_cidr6.clone()),
+        ("MANX_IPV6POOL_VXLAN".into(), vxlan.into()),
+        ("MANX_IPV6POOL_NAT_OUTGOING".into(), "false".into()),
+        (
+            "IP".into(),
+            if family.v4() { "autodetect" } else { "none" }.into(),
+        ),
+        (
+            "IP6".into(),
+            if family.v6() { "autodetect" } else { "none" }.into(),
+        ),
+    ];
+    if family.v6() {
+        env.push((
+            "IP6_AUTODETECTION_METHOD".into(),
+            state.spec.autodetect.clone(),
+        ));
+    }
+    env
 }
 
 /// Start (or restart) manx-node on node `i`.
@@ -692,7 +842,6 @@ pub fn start_node(state: &mut LabState, i: usize) -> Result<()> {
     cmd.envs(state.store_env())
         .envs(pool_env(state))
         .env("NODENAME", &node.name)
-        .env("IP", "autodetect")
         .env("IP_AUTODETECTION_METHOD", &state.spec.autodetect)
         .env("MANX_RUN_DIR", &node.run_dir)
         .env("MANX_HEALTH_LISTEN", format!("{}:9099", node.ip))
@@ -776,11 +925,14 @@ pub fn preconfig_manifest(state: &LabState) -> String {
     let mut m = String::new();
     for node in &state.nodes {
         let mut bgp = String::new();
-        if known_ip {
+        if known_ip && state.spec.ip_family.v4() {
             bgp.push_str(&format!(
                 "    ipv4Address: {}/{}\n",
                 node.ip, node.prefix_len
             ));
+        }
+        if known_ip && let Some(ip6) = node.ip6 {
+            bgp.push_str(&format!("    ipv6Address: {ip6}/64\n"));
         }
         if node.route_reflector {
             bgp.push_str("    routeReflectorClusterID: 244.0.0.1\n");
@@ -960,7 +1112,18 @@ mod tests {
     use super::*;
 
     fn state(nodes: usize, mode: Mode, etcd: bool, second_nic: bool) -> LabState {
+        state_of(nodes, mode, etcd, second_nic, IpFamily::Ipv4)
+    }
+
+    fn state_of(
+        nodes: usize,
+        mode: Mode,
+        etcd: bool,
+        second_nic: bool,
+        family: IpFamily,
+    ) -> LabState {
         let mut spec = LabSpec::new("t", nodes, mode);
+        spec.ip_family = family;
         spec.second_nic = second_nic;
         if etcd {
             spec.datastore = StoreKind::Etcd;
@@ -974,6 +1137,7 @@ mod tests {
                     netns: ns_name("t", &format!("n{i}")),
                     ip: Ipv4Addr::new(172, 30, subnet, 10 + i as u8),
                     prefix_len: 24,
+                    ip6: family.v6().then(|| lab_ip6(subnet, 10 + i as u8)),
                     subnet,
                     route_reflector: false,
                     pid: None,
@@ -1018,6 +1182,38 @@ mod tests {
             .find(|e| e.0 == "mxlab-t-n3" && e.2 == Ipv4Addr::new(172, 30, 1, 1))
             .unwrap();
         assert_eq!(n3_gw.3, "02:6d:78:00:01:01");
+    }
+
+    #[test]
+    fn dual_stack_nodes_get_ipv6_twins_of_their_addresses_and_neighbours() {
+        assert_eq!(lab_ip6(0, 11).to_string(), "fd30::11");
+        assert_eq!(lab_ip6(1, 1).to_string(), "fd30:0:0:1::1");
+        // Each IPv4 neighbour on a node link has its IPv6 twin, same MAC.
+        let s = state_of(3, Mode::Direct, false, false, IpFamily::Dual);
+        let v = lab_neighbours(&s);
+        assert_eq!(v.len(), 2 * 3 * 2);
+        let e = v
+            .iter()
+            .find(|e| e.0 == "mxlab-t-n1" && e.2 == "fd30::12".parse::<IpAddr>().unwrap())
+            .unwrap();
+        assert_eq!(e.3, "02:6d:78:00:00:0c");
+        // Across the router: the IPv6 gateway too, and the router the nodes.
+        let s = state_of(4, Mode::Crosssubnet, false, false, IpFamily::Ipv6);
+        let v = lab_neighbours(&s);
+        assert!(v.iter().any(|e| e.0 == "mxlab-t-n3"
+            && e.2 == "fd30:0:0:1::1".parse::<IpAddr>().unwrap()
+            && e.3 == "02:6d:78:00:01:01"));
+        assert_eq!(v.iter().filter(|e| e.0 == "mxlab-t-rtr").count(), 8);
+        // Written before the nodes start: ipv6Address beside ipv4Address,
+        // only the IPv6 one in an IPv6-only lab.
+        let m = preconfig_manifest(&state_of(2, Mode::Direct, false, false, IpFamily::Dual));
+        assert!(
+            m.contains("    ipv4Address: 172.30.0.11/24\n    ipv6Address: fd30::11/64\n"),
+            "{m}"
+        );
+        let m = preconfig_manifest(&s);
+        assert!(m.contains("    ipv6Address: fd30:0:0:1::13/64\n"), "{m}");
+        assert!(!m.contains("ipv4Address"), "{m}");
     }
 
     #[test]

@@ -15,6 +15,11 @@ fn help_lists_the_calico_node_settings() {
         "MANX_IPV4POOL_IPIP",
         "MANX_IPV4POOL_VXLAN",
         "MANX_IPV4POOL_NAT_OUTGOING",
+        "IP6_AUTODETECTION_METHOD",
+        "MANX_IPV6POOL_CIDR",
+        "MANX_IPV6POOL_BLOCK_SIZE",
+        "MANX_IPV6POOL_VXLAN",
+        "MANX_IPV6POOL_NAT_OUTGOING",
     ] {
         assert!(help.contains(var), "--help should mention {var}:\n{help}");
     }

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use anyhow::{Result, bail};
 use clap::{Parser, Subcommand};
-use manx_e2e::lab::{self, LabSpec, LabState, Mode, Runtime, StoreKind, progress};
+use manx_e2e::lab::{self, IpFamily, LabSpec, LabState, Mode, Runtime, StoreKind, progress};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -54,6 +54,10 @@ enum Cmd {
         mode: Mode,
         #[arg(long, default_value_t = 0)]
         route_reflectors: usize,
+        /// ipv4, ipv6 (IPv6 pods and sessions only) or dual (every pod an
+        /// address of each family, a session per family between nodes).
+        #[arg(long, default_value = "ipv4")]
+        ip_family: IpFamily,
         #[arg(long, default_value = "embedded")]
         datastore: StoreKind,
         #[arg(long, default_value_t = 1)]
@@ -119,6 +123,7 @@ fn real_main() -> Result<()> {
             nodes,
             mode,
             route_reflectors,
+            ip_family,
             datastore,
             pods_per_node,
             runtime,
@@ -134,13 +139,14 @@ fn real_main() -> Result<()> {
             }
             let mut spec = LabSpec::new(&cli.id, nodes, mode);
             spec.route_reflectors = route_reflectors;
+            spec.ip_family = ip_family;
             spec.datastore = datastore;
             spec.pods_per_node = pods_per_node;
             spec.runtime = runtime;
             spec.stale_grace_secs = stale_grace_secs;
             spec.stale_scan_secs = stale_scan_secs;
             progress(format!(
-                "bringing up lab {:?}: {nodes} nodes, mode {mode:?}, {route_reflectors} route reflectors, {datastore:?} datastore, pods by {runtime:?}",
+                "bringing up lab {:?}: {nodes} nodes, mode {mode:?}, {ip_family}, {route_reflectors} route reflectors, {datastore:?} datastore, pods by {runtime:?}",
                 cli.id
             ));
             let t0 = std::time::Instant::now();

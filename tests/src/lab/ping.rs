@@ -1,17 +1,19 @@
 //! Pod-to-pod reachability, probed in parallel: one thread per source pod
 //! enters the pod's network namespace (`setns`, which moves only that
 //! thread) and sends ICMP echo requests to all its targets from one raw
-//! socket, resending to the silent ones every 200 ms until they answer or
+//! socket per family (ICMPv6 echo to the IPv6 addresses), resending to the silent ones every 200 ms until they answer or
 //! the timeout passes. A 100-pod full matrix is 100 threads, not 9,900
 //! `ping` processes one after another.
 //!
 //! [`PingPlan::Sample`] bounds the work at scale: every pod to `k` others
 //! spread over the cluster, plus one pod pair for each pair of nodes (so
 //! every node's routes to every other node's blocks are exercised once).
+//! A pod pair is pinged once per family both pods have: a dual-stack pair
+//! is two probes, the IPv6 one reported as `<pod> (IPv6)`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -32,7 +34,8 @@ pub enum PingPlan {
     Sample { k: usize },
 }
 
-/// A result of pinging pod pairs.
+/// A result of pinging pod pairs: (source pod, destination pod), the
+/// destination named `<pod> (IPv6)` for the IPv6 probe of a pair.
 #[derive(Debug, Default)]
 pub struct PingMatrix {
     pub ok: Vec<(String, String)>,
@@ -89,9 +92,15 @@ pub fn ping_pairs(pods: &[LabPod], plan: PingPlan) -> Vec<(usize, usize)> {
 /// to appear), in parallel.
 pub fn ping(state: &LabState, plan: PingPlan, timeout: Duration) -> PingMatrix {
     let pods = &state.pods;
-    let mut by_src: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    // Per source: (destination pod, its address), one per family both have.
+    let mut by_src: BTreeMap<usize, Vec<(usize, IpAddr)>> = BTreeMap::new();
     for (a, b) in ping_pairs(pods, plan) {
-        by_src.entry(a).or_default().push(b);
+        let from = pods[a].addrs();
+        for ip in pods[b].addrs() {
+            if from.iter().any(|f| f.is_ipv4() == ip.is_ipv4()) {
+                by_src.entry(a).or_default().push((b, ip));
+            }
+        }
     }
     let work = Mutex::new(by_src.into_iter().collect::<Vec<_>>());
     let results = Mutex::new(Vec::new());
@@ -103,10 +112,11 @@ pub fn ping(state: &LabState, plan: PingPlan, timeout: Duration) -> PingMatrix {
                     let Some((a, targets)) = work.lock().unwrap().pop() else {
                         return;
                     };
-                    let answered = probe_from(state, &pods[a], &targets, timeout);
+                    let ips: Vec<IpAddr> = targets.iter().map(|t| t.1).collect();
+                    let answered = probe_from(state, &pods[a], &ips, timeout);
                     let mut r = results.lock().unwrap();
-                    for (b, ok) in targets.into_iter().zip(answered) {
-                        r.push((a, b, ok));
+                    for ((b, ip), ok) in targets.into_iter().zip(answered) {
+                        r.push((a, b, ip.is_ipv6(), ok));
                     }
                 }
             });
@@ -115,8 +125,13 @@ pub fn ping(state: &LabState, plan: PingPlan, timeout: Duration) -> PingMatrix {
     let mut results = results.into_inner().unwrap();
     results.sort();
     let mut m = PingMatrix::default();
-    for (a, b, ok) in results {
-        let pair = (pods[a].name.clone(), pods[b].name.clone());
+    for (a, b, v6, ok) in results {
+        let dst = if v6 {
+            format!("{} (IPv6)", pods[b].name)
+        } else {
+            pods[b].name.clone()
+        };
+        let pair = (pods[a].name.clone(), dst);
         if ok {
             m.ok.push(pair)
         } else {
@@ -131,12 +146,9 @@ pub fn ping_all(state: &LabState, timeout: Duration) -> PingMatrix {
     ping(state, PingPlan::Full, timeout)
 }
 
-/// Which of `targets` (pod indices) answer `src`.
-fn probe_from(state: &LabState, src: &LabPod, targets: &[usize], timeout: Duration) -> Vec<bool> {
-    let ips: Vec<Option<Ipv4Addr>> = targets
-        .iter()
-        .map(|&b| state.pods[b].ip.parse().ok())
-        .collect();
+/// Which of `targets` (pod addresses) answer `src`.
+fn probe_from(state: &LabState, src: &LabPod, targets: &[IpAddr], timeout: Duration) -> Vec<bool> {
+    let ips: Vec<Option<IpAddr>> = targets.iter().copied().map(Some).collect();
     let path = if src.container {
         src.pid
             .map(|pid| PathBuf::from(format!("/proc/{pid}/ns/net")))
@@ -163,10 +175,10 @@ fn probe_from(state: &LabState, src: &LabPod, targets: &[usize], timeout: Durati
 }
 
 /// From inside the network namespace at `netns`, which of `targets` answer
-/// an ICMP echo within `timeout` (a `None` target never does).
+/// an ICMP (ICMPv6) echo within `timeout` (a `None` target never does).
 pub fn probe(
     netns: &std::path::Path,
-    targets: &[Option<Ipv4Addr>],
+    targets: &[Option<IpAddr>],
     timeout: Duration,
 ) -> Result<Vec<bool>> {
     let netns = netns.to_path_buf();
@@ -183,10 +195,25 @@ pub fn probe(
     .map_err(|_| anyhow::anyhow!("ping thread panicked"))?
 }
 
-fn echo_all(targets: &[Option<Ipv4Addr>], timeout: Duration) -> Result<Vec<bool>> {
-    let sock = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::ICMPV4))
-        .context("raw ICMP socket (needs root)")?;
-    sock.set_read_timeout(Some(Duration::from_millis(20)))?;
+/// A raw ICMP socket of one family, if any target is of that family.
+fn icmp_socket(targets: &[Option<IpAddr>], v6: bool) -> Result<Option<Socket>> {
+    if !targets.iter().flatten().any(|t| t.is_ipv6() == v6) {
+        return Ok(None);
+    }
+    let sock = if v6 {
+        // The kernel computes ICMPv6 checksums on raw ICMPv6 sockets.
+        Socket::new(Domain::IPV6, Type::RAW, Some(Protocol::ICMPV6))
+            .context("raw ICMPv6 socket (needs root)")?
+    } else {
+        Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::ICMPV4))
+            .context("raw ICMP socket (needs root)")?
+    };
+    sock.set_read_timeout(Some(Duration::from_millis(10)))?;
+    Ok(Some(sock))
+}
+
+fn echo_all(targets: &[Option<IpAddr>], timeout: Duration) -> Result<Vec<bool>> {
+    let socks = [icmp_socket(targets, false)?, icmp_socket(targets, true)?];
     // The thread's id keeps concurrent probes in one namespace apart.
     let ident = (std::process::id() as u16) ^ (nix::unistd::gettid().as_raw() as u16);
     let mut answered: Vec<bool> = vec![false; targets.len()];
@@ -206,31 +233,45 @@ fn echo_all(targets: &[Option<Ipv4Addr>], timeout: Duration) -> Result<Vec<bool>
                 if let Some(ip) = t
                     && !answered[seq]
                 {
-                    let pkt = echo_request(ident, seq as u16);
+                    let (sock, pkt) = match ip {
+                        IpAddr::V4(_) => (&socks[0], echo_request(ident, seq as u16)),
+                        IpAddr::V6(v6) => (&socks[1], echo_request_v6(ident, seq as u16, *v6)),
+                    };
                     // An unreachable destination is a failed probe, not an error.
-                    let _ = sock.send_to(&pkt, &SockAddr::from(SocketAddrV4::new(*ip, 0)));
+                    if let Some(sock) = sock {
+                        let _ = sock.send_to(&pkt, &SockAddr::from(SocketAddr::new(*ip, 0)));
+                    }
                 }
             }
             next_send = Instant::now() + Duration::from_millis(200);
         }
-        match (&sock).read(&mut buf) {
-            Ok(len) => {
-                if let Some((from, id, seq)) = parse_echo_reply(&buf[..len])
-                    && id == ident
-                    && let Some(Some(ip)) = targets.get(seq as usize)
-                    && *ip == from
-                {
-                    answered[seq as usize] = true;
+        for (v6, sock) in socks.iter().enumerate() {
+            let Some(sock) = sock else { continue };
+            match (&*sock).read(&mut buf) {
+                Ok(len) => {
+                    let pkt = &buf[..len];
+                    let reply = if v6 == 1 {
+                        parse_echo_reply_v6(pkt).map(|(to, id, seq)| (IpAddr::V6(to), id, seq))
+                    } else {
+                        parse_echo_reply(pkt).map(|(f, id, seq)| (IpAddr::V4(f), id, seq))
+                    };
+                    if let Some((from, id, seq)) = reply
+                        && id == ident
+                        && let Some(Some(ip)) = targets.get(seq as usize)
+                        && *ip == from
+                    {
+                        answered[seq as usize] = true;
+                    }
                 }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock
+                            | std::io::ErrorKind::TimedOut
+                            | std::io::ErrorKind::Interrupted
+                    ) => {}
+                Err(e) => return Err(e).context("receiving ICMP"),
             }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock
-                        | std::io::ErrorKind::TimedOut
-                        | std::io::ErrorKind::Interrupted
-                ) => {}
-            Err(e) => return Err(e).context("receiving ICMP"),
         }
     }
 }
@@ -264,6 +305,32 @@ pub fn parse_echo_reply(pkt: &[u8]) -> Option<(Ipv4Addr, u16, u16)> {
     Some((from, id, seq))
 }
 
+/// An ICMPv6 echo request (RFC 4443 §4.1): type 128, code 0, checksum 0
+/// (the kernel fills it in on a raw ICMPv6 socket), identifier, sequence,
+/// and as payload `manx-lab` and the address it is sent to. A raw ICMPv6
+/// socket receives no IPv6 header, so the reply's echoed payload is what
+/// says whom it came from.
+pub fn echo_request_v6(ident: u16, seq: u16, to: Ipv6Addr) -> Vec<u8> {
+    let mut p = vec![128, 0, 0, 0];
+    p.extend_from_slice(&ident.to_be_bytes());
+    p.extend_from_slice(&seq.to_be_bytes());
+    p.extend_from_slice(b"manx-lab");
+    p.extend_from_slice(&to.octets());
+    p
+}
+
+/// The address (from the echoed payload), identifier and sequence of an
+/// ICMPv6 echo reply (type 129) answering [`echo_request_v6`].
+pub fn parse_echo_reply_v6(icmp: &[u8]) -> Option<(Ipv6Addr, u16, u16)> {
+    if icmp.len() < 32 || icmp[0] != 129 || icmp[1] != 0 || &icmp[8..16] != b"manx-lab" {
+        return None;
+    }
+    let to: [u8; 16] = icmp[16..32].try_into().ok()?;
+    let id = u16::from_be_bytes([icmp[4], icmp[5]]);
+    let seq = u16::from_be_bytes([icmp[6], icmp[7]]);
+    Some((Ipv6Addr::from(to), id, seq))
+}
+
 /// The Internet checksum (RFC 1071).
 fn checksum(b: &[u8]) -> u16 {
     let mut sum: u32 = 0;
@@ -294,6 +361,7 @@ mod tests {
                     node: format!("node{n}"),
                     netns: format!("mxlab-t-node{n}-p{p}"),
                     ip: format!("10.65.{n}.{p}"),
+                    ips: vec![],
                     container: false,
                     pid: None,
                 });
@@ -344,6 +412,22 @@ mod tests {
         // 100 nodes: far below the 9,900 pairs of the full matrix.
         let p = pods(100, 1);
         assert!(ping_pairs(&p, PingPlan::Sample { k: 3 }).len() < 5300);
+    }
+
+    #[test]
+    fn icmpv6_echo_reply_names_the_address_it_answers_for() {
+        let to: Ipv6Addr = "fd65::1:2".parse().unwrap();
+        let req = echo_request_v6(0x1234, 7, to);
+        assert_eq!(req[0], 128);
+        // The reply echoes identifier, sequence and payload (RFC 4443 §4.2).
+        let mut reply = req.clone();
+        reply[0] = 129;
+        assert_eq!(parse_echo_reply_v6(&reply), Some((to, 0x1234, 7)));
+        // Our own request (looped back) or a neighbour solicitation is not one.
+        assert_eq!(parse_echo_reply_v6(&req), None);
+        let mut ns = reply.clone();
+        ns[0] = 135;
+        assert_eq!(parse_echo_reply_v6(&ns), None);
     }
 
     #[test]

@@ -19,7 +19,11 @@ pub fn cni_config(state: &LabState, node: &LabNode) -> serde_json::Value {
         "type": "manx",
         "nodename": node.name,
         "log_level": "info",
-        "ipam": { "type": "manx-ipam", "assign_ipv4": "true", "assign_ipv6": "false" },
+        "ipam": {
+            "type": "manx-ipam",
+            "assign_ipv4": state.spec.ip_family.v4().to_string(),
+            "assign_ipv6": state.spec.ip_family.v6().to_string(),
+        },
     });
     match state.spec.datastore {
         StoreKind::Embedded => {
@@ -106,6 +110,7 @@ pub fn add_pod(state: &mut LabState, node: &LabNode, p: usize) -> Result<LabPod>
             name: name.clone(),
             node: node.name.clone(),
             netns: name,
+            ips: vec![c.ip.clone()],
             ip: c.ip,
             container: true,
             pid: Some(c.pid),
@@ -120,17 +125,33 @@ pub fn add_pod(state: &mut LabState, node: &LabNode, p: usize) -> Result<LabPod>
     let result = cni(state, node, "ADD", &pod_ns)?;
     let v: serde_json::Value =
         serde_json::from_str(&result).with_context(|| format!("CNI result {result:?}"))?;
-    let ip = v["ips"][0]["address"]
-        .as_str()
-        .and_then(|a| a.split('/').next())
-        .with_context(|| format!("CNI result without an address: {result}"))?
-        .to_string();
-    progress(format!("pod {pod_ns} on {}: {ip}", node.name));
+    let ips: Vec<String> = v["ips"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|ip| ip["address"].as_str())
+        .filter_map(|a| a.split('/').next())
+        .map(str::to_string)
+        .collect();
+    let ip = ips
+        .first()
+        .cloned()
+        .with_context(|| format!("CNI result without an address: {result}"))?;
+    let want = usize::from(state.spec.ip_family.v4()) + usize::from(state.spec.ip_family.v6());
+    if ips.len() != want {
+        bail!(
+            "CNI result for {pod_ns} has {} addresses, the lab's {} family wants {want}: {result}",
+            ips.len(),
+            state.spec.ip_family
+        );
+    }
+    progress(format!("pod {pod_ns} on {}: {}", node.name, ips.join(" ")));
     let pod = LabPod {
         name: pod_ns.clone(),
         node: node.name.clone(),
         netns: pod_ns,
         ip,
+        ips,
         container: false,
         pid: None,
     };
@@ -185,7 +206,9 @@ pub fn convergence_trial(
         .filter(|o| o.name != n.name)
         .map(|o| Netns::adopt(&o.netns))
         .collect();
-    let prefix = format!("{}/32", pod.ip);
+    // The pod's first address: IPv4, or IPv6 in an IPv6-only lab.
+    let host_len = if pod.ip.contains(':') { 128 } else { 32 };
+    let prefix = format!("{}/{host_len}", pod.ip);
     for ns in &others {
         wait_for(
             &format!("route to {prefix} in {}", ns.name()),

@@ -5,18 +5,21 @@ use std::collections::BTreeMap;
 use super::LabState;
 use crate::netns::Netns;
 
-/// Each node's routing table, as `ip route` prints it.
+/// Each node's routing table, as `ip route` prints it, followed by `ip -6
+/// route` in a lab with IPv6.
 pub fn routes(state: &LabState) -> BTreeMap<String, String> {
+    let v6 = state.spec.ip_family.v6();
     state
         .nodes
         .iter()
         .map(|n| {
             let ns = Netns::adopt(&n.netns);
-            (
-                n.name.clone(),
-                ns.ip(&["route", "show"])
-                    .unwrap_or_else(|e| format!("{e:#}")),
-            )
+            let show = |args: &[&str]| ns.ip(args).unwrap_or_else(|e| format!("{e:#}"));
+            let mut text = show(&["route", "show"]);
+            if v6 {
+                text.push_str(&show(&["-6", "route", "show"]));
+            }
+            (n.name.clone(), text)
         })
         .collect()
 }

@@ -838,6 +838,7 @@ mod tests {
                 netns: "mxlab-unit-n1".into(),
                 ip: "172.30.0.11".parse().unwrap(),
                 prefix_len: 24,
+                ip6: None,
                 subnet: 0,
                 route_reflector: false,
                 pid: None,

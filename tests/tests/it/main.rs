@@ -13,6 +13,7 @@ mod autodetect;
 mod churn;
 mod cluster_modes;
 mod deploy_manifests;
+mod dual_stack;
 mod lab_hygiene;
 mod no_ipip_kernel;
 mod node_agent;

@@ -12,21 +12,27 @@ use testkit::eventually;
 
 /// A continuous ping from `from` to `to` (pod names), `count` probes 100 ms apart.
 fn ping(state: &LabState, from: &str, to: &str, count: u32) -> Proc {
+    ping_family(state, from, to, count, false)
+}
+
+/// [`ping`] to the destination's IPv6 address with `v6`.
+fn ping_family(state: &LabState, from: &str, to: &str, count: u32, v6: bool) -> Proc {
     let src = state.pods.iter().find(|p| p.name == from).unwrap();
     let dst = state.pods.iter().find(|p| p.name == to).unwrap();
+    let ip = dst
+        .addrs()
+        .into_iter()
+        .find(|a| a.is_ipv6() == v6)
+        .unwrap_or_else(|| panic!("{to} has no address of that family: {:?}", dst.addrs()))
+        .to_string();
     let mut cmd = Command::new("ping");
-    cmd.args([
-        "-n",
-        "-i",
-        "0.1",
-        "-W",
-        "1",
-        "-c",
-        &count.to_string(),
-        &dst.ip,
-    ]);
+    cmd.args(["-n", "-i", "0.1", "-W", "1", "-c", &count.to_string(), &ip]);
+    let family = if v6 { "-v6" } else { "" };
     Netns::adopt(&src.netns)
-        .spawn(cmd, &state.dir.join(format!("ping-{from}-{to}.log")))
+        .spawn(
+            cmd,
+            &state.dir.join(format!("ping-{from}-{to}{family}.log")),
+        )
         .unwrap()
 }
 
@@ -125,6 +131,39 @@ fn heavy_kill_9_of_one_node_loses_no_ping() {
         let f = flaps(&n.run_dir.join("route-monitor.log"));
         assert!(f.is_empty(), "{}: routes flapped: {f:?}", n.name);
     }
+}
+
+/// The same over IPv6 in a dual-stack lab: the killed node's IPv6 sessions
+/// go down with it, its peers keep its IPv6 block (graceful restart) and
+/// the restarted node keeps forwarding on the kernel's routes meanwhile.
+#[test]
+fn heavy_kill_9_of_one_node_loses_no_ipv6_ping() {
+    if !require() {
+        return;
+    }
+    let mut spec = Lab::spec("e2e6f", 3, Mode::Direct);
+    spec.ip_family = manx_e2e::lab::IpFamily::Dual;
+    let lab = &mut Lab::up(spec);
+    lab.assert_all_ping();
+    let pods: Vec<String> = lab.0.pods.iter().map(|p| p.name.clone()).collect();
+    let monitors = monitor_routes(&lab.0);
+    let between = ping_family(&lab.0, &pods[1], &pods[2], 200, true);
+    let across = ping_family(&lab.0, &pods[1], &pods[0], 200, true);
+    let killed = lab.0.nodes[0].pid.unwrap();
+    signal(killed as i32, libc_sigkill());
+    std::thread::sleep(Duration::from_secs(3));
+    lab::start_node(&mut lab.0, 0).unwrap();
+    let (t, r) = ping_result(between);
+    assert_eq!(t, r, "IPv6 ping between the other nodes lost packets");
+    let (t, r) = ping_result(across);
+    assert_eq!(t, r, "IPv6 ping across the restarted node lost packets");
+    drop(monitors);
+    for n in &lab.0.nodes {
+        let f = flaps(&n.run_dir.join("route-monitor.log"));
+        assert!(f.is_empty(), "{}: routes flapped: {f:?}", n.name);
+    }
+    // The restarted node is back on both families.
+    lab.assert_all_ping();
 }
 
 fn libc_sigkill() -> i32 {
