@@ -86,6 +86,7 @@ pub fn resources_table(items: &[Resource], wide: bool) -> Table {
         (Node, true) => Table::new(&["NAME", "ASN", "IPV4", "IPV6"]),
         (IPAMConfiguration, _) => Table::new(&["NAME", "STRICTAFFINITY", "MAXBLOCKSPERHOST"]),
         (IPReservation, _) => Table::new(&["NAME", "CIDRS"]),
+        (FelixConfiguration, _) => Table::new(&["NAME", "WIREGUARD", "WGPORT", "WGMTU"]),
         (WorkloadEndpoint, false) => Table::new(&["WORKLOAD", "NODE", "NETWORKS", "INTERFACE"]),
         (WorkloadEndpoint, true) => Table::new(&[
             "NAMESPACE",
@@ -165,6 +166,12 @@ pub fn resources_table(items: &[Resource], wide: bool) -> Table {
             Resource::IPReservation(r) => {
                 vec![r.metadata.name.clone(), r.spec.reserved_cidrs.join(",")]
             }
+            Resource::FelixConfiguration(c) => vec![
+                c.metadata.name.clone(),
+                opt(c.spec.wireguard_enabled),
+                opt(c.spec.wireguard_listening_port),
+                opt(c.spec.wireguard_mtu),
+            ],
             Resource::WorkloadEndpoint(w) => {
                 let nets = w
                     .spec
@@ -234,5 +241,19 @@ mod tests {
             wide.contains("IPIPMODE") && wide.contains("Always"),
             "{wide}"
         );
+    }
+
+    #[test]
+    fn felixconfiguration_columns_show_what_was_written() {
+        let items = parse_manifests(
+            "apiVersion: projectcalico.org/v3\nkind: FelixConfiguration\nmetadata:\n  name: default\nspec:\n  wireguardEnabled: false\n  wireguardListeningPort: 51821\n",
+            "t.yaml",
+        )
+        .unwrap();
+        let t = resources_table(&items, false).render();
+        let rows: Vec<Vec<&str>> = t.lines().map(|l| l.split_whitespace().collect()).collect();
+        assert_eq!(rows[0], ["NAME", "WIREGUARD", "WGPORT", "WGMTU"]);
+        assert_eq!(rows[1][0], "default");
+        assert_eq!(rows[1][2], "51821");
     }
 }

@@ -9,7 +9,7 @@
 //! ```
 //!
 //! `<plural>` is [`KindId::plural`]: `ippools`, `bgpconfigurations`,
-//! `bgppeers`, `nodes`, `ipamconfigurations`, `ipreservations`,
+//! `bgppeers`, `nodes`, `ipamconfigurations`, `ipreservations`, `felixconfigurations`,
 //! `workloadendpoints`.
 //!
 //! Values are the resource as compact JSON without `resourceVersion`; on
@@ -652,6 +652,7 @@ impl Client {
             KindId::IPAMConfiguration => go!(IPAMConfiguration),
             KindId::IPReservation => go!(IPReservation),
             KindId::WorkloadEndpoint => go!(WorkloadEndpoint),
+            KindId::FelixConfiguration => go!(FelixConfiguration),
         }
     }
 }

@@ -14,9 +14,10 @@ use serde::{Deserialize, Serialize};
 use crate::model::meta::{API_VERSION, ObjectMeta};
 use crate::model::validate::closest;
 use crate::model::{
-    BGPConfiguration, BGPConfigurationSpec, BGPPeer, BGPPeerSpec, IPAMConfiguration,
-    IPAMConfigurationSpec, IPPool, IPPoolSpec, IPReservation, IPReservationSpec, KindId, Node,
-    NodeSpec, Resource, WorkloadEndpoint, WorkloadEndpointSpec, with_resource,
+    BGPConfiguration, BGPConfigurationSpec, BGPPeer, BGPPeerSpec, FelixConfiguration,
+    FelixConfigurationSpec, IPAMConfiguration, IPAMConfigurationSpec, IPPool, IPPoolSpec,
+    IPReservation, IPReservationSpec, KindId, Node, NodeSpec, Resource, WorkloadEndpoint,
+    WorkloadEndpointSpec, with_resource,
 };
 
 const TOP_FIELDS: &[&str] = &["apiVersion", "kind", "metadata", "spec"];
@@ -30,6 +31,7 @@ enum AnySpec {
     IPAMConfiguration(IPAMConfigurationSpec),
     IPReservation(IPReservationSpec),
     WorkloadEndpoint(WorkloadEndpointSpec),
+    FelixConfiguration(FelixConfigurationSpec),
 }
 
 struct SpecSeed(KindId);
@@ -50,6 +52,9 @@ impl<'de> DeserializeSeed<'de> for SpecSeed {
             KindId::IPReservation => AnySpec::IPReservation(IPReservationSpec::deserialize(d)?),
             KindId::WorkloadEndpoint => {
                 AnySpec::WorkloadEndpoint(WorkloadEndpointSpec::deserialize(d)?)
+            }
+            KindId::FelixConfiguration => {
+                AnySpec::FelixConfiguration(FelixConfigurationSpec::deserialize(d)?)
             }
         })
     }
@@ -162,6 +167,9 @@ impl<'de> Visitor<'de> for ResourceVisitor {
             AnySpec::WorkloadEndpoint(spec) => {
                 Resource::WorkloadEndpoint(WorkloadEndpoint { metadata, spec })
             }
+            AnySpec::FelixConfiguration(spec) => {
+                Resource::FelixConfiguration(FelixConfiguration { metadata, spec })
+            }
         })
     }
 }
@@ -227,6 +235,7 @@ envelope_serde!(BGPPeer);
 envelope_serde!(IPAMConfiguration);
 envelope_serde!(IPReservation);
 envelope_serde!(WorkloadEndpoint);
+envelope_serde!(FelixConfiguration);
 envelope_serde!(@de Node);
 
 impl Serialize for Node {

@@ -23,6 +23,7 @@
 pub mod bgpconfig;
 pub mod bgppeer;
 mod envelope;
+pub mod felixconfig;
 pub mod ipam;
 pub mod ipamconfig;
 pub mod ippool;
@@ -42,6 +43,9 @@ pub use bgpconfig::{
     DEFAULT_AS_NUMBER, DEFAULT_BGP_PORT, PrefixAdvertisement, parse_community,
 };
 pub use bgppeer::{BGPPeer, BGPPeerSpec, NextHopMode, SourceAddress, parse_peer_ip};
+pub use felixconfig::{
+    DEFAULT_WIREGUARD_PORT, FelixConfiguration, FelixConfigurationSpec, WIREGUARD_OVERHEAD,
+};
 pub use ipamconfig::{IPAMConfiguration, IPAMConfigurationSpec, IPReservation, IPReservationSpec};
 pub use ippool::{
     AllowedUse, AssignmentMode, EncapMode, IPPool, IPPoolSpec, networks_overlap,
@@ -66,12 +70,13 @@ pub enum KindId {
     IPAMConfiguration,
     IPReservation,
     WorkloadEndpoint,
+    FelixConfiguration,
 }
 
 impl KindId {
     /// Every kind, in a stable order (the order `manxctl` applies a mixed
     /// manifest in is the caller's business).
-    pub const ALL: [KindId; 7] = [
+    pub const ALL: [KindId; 8] = [
         KindId::IPPool,
         KindId::BGPConfiguration,
         KindId::BGPPeer,
@@ -79,6 +84,7 @@ impl KindId {
         KindId::IPAMConfiguration,
         KindId::IPReservation,
         KindId::WorkloadEndpoint,
+        KindId::FelixConfiguration,
     ];
 
     /// The `kind:` string, e.g. `IPPool`.
@@ -91,6 +97,7 @@ impl KindId {
             KindId::IPAMConfiguration => "IPAMConfiguration",
             KindId::IPReservation => "IPReservation",
             KindId::WorkloadEndpoint => "WorkloadEndpoint",
+            KindId::FelixConfiguration => "FelixConfiguration",
         }
     }
 
@@ -104,6 +111,7 @@ impl KindId {
             KindId::IPAMConfiguration => "ipamconfigurations",
             KindId::IPReservation => "ipreservations",
             KindId::WorkloadEndpoint => "workloadendpoints",
+            KindId::FelixConfiguration => "felixconfigurations",
         }
     }
 
@@ -117,6 +125,7 @@ impl KindId {
             KindId::IPAMConfiguration => "ipamconfiguration",
             KindId::IPReservation => "ipreservation",
             KindId::WorkloadEndpoint => "workloadendpoint",
+            KindId::FelixConfiguration => "felixconfiguration",
         }
     }
 
@@ -140,6 +149,12 @@ impl KindId {
             ],
             KindId::IPReservation => &["ipreservation", "ipreservations"],
             KindId::WorkloadEndpoint => &["workloadendpoint", "workloadendpoints", "wep", "weps"],
+            KindId::FelixConfiguration => &[
+                "felixconfiguration",
+                "felixconfigurations",
+                "felixconfig",
+                "felixconfigs",
+            ],
         }
     }
 
@@ -210,6 +225,7 @@ pub enum Resource {
     IPAMConfiguration(IPAMConfiguration),
     IPReservation(IPReservation),
     WorkloadEndpoint(WorkloadEndpoint),
+    FelixConfiguration(FelixConfiguration),
 }
 
 /// Calls `$body` with `$x` bound to the inner typed value of a `Resource`.
@@ -223,6 +239,7 @@ macro_rules! with_resource {
             Resource::IPAMConfiguration($x) => $body,
             Resource::IPReservation($x) => $body,
             Resource::WorkloadEndpoint($x) => $body,
+            Resource::FelixConfiguration($x) => $body,
         }
     };
 }
@@ -238,6 +255,7 @@ impl Resource {
             Resource::IPAMConfiguration(_) => KindId::IPAMConfiguration,
             Resource::IPReservation(_) => KindId::IPReservation,
             Resource::WorkloadEndpoint(_) => KindId::WorkloadEndpoint,
+            Resource::FelixConfiguration(_) => KindId::FelixConfiguration,
         }
     }
     pub fn metadata(&self) -> &ObjectMeta {
@@ -331,6 +349,7 @@ impl_kind!(Node);
 impl_kind!(IPAMConfiguration);
 impl_kind!(IPReservation);
 impl_kind!(WorkloadEndpoint);
+impl_kind!(FelixConfiguration);
 
 /// Validate a set of objects together: each on its own, plus no two objects
 /// of one kind with one name, and no overlapping pools.

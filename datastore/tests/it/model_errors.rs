@@ -108,13 +108,34 @@ fn wrong_api_version_and_kind() {
     let e = err(text, "p.yaml");
     assert!(e.to_string().contains("did you mean IPPool?"), "{e}");
 
-    let text = "apiVersion: projectcalico.org/v3\nkind: FelixConfiguration\nmetadata:\n  name: p\n";
+    let text =
+        "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata:\n  name: p\n";
     let e = err(text, "p.yaml");
     assert!(
         e.to_string()
-            .contains("unknown kind \"FelixConfiguration\""),
+            .contains("unknown kind \"GlobalNetworkPolicy\""),
         "{e}"
     );
+}
+
+/// A Calico FelixConfiguration reads; each field Manx does not act on is refused by
+/// name at its line, and a misspelt one is an unknown field with a hint.
+#[test]
+fn felixconfiguration_refuses_calico_fields_by_name_and_line() {
+    let text = "apiVersion: projectcalico.org/v3\nkind: FelixConfiguration\nmetadata:\n  name: default\nspec:\n  wireguardListeningPort: 51821\n  ipipMTU: 1400\n  wireguardMtu: 1400\n";
+    let e = err(text, "felix.yaml");
+    let s = e.to_string();
+    assert!(
+        s.contains(
+            "felix.yaml:7:3: FelixConfiguration default: spec.ipipMTU is not supported by Manx yet"
+        ),
+        "{s}"
+    );
+    assert!(
+        s.contains("felix.yaml:8:3:") && s.contains("(did you mean wireguardMTU?)"),
+        "{s}"
+    );
+    assert_eq!(e.problems.len(), 2, "{s}");
 }
 
 #[test]

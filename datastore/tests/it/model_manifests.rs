@@ -289,7 +289,11 @@ fn kind_names_as_calicoctl() {
     ] {
         assert_eq!(kind_from_name(name), Some(kind), "{name}");
     }
-    assert_eq!(kind_from_name("felixconfig"), None);
+    assert_eq!(
+        kind_from_name("felixconfig"),
+        Some(KindId::FelixConfiguration)
+    );
+    assert_eq!(kind_from_name("globalnetworkpolicy"), None);
     assert_eq!(<IPPool as Kind>::PLURAL, "ippools");
     const { assert!(<WorkloadEndpoint as Kind>::NAMESPACED) };
     const { assert!(!<Node as Kind>::NAMESPACED) };
