@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail};
 
 use super::runtime::{self, Runtime};
 use super::{ETCD_ENDPOINT, LabNode, LabPod, LabState, StoreKind, ns_name, progress};
-use crate::netns::{Netns, wait_for};
+use crate::netns::Netns;
 
 /// The CNI network config the lab's pods are created with.
 pub fn cni_config(state: &LabState, node: &LabNode) -> serde_json::Value {
@@ -188,14 +188,17 @@ pub fn del_pod(state: &mut LabState, pod: &str) -> Result<()> {
     Ok(())
 }
 
-/// One convergence trial: CNI ADD of a pod on `node` (in a pool whose
-/// blockSize makes every pod claim a new block) until the block's route is
-/// in every other node's table. Returns (ADD duration, convergence time).
+/// One convergence trial: CNI ADD of a pod on `node` (in pools whose
+/// blockSize makes every pod claim a new block) until each of its blocks'
+/// routes is in every other node's table. Returns the ADD duration and, per
+/// pod address (one per family of the lab), the time from the start of the
+/// ADD until the last other node had the route. The families are polled
+/// together (in alternating order), so one does not wait behind the other.
 pub fn convergence_trial(
     state: &mut LabState,
     node: usize,
     p: usize,
-) -> Result<(Duration, Duration)> {
+) -> Result<(Duration, Vec<(std::net::IpAddr, Duration)>)> {
     let n = state.nodes[node].clone();
     let t0 = std::time::Instant::now();
     let pod = add_pod(state, &n, p)?;
@@ -206,20 +209,65 @@ pub fn convergence_trial(
         .filter(|o| o.name != n.name)
         .map(|o| Netns::adopt(&o.netns))
         .collect();
-    // The pod's first address: IPv4, or IPv6 in an IPv6-only lab.
-    let host_len = if pod.ip.contains(':') { 128 } else { 32 };
-    let prefix = format!("{}/{host_len}", pod.ip);
-    for ns in &others {
-        wait_for(
-            &format!("route to {prefix} in {}", ns.name()),
-            Duration::from_secs(10),
-            || {
-                let out = ns.ip(&["-o", "route", "show", &prefix])?;
-                Ok(out.contains("proto 77").then_some(()))
-            },
-        )?;
+    let addrs = pod.addrs();
+    // Per address: the nodes that still lack its route, and when the last got it.
+    let mut pending: Vec<Vec<&Netns>> = addrs.iter().map(|_| others.iter().collect()).collect();
+    let mut done: Vec<Option<Duration>> = vec![None; addrs.len()];
+    let deadline = t0 + Duration::from_secs(10);
+    let mut reversed = false;
+    while done.iter().any(Option::is_none) {
+        // Each round checks the families in the other order, so neither
+        // is always seen one `ip` run later than the other.
+        let mut order: Vec<usize> = (0..addrs.len()).collect();
+        if reversed {
+            order.reverse();
+        }
+        reversed = !reversed;
+        for i in order {
+            let ip = &addrs[i];
+            if done[i].is_some() {
+                continue;
+            }
+            // `ip route show <prefix>` lists IPv4 routes only without -6.
+            let (family, len) = if ip.is_ipv6() {
+                ("-6", 128)
+            } else {
+                ("-4", 32)
+            };
+            let prefix = format!("{ip}/{len}");
+            let mut still = Vec::new();
+            for ns in pending[i].drain(..) {
+                let out = ns.ip(&[family, "-o", "route", "show", &prefix])?;
+                if !out.contains("proto 77") {
+                    still.push(ns);
+                }
+            }
+            if still.is_empty() {
+                done[i] = Some(t0.elapsed());
+            }
+            pending[i] = still;
+        }
+        if std::time::Instant::now() >= deadline {
+            let missing: Vec<String> = addrs
+                .iter()
+                .zip(&pending)
+                .filter(|(_, p)| !p.is_empty())
+                .map(|(ip, p)| {
+                    let names: Vec<&str> = p.iter().map(|ns| ns.name()).collect();
+                    format!("{ip} in {}", names.join(", "))
+                })
+                .collect();
+            bail!(
+                "timed out after 10 s waiting for the routes to {}",
+                missing.join("; ")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(5));
     }
-    Ok((add, t0.elapsed()))
+    Ok((
+        add,
+        addrs.into_iter().zip(done.into_iter().flatten()).collect(),
+    ))
 }
 
 /// The p-th percentile (0..=100) of `v` (sorted in place).
