@@ -11,7 +11,9 @@
 //! manx-node restart, and a withdrawal removes them.
 //!
 //! Everything lives in two namespaces on 198.19.50.0/24 (pool 10.19.0.0/16,
-//! ToR prefixes in 10.200.0.0/16 and 192.0.2.0/24).
+//! ToR prefixes in 10.200.0.0/16 and 192.0.2.0/24). The IPv6 test does the
+//! same over an IPv6 session on fd31:50::/64 and checks the other way too:
+//! the ToR receives the node's IPv6 block.
 
 use std::path::Path;
 use std::process::Command;
@@ -242,5 +244,182 @@ fn tor_routes_outside_the_pools_are_programmed_via_the_bgp_next_hop() {
         .iter()
         .any(|r| r.prefix == "10.200.0.0/26"))));
     assert!(has_route(&node, &default));
+    manx.terminate(Duration::from_secs(20));
+}
+
+/// The same over IPv6 (issue 21): an IPv6-only manx-node (`IP=none`,
+/// `IP6=autodetect`) with a BIRD 2 ToR as an explicit BGPPeer at its IPv6
+/// address, one IPv6 session between the two IPv6 addresses (eBGP, AS
+/// 65001, BIRD's `ipv6` channel as its users write it). A pod address
+/// allocated on the node (manx-ipam's library, as a CNI ADD does) claims a
+/// /122 block: the ToR receives it via the node's address; the ToR's
+/// fd19:200::/64 and its IPv6 default route are programmed into the node's
+/// kernel via the ToR's address. fd31:50::/64 for the link, pool
+/// fd19:19::/48.
+#[test]
+fn ipv6_tor_receives_the_blocks_and_its_routes_are_programmed() {
+    const TOR6: &str = "fd31:50::1";
+    const NODE6: &str = "fd31:50::2";
+    if !Prereqs::new().root().commands(&["ip", BIRD, BIRDC]).ok() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let tor = Netns::new("mxtor6");
+    let node = Netns::new("mxtor6");
+    veth(&tor, "eth0", &node, "eth0");
+    tor.ip(&["addr", "add", &format!("{TOR6}/64"), "dev", "eth0", "nodad"]);
+    node.ip(&[
+        "addr",
+        "add",
+        &format!("{NODE6}/64"),
+        "dev",
+        "eth0",
+        "nodad",
+    ]);
+
+    let store = runtime().block_on(async {
+        Arc::new(
+            EmbeddedStore::open(dir.path().join("manx.db"))
+                .await
+                .unwrap(),
+        )
+    });
+    runtime().block_on(async {
+        let client = Client::new(store.clone());
+        let peer = BGPPeer {
+            metadata: ObjectMeta::named("tor6"),
+            spec: BGPPeerSpec {
+                peer_ip: Some(TOR6.into()),
+                as_number: Some(AsNumber(65001)),
+                ..Default::default()
+            },
+        };
+        client.create(&peer).await.unwrap();
+    });
+
+    let conf = dir.path().join("bird.conf");
+    let sock = dir.path().join("bird.ctl");
+    std::fs::write(
+        &conf,
+        format!(
+            "router id 198.19.51.1;\nlog stderr all;\nprotocol device {{ scan time 2; }}\n\
+             protocol static tor6_net {{ ipv6; route fd19:200::/64 blackhole; \
+             route ::/0 blackhole; }}\n\
+             protocol bgp manx {{\n  local {TOR6} as 65001;\n  neighbor {NODE6} as 64512;\n  \
+             hold time 9; connect retry time 1; connect delay time 1; error wait time 1, 5;\n  \
+             ipv6 {{ import all; export where source = RTS_STATIC; }};\n}}\n"
+        ),
+    )
+    .unwrap();
+    let _bird = Daemon::spawn(
+        &tor,
+        dir.path(),
+        "bird",
+        BIRD,
+        &[
+            "-f",
+            "-s",
+            sock.to_str().unwrap(),
+            "-c",
+            conf.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let birdc = |args: &[&str]| testkit::run(Command::new(BIRDC).arg("-s").arg(&sock).args(args));
+    let mut manx = crate::support::start_manx_node(
+        &node,
+        dir.path(),
+        "mxtor6-node",
+        "10.19.0.0/16",
+        &[
+            ("IP", "none"),
+            ("IP6", "autodetect"),
+            ("IP6_AUTODETECTION_METHOD", "interface=eth0"),
+            ("MANX_IPV6POOL_CIDR", "fd19:19::/48"),
+        ],
+    );
+
+    // A pod address on the node, once it has registered and made its pool.
+    let ipam = ipam::Ipam::new(
+        store.clone(),
+        Arc::new(ipam::resources::DatastoreTopology::new(store.clone())),
+    );
+    let mut pod = None;
+    assert!(
+        eventually(LIMIT, || {
+            let args = ipam::AutoAssignArgs {
+                num_v4: 0,
+                num_v6: 1,
+                handle_id: "k8s-pod-network.tor6-pod".into(),
+                attrs: ipam::Attrs {
+                    handle_id: "k8s-pod-network.tor6-pod".into(),
+                    node: Some("mxtor6-node".into()),
+                    ..Default::default()
+                },
+                hostname: "mxtor6-node".into(),
+                ipv4_pools: vec![],
+                ipv6_pools: vec![],
+                intended_use: ipam::IntendedUse::Workload,
+                max_blocks_per_host: None,
+            };
+            pod = runtime()
+                .block_on(ipam.auto_assign(&args))
+                .ok()
+                .and_then(|r| r.ipv6.first().copied());
+            pod.is_some()
+        }),
+        "no IPv6 address for a pod: {}",
+        manx.log_text()
+    );
+    let pod = pod.unwrap();
+    assert!(pod.ip().to_string().starts_with("fd19:19:"), "{pod}");
+    let block = ipnetwork::Ipv6Network::new(
+        match pod.ip() {
+            std::net::IpAddr::V6(a) => a,
+            other => panic!("{other}"),
+        },
+        122,
+    )
+    .unwrap();
+    let block = format!("{}/122", block.network());
+
+    // The ToR receives the node's IPv6 block over the IPv6 session, next
+    // hop the node's IPv6 address.
+    let mut seen = String::new();
+    assert!(
+        eventually(LIMIT, || {
+            seen = birdc(&["show", "route", "protocol", "manx", "all"]);
+            seen.contains(&block) && seen.contains(&format!("via {NODE6} on eth0"))
+        }),
+        "ToR has no {block}:\n{seen}\n{}",
+        manx.log_text()
+    );
+
+    // The ToR's IPv6 routes reach the node's kernel via the ToR's address.
+    let has6 = |line: &str| {
+        node.ip(&["-6", "route", "show"])
+            .lines()
+            .any(|l| l.starts_with(line))
+    };
+    let tor_net = format!("fd19:200::/64 via {TOR6} dev eth0 proto 77");
+    let default = format!("default via {TOR6} dev eth0 proto 77");
+    assert!(
+        eventually(LIMIT, || has6(&tor_net) && has6(&default)),
+        "{}\n{}",
+        node.ip(&["-6", "route", "show"]),
+        manx.log_text()
+    );
+    // One session, IPv6; nothing IPv4 on either side.
+    let protocols = birdc(&["show", "protocols", "manx"]);
+    assert!(protocols.contains("Established"), "{protocols}");
+    assert!(!node.ip(&["route", "show"]).contains("proto 77"));
+
+    // Withdrawn by the ToR: removed from the node's kernel.
+    birdc(&["disable", "tor6_net"]);
+    assert!(
+        eventually(LIMIT, || !has6(&tor_net) && !has6(&default)),
+        "{}",
+        node.ip(&["-6", "route", "show"])
+    );
     manx.terminate(Duration::from_secs(20));
 }
