@@ -131,6 +131,12 @@ pub fn checksystem() -> Vec<Check> {
         },
     ));
     checks.push(probe(
+        "tun (CONFIG_TUN, /dev/net/tun)",
+        "IP pools with udpMode Always/CrossSubnet (udp.manx, Flannel's UDP backend)",
+        // The device the UDP backend uses: a multi-queue TUN.
+        &|ns| ns.ip(&["tuntap", "add", "dev", "mxu0", "mode", "tun", "multi_queue"]),
+    ));
+    checks.push(probe(
         "nftables (nft)",
         "natOutgoing on IP pools (masquerade in table ip manx)",
         &|ns| ns.exec("nft", &["add", "table", "ip", "manxprobe"]),

@@ -617,7 +617,7 @@ pub(crate) mod fixture {
 
     pub(crate) fn input(ipip: EncapMode, vxlan: EncapMode) -> DataplaneInput {
         let mut pool = PoolInfo::new(net("10.19.0.0/16"));
-        pool.encap = Tunnel::for_pool(&pool.cidr, ipip, vxlan);
+        pool.encap = Tunnel::for_pool(&pool.cidr, ipip, vxlan, EncapMode::Never);
         DataplaneInput {
             node_name: "a".into(),
             pools: vec![pool],

@@ -74,6 +74,7 @@ pub mod reconcile;
 pub mod sysctl;
 pub mod tunnel;
 pub mod types;
+pub mod udp;
 
 #[cfg(test)]
 mod dataplane_tests;

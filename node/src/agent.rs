@@ -220,6 +220,8 @@ struct Agent {
     tasks: Vec<tasks::Guard>,
     /// This node's workloads, for the stale-workload reclaim task.
     workloads: watch::Sender<Vec<datastore::model::WorkloadEndpoint>>,
+    /// `$MANX_RUN_DIR` (the UDP data path's lock and log).
+    run_dir: std::path::PathBuf,
 }
 
 impl Agent {
@@ -481,6 +483,7 @@ impl Agent {
             return;
         };
         let (tx, rx) = watch::channel(input);
+        self.spawn(crate::udp::supervise(tx.subscribe(), self.run_dir.clone()));
         self.dp_tx = Some(tx);
         self.spawn(async move {
             let mut observer = observer;
@@ -806,6 +809,7 @@ pub async fn run(cfg: NodeConfig) -> Result<()> {
         events: events_tx,
         tasks: Vec::new(),
         workloads: workloads_tx,
+        run_dir: cfg.run_dir.clone(),
     };
     agent.recompute();
 

@@ -219,6 +219,7 @@ impl ClusterView {
                     &p.spec.cidr,
                     encap(p.spec.ipip_mode()),
                     encap(p.spec.vxlan_mode()),
+                    encap(p.spec.udp_mode()),
                 ),
                 nat_outgoing: p.spec.nat_outgoing(),
                 disabled: p.spec.disabled(),

@@ -92,6 +92,14 @@ pub struct NodeConfig {
         ignore_case = true
     )]
     pub ipv4pool_vxlan: PoolEncap,
+    /// The default pool's `udpMode` (Manx extension: Flannel's UDP backend).
+    #[arg(
+        long,
+        env = "MANX_IPV4POOL_UDP",
+        default_value = "Never",
+        ignore_case = true
+    )]
+    pub ipv4pool_udp: PoolEncap,
     #[arg(long, env = "MANX_IPV4POOL_NAT_OUTGOING", default_value_t = true, action = clap::ArgAction::Set)]
     pub ipv4pool_nat_outgoing: bool,
     /// Default IPv6 pool (`CALICO_IPV6POOL_CIDR`), created on first start

@@ -19,3 +19,4 @@ pub mod reclaim;
 pub mod reclaim_scan;
 pub mod startup;
 pub mod status;
+pub mod udp;

@@ -132,6 +132,10 @@ pub fn default_pools(cfg: &NodeConfig) -> Vec<IPPool> {
         spec.block_size = Some(cfg.ipv4pool_block_size);
         spec.ipip_mode = Some(encap(cfg.ipv4pool_ipip));
         spec.vxlan_mode = Some(encap(cfg.ipv4pool_vxlan));
+        if cfg.ipv4pool_udp != PoolEncap::Never {
+            // Only when asked: a Calico pool never carries the Manx extension.
+            spec.udp_mode = Some(encap(cfg.ipv4pool_udp));
+        }
         spec.nat_outgoing = Some(cfg.ipv4pool_nat_outgoing);
         spec.node_selector = Some("all()".into());
         out.push(IPPool {
@@ -282,19 +286,20 @@ pub fn tunnel_pools(pools: &[IPPool], tunnel: Tunnel) -> Vec<String> {
         .collect()
 }
 
-/// The tunnel a pool uses, from its `ipipMode` / `vxlanMode`.
+/// The tunnel a pool uses, from its `ipipMode` / `vxlanMode` / `udpMode`.
 pub fn pool_tunnel(p: &IPPool) -> Option<Tunnel> {
-    let (ipip, vxlan) = (
+    let (ipip, vxlan, udp) = (
         crate::cluster::encap(p.spec.ipip_mode()),
         crate::cluster::encap(p.spec.vxlan_mode()),
+        crate::cluster::encap(p.spec.udp_mode()),
     );
-    Tunnel::for_pool(&p.spec.cidr, ipip, vxlan)
+    Tunnel::for_pool(&p.spec.cidr, ipip, vxlan, udp)
         .filter(|(_, m)| *m != felix::EncapMode::Never)
         .map(|(t, _)| t)
 }
 
 /// The IPAM handle of this node's address for `tunnel` (`ipip-tunnel-addr-<node>`,
-/// `vxlan-tunnel-addr-<node>`, `vxlan-v6-tunnel-addr-<node>`).
+/// `vxlan-tunnel-addr-<node>`, `vxlan-v6-tunnel-addr-<node>`, `udp-tunnel-addr-<node>`).
 pub fn tunnel_handle(tunnel: Tunnel, node: &str) -> String {
     format!("{}-tunnel-addr-{node}", tunnel.name())
 }
@@ -312,7 +317,8 @@ pub struct Tunnels {
 impl Tunnels {
     /// Write the addresses and MACs into the Node, Calico's fields:
     /// `bgp.ipv4IPIPTunnelAddr`, `ipv4VXLANTunnelAddr` + `vxlanTunnelMACAddr`,
-    /// `ipv6VXLANTunnelAddr` + `vxlanTunnelMACAddrV6` (a MAC only with its address).
+    /// `ipv6VXLANTunnelAddr` + `vxlanTunnelMACAddrV6` (a MAC only with its address), and
+    /// Manx's `ipv4UDPTunnelAddr`.
     pub fn record(&self, n: &mut Node) {
         for t in Tunnel::ALL {
             let addr = self.addrs.get(&t).map(|a| a.to_string());
@@ -336,6 +342,7 @@ impl Tunnels {
                     n.spec.ipv6_vxlan_tunnel_addr = addr;
                     n.spec.vxlan_tunnel_mac_addr_v6 = mac;
                 }
+                Tunnel::Udp => n.spec.ipv4_udp_tunnel_addr = addr,
             }
         }
     }
@@ -346,7 +353,7 @@ impl Tunnels {
         let mut out = BTreeMap::new();
         for t in Tunnel::ALL {
             let vtep = match t {
-                Tunnel::Ipip => None,
+                Tunnel::Ipip | Tunnel::Udp => None,
                 Tunnel::Vxlan => n
                     .ipv4_vxlan_tunnel_addr()
                     .map(IpAddr::V4)

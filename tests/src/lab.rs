@@ -54,6 +54,8 @@ pub enum Mode {
     /// `ipipMode: CrossSubnet` across two subnets (needs ipip).
     #[serde(rename = "ipip-crosssubnet")]
     IpipCrosssubnet,
+    /// `udpMode: Always` (Manx extension: Flannel's UDP backend over `udp.manx`).
+    Udp,
 }
 
 impl Mode {
@@ -72,8 +74,9 @@ impl std::str::FromStr for Mode {
             "ipip" => Mode::Ipip,
             "crosssubnet" => Mode::Crosssubnet,
             "ipip-crosssubnet" => Mode::IpipCrosssubnet,
+            "udp" => Mode::Udp,
             other => bail!(
-                "unknown mode {other:?}: use direct, vxlan, ipip, crosssubnet or ipip-crosssubnet"
+                "unknown mode {other:?}: use direct, vxlan, ipip, crosssubnet, ipip-crosssubnet or udp"
             ),
         })
     }
@@ -798,18 +801,20 @@ fn plug(hub: &Netns, ns: &Netns, hub_if: &str, ns_if: &str, subnet: u8) -> Resul
 }
 
 fn pool_env(state: &LabState) -> Vec<(String, String)> {
-    let (ipip, vxlan) = match state.spec.mode {
-        Mode::Direct => ("Never", "Never"),
-        Mode::Vxlan => ("Never", "Always"),
-        Mode::Ipip => ("Always", "Never"),
-        Mode::Crosssubnet => ("Never", "CrossSubnet"),
-        Mode::IpipCrosssubnet => ("CrossSubnet", "Never"),
+    let (ipip, vxlan, udp) = match state.spec.mode {
+        Mode::Direct => ("Never", "Never", "Never"),
+        Mode::Vxlan => ("Never", "Always", "Never"),
+        Mode::Ipip => ("Always", "Never", "Never"),
+        Mode::Crosssubnet => ("Never", "CrossSubnet", "Never"),
+        Mode::IpipCrosssubnet => ("CrossSubnet", "Never", "Never"),
+        Mode::Udp => ("Never", "Never", "Always"),
     };
     let family = state.spec.ip_family;
     let mut env: Vec<(String, String)> = vec![
         ("MANX_IPV4POOL_CIDR".into(), state.spec.pool_cidr.clone()),
         ("MANX_IPV4POOL_IPIP".into(), ipip.into()),
         ("MANX_IPV4POOL_VXLAN".into(), vxlan.into()),
+        ("MANX_IPV4POOL_UDP".into(), udp.into()),
         // Lab pods talk only to each other; no masquerade (and no nft needed).
         ("MANX_IPV4POOL_NAT_OUTGOING".into(), "false".into()),
         // An IPv6 pool has no IPIP: the mode's VXLAN setting is its only one.

@@ -65,6 +65,10 @@ pub struct IPPoolSpec {
     pub ipip_mode: Option<EncapMode>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vxlan_mode: Option<EncapMode>,
+    /// Manx extension (not in Calico): Flannel's UDP backend, IPv4 packets in UDP
+    /// port 8285 through the TUN device `udp.manx`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub udp_mode: Option<EncapMode>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nat_outgoing: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -94,6 +98,7 @@ impl IPPoolSpec {
             block_size: None,
             ipip_mode: None,
             vxlan_mode: None,
+            udp_mode: None,
             nat_outgoing: None,
             disabled: None,
             disable_bgp_export: None,
@@ -113,6 +118,9 @@ impl IPPoolSpec {
     }
     pub fn vxlan_mode(&self) -> EncapMode {
         self.vxlan_mode.unwrap_or_default()
+    }
+    pub fn udp_mode(&self) -> EncapMode {
+        self.udp_mode.unwrap_or_default()
     }
     pub fn nat_outgoing(&self) -> bool {
         self.nat_outgoing.unwrap_or(false)
@@ -189,13 +197,30 @@ impl IPPool {
                 ),
             );
         }
-        if spec.ipip_mode() != EncapMode::Never && spec.vxlan_mode() != EncapMode::Never {
+        let modes = [
+            ("ipipMode", spec.ipip_mode()),
+            ("vxlanMode", spec.vxlan_mode()),
+            ("udpMode", spec.udp_mode()),
+        ];
+        let set: Vec<String> = modes
+            .iter()
+            .filter(|(_, m)| *m != EncapMode::Never)
+            .map(|(f, m)| format!("{f} ({m:?})"))
+            .collect();
+        if set.len() == 2 {
             c.error(
                 "spec",
                 format!(
-                    "sets both ipipMode ({:?}) and vxlanMode ({:?}): a pool uses one encapsulation; set one of them to Never",
-                    spec.ipip_mode(),
-                    spec.vxlan_mode()
+                    "sets both {} and {}: a pool uses one encapsulation; set one of them to Never",
+                    set[0], set[1]
+                ),
+            );
+        } else if set.len() > 2 {
+            c.error(
+                "spec",
+                format!(
+                    "sets {}: a pool uses one encapsulation; set all but one of them to Never",
+                    set.join(", ")
                 ),
             );
         }
@@ -203,6 +228,12 @@ impl IPPool {
             c.error(
                 "spec.ipipMode",
                 "must be Never for an IPv6 pool: IPIP carries IPv4 only; use vxlanMode",
+            );
+        }
+        if spec.cidr.is_ipv6() && spec.udp_mode() != EncapMode::Never {
+            c.error(
+                "spec.udpMode",
+                "must be Never for an IPv6 pool: the UDP backend carries IPv4 only; use vxlanMode",
             );
         }
         if let Some(sel) = &spec.node_selector {

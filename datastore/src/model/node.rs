@@ -47,6 +47,13 @@ pub struct NodeSpec {
         skip_serializing_if = "Option::is_none"
     )]
     pub vxlan_tunnel_mac_addr_v6: Option<String>,
+    /// Manx extension: the address of `udp.manx` (UDP backend pools).
+    #[serde(
+        default,
+        rename = "ipv4UDPTunnelAddr",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub ipv4_udp_tunnel_addr: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub orch_refs: Option<Vec<OrchRef>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -177,6 +184,9 @@ impl Node {
     pub fn ipv6_vxlan_tunnel_addr(&self) -> Option<Ipv6Addr> {
         self.spec.ipv6_vxlan_tunnel_addr.as_deref()?.parse().ok()
     }
+    pub fn ipv4_udp_tunnel_addr(&self) -> Option<Ipv4Addr> {
+        self.spec.ipv4_udp_tunnel_addr.as_deref()?.parse().ok()
+    }
     /// The node's own AS number, if it overrides the cluster's.
     pub fn as_number(&self) -> Option<AsNumber> {
         self.spec.bgp.as_ref()?.as_number
@@ -239,6 +249,14 @@ impl Node {
         {
             c.error(
                 "spec.ipv4VXLANTunnelAddr",
+                format!("{a:?} is not an IPv4 address"),
+            );
+        }
+        if let Some(a) = &self.spec.ipv4_udp_tunnel_addr
+            && a.parse::<Ipv4Addr>().is_err()
+        {
+            c.error(
+                "spec.ipv4UDPTunnelAddr",
                 format!("{a:?} is not an IPv4 address"),
             );
         }

@@ -83,6 +83,24 @@ fn both_encapsulations() {
     // Never + Always is fine.
     p.spec.vxlan_mode = Some(EncapMode::Never);
     assert!(errors(&p).is_empty());
+    // udpMode (a Manx extension) counts as an encapsulation too.
+    p.spec.udp_mode = Some(EncapMode::Always);
+    assert_error(
+        &p,
+        "ippool pool1: spec sets both ipipMode (Always) and udpMode (Always): a pool uses one encapsulation; set one of them to Never",
+    );
+    p.spec.ipip_mode = Some(EncapMode::Never);
+    assert!(errors(&p).is_empty());
+}
+
+#[test]
+fn udp_on_ipv6() {
+    let mut p = pool("v6", "fd00::/64");
+    p.spec.udp_mode = Some(EncapMode::CrossSubnet);
+    assert_error(
+        &p,
+        "ippool v6: spec.udpMode must be Never for an IPv6 pool: the UDP backend carries IPv4 only; use vxlanMode",
+    );
 }
 
 #[test]

@@ -181,6 +181,9 @@ pub enum LinkKind {
         /// Parent (underlay) device index.
         parent: Option<u32>,
     },
+    /// A persistent multi-queue TUN (created through `/dev/net/tun`, not `RTM_NEWLINK`,
+    /// which the tun driver refuses); the UDP backend's `udp.manx`.
+    Tun,
     /// Anything else (veth, ethernet, …), by kind name if the kernel gave one.
     Other(Option<String>),
 }

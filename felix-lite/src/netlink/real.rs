@@ -124,6 +124,7 @@ fn parse_link(m: &LinkMessage) -> KernelLink {
     }
     link.kind = match kind_name.as_deref() {
         Some("ipip") => LinkKind::Ipip,
+        Some("tun") => LinkKind::Tun,
         Some("vxlan") => LinkKind::Vxlan {
             vni: vni.unwrap_or(0),
             port,
@@ -166,6 +167,8 @@ fn new_link_message(spec: &LinkSpec) -> LinkMessage {
                 LinkInfo::Data(InfoData::Vxlan(data)),
             ]
         }
+        // Never sent: add_link creates TUNs through /dev/net/tun.
+        LinkKind::Tun => vec![LinkInfo::Kind(InfoKind::Tun)],
         LinkKind::Other(k) => vec![LinkInfo::Kind(InfoKind::Other(
             k.clone().unwrap_or_default(),
         ))],
@@ -255,6 +258,20 @@ impl Netlink for RealNetlink {
     }
 
     async fn add_link(&self, spec: &LinkSpec) -> Result<(), NlError> {
+        if spec.kind == LinkKind::Tun {
+            // The tun driver creates devices only through its character device. The ioctl
+            // acts in the calling thread's namespace, which is this socket's.
+            return crate::udp::tun::create_persistent(&spec.name).map_err(|e| {
+                match e.raw_os_error() {
+                    // No /dev/net/tun: a kernel without TUN, like a missing link kind.
+                    Some(libc::ENOENT | libc::ENODEV | libc::ENXIO) => {
+                        NlError::errno("add link", spec.name.clone(), super::EOPNOTSUPP)
+                    }
+                    Some(n) => NlError::errno("add link", spec.name.clone(), n),
+                    None => NlError::other("add link", spec.name.clone(), e.to_string()),
+                }
+            });
+        }
         let msg = RouteNetlinkMessage::NewLink(new_link_message(spec));
         self.with(move |s| s.request(msg, NLM_F_CREATE | NLM_F_EXCL))
             .await

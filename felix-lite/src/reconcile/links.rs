@@ -16,7 +16,7 @@ pub struct LinkReconciler;
 
 fn kind_matches(want: &LinkKind, have: &LinkKind) -> bool {
     match (want, have) {
-        (LinkKind::Ipip, LinkKind::Ipip) => true,
+        (LinkKind::Ipip, LinkKind::Ipip) | (LinkKind::Tun, LinkKind::Tun) => true,
         (
             LinkKind::Vxlan {
                 vni,

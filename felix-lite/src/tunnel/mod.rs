@@ -1,6 +1,7 @@
 //! The encapsulations felix-lite programs, one [`Tunnel`] variant each, with their
 //! per-kind specs in their own files (as rtnetlink keeps one link kind per file):
-//! [`ipip`] (`tunl0`) and [`vxlan`] (`vxlan.manx` over IPv4, `vxlan-v6.manx` over IPv6).
+//! [`ipip`] (`tunl0`), [`vxlan`] (`vxlan.manx` over IPv4, `vxlan-v6.manx` over IPv6) and
+//! [`udp`] (Flannel's UDP backend, the TUN `udp.manx`).
 //!
 //! A kind says its device name, MTU overhead, link attributes, whether it has per-node
 //! VTEPs (address + MAC, with neighbour and FDB entries), and the route shape of a remote
@@ -8,6 +9,7 @@
 //! pools, peers, the calculation and the link reconciler go through this module.
 
 pub mod ipip;
+pub mod udp;
 pub mod vxlan;
 
 use std::net::IpAddr;
@@ -28,6 +30,8 @@ pub enum Tunnel {
     Vxlan,
     /// VXLAN over the IPv6 underlay through `vxlan-v6.manx` (IPv6 pools).
     Vxlan6,
+    /// Flannel's UDP backend through the TUN `udp.manx` (IPv4 pools; Manx's `udpMode`).
+    Udp,
 }
 
 /// A peer node's tunnel endpoint: its tunnel address and device MAC.
@@ -41,7 +45,7 @@ pub struct Vtep {
 
 impl Tunnel {
     /// Every kind, in the order the dataplane programs them.
-    pub const ALL: [Tunnel; 3] = [Tunnel::Ipip, Tunnel::Vxlan, Tunnel::Vxlan6];
+    pub const ALL: [Tunnel; 4] = [Tunnel::Ipip, Tunnel::Vxlan, Tunnel::Vxlan6, Tunnel::Udp];
 
     /// Short name, for logs and manx-node's IPAM handles (`<name>-tunnel-addr-<node>`).
     pub fn name(self) -> &'static str {
@@ -49,6 +53,7 @@ impl Tunnel {
             Tunnel::Ipip => "ipip",
             Tunnel::Vxlan => "vxlan",
             Tunnel::Vxlan6 => "vxlan-v6",
+            Tunnel::Udp => "udp",
         }
     }
 
@@ -58,6 +63,7 @@ impl Tunnel {
             Tunnel::Ipip => ipip::DEVICE,
             Tunnel::Vxlan => vxlan::DEVICE,
             Tunnel::Vxlan6 => vxlan::DEVICE_V6,
+            Tunnel::Udp => udp::DEVICE,
         }
     }
 
@@ -67,6 +73,7 @@ impl Tunnel {
             Tunnel::Ipip => ipip::OVERHEAD,
             Tunnel::Vxlan => vxlan::OVERHEAD,
             Tunnel::Vxlan6 => vxlan::OVERHEAD_V6,
+            Tunnel::Udp => udp::OVERHEAD,
         }
     }
 
@@ -95,7 +102,7 @@ impl Tunnel {
     /// The device MAC on node `node` when none is configured (VTEP kinds only).
     pub fn default_mac(self, node: &str) -> Option<MacAddr> {
         match self {
-            Tunnel::Ipip => None,
+            Tunnel::Ipip | Tunnel::Udp => None,
             Tunnel::Vxlan => Some(vxlan::mac(node)),
             Tunnel::Vxlan6 => Some(vxlan::mac_v6(node)),
         }
@@ -110,24 +117,29 @@ impl Tunnel {
         parent: Option<u32>,
     ) -> LinkKind {
         match (self, local) {
+            (Tunnel::Udp, _) => udp::link_kind(),
             (Tunnel::Ipip, _) | (_, None) => ipip::link_kind(),
             (Tunnel::Vxlan | Tunnel::Vxlan6, Some(local)) => vxlan::link_kind(cfg, local, parent),
         }
     }
 
-    /// The tunnel a pool uses, from Calico's `ipipMode` / `vxlanMode`: VXLAN of the pool's
-    /// family when its mode is not Never, else IPIP for an IPv4 pool, else none.
+    /// The tunnel a pool uses, from Calico's `ipipMode` / `vxlanMode` and Manx's `udpMode`
+    /// (validation lets at most one be other than Never): the UDP backend for an IPv4 pool
+    /// with `udpMode`, else VXLAN of the pool's family when its mode is not Never, else
+    /// IPIP for an IPv4 pool, else none.
     pub fn for_pool(
         cidr: &IpNetwork,
         ipip: EncapMode,
         vxlan: EncapMode,
+        udp: EncapMode,
     ) -> Option<(Tunnel, EncapMode)> {
-        match (cidr.is_ipv6(), ipip, vxlan) {
-            (true, _, EncapMode::Never) => None,
-            (true, _, m) => Some((Tunnel::Vxlan6, m)),
-            (false, EncapMode::Never, EncapMode::Never) => None,
-            (false, _, EncapMode::Never) => Some((Tunnel::Ipip, ipip)),
-            (false, _, m) => Some((Tunnel::Vxlan, m)),
+        match (cidr.is_ipv6(), ipip, vxlan, udp) {
+            (false, _, _, m) if m != EncapMode::Never => Some((Tunnel::Udp, m)),
+            (true, _, EncapMode::Never, _) => None,
+            (true, _, m, _) => Some((Tunnel::Vxlan6, m)),
+            (false, EncapMode::Never, EncapMode::Never, _) => None,
+            (false, _, EncapMode::Never, _) => Some((Tunnel::Ipip, ipip)),
+            (false, _, m, _) => Some((Tunnel::Vxlan, m)),
         }
     }
 
@@ -136,6 +148,7 @@ impl Tunnel {
     pub fn gateway(self, node_ip: IpAddr, peer: Option<&PeerNode>) -> Option<IpAddr> {
         match self {
             Tunnel::Ipip => Some(ipip::gateway(node_ip)),
+            Tunnel::Udp => Some(udp::gateway(node_ip)),
             Tunnel::Vxlan | Tunnel::Vxlan6 => vxlan::gateway(peer?.vteps.get(&self)?),
         }
     }
@@ -144,6 +157,7 @@ impl Tunnel {
     pub fn unsupported_message(self, cidr: &IpNetwork) -> String {
         match self {
             Tunnel::Ipip => ipip::unsupported_message(cidr),
+            Tunnel::Udp => udp::unsupported_message(cidr),
             Tunnel::Vxlan | Tunnel::Vxlan6 => format!(
                 "VXLAN pool {cidr} cannot be programmed: this kernel has no vxlan support \
                  (CONFIG_VXLAN); use vxlanMode: Never"
@@ -183,21 +197,27 @@ mod tests {
         use EncapMode::*;
         let v4 = net("10.0.0.0/16");
         let v6 = net("fd00::/48");
-        assert_eq!(Tunnel::for_pool(&v4, Never, Never), None);
+        assert_eq!(Tunnel::for_pool(&v4, Never, Never, Never), None);
         assert_eq!(
-            Tunnel::for_pool(&v4, Always, Never),
+            Tunnel::for_pool(&v4, Always, Never, Never),
             Some((Tunnel::Ipip, Always))
         );
         assert_eq!(
-            Tunnel::for_pool(&v4, Never, CrossSubnet),
+            Tunnel::for_pool(&v4, Never, CrossSubnet, Never),
             Some((Tunnel::Vxlan, CrossSubnet))
         );
         assert_eq!(
-            Tunnel::for_pool(&v6, Never, Always),
+            Tunnel::for_pool(&v6, Never, Always, Never),
             Some((Tunnel::Vxlan6, Always))
         );
         // IPIP carries no IPv6.
-        assert_eq!(Tunnel::for_pool(&v6, Always, Never), None);
+        assert_eq!(Tunnel::for_pool(&v6, Always, Never, Never), None);
+        assert_eq!(
+            Tunnel::for_pool(&v4, Never, Never, CrossSubnet),
+            Some((Tunnel::Udp, CrossSubnet))
+        );
+        // The UDP backend carries IPv4 only (validation refuses udpMode on IPv6 pools).
+        assert_eq!(Tunnel::for_pool(&v6, Never, Never, Always), None);
     }
 
     #[test]
@@ -211,7 +231,8 @@ mod tests {
             [
                 ("tunl0", 20, false),
                 ("vxlan.manx", 50, true),
-                ("vxlan-v6.manx", 70, true)
+                ("vxlan-v6.manx", 70, true),
+                ("udp.manx", 28, false)
             ]
         );
         assert_ne!(

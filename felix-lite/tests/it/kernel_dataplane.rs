@@ -58,7 +58,7 @@ fn node_input(me: &str, mode: EncapMode) -> DataplaneInput {
         ("198.19.1.2", "10.19.2.0/26", "10.19.2.5", "cali2b")
     };
     let mut pool = PoolInfo::new(net("10.19.0.0/16"));
-    pool.encap = Tunnel::for_pool(&pool.cidr, EncapMode::Never, mode);
+    pool.encap = Tunnel::for_pool(&pool.cidr, EncapMode::Never, mode, EncapMode::Never);
     let peers = vec![
         vxlan_peer("a", "198.19.1.1", "10.19.1.0"),
         vxlan_peer("b", "198.19.1.2", "10.19.2.0"),

@@ -6,6 +6,11 @@ use manx_node::config::NodeConfig;
 fn main() {
     // One malloc arena, as manx-bgpd (see bgpd::alloc): before any thread.
     bgpd::alloc::one_malloc_arena();
+    // The UDP backend's data path, a process of its own (see manx_node::udp).
+    if std::env::args().nth(1).as_deref() == Some("udp-datapath") {
+        let args = std::env::args().skip(1);
+        std::process::exit(manx_node::udp::main(args));
+    }
     let cfg = NodeConfig::parse();
     // A level the operator gave wins over BGPConfiguration logSeverityScreen.
     let explicit = std::env::var_os("MANX_LOG_LEVEL").is_some()

@@ -129,3 +129,91 @@ fn strip_ansi(text: &str) -> String {
     }
     out
 }
+
+/// The processes in namespace `netns` whose command line has `needle`.
+fn procs_with(netns: &str, needle: &str) -> usize {
+    let out = std::process::Command::new("ip")
+        .args(["netns", "pids", netns])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(needle))
+        })
+        .count()
+}
+
+/// `ip -s link` packet counters (rx, tx) of `dev` in `netns`.
+fn link_packets(netns: &str, dev: &str) -> (u64, u64) {
+    let out = std::process::Command::new("ip")
+        .args([
+            "netns", "exec", netns, "ip", "-s", "-j", "link", "show", dev,
+        ])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    let s = &v[0]["stats64"];
+    (
+        s["rx"]["packets"].as_u64().unwrap_or(0),
+        s["tx"]["packets"].as_u64().unwrap_or(0),
+    )
+}
+
+/// (e) Flannel's UDP backend (`udpMode: Always`, a Manx extension): remote blocks through
+/// the TUN `udp.manx` (MTU uplink − 28, the node's tunnel address from IPAM, recorded in its
+/// Node), carried by the data path process; pods keep reaching each other while the agent
+/// is killed and after it restarts, with one data path per node throughout.
+#[test]
+fn udp_always() {
+    if !require() {
+        return;
+    }
+    let mut lab = Lab::up(Lab::spec("e2eu", 3, Mode::Udp));
+    lab.assert_all_ping();
+    let r = lab.routes(0);
+    assert_eq!(r.matches("dev udp.manx proto 77 onlink").count(), 2, "{r}");
+    assert!(!r.contains("dev eth0 proto 77"), "{r}");
+    let n1 = lab.0.nodes[0].clone();
+    let link = std::process::Command::new("ip")
+        .args([
+            "netns", "exec", &n1.netns, "ip", "-d", "addr", "show", "udp.manx",
+        ])
+        .output()
+        .unwrap();
+    let link = String::from_utf8_lossy(&link.stdout);
+    assert!(link.contains("mtu 1472"), "{link}");
+    assert!(link.contains("multi_queue"), "{link}");
+    let node = lab
+        .0
+        .manxctl(&n1, &["get", "node", &n1.name, "-o", "yaml"])
+        .unwrap();
+    let addr = node
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("ipv4UDPTunnelAddr: "))
+        .unwrap_or_else(|| panic!("no ipv4UDPTunnelAddr in the Node:\n{node}"));
+    assert!(link.contains(&format!("inet {addr}/32")), "{addr}: {link}");
+    // The pings went through the TUN both ways (the kernel sent to it, the data path
+    // wrote replies into it).
+    let (rx, tx) = link_packets(&n1.netns, "udp.manx");
+    assert!(rx > 0 && tx > 0, "udp.manx rx {rx} tx {tx}");
+    assert_eq!(procs_with(&n1.netns, "udp-datapath"), 1);
+
+    // Agent down: traffic does not depend on it.
+    manx_e2e::netns::signal(n1.pid.unwrap() as i32, 9);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    lab.assert_all_ping();
+    manx_e2e::lab::start_node(&mut lab.0, 0).unwrap();
+    lab.assert_all_ping();
+    // Past the supervisor's 2 s check: it found the running data path and left it alone.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    // (The lab started the agent's log afresh.)
+    let log = std::fs::read_to_string(n1.run_dir.join("manx-node.log")).unwrap();
+    assert_eq!(
+        log.matches("started the UDP data path").count(),
+        0,
+        "the restarted agent started a data path again:\n{log}"
+    );
+    assert_eq!(procs_with(&n1.netns, "udp-datapath"), 1);
+}
