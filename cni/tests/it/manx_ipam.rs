@@ -1,6 +1,6 @@
 //! The plugin with `manx-ipam` on an embedded datastore file: addresses from
-//! an IPPool, WorkloadEndpoints written and removed, STATUS, GC, and 50
-//! parallel ADDs on one node.
+//! an IPPool, WorkloadEndpoints written and removed, STATUS, GC, 50
+//! parallel ADDs on one node, and dual-stack and IPv6-only ADDs.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -238,4 +238,143 @@ fn heavy_parallel_adds_and_dels() {
     assert!(node.cali_links().is_empty());
     assert!(weps(&db).is_empty());
     assert_eq!(ipam_problems(&db, &[]), Vec::<String>::new());
+}
+
+/// A store with an IPv4 pool (10.20.0.0/16) and an IPv6 pool (fd20:20::/48).
+fn store_with_dual_pools(db: &Path) {
+    rt().block_on(async {
+        let client = open(db).await;
+        for (name, cidr) in [("pool4", "10.20.0.0/16"), ("pool6", "fd20:20::/48")] {
+            client
+                .create(&IPPool::new(name, cidr.parse().unwrap()))
+                .await
+                .unwrap();
+        }
+    });
+}
+
+/// IPv6 addresses (`x::y/len`, global scope) on `ifname` in `ns`.
+fn addrs6(ns: &testkit::Netns, ifname: &str) -> Vec<String> {
+    let v = ns.ip_json(&["-6", "addr", "show", "dev", ifname, "scope", "global"]);
+    v[0]["addr_info"]
+        .as_array()
+        .map(|a| {
+            // `ip -j` leaves the addresses its scope filter drops as `{}`.
+            a.iter()
+                .filter_map(|i| Some(format!("{}/{}", i["local"].as_str()?, i["prefixlen"])))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// One ADD with the given families (issue 21): the result, the pod's
+/// addresses and routes, the node's /128 route and the pod reachable from
+/// the node over each family, CHECK, then DEL leaving nothing. Returns the
+/// addresses the ADD gave.
+fn add_families(v4: bool, v6: bool, cid: &str) -> Vec<String> {
+    if !prereqs().ok() {
+        return vec![];
+    }
+    let bin = manx_ipam_bin();
+    assert!(bin.exists());
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("manx.db");
+    store_with_dual_pools(&db);
+    let node = node_netns();
+    // An IPv6 node: forwarding, and a global address on its uplink (the
+    // source of its own packets to the pod).
+    node.sysctl("net.ipv6.conf.all.forwarding", "1");
+    node.ip(&["addr", "add", "fd20:100::2/64", "dev", "uplink0", "nodad"]);
+    let pod = netns();
+    let mut conf = manx_ipam_conf("1.0.0", &db);
+    conf["ipam"]["assign_ipv4"] = v4.to_string().into();
+    conf["ipam"]["assign_ipv6"] = v6.to_string().into();
+    let call = ipam_call(Call::new("ADD", cid, &pod, "web-6"));
+    let result = manx(&node, &call, &conf.to_string()).ok();
+
+    // Both families in one result (no routes in it, as Calico's plugin).
+    let ips: Vec<String> = result["ips"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["address"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ips.len(), usize::from(v4) + usize::from(v6), "{result}");
+    assert_eq!(ips.iter().any(|a| a.starts_with("10.20.")), v4, "{result}");
+    assert_eq!(
+        ips.iter().any(|a| a.starts_with("fd20:20:")),
+        v6,
+        "{result}"
+    );
+    // In the pod: the addresses as /32 and /128, the default routes via
+    // 169.254.1.1 and the host veth's link-local fe80::ecee:eeff:feee:eeee.
+    let v4_addr = ips.iter().find(|a| !a.contains(':'));
+    let v6_addr = ips.iter().find(|a| a.contains(':'));
+    assert_eq!(
+        pod.addrs("eth0"),
+        v4_addr
+            .map(|a| a.replace("/26", "/32"))
+            .into_iter()
+            .collect::<Vec<_>>()
+    );
+    let pod6: Vec<String> = addrs6(&pod, "eth0");
+    assert_eq!(pod6.len(), usize::from(v6), "{pod6:?}");
+    let pod_routes6 = pod.ip(&["-6", "route", "show"]);
+    assert_eq!(
+        pod_routes6.contains("default via fe80::ecee:eeff:feee:eeee dev eth0"),
+        v6,
+        "{pod_routes6}"
+    );
+    assert_eq!(
+        pod.routes().contains("default via 169.254.1.1 dev eth0"),
+        v4
+    );
+
+    // On the node: the host veth has the gateway's link-local address, a
+    // /128 route to the pod, and the pod answers over each family.
+    let host_if = result["interfaces"][0]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    if let Some(a) = v6_addr {
+        let ip = a.split('/').next().unwrap();
+        let local = node.ip(&["-6", "addr", "show", "dev", &host_if]);
+        assert!(local.contains("fe80::ecee:eeff:feee:eeee/64"), "{local}");
+        let r = node.ip(&["-6", "route", "show", &format!("{ip}/128")]);
+        assert!(r.contains(&format!("dev {host_if}")), "{r}");
+        assert!(
+            node.try_exec("ping", &["-6", "-c", "1", "-w", "10", ip]),
+            "the node cannot reach the pod's {ip}"
+        );
+    }
+    if let Some(a) = v4_addr {
+        let ip = a.split('/').next().unwrap();
+        assert!(node.try_exec("ping", &["-c", "1", "-W", "5", ip]));
+    }
+    let eps = weps(&db);
+    assert_eq!(
+        eps[0].spec.ip_networks.len(),
+        ips.len(),
+        "{:?}",
+        eps[0].spec
+    );
+
+    // CHECK passes on both families; DEL leaves nothing.
+    let check_conf = with_prev(&conf, &result).to_string();
+    manx(&node, &call.clone().command("CHECK"), &check_conf).ok();
+    manx(&node, &call.command("DEL"), &check_conf).ok();
+    assert!(weps(&db).is_empty());
+    assert!(node.cali_links().is_empty());
+    assert_eq!(ipam_problems(&db, &[]), Vec::<String>::new());
+    ips
+}
+
+#[test]
+fn dual_stack_add_gives_both_families_in_one_result() {
+    add_families(true, true, "ctr-dual");
+}
+
+#[test]
+fn ipv6_only_add() {
+    add_families(false, true, "ctr-v6only");
 }
