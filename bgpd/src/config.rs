@@ -335,6 +335,10 @@ pub struct SpeakerConfig {
     /// slow peer's output is a per-prefix diff, O(table), see `session/conn.rs`.
     #[serde(default = "default_send_stall_timeout")]
     pub send_stall_timeout: u64,
+    /// Which equal paths become one multipath (ECMP) kernel route; default:
+    /// equal eBGP paths from the same neighbouring AS (two ToRs).
+    #[serde(default)]
+    pub multipath: crate::rib::Multipath,
 }
 
 fn default_send_stall_timeout() -> u64 {
@@ -368,6 +372,7 @@ impl SpeakerConfig {
             restart_time: DEFAULT_RESTART_TIME,
             restarting: false,
             send_stall_timeout: DEFAULT_SEND_STALL_TIMEOUT,
+            multipath: crate::rib::Multipath::default(),
         }
     }
 

@@ -92,6 +92,9 @@ pub struct ClusterSettings {
     /// `logSeverityScreen`, as a tracing level name (`debug`, `info`, ...);
     /// `None` for Calico's `None` (logging off) is `off`.
     pub log_level: &'static str,
+    /// `multipath` (Manx extension): which equal paths become one ECMP
+    /// kernel route.
+    pub multipath: crate::rib::Multipath,
 }
 
 impl Default for ClusterSettings {
@@ -107,6 +110,7 @@ impl Default for ClusterSettings {
             service_load_balancer_ips: Vec::new(),
             bind_node_ip: false,
             log_level: "info",
+            multipath: crate::rib::Multipath::default(),
         }
     }
 }
@@ -162,6 +166,7 @@ pub fn cluster_settings(
         ignored_interfaces: _,
         node_mesh_password,
         node_mesh_max_restart_time,
+        multipath,
     } = &cfg.spec;
     ClusterSettings {
         as_number: as_number.map(|a| a.0).unwrap_or(DEFAULT_CLUSTER_AS),
@@ -174,6 +179,25 @@ pub fn cluster_settings(
         service_load_balancer_ips: cidrs(service_load_balancer_ips),
         bind_node_ip: *bind_mode == Some(datastore::model::BindMode::NodeIP),
         log_level: log_level(log_severity_screen.as_deref()),
+        multipath: multipath_of(multipath.as_ref()),
+    }
+}
+
+/// `spec.multipath`, the defaults of the fields left out.
+fn multipath_of(spec: Option<&datastore::model::MultipathSpec>) -> crate::rib::Multipath {
+    let d = crate::rib::Multipath::default();
+    let Some(datastore::model::MultipathSpec {
+        ebgp,
+        ibgp,
+        relax_neighbor_as,
+    }) = spec
+    else {
+        return d;
+    };
+    crate::rib::Multipath {
+        ebgp: ebgp.unwrap_or(d.ebgp),
+        ibgp: ibgp.unwrap_or(d.ibgp),
+        relax_neighbor_as: relax_neighbor_as.unwrap_or(d.relax_neighbor_as),
     }
 }
 
@@ -457,7 +481,15 @@ mod tests {
             s.service_cluster_ips,
             ["10.96.0.0/12".parse::<IpNetwork>().unwrap()]
         );
+        assert_eq!(s.multipath, crate::rib::Multipath::default());
         assert_eq!(cluster_settings(&[], &Secrets), ClusterSettings::default());
+        let mut relaxed = cfgs.clone();
+        relaxed[0].spec.multipath = Some(datastore::model::MultipathSpec {
+            relax_neighbor_as: Some(true),
+            ..Default::default()
+        });
+        let m = cluster_settings(&relaxed, &Secrets).multipath;
+        assert_eq!((m.ebgp, m.ibgp, m.relax_neighbor_as), (true, false, true));
         assert_eq!(node_log_level(&cfgs, "n1"), "warn");
         let mut node = cfgs[0].clone();
         node.metadata.name = "node.n1".into();

@@ -5,6 +5,8 @@
 //! The decision process is RFC 4271 §9.1.2.2 (no IGP cost: every next hop
 //! is directly reachable here) with the RFC 4456 §9 route-reflection
 //! tie-breaks; [`Rib::recompute`] is the one place the Loc-RIB changes.
+//! Paths equal to the best up to the IGP-cost step are merged into one
+//! multipath kernel route ([`multipath`], BIRD's `merge paths`).
 //! Graceful restart (RFC 4724 §4.2): a helper keeps a restarting peer's
 //! paths marked stale ([`Rib::peer_down_graceful`]) and sweeps those not
 //! refreshed ([`Rib::sweep_stale`]). Pure data, no I/O: the speaker actor
@@ -12,9 +14,11 @@
 
 pub mod export;
 mod feed;
+pub mod multipath;
 pub mod prefix_map;
 
 pub use feed::RouteFeed;
+pub use multipath::Multipath;
 pub use prefix_map::PrefixMap;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -172,13 +176,16 @@ struct LocEntry {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", tag = "op")]
 pub enum RouteUpdate {
-    /// Install or replace the route to `prefix` via `next_hop` (learnt from `peer`).
+    /// Install or replace the route to `prefix` via `next_hops` (its best
+    /// path learnt from `peer`).
     Add {
         /// Destination.
         prefix: IpNetwork,
-        /// Gateway.
-        next_hop: IpAddr,
-        /// The peer it came from.
+        /// Gateways, never empty: the best path's next hop first, then
+        /// those of the equal paths merged with it, in address order
+        /// (several: one multipath route, see [`Multipath`]).
+        next_hops: Vec<IpAddr>,
+        /// The peer its best path came from.
         peer: IpAddr,
     },
     /// No learnt route to `prefix` any more.
@@ -212,6 +219,11 @@ pub struct Rib {
     /// prefix (42 octets; a map of best paths and another of counts
     /// stored every prefix twice).
     loc: PrefixMap<LocEntry>,
+    /// Which equal paths merge into one kernel route.
+    multipath: Multipath,
+    /// The next hops of the prefixes whose kernel route is multipath (two
+    /// or more, sorted): only those, so a RIB without ECMP pays nothing.
+    merged: PrefixMap<Box<[IpAddr]>>,
     /// Best path of each prefix before the changes not yet exported
     /// ([`Rib::take_previous`]): lets export diff without storing every
     /// peer's Adj-RIB-Out.
@@ -232,6 +244,8 @@ impl Rib {
             adj_in: HashMap::new(),
             local: BTreeMap::new(),
             loc: PrefixMap::default(),
+            multipath: Multipath::default(),
+            merged: PrefixMap::default(),
             previous: PrefixMap::default(),
             generation: 0,
         }
@@ -241,6 +255,29 @@ impl Rib {
     /// CLUSTER_LIST holds it are loops.
     pub fn set_cluster_id(&mut self, cluster_id: Option<Ipv4Addr>) {
         self.cluster_id = cluster_id;
+    }
+
+    /// Change which equal paths merge into one kernel route. Returns the
+    /// prefixes whose kernel route changed (their best paths did not: only
+    /// [`Rib::route_update`] tells the difference).
+    pub fn set_multipath(&mut self, multipath: Multipath) -> Vec<IpNetwork> {
+        if self.multipath == multipath {
+            return Vec::new();
+        }
+        self.multipath = multipath;
+        let learnt: Vec<IpNetwork> = self
+            .loc
+            .iter()
+            .filter(|(_, e)| e.best.as_ref().is_some_and(|b| b.from.is_some()))
+            .map(|(p, _)| p)
+            .collect();
+        self.recompute(learnt)
+    }
+
+    /// The next hops merged into the kernel route of `prefix`, when it is
+    /// multipath (two or more, sorted).
+    pub fn merged_next_hops(&self, prefix: &IpNetwork) -> Option<&[IpAddr]> {
+        self.merged.get(prefix).map(|b| &**b)
     }
 
     /// The meta of an up (or restarting) peer.
@@ -443,7 +480,15 @@ impl Rib {
                 from: Some(meta),
             }) => attrs.next_hop.map(|next_hop| RouteUpdate::Add {
                 prefix,
-                next_hop,
+                next_hops: std::iter::once(next_hop)
+                    .chain(
+                        self.merged_next_hops(&prefix)
+                            .into_iter()
+                            .flatten()
+                            .copied()
+                            .filter(|h| *h != next_hop),
+                    )
+                    .collect(),
                 peer: meta.address,
             }),
             _ => Some(RouteUpdate::Remove { prefix }),
@@ -451,15 +496,27 @@ impl Rib {
     }
 
     /// Re-run the decision process for some prefixes (§9.1.2); the one place
-    /// the Loc-RIB changes. Returns the prefixes whose best path changed.
+    /// the Loc-RIB changes. Returns the prefixes whose best path changed, or
+    /// whose multipath next hops did (a path merged or unmerged while the
+    /// best stayed: its kernel route changes, its export does not; such a
+    /// prefix is in [`Rib::take_previous`] with its unchanged best path).
     pub fn recompute(&mut self, prefixes: impl IntoIterator<Item = IpNetwork>) -> Vec<IpNetwork> {
         let mut changed = Vec::new();
         for prefix in prefixes {
-            let best = self.select(&prefix);
+            let (best, merged) = self.select(&prefix);
             let old = self.best(&prefix);
-            if old != best.as_ref() {
+            let best_changed = old != best.as_ref();
+            if best_changed || self.merged.get(&prefix) != merged.as_ref() {
                 let old = old.cloned();
                 self.previous.insert_if_absent(prefix, old);
+                match merged {
+                    Some(m) => self.merged.insert(prefix, m),
+                    None => self.merged.remove(&prefix),
+                };
+                if !best_changed {
+                    changed.push(prefix);
+                    continue;
+                }
                 let entry = self.loc.get_or_default(prefix);
                 entry.changes = entry.changes.saturating_add(1);
                 entry.best = best;
@@ -472,13 +529,16 @@ impl Rib {
         changed
     }
 
-    fn select(&self, prefix: &IpNetwork) -> Option<BestPath> {
+    /// The best path of a prefix and, if its kernel route is multipath, the
+    /// merged next hops.
+    fn select(&self, prefix: &IpNetwork) -> (Option<BestPath>, Option<Box<[IpAddr]>>) {
         // Locally originated routes are preferred over any learnt one.
         if let Some(attrs) = self.local.get(prefix) {
-            return Some(BestPath {
+            let best = BestPath {
                 attrs: attrs.clone(),
                 from: None,
-            });
+            };
+            return (Some(best), None);
         }
         let mut candidates: Vec<Candidate<'_>> = Vec::new();
         for (peer, table) in &self.adj_in {
@@ -493,10 +553,16 @@ impl Rib {
                 attrs: &path.attrs,
             });
         }
-        decide(candidates, self.local_as).map(|c| BestPath {
-            attrs: c.attrs.clone(),
-            from: Some(c.meta.clone()),
-        })
+        let all = (candidates.len() > 1).then(|| candidates.clone());
+        let Some(best) = decide(candidates, self.local_as) else {
+            return (None, None);
+        };
+        let merged = all.and_then(|all| self.multipath.next_hops(&best, &all, self.local_as));
+        let best = BestPath {
+            attrs: best.attrs.clone(),
+            from: Some(best.meta.clone()),
+        };
+        (Some(best), merged)
     }
 }
 

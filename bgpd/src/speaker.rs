@@ -127,6 +127,7 @@ const COMMAND_QUEUE: usize = 64;
 struct DesiredState {
     peers: Option<Vec<PeerConfig>>,
     networks: Option<Vec<IpNetwork>>,
+    multipath: Option<crate::rib::Multipath>,
     /// Announce (`true`) or withdraw since `networks`, latest per prefix.
     originate: BTreeMap<IpNetwork, bool>,
     /// Bumped by every change; the actor reports the last it applied.
@@ -171,6 +172,7 @@ impl Desired {
         let taken = DesiredState {
             peers: s.peers.take(),
             networks: s.networks.take(),
+            multipath: s.multipath.take(),
             originate: std::mem::take(&mut s.originate),
             seq,
         };
@@ -276,6 +278,13 @@ impl SpeakerHandle {
         *self.synced.borrow()
     }
 
+    /// Change which equal paths become one multipath kernel route: the
+    /// routes whose next hops change are emitted again, sessions and
+    /// exports stay as they are.
+    pub fn set_multipath(&self, multipath: crate::rib::Multipath) {
+        self.desired.update(|d| d.multipath = Some(multipath));
+    }
+
     /// Replace the set of originated prefixes (e.g. the node's affine IPAM
     /// blocks): new ones are announced, missing ones withdrawn. Latest
     /// wins, and it overrides announcements and withdrawals made before.
@@ -330,6 +339,7 @@ impl Speaker {
         let (synced_tx, synced_rx) = tokio::sync::watch::channel(false);
         let mut rib = Rib::new(cfg.as_number, cfg.router_id);
         rib.set_cluster_id(cfg.cluster_id);
+        rib.set_multipath(cfg.multipath);
         let (bfd_events, bfd_rx) = mpsc::channel(64);
         let mut actor = Actor {
             bfd: None,
@@ -732,6 +742,9 @@ impl Actor {
             self.set_networks(networks);
         }
         let mut changed = Vec::new();
+        if let Some(multipath) = d.multipath {
+            changed.extend(self.rib.set_multipath(multipath));
+        }
         for (prefix, announce) in d.originate {
             changed.extend(if announce {
                 self.rib.add_local(prefix)

@@ -65,6 +65,20 @@ pub enum NextHop {
         /// `onlink`: the gateway is reachable on the device without a covering prefix.
         onlink: bool,
     },
+    /// ECMP: one multipath route over two or more gateways (`nexthop via A dev X nexthop
+    /// via B dev Y`), in gateway order.
+    Multipath(Vec<PathHop>),
+}
+
+/// One next hop of a [`NextHop::Multipath`] route.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PathHop {
+    /// The gateway.
+    pub gateway: IpAddr,
+    /// The device.
+    pub dev: String,
+    /// `onlink`.
+    pub onlink: bool,
 }
 
 /// One desired route.
@@ -138,8 +152,8 @@ pub struct DesiredDataplane {
 /// One route from outside the pools, and what the calculation made of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct External {
-    /// Its BGP next hop.
-    pub next_hop: IpAddr,
+    /// Its BGP next hops (several: equal paths merged, ECMP).
+    pub next_hops: Vec<IpAddr>,
     /// Installed, or why not.
     pub outcome: ExternalOutcome,
 }
@@ -147,11 +161,14 @@ pub struct External {
 /// What became of a route from outside the pools.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ExternalOutcome {
-    /// In [`DesiredDataplane::routes`]. `through`: the kernel route the next hop was
-    /// resolved through (`None`: the next hop is on a connected subnet).
+    /// In [`DesiredDataplane::routes`]. `through`: the kernel route the (first) next hop
+    /// was resolved through (`None`: the next hop is on a connected subnet).
     Installed {
         /// The resolving route's destination.
         through: Option<IpNetwork>,
+        /// Next hops of a multipath route left out, each with why (the others are
+        /// installed).
+        left_out: Vec<String>,
     },
     /// The next hop cannot be reached: one line saying why.
     Unreachable(String),
@@ -348,7 +365,9 @@ impl<'a> Resolver<'a> {
     }
 }
 
-/// Add the routes from outside the pools to `out` (whose Manx routes are complete).
+/// Add the routes from outside the pools to `out` (whose Manx routes are complete). A
+/// route with several next hops (ECMP) becomes one multipath route over those that
+/// resolve; the ones that do not are listed in [`ExternalOutcome::Installed::left_out`].
 fn add_external(input: &DataplaneInput, view: &KernelView, out: &mut DesiredDataplane) {
     if input.external_routes.is_empty() {
         return;
@@ -358,34 +377,76 @@ fn add_external(input: &DataplaneInput, view: &KernelView, out: &mut DesiredData
     let manx: BTreeSet<IpNetwork> = out.routes.keys().map(|k| masked(*k)).collect();
     let mut resolved = HashMap::new();
     let mut installs = Vec::new();
-    for (prefix, nh) in &input.external_routes {
+    for (prefix, next_hops) in &input.external_routes {
         let prefix = masked(*prefix);
-        let outcome = match refusal(prefix, *nh, &r, &pools, &manx) {
+        let refused = next_hops
+            .iter()
+            .find_map(|nh| refusal(prefix, *nh, &r, &pools, &manx));
+        let outcome = match refused {
             Some(no) => no,
-            None => match resolved.entry(*nh).or_insert_with(|| r.resolve(*nh)) {
-                Ok((gateway, dev, onlink, through)) => {
-                    installs.push((
-                        prefix,
-                        NextHop::Via {
-                            gateway: *gateway,
-                            dev: dev.clone(),
-                            onlink: *onlink,
-                        },
-                    ));
-                    ExternalOutcome::Installed { through: *through }
+            None => {
+                let mut hops = BTreeSet::new();
+                let mut through = None;
+                let mut left_out = Vec::new();
+                let mut first_error = None;
+                for nh in next_hops {
+                    match resolved.entry(*nh).or_insert_with(|| r.resolve(*nh)) {
+                        Ok((gateway, dev, onlink, via)) => {
+                            if hops.is_empty() {
+                                through = *via;
+                            }
+                            hops.insert(PathHop {
+                                gateway: *gateway,
+                                dev: dev.clone(),
+                                onlink: *onlink,
+                            });
+                        }
+                        Err(e) => {
+                            left_out.push(outcome_text(e));
+                            first_error.get_or_insert_with(|| e.clone());
+                        }
+                    }
                 }
-                Err(e) => e.clone(),
-            },
+                let mut hops: Vec<PathHop> = hops.into_iter().collect();
+                match (hops.len(), first_error) {
+                    (0, Some(e)) => e,
+                    (0, None) => ExternalOutcome::Unreachable("no next hop".into()),
+                    (1, _) => {
+                        let h = hops.remove(0);
+                        installs.push((
+                            prefix,
+                            NextHop::Via {
+                                gateway: h.gateway,
+                                dev: h.dev,
+                                onlink: h.onlink,
+                            },
+                        ));
+                        ExternalOutcome::Installed { through, left_out }
+                    }
+                    _ => {
+                        installs.push((prefix, NextHop::Multipath(hops)));
+                        ExternalOutcome::Installed { through, left_out }
+                    }
+                }
+            }
         };
         out.external.insert(
             prefix,
             External {
-                next_hop: *nh,
+                next_hops: next_hops.clone(),
                 outcome,
             },
         );
     }
     out.routes.extend(installs);
+}
+
+/// The one line of a route that is not installed.
+fn outcome_text(o: &ExternalOutcome) -> String {
+    match o {
+        ExternalOutcome::Unreachable(why) | ExternalOutcome::Refused(why) => why.clone(),
+        ExternalOutcome::Installed { .. } => "installed".into(),
+    }
 }
 
 /// Why `prefix` via `nh` must not be installed, if it must not.
@@ -906,7 +967,10 @@ mod tests {
 
     fn ext(routes: &[(&str, &str)]) -> DataplaneInput {
         let mut i = input(EncapMode::Never, EncapMode::Never);
-        i.external_routes = routes.iter().map(|(p, nh)| (net(p), ip(nh))).collect();
+        i.external_routes = routes
+            .iter()
+            .map(|(p, nh)| (net(p), vec![ip(nh)]))
+            .collect();
         i
     }
 
@@ -964,7 +1028,10 @@ mod tests {
         );
         assert_eq!(
             outcome(&d, "10.200.0.0/26"),
-            &ExternalOutcome::Installed { through: None }
+            &ExternalOutcome::Installed {
+                through: None,
+                left_out: vec![]
+            }
         );
         // Pool routes keep their shape.
         assert_eq!(d.routes[&net("10.19.0.0/26")], NextHop::Blackhole);
@@ -983,6 +1050,55 @@ mod tests {
             d.routes[&net("10.201.0.0/24")],
             via("192.0.2.9", "eth1", false)
         );
+    }
+
+    #[test]
+    fn external_route_with_equal_next_hops_is_one_multipath_route() {
+        // Two ToRs on two links (ECMP), and a third next hop nothing reaches.
+        let view = KernelView {
+            addresses: vec![(net("192.0.2.1/24"), "eth1".into())],
+            routes: vec![],
+        };
+        let mut i = ext(&[]);
+        i.external_routes.insert(
+            net("10.200.0.0/26"),
+            vec![ip("198.19.1.254"), ip("192.0.2.254"), ip("203.0.113.9")],
+        );
+        let d = with(&i, &view);
+        let hop = |gw: &str, dev: &str| PathHop {
+            gateway: ip(gw),
+            dev: dev.into(),
+            onlink: false,
+        };
+        assert_eq!(
+            d.routes[&net("10.200.0.0/26")],
+            NextHop::Multipath(vec![
+                hop("192.0.2.254", "eth1"),
+                hop("198.19.1.254", "eth0")
+            ])
+        );
+        match outcome(&d, "10.200.0.0/26") {
+            ExternalOutcome::Installed { left_out, .. } => {
+                assert_eq!(left_out.len(), 1, "{left_out:?}");
+                assert!(left_out[0].contains("203.0.113.9"), "{left_out:?}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // Only one resolves: a plain route via it.
+        i.external_routes.insert(
+            net("10.200.0.0/26"),
+            vec![ip("198.19.1.254"), ip("203.0.113.9")],
+        );
+        let d = with(&i, &view);
+        assert_eq!(
+            d.routes[&net("10.200.0.0/26")],
+            via("198.19.1.254", "eth0", false)
+        );
+        // None resolves: unreachable, says why.
+        i.external_routes
+            .insert(net("10.200.0.0/26"), vec![ip("203.0.113.9")]);
+        let d = with(&i, &view);
+        assert!(unreachable(&d, "10.200.0.0/26").contains("203.0.113.9"));
     }
 
     #[test]
@@ -1016,7 +1132,8 @@ mod tests {
         assert_eq!(
             outcome(&d, "10.200.0.0/26"),
             &ExternalOutcome::Installed {
-                through: Some(net("203.0.113.0/24"))
+                through: Some(net("203.0.113.0/24")),
+                left_out: vec![]
             }
         );
         assert_eq!(

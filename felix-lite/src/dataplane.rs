@@ -24,9 +24,10 @@ use crate::calc::{
 use crate::clock::Clock;
 use crate::nat::{NatBackend, NatError, NatReconciler};
 use crate::netlink::{
-    EOPNOTSUPP, KernelLink, LinkSpec, NeighTable, Neighbour, Netlink, NlError, RouteKind,
+    EOPNOTSUPP, KernelLink, KernelNextHop, LinkSpec, NeighTable, Neighbour, Netlink, NlError,
+    RouteKind,
 };
-use crate::reconcile::routes::{RouteMap, manx_route};
+use crate::reconcile::routes::{RouteMap, manx_multipath_route, manx_route};
 use crate::reconcile::{LinkReconciler, NeighbourReconciler, RouteReconciler};
 use crate::sysctl::{self, Sysctls};
 use crate::tunnel::Tunnel;
@@ -130,8 +131,8 @@ impl ExternalState {
 pub struct ExternalRouteStatus {
     /// The prefix.
     pub prefix: IpNetwork,
-    /// Its BGP next hop.
-    pub next_hop: IpAddr,
+    /// Its BGP next hops (several: ECMP).
+    pub next_hops: Vec<IpAddr>,
     /// Installed or not.
     pub state: ExternalState,
     /// Installed: the kernel route (`via 198.19.50.1 dev eth0`, with `, resolved through
@@ -439,10 +440,10 @@ impl<N: Netlink, S: Sysctls, F: NatBackend, C: Clock> Dataplane<N, S, F, C> {
     ) {
         let failed: HashMap<IpNetwork, &str> =
             stats.failed.iter().map(|(d, e)| (*d, e.as_str())).collect();
-        let before: HashMap<IpNetwork, (ExternalState, IpAddr)> = self
+        let before: HashMap<IpNetwork, (ExternalState, Vec<IpAddr>)> = self
             .external
-            .iter()
-            .map(|e| (e.prefix, (e.state, e.next_hop)))
+            .drain(..)
+            .map(|e| (e.prefix, (e.state, e.next_hops)))
             .collect();
         self.external = desired
             .external
@@ -459,46 +460,77 @@ impl<N: Netlink, S: Sysctls, F: NatBackend, C: Clock> Dataplane<N, S, F, C> {
                         ExternalState::Failed,
                         format!("the kernel refused it: {}", failed[prefix]),
                     ),
-                    ExternalOutcome::Installed { through } => match desired.routes.get(prefix) {
-                        Some(NextHop::Via { gateway, dev, .. }) if kroutes.contains_key(prefix) => {
-                            let via = format!("via {gateway} dev {dev}");
-                            let detail = match through {
-                                Some(t) => format!("{via}, resolved through {t}"),
-                                None => via,
-                            };
-                            (ExternalState::Installed, detail)
+                    ExternalOutcome::Installed { through, left_out } => {
+                        match desired.routes.get(prefix) {
+                            Some(NextHop::Via { gateway, dev, .. })
+                                if kroutes.contains_key(prefix) =>
+                            {
+                                let via = format!("via {gateway} dev {dev}");
+                                let mut detail = match through {
+                                    Some(t) => format!("{via}, resolved through {t}"),
+                                    None => via,
+                                };
+                                for why in left_out {
+                                    detail.push_str(&format!("; left out: {why}"));
+                                }
+                                (ExternalState::Installed, detail)
+                            }
+                            Some(NextHop::Multipath(hops)) if kroutes.contains_key(prefix) => {
+                                let mut detail = hops
+                                    .iter()
+                                    .map(|h| format!("nexthop via {} dev {}", h.gateway, h.dev))
+                                    .collect::<Vec<_>>()
+                                    .join(" ");
+                                for why in left_out {
+                                    detail.push_str(&format!("; left out: {why}"));
+                                }
+                                (ExternalState::Installed, detail)
+                            }
+                            Some(NextHop::Via { dev, .. }) => (
+                                ExternalState::Failed,
+                                format!("device {dev} is missing"),
+                            ),
+                            Some(NextHop::Multipath(_)) => (
+                                ExternalState::Failed,
+                                "a device of the multipath route is missing".into(),
+                            ),
+                            _ => (ExternalState::Failed, "no route computed".into()),
                         }
-                        Some(NextHop::Via { dev, .. }) => (
-                            ExternalState::Failed,
-                            format!("device {dev} is missing"),
-                        ),
-                        _ => (ExternalState::Failed, "no route computed".into()),
-                    },
+                    }
                     ExternalOutcome::Unreachable(why) => (ExternalState::Unreachable, why.clone()),
                     ExternalOutcome::Refused(why) => (ExternalState::Refused, why.clone()),
                 };
                 ExternalRouteStatus {
                     prefix: *prefix,
-                    next_hop: ext.next_hop,
+                    next_hops: ext.next_hops.clone(),
                     state,
                     detail,
                 }
             })
             .collect();
         for e in &self.external {
-            if before.get(&e.prefix) == Some(&(e.state, e.next_hop)) {
+            if before
+                .get(&e.prefix)
+                .is_some_and(|(state, hops)| (*state, hops) == (e.state, &e.next_hops))
+            {
                 continue;
             }
+            let next_hop = e
+                .next_hops
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(",");
             match e.state {
                 ExternalState::Installed => tracing::info!(
                     prefix = %e.prefix,
-                    next_hop = %e.next_hop,
+                    next_hop = %next_hop,
                     "BGP route outside the pools installed {}",
                     e.detail
                 ),
                 _ => tracing::warn!(
                     prefix = %e.prefix,
-                    next_hop = %e.next_hop,
+                    next_hop = %next_hop,
                     state = e.state.as_str(),
                     "BGP route outside the pools not installed: {}",
                     e.detail
@@ -678,6 +710,23 @@ pub fn kernel_routes(desired: &DesiredDataplane, links: &[KernelLink]) -> RouteM
                     continue;
                 };
                 manx_route(*dst, RouteKind::Unicast, Some(*gateway), Some(*i), *onlink)
+            }
+            NextHop::Multipath(hops) => {
+                let Some(hops) = hops
+                    .iter()
+                    .map(|h| {
+                        Some(KernelNextHop {
+                            gateway: h.gateway,
+                            oif: *index.get(h.dev.as_str())?,
+                            onlink: h.onlink,
+                        })
+                    })
+                    .collect::<Option<Vec<_>>>()
+                else {
+                    tracing::debug!(route = %dst, "a device of the multipath route is missing; route skipped");
+                    continue;
+                };
+                manx_multipath_route(*dst, hops)
             }
         };
         out.insert(*dst, route);

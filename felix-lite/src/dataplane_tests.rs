@@ -561,9 +561,9 @@ async fn external_routes_install_resolve_withdraw_and_never_take_over() {
         .insert_route(foreign_route("192.0.2.0/24", "198.19.1.250", rig.eth, 4, 0));
     let mut inp = input(EncapMode::Never, EncapMode::Never);
     inp.external_routes = [
-        (net("10.200.0.0/26"), ip("198.19.1.254")),
-        (net("10.201.0.0/24"), ip("192.0.2.7")),
-        (net("10.202.0.0/24"), ip("203.0.113.7")),
+        (net("10.200.0.0/26"), vec![ip("198.19.1.254")]),
+        (net("10.201.0.0/24"), vec![ip("192.0.2.7")]),
+        (net("10.202.0.0/24"), vec![ip("203.0.113.7")]),
     ]
     .into();
     let mut dp = rig.dataplane();
@@ -613,7 +613,7 @@ async fn external_routes_install_resolve_withdraw_and_never_take_over() {
     rig.nl
         .insert_route(foreign_route("0.0.0.0/0", "198.19.1.1", rig.eth, 3, 0));
     inp.external_routes
-        .insert(net("0.0.0.0/0"), ip("198.19.1.254"));
+        .insert(net("0.0.0.0/0"), vec![ip("198.19.1.254")]);
     let rep = dp.apply(&inp).await.unwrap();
     assert!(rep.errors.is_empty(), "{:?}", rep.errors);
     let default = rig.route("0.0.0.0/0").unwrap();
@@ -654,4 +654,53 @@ async fn external_routes_install_resolve_withdraw_and_never_take_over() {
     assert!(dp.external_routes().is_empty());
     assert!(rig.route("10.201.0.0/24").is_none() && rig.route("10.202.0.0/24").is_none());
     assert_eq!(rig.route("0.0.0.0/0").unwrap().protocol, 3);
+}
+
+#[tokio::test]
+async fn external_ecmp_route_is_one_multipath_route_reconciled_in_place() {
+    use crate::ExternalState::*;
+    let rig = Rig::new();
+    let mut inp = input(EncapMode::Never, EncapMode::Never);
+    // Two ToRs on the uplink's subnet announce the same prefix (equal paths merged).
+    inp.external_routes = [(
+        net("10.200.0.0/26"),
+        vec![ip("198.19.1.254"), ip("198.19.1.253")],
+    )]
+    .into();
+    let mut dp = rig.dataplane();
+    let rep = dp.apply(&inp).await.unwrap();
+    assert!(rep.errors.is_empty(), "{:?}", rep.errors);
+    let r = rig.route("10.200.0.0/26").expect("multipath route");
+    let hops: Vec<(IpAddr, u32)> = r.multipath.iter().map(|h| (h.gateway, h.oif)).collect();
+    assert_eq!(
+        hops,
+        [(ip("198.19.1.253"), rig.eth), (ip("198.19.1.254"), rig.eth)]
+    );
+    assert_eq!((r.gateway, r.oif), (None, None));
+    assert_eq!(
+        external_state(&dp, "10.200.0.0/26"),
+        (
+            Installed,
+            "nexthop via 198.19.1.253 dev eth0 nexthop via 198.19.1.254 dev eth0".into()
+        )
+    );
+
+    // Steady state, the hops listed in another order, and a restart: no write.
+    rig.nl.clear_log();
+    dp.apply(&inp).await.unwrap();
+    inp.external_routes
+        .get_mut(&net("10.200.0.0/26"))
+        .unwrap()
+        .reverse();
+    dp.apply(&inp).await.unwrap();
+    rig.dataplane().apply(&inp).await.unwrap();
+    assert_eq!(rig.nl.writes(), 0, "{:?}", rig.nl.log());
+
+    // One ToR gone: the same route, replaced by a single path.
+    inp.external_routes
+        .insert(net("10.200.0.0/26"), vec![ip("198.19.1.254")]);
+    dp.apply(&inp).await.unwrap();
+    let r = rig.route("10.200.0.0/26").unwrap();
+    assert!(r.multipath.is_empty(), "{r}");
+    assert_eq!(r.gateway, Some(ip("198.19.1.254")));
 }

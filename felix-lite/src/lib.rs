@@ -93,7 +93,7 @@ pub const VXLAN_VNI: u32 = tunnel::vxlan::VNI;
 /// VXLAN UDP port (IANA).
 pub const VXLAN_PORT: u16 = tunnel::vxlan::PORT;
 
-pub use calc::{DesiredDataplane, DesiredRoute, KernelView, NextHop};
+pub use calc::{DesiredDataplane, DesiredRoute, KernelView, NextHop, PathHop};
 pub use clock::{Clock, FakeClock, SystemClock};
 pub use dataplane::{
     Applied, ApplyReport, Dataplane, DataplaneConfig, DataplaneError, DegradedPool,

@@ -159,11 +159,12 @@ pub struct DataplaneInput {
     #[serde(default)]
     pub tunnel_addrs: BTreeMap<Tunnel, IpAddr>,
     /// Best BGP routes for prefixes outside every pool (a ToR's networks, a default route,
-    /// another cluster's pods): prefix → BGP next hop. Each is installed via its next hop,
-    /// resolved through the kernel as BIRD's `gateway recursive` does (see
-    /// [`crate::calc`]), or reported as not installed with the reason.
+    /// another cluster's pods): prefix → BGP next hops (several: equal paths merged, one
+    /// multipath route). Each is installed via its next hops, resolved through the kernel
+    /// as BIRD's `gateway recursive` does (see [`crate::calc`]), or reported as not
+    /// installed with the reason.
     #[serde(default)]
-    pub external_routes: BTreeMap<IpNetwork, IpAddr>,
+    pub external_routes: BTreeMap<IpNetwork, Vec<IpAddr>>,
 }
 
 /// A 48-bit Ethernet address.

@@ -278,6 +278,11 @@ impl Agent {
                 let desired = self.peers.len();
                 self.generation.send_modify(|g| g.desired = desired);
             }
+            if plan.multipath != self.speaker_cfg.multipath {
+                tracing::info!(multipath = ?plan.multipath, "BGP multipath changed");
+                self.speaker.set_multipath(plan.multipath);
+                self.speaker_cfg.multipath = plan.multipath;
+            }
             if plan.networks != self.networks {
                 tracing::debug!(count = plan.networks.len(), "originated prefixes changed");
                 self.speaker.set_networks(plan.networks.clone());
@@ -444,10 +449,10 @@ impl Agent {
         match u {
             RouteUpdate::Add {
                 prefix,
-                next_hop,
+                next_hops,
                 peer,
             } => {
-                self.remote.insert(prefix, (next_hop, peer));
+                self.remote.insert(prefix, (next_hops, peer));
             }
             RouteUpdate::Remove { prefix } => {
                 self.remote.remove(&prefix);

@@ -196,7 +196,7 @@ impl ClusterView {
     }
 
     /// What the dataplane of node `me` is computed from: the view, its
-    /// uplink, the best BGP routes (prefix → (next hop, peer)) and its own
+    /// uplink, the best BGP routes (prefix → (next hops, peer)) and its own
     /// tunnel addresses. Every best route is programmed, as calico-node's
     /// BIRD does (its `calico_kernel_programming` filter ends in `accept`):
     /// a prefix inside a pool is another node's block, with the pool's
@@ -207,7 +207,7 @@ impl ClusterView {
         &self,
         me: &str,
         uplink: &Uplink,
-        remote: &BTreeMap<IpNetwork, (IpAddr, IpAddr)>,
+        remote: &BTreeMap<IpNetwork, (Vec<IpAddr>, IpAddr)>,
         tunnels: &Tunnels,
     ) -> DataplaneInput {
         let pools = self
@@ -225,9 +225,12 @@ impl ClusterView {
                 disabled: p.spec.disabled(),
             })
             .collect();
+        // A pool block goes to its owner: the best path's next hop (the
+        // first), even if equal paths were merged.
         let remote_blocks = remote
             .iter()
             .filter(|(prefix, _)| self.pool_of(prefix).is_some())
+            .filter_map(|(prefix, (hops, peer))| Some((prefix, (hops.first()?, peer))))
             .map(|(prefix, (nh, peer))| RemoteBlock {
                 block: *prefix,
                 node: self
@@ -241,7 +244,7 @@ impl ClusterView {
         let external_routes = remote
             .iter()
             .filter(|(prefix, _)| self.pool_of(prefix).is_none())
-            .map(|(prefix, (nh, _))| (*prefix, *nh))
+            .map(|(prefix, (hops, _))| (*prefix, hops.clone()))
             .collect();
         let peers = self
             .nodes
@@ -370,7 +373,7 @@ mod tests {
         };
         let block: IpNetwork = "fd42:65::40/122".parse().unwrap();
         let b_ip: IpAddr = "fd42:19::2".parse().unwrap();
-        let remote = BTreeMap::from([(block, (b_ip, b_ip))]);
+        let remote = BTreeMap::from([(block, (vec![b_ip], b_ip))]);
         let my_vtep: IpAddr = "fd42:65::1".parse().unwrap();
         let mine = Tunnels {
             addrs: BTreeMap::from([(Tunnel::Vxlan6, my_vtep)]),

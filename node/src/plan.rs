@@ -14,8 +14,9 @@ use ipnetwork::IpNetwork;
 use crate::cluster::ClusterView;
 use crate::startup::{Tunnels, tunnel_pools};
 
-/// Best BGP routes learnt from peers: prefix → (next hop, peer).
-pub type RemoteRoutes = BTreeMap<IpNetwork, (IpAddr, IpAddr)>;
+/// Best BGP routes learnt from peers: prefix → (next hops, peer). The
+/// best path's next hop comes first; more are equal paths merged (ECMP).
+pub type RemoteRoutes = BTreeMap<IpNetwork, (Vec<IpAddr>, IpAddr)>;
 
 /// What the speaker of node `name` should have.
 #[derive(Debug, Clone, PartialEq)]
@@ -34,6 +35,9 @@ pub struct BgpPlan {
     /// IPv4 address, `None` every address; and `listenPort`. A change
     /// restarts the speaker.
     pub listen: (Option<IpAddr>, u16),
+    /// Which equal paths become one ECMP kernel route (`multipath`); set
+    /// live, no session restarts.
+    pub multipath: bgpd::rib::Multipath,
 }
 
 /// The speaker's side of the plan.
@@ -73,6 +77,7 @@ pub fn bgp(
     );
     BgpPlan {
         listen,
+        multipath: settings.multipath,
         peers,
         networks: networks(view, &settings),
         cluster_id,
@@ -330,7 +335,7 @@ mod tests {
             mtu: 1500,
         };
         let b: IpAddr = "198.19.1.2".parse().unwrap();
-        let remote = RemoteRoutes::from([(net("10.65.3.0/26"), (b, b))]);
+        let remote = RemoteRoutes::from([(net("10.65.3.0/26"), (vec![b], b))]);
         let input = dataplane(&v, "a", &uplink, &remote, &Tunnels::default());
         assert_eq!(input.remote_blocks.len(), 1);
         assert_eq!(input.remote_blocks[0].node, "b");
@@ -354,20 +359,23 @@ mod tests {
         let b: IpAddr = "198.19.1.2".parse().unwrap();
         let tor: IpAddr = "198.19.1.254".parse().unwrap();
         let remote = RemoteRoutes::from([
-            (net("10.65.3.0/26"), (b, b)),
-            (net("10.200.0.0/26"), (tor, tor)),
-            (net("0.0.0.0/0"), (tor, tor)),
+            (net("10.65.3.0/26"), (vec![b], b)),
+            (net("10.200.0.0/26"), (vec![tor], tor)),
+            (net("0.0.0.0/0"), (vec![tor], tor)),
             // Another cluster's pod block, next hop its node, heard from the ToR.
-            (net("10.99.7.0/26"), ("198.19.1.77".parse().unwrap(), tor)),
+            (
+                net("10.99.7.0/26"),
+                (vec!["198.19.1.77".parse().unwrap()], tor),
+            ),
         ]);
         let input = dataplane(&v, "a", &uplink, &remote, &Tunnels::default());
         assert_eq!(input.remote_blocks.len(), 1);
         assert_eq!(
             input.external_routes,
             BTreeMap::from([
-                (net("0.0.0.0/0"), tor),
-                (net("10.99.7.0/26"), "198.19.1.77".parse().unwrap()),
-                (net("10.200.0.0/26"), tor),
+                (net("0.0.0.0/0"), vec![tor]),
+                (net("10.99.7.0/26"), vec!["198.19.1.77".parse().unwrap()]),
+                (net("10.200.0.0/26"), vec![tor]),
             ])
         );
         let d = felix::calc::compute(

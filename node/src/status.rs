@@ -40,7 +40,12 @@ impl DataplaneStatus {
             .iter()
             .map(|r| RouteRow {
                 prefix: r.prefix.to_string(),
-                next_hop: r.next_hop.to_string(),
+                next_hop: r
+                    .next_hops
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(","),
                 state: r.state.as_str().to_string(),
                 info: r.detail.clone(),
             })
@@ -91,7 +96,7 @@ mod tests {
         let result = Ok(felix::ApplyReport::default());
         let route = |prefix: &str, state, detail: &str| felix::ExternalRouteStatus {
             prefix: prefix.parse().unwrap(),
-            next_hop: "198.19.50.1".parse().unwrap(),
+            next_hops: vec!["198.19.50.1".parse().unwrap()],
             state,
             detail: detail.into(),
         };

@@ -74,7 +74,7 @@ mod tests {
     fn add(p: &str, nh: &str) -> RouteUpdate {
         RouteUpdate::Add {
             prefix: p.parse().unwrap(),
-            next_hop: nh.parse().unwrap(),
+            next_hops: vec![nh.parse().unwrap()],
             peer: nh.parse().unwrap(),
         }
     }

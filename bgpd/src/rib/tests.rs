@@ -106,7 +106,7 @@ fn shorter_as_path_wins_and_withdraw_falls_back() {
         rib.route_update(p),
         Some(RouteUpdate::Add {
             prefix: p,
-            next_hop: ip("198.18.0.2"),
+            next_hops: vec![ip("198.18.0.2")],
             peer: ip("198.18.0.2")
         })
     );

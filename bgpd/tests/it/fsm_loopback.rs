@@ -119,7 +119,7 @@ async fn two_speakers_collide_exchange_and_shut_down() {
         update,
         RouteUpdate::Add {
             prefix: "10.66.1.0/26".parse().unwrap(),
-            next_hop: ip("127.0.0.12"),
+            next_hops: vec![ip("127.0.0.12")],
             peer: ip("127.0.0.12")
         }
     );

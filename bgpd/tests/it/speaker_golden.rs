@@ -342,3 +342,45 @@ async fn speaker_golden_gr_notification() {
     let left: Vec<String> = rib(&line(&t, 16)).into_iter().map(|(p, _)| p).collect();
     assert_eq!(left, vec!["10.71.1.0/26".to_string()]);
 }
+
+#[tokio::test]
+async fn speaker_golden_multipath() {
+    let t = harness::check("multipath").await;
+    let hops = |u: &Value| -> Vec<String> {
+        u["next_hops"]
+            .as_array()
+            .map(|a| a.iter().map(|h| h.as_str().unwrap().to_string()).collect())
+            .unwrap_or_else(|| vec![u["next_hop"].as_str().unwrap().to_string()])
+    };
+    let only = |n: u64| -> Vec<Value> { route_updates(&line(&t, n)) };
+    // Equal eBGP paths of one neighbour AS merge; t1 stays the best path,
+    // so the observer is sent nothing (export is the best path only).
+    let merged = line(&t, 8);
+    assert_eq!(hops(&only(8)[0]), ["127.0.66.11", "127.0.66.12"]);
+    assert_eq!(only(8)[0]["from"], "t1");
+    assert!(sent_to(&merged).is_empty(), "{merged}");
+    // Another neighbour AS, a longer AS_PATH (a), another MED (c), iBGP:
+    // no merge, no route update for a path that is not the best.
+    for n in [9, 11, 13, 15] {
+        assert!(only(n).is_empty(), "step {n}: {}", line(&t, n));
+    }
+    // Relaxed, iBGP on: the AS 65002 path joins, the iBGP pair merges.
+    let live = only(16);
+    assert_eq!(live.len(), 2, "{live:?}");
+    assert_eq!(
+        hops(&live[0]),
+        ["127.0.66.11", "127.0.66.12", "127.0.66.13"]
+    );
+    assert_eq!(hops(&live[1]), ["127.0.66.21", "127.0.66.22"]);
+    assert!(sent_to(&line(&t, 16)).is_empty());
+    // t1 gone: t2 is the best (first), still merged with t3.
+    let gone = only(17);
+    let first = gone.iter().find(|u| u["add"] == "10.70.1.0/26").unwrap();
+    assert_eq!(hops(first), ["127.0.66.12", "127.0.66.13"]);
+    assert_eq!(first["from"], "t2");
+    // Off: single next hops again.
+    for u in only(18) {
+        assert!(u.get("next_hops").is_none(), "{u}");
+    }
+    assert_eq!(only(18).len(), 2, "{}", line(&t, 18));
+}

@@ -98,6 +98,32 @@ pub struct BGPConfigurationSpec {
     pub bind_mode: Option<BindMode>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ignored_interfaces: Option<Vec<String>>,
+    /// Manx extension: which equal BGP paths become one multipath (ECMP)
+    /// kernel route. Unset: equal eBGP paths from the same neighbouring AS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub multipath: Option<MultipathSpec>,
+}
+
+/// `BGPConfiguration.spec.multipath` (a Manx extension; Calico installs one
+/// next hop per prefix). Paths merge when the decision process cannot tell
+/// them apart before the router-id tie-break, as BIRD's `merge paths`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MultipathSpec {
+    /// Merge equal eBGP paths (two ToRs). Default true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ebgp: Option<bool>,
+    /// Merge equal iBGP paths. Default false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ibgp: Option<bool>,
+    /// Merge paths from different neighbouring ASes (one AS per ToR).
+    /// Default false.
+    #[serde(
+        default,
+        rename = "relaxNeighborAS",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub relax_neighbor_as: Option<bool>,
 }
 
 impl BGPConfigurationSpec {
@@ -216,6 +242,7 @@ impl BGPConfiguration {
                     s.node_mesh_max_restart_time.is_some(),
                     "spec.nodeMeshMaxRestartTime",
                 ),
+                (s.multipath.is_some(), "spec.multipath"),
             ] {
                 if set {
                     c.error(

@@ -40,7 +40,7 @@ use serde::de::DeserializeOwned;
 
 pub use bgpconfig::{
     BGPConfiguration, BGPConfigurationSpec, BindMode, CidrEntry, Community, CommunityValue,
-    DEFAULT_AS_NUMBER, DEFAULT_BGP_PORT, PrefixAdvertisement, parse_community,
+    DEFAULT_AS_NUMBER, DEFAULT_BGP_PORT, MultipathSpec, PrefixAdvertisement, parse_community,
 };
 pub use bgppeer::{BGPPeer, BGPPeerSpec, NextHopMode, SourceAddress, parse_peer_ip};
 pub use felixconfig::{

@@ -124,6 +124,20 @@ pub struct KernelRoute {
     pub table: u32,
     /// Metric (`RTA_PRIORITY`), 0 when absent.
     pub metric: u32,
+    /// The next hops of a multipath route (`RTA_MULTIPATH`, `ip route`'s `nexthop via A
+    /// dev X nexthop via B dev Y`); then `gateway` and `oif` are `None`. Empty otherwise.
+    pub multipath: Vec<KernelNextHop>,
+}
+
+/// One next hop of a multipath route (an `rtnexthop` with its `RTA_GATEWAY`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct KernelNextHop {
+    /// Gateway.
+    pub gateway: IpAddr,
+    /// Output interface index.
+    pub oif: u32,
+    /// `RTNH_F_ONLINK`.
+    pub onlink: bool,
 }
 
 impl fmt::Display for KernelRoute {
@@ -140,6 +154,12 @@ impl fmt::Display for KernelRoute {
         }
         if self.onlink {
             write!(f, " onlink")?;
+        }
+        for nh in &self.multipath {
+            write!(f, " nexthop via {} oif {}", nh.gateway, nh.oif)?;
+            if nh.onlink {
+                write!(f, " onlink")?;
+            }
         }
         write!(f, " proto {}", self.protocol)
     }

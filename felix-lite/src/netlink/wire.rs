@@ -17,11 +17,12 @@ use rtnetlink::packet_core::{
 use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::packet_route::RouteNetlinkMessage;
 use rtnetlink::packet_route::route::{
-    RouteAddress, RouteAttribute, RouteFlags, RouteMessage, RouteProtocol, RouteScope, RouteType,
+    RouteAddress, RouteAttribute, RouteFlags, RouteMessage, RouteNextHop, RouteNextHopFlags,
+    RouteProtocol, RouteScope, RouteType,
 };
 use rtnetlink::sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 
-use super::{KernelRoute, RouteKind, Scope};
+use super::{KernelNextHop, KernelRoute, RouteKind, Scope};
 
 /// Requests per `sendmsg` in a batch. Bounded so error ACKs cannot overflow the receive
 /// buffer (each queued ACK costs roughly a page of socket memory).
@@ -343,6 +344,23 @@ pub(crate) fn route_message(r: &KernelRoute, delete: bool) -> RouteMessage {
         if let Some(oif) = r.oif {
             m.attributes.push(RouteAttribute::Oif(oif));
         }
+        if !r.multipath.is_empty() {
+            let hops = r
+                .multipath
+                .iter()
+                .map(|nh| {
+                    let mut hop = RouteNextHop::default();
+                    if nh.onlink {
+                        hop.flags = RouteNextHopFlags::Onlink;
+                    }
+                    hop.interface_index = nh.oif;
+                    hop.attributes
+                        .push(RouteAttribute::Gateway(RouteAddress::from(nh.gateway)));
+                    hop
+                })
+                .collect();
+            m.attributes.push(RouteAttribute::MultiPath(hops));
+        }
     }
     if r.metric != 0 {
         m.attributes.push(RouteAttribute::Priority(r.metric));
@@ -370,6 +388,7 @@ pub(crate) fn parse_route(m: &RouteMessage) -> Option<KernelRoute> {
     let mut oif = None;
     let mut table = u32::from(m.header.table);
     let mut metric = 0;
+    let mut multipath = Vec::new();
     for a in &m.attributes {
         match a {
             RouteAttribute::Destination(d) => dst = route_addr(d)?,
@@ -377,6 +396,22 @@ pub(crate) fn parse_route(m: &RouteMessage) -> Option<KernelRoute> {
             RouteAttribute::Oif(i) => oif = Some(*i),
             RouteAttribute::Table(t) => table = *t,
             RouteAttribute::Priority(p) => metric = *p,
+            RouteAttribute::MultiPath(hops) => {
+                multipath = hops
+                    .iter()
+                    .filter_map(|h| {
+                        let gateway = h.attributes.iter().find_map(|a| match a {
+                            RouteAttribute::Gateway(g) => route_addr(g),
+                            _ => None,
+                        })?;
+                        Some(KernelNextHop {
+                            gateway,
+                            oif: h.interface_index,
+                            onlink: h.flags.contains(RouteNextHopFlags::Onlink),
+                        })
+                    })
+                    .collect();
+            }
             _ => {}
         }
     }
@@ -400,6 +435,7 @@ pub(crate) fn parse_route(m: &RouteMessage) -> Option<KernelRoute> {
         protocol: u8::from(m.header.protocol),
         table,
         metric,
+        multipath,
     })
 }
 
@@ -419,7 +455,51 @@ mod tests {
             protocol: crate::MANX_ROUTE_PROTOCOL,
             table: 254,
             metric: 0,
+            multipath: Vec::new(),
         }
+    }
+
+    fn multipath_sample() -> KernelRoute {
+        let hop = |gw: &str, oif, onlink| KernelNextHop {
+            gateway: gw.parse().unwrap(),
+            oif,
+            onlink,
+        };
+        KernelRoute {
+            dst: "10.200.0.0/26".parse().unwrap(),
+            gateway: None,
+            oif: None,
+            onlink: false,
+            multipath: vec![hop("198.19.0.1", 7, false), hop("198.19.1.1", 8, true)],
+            ..sample()
+        }
+    }
+
+    // rtnetlink(7): RTA_MULTIPATH (9) holds one struct rtnexthop per hop: u16 length, u8
+    // flags (RTNH_F_ONLINK = 4), u8 hops (weight - 1), i32 ifindex, then the hop's own
+    // attributes (RTA_GATEWAY), as `ip route add ... nexthop via A dev X nexthop via B dev Y`.
+    #[test]
+    fn multipath_route_bytes_are_rta_multipath_with_one_rtnexthop_per_hop() {
+        let m = route_message(&multipath_sample(), false);
+        let mut buf = vec![0u8; m.buffer_len()];
+        m.emit(&mut buf);
+        // After the header and RTA_DST: RTA_MULTIPATH of 4 + 2 * (8 + 8) octets.
+        assert_eq!(&buf[20..24], &[36, 0, 9, 0]);
+        assert_eq!(&buf[24..32], &[16, 0, 0, 0, 7, 0, 0, 0]);
+        assert_eq!(&buf[32..40], &[8, 0, 5, 0, 198, 19, 0, 1]);
+        assert_eq!(&buf[40..48], &[16, 0, 4, 0, 8, 0, 0, 0]);
+        assert_eq!(&buf[48..56], &[8, 0, 5, 0, 198, 19, 1, 1]);
+        assert_eq!(buf.len(), 56);
+    }
+
+    #[test]
+    fn multipath_route_round_trips_through_bytes() {
+        let r = multipath_sample();
+        let m = route_message(&r, false);
+        let mut buf = vec![0u8; m.buffer_len()];
+        m.emit(&mut buf);
+        let parsed = RouteMessage::parse(buf.as_slice()).unwrap();
+        assert_eq!(parse_route(&parsed), Some(r));
     }
 
     // rtnetlink(7): struct rtmsg is family, dst_len, src_len, tos, table, protocol, scope,
@@ -528,6 +608,7 @@ mod tests {
                 protocol: crate::MANX_ROUTE_PROTOCOL,
                 table: 254,
                 metric,
+                multipath: Vec::new(),
             };
             let m = route_message(&r, false);
             let mut buf = vec![0u8; m.buffer_len()];

@@ -11,7 +11,9 @@ use std::net::IpAddr;
 use ipnetwork::IpNetwork;
 
 use crate::MANX_ROUTE_PROTOCOL;
-use crate::netlink::{KernelRoute, Netlink, NlError, RT_TABLE_MAIN, RouteKind, RouteOp, Scope};
+use crate::netlink::{
+    KernelNextHop, KernelRoute, Netlink, NlError, RT_TABLE_MAIN, RouteKind, RouteOp, Scope,
+};
 
 /// What one reconcile did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -41,10 +43,17 @@ pub fn same_forwarding(desired: &KernelRoute, actual: &KernelRoute) -> bool {
         return true;
     }
     let v4 = desired.dst.is_ipv4();
+    // A multipath route's hops compare as a set: the kernel may list them in its own order.
+    let hops = |r: &KernelRoute| {
+        let mut h = r.multipath.clone();
+        h.sort_unstable();
+        h
+    };
     desired.gateway == actual.gateway
         && desired.oif == actual.oif
         && desired.onlink == actual.onlink
         && (!v4 || desired.scope == actual.scope)
+        && (desired.multipath.len() == actual.multipath.len() && hops(desired) == hops(actual))
 }
 
 /// A kernel route for felix-lite: main table, Manx protocol.
@@ -71,6 +80,17 @@ pub fn manx_route(
         protocol: MANX_ROUTE_PROTOCOL,
         table: RT_TABLE_MAIN,
         metric: 0,
+        multipath: Vec::new(),
+    }
+}
+
+/// A multipath kernel route for felix-lite (`nexthop via A dev X nexthop via B dev Y`):
+/// main table, Manx protocol, the hops in the order given.
+pub fn manx_multipath_route(dst: IpNetwork, hops: Vec<KernelNextHop>) -> KernelRoute {
+    KernelRoute {
+        multipath: hops,
+        scope: Scope::Universe,
+        ..manx_route(dst, RouteKind::Unicast, None, None, false)
     }
 }
 

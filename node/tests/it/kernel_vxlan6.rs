@@ -100,7 +100,7 @@ fn program(ns: &Netns, me: &NodeSide, other: &NodeSide) {
     };
     let nh: IpAddr = other.v6.parse().unwrap();
     let block: IpNetwork = other.block.parse().unwrap();
-    let remote = BTreeMap::from([(block, (nh, nh))]);
+    let remote = BTreeMap::from([(block, (vec![nh], nh))]);
     let input = view(me).dataplane_input(me.name, &uplink, &remote, &tunnels(me));
     let report = ns.block_on(move || async move {
         let mut dp = felix::Dataplane::new(

@@ -3,6 +3,7 @@
 
 mod bind_mode;
 mod cli;
+mod ecmp_tor;
 mod kernel_vxlan6;
 mod stale_reclaim;
 mod tor_routes;

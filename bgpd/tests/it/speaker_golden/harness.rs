@@ -20,6 +20,9 @@
 //! * `{"step":"drop","peer":N}` — close the TCP connection, no NOTIFICATION.
 //! * `{"step":"cease","peer":N}` — NOTIFICATION Cease/Administrative Shutdown, then close.
 //! * `{"step":"rib"}` — also record the DUT's Loc-RIB.
+//! * `{"step":"multipath","ebgp":B?,"ibgp":B?,"relaxNeighborAS":B?}` — change
+//!   which equal paths merge (the speaker step takes the same as
+//!   `"multipath":{..}`); a route update with `next_hops` is a multipath one.
 //!
 //! # Determinism
 //!
@@ -43,7 +46,7 @@ use std::time::Duration;
 
 use bgpd::config::{ListenConfig, NextHopMode};
 use bgpd::packet::{AsSegment, Message, Notification, Origin, PathAttribute, Update};
-use bgpd::rib::RouteSource;
+use bgpd::rib::{Multipath, RouteSource};
 use bgpd::{PeerConfig, RouteUpdate, Speaker, SpeakerConfig, SpeakerHandle};
 use ipnetwork::IpNetwork;
 use serde_json::{Value, json};
@@ -208,6 +211,16 @@ fn announces(u: &Update, p: IpNetwork) -> bool {
     u.announcements().iter().any(|(_, n, _)| n.prefix == p)
 }
 
+/// `{"ebgp":B?,"ibgp":B?,"relaxNeighborAS":B?}` (a `multipath` step, or
+/// the speaker's `multipath`), the defaults of the fields left out.
+fn multipath(v: &Value) -> Multipath {
+    let mut fields = v.clone();
+    if let Some(o) = fields.as_object_mut() {
+        o.remove("step");
+    }
+    serde_json::from_value(fields).unwrap_or_else(|e| panic!("multipath {v}: {e}"))
+}
+
 fn withdraws(u: &Update, p: IpNetwork) -> bool {
     u.withdrawals().iter().any(|(_, n)| n.prefix == p)
 }
@@ -223,6 +236,9 @@ impl Harness {
         let mut cfg = SpeakerConfig::new(DUT_AS, v4(s(step, "router_id")));
         cfg.listen = Some(ListenConfig { address, port: 0 });
         cfg.cluster_id = step["cluster_id"].as_str().map(v4);
+        if step.get("multipath").is_some() {
+            cfg.multipath = multipath(&step["multipath"]);
+        }
         cfg.networks = step["networks"]
             .as_array()
             .map(|a| {
@@ -466,6 +482,7 @@ impl Harness {
                 })
                 .await;
             }
+            "multipath" => self.handle.set_multipath(multipath(step)),
             "rib" => {
                 let mut routes = self.handle.routes().await;
                 routes.retain(|r| !is_sentinel(&r.prefix));
@@ -497,16 +514,20 @@ impl Harness {
             let entry = match u {
                 RouteUpdate::Add {
                     prefix,
-                    next_hop,
+                    next_hops,
                     peer,
-                } => (
-                    prefix,
-                    json!({
-                        "add": prefix.to_string(),
-                        "next_hop": next_hop.to_string(),
-                        "from": self.name_of(peer),
-                    }),
-                ),
+                } => {
+                    // One next hop prints as before; a multipath route lists them.
+                    let mut e = json!({ "add": prefix.to_string() });
+                    match next_hops.as_slice() {
+                        [one] => e["next_hop"] = json!(one.to_string()),
+                        many => {
+                            e["next_hops"] = many.iter().map(|h| h.to_string()).collect();
+                        }
+                    }
+                    e["from"] = json!(self.name_of(peer));
+                    (prefix, e)
+                }
                 RouteUpdate::Remove { prefix } => (prefix, json!({ "remove": prefix.to_string() })),
             };
             if !is_sentinel(&entry.0) {
