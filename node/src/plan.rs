@@ -32,7 +32,8 @@ pub struct BgpPlan {
     /// Tunnel kinds a pool now needs and this node has no address for.
     pub missing_tunnels: Vec<Tunnel>,
     /// Where the speaker listens: `bindMode: NodeIP` gives the node's BGP
-    /// IPv4 address, `None` every address; and `listenPort`. A change
+    /// IPv4 address (IPv6 on an IPv6-only node), `None` every address; and
+    /// `listenPort`. A change
     /// restarts the speaker.
     pub listen: (Option<IpAddr>, u16),
     /// Which equal paths become one ECMP kernel route (`multipath`); set
@@ -65,12 +66,18 @@ pub fn bgp(
         .into_iter()
         .filter(|t| !tunnels.addrs.contains_key(t) && !tunnel_pools(&view.pools, *t).is_empty())
         .collect();
+    // The IPv4 address, or the IPv6 one on an IPv6-only node. (A
+    // dual-stack node with bindMode NodeIP listens on its IPv4 address
+    // only: one listener; its IPv6 peers then have to be dialled.)
     let own_ip = view
         .nodes
         .iter()
         .find(|n| n.metadata.name == name)
-        .and_then(|n| n.ipv4_address())
-        .map(|(a, _)| IpAddr::V4(a));
+        .and_then(|n| {
+            n.ipv4_address()
+                .map(|(a, _)| IpAddr::V4(a))
+                .or_else(|| n.ipv6_address().map(|(a, _)| IpAddr::V6(a)))
+        });
     let listen = (
         own_ip.filter(|_| settings.bind_node_ip),
         settings.listen_port,
@@ -264,6 +271,12 @@ mod tests {
         let a_ip = v.nodes[0].ipv4_address().unwrap().0;
         let p = bgp(&v, "a", &Tunnels::default(), &NoSecrets);
         assert_eq!(p.listen, (Some(IpAddr::V4(a_ip)), 178));
+        // An IPv6-only node listens on its IPv6 address.
+        let bgp_a = v.nodes[0].spec.bgp.as_mut().unwrap();
+        bgp_a.ipv4_address = None;
+        bgp_a.ipv6_address = Some("fd30::11/64".into());
+        let p = bgp(&v, "a", &Tunnels::default(), &NoSecrets);
+        assert_eq!(p.listen, (Some("fd30::11".parse().unwrap()), 178));
         // bindMode: None is every address, as before.
         v.bgp_configs[0].spec.bind_mode = Some(datastore::model::BindMode::None);
         let p = bgp(&v, "a", &Tunnels::default(), &NoSecrets);

@@ -169,4 +169,21 @@ fn ipv6_only_vxlan() {
     let r = lab.routes(0);
     assert_eq!(r.matches("dev vxlan-v6.manx proto 77").count(), 2, "{r}");
     assert!(!r.contains("vxlan.manx"), "{r}");
+    // The IPv6 VXLAN device's address from IPAM and its MAC are in the
+    // Node, Calico's fields; the device carries that MAC.
+    let node = lab
+        .0
+        .manxctl(&lab.0.nodes[0], &["get", "node", "node1", "-o", "yaml"])
+        .unwrap();
+    let field = |name: &str| {
+        node.lines()
+            .find_map(|l| l.trim().strip_prefix(&format!("{name}: ")))
+            .map(|v| v.trim_matches('"').to_string())
+            .unwrap_or_else(|| panic!("no {name} in node1:\n{node}"))
+    };
+    assert!(field("ipv6VXLANTunnelAddr").starts_with("fd65:"), "{node}");
+    let mac = field("vxlanTunnelMACAddrV6");
+    let ns = manx_e2e::netns::Netns::adopt(&lab.0.nodes[0].netns);
+    let dev = ns.ip(&["link", "show", "vxlan-v6.manx"]).unwrap();
+    assert!(dev.contains(&format!("link/ether {mac} ")), "{mac}: {dev}");
 }
