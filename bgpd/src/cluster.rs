@@ -212,6 +212,7 @@ pub fn desired_peers(
                     config.password = cluster.mesh_password.clone();
                     config.source_address = Some(own);
                     config.restart_time = Some(northbound::restart_secs(cluster.mesh_restart_time));
+                    config.bfd = cluster.mesh_bfd.filter(|_| addr.is_ipv4());
                     DesiredPeer {
                         config,
                         node: Some(n.metadata.name.clone()),
@@ -422,5 +423,49 @@ mod tests {
         let peers2 = desired_peers("n2", &n, &p, &c, &NoSecrets);
         assert_eq!(peers2.len(), 1);
         assert_eq!(peers2[0].config.peer_type, PeerType::NodeMesh);
+    }
+
+    #[test]
+    fn mesh_bfd_reaches_mesh_sessions_and_a_bgppeer_its_own() {
+        let mut y = [
+            node("n1", "10.0.0.1", ""),
+            node("n2", "10.0.0.2", ""),
+            node("n3", "10.0.0.3", ""),
+        ]
+        .concat();
+        y.push_str("---\napiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata:\n  name: default\nspec:\n  nodeMeshBFD: {minTx: 100ms, multiplier: 4}\n---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: tor\nspec:\n  peerIP: 10.0.0.254\n  asNumber: 65001\n  bfd: {enabled: true, minRx: 50ms, minTx: 50ms}\n---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: n3-no-bfd\nspec:\n  node: n1\n  peerIP: 10.0.0.3\n  asNumber: 64512\n");
+        let (n, p, c) = world(&y);
+        let peers = desired_peers("n1", &n, &p, &c, &NoSecrets);
+        let bfd: BTreeMap<String, Option<crate::config::BfdConfig>> = peers
+            .iter()
+            .map(|p| (p.config.address.to_string(), p.config.bfd))
+            .collect();
+        let mesh = crate::config::BfdConfig {
+            min_rx: 300,
+            min_tx: 100,
+            multiplier: 4,
+        };
+        assert_eq!(bfd["10.0.0.2"], Some(mesh), "mesh: nodeMeshBFD");
+        assert_eq!(
+            bfd["10.0.0.254"],
+            Some(crate::config::BfdConfig {
+                min_rx: 50,
+                min_tx: 50,
+                multiplier: 3
+            }),
+            "the BGPPeer's own block"
+        );
+        assert_eq!(
+            bfd["10.0.0.3"], None,
+            "an explicit BGPPeer without bfd wins over the mesh, BFD included"
+        );
+        // Without nodeMeshBFD the mesh has no BFD.
+        let (n, p, _) = world(&y);
+        let peers = desired_peers("n1", &n, &p, &[], &NoSecrets);
+        assert!(
+            peers
+                .iter()
+                .all(|p| p.config.address.to_string() == "10.0.0.254" || p.config.bfd.is_none())
+        );
     }
 }

@@ -13,13 +13,13 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
 use datastore::model::{
-    BGPConfiguration, BGPConfigurationSpec, BGPPeer, BGPPeerSpec, NextHopMode as V3NextHop, Node,
-    NodeBGPSpec, SecretSource, SourceAddress, parse_go_duration,
+    BFDSpec, BGPConfiguration, BGPConfigurationSpec, BGPPeer, BGPPeerSpec,
+    NextHopMode as V3NextHop, Node, NodeBGPSpec, SecretSource, SourceAddress, parse_go_duration,
 };
 use ipnetwork::IpNetwork;
 
 use crate::cluster::SecretReader;
-use crate::config::{NextHopMode, PeerConfig};
+use crate::config::{BfdConfig, NextHopMode, PeerConfig};
 
 /// Default AS of a cluster without `BGPConfiguration default`.
 pub const DEFAULT_CLUSTER_AS: u32 = 64512;
@@ -95,6 +95,8 @@ pub struct ClusterSettings {
     /// `multipath` (Manx extension): which equal paths become one ECMP
     /// kernel route.
     pub multipath: crate::rib::Multipath,
+    /// `nodeMeshBFD`: BFD on the mesh's IPv4 sessions.
+    pub mesh_bfd: Option<BfdConfig>,
 }
 
 impl Default for ClusterSettings {
@@ -111,6 +113,7 @@ impl Default for ClusterSettings {
             bind_node_ip: false,
             log_level: "info",
             multipath: crate::rib::Multipath::default(),
+            mesh_bfd: None,
         }
     }
 }
@@ -118,6 +121,17 @@ impl Default for ClusterSettings {
 fn secret(src: &Option<SecretSource>, secrets: &dyn SecretReader) -> Option<String> {
     let r = src.as_ref()?.secret_key_ref.as_ref()?;
     secrets.read(&r.name, &r.key)
+}
+
+/// An enabled BFD block as the speaker's BFD timers (validated: in range).
+fn bfd(spec: &Option<BFDSpec>) -> Option<BfdConfig> {
+    let t = spec.as_ref()?.timers()?;
+    let ms = |d: Duration| u32::try_from(d.as_millis()).unwrap_or(u32::MAX);
+    Some(BfdConfig {
+        min_rx: ms(t.min_rx),
+        min_tx: ms(t.min_tx),
+        multiplier: t.multiplier,
+    })
 }
 
 fn duration(text: &Option<String>) -> Option<Duration> {
@@ -167,6 +181,7 @@ pub fn cluster_settings(
         node_mesh_password,
         node_mesh_max_restart_time,
         multipath,
+        node_mesh_bfd,
     } = &cfg.spec;
     ClusterSettings {
         as_number: as_number.map(|a| a.0).unwrap_or(DEFAULT_CLUSTER_AS),
@@ -180,6 +195,7 @@ pub fn cluster_settings(
         bind_node_ip: *bind_mode == Some(datastore::model::BindMode::NodeIP),
         log_level: log_level(log_severity_screen.as_deref()),
         multipath: multipath_of(multipath.as_ref()),
+        mesh_bfd: bfd(node_mesh_bfd),
     }
 }
 
@@ -304,6 +320,9 @@ pub struct PeerTemplate {
     pub next_hop_mode: NextHopMode,
     /// GTSM hop count (0 or absent: off).
     pub ttl_security: Option<u8>,
+    /// BFD timers, for the IPv4 sessions (validation refuses it on an
+    /// IPv6 `peerIP`).
+    pub bfd: Option<BfdConfig>,
 }
 
 fn non_empty(s: &Option<String>) -> Option<&str> {
@@ -325,6 +344,7 @@ pub fn peer_template(p: &BGPPeer, secrets: &dyn SecretReader) -> PeerTemplate {
         next_hop_mode,
         keep_original_next_hop,
         ttl_security,
+        bfd: bfd_spec,
         // Refused by validation until Manx acts on them (Calico parity):
         num_allowed_local_as_numbers: _,
         reachable_by: _,
@@ -363,6 +383,7 @@ pub fn peer_template(p: &BGPPeer, secrets: &dyn SecretReader) -> PeerTemplate {
         keepalive: duration(keepalive_time),
         next_hop_mode,
         ttl_security: ttl_security.filter(|&h| h > 0),
+        bfd: bfd(bfd_spec),
     }
 }
 
@@ -379,6 +400,8 @@ impl PeerTemplate {
         c.next_hop_mode = self.next_hop_mode;
         c.restart_time = self.restart_time.map(restart_secs);
         c.hold_time = self.keepalive.map(hold_from_keepalive);
+        // The speaker's BFD is single-hop IPv4 (RFC 5881).
+        c.bfd = self.bfd.filter(|_| address.is_ipv4());
         c
     }
 }
@@ -419,7 +442,7 @@ mod tests {
     fn every_session_field_of_a_bgppeer_reaches_the_session() {
         let t = peer_template(
             &peer(
-                "  node: n1\n  peerIP: 10.0.0.254:1179\n  asNumber: 65001\n  password:\n    secretKeyRef: {name: s, key: k}\n  sourceAddress: None\n  maxRestartTime: 30s\n  keepaliveTime: 10s\n  nextHopMode: Self\n  ttlSecurity: 2\n",
+                "  node: n1\n  peerIP: 10.0.0.254:1179\n  asNumber: 65001\n  password:\n    secretKeyRef: {name: s, key: k}\n  sourceAddress: None\n  maxRestartTime: 30s\n  keepaliveTime: 10s\n  nextHopMode: Self\n  ttlSecurity: 2\n  bfd: {minRx: 100ms, minTx: 50ms, multiplier: 5}\n",
             ),
             &Secrets,
         );
@@ -441,6 +464,43 @@ mod tests {
             Some(254),
             "ttlSecurity 2 accepts a peer two hops away"
         );
+        assert_eq!(
+            c.bfd,
+            Some(BfdConfig {
+                min_rx: 100,
+                min_tx: 50,
+                multiplier: 5
+            })
+        );
+    }
+
+    #[test]
+    fn bfd_defaults_off_switch_and_ipv4_only() {
+        let v4: IpAddr = "10.0.0.254".parse().unwrap();
+        let none = peer_template(&peer("  peerIP: 10.0.0.254\n  asNumber: 65001\n"), &Secrets);
+        assert_eq!(none.session(v4, 179, 65001, None).bfd, None);
+        // An empty block asks for BFD at 300 ms x 3.
+        let on = peer_template(
+            &peer("  peerIP: 10.0.0.254\n  asNumber: 65001\n  bfd: {}\n"),
+            &Secrets,
+        );
+        assert_eq!(
+            on.session(v4, 179, 65001, None).bfd,
+            Some(BfdConfig::default())
+        );
+        let off = peer_template(
+            &peer(
+                "  peerIP: 10.0.0.254\n  asNumber: 65001\n  bfd: {enabled: false, minRx: 50ms}\n",
+            ),
+            &Secrets,
+        );
+        assert_eq!(off.session(v4, 179, 65001, None).bfd, None);
+        // A selector peering reaching a node's IPv6 address: that session
+        // runs on its hold timer (the speaker's BFD is IPv4).
+        let sel = peer_template(&peer("  peerSelector: rr == 'true'\n  bfd: {}\n"), &Secrets);
+        let v6: IpAddr = "fd00::2".parse().unwrap();
+        assert!(sel.session(v4, 179, 64512, None).bfd.is_some());
+        assert_eq!(sel.session(v6, 179, 64512, None).bfd, None);
     }
 
     #[test]
@@ -464,7 +524,7 @@ mod tests {
 
     #[test]
     fn cluster_settings_from_default_only() {
-        let y = "apiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata:\n  name: default\nspec:\n  asNumber: 63400\n  nodeToNodeMeshEnabled: false\n  listenPort: 1179\n  logSeverityScreen: Warning\n  nodeMeshMaxRestartTime: 10s\n  serviceClusterIPs:\n  - cidr: 10.96.0.0/12\n";
+        let y = "apiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata:\n  name: default\nspec:\n  asNumber: 63400\n  nodeToNodeMeshEnabled: false\n  listenPort: 1179\n  logSeverityScreen: Warning\n  nodeMeshMaxRestartTime: 10s\n  nodeMeshBFD: {minRx: 200ms}\n  serviceClusterIPs:\n  - cidr: 10.96.0.0/12\n";
         let cfgs: Vec<BGPConfiguration> = parse_manifests(y, "c.yaml")
             .unwrap()
             .into_iter()
@@ -477,6 +537,14 @@ mod tests {
         assert_eq!((s.as_number, s.mesh, s.listen_port), (63400, false, 1179));
         assert_eq!(s.log_level, "warn");
         assert_eq!(s.mesh_restart_time, Duration::from_secs(10));
+        assert_eq!(
+            s.mesh_bfd,
+            Some(BfdConfig {
+                min_rx: 200,
+                min_tx: 300,
+                multiplier: 3
+            })
+        );
         assert_eq!(
             s.service_cluster_ips,
             ["10.96.0.0/12".parse::<IpNetwork>().unwrap()]

@@ -579,6 +579,26 @@ impl Actor {
         }
     }
 
+    /// A peer's BFD settings changed: new timers (a Poll Sequence when Up),
+    /// a new session, or the session removed.
+    fn set_bfd(&mut self, cfg: &PeerConfig) {
+        let addr = cfg.address;
+        if let Some(p) = self.peers.get_mut(&addr) {
+            p.cfg.bfd = cfg.bfd;
+        }
+        if cfg.bfd.is_some() {
+            let keep = self.bfd_state.get(&addr).copied();
+            self.start_bfd(cfg);
+            if let Some(state) = keep {
+                self.bfd_state.insert(addr, state);
+            }
+        } else if let (Some(h), IpAddr::V4(v4), Some(_)) =
+            (&self.bfd, addr, self.bfd_state.remove(&addr))
+        {
+            h.try_remove(v4);
+        }
+    }
+
     /// Start (once) the BFD task and add `cfg`'s session to it.
     fn start_bfd(&mut self, cfg: &PeerConfig) {
         let (Some(b), IpAddr::V4(peer)) = (cfg.bfd, cfg.address) else {
@@ -720,7 +740,22 @@ impl Actor {
             peers.into_iter().map(|p| (p.address, p)).collect();
         let existing: Vec<IpAddr> = self.peers.keys().copied().collect();
         for addr in existing {
-            if wanted.get(&addr) != self.peers.get(&addr).map(|p| &p.cfg) {
+            let (Some(new), Some(old)) = (wanted.get(&addr), self.peers.get(&addr)) else {
+                self.remove_peer(addr);
+                continue;
+            };
+            if *new == old.cfg {
+                continue;
+            }
+            let bfd_only = PeerConfig {
+                bfd: old.cfg.bfd,
+                ..new.clone()
+            } == old.cfg;
+            if bfd_only {
+                // Only BFD changed: reconfigure it, keep the BGP session
+                // (turning BFD on across a cluster flaps nothing).
+                self.set_bfd(new);
+            } else {
                 self.remove_peer(addr);
             }
         }

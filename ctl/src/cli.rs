@@ -127,7 +127,8 @@ pub struct LabelArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum NodeCmd {
-    /// BGP peers of this node: PEER ADDRESS | PEER TYPE | STATE | SINCE | INFO.
+    /// BGP peers of this node: PEER ADDRESS | PEER TYPE | STATE | SINCE | INFO
+    /// (and BFD after STATE once a peer has BFD).
     Status {
         /// manx-node's run directory (its status socket lives there).
         #[arg(long, env = "MANX_RUN_DIR", default_value = manx_status::DEFAULT_RUN_DIR)]

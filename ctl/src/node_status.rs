@@ -120,7 +120,32 @@ pub fn render(status: &NodeStatus) -> String {
     out
 }
 
+/// calicoctl's five columns; a BFD column after STATE once any peer has
+/// BFD (a Manx extension), so a cluster without BFD prints what calicoctl
+/// prints.
 fn peer_table(rows: &[&PeerRow]) -> String {
+    if rows.iter().any(|p| !p.bfd.is_empty()) {
+        let headers = ["PEER ADDRESS", "PEER TYPE", "STATE", "BFD", "SINCE", "INFO"];
+        let cells: Vec<[String; 6]> = rows
+            .iter()
+            .map(|p| {
+                let bfd = if p.bfd.is_empty() {
+                    "-"
+                } else {
+                    p.bfd.as_str()
+                };
+                [
+                    p.address.clone(),
+                    p.peer_type.clone(),
+                    p.state.clone(),
+                    bfd.to_string(),
+                    p.since.clone(),
+                    p.info.clone(),
+                ]
+            })
+            .collect();
+        return boxed(headers, &cells);
+    }
     let headers = ["PEER ADDRESS", "PEER TYPE", "STATE", "SINCE", "INFO"];
     let cells: Vec<[String; 5]> = rows
         .iter()
@@ -187,6 +212,7 @@ mod tests {
                 prefixes_received: 1,
                 prefixes_accepted: 1,
                 prefixes_advertised: 1,
+                bfd: String::new(),
             }],
             warnings: vec![],
             routes: vec![],
@@ -201,6 +227,46 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("No IPv6 peers found."));
+    }
+
+    #[test]
+    fn a_bfd_column_once_a_peer_has_bfd() {
+        let row = |address: &str, bfd: &str| PeerRow {
+            address: address.into(),
+            peer_type: "node-to-node mesh".into(),
+            state: "up".into(),
+            since: "01:02:03".into(),
+            info: "Established".into(),
+            prefixes_received: 0,
+            prefixes_accepted: 0,
+            prefixes_advertised: 0,
+            bfd: bfd.into(),
+        };
+        let s = NodeStatus {
+            node: "n1".into(),
+            ready: true,
+            peers: vec![row("172.30.0.12", "up"), row("172.30.0.13", "")],
+            ..Default::default()
+        };
+        let text = render(&s);
+        assert!(
+            text.contains(
+                "| PEER ADDRESS | PEER TYPE         | STATE | BFD | SINCE    | INFO        |"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "| 172.30.0.12  | node-to-node mesh | up    | up  | 01:02:03 | Established |"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "| 172.30.0.13  | node-to-node mesh | up    | -   | 01:02:03 | Established |"
+            ),
+            "{text}"
+        );
     }
 
     #[test]

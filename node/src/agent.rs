@@ -593,6 +593,10 @@ async fn monitor(
                     prefixes_received: p.prefixes_received as u64,
                     prefixes_accepted: p.prefixes_accepted as u64,
                     prefixes_advertised: p.prefixes_advertised as u64,
+                    bfd: p
+                        .bfd
+                        .map(|s| s.to_string().to_lowercase())
+                        .unwrap_or_default(),
                 }
             })
             .collect();

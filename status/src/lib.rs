@@ -51,6 +51,10 @@ pub struct PeerRow {
     pub prefixes_accepted: u64,
     #[serde(default)]
     pub prefixes_advertised: u64,
+    /// The BFD session's state (`up`, `down`, `init`, `admindown`); empty
+    /// for a peer without BFD.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub bfd: String,
 }
 
 /// One best BGP route from outside the IP pools (a ToR's network, a default
@@ -152,6 +156,7 @@ mod tests {
             ready: false,
             not_ready: "waiting for BGP peers".into(),
             peers: vec![PeerRow {
+                bfd: String::new(),
                 address: "172.30.0.12".into(),
                 peer_type: "global".into(),
                 state: "active".into(),

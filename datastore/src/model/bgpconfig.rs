@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::model::bfd::BFDSpec;
 use crate::model::meta::{AsNumber, ObjectMeta, SecretSource, parse_go_duration};
 use crate::model::validate::{Checker, ValidationErrors};
 
@@ -102,6 +103,13 @@ pub struct BGPConfigurationSpec {
     /// kernel route. Unset: equal eBGP paths from the same neighbouring AS.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub multipath: Option<MultipathSpec>,
+    /// BFD on the node-to-node mesh's IPv4 sessions (a Manx extension).
+    #[serde(
+        default,
+        rename = "nodeMeshBFD",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub node_mesh_bfd: Option<BFDSpec>,
 }
 
 /// `BGPConfiguration.spec.multipath` (a Manx extension; Calico installs one
@@ -243,6 +251,7 @@ impl BGPConfiguration {
                     "spec.nodeMeshMaxRestartTime",
                 ),
                 (s.multipath.is_some(), "spec.multipath"),
+                (s.node_mesh_bfd.is_some(), "spec.nodeMeshBFD"),
             ] {
                 if set {
                     c.error(
@@ -327,6 +336,9 @@ impl BGPConfiguration {
             && let Err(why) = parse_go_duration(d)
         {
             c.error("spec.nodeMeshMaxRestartTime", why);
+        }
+        if let Some(bfd) = &s.node_mesh_bfd {
+            bfd.check(&mut c, "spec.nodeMeshBFD");
         }
         c.finish()
     }

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::model::bfd::BFDSpec;
 use crate::model::meta::{AsNumber, ObjectMeta, SecretSource, parse_go_duration};
 use crate::model::validate::{Checker, ValidationErrors};
 use crate::selector::Selector;
@@ -86,6 +87,9 @@ pub struct BGPPeerSpec {
     pub reachable_by: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filters: Option<Vec<String>>,
+    /// BFD on the sessions this peering makes (a Manx extension; IPv4).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bfd: Option<BFDSpec>,
 }
 
 /// Parse a `peerIP`: `ip`, `ipv4:port` or `[ipv6]:port`.
@@ -249,6 +253,15 @@ impl BGPPeer {
                 "spec.ttlSecurity",
                 format!("{ttl} is out of range 0..=254 hops"),
             );
+        }
+        if let Some(bfd) = &s.bfd {
+            bfd.check(&mut c, "spec.bfd");
+            if bfd.timers().is_some() && s.peer_addr().is_some_and(|(ip, _)| ip.is_ipv6()) {
+                c.error(
+                    "spec.bfd",
+                    "is IPv4-only in Manx so far and peerIP is IPv6: remove bfd or set enabled: false",
+                );
+            }
         }
         // Calico fields Manx does not act on yet (their defaults are fine).
         c.unsupported(

@@ -20,6 +20,7 @@
 //!   prints them back.
 //! * Each type has `validate()`; [`validate_all`] adds cross-object checks.
 
+pub mod bfd;
 pub mod bgpconfig;
 pub mod bgppeer;
 mod envelope;
@@ -38,6 +39,7 @@ use std::fmt;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+pub use bfd::{BFDSpec, BfdTimers};
 pub use bgpconfig::{
     BGPConfiguration, BGPConfigurationSpec, BindMode, CidrEntry, Community, CommunityValue,
     DEFAULT_AS_NUMBER, DEFAULT_BGP_PORT, MultipathSpec, PrefixAdvertisement, parse_community,

@@ -1,8 +1,8 @@
 //! Every validation rule, with the exact message an operator sees.
 
 use datastore::model::{
-    AsNumber, BGPConfiguration, BGPPeer, BGPPeerSpec, EncapMode, IPAMConfiguration, IPPool,
-    IPReservation, Kind, Node, NodeBGPSpec, Resource, WorkloadEndpoint, parse_manifests,
+    AsNumber, BFDSpec, BGPConfiguration, BGPPeer, BGPPeerSpec, EncapMode, IPAMConfiguration,
+    IPPool, IPReservation, Kind, Node, NodeBGPSpec, Resource, WorkloadEndpoint, parse_manifests,
     validate_all,
 };
 
@@ -177,6 +177,54 @@ fn overlapping_pools() {
 
 fn peer(spec: BGPPeerSpec) -> BGPPeer {
     BGPPeer::new("peer1", spec)
+}
+
+/// BFD is a Manx extension: bad timers and an IPv6 peer are refused by
+/// field, and a node's own BGPConfiguration cannot set the mesh's BFD.
+#[test]
+fn bfd_rules() {
+    let spec = |peer_ip: &str, bfd: BFDSpec| BGPPeerSpec {
+        peer_ip: Some(peer_ip.into()),
+        as_number: Some(AsNumber(64512)),
+        bfd: Some(bfd),
+        ..Default::default()
+    };
+    assert!(errors(&peer(spec("10.0.0.1", BFDSpec::default()))).is_empty());
+    assert_error(
+        &peer(spec(
+            "10.0.0.1",
+            BFDSpec {
+                min_tx: Some("1ms".into()),
+                ..Default::default()
+            },
+        )),
+        "bgppeer peer1: spec.bfd.minTx \"1ms\" is out of range 10ms..=60s (default 300ms)",
+    );
+    assert_error(
+        &peer(spec("fd00::1", BFDSpec::default())),
+        "bgppeer peer1: spec.bfd is IPv4-only in Manx so far and peerIP is IPv6: remove bfd or set enabled: false",
+    );
+    let off = BFDSpec {
+        enabled: Some(false),
+        ..Default::default()
+    };
+    assert!(errors(&peer(spec("fd00::1", off))).is_empty());
+
+    let mut node_cfg = BGPConfiguration::new("node.n1");
+    node_cfg.spec.node_mesh_bfd = Some(BFDSpec::default());
+    assert_error(
+        &node_cfg,
+        "bgpconfiguration node.n1: spec.nodeMeshBFD can only be set in the BGPConfiguration named \"default\"; move it there",
+    );
+    let mut default = BGPConfiguration::new("default");
+    default.spec.node_mesh_bfd = Some(BFDSpec {
+        multiplier: Some(256),
+        ..Default::default()
+    });
+    assert_error(
+        &default,
+        "bgpconfiguration default: spec.nodeMeshBFD.multiplier 256 is out of range 1..=255 (default 3)",
+    );
 }
 
 #[test]

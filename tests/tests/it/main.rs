@@ -14,6 +14,7 @@ mod churn;
 mod cluster_modes;
 mod deploy_manifests;
 mod dual_stack;
+mod fast_failover;
 mod lab_hygiene;
 mod no_ipip_kernel;
 mod node_agent;
