@@ -47,6 +47,7 @@ use crate::dataplane::DataplaneConfig;
 use crate::nat::NatSpec;
 use crate::netlink::{KernelAddr, KernelLink, KernelRoute, RT_TABLE_MAIN, RouteKind};
 use crate::tunnel::Tunnel;
+use crate::tunnel::wireguard::{self, WireguardDevice, WireguardPeerSpec};
 use crate::types::{DataplaneInput, EncapMode, MacAddr, PoolInfo};
 
 /// How a desired route forwards.
@@ -147,6 +148,8 @@ pub struct DesiredDataplane {
     /// The routes from outside the pools and what became of each (an installed one is in
     /// `routes` too).
     pub external: BTreeMap<IpNetwork, External>,
+    /// `wireguard.manx`, when WireGuard is on and the uplink has an IPv4 address.
+    pub wireguard: Option<WireguardDevice>,
 }
 
 /// One route from outside the pools, and what the calculation made of it.
@@ -580,6 +583,7 @@ pub fn compute_with(
         }
     }
     out.ipv6 = input.pools.iter().any(|p| p.cidr.is_ipv6());
+    out.wireguard = wireguard_device(input);
 
     // Remote blocks.
     if let Some(up) = uplink {
@@ -591,6 +595,19 @@ pub fn compute_with(
                 continue;
             };
             if local.ip() == rb.node_ip {
+                continue;
+            }
+            // Encrypted: a peer on wireguard.manx (it has published its key); its IPv4
+            // blocks are then its allowed IPs there.
+            if let Some(wg) = &out.wireguard
+                && rb.block.is_ipv4()
+                && wg
+                    .peers
+                    .values()
+                    .any(|p| p.endpoint.ip() == rb.node_ip && p.allowed_ips.contains(&rb.block))
+            {
+                out.routes
+                    .insert(rb.block, NextHop::Device(wireguard::DEVICE.to_string()));
                 continue;
             }
             let same_subnet = local.contains(rb.node_ip);
@@ -649,6 +666,61 @@ pub fn compute_with(
 
     out.nat = NatSpec::from_pools(&input.pools);
     out
+}
+
+/// `wireguard.manx` as `input` wants it: every other node that has published a public key
+/// and has an IPv4 address is a peer at `<node IP>:<port>`, with its IPv4 blocks and its
+/// node address as allowed IPs. None when WireGuard is off or the uplink has no IPv4 address.
+fn wireguard_device(input: &DataplaneInput) -> Option<WireguardDevice> {
+    let wg = input.wireguard?;
+    let up = input.uplink.as_ref()?;
+    up.v4?;
+    let mut peers: BTreeMap<wireguard::PublicKey, WireguardPeerSpec> = BTreeMap::new();
+    let mut by_node: BTreeMap<&str, wireguard::PublicKey> = BTreeMap::new();
+    for p in input.peers.iter().filter(|p| p.name != input.node_name) {
+        let Some(key) = p
+            .wireguard_public_key
+            .as_deref()
+            .and_then(wireguard::base64_decode)
+        else {
+            continue;
+        };
+        if !p.ip.is_ipv4() || peers.contains_key(&key) {
+            // Two nodes with one key (a copied key file) would steal each other's
+            // traffic: the first keeps it, the other stays unencrypted.
+            continue;
+        }
+        by_node.insert(p.name.as_str(), key);
+        peers.insert(
+            key,
+            WireguardPeerSpec {
+                endpoint: wireguard::endpoint(p.ip, wg.port),
+                // Its node address too: the host's own traffic to a pod here (source: the
+                // peer's uplink address, the device having none) passes the allowed-IPs
+                // check. No route sends the node address into the device.
+                allowed_ips: vec![IpNetwork::from(p.ip)],
+            },
+        );
+    }
+    for rb in &input.remote_blocks {
+        if !rb.block.is_ipv4() || rb.node == input.node_name {
+            continue;
+        }
+        if let Some(peer) = by_node.get(rb.node.as_str()).and_then(|k| peers.get_mut(k))
+            && peer.endpoint.ip() == rb.node_ip
+        {
+            peer.allowed_ips.push(rb.block);
+        }
+    }
+    for p in peers.values_mut() {
+        p.allowed_ips.sort_by_key(|n| (n.network(), n.prefix()));
+        p.allowed_ips.dedup();
+    }
+    Some(WireguardDevice {
+        mtu: wg.mtu.unwrap_or(up.mtu.saturating_sub(wireguard::OVERHEAD)),
+        port: wg.port,
+        peers,
+    })
 }
 
 /// The distinct pools that cannot be programmed, for status output.
@@ -714,6 +786,7 @@ pub(crate) mod fixture {
                 (Tunnel::Vxlan, ip("10.19.0.0")),
             ]),
             external_routes: BTreeMap::new(),
+            wireguard: None,
         }
     }
 
@@ -1280,5 +1353,76 @@ mod tests {
             d.routes[&net("0.0.0.0/0")],
             via("198.19.1.254", "eth0", false)
         );
+    }
+
+    /// WireGuard on: peers with a published key get their IPv4 blocks as allowed IPs and
+    /// their blocks routed `dev wireguard.manx`; a peer without a key keeps the pool's own
+    /// encapsulation (as Calico leaves a node without a key unencrypted).
+    #[test]
+    fn wireguard_peers_follow_the_blocks_of_nodes_with_keys() {
+        let mut i = input(EncapMode::Always, EncapMode::Never);
+        i.wireguard = Some(crate::types::WireguardSettings {
+            port: 51820,
+            mtu: None,
+        });
+        let key_b = wireguard::base64_encode(&[0xb; 32]);
+        i.peers[0].wireguard_public_key = Some(key_b);
+        i.remote_blocks.push(RemoteBlock {
+            block: net("10.19.3.0/26"),
+            node: "b".into(),
+            node_ip: ip("198.19.1.2"),
+        });
+        let d = compute(&i, &DataplaneConfig::default(), &BTreeSet::new());
+        let wg = d.wireguard.as_ref().expect("device wanted");
+        assert_eq!((wg.mtu, wg.port), (1440, 51820));
+        assert_eq!(wg.peers.len(), 1);
+        let b = &wg.peers[&[0xb; 32]];
+        assert_eq!(b.endpoint, "198.19.1.2:51820".parse().unwrap());
+        assert_eq!(
+            b.allowed_ips,
+            [
+                net("10.19.1.0/26"),
+                net("10.19.3.0/26"),
+                net("198.19.1.2/32")
+            ]
+        );
+        for block in ["10.19.1.0/26", "10.19.3.0/26"] {
+            assert_eq!(
+                d.routes[&net(block)],
+                NextHop::Device(wireguard::DEVICE.into()),
+                "{block}"
+            );
+        }
+        // c has no key: its block goes through tunl0 as before.
+        assert!(matches!(
+            &d.routes[&net("10.19.2.0/26")],
+            NextHop::Via { dev, .. } if dev == "tunl0"
+        ));
+        // Off: no device, no route through it.
+        i.wireguard = None;
+        let d = compute(&i, &DataplaneConfig::default(), &BTreeSet::new());
+        assert!(d.wireguard.is_none());
+        assert!(
+            !d.routes
+                .values()
+                .any(|nh| *nh == NextHop::Device(wireguard::DEVICE.into()))
+        );
+    }
+
+    #[test]
+    fn wireguard_mtu_is_configured_or_the_uplinks_minus_60_and_a_shared_key_is_used_once() {
+        let mut i = input(EncapMode::Never, EncapMode::Never);
+        i.wireguard = Some(crate::types::WireguardSettings {
+            port: 6000,
+            mtu: Some(1400),
+        });
+        let same = wireguard::base64_encode(&[7; 32]);
+        i.peers[0].wireguard_public_key = Some(same.clone());
+        i.peers[1].wireguard_public_key = Some(same);
+        let d = compute(&i, &DataplaneConfig::default(), &BTreeSet::new());
+        let wg = d.wireguard.unwrap();
+        assert_eq!(wg.mtu, 1400);
+        assert_eq!(wg.peers.len(), 1, "one key, one peer");
+        assert_eq!(wg.peers[&[7; 32]].endpoint.port(), 6000);
     }
 }

@@ -24,15 +24,19 @@ use crate::calc::{
 use crate::clock::Clock;
 use crate::nat::{NatBackend, NatError, NatReconciler};
 use crate::netlink::{
-    EOPNOTSUPP, KernelLink, KernelNextHop, LinkSpec, NeighTable, Neighbour, Netlink, NlError,
-    RouteKind,
+    ENOENT, EOPNOTSUPP, KernelLink, KernelNextHop, LinkKind, LinkSpec, NeighTable, Neighbour,
+    Netlink, NlError, RouteKind,
 };
 use crate::reconcile::routes::{RouteMap, manx_multipath_route, manx_route};
 use crate::reconcile::{LinkReconciler, NeighbourReconciler, RouteReconciler};
 use crate::sysctl::{self, Sysctls};
 use crate::tunnel::Tunnel;
+use crate::tunnel::wireguard::{self, PrivateKey, WireguardDevice, WireguardSocket};
 use crate::types::{DataplaneInput, MacAddr};
 use crate::{VXLAN_PORT, VXLAN_VNI};
+
+/// Where manx-node keeps this node's WireGuard private key unless configured otherwise.
+pub const DEFAULT_WIREGUARD_KEY_FILE: &str = "/var/lib/manx/wireguard.key";
 
 /// Settings that do not come from the datastore's per-object resources.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,6 +65,8 @@ pub struct DataplaneConfig {
     pub workload_rp_filter: &'static str,
     /// Program NAT outgoing.
     pub nat: bool,
+    /// This node's WireGuard private key file (created 0600 when WireGuard is first on).
+    pub wireguard_key_file: std::path::PathBuf,
 }
 
 impl Default for DataplaneConfig {
@@ -76,8 +82,18 @@ impl Default for DataplaneConfig {
             kernel_scan_interval: Duration::from_secs(5),
             workload_rp_filter: "1",
             nat: true,
+            wireguard_key_file: std::path::PathBuf::from(DEFAULT_WIREGUARD_KEY_FILE),
         }
     }
+}
+
+/// Why `wireguard.manx` could not be brought in line.
+#[derive(Debug)]
+enum WireguardError {
+    /// The kernel has no WireGuard.
+    Unsupported,
+    /// Anything else (reported with the apply's errors; retried).
+    Other(String),
 }
 
 /// A fatal failure of one apply (the dataplane keeps its state and retries).
@@ -194,6 +210,20 @@ pub struct Dataplane<N, S, F, C> {
     /// The kernel as last read for the routes from outside the pools, and when.
     kernel_view: Option<(KernelView, Instant)>,
     external: Vec<ExternalRouteStatus>,
+    wireguard: WireguardState,
+}
+
+/// What the dataplane knows of `wireguard.manx`.
+#[derive(Debug, Default)]
+struct WireguardState {
+    /// The kernel has shown it has no WireGuard (logged once).
+    unsupported: bool,
+    key: Option<PrivateKey>,
+    socket: Option<WireguardSocket>,
+    /// The configuration last written, to write only changes between resyncs.
+    applied: Option<WireguardDevice>,
+    /// The public key the kernel computed, base64.
+    public_key: Option<String>,
 }
 
 impl<N: Netlink, S: Sysctls, F: NatBackend, C: Clock> Dataplane<N, S, F, C> {
@@ -216,7 +246,19 @@ impl<N: Netlink, S: Sysctls, F: NatBackend, C: Clock> Dataplane<N, S, F, C> {
             globals_done: false,
             kernel_view: None,
             external: Vec::new(),
+            wireguard: WireguardState::default(),
         }
+    }
+
+    /// This node's WireGuard public key (base64, as `Node.status.wireguardPublicKey`
+    /// carries it), once `wireguard.manx` is configured.
+    pub fn wireguard_public_key(&self) -> Option<&str> {
+        self.wireguard.public_key.as_deref()
+    }
+
+    /// False once the kernel has shown it has no WireGuard.
+    pub fn supports_wireguard(&self) -> bool {
+        !self.wireguard.unsupported
     }
 
     /// False once creating the kind's device failed because the kernel lacks it (IPIP).
@@ -268,6 +310,17 @@ impl<N: Netlink, S: Sysctls, F: NatBackend, C: Clock> Dataplane<N, S, F, C> {
 
     fn compute(&self, input: &DataplaneInput) -> DesiredDataplane {
         let view = self.kernel_view.as_ref().map(|(v, _)| v);
+        // Without WireGuard in the kernel, every pool keeps its own encapsulation.
+        let plain;
+        let input = if self.wireguard.unsupported && input.wireguard.is_some() {
+            plain = DataplaneInput {
+                wireguard: None,
+                ..input.clone()
+            };
+            &plain
+        } else {
+            input
+        };
         calc::compute_with(
             input,
             &self.cfg,
@@ -347,6 +400,11 @@ impl<N: Netlink, S: Sysctls, F: NatBackend, C: Clock> Dataplane<N, S, F, C> {
                 Err(e) => return Err(e.into()),
             }
         }
+        match self.sync_wireguard(&mut links, &desired, full).await {
+            Ok(w) => report.link_writes += w,
+            Err(WireguardError::Unsupported) => desired = self.compute(input),
+            Err(WireguardError::Other(e)) => report.errors.push(e),
+        }
         self.note_degraded(&desired);
 
         // Routes. Those from outside the pools never take over another protocol's route.
@@ -394,6 +452,98 @@ impl<N: Netlink, S: Sysctls, F: NatBackend, C: Clock> Dataplane<N, S, F, C> {
             );
         }
         Ok(report)
+    }
+
+    /// Create, configure or remove `wireguard.manx` as `desired` says. A kernel without
+    /// WireGuard (the link kind or the generic netlink family missing) is logged once and
+    /// reported as [`WireguardError::Unsupported`]; the caller then computes without it.
+    async fn sync_wireguard(
+        &mut self,
+        links: &mut Vec<KernelLink>,
+        desired: &DesiredDataplane,
+        full: bool,
+    ) -> Result<usize, WireguardError> {
+        let Some(dev) = &desired.wireguard else {
+            self.wireguard.applied = None;
+            self.wireguard.public_key = None;
+            return LinkReconciler::remove(&self.nl, links, wireguard::DEVICE)
+                .await
+                .map_err(|e| WireguardError::Other(e.to_string()));
+        };
+        let spec = LinkSpec {
+            name: wireguard::DEVICE.into(),
+            kind: LinkKind::Other(Some("wireguard".into())),
+            mtu: dev.mtu,
+            mac: None,
+        };
+        let mut writes = match LinkReconciler::ensure(&self.nl, links, &spec).await {
+            Ok((_, w)) => w,
+            Err(e) if e.errno == Some(EOPNOTSUPP) => return Err(self.no_wireguard()),
+            Err(e) => return Err(WireguardError::Other(e.to_string())),
+        };
+        if self.wireguard.socket.is_none() {
+            match WireguardSocket::open() {
+                Ok(s) => self.wireguard.socket = Some(s),
+                Err(e) if e.errno == Some(ENOENT) => {
+                    // The link exists (another implementation?) but the family does not.
+                    let _ = LinkReconciler::remove(&self.nl, links, wireguard::DEVICE).await;
+                    return Err(self.no_wireguard());
+                }
+                Err(e) => return Err(WireguardError::Other(e.to_string())),
+            }
+        }
+        if self.wireguard.key.is_none() {
+            let path = &self.cfg.wireguard_key_file;
+            let key = PrivateKey::load_or_create(path).map_err(|e| {
+                WireguardError::Other(format!(
+                    "WireGuard private key file {}: {e}; manx-node needs it readable and \
+                     writable by root (MANX_WIREGUARD_KEY_FILE sets another path)",
+                    path.display()
+                ))
+            })?;
+            self.wireguard.key = Some(key);
+        }
+        if !full && self.wireguard.applied.as_ref() == Some(dev) && writes == 0 {
+            return Ok(0);
+        }
+        let (Some(socket), Some(key)) = (self.wireguard.socket.as_mut(), &self.wireguard.key)
+        else {
+            return Ok(writes);
+        };
+        let set = socket
+            .set_device(wireguard::DEVICE, key, dev)
+            .and_then(|()| socket.public_key(wireguard::DEVICE));
+        match set {
+            Ok(public) => {
+                writes += 1;
+                let public = public.map(|k| wireguard::base64_encode(&k));
+                if public != self.wireguard.public_key {
+                    tracing::info!(
+                        device = wireguard::DEVICE,
+                        public_key = public.as_deref().unwrap_or("-"),
+                        peers = dev.peers.len(),
+                        "WireGuard configured"
+                    );
+                }
+                self.wireguard.public_key = public;
+                self.wireguard.applied = Some(dev.clone());
+                Ok(writes)
+            }
+            Err(e) => {
+                self.wireguard.socket = None;
+                self.wireguard.applied = None;
+                Err(WireguardError::Other(e.to_string()))
+            }
+        }
+    }
+
+    fn no_wireguard(&mut self) -> WireguardError {
+        if !self.wireguard.unsupported {
+            tracing::warn!("{}", wireguard::unsupported_message());
+        }
+        self.wireguard.unsupported = true;
+        self.wireguard.public_key = None;
+        WireguardError::Unsupported
     }
 
     /// Create/fix one tunnel device with its address and, for kinds with VTEPs, its
@@ -657,6 +807,7 @@ impl<N: Netlink, S: Sysctls, F: NatBackend, C: Clock> Dataplane<N, S, F, C> {
                 elapsed,
                 degraded: self.degraded_pools(),
                 external_routes: self.external.clone(),
+                wireguard_public_key: self.wireguard.public_key.clone(),
             });
             tokio::select! {
                 changed = input.changed() => {
@@ -683,6 +834,9 @@ pub struct Applied<'a> {
     pub degraded: Vec<DegradedPool>,
     /// The routes from outside the pools, installed or not and why.
     pub external_routes: Vec<ExternalRouteStatus>,
+    /// This node's WireGuard public key (base64) once `wireguard.manx` is configured; None
+    /// while WireGuard is off or the kernel has none.
+    pub wireguard_public_key: Option<String>,
 }
 
 /// Resolve device names to indexes. Routes whose device does not exist (yet) are left out:

@@ -704,3 +704,41 @@ async fn external_ecmp_route_is_one_multipath_route_reconciled_in_place() {
     assert!(r.multipath.is_empty(), "{r}");
     assert_eq!(r.gateway, Some(ip("198.19.1.254")));
 }
+
+/// A kernel without WireGuard (this build machine's): wireguardEnabled gives one clear line,
+/// no `wireguard.manx`, no public key, and every pool keeps its own encapsulation.
+#[tokio::test]
+async fn without_wireguard_in_the_kernel_pools_keep_their_encapsulation() {
+    if crate::tunnel::wireguard::WireguardSocket::open().is_ok() {
+        eprintln!("skipped: this kernel has WireGuard; the no-WireGuard path needs one without");
+        return;
+    }
+    let rig = Rig::new();
+    let mut dp = rig.dataplane();
+    let mut inp = input(EncapMode::Never, EncapMode::Always);
+    inp.wireguard = Some(WireguardSettings {
+        port: 51820,
+        mtu: None,
+    });
+    inp.peers[0].wireguard_public_key = Some(crate::tunnel::wireguard::base64_encode(&[1; 32]));
+    let rep = dp.apply(&inp).await.unwrap();
+    assert!(rep.errors.is_empty(), "{:?}", rep.errors);
+    assert!(!dp.supports_wireguard());
+    assert_eq!(dp.wireguard_public_key(), None);
+    let links = rig.nl.link_list();
+    assert!(
+        !links.iter().any(|l| l.name == "wireguard.manx"),
+        "{links:?}"
+    );
+    let vx = links.iter().find(|l| l.name == "vxlan.manx").unwrap();
+    assert_eq!(rig.route("10.19.1.0/26").unwrap().oif, Some(vx.index));
+    // Later applies do not try again (the line is logged once).
+    let rep = dp.apply(&inp).await.unwrap();
+    assert!(rep.errors.is_empty(), "{:?}", rep.errors);
+    assert!(
+        !rig.nl
+            .link_list()
+            .iter()
+            .any(|l| l.name == "wireguard.manx")
+    );
+}

@@ -103,4 +103,5 @@ pub use netlink::{MemNetlink, Netlink, RealNetlink};
 pub use tunnel::{Tunnel, Vtep};
 pub use types::{
     DataplaneInput, EncapMode, LocalWorkload, MacAddr, PeerNode, PoolInfo, RemoteBlock, Uplink,
+    WireguardSettings,
 };

@@ -81,6 +81,10 @@ pub struct PeerNode {
     /// The node's tunnel endpoints it published (address and MAC), by kind.
     #[serde(default)]
     pub vteps: BTreeMap<Tunnel, Vtep>,
+    /// The WireGuard public key the node published (`Node.status.wireguardPublicKey`,
+    /// base64), if any.
+    #[serde(default)]
+    pub wireguard_public_key: Option<String>,
 }
 
 impl PeerNode {
@@ -91,6 +95,7 @@ impl PeerNode {
             ip,
             ip_v6: None,
             vteps: BTreeMap::new(),
+            wireguard_public_key: None,
         }
     }
 
@@ -165,6 +170,18 @@ pub struct DataplaneInput {
     /// installed with the reason.
     #[serde(default)]
     pub external_routes: BTreeMap<IpNetwork, Vec<IpAddr>>,
+    /// WireGuard encryption between nodes (`FelixConfiguration.wireguardEnabled`), if on.
+    #[serde(default)]
+    pub wireguard: Option<WireguardSettings>,
+}
+
+/// WireGuard settings of this node (its merged `FelixConfiguration`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireguardSettings {
+    /// UDP listening port of `wireguard.manx`, on every node.
+    pub port: u16,
+    /// Device MTU; None: the uplink MTU minus [`crate::tunnel::wireguard::OVERHEAD`].
+    pub mtu: Option<u32>,
 }
 
 /// A 48-bit Ethernet address.

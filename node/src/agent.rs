@@ -504,6 +504,58 @@ struct DataplaneObserver {
     metrics: Arc<Metrics>,
     health: Arc<Health>,
     warnings: Arc<Mutex<status::DataplaneStatus>>,
+    wireguard: WireguardPublisher,
+}
+
+/// Publishes this node's WireGuard public key in its `Node.status.wireguardPublicKey`
+/// (removes it while WireGuard is off or the kernel has none), once per change.
+#[derive(Debug)]
+struct WireguardPublisher {
+    client: Client,
+    name: String,
+    /// What the Node holds as far as we know; None: not known yet (read it first).
+    published: Arc<Mutex<Option<Option<String>>>>,
+    writing: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl WireguardPublisher {
+    fn observe(&self, key: Option<&str>) {
+        use std::sync::atomic::Ordering;
+        if self
+            .published
+            .lock()
+            .unwrap()
+            .as_ref()
+            .map(Option::as_deref)
+            == Some(key)
+        {
+            return;
+        }
+        if self.writing.swap(true, Ordering::AcqRel) {
+            return; // The write under way is followed by another look at the next apply.
+        }
+        let (client, name) = (self.client.clone(), self.name.clone());
+        let (published, writing) = (self.published.clone(), self.writing.clone());
+        let key = key.map(str::to_string);
+        tokio::spawn(async move {
+            let r = startup::update_node(&client, &name, |n| {
+                crate::cluster::record_wireguard_key(n, key.as_deref())
+            })
+            .await;
+            match r {
+                Ok(_) => {
+                    if let Some(k) = &key {
+                        tracing::info!(public_key = %k, "WireGuard public key published in the Node");
+                    }
+                    *published.lock().unwrap() = Some(key);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot publish the WireGuard public key in the Node")
+                }
+            }
+            writing.store(false, Ordering::Release);
+        });
+    }
 }
 
 impl DataplaneObserver {
@@ -528,6 +580,9 @@ impl DataplaneObserver {
             Err(e) => self.health.set_not_ready("dataplane", e.to_string()),
         }
         *self.warnings.lock().unwrap() = status::DataplaneStatus::from_applied(&a);
+        if a.result.is_ok() {
+            self.wireguard.observe(a.wireguard_public_key.as_deref());
+        }
     }
 }
 
@@ -711,6 +766,7 @@ pub async fn run(cfg: NodeConfig) -> Result<()> {
 
     let dp_cfg = DataplaneConfig {
         resync_interval: Duration::from_secs(cfg.resync_seconds),
+        wireguard_key_file: cfg.wireguard_key_file.clone(),
         ..Default::default()
     };
     let dp = felix::Dataplane::new(
@@ -777,6 +833,12 @@ pub async fn run(cfg: NodeConfig) -> Result<()> {
         metrics: metrics.clone(),
         health: health.clone(),
         warnings,
+        wireguard: WireguardPublisher {
+            client: client.clone(),
+            name: name.clone(),
+            published: Arc::new(Mutex::new(None)),
+            writing: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        },
     };
 
     let _block_sweep = tasks::Guard(tokio::spawn(crate::block_sweep::run(

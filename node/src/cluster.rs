@@ -11,10 +11,14 @@ use std::net::IpAddr;
 
 use datastore::model::ipam::{AffinityState, BlockAffinity, IPAMBlock};
 use datastore::model::{
-    BGPConfiguration, BGPPeer, EncapMode as V3Encap, IPPool, Node, Resource, WorkloadEndpoint,
+    BGPConfiguration, BGPPeer, EncapMode as V3Encap, FelixConfiguration, FelixConfigurationSpec,
+    IPPool, Node, Resource, WorkloadEndpoint,
 };
 use datastore::{KeyValue, Listing, Revision, WatchEvent};
-use felix::{DataplaneInput, LocalWorkload, PeerNode, PoolInfo, RemoteBlock, Tunnel, Uplink};
+use felix::{
+    DataplaneInput, LocalWorkload, PeerNode, PoolInfo, RemoteBlock, Tunnel, Uplink,
+    WireguardSettings,
+};
 use ipnetwork::IpNetwork;
 
 use crate::startup::Tunnels;
@@ -90,6 +94,17 @@ impl ClusterCache {
             Resource::BGPConfiguration(c) => Some(c),
             _ => None,
         });
+        let felix_configs = self.resources("felixconfigurations", |r| match r {
+            // Written by another tool past validation: refused, not half-used.
+            Resource::FelixConfiguration(c) => match c.validate() {
+                Ok(()) => Some(c),
+                Err(e) => {
+                    tracing::warn!(error = %e, "refusing an invalid FelixConfiguration");
+                    None
+                }
+            },
+            _ => None,
+        });
         let bgp_peers = self.resources("bgppeers", |r| match r {
             Resource::BGPPeer(p) => Some(p),
             _ => None,
@@ -135,11 +150,39 @@ impl ClusterCache {
             pools,
             nodes,
             bgp_configs,
+            felix_configs,
             bgp_peers,
             workloads,
             local_blocks,
             borrowed,
         }
+    }
+}
+
+/// The key at `Node.status.wireguardPublicKey` (where calico-node publishes it).
+pub fn wireguard_public_key(n: &Node) -> Option<&str> {
+    n.status.as_ref()?.get(WIREGUARD_STATUS_KEY)?.as_str()
+}
+
+/// The field of `Node.status` holding the node's WireGuard public key.
+pub const WIREGUARD_STATUS_KEY: &str = "wireguardPublicKey";
+
+/// Set (or, with None, remove) `Node.status.wireguardPublicKey`.
+pub fn record_wireguard_key(n: &mut Node, key: Option<&str>) {
+    let status = n.status.get_or_insert_with(|| serde_json::json!({}));
+    let Some(map) = status.as_object_mut() else {
+        return;
+    };
+    match key {
+        Some(k) => {
+            map.insert(WIREGUARD_STATUS_KEY.into(), k.into());
+        }
+        None => {
+            map.remove(WIREGUARD_STATUS_KEY);
+        }
+    }
+    if map.is_empty() {
+        n.status = None;
     }
 }
 
@@ -176,6 +219,8 @@ pub struct ClusterView {
     pub pools: Vec<IPPool>,
     pub nodes: Vec<Node>,
     pub bgp_configs: Vec<BGPConfiguration>,
+    /// Valid FelixConfigurations (`default`, `node.<name>`).
+    pub felix_configs: Vec<FelixConfiguration>,
     pub bgp_peers: Vec<BGPPeer>,
     /// WorkloadEndpoints on this node.
     pub workloads: Vec<WorkloadEndpoint>,
@@ -259,6 +304,7 @@ impl ClusterView {
                     ip,
                     ip_v6,
                     vteps: Tunnels::published(n),
+                    wireguard_public_key: wireguard_public_key(n).map(str::to_string),
                 })
             })
             .collect();
@@ -284,7 +330,22 @@ impl ClusterView {
             uplink: Some(uplink.clone()),
             tunnel_addrs: tunnels.addrs.clone(),
             external_routes,
+            wireguard: self.wireguard(me),
         }
+    }
+
+    /// WireGuard on node `me`: its `node.<me>` FelixConfiguration over `default`.
+    pub fn wireguard(&self, me: &str) -> Option<WireguardSettings> {
+        let global = self.felix_configs.iter().find(|c| c.is_default());
+        let mine = self
+            .felix_configs
+            .iter()
+            .find(|c| c.node_name() == Some(me));
+        let fc = FelixConfigurationSpec::merged(global.map(|c| &c.spec), mine.map(|c| &c.spec));
+        fc.wireguard_enabled().then(|| WireguardSettings {
+            port: fc.wireguard_listening_port(),
+            mtu: fc.wireguard_mtu(),
+        })
     }
 
     /// The node owning `ip` as its BGP address.
@@ -306,6 +367,61 @@ mod tests {
         assert_eq!(nth_addr(&n, 3).unwrap().to_string(), "10.65.1.67");
         let n6: IpNetwork = "fd00:65::/122".parse().unwrap();
         assert_eq!(nth_addr(&n6, 10).unwrap().to_string(), "fd00:65::a");
+    }
+
+    /// FelixConfiguration turns WireGuard on (node.<name> over default); a peer's key is
+    /// read from its Node.status, where record_wireguard_key puts (and removes) it.
+    #[test]
+    fn wireguard_comes_from_felixconfiguration_and_peer_keys_from_node_status() {
+        let fc = |name: &str, json: serde_json::Value| FelixConfiguration {
+            metadata: datastore::model::ObjectMeta::named(name),
+            spec: serde_json::from_value(json).unwrap(),
+        };
+        let mut b = Node::new("b");
+        b.spec.bgp.get_or_insert_with(Default::default).ipv4_address = Some("198.19.1.2/24".into());
+        record_wireguard_key(&mut b, Some("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="));
+        assert_eq!(
+            b.status,
+            Some(
+                serde_json::json!({"wireguardPublicKey": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="})
+            )
+        );
+        let mut view = ClusterView {
+            pools: vec![pool("v4", "10.65.0.0/16", V3Encap::Never)],
+            nodes: vec![Node::new("a"), b.clone()],
+            felix_configs: vec![
+                fc("default", serde_json::json!({"wireguardEnabled": true})),
+                fc(
+                    "node.a",
+                    serde_json::json!({"wireguardListeningPort": 51999}),
+                ),
+            ],
+            ..Default::default()
+        };
+        let uplink = Uplink {
+            iface: "eth0".into(),
+            v4: Some("198.19.1.1/24".parse().unwrap()),
+            v6: None,
+            mtu: 1500,
+        };
+        let input = view.dataplane_input("a", &uplink, &BTreeMap::new(), &Tunnels::default());
+        assert_eq!(
+            input.wireguard,
+            Some(WireguardSettings {
+                port: 51999,
+                mtu: None
+            })
+        );
+        assert_eq!(
+            input.peers[0].wireguard_public_key.as_deref(),
+            Some("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=")
+        );
+        // Node b has no node object: default's port there.
+        assert_eq!(view.wireguard("b").unwrap().port, 51820);
+        view.felix_configs[1] = fc("node.a", serde_json::json!({"wireguardEnabled": false}));
+        assert_eq!(view.wireguard("a"), None);
+        record_wireguard_key(&mut b, None);
+        assert_eq!(b.status, None);
     }
 
     fn pool(name: &str, cidr: &str, vxlan: V3Encap) -> IPPool {

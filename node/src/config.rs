@@ -133,6 +133,14 @@ pub struct NodeConfig {
         default_value = "/var/lib/manx/nodename"
     )]
     pub nodename_file: PathBuf,
+    /// This node's WireGuard private key (created 0600 when FelixConfiguration
+    /// wireguardEnabled is first on; delete it and restart to rotate the key).
+    #[arg(
+        long,
+        env = "MANX_WIREGUARD_KEY_FILE",
+        default_value = felix::dataplane::DEFAULT_WIREGUARD_KEY_FILE
+    )]
+    pub wireguard_key_file: PathBuf,
     /// `/livez`, `/readyz` and `/metrics`.
     #[arg(long, env = "MANX_HEALTH_LISTEN", default_value = "127.0.0.1:9099")]
     pub health_listen: SocketAddr,

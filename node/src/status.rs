@@ -105,6 +105,7 @@ mod tests {
             result: &result,
             elapsed: std::time::Duration::ZERO,
             degraded: vec![],
+            wireguard_public_key: None,
             external_routes: vec![
                 route(
                     "10.200.0.0/26",

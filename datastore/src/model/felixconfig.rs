@@ -127,8 +127,6 @@ impl FelixConfiguration {
             s.wireguard_enabled_v6 == Some(true),
             "spec.wireguardEnabledV6",
         );
-        // Until manx-node programs wireguard.manx.
-        c.unsupported(s.wireguard_enabled == Some(true), "spec.wireguardEnabled");
         if let Some(port) = s.wireguard_listening_port
             && !(1..=65535).contains(&port)
         {
@@ -397,7 +395,7 @@ mod tests {
             assert!(errs.contains(want), "{want} not in {errs}");
         }
         let mut ok = FelixConfiguration::new("node.n1");
-        ok.spec = spec(serde_json::json!({"wireguardEnabled": false, "wireguardMTU": 0}));
+        ok.spec = spec(serde_json::json!({"wireguardEnabled": true, "wireguardMTU": 0}));
         ok.validate().unwrap();
         assert_eq!(ok.spec.wireguard_mtu(), None);
         assert_eq!(ok.spec.wireguard_listening_port(), 51820);

@@ -31,6 +31,8 @@ fn kind_matches(want: &LinkKind, have: &LinkKind) -> bool {
                 parent: pa2,
             },
         ) => vni == v2 && port == p2 && local == l2 && (parent.is_none() || parent == pa2),
+        // Kinds created by name only (wireguard).
+        (LinkKind::Other(Some(a)), LinkKind::Other(Some(b))) => a == b,
         _ => false,
     }
 }

@@ -11,6 +11,7 @@
 pub mod ipip;
 pub mod udp;
 pub mod vxlan;
+pub mod wireguard;
 
 use std::net::IpAddr;
 
