@@ -95,6 +95,7 @@ mod tests {
             protocol: 77,
             table: RT_TABLE_MAIN,
             metric: 0,
+            multipath: Vec::new(),
         }
     }
 
