@@ -5,6 +5,7 @@
 //! coupling to BGP sessions (RFC 5882: a BFD Down takes the BGP session
 //! down at once) are the owner's.
 
+pub mod daemon;
 pub mod io;
 pub mod packet;
 pub mod session;

@@ -25,6 +25,7 @@
 //! clusterId: 244.0.0.1          # be a route reflector
 //! restartTime: 120
 //! restarting: false
+//! bfddSocket: /var/run/manx/bfdd.sock   # BFD served by manx-bfdd (C bit, survives restarts)
 //! ```
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -339,6 +340,11 @@ pub struct SpeakerConfig {
     /// equal eBGP paths from the same neighbouring AS (two ToRs).
     #[serde(default)]
     pub multipath: crate::rib::Multipath,
+    /// Serve BFD through manx-bfdd at this control socket instead of in
+    /// this process: the sessions survive a restart of the speaker and
+    /// advertise the C bit (RFC 5882 §4.3.2). Unset: in-process BFD.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bfdd_socket: Option<PathBuf>,
 }
 
 fn default_send_stall_timeout() -> u64 {
@@ -373,6 +379,7 @@ impl SpeakerConfig {
             restarting: false,
             send_stall_timeout: DEFAULT_SEND_STALL_TIMEOUT,
             multipath: crate::rib::Multipath::default(),
+            bfdd_socket: None,
         }
     }
 

@@ -576,6 +576,24 @@ impl Actor {
             for kind in [SlotKind::Secondary, SlotKind::Primary] {
                 self.run_fsm(addr, kind, Input::BfdDown { diag: ev.diag });
             }
+            // RFC 5882 §4.3.2: the BGP session was already lost and we
+            // keep its routes for a graceful restart; a peer whose BFD is
+            // control-plane independent (C bit) losing BFD too means its
+            // forwarding path died, not its control plane: the stale
+            // routes go now. Without the C bit BFD shares the restart's
+            // fate, and the restart time stands.
+            let in_restart = self
+                .peers
+                .get(&addr)
+                .is_some_and(|p| p.gr_deadline.is_some() && p.established.is_none());
+            if in_restart && ev.remote_control_plane_independent {
+                if let Some(p) = self.peers.get_mut(&addr) {
+                    p.gr_deadline = None;
+                }
+                tracing::warn!(peer = %addr, "BFD down during graceful restart (peer sets the C bit): its stale routes go now");
+                let changed = self.rib.sweep_stale(addr, None);
+                self.propagate(changed);
+            }
         }
     }
 
@@ -604,6 +622,14 @@ impl Actor {
         let (Some(b), IpAddr::V4(peer)) = (cfg.bfd, cfg.address) else {
             return;
         };
+        if self.bfd.is_none()
+            && let Some(path) = &self.cfg.bfdd_socket
+        {
+            self.bfd = Some(crate::bfd::daemon::connect(
+                path.clone(),
+                self.bfd_events.clone(),
+            ));
+        }
         if self.bfd.is_none() {
             let bound = crate::bfd::io::Sockets::bind(std::net::Ipv4Addr::UNSPECIFIED)
                 .and_then(|s| crate::bfd::io::spawn(s, self.bfd_events.clone()));

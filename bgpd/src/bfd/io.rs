@@ -29,7 +29,7 @@ use super::packet::{
 use super::session::{Config, Input, Output, Session, jittered};
 
 /// How a peer is reached.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Hops {
     /// Directly connected (RFC 5881): TTL 255 in both directions.
     Single,
@@ -38,7 +38,7 @@ pub enum Hops {
 }
 
 /// One session the owner asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PeerSpec {
     pub peer: Ipv4Addr,
     pub hops: Hops,
@@ -50,7 +50,7 @@ pub struct PeerSpec {
 
 /// A state change of a session (RFC 5882: the owner takes a BGP session
 /// down on `to != Up` after Up).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Event {
     pub peer: Ipv4Addr,
     pub from: State,
@@ -114,7 +114,7 @@ impl Sockets {
     }
 }
 
-enum Command {
+pub(crate) enum Command {
     Add(PeerSpec),
     Remove(Ipv4Addr),
     AdminDown(Ipv4Addr, bool),
@@ -128,6 +128,11 @@ pub struct Handle {
 }
 
 impl Handle {
+    /// A handle over another carrier of the same commands (manx-bfdd's
+    /// client).
+    pub(crate) fn from_sender(tx: mpsc::Sender<Command>) -> Handle {
+        Handle { tx }
+    }
     /// Start (or reconfigure) a session with `spec.peer`.
     pub async fn add(&self, spec: PeerSpec) {
         let _ = self.tx.send(Command::Add(spec)).await;
@@ -172,11 +177,29 @@ struct Entry {
 /// Start the task on `sockets`; state changes go to `events`. The task
 /// ends when every [`Handle`] is dropped.
 pub fn spawn(sockets: Sockets, events: mpsc::Sender<Event>) -> io::Result<Handle> {
+    spawn_with(sockets, events, false)
+}
+
+/// [`spawn`], with every session advertising the C bit when
+/// `control_plane_independent` (manx-bfdd: the sessions outlive the BGP
+/// speaker, RFC 5880 §4.1).
+pub fn spawn_with(
+    sockets: Sockets,
+    events: mpsc::Sender<Event>,
+    control_plane_independent: bool,
+) -> io::Result<Handle> {
     let single = UdpSocket::from_std(sockets.single)?;
     let multi = UdpSocket::from_std(sockets.multi)?;
     let send = UdpSocket::from_std(sockets.send)?;
     let (tx, rx) = mpsc::channel(256);
-    tokio::spawn(run(single, multi, send, rx, events));
+    tokio::spawn(run(
+        single,
+        multi,
+        send,
+        rx,
+        events,
+        control_plane_independent,
+    ));
     Ok(Handle { tx })
 }
 
@@ -200,6 +223,7 @@ async fn run(
     send: UdpSocket,
     mut commands: mpsc::Receiver<Command>,
     events: mpsc::Sender<Event>,
+    control_plane_independent: bool,
 ) {
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -245,6 +269,7 @@ async fn run(
                         cfg.required_min_rx = spec.required_min_rx;
                         cfg.detect_mult = spec.detect_mult.max(1);
                         cfg.passive = spec.passive;
+                        cfg.control_plane_independent = control_plane_independent;
                         let session = Session::new(cfg);
                         let start = session.start();
                         let mut e = Entry { spec, session, next_tx: None, detect_at: None };

@@ -10,6 +10,7 @@ mod packet_support;
 mod support;
 
 mod bfd_live;
+mod bfdd;
 mod cluster_loopback;
 mod from_datastore;
 mod fsm_daemon_lifecycle;
