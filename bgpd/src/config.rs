@@ -188,6 +188,11 @@ pub struct PeerConfig {
     /// (RFC 5882), instead of waiting for the hold timer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bfd: Option<BfdConfig>,
+    /// Accept eBGP paths with our own AS in their AS_PATH up to this many
+    /// times (allowas-in, BIRD's `allow local as N`); 0: the RFC 4271
+    /// loop check.
+    #[serde(default)]
+    pub allow_local_as: u8,
 }
 
 /// A peer's BFD timers; defaults 300 ms × 3.
@@ -277,6 +282,7 @@ impl PeerConfig {
             next_hop_mode: NextHopMode::Auto,
             restart_time: None,
             bfd: None,
+            allow_local_as: 0,
         }
     }
 

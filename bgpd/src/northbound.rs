@@ -323,6 +323,8 @@ pub struct PeerTemplate {
     /// BFD timers, for the IPv4 sessions (validation refuses it on an
     /// IPv6 `peerIP`).
     pub bfd: Option<BfdConfig>,
+    /// `numAllowedLocalASNumbers` (allowas-in; validation keeps it <= 255).
+    pub allow_local_as: u8,
 }
 
 fn non_empty(s: &Option<String>) -> Option<&str> {
@@ -345,8 +347,8 @@ pub fn peer_template(p: &BGPPeer, secrets: &dyn SecretReader) -> PeerTemplate {
         keep_original_next_hop,
         ttl_security,
         bfd: bfd_spec,
+        num_allowed_local_as_numbers,
         // Refused by validation until Manx acts on them (Calico parity):
-        num_allowed_local_as_numbers: _,
         reachable_by: _,
         filters: _,
     } = &p.spec;
@@ -384,6 +386,8 @@ pub fn peer_template(p: &BGPPeer, secrets: &dyn SecretReader) -> PeerTemplate {
         next_hop_mode,
         ttl_security: ttl_security.filter(|&h| h > 0),
         bfd: bfd(bfd_spec),
+        allow_local_as: num_allowed_local_as_numbers
+            .map_or(0, |n| u8::try_from(n).unwrap_or(u8::MAX)),
     }
 }
 
@@ -402,6 +406,7 @@ impl PeerTemplate {
         c.hold_time = self.keepalive.map(hold_from_keepalive);
         // The speaker's BFD is single-hop IPv4 (RFC 5881).
         c.bfd = self.bfd.filter(|_| address.is_ipv4());
+        c.allow_local_as = self.allow_local_as;
         c
     }
 }
@@ -442,7 +447,7 @@ mod tests {
     fn every_session_field_of_a_bgppeer_reaches_the_session() {
         let t = peer_template(
             &peer(
-                "  node: n1\n  peerIP: 10.0.0.254:1179\n  asNumber: 65001\n  password:\n    secretKeyRef: {name: s, key: k}\n  sourceAddress: None\n  maxRestartTime: 30s\n  keepaliveTime: 10s\n  nextHopMode: Self\n  ttlSecurity: 2\n  bfd: {minRx: 100ms, minTx: 50ms, multiplier: 5}\n",
+                "  node: n1\n  peerIP: 10.0.0.254:1179\n  asNumber: 65001\n  password:\n    secretKeyRef: {name: s, key: k}\n  sourceAddress: None\n  maxRestartTime: 30s\n  keepaliveTime: 10s\n  nextHopMode: Self\n  ttlSecurity: 2\n  bfd: {minRx: 100ms, minTx: 50ms, multiplier: 5}\n  numAllowedLocalASNumbers: 2\n",
             ),
             &Secrets,
         );
@@ -472,6 +477,7 @@ mod tests {
                 multiplier: 5
             })
         );
+        assert_eq!(c.allow_local_as, 2, "numAllowedLocalASNumbers: allowas-in");
     }
 
     #[test]

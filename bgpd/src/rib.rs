@@ -129,6 +129,10 @@ pub struct PeerMeta {
     pub router_id: Ipv4Addr,
     /// A route-reflector client of ours (RFC 4456 §6).
     pub rr_client: bool,
+    /// How many times our own AS may appear in the AS_PATH of an eBGP path
+    /// it sends before the path is a loop (0: never, RFC 4271 §9.1.2;
+    /// BIRD's `allow local as N`, Calico's `numAllowedLocalASNumbers`).
+    pub allow_local_as: u8,
 }
 
 #[derive(Debug, Clone)]
@@ -418,13 +422,15 @@ impl Rib {
             None => announced.into_iter().for_each(|p| withdraw(table, p)),
             Some(attrs) => {
                 let ibgp = self.peers.get(&peer).is_some_and(|m| m.ibgp);
-                // §9.1.2: a path with our own AS is a loop (eBGP); RFC 4456 §8:
-                // our router id as ORIGINATOR_ID, or our cluster id in the
-                // CLUSTER_LIST, too.
+                let allow = self.peers.get(&peer).map_or(0, |m| m.allow_local_as);
+                // §9.1.2: a path with our own AS is a loop (eBGP), unless
+                // the peer is allowed that many (allowas-in: one AS for
+                // every rack); RFC 4456 §8: our router id as ORIGINATOR_ID,
+                // or our cluster id in the CLUSTER_LIST, too.
                 let cluster_loop = self
                     .cluster_id
                     .is_some_and(|c| attrs.cluster_list.contains(&c));
-                let eligible = (ibgp || !attrs.as_path.contains(self.local_as))
+                let eligible = (ibgp || attrs.as_path.count(self.local_as) <= usize::from(allow))
                     && attrs.originator_id != Some(self.router_id)
                     && !cluster_loop
                     && attrs.next_hop.is_some();

@@ -944,6 +944,7 @@ impl Actor {
                     ibgp,
                     router_id: peer_open.router_id,
                     rr_client: cfg.rr_client && self.cfg.cluster_id.is_some(),
+                    allow_local_as: cfg.allow_local_as,
                 });
                 let initial_pending = self.cfg.restarting && self.sync_deadline.is_some();
                 peer.established = Some(Box::new(Established {

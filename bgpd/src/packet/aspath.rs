@@ -101,6 +101,14 @@ impl AsPath {
         self.segments.iter().any(|s| s.asns().contains(&asn))
     }
 
+    /// How many times `asn` appears (allowas-in counts our own AS).
+    pub fn count(&self, asn: u32) -> usize {
+        self.segments
+            .iter()
+            .map(|s| s.asns().iter().filter(|a| **a == asn).count())
+            .sum()
+    }
+
     /// The neighbouring AS: first AS of a leading AS_SEQUENCE.
     pub fn first_as(&self) -> Option<u32> {
         match self.segments.first() {

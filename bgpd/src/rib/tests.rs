@@ -42,12 +42,14 @@ fn rib_with_peers() -> Rib {
         ibgp: true,
         router_id: Ipv4Addr::new(198, 18, 0, 2),
         rr_client: false,
+        allow_local_as: 0,
     });
     rib.peer_up(PeerMeta {
         address: ip("198.18.0.3"),
         ibgp: false,
         router_id: Ipv4Addr::new(198, 18, 0, 3),
         rr_client: false,
+        allow_local_as: 0,
     });
     rib
 }
@@ -415,4 +417,49 @@ fn per_prefix_entries_stay_small() {
         16,
         "previous best paths, per changed prefix"
     );
+}
+
+/// §9.1.2 loop check and allowas-in (BIRD's `allow local as N`): a path
+/// from an eBGP peer with our AS in its AS_PATH is a loop unless the peer is
+/// allowed that many occurrences (two racks in one AS behind a spine).
+#[test]
+fn allow_local_as_accepts_our_as_up_to_n_times() {
+    let mut rib = Rib::new(64512, Ipv4Addr::new(198, 18, 0, 1));
+    for (last, allow) in [(2u8, 0u8), (3, 1)] {
+        rib.peer_up(PeerMeta {
+            address: IpAddr::V4(Ipv4Addr::new(198, 18, 0, last)),
+            ibgp: false,
+            router_id: Ipv4Addr::new(198, 18, 0, last),
+            rr_client: false,
+            allow_local_as: allow,
+        });
+    }
+    let once = announce(
+        &["10.90.1.0/26"],
+        vec![65001, 64512],
+        Ipv4Addr::new(198, 18, 0, 2),
+        None,
+    );
+    let twice = announce(
+        &["10.90.2.0/26"],
+        vec![65001, 64512, 65002, 64512],
+        Ipv4Addr::new(198, 18, 0, 3),
+        None,
+    );
+    // Not allowed: a loop.
+    rib.apply_update(ip("198.18.0.2"), &once);
+    assert!(rib.best(&net("10.90.1.0/26")).is_none());
+    assert_eq!(rib.adj_in_stats(ip("198.18.0.2")).accepted, 0);
+    // Allowed once: accepted once, refused twice.
+    let mut once3 = once.clone();
+    if let PathAttribute::NextHop(nh) = &mut once3.attributes[2] {
+        *nh = Ipv4Addr::new(198, 18, 0, 3);
+    }
+    rib.apply_update(ip("198.18.0.3"), &once3);
+    assert_eq!(
+        rib.best(&net("10.90.1.0/26")).unwrap().source(),
+        RouteSource::Peer(ip("198.18.0.3"))
+    );
+    rib.apply_update(ip("198.18.0.3"), &twice);
+    assert!(rib.best(&net("10.90.2.0/26")).is_none());
 }

@@ -39,6 +39,7 @@ fn meta(addr: &str, ibgp: bool, rr_client: bool) -> PeerMeta {
         ibgp,
         router_id: v4(addr),
         rr_client,
+        allow_local_as: 0,
     }
 }
 

@@ -234,6 +234,7 @@ mod tests {
                 ibgp: true,
                 router_id: id,
                 rr_client: true,
+                allow_local_as: 0,
             });
         }
         rib.add_local("10.99.0.0/26".parse().unwrap());
@@ -338,6 +339,7 @@ mod tests {
                 ibgp: false,
                 router_id: id,
                 rr_client: false,
+                allow_local_as: 0,
             });
         }
         let nh = Ipv4Addr::new(198, 18, 0, 99);

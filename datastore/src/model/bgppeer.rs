@@ -263,11 +263,17 @@ impl BGPPeer {
                 );
             }
         }
+        if let Some(n) = s.num_allowed_local_as_numbers
+            && n > 255
+        {
+            c.error(
+                "spec.numAllowedLocalASNumbers",
+                format!(
+                    "{n} is out of range 0..=255 (times our AS may appear in a received AS_PATH)"
+                ),
+            );
+        }
         // Calico fields Manx does not act on yet (their defaults are fine).
-        c.unsupported(
-            s.num_allowed_local_as_numbers.is_some_and(|n| n > 0),
-            "spec.numAllowedLocalASNumbers",
-        );
         c.unsupported(
             s.reachable_by
                 .as_deref()

@@ -331,10 +331,6 @@ fn bgppeer_fields_manx_does_not_act_on_are_refused() {
         )
     };
     for (extra, field) in [
-        (
-            "  numAllowedLocalASNumbers: 2\n",
-            "spec.numAllowedLocalASNumbers",
-        ),
         ("  reachableBy: 10.0.0.254\n", "spec.reachableBy"),
         ("  filters: [export-only]\n", "spec.filters"),
     ] {
@@ -346,10 +342,16 @@ fn bgppeer_fields_manx_does_not_act_on_are_refused() {
             )
         );
     }
-    // sourceAddress and ttlSecurity act, and are accepted.
+    // sourceAddress, ttlSecurity and numAllowedLocalASNumbers act, and are accepted.
     parse_manifests(
-        &peer("  sourceAddress: None\n  ttlSecurity: 2\n  numAllowedLocalASNumbers: 0\n  filters: []\n"),
+        &peer("  sourceAddress: None\n  ttlSecurity: 2\n  numAllowedLocalASNumbers: 2\n  filters: []\n"),
         "ok.yaml",
     )
     .unwrap();
+    let e = err(&peer("  numAllowedLocalASNumbers: 256\n"), "peer.yaml");
+    assert!(
+        e.to_string()
+            .contains("spec.numAllowedLocalASNumbers 256 is out of range 0..=255"),
+        "{e}"
+    );
 }

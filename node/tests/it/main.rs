@@ -1,6 +1,7 @@
 //! manx-node's integration tests, one binary (each test binary links the
 //! whole crate graph).
 
+mod allowas_tor;
 mod bind_mode;
 mod cli;
 mod ecmp_tor;
