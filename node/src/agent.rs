@@ -123,7 +123,8 @@ enum Event {
     SpeakerRestarted {
         speaker: Speaker,
         feed: RouteFeed,
-        cfg: SpeakerConfig,
+        /// Boxed: the configuration is most of the event's size.
+        cfg: Box<SpeakerConfig>,
     },
     /// A tunnel address allocation finished.
     TunnelAllocated(Tunnel, Result<Option<IpAddr>, String>),
@@ -342,7 +343,11 @@ impl Agent {
                 }
             };
             let _ = events
-                .send(Event::SpeakerRestarted { speaker, feed, cfg })
+                .send(Event::SpeakerRestarted {
+                    speaker,
+                    feed,
+                    cfg: Box::new(cfg),
+                })
                 .await;
         });
     }
@@ -379,7 +384,7 @@ impl Agent {
     fn on_event(&mut self, ev: Event) {
         match ev {
             Event::SpeakerRestarted { speaker, feed, cfg } => {
-                self.speaker_cfg = cfg;
+                self.speaker_cfg = *cfg;
                 self.speaker = speaker.handle();
                 self.running = Some(speaker);
                 self.feed = feed;
