@@ -56,6 +56,9 @@ pub enum Mode {
     IpipCrosssubnet,
     /// `udpMode: Always` (Manx extension: Flannel's UDP backend over `udp.manx`).
     Udp,
+    /// Direct pools under FelixConfiguration `wireguardEnabled: true` (`wireguard.manx`;
+    /// needs a kernel with WireGuard, else the pools stay direct and unencrypted).
+    Wireguard,
 }
 
 impl Mode {
@@ -75,8 +78,10 @@ impl std::str::FromStr for Mode {
             "crosssubnet" => Mode::Crosssubnet,
             "ipip-crosssubnet" => Mode::IpipCrosssubnet,
             "udp" => Mode::Udp,
+            "wireguard" => Mode::Wireguard,
             other => bail!(
-                "unknown mode {other:?}: use direct, vxlan, ipip, crosssubnet, ipip-crosssubnet or udp"
+                "unknown mode {other:?}: use direct, vxlan, ipip, crosssubnet, ipip-crosssubnet, \
+                 udp or wireguard"
             ),
         })
     }
@@ -808,6 +813,7 @@ fn pool_env(state: &LabState) -> Vec<(String, String)> {
         Mode::Crosssubnet => ("Never", "CrossSubnet", "Never"),
         Mode::IpipCrosssubnet => ("CrossSubnet", "Never", "Never"),
         Mode::Udp => ("Never", "Never", "Always"),
+        Mode::Wireguard => ("Never", "Never", "Never"),
     };
     let family = state.spec.ip_family;
     let mut env: Vec<(String, String)> = vec![
@@ -850,6 +856,11 @@ pub fn start_node(state: &mut LabState, i: usize) -> Result<()> {
         .env("IP_AUTODETECTION_METHOD", &state.spec.autodetect)
         .env("MANX_RUN_DIR", &node.run_dir)
         .env("MANX_HEALTH_LISTEN", format!("{}:9099", node.ip))
+        // Nodes share the host's filesystem: one key file each.
+        .env(
+            "MANX_WIREGUARD_KEY_FILE",
+            node.run_dir.join("wireguard.key"),
+        )
         .env("RUST_LOG", "info");
     if let Some(g) = state.spec.stale_grace_secs {
         cmd.env("MANX_STALE_WORKLOAD_GRACE_SECS", g.to_string());
@@ -954,6 +965,9 @@ pub fn preconfig_manifest(state: &LabState) -> String {
             "apiVersion: projectcalico.org/v3\nkind: Node\nmetadata:\n  name: {}\n{labels}spec:\n  bgp:\n{bgp}---\n",
             node.name
         ));
+    }
+    if state.spec.mode == Mode::Wireguard {
+        m.push_str("apiVersion: projectcalico.org/v3\nkind: FelixConfiguration\nmetadata:\n  name: default\nspec:\n  wireguardEnabled: true\n---\n");
     }
     if state.spec.route_reflectors > 0 {
         m.push_str("apiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata:\n  name: default\nspec:\n  nodeToNodeMeshEnabled: false\n  asNumber: 64512\n---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: peer-with-route-reflectors\nspec:\n  nodeSelector: all()\n  peerSelector: route-reflector == 'true'\n");
@@ -1219,6 +1233,29 @@ mod tests {
         let m = preconfig_manifest(&s);
         assert!(m.contains("    ipv6Address: fd30:0:0:1::13/64\n"), "{m}");
         assert!(!m.contains("ipv4Address"), "{m}");
+    }
+
+    /// `--mode wireguard`: direct pools, WireGuard on through FelixConfiguration default.
+    #[test]
+    fn wireguard_mode_writes_felixconfiguration_and_direct_pools() {
+        let s = state(2, Mode::Wireguard, false, false);
+        let m = preconfig_manifest(&s);
+        assert!(
+            m.contains("kind: FelixConfiguration\nmetadata:\n  name: default\nspec:\n  wireguardEnabled: true\n"),
+            "{m}"
+        );
+        let env = pool_env(&s);
+        for key in [
+            "MANX_IPV4POOL_IPIP",
+            "MANX_IPV4POOL_VXLAN",
+            "MANX_IPV4POOL_UDP",
+        ] {
+            assert!(
+                env.contains(&(key.into(), "Never".into())),
+                "{key}: {env:?}"
+            );
+        }
+        assert_eq!("wireguard".parse::<Mode>().unwrap(), Mode::Wireguard);
     }
 
     #[test]

@@ -17,6 +17,7 @@ mod dual_stack;
 mod fast_failover;
 mod lab_hygiene;
 mod no_ipip_kernel;
+mod no_wireguard_kernel;
 mod node_agent;
 mod resilience;
 mod runtimes;
