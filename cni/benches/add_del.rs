@@ -351,14 +351,23 @@ struct Agent {
 
 impl Agent {
     /// `hold: false` only creates the pool (`MANX_BENCH_NO_AGENT=1`: what
-    /// the plugins cost with nothing else holding the store open).
-    fn start(node: &Netns, vars: Vec<(String, String)>, hold: bool) -> Agent {
+    /// the plugins cost with nothing else holding the store open). With
+    /// `serve`, the stand-in also serves node1's CNI IPAM socket in
+    /// `lock_dir` with the same code manx-node runs
+    /// (`ipam::service::Server`), as manx-node does.
+    fn start(
+        node: &Netns,
+        vars: Vec<(String, String)>,
+        hold: bool,
+        serve: Option<PathBuf>,
+    ) -> Agent {
         let path = node.path();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
         let (stop, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
             testkit::netns::run_in_path(path, move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
+                let rt = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
                     .enable_all()
                     .build()
                     .unwrap();
@@ -374,6 +383,20 @@ impl Agent {
                         ready_tx.send(()).unwrap();
                         return;
                     }
+                    let _served = serve.map(|dir| {
+                        let opts = ipam::IpamOptions {
+                            claim_lock_dir: Some(dir.clone()),
+                            ..Default::default()
+                        };
+                        let topo = ipam::resources::DatastoreTopology::new(store.clone());
+                        let ipam = Arc::new(
+                            ipam::Ipam::new(store.clone(), Arc::new(topo)).with_options(opts),
+                        );
+                        let server = ipam::service::Server::new(ipam, "node1", &cfg.describe());
+                        let (listener, _) = server.bind(&dir).unwrap();
+                        let task = tokio::spawn(server.clone().serve(listener));
+                        (server, task)
+                    });
                     let from = store.revision().await.unwrap();
                     let mut events = store.watch("/manx/", from).await.unwrap();
                     ready_tx.send(()).unwrap();
@@ -382,6 +405,15 @@ impl Agent {
                             _ = &mut stop_rx => break,
                             ev = events.next() => if ev.is_none() { break },
                         }
+                    }
+                    if let Some((server, task)) = _served {
+                        task.abort();
+                        println!(
+                            "  node agent stand-in ({}): {} IPAM requests served on its socket, {} refused",
+                            cfg.describe(),
+                            server.stats.served.load(std::sync::atomic::Ordering::Relaxed),
+                            server.stats.refused.load(std::sync::atomic::Ordering::Relaxed)
+                        );
                     }
                 })
             });
@@ -528,20 +560,36 @@ fn main() {
     if !hold {
         println!("MANX_BENCH_NO_AGENT=1: nothing holds the stores open between plugin runs");
     }
-    let mut agents = vec![Agent::start(&node, embedded_vars, hold)];
+    let serve = hold && std::env::var("MANX_BENCH_NO_SOCKET").as_deref() != Ok("1");
+    if !serve {
+        println!("no IPAM socket: manx-ipam allocates directly (the fallback path)");
+    }
+    // One claim lock folder (and agent socket) per store: the two agents
+    // serve the same node name on different stores.
+    let lock_dir = |store: &str| dir.path().join(format!("locks-{store}"));
+    let mut agents = vec![Agent::start(
+        &node,
+        embedded_vars,
+        hold,
+        serve.then(|| lock_dir("embedded")),
+    )];
     if let Some(etcd) = &etcd {
         let etcd_vars = vec![
             ("DATASTORE_TYPE".to_string(), "etcdv3".to_string()),
             ("ETCD_ENDPOINTS".to_string(), etcd.endpoint.clone()),
         ];
-        agents.push(Agent::start(&node, etcd_vars.clone(), hold));
+        agents.push(Agent::start(
+            &node,
+            etcd_vars.clone(),
+            hold,
+            serve.then(|| lock_dir("etcd")),
+        ));
         stores.push((
             "etcd",
             serde_json::json!({"datastore_type": "etcdv3", "etcd_endpoints": etcd.endpoint}),
             etcd_vars,
         ));
     }
-    let lock_dir = dir.path().join("locks");
 
     let started = Instant::now();
     for (store, settings, vars) in &stores {
@@ -552,7 +600,7 @@ fn main() {
             tag,
             pods: &manx_pods,
             timing,
-            lock_dir: Some(lock_dir.clone()),
+            lock_dir: Some(lock_dir(store)),
         };
         let bridge = |tag: String| Plugin {
             bin: &bridge,

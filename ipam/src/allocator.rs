@@ -193,6 +193,23 @@ impl std::fmt::Debug for Ipam {
     }
 }
 
+/// `<dir>/ipam-<node>-<what>`, the node name made safe for a file name:
+/// the claim locks, the DEL sweep stamp and the node agent's IPAM socket
+/// (`crate::service`) of one node on one host.
+pub fn host_file(dir: &std::path::Path, node: &str, what: &str) -> std::path::PathBuf {
+    let safe: String = node
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    dir.join(format!("ipam-{safe}-{what}"))
+}
+
 /// The reservations as a predicate.
 pub(crate) fn is_reserved(reserved: &[IpNetwork], ip: IpAddr) -> bool {
     reserved.iter().any(|r| r.contains(ip))
@@ -258,17 +275,7 @@ impl Ipam {
     /// a file name), if a lock folder is configured.
     pub(crate) fn host_file(&self, node: &str, what: &str) -> Option<std::path::PathBuf> {
         let dir = self.opts.claim_lock_dir.as_ref()?;
-        let safe: String = node
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        Some(dir.join(format!("ipam-{safe}-{what}")))
+        Some(host_file(dir, node, what))
     }
 
     /// Takes the host-wide claim lock of (node, family), if configured; an

@@ -265,36 +265,32 @@ pub fn datastore_connector() -> Connector {
                 }
             })?;
             let topo = crate::resources::DatastoreTopology::new(store.clone());
-            // Host-wide claim lock (issue 17): MANX_IPAM_LOCK_DIR, else
-            // /var/run/manx.
-            let lock_dir = env
-                .get("MANX_IPAM_LOCK_DIR")
-                .cloned()
-                .or_else(|| std::env::var("MANX_IPAM_LOCK_DIR").ok())
-                .unwrap_or_else(|| "/var/run/manx".to_string());
-            let mut opts = crate::allocator::IpamOptions {
-                claim_lock_dir: Some(lock_dir.into()),
-                ..Default::default()
-            };
-            // How long a block stays empty before a DEL on its node
-            // releases it (issue 17); Calico-like default 300 s.
-            if let Some(v) = env
-                .get(EMPTY_BLOCK_GRACE_VAR)
-                .cloned()
-                .or_else(|| std::env::var(EMPTY_BLOCK_GRACE_VAR).ok())
-            {
-                let secs: u64 = v.trim().parse().map_err(|_| {
-                    CniError::config(format!(
-                        "{EMPTY_BLOCK_GRACE_VAR}={v:?} is not a whole number of seconds; set it to e.g. 300 or unset it"
-                    ))
-                })?;
-                opts.empty_block_grace = std::time::Duration::from_secs(secs);
-            }
+            let opts = options(&env)?;
             Ok(Arc::new(
                 Ipam::new(store, Arc::new(topo)).with_options(opts),
             ))
         })
     })
+}
+
+/// The allocator options from the plugin's environment: the host claim
+/// lock folder (`MANX_IPAM_LOCK_DIR`, else /var/run/manx) and the
+/// empty-block grace (`MANX_IPAM_EMPTY_BLOCK_GRACE_SECS`, default 300 s).
+/// The node agent serving the socket uses the same.
+pub fn options(vars: &HashMap<String, String>) -> Result<crate::allocator::IpamOptions, CniError> {
+    let mut opts = crate::allocator::IpamOptions {
+        claim_lock_dir: Some(lock_dir(vars)),
+        ..Default::default()
+    };
+    if let Some(v) = var(vars, EMPTY_BLOCK_GRACE_VAR) {
+        let secs: u64 = v.trim().parse().map_err(|_| {
+            CniError::config(format!(
+                "{EMPTY_BLOCK_GRACE_VAR}={v:?} is not a whole number of seconds; set it to e.g. 300 or unset it"
+            ))
+        })?;
+        opts.empty_block_grace = std::time::Duration::from_secs(secs);
+    }
+    Ok(opts)
 }
 
 /// The ADD result (CNI spec section 5.1) in the shape of `version`:
@@ -350,58 +346,31 @@ async fn run_inner(
     let version = conf.cni_version.as_str();
     let handle = format!("{}.{}", conf.name, env.container_id);
     let node = conf.node_name()?;
+    if matches!(env.command, Command::Add | Command::Del)
+        && let Served::Answer(answer) = via_agent(env, vars, &conf, &node, (v4, v6)).await?
+    {
+        return Ok(answer);
+    }
     let ipam = connect(conf.clone(), vars.clone()).await?;
     match env.command {
         Command::Add => {
-            let existing = ipam.ips_by_handle(&handle).await.map_err(from_ipam)?;
-            if !existing.is_empty() {
-                tracing::info!(%handle, ?existing, "ADD repeated: returning held addresses");
-                return Ok(Some(ips_result(version, &existing)));
-            }
-            let mut attrs = Attrs {
-                node: Some(node.clone()),
+            let pod = PodAdd {
+                handle,
+                node,
+                container_id: env.container_id.clone(),
                 namespace: env.k8s.namespace.clone(),
                 pod: env.k8s.pod.clone(),
-                ..Attrs::default()
-            };
-            attrs
-                .extra
-                .insert("containerID".into(), env.container_id.clone());
-            let args = AutoAssignArgs {
-                num_v4: v4 as usize,
-                num_v6: v6 as usize,
-                handle_id: handle.clone(),
-                attrs,
-                hostname: node,
+                v4,
+                v6,
                 ipv4_pools: conf.ipam.ipv4_pools.clone(),
                 ipv6_pools: conf.ipam.ipv6_pools.clone(),
-                ..AutoAssignArgs::default()
             };
-            let r = ipam.auto_assign(&args).await.map_err(from_ipam)?;
-            let ips: Vec<IpAddr> = r.ipv4.iter().chain(&r.ipv6).map(IpNetwork::ip).collect();
+            let ips = add_pod(&ipam, &pod).await?;
             Ok(Some(ips_result(version, &ips)))
         }
         Command::Del => {
-            ipam.release_by_handle(&handle).await.map_err(from_ipam)?;
-            // Housekeeping after the DEL succeeded: the node's blocks empty
-            // for the grace period go back to the pool (also without the
-            // node agent), at most once a minute per host. A failure here
-            // does not fail the DEL: a later DEL or the agent's sweep
-            // retries.
-            let sweep = if ipam.del_sweep_due(&node) {
-                ipam.release_empty_blocks(Some(&node)).await
-            } else {
-                Ok(Vec::new())
-            };
-            match sweep {
-                Ok(released) if !released.is_empty() => {
-                    tracing::info!(%node, ?released, "released empty blocks");
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::warn!(%node, error = %e, "releasing empty blocks after DEL failed; retried by the next DEL");
-                }
-            }
+            release_pod(&ipam, &handle).await?;
+            sweep_after_del(&ipam, &node).await;
             Ok(None)
         }
         Command::Check => {
@@ -477,6 +446,162 @@ async fn run_inner(
         }
         // Answered before the configuration is read.
         Command::Version => Ok(Some(version::version_info(version))),
+    }
+}
+
+/// A variable of the plugin's environment (`vars`, else the process's).
+fn var(vars: &HashMap<String, String>, name: &str) -> Option<String> {
+    vars.get(name).cloned().or_else(|| std::env::var(name).ok())
+}
+
+/// The host claim lock folder, where the node agent's socket is too:
+/// `MANX_IPAM_LOCK_DIR`, else `/var/run/manx`.
+fn lock_dir(vars: &HashMap<String, String>) -> std::path::PathBuf {
+    var(vars, "MANX_IPAM_LOCK_DIR")
+        .unwrap_or_else(|| "/var/run/manx".to_string())
+        .into()
+}
+
+/// Whether the node agent answered.
+enum Served {
+    Answer(Option<Value>),
+    Fallback,
+}
+
+/// ADD or DEL through the node agent's socket ([`crate::service`]) when
+/// there is one; [`Served::Fallback`] (allocate directly) when there is
+/// none, it refuses the request, or it does not answer in time. An error
+/// the agent returns is the ADD's or DEL's error, as it would have been
+/// directly.
+async fn via_agent(
+    env: &CniEnv,
+    vars: &HashMap<String, String>,
+    conf: &NetConf,
+    node: &str,
+    (v4, v6): (bool, bool),
+) -> Result<Served, CniError> {
+    let timeout = crate::service::timeout_from(var(vars, crate::service::TIMEOUT_VAR).as_deref())
+        .map_err(CniError::config)?;
+    let Some(timeout) = timeout else {
+        return Ok(Served::Fallback);
+    };
+    // Checked here too: a bad value is refused by name on either path.
+    let opts = options(vars)?;
+    let path = crate::service::socket_path(&lock_dir(vars), node);
+    if !path.exists() {
+        return Ok(Served::Fallback);
+    }
+    let req = crate::service::Request {
+        op: if env.command == Command::Add {
+            crate::service::Op::Add
+        } else {
+            crate::service::Op::Del
+        },
+        node: node.to_string(),
+        datastore: conf.datastore(vars)?.describe(),
+        network: conf.name.clone(),
+        container_id: env.container_id.clone(),
+        ifname: env.ifname.clone(),
+        namespace: env.k8s.namespace.clone(),
+        pod: env.k8s.pod.clone(),
+        v4,
+        v6,
+        ipv4_pools: conf.ipam.ipv4_pools.clone(),
+        ipv6_pools: conf.ipam.ipv6_pools.clone(),
+        empty_block_grace_secs: var(vars, EMPTY_BLOCK_GRACE_VAR)
+            .map(|_| opts.empty_block_grace.as_secs()),
+    };
+    use crate::service::Response;
+    let answer = crate::service::call(&path, &req, timeout).await;
+    if let Ok(Response::Ips { .. } | Response::Done | Response::Error { .. }) = &answer {
+        tracing::debug!(socket = %path.display(), "served by the node agent");
+    }
+    match answer {
+        Ok(Response::Ips { ips }) => Ok(Served::Answer(Some(ips_result(&conf.cni_version, &ips)))),
+        Ok(Response::Done) => Ok(Served::Answer(None)),
+        Ok(Response::Error { code, msg, details }) => Err(CniError { code, msg, details }),
+        Ok(Response::Refused { msg }) => {
+            tracing::warn!(socket = %path.display(), %msg, "the node agent refused the IPAM request; allocating directly");
+            Ok(Served::Fallback)
+        }
+        Err(why) => {
+            tracing::warn!(%why, "the node agent's IPAM socket did not answer; allocating directly");
+            Ok(Served::Fallback)
+        }
+    }
+}
+
+/// What an ADD assigns, from the plugin's input or the node agent's
+/// socket request ([`crate::service`]).
+#[derive(Debug, Clone)]
+pub(crate) struct PodAdd {
+    pub handle: String,
+    pub node: String,
+    pub container_id: String,
+    pub namespace: Option<String>,
+    pub pod: Option<String>,
+    pub v4: bool,
+    pub v6: bool,
+    pub ipv4_pools: Vec<String>,
+    pub ipv6_pools: Vec<String>,
+}
+
+/// ADD: the addresses of `pod.handle`, assigned now or held already
+/// (a repeated ADD returns what the handle holds).
+pub(crate) async fn add_pod(ipam: &Ipam, pod: &PodAdd) -> Result<Vec<IpAddr>, CniError> {
+    let handle = &pod.handle;
+    let existing = ipam.ips_by_handle(handle).await.map_err(from_ipam)?;
+    if !existing.is_empty() {
+        tracing::info!(%handle, ?existing, "ADD repeated: returning held addresses");
+        return Ok(existing);
+    }
+    let mut attrs = Attrs {
+        node: Some(pod.node.clone()),
+        namespace: pod.namespace.clone(),
+        pod: pod.pod.clone(),
+        ..Attrs::default()
+    };
+    attrs
+        .extra
+        .insert("containerID".into(), pod.container_id.clone());
+    let args = AutoAssignArgs {
+        num_v4: pod.v4 as usize,
+        num_v6: pod.v6 as usize,
+        handle_id: handle.clone(),
+        attrs,
+        hostname: pod.node.clone(),
+        ipv4_pools: pod.ipv4_pools.clone(),
+        ipv6_pools: pod.ipv6_pools.clone(),
+        ..AutoAssignArgs::default()
+    };
+    let r = ipam.auto_assign(&args).await.map_err(from_ipam)?;
+    Ok(r.ipv4.iter().chain(&r.ipv6).map(IpNetwork::ip).collect())
+}
+
+/// DEL: releases the handle (an unknown one is fine).
+pub(crate) async fn release_pod(ipam: &Ipam, handle: &str) -> Result<(), CniError> {
+    ipam.release_by_handle(handle).await.map_err(from_ipam)?;
+    Ok(())
+}
+
+/// Housekeeping after a DEL succeeded: the node's blocks empty for the
+/// grace period go back to the pool (also without the node agent's own
+/// sweep), at most once a minute per host. A failure here does not fail
+/// the DEL: a later DEL or the agent's sweep retries.
+pub(crate) async fn sweep_after_del(ipam: &Ipam, node: &str) {
+    let sweep = if ipam.del_sweep_due(node) {
+        ipam.release_empty_blocks(Some(node)).await
+    } else {
+        Ok(Vec::new())
+    };
+    match sweep {
+        Ok(released) if !released.is_empty() => {
+            tracing::info!(%node, ?released, "released empty blocks");
+        }
+        Ok(_) => {}
+        Err(e) => {
+            tracing::warn!(%node, error = %e, "releasing empty blocks after DEL failed; retried by the next DEL");
+        }
     }
 }
 

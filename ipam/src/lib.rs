@@ -11,6 +11,7 @@
 //! * [`check`] — consistency check and leak GC.
 //! * [`ops`] — the operations behind `manxctl ipam ...`.
 //! * [`cni_plugin`] — the CNI IPAM plugin protocol.
+//! * [`service`] — the node agent's IPAM socket (server, client, wire format).
 //! * [`topology`] — pools, nodes, reservations as the allocator sees them.
 
 pub mod affinity;
@@ -27,6 +28,7 @@ pub mod keys;
 pub mod ops;
 pub mod release;
 pub mod resources;
+pub mod service;
 pub mod topology;
 
 pub use allocator::{AutoAssignArgs, AutoAssignResult, Ipam, IpamOptions};

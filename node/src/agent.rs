@@ -744,6 +744,18 @@ pub async fn run(cfg: NodeConfig) -> Result<()> {
     let existed = client.get::<datastore::model::Node>(&name).await?.is_some();
     let node = startup::register_node(&client, &name, &uplink, cfg.as_number).await?;
     write_nodename(&cfg.nodename_file, &name);
+    // CNI IPAM for this node's pods over a local socket (issue 17), from
+    // the registration on; before it, and whenever this agent is down,
+    // manx-ipam allocates directly.
+    let _ipam_socket = crate::ipam_service::start(
+        store.clone(),
+        &datastore::config::DatastoreConfig::from_env()
+            .map(|c| c.describe())
+            .unwrap_or_default(),
+        &name,
+        &crate::ipam_service::folder(&cfg.run_dir),
+        block_grace,
+    );
 
     let mut cache = ClusterCache::default();
     cache.reset(store.list(WATCH_PREFIX).await?);

@@ -158,13 +158,14 @@ pub(crate) fn add_at_once(
     hosts: &[usize],
     per_node: usize,
     tag: &str,
+    extra_env: &[(&str, &str)],
 ) -> HashMap<String, IpAddr> {
     let calls: Vec<(usize, String)> = hosts
         .iter()
         .flat_map(|&h| (0..per_node).map(move |i| (h, format!("{tag}-n{}-{i}", h + 1))))
         .collect();
     let mut got = HashMap::new();
-    for (cid, stdout) in run_at_once(lab, "ADD", &calls, &[]) {
+    for (cid, stdout) in run_at_once(lab, "ADD", &calls, extra_env) {
         let v: serde_json::Value = serde_json::from_slice(&stdout)
             .unwrap_or_else(|e| panic!("ADD {cid}: bad output ({e}): {stdout:?}"));
         let addr = v["ips"][0]["address"]
@@ -222,11 +223,109 @@ pub(crate) async fn verify(ipam: &Ipam, held: &HashMap<String, IpAddr>) {
     torture::verify(ipam, &out).await;
 }
 
+/// The node agent's IPAM socket serving each node (issue 17): one
+/// [`ipam::service::Server`] per node, as manx-node runs it, in this
+/// process, with the node's claim lock folder; the 160 `manx-ipam`
+/// processes find the sockets there and never connect to the store.
+async fn serve_agents(lab: &Lab) -> Vec<Arc<ipam::service::Server>> {
+    let store = datastore::config::DatastoreConfig::Embedded {
+        path: lab.db.clone(),
+    }
+    .describe();
+    lab.hosts
+        .iter()
+        .map(|host| {
+            let topo = ipam::resources::DatastoreTopology::new(lab.store.clone());
+            let opts = ipam::IpamOptions {
+                claim_lock_dir: Some(host.lock_dir.clone()),
+                ..Default::default()
+            };
+            let ipam = Arc::new(Ipam::new(lab.store.clone(), Arc::new(topo)).with_options(opts));
+            let server = ipam::service::Server::new(ipam, &host.node, &store);
+            let (listener, _) = server.bind(&host.lock_dir).unwrap();
+            tokio::spawn(server.clone().serve(listener));
+            server
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heavy_per_process_adds_served_by_the_node_agents_socket() {
+    use std::sync::atomic::Ordering;
+    let lab = Lab::new(NODES).await;
+    let agents = serve_agents(&lab).await;
+    // The served path is under test: a budget no loaded test machine
+    // reaches (the fallback on a slow agent is tested in ipam::service).
+    let budget = [(ipam::service::TIMEOUT_VAR, "60000")];
+    let t = std::time::Instant::now();
+    let held =
+        tokio::task::block_in_place(|| add_at_once(&lab, &[0, 1, 2, 3], PER_NODE, "c", &budget));
+    let ipam = lab.ipam();
+    let blocks = blocks_by_node(&ipam).await;
+    eprintln!(
+        "{} ADD processes ({NODES} nodes x {PER_NODE} at once, served by the agents' sockets) in {:.1?}; addresses per block: {}",
+        held.len(),
+        t.elapsed(),
+        show(&blocks)
+    );
+    for (host, agent) in lab.hosts.iter().zip(&agents) {
+        assert_eq!(
+            agent.stats.served.load(Ordering::SeqCst),
+            PER_NODE as u64,
+            "{}'s agent served every ADD of its node (none fell back)",
+            host.node
+        );
+        assert_eq!(agent.stats.refused.load(Ordering::SeqCst), 0);
+    }
+    assert_eq!(held.len(), NODES * PER_NODE);
+    verify(&ipam, &held).await;
+    for host in &lab.hosts {
+        // One allocator per node claims for it: exactly one block.
+        let n = blocks.get(&host.node).map_or(0, BTreeMap::len);
+        assert_eq!(n, 1, "node {}: {}", host.node, show(&blocks));
+    }
+    assert!(!blocks.contains_key("-"), "a block without affinity");
+
+    // DEL through the sockets too: every address back, check clean.
+    let calls: Vec<(usize, String)> = held
+        .keys()
+        .map(|h| {
+            let cid = container(h).to_string();
+            let node: usize = cid
+                .split("-n")
+                .nth(1)
+                .unwrap()
+                .split('-')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap();
+            (node - 1, cid)
+        })
+        .collect();
+    tokio::task::block_in_place(|| run_at_once(&lab, "DEL", &calls, &budget));
+    for agent in &agents {
+        assert_eq!(
+            agent.stats.served.load(Ordering::SeqCst),
+            2 * PER_NODE as u64
+        );
+    }
+    let after = blocks_by_node(&ipam).await;
+    assert!(
+        after.values().flat_map(BTreeMap::values).all(|n| *n == 0),
+        "addresses left after DEL: {}",
+        show(&after)
+    );
+    verify(&ipam, &HashMap::new()).await;
+}
+
+/// The fallback: no agent (no socket in the lock folders), every process
+/// allocates directly under the host claim lock.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn heavy_per_process_concurrent_adds_claim_one_block_per_node() {
     let lab = Lab::new(NODES).await;
     let t = std::time::Instant::now();
-    let held = tokio::task::block_in_place(|| add_at_once(&lab, &[0, 1, 2, 3], PER_NODE, "c"));
+    let held = tokio::task::block_in_place(|| add_at_once(&lab, &[0, 1, 2, 3], PER_NODE, "c", &[]));
     let ipam = lab.ipam();
     let blocks = blocks_by_node(&ipam).await;
     eprintln!(
@@ -258,7 +357,8 @@ async fn heavy_per_process_concurrent_adds_claim_one_block_per_node() {
 async fn heavy_per_process_empty_blocks_released_after_grace() {
     let lab = Lab::new(NODES).await;
     let ipam = lab.ipam();
-    let mut held = tokio::task::block_in_place(|| add_at_once(&lab, &[0, 1, 2, 3], PER_NODE, "c"));
+    let mut held =
+        tokio::task::block_in_place(|| add_at_once(&lab, &[0, 1, 2, 3], PER_NODE, "c", &[]));
     // Each node's first block: the one holding most of the first wave.
     let first: HashMap<String, IpNetwork> = blocks_by_node(&ipam)
         .await
@@ -270,7 +370,7 @@ async fn heavy_per_process_empty_blocks_released_after_grace() {
         .collect();
     // 30 more pods on n1 and n2 at once: 70 > 64, a second block each.
     held.extend(tokio::task::block_in_place(|| {
-        add_at_once(&lab, &[0, 1], 30, "more")
+        add_at_once(&lab, &[0, 1], 30, "more", &[])
     }));
     let before = blocks_by_node(&ipam).await;
     eprintln!("after 40 + 30 pods on n1, n2: {}", show(&before));

@@ -5,6 +5,7 @@ mod allowas_tor;
 mod bind_mode;
 mod cli;
 mod ecmp_tor;
+mod ipam_socket;
 mod kernel_vxlan6;
 mod stale_reclaim;
 mod tor_routes;

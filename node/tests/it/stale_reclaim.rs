@@ -38,7 +38,7 @@ const LIMIT: Duration = Duration::from_secs(60);
 /// (`CARGO_MANIFEST_DIR`, `CARGO_PKG_*`…) are removed first: `ring`'s build
 /// script reruns when they change, which would rebuild half the workspace
 /// on every run.
-fn cni_bin_dir() -> PathBuf {
+pub(crate) fn cni_bin_dir() -> PathBuf {
     static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     DIR.get_or_init(|| {
         let me = PathBuf::from(env!("CARGO_BIN_EXE_manx-node"));
