@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::netns::{Netns, kill_all_in, run, wait_for};
 
+pub mod encap_bench;
 pub mod image;
 mod ping;
 mod pods;

@@ -36,8 +36,10 @@ use crate::netlink::{Netlink, RealNetlink};
 
 /// Packets per `recvmmsg` / `sendmmsg`.
 pub const BATCH: usize = 64;
-/// Bytes per packet buffer: the largest packet of a 16 KiB-jumbo uplink.
+/// Bytes per TUN packet buffer: the largest packet of a 16 KiB-jumbo uplink.
 pub const SLOT: usize = 16 * 1024;
+/// Bytes per receive buffer: a `UDP_GRO` coalesced datagram is at most 64 KiB.
+pub const RX_SLOT: usize = 64 * 1024;
 
 /// How to run the data path.
 #[derive(Debug, Clone)]
@@ -244,7 +246,12 @@ fn ipv4_dst(p: &[u8]) -> Option<Ipv4Addr> {
 fn worker(tun: &File, sock: &OwnedFd, port: u16, shared: &Shared, device: &str) -> Counters {
     let (tfd, sfd) = (tun.as_raw_fd(), sock.as_raw_fd());
     let mut out = sys::Batch::new(BATCH, SLOT);
-    let mut inb = sys::Batch::new(BATCH, SLOT);
+    let mut inb = sys::Batch::new(BATCH, RX_SLOT);
+    // Coalesced sends and receives, unless the kernel refuses (then one datagram each).
+    let mut gso = std::env::var_os("MANX_UDP_NO_GSO").is_none();
+    if gso && !sys::enable_gro(sfd) {
+        tracing::info!("no UDP_GRO on this kernel: one datagram per receive");
+    }
     let mut c = Counters::default();
     let mut generation = u64::MAX;
     let mut table = shared.current();
@@ -300,7 +307,19 @@ fn worker(tun: &File, sock: &OwnedFd, port: u16, shared: &Shared, device: &str) 
                 }
             }
             if n > 0 {
-                let (sent, refused) = out.send(sfd, n);
+                let (sent, refused) = if gso {
+                    let (sent, refused) = out.send_gso(sfd, n);
+                    if refused == n && n > 1 {
+                        // EIO / EINVAL for a GSO send: a kernel or uplink without it.
+                        tracing::info!("UDP GSO refused: sending one datagram per packet");
+                        gso = false;
+                        out.send(sfd, n)
+                    } else {
+                        (sent, refused)
+                    }
+                } else {
+                    out.send(sfd, n)
+                };
                 c.tx += sent as u64;
                 c.errors += refused as u64;
             }
@@ -309,14 +328,21 @@ fn worker(tun: &File, sock: &OwnedFd, port: u16, shared: &Shared, device: &str) 
             match inb.recv(sfd) {
                 Ok(n) => {
                     for i in 0..n {
-                        let (pkt, src, truncated) = inb.received(i);
-                        if truncated || ipv4_dst(pkt).is_none() || !table.is_peer(src) {
+                        let (data, src, truncated, seg) = inb.received(i);
+                        if truncated || !table.is_peer(src) {
                             c.rejected += 1;
                             continue;
                         }
-                        match sys::write(tfd, pkt) {
-                            Ok(_) => c.rx += 1,
-                            Err(_) => c.errors += 1,
+                        // One inner packet per datagram; GRO gives several of `seg` bytes.
+                        for pkt in data.chunks(seg.unwrap_or(data.len()).max(1)) {
+                            if ipv4_dst(pkt).is_none() {
+                                c.rejected += 1;
+                                continue;
+                            }
+                            match sys::write(tfd, pkt) {
+                                Ok(_) => c.rx += 1,
+                                Err(_) => c.errors += 1,
+                            }
                         }
                     }
                 }

@@ -102,6 +102,22 @@ enum Cmd {
         #[arg(long, default_value = "ipv4")]
         ip_family: IpFamily,
     },
+    /// Measure pod-to-pod TCP throughput (iperf3) and ping-flood p99 for each mode in the
+    /// same run: one 2-node lab per mode (ids <id>-<mode>), rounds interleaved, torn down
+    /// after. The UDP backend against VXLAN and direct routes.
+    BenchEncap {
+        /// Modes, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "direct,vxlan,udp")]
+        modes: Vec<Mode>,
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// iperf3 seconds per round.
+        #[arg(long, default_value_t = 5)]
+        secs: u32,
+        /// Pings per round (1 ms apart).
+        #[arg(long, default_value_t = 2000)]
+        pings: usize,
+    },
     /// Measure a runtime's pod create (CNI ADD) and delete (CNI DEL) with
     /// Manx beside the same with bridge + host-local (/usr/lib/cni), trials
     /// interleaved in one run (its own 2-node lab, torn down after).
@@ -169,6 +185,18 @@ fn real_main() -> Result<()> {
             ip_family,
         } => bench_convergence(&cli.id, trials, nodes, ip_family),
         Cmd::BenchRuntime { runtime, trials } => bench_runtime(&cli.id, runtime, trials),
+        Cmd::BenchEncap {
+            modes,
+            rounds,
+            secs,
+            pings,
+        } => {
+            print!(
+                "{}",
+                lab::encap_bench::run_bench(&cli.id, &modes, rounds, secs, pings)?
+            );
+            Ok(())
+        }
         Cmd::Stats { secs } => stats(&LabState::load(&cli.id)?, secs),
         Cmd::Down => {
             lab::down(&cli.id)?;
