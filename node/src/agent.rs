@@ -223,6 +223,8 @@ struct Agent {
     workloads: watch::Sender<Vec<datastore::model::WorkloadEndpoint>>,
     /// `$MANX_RUN_DIR` (the UDP data path's lock and log).
     run_dir: std::path::PathBuf,
+    /// A peer has BFD: manx-bfdd must run (see `crate::bfdd`).
+    bfd_wanted: watch::Sender<bool>,
 }
 
 impl Agent {
@@ -276,6 +278,9 @@ impl Agent {
                 self.speaker
                     .set_peers(plan.peers.iter().map(|p| p.config.clone()).collect());
                 self.peers = plan.peers;
+                let bfd = self.peers.iter().any(|p| p.config.bfd.is_some());
+                self.bfd_wanted
+                    .send_if_modified(|w| std::mem::replace(w, bfd) != bfd);
                 let desired = self.peers.len();
                 self.generation.send_modify(|g| g.desired = desired);
             }
@@ -814,6 +819,17 @@ pub async fn run(cfg: NodeConfig) -> Result<()> {
     let initial = plan::bgp(&view, &name, &tunnels, &secrets);
     scfg.listen = Some(listen_config(initial.listen, &uplink));
     scfg.control_socket = Some(cfg.run_dir.join("bgp.sock"));
+    // BFD through manx-bfdd, which survives our restarts (C bit); without
+    // the binary, in-process BFD (a restart then looks like a node death
+    // to peers with BFD).
+    let bfdd = crate::bfdd::binary();
+    match &bfdd {
+        Some(_) => scfg.bfdd_socket = Some(crate::bfdd::socket_path(&cfg.run_dir)),
+        None => tracing::warn!(
+            "no manx-bfdd beside manx-node: BFD runs in-process and does not survive a restart of manx-node"
+        ),
+    }
+    let (bfd_wanted, bfd_wanted_rx) = watch::channel(false);
     let feed = RouteFeed::new();
     // The speaker starts with its peers, so that its initial convergence
     // (the first-sync gate's `is_synced`) waits for their End-of-RIB; with
@@ -898,7 +914,15 @@ pub async fn run(cfg: NodeConfig) -> Result<()> {
         tasks: Vec::new(),
         workloads: workloads_tx,
         run_dir: cfg.run_dir.clone(),
+        bfd_wanted,
     };
+    if let Some(bin) = bfdd {
+        agent.spawn(crate::bfdd::supervise(
+            bin,
+            cfg.run_dir.clone(),
+            bfd_wanted_rx,
+        ));
+    }
     agent.recompute();
 
     let mut watch = store.watch(WATCH_PREFIX, agent.cache.revision).await?;

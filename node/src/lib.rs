@@ -8,6 +8,7 @@
 //! whose protocol (shared with `manxctl`) is the `manx-status` crate.
 
 pub mod agent;
+pub mod bfdd;
 pub mod block_sweep;
 pub mod cluster;
 pub mod config;

@@ -8,8 +8,9 @@
 use std::time::{Duration, Instant};
 
 use crate::common::{Lab, require};
-use manx_e2e::lab::Mode;
-use manx_e2e::netns::Netns;
+use crate::resilience::{flaps, monitor_routes, ping, ping_result};
+use manx_e2e::lab::{self, Mode};
+use manx_e2e::netns::{Netns, signal};
 use testkit::eventually;
 
 const MESH_BFD: &str = "apiVersion: projectcalico.org/v3
@@ -41,6 +42,86 @@ fn routes_via(netns: &str, gateway: &str) -> usize {
         .lines()
         .filter(|l| l.contains(&via))
         .count()
+}
+
+/// Apply `nodeMeshBFD` and wait until every node shows BFD up on both of
+/// its mesh peers.
+fn mesh_bfd_up(lab: &Lab) {
+    let n1 = &lab.0.nodes[0];
+    let manifest = lab.0.dir.join("mesh-bfd.yaml");
+    std::fs::write(&manifest, MESH_BFD).unwrap();
+    lab.0
+        .manxctl(n1, &["apply", "-f", &manifest.display().to_string()])
+        .unwrap();
+    for n in &lab.0.nodes {
+        let mut last = String::new();
+        let up = eventually(Duration::from_secs(20), || {
+            last = lab.0.manxctl(n, &["node", "status"]).unwrap_or_default();
+            let rows = peer_rows(&last);
+            rows.len() == 2 && rows.iter().all(|r| r.contains("| up    | up  |"))
+        });
+        assert!(up, "{}: BFD not up on both peers:\n{last}", n.name);
+    }
+}
+
+/// kill -9 of manx-node with BFD on: manx-bfdd keeps the BFD sessions Up
+/// (C bit), so the peers see an agent restart, keep the routes through
+/// graceful restart, and no ping is lost; no peer logs a BFD Down.
+#[test]
+fn heavy_kill_9_with_bfd_loses_no_ping_and_no_bfd_down() {
+    if !require() {
+        return;
+    }
+    let lab = &mut Lab::up(Lab::spec("e2ebfk", 3, Mode::Direct));
+    lab.assert_all_ping();
+    mesh_bfd_up(lab);
+    let pods: Vec<String> = lab.0.pods.iter().map(|p| p.name.clone()).collect();
+    let monitors = monitor_routes(&lab.0);
+    let between = ping(&lab.0, &pods[1], &pods[2], 200);
+    let across = ping(&lab.0, &pods[1], &pods[0], 200);
+    let killed = lab.0.nodes[0].pid.unwrap();
+    signal(killed as i32, 9);
+    std::thread::sleep(Duration::from_secs(3));
+    lab::start_node(&mut lab.0, 0).unwrap();
+    let (t, r) = ping_result(between);
+    assert_eq!(t, r, "ping between the other nodes lost packets");
+    let (t, r) = ping_result(across);
+    assert_eq!(t, r, "ping across the restarted node lost packets");
+    drop(monitors);
+    for n in &lab.0.nodes {
+        let f = flaps(&n.run_dir.join("route-monitor.log"));
+        assert!(f.is_empty(), "{}: routes flapped: {f:?}", n.name);
+    }
+    for n in &lab.0.nodes[1..] {
+        let log = std::fs::read_to_string(n.run_dir.join("manx-node.log")).unwrap_or_default();
+        let downs: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("BFD session down"))
+            .collect();
+        assert!(downs.is_empty(), "{}: BFD went down: {downs:?}", n.name);
+    }
+    // manx-bfdd served node1's sessions and was started once: the
+    // restarted node uses the one its predecessor started.
+    let bfdd_log =
+        std::fs::read_to_string(lab.0.nodes[0].run_dir.join("bfdd.log")).unwrap_or_default();
+    assert_eq!(
+        bfdd_log.matches("manx-bfdd serving").count(),
+        1,
+        "manx-bfdd did not run once for node1:\n{bfdd_log}"
+    );
+    // The restarted node uses the manx-bfdd its predecessor started.
+    let status = lab.0.manxctl(&lab.0.nodes[0], &["node", "status"]).unwrap();
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            let s = lab
+                .0
+                .manxctl(&lab.0.nodes[0], &["node", "status"])
+                .unwrap_or_default();
+            let rows = peer_rows(&s);
+            rows.len() == 2 && rows.iter().all(|r| r.contains("| up    | up  |"))
+        }),
+        "{status}"
+    );
 }
 
 #[test]

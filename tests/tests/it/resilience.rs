@@ -11,7 +11,7 @@ use manx_e2e::netns::{Netns, Proc, signal};
 use testkit::eventually;
 
 /// A continuous ping from `from` to `to` (pod names), `count` probes 100 ms apart.
-fn ping(state: &LabState, from: &str, to: &str, count: u32) -> Proc {
+pub(crate) fn ping(state: &LabState, from: &str, to: &str, count: u32) -> Proc {
     ping_family(state, from, to, count, false)
 }
 
@@ -37,7 +37,7 @@ fn ping_family(state: &LabState, from: &str, to: &str, count: u32, v6: bool) -> 
 }
 
 /// Wait for a ping to finish; returns (transmitted, received).
-fn ping_result(mut p: Proc) -> (u32, u32) {
+pub(crate) fn ping_result(mut p: Proc) -> (u32, u32) {
     // A ping still running after 2 min has no summary line: that fails below.
     let exited = eventually(Duration::from_secs(120), || !p.alive());
     let text = std::fs::read_to_string(p.log()).unwrap();
@@ -53,7 +53,7 @@ fn ping_result(mut p: Proc) -> (u32, u32) {
 }
 
 /// `ip -o monitor route` in each node, to catch route flaps.
-fn monitor_routes(state: &LabState) -> Vec<Proc> {
+pub(crate) fn monitor_routes(state: &LabState) -> Vec<Proc> {
     state
         .nodes
         .iter()
@@ -67,7 +67,7 @@ fn monitor_routes(state: &LabState) -> Vec<Proc> {
         .collect()
 }
 
-fn flaps(log: &Path) -> Vec<String> {
+pub(crate) fn flaps(log: &Path) -> Vec<String> {
     std::fs::read_to_string(log)
         .unwrap_or_default()
         .lines()
