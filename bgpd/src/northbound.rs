@@ -97,6 +97,9 @@ pub struct ClusterSettings {
     pub multipath: crate::rib::Multipath,
     /// `nodeMeshBFD`: BFD on the mesh's IPv4 sessions.
     pub mesh_bfd: Option<BfdConfig>,
+    /// `prefixAdvertisements`, names resolved through `communities`: the
+    /// communities of the prefixes this node originates.
+    pub local_communities: Vec<crate::rib::LocalCommunities>,
 }
 
 impl Default for ClusterSettings {
@@ -114,6 +117,7 @@ impl Default for ClusterSettings {
             log_level: "info",
             multipath: crate::rib::Multipath::default(),
             mesh_bfd: None,
+            local_communities: Vec::new(),
         }
     }
 }
@@ -174,9 +178,10 @@ pub fn cluster_settings(
         service_external_ips,
         service_load_balancer_ips,
         bind_mode,
-        // Refused by validation until Manx acts on them (Calico parity):
+        // Read through `prefix_advertisements` (names resolve against it).
         communities: _,
-        prefix_advertisements: _,
+        prefix_advertisements,
+        // Refused by validation until Manx acts on it (Calico parity):
         ignored_interfaces: _,
         node_mesh_password,
         node_mesh_max_restart_time,
@@ -196,7 +201,38 @@ pub fn cluster_settings(
         log_level: log_level(log_severity_screen.as_deref()),
         multipath: multipath_of(multipath.as_ref()),
         mesh_bfd: bfd(node_mesh_bfd),
+        local_communities: local_communities(&cfg.spec, prefix_advertisements.as_deref()),
     }
+}
+
+/// `prefixAdvertisements` with each community name or value resolved
+/// (validation refuses one that resolves to nothing; it is skipped here).
+fn local_communities(
+    spec: &BGPConfigurationSpec,
+    ads: Option<&[datastore::model::PrefixAdvertisement]>,
+) -> Vec<crate::rib::LocalCommunities> {
+    use datastore::model::{CommunityValue, parse_community};
+    ads.into_iter()
+        .flatten()
+        .filter_map(|ad| {
+            let cidr: IpNetwork = ad.cidr.parse().ok()?;
+            let mut out = crate::rib::LocalCommunities {
+                cidr: crate::rib::normalize(cidr),
+                standard: Vec::new(),
+                large: Vec::new(),
+            };
+            for name in &ad.communities {
+                match spec.resolve_community(name).map(parse_community) {
+                    Some(Ok(CommunityValue::Standard(a, n))) => {
+                        out.standard.push((u32::from(a) << 16) | u32::from(n))
+                    }
+                    Some(Ok(CommunityValue::Large(a, n, m))) => out.large.push((a, n, m)),
+                    _ => {}
+                }
+            }
+            Some(out)
+        })
+        .collect()
 }
 
 /// `spec.multipath`, the defaults of the fields left out.
@@ -564,6 +600,26 @@ mod tests {
         });
         let m = cluster_settings(&relaxed, &Secrets).multipath;
         assert_eq!((m.ebgp, m.ibgp, m.relax_neighbor_as), (true, false, true));
+
+        // prefixAdvertisements: names through `communities`, or values.
+        let y = "apiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata:\n  name: default\nspec:\n  communities:\n  - {name: rack, value: '65001:100'}\n  prefixAdvertisements:\n  - cidr: 10.96.0.0/12\n    communities: [rack, '65001:1:2', '65002:7']\n";
+        let advertised: Vec<BGPConfiguration> = parse_manifests(y, "c.yaml")
+            .unwrap()
+            .into_iter()
+            .filter_map(|r| match r {
+                Resource::BGPConfiguration(c) => Some(c),
+                _ => None,
+            })
+            .collect();
+        let lc = cluster_settings(&advertised, &Secrets).local_communities;
+        assert_eq!(
+            lc,
+            [crate::rib::LocalCommunities {
+                cidr: "10.96.0.0/12".parse().unwrap(),
+                standard: vec![(65001 << 16) | 100, (65002 << 16) | 7],
+                large: vec![(65001, 1, 2)],
+            }]
+        );
         assert_eq!(node_log_level(&cfgs, "n1"), "warn");
         let mut node = cfgs[0].clone();
         node.metadata.name = "node.n1".into();

@@ -199,6 +199,17 @@ pub enum RouteUpdate {
     },
 }
 
+/// Communities for the originated prefixes inside one CIDR.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct LocalCommunities {
+    /// Prefixes inside it (or equal) get them.
+    pub cidr: IpNetwork,
+    /// RFC 1997 communities (`aa:nn` as `aa << 16 | nn`).
+    pub standard: Vec<u32>,
+    /// RFC 8092 large communities (`aa:nn:mm`).
+    pub large: Vec<(u32, u32, u32)>,
+}
+
 /// Counters of one peer's Adj-RIB-In.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct AdjInStats {
@@ -219,6 +230,8 @@ pub struct Rib {
     peers: HashMap<IpAddr, Arc<PeerMeta>>,
     adj_in: HashMap<IpAddr, PrefixMap<InPath>>,
     local: BTreeMap<IpNetwork, Arc<PathAttrs>>,
+    /// Communities of the originated prefixes, by CIDR.
+    local_communities: Vec<LocalCommunities>,
     /// The Loc-RIB and each prefix's change count, in one entry per
     /// prefix (42 octets; a map of best paths and another of counts
     /// stored every prefix twice).
@@ -247,6 +260,7 @@ impl Rib {
             peers: HashMap::new(),
             adj_in: HashMap::new(),
             local: BTreeMap::new(),
+            local_communities: Vec::new(),
             loc: PrefixMap::default(),
             multipath: Multipath::default(),
             merged: PrefixMap::default(),
@@ -314,8 +328,50 @@ impl Rib {
     /// Originate a prefix. Returns the prefixes whose best path changed.
     pub fn add_local(&mut self, prefix: IpNetwork) -> Vec<IpNetwork> {
         let prefix = normalize(prefix);
-        self.local.insert(prefix, Arc::new(PathAttrs::local()));
+        let attrs = self.local_attrs(&prefix);
+        self.local.insert(prefix, attrs);
         self.recompute([prefix])
+    }
+
+    /// Communities the originated prefixes carry: every entry whose CIDR
+    /// holds a prefix adds its standard and large communities to it
+    /// (Calico's `prefixAdvertisements`, `net ~ cidr` in its BIRD config).
+    /// Returns the prefixes whose best path changed.
+    pub fn set_local_communities(&mut self, policy: Vec<LocalCommunities>) -> Vec<IpNetwork> {
+        if self.local_communities == policy {
+            return Vec::new();
+        }
+        self.local_communities = policy;
+        let prefixes: Vec<IpNetwork> = self.local.keys().copied().collect();
+        for p in &prefixes {
+            let attrs = self.local_attrs(p);
+            self.local.insert(*p, attrs);
+        }
+        self.recompute(prefixes)
+    }
+
+    fn local_attrs(&self, prefix: &IpNetwork) -> Arc<PathAttrs> {
+        let mut attrs = PathAttrs::local();
+        let mut large = Vec::new();
+        for c in &self.local_communities {
+            if c.cidr.is_ipv4() == prefix.is_ipv4()
+                && c.cidr.prefix() <= prefix.prefix()
+                && c.cidr.contains(prefix.network())
+            {
+                attrs.communities.extend(&c.standard);
+                large.extend(&c.large);
+            }
+        }
+        attrs.communities.sort_unstable();
+        attrs.communities.dedup();
+        large.sort_unstable();
+        large.dedup();
+        if !large.is_empty() {
+            attrs
+                .transitive
+                .push(PathAttribute::LargeCommunities(large));
+        }
+        Arc::new(attrs)
     }
 
     /// Stop originating a prefix.

@@ -128,6 +128,7 @@ struct DesiredState {
     peers: Option<Vec<PeerConfig>>,
     networks: Option<Vec<IpNetwork>>,
     multipath: Option<crate::rib::Multipath>,
+    local_communities: Option<Vec<crate::rib::LocalCommunities>>,
     /// Announce (`true`) or withdraw since `networks`, latest per prefix.
     originate: BTreeMap<IpNetwork, bool>,
     /// Bumped by every change; the actor reports the last it applied.
@@ -173,6 +174,7 @@ impl Desired {
             peers: s.peers.take(),
             networks: s.networks.take(),
             multipath: s.multipath.take(),
+            local_communities: s.local_communities.take(),
             originate: std::mem::take(&mut s.originate),
             seq,
         };
@@ -283,6 +285,12 @@ impl SpeakerHandle {
     /// exports stay as they are.
     pub fn set_multipath(&self, multipath: crate::rib::Multipath) {
         self.desired.update(|d| d.multipath = Some(multipath));
+    }
+
+    /// Set the communities of the originated prefixes (by CIDR); the
+    /// prefixes whose attributes change are announced again.
+    pub fn set_local_communities(&self, policy: Vec<crate::rib::LocalCommunities>) {
+        self.desired.update(|d| d.local_communities = Some(policy));
     }
 
     /// Replace the set of originated prefixes (e.g. the node's affine IPAM
@@ -805,6 +813,9 @@ impl Actor {
         let mut changed = Vec::new();
         if let Some(multipath) = d.multipath {
             changed.extend(self.rib.set_multipath(multipath));
+        }
+        if let Some(policy) = d.local_communities {
+            changed.extend(self.rib.set_local_communities(policy));
         }
         for (prefix, announce) in d.originate {
             changed.extend(if announce {

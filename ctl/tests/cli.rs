@@ -232,20 +232,19 @@ fn ipam_configure_and_show() {
 }
 
 /// Calico's documented BGPConfiguration example with `bindMode: NodeIP` and
-/// `communities`: `manxctl apply` refuses the field Manx does not act on
+/// `ignoredInterfaces`: `manxctl apply` refuses the field Manx does not act on
 /// yet, by file, line, object and field, and writes nothing (not even the
 /// pool beside it); without it, the example applies.
 #[test]
 fn apply_refuses_fields_manx_does_not_act_on_and_writes_nothing() {
     let ctl = Ctl::new();
     let example = "apiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata:\n  name: default\nspec:\n  logSeverityScreen: Info\n  nodeToNodeMeshEnabled: true\n  asNumber: 63400\n  bindMode: NodeIP\n  listenPort: 178\n";
-    let communities =
-        "  communities:\n    - name: bgp-large-community\n      value: 63400:300:100\n";
+    let communities = "  ignoredInterfaces:\n    - eth9\n";
     let beside = "---\napiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata:\n  name: beside\nspec:\n  cidr: 10.9.0.0/16\n";
     let err = ctl.apply_fails("bgpconfig.yaml", &format!("{example}{communities}{beside}"));
     assert!(
         err.contains(
-            "bgpconfig.yaml:11:3: BGPConfiguration default: spec.communities is not supported by Manx yet"
+            "bgpconfig.yaml:11:3: BGPConfiguration default: spec.ignoredInterfaces is not supported by Manx yet"
         ),
         "{err}"
     );

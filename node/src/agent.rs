@@ -209,6 +209,8 @@ struct Agent {
     networks: Vec<IpNetwork>,
     /// Best BGP routes learnt from peers.
     remote: RemoteRoutes,
+    /// The communities last given to the speaker (`prefixAdvertisements`).
+    local_communities: Vec<bgpd::rib::LocalCommunities>,
     /// This node's tunnel addresses and MACs.
     tunnels: Tunnels,
     /// Tunnel kinds with an allocation task running.
@@ -283,6 +285,11 @@ impl Agent {
                     .send_if_modified(|w| std::mem::replace(w, bfd) != bfd);
                 let desired = self.peers.len();
                 self.generation.send_modify(|g| g.desired = desired);
+            }
+            if plan.local_communities != self.local_communities {
+                self.speaker
+                    .set_local_communities(plan.local_communities.clone());
+                self.local_communities = plan.local_communities;
             }
             if plan.multipath != self.speaker_cfg.multipath {
                 tracing::info!(multipath = ?plan.multipath, "BGP multipath changed");
@@ -407,6 +414,7 @@ impl Agent {
                 // (no flap meanwhile).
                 self.peers.clear();
                 self.networks.clear();
+                self.local_communities.clear();
                 self.remote.clear();
                 let handle = self.speaker.clone();
                 self.generation.send_modify(|g| {
@@ -905,6 +913,7 @@ pub async fn run(cfg: NodeConfig) -> Result<()> {
         peers: vec![],
         networks: vec![],
         remote: RemoteRoutes::new(),
+        local_communities: Vec::new(),
         tunnels,
         allocating: BTreeSet::new(),
         dataplane: Some((dp, observer)),

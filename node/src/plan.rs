@@ -39,6 +39,8 @@ pub struct BgpPlan {
     /// Which equal paths become one ECMP kernel route (`multipath`); set
     /// live, no session restarts.
     pub multipath: bgpd::rib::Multipath,
+    /// Communities of the originated prefixes (`prefixAdvertisements`).
+    pub local_communities: Vec<bgpd::rib::LocalCommunities>,
 }
 
 /// The speaker's side of the plan.
@@ -85,6 +87,7 @@ pub fn bgp(
     BgpPlan {
         listen,
         multipath: settings.multipath,
+        local_communities: settings.local_communities.clone(),
         peers,
         networks: networks(view, &settings),
         cluster_id,

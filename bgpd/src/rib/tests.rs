@@ -463,3 +463,52 @@ fn allow_local_as_accepts_our_as_up_to_n_times() {
     rib.apply_update(ip("198.18.0.3"), &twice);
     assert!(rib.best(&net("10.90.2.0/26")).is_none());
 }
+
+/// Calico's prefixAdvertisements: an originated prefix inside a CIDR of the
+/// policy carries its standard and large communities (exported as
+/// COMMUNITIES, RFC 1997, and LARGE_COMMUNITY, RFC 8092); one outside does
+/// not; a policy change re-announces what changed.
+#[test]
+fn local_communities_go_on_the_originated_prefixes_inside_their_cidr() {
+    let mut rib = Rib::new(64512, Ipv4Addr::new(198, 18, 0, 1));
+    rib.add_local(net("10.96.0.0/12"));
+    rib.add_local(net("10.65.1.0/26"));
+    let changed = rib.set_local_communities(vec![LocalCommunities {
+        cidr: net("10.64.0.0/10"),
+        standard: vec![(65001 << 16) | 100],
+        large: vec![(65001, 1, 2)],
+    }]);
+    assert_eq!(changed.len(), 2);
+    let best = rib.best(&net("10.96.0.0/12")).unwrap();
+    assert_eq!(best.attrs.communities, [(65001 << 16) | 100]);
+    assert_eq!(
+        best.attrs.transitive,
+        [PathAttribute::LargeCommunities(vec![(65001, 1, 2)])]
+    );
+    // Outside the CIDR (10.128.0.0/10 holds neither): nothing.
+    rib.add_local(net("10.200.0.0/24"));
+    assert!(
+        rib.best(&net("10.200.0.0/24"))
+            .unwrap()
+            .attrs
+            .communities
+            .is_empty()
+    );
+    // The same policy again changes nothing; none clears them.
+    assert!(
+        rib.set_local_communities(vec![LocalCommunities {
+            cidr: net("10.64.0.0/10"),
+            standard: vec![(65001 << 16) | 100],
+            large: vec![(65001, 1, 2)],
+        }])
+        .is_empty()
+    );
+    rib.set_local_communities(Vec::new());
+    assert!(
+        rib.best(&net("10.96.0.0/12"))
+            .unwrap()
+            .attrs
+            .communities
+            .is_empty()
+    );
+}

@@ -251,6 +251,11 @@ impl BGPConfiguration {
                     "spec.nodeMeshMaxRestartTime",
                 ),
                 (s.multipath.is_some(), "spec.multipath"),
+                (s.communities.is_some(), "spec.communities"),
+                (
+                    s.prefix_advertisements.is_some(),
+                    "spec.prefixAdvertisements",
+                ),
                 (s.node_mesh_bfd.is_some(), "spec.nodeMeshBFD"),
             ] {
                 if set {
@@ -263,16 +268,6 @@ impl BGPConfiguration {
         }
         // Calico fields Manx does not act on yet (empty lists ask for
         // nothing).
-        c.unsupported(
-            s.communities.as_ref().is_some_and(|l| !l.is_empty()),
-            "spec.communities",
-        );
-        c.unsupported(
-            s.prefix_advertisements
-                .as_ref()
-                .is_some_and(|l| !l.is_empty()),
-            "spec.prefixAdvertisements",
-        );
         c.unsupported(
             s.ignored_interfaces.as_ref().is_some_and(|l| !l.is_empty()),
             "spec.ignoredInterfaces",

@@ -5,6 +5,11 @@
 //! `numAllowedLocalASNumbers: 1` manx-node accepts it and programs it, and
 //! still drops as a loop a path with our AS twice.
 //!
+//! The same spine sees the communities of the prefixes the node
+//! originates (`prefixAdvertisements`, a named standard community and a
+//! large one by value, on `serviceClusterIPs` 10.96.0.0/12) in `birdc show
+//! route all`.
+//!
 //! Two namespaces on 198.19.55.0/24; pool 10.22.0.0/16.
 
 use std::sync::Arc;
@@ -12,11 +17,15 @@ use std::time::Duration;
 
 use datastore::client::Client;
 use datastore::embedded::EmbeddedStore;
-use datastore::model::{AsNumber, BGPPeer, BGPPeerSpec, ObjectMeta};
+use datastore::model::{
+    AsNumber, BGPConfiguration, BGPConfigurationSpec, BGPPeer, BGPPeerSpec, CidrEntry, Community,
+    ObjectMeta, PrefixAdvertisement,
+};
 use testkit::netns::veth;
 use testkit::{Daemon, Netns, Prereqs, eventually};
 
 const BIRD: &str = "/usr/sbin/bird";
+const BIRDC: &str = "/usr/sbin/birdc";
 const SPINE: &str = "198.19.55.1";
 const NODE: &str = "198.19.55.2";
 const LIMIT: Duration = Duration::from_secs(60);
@@ -44,7 +53,7 @@ fn has_route(ns: &Netns, prefix: &str) -> bool {
 
 #[test]
 fn num_allowed_local_as_numbers_accepts_our_as_from_another_rack() {
-    if !Prereqs::new().root().commands(&["ip", BIRD]).ok() {
+    if !Prereqs::new().root().commands(&["ip", BIRD, BIRDC]).ok() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -70,7 +79,26 @@ fn num_allowed_local_as_numbers_accepts_our_as_from_another_rack() {
                     ..Default::default()
                 },
             };
-            Client::new(Arc::new(store)).create(&peer).await.unwrap();
+            let client = Client::new(Arc::new(store));
+            client.create(&peer).await.unwrap();
+            let cfg = BGPConfiguration {
+                metadata: ObjectMeta::named("default"),
+                spec: BGPConfigurationSpec {
+                    service_cluster_ips: Some(vec![CidrEntry {
+                        cidr: "10.96.0.0/12".into(),
+                    }]),
+                    communities: Some(vec![Community {
+                        name: "rack".into(),
+                        value: "65001:100".into(),
+                    }]),
+                    prefix_advertisements: Some(vec![PrefixAdvertisement {
+                        cidr: "10.96.0.0/12".into(),
+                        communities: vec!["rack".into(), "65001:1:2".into()],
+                    }]),
+                    ..Default::default()
+                },
+            };
+            client.create(&cfg).await.unwrap();
         });
     let conf = dir.path().join("bird.conf");
     let sock = dir.path().join("bird.ctl");
@@ -104,6 +132,25 @@ fn num_allowed_local_as_numbers_accepts_our_as_from_another_rack() {
         !has_route(&node, "10.220.2.0/26"),
         "{}",
         node.ip(&["route", "show"])
+    );
+    // Our originated service range carries both communities at the spine.
+    let show = || {
+        let out = std::process::Command::new(BIRDC)
+            .arg("-s")
+            .arg(&sock)
+            .args(["show", "route", "all", "10.96.0.0/12"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(
+        eventually(LIMIT, || {
+            let s = show();
+            s.contains("BGP.community: (65001,100)")
+                && s.contains("BGP.large_community: (65001, 1, 2)")
+        }),
+        "{}",
+        show()
     );
     manx.terminate(Duration::from_secs(20));
 }
