@@ -138,6 +138,9 @@ impl Credit {
     }
 }
 
+/// The accept queue asked for (see the listener).
+const LISTEN_BACKLOG: i32 = 4096;
+
 /// IPv4 peers reach a dual-stack listener as `::ffff:a.b.c.d`; name them by their IPv4 address.
 pub fn canonical(addr: SocketAddr) -> SocketAddr {
     SocketAddr::new(addr.ip().to_canonical(), addr.port())
@@ -243,7 +246,12 @@ impl Listener {
         }
         sock.set_nonblocking(true)?;
         sock.bind(&addr.into())?;
-        sock.listen(128)?;
+        // A reflector's clients all reconnect at once after it restarts:
+        // ask for the system's maximum accept queue (the kernel caps it at
+        // net.core.somaxconn, 4096 by default), as FRR and GoBGP do, so
+        // such a storm is not turned into SYN-cookie retries on TCP's
+        // doubling timer (128 overflowed with 1,000 clients at once).
+        sock.listen(LISTEN_BACKLOG)?;
         let dup = sock.try_clone()?;
         let std_listener: std::net::TcpListener = sock.into();
         let listener = tokio::net::TcpListener::from_std(std_listener)?;
