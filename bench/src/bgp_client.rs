@@ -1,21 +1,12 @@
-//! A minimal iBGP client for load generation: connect from a chosen source
-//! address, exchange OPEN/KEEPALIVE, announce prefixes, then count the
-//! distinct prefixes the reflector sends until a target is reached.
-//! Built on the Manx codec (`bgpd::packet`); no FSM, no timers beyond a
-//! keepalive every 30 s.
+//! What the load generators share: the client AS, the prefix numbering,
+//! client source addresses and the UPDATEs a client announces (on the Manx
+//! codec, `bgpd::packet`). The clients themselves: `load_client`
+//! (`bgp-load`) and `sim_peer` (`rr-slow-peer`).
 
-use std::collections::HashSet;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::time::{Duration, Instant};
+use std::net::Ipv4Addr;
 
-use anyhow::{Context, bail};
-use bgpd::packet::{
-    AfiSafi, AsPath, Capability, Message, Nlri, Open, Origin, PathAttribute, SessionCaps, Update,
-    decode_message, encode_message,
-};
+use bgpd::packet::{AsPath, Nlri, Origin, PathAttribute, Update};
 use ipnetwork::{IpNetwork, Ipv4Network};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpSocket;
 
 /// The load client's AS (iBGP with the reflector).
 pub const ASN: u32 = 64512;
@@ -26,152 +17,24 @@ pub fn prefix(n: u32) -> IpNetwork {
     IpNetwork::V4(Ipv4Network::new(Ipv4Addr::from(base), 26).expect("valid /26"))
 }
 
-/// The `i`-th client source address: 127.1.0.1, 127.1.0.2, … (skipping .0 and .255).
+/// Where `bgp-load`'s reflector listens: the first address of
+/// [`LOAD_NET`], on `lo` of the bench's own network namespace.
+pub const RR_ADDR: Ipv4Addr = Ipv4Addr::new(100, 64, 0, 1);
+
+/// The subnet `bgp-load` puts on `lo` of its private network namespace
+/// (RFC 6598 shared space, nothing the host routes): the reflector and
+/// every client source address. Not 127/8: FRR refuses loopback next hops
+/// as martians (NOTIFICATION 3/8), and next hops on a connected subnet
+/// resolve for every daemon (BIRD's `protocol direct`, OpenBGPD's connected
+/// routes) without any route added by hand.
+pub const LOAD_NET: &str = "100.64.0.0/16";
+
+/// The `i`-th client source address: 100.64.1.1, 100.64.1.2, … 250 per
+/// /24 (skipping .0 and .251–.255), up to 63,750 clients.
 pub fn client_addr(i: u32) -> Ipv4Addr {
     let n = i / 250;
-    Ipv4Addr::new(
-        127,
-        1 + (n / 256) as u8,
-        (n % 256) as u8,
-        (i % 250 + 1) as u8,
-    )
-}
-
-/// What one client saw.
-#[derive(Debug)]
-pub struct ClientResult {
-    /// The session, still open: closing it would withdraw this client's
-    /// routes from the others (keep it until every client is done).
-    pub session: tokio::net::TcpStream,
-    /// When the session reached Established (after the OPEN exchange).
-    pub established: Instant,
-    /// When the client held `target` learnt prefixes.
-    pub done: Instant,
-}
-
-/// Run one client: connect from `src` to `rr`, announce `prefixes` with
-/// next hop `src`, and return once `target` distinct prefixes were learnt.
-/// A session refused or closed before it is established is retried (a
-/// daemon may accept connections before it configured every peer).
-pub async fn run_client(
-    src: Ipv4Addr,
-    rr: SocketAddr,
-    prefixes: Vec<IpNetwork>,
-    target: usize,
-    timeout: Duration,
-) -> anyhow::Result<ClientResult> {
-    let give_up = Instant::now() + timeout;
-    loop {
-        let mut established = false;
-        match attempt(src, rr, &prefixes, target, timeout, &mut established).await {
-            Ok(r) => return Ok(r),
-            Err(_) if !established && Instant::now() < give_up => {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            Err(e) => return Err(e),
-        }
-    }
-}
-
-async fn attempt(
-    src: Ipv4Addr,
-    rr: SocketAddr,
-    prefixes: &[IpNetwork],
-    target: usize,
-    timeout: Duration,
-    est_flag: &mut bool,
-) -> anyhow::Result<ClientResult> {
-    let sock = TcpSocket::new_v4()?;
-    sock.bind(SocketAddr::new(IpAddr::V4(src), 0))
-        .with_context(|| format!("bind {src}"))?;
-    let mut stream = tokio::time::timeout(timeout, sock.connect(rr))
-        .await
-        .with_context(|| format!("{src}: connect to {rr} timed out"))?
-        .with_context(|| format!("{src}: connect to {rr}"))?;
-    stream.set_nodelay(true)?;
-    let open = Open::new(
-        ASN,
-        240,
-        src,
-        vec![
-            Capability::Multiprotocol(AfiSafi::IPV4_UNICAST),
-            Capability::FourOctetAs(ASN),
-        ],
-    );
-    let mut caps = SessionCaps::default();
-    let mut wbuf = Vec::new();
-    encode_message(&Message::Open(open.clone()), &caps, &mut wbuf)?;
-    encode_message(&Message::Keepalive, &caps, &mut wbuf)?;
-    stream.write_all(&wbuf).await?;
-    let deadline = tokio::time::Instant::now() + timeout;
-    let mut rbuf: Vec<u8> = Vec::with_capacity(64 * 1024);
-    let mut chunk = vec![0u8; 64 * 1024];
-    let mut learnt: HashSet<IpNetwork> = HashSet::new();
-    let mut established = None;
-    let mut last_keepalive = Instant::now();
-    loop {
-        if let Some(est) = established
-            && learnt.len() >= target
-        {
-            return Ok(ClientResult {
-                session: stream,
-                established: est,
-                done: Instant::now(),
-            });
-        }
-        let n = match tokio::time::timeout_at(deadline, stream.read(&mut chunk)).await {
-            Err(_) => bail!(
-                "{src}: timed out with {} of {target} prefixes learnt",
-                learnt.len()
-            ),
-            Ok(r) => r?,
-        };
-        if n == 0 {
-            bail!(
-                "{src}: the reflector closed the session ({} of {target} prefixes learnt)",
-                learnt.len()
-            );
-        }
-        rbuf.extend_from_slice(&chunk[..n]);
-        let mut start = 0;
-        while let Some((msg, used)) = decode_message(&rbuf[start..], &caps)
-            .map_err(|e| anyhow::anyhow!("{src}: malformed message from the reflector: {e}"))?
-        {
-            start += used;
-            match msg {
-                Message::Open(remote) => caps = SessionCaps::negotiate(&open, &remote),
-                Message::Keepalive if established.is_none() => {
-                    established = Some(Instant::now());
-                    *est_flag = true;
-                    let mut out = Vec::new();
-                    for u in announcement(src, prefixes) {
-                        encode_message(&Message::Update(u), &caps, &mut out)?;
-                    }
-                    encode_message(
-                        &Message::Update(Update::end_of_rib(AfiSafi::IPV4_UNICAST)),
-                        &caps,
-                        &mut out,
-                    )?;
-                    stream.write_all(&out).await?;
-                }
-                Message::Update(u) => {
-                    for w in &u.withdrawn {
-                        learnt.remove(&w.prefix);
-                    }
-                    learnt.extend(u.nlri.iter().map(|n| n.prefix));
-                }
-                Message::Notification(n) => bail!("{src}: NOTIFICATION {}", n.describe()),
-                _ => {}
-            }
-        }
-        rbuf.drain(..start);
-        if last_keepalive.elapsed() > Duration::from_secs(30) {
-            last_keepalive = Instant::now();
-            let mut out = Vec::new();
-            encode_message(&Message::Keepalive, &caps, &mut out)?;
-            stream.write_all(&out).await?;
-        }
-    }
+    assert!(n < 255, "at most 63,750 clients");
+    Ipv4Addr::new(100, 64, (1 + n) as u8, (i % 250 + 1) as u8)
 }
 
 /// UPDATEs announcing `prefixes` with next hop `src` (400 per UPDATE).
@@ -194,12 +57,16 @@ pub fn announcement(src: Ipv4Addr, prefixes: &[IpNetwork]) -> Vec<Update> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashSet;
 
     #[test]
     fn addresses_and_prefixes_are_distinct() {
         let addrs: HashSet<_> = (0..5000).map(client_addr).collect();
         assert_eq!(addrs.len(), 5000);
-        assert!(addrs.iter().all(|a| a.is_loopback() && a.octets()[3] != 0));
+        assert!(addrs.iter().all(|a| a.octets()[..2] == [100, 64]
+            && a.octets()[2] != 0
+            && a.octets()[3] != 0
+            && *a != RR_ADDR));
         let ps: HashSet<_> = (0..4000).map(prefix).collect();
         assert_eq!(ps.len(), 4000);
         assert_eq!(prefix(1).to_string(), "10.0.0.64/26");

@@ -34,7 +34,9 @@ pub fn work_dir(name: &str) -> anyhow::Result<PathBuf> {
 /// How the reflector is set up.
 #[derive(Debug, Clone)]
 pub struct RrSetup {
-    /// TCP port on 127.0.0.1.
+    /// The reflector's address (its router id and listener).
+    pub address: Ipv4Addr,
+    /// TCP port on `address`.
     pub port: u16,
     /// Its rr-client peers (passive on the reflector's side).
     pub clients: Vec<Ipv4Addr>,
@@ -45,15 +47,15 @@ pub struct RrSetup {
 impl RrSetup {
     /// The listening address.
     pub fn addr(&self) -> SocketAddr {
-        SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), self.port)
+        SocketAddr::new(IpAddr::V4(self.address), self.port)
     }
 }
 
 /// Write a manx-bgpd config (YAML; JSON is YAML) for `setup` into `dir`.
 pub fn manx_config(setup: &RrSetup, dir: &Path) -> anyhow::Result<PathBuf> {
-    let mut cfg = SpeakerConfig::new(ASN, Ipv4Addr::new(127, 0, 0, 1));
+    let mut cfg = SpeakerConfig::new(ASN, setup.address);
     cfg.listen = Some(ListenConfig {
-        address: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        address: IpAddr::V4(setup.address),
         port: setup.port,
     });
     cfg.hold_time = setup.hold_time;
@@ -151,10 +153,11 @@ impl Kind {
 /// that iBGP next hops (127/8) resolve.
 pub fn bird_config(setup: &RrSetup, dir: &Path) -> anyhow::Result<PathBuf> {
     let mut s = format!(
-        "router id 127.0.0.1;\n\
+        "router id {rid};\n\
          protocol device {{ }}\n\
          protocol direct {{ ipv4; interface \"lo\"; }}\n\
-         template bgp rrc {{\n  local 127.0.0.1 port {port} as {ASN};\n  rr client;\n  rr cluster id 1.1.1.1;\n  passive on;\n  hold time {hold};\n  ipv4 {{ import all; export all; }};\n}}\n",
+         template bgp rrc {{\n  local {rid} port {port} as {ASN};\n  rr client;\n  rr cluster id 1.1.1.1;\n  passive on;\n  hold time {hold};\n  ipv4 {{ import all; export all; }};\n}}\n",
+        rid = setup.address,
         port = setup.port,
         hold = setup.hold_time,
     );
@@ -196,11 +199,28 @@ pub fn manx_binary(given: Option<&Path>) -> anyhow::Result<PathBuf> {
 }
 
 /// Start `cmd` (output discarded) and wait until it listens on `addr`.
-pub async fn start(name: &str, mut cmd: Command, addr: SocketAddr) -> anyhow::Result<ChildGuard> {
+pub async fn start(name: &str, cmd: Command, addr: SocketAddr) -> anyhow::Result<ChildGuard> {
+    start_logged(name, cmd, addr, None).await
+}
+
+/// [`start`], with the daemon's stdout and stderr in `log` if given.
+pub async fn start_logged(
+    name: &str,
+    mut cmd: Command,
+    addr: SocketAddr,
+    log: Option<&Path>,
+) -> anyhow::Result<ChildGuard> {
+    let (out, err) = match log {
+        Some(p) => {
+            let f = std::fs::File::create(p).with_context(|| format!("create {}", p.display()))?;
+            (Stdio::from(f.try_clone()?), Stdio::from(f))
+        }
+        None => (Stdio::null(), Stdio::null()),
+    };
     let child = cmd
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stdout(out)
+        .stderr(err)
         .spawn()
         .with_context(|| format!("start {name}"))?;
     let mut guard = ChildGuard(child);

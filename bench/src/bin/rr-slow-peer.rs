@@ -572,6 +572,7 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let dir = reflector::work_dir("rr-slow-peer")?;
     let setup = RrSetup {
+        address: std::net::Ipv4Addr::LOCALHOST,
         port: args.port,
         clients: vec![A, B, C],
         hold_time: args.hold_time,
