@@ -339,7 +339,9 @@ async fn churn(args: &Args, d: Daemon, pid: u32, clients: &[Client]) -> anyhow::
     let reconverge = done - churn_end;
     let cpu_s = procs::tree_cpu_seconds(pid) - cpu0;
     let peak_rss_kib = procs::tree_peak_rss_kib(pid);
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // RSS once the churn is over: 10 s after the reconvergence (a daemon may
+    // give freed memory back on a timer; manx-bgpd trims every 5 s).
+    tokio::time::sleep(Duration::from_secs(10)).await;
     let rss_after_kib = procs::tree_rss_kib(pid);
     let other_drops = clients
         .iter()
@@ -347,7 +349,7 @@ async fn churn(args: &Args, d: Daemon, pid: u32, clients: &[Client]) -> anyhow::
         .sum::<u32>()
         - drops_before;
     println!(
-        "  {} churn: {flaps} flaps in {} s ({per_sec}/s); converged again {:.3} s after the last; sessions dropped by the reflector {other_drops}; RSS {:.1} → {:.1} MiB ({:+.1}%), peak {:.1} MiB; CPU {cpu_s:.1} s",
+        "  {} churn: {flaps} flaps in {} s ({per_sec}/s); converged again {:.3} s after the last; sessions dropped by the reflector {other_drops}; RSS {:.1} → {:.1} MiB 10 s later ({:+.1}%), peak {:.1} MiB; CPU {cpu_s:.1} s",
         d.name(),
         args.churn,
         reconverge.as_secs_f64(),

@@ -41,6 +41,7 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     bgpd::alloc::one_malloc_arena();
+    bgpd::alloc::trim_periodically(std::time::Duration::from_secs(5));
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

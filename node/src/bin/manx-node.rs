@@ -11,6 +11,7 @@ fn main() {
         let args = std::env::args().skip(1);
         std::process::exit(manx_node::udp::main(args));
     }
+    bgpd::alloc::trim_periodically(std::time::Duration::from_secs(5));
     let cfg = NodeConfig::parse();
     // A level the operator gave wins over BGPConfiguration logSeverityScreen.
     let explicit = std::env::var_os("MANX_LOG_LEVEL").is_some()
