@@ -51,46 +51,16 @@ pub async fn supervise(bin: PathBuf, run_dir: PathBuf, mut wanted: watch::Receiv
 }
 
 async fn start(bin: &Path, run_dir: &Path, socket: &Path) {
-    let log_path = run_dir.join("bfdd.log");
-    let log = match std::fs::File::options()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-    {
-        Ok(f) => f,
-        Err(e) => {
-            tracing::error!(error = %e, log = %log_path.display(), "cannot start manx-bfdd");
-            return;
-        }
-    };
     let mut cmd = tokio::process::Command::new(bin);
-    cmd.arg("--socket")
-        .arg(socket)
-        .stdin(std::process::Stdio::null())
-        .stdout(
-            log.try_clone()
-                .map_or(std::process::Stdio::null(), Into::into),
-        )
-        .stderr(log)
-        // Its own group: signals to the agent's group leave BFD running.
-        .process_group(0);
-    match cmd.spawn() {
-        Ok(mut child) => {
-            tracing::info!(pid = child.id(), log = %log_path.display(), "started manx-bfdd");
-            tokio::spawn(async move {
-                if let Ok(status) = child.wait().await {
-                    tracing::warn!(%status, "manx-bfdd exited");
-                }
-            });
-            // Give it a moment to bind before the next check.
-            for _ in 0..20 {
-                if running(socket) {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
+    cmd.arg("--socket").arg(socket);
+    if crate::detached::spawn(cmd, &run_dir.join("bfdd.log"), "manx-bfdd", false) {
+        // Give it a moment to bind before the next check.
+        for _ in 0..20 {
+            if running(socket) {
+                break;
             }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        Err(e) => tracing::error!(error = %e, bin = %bin.display(), "cannot start manx-bfdd"),
     }
 }
 

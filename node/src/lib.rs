@@ -12,6 +12,7 @@ pub mod bfdd;
 pub mod block_sweep;
 pub mod cluster;
 pub mod config;
+pub mod detached;
 pub mod http;
 pub mod ipam_service;
 pub mod logging;

@@ -105,42 +105,12 @@ async fn start(run_dir: &Path, lock: &Path) {
             return;
         }
     };
-    let log_path = run_dir.join("udp-datapath.log");
-    let log = match std::fs::File::options()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-    {
-        Ok(f) => f,
-        Err(e) => {
-            tracing::error!(error = %e, log = %log_path.display(), "cannot start the UDP data path");
-            return;
-        }
-    };
     let mut cmd = tokio::process::Command::new(exe);
-    cmd.arg("udp-datapath")
-        .arg("--lock")
-        .arg(lock)
-        .stdin(std::process::Stdio::null())
-        .stdout(
-            log.try_clone()
-                .map_or(std::process::Stdio::null(), Into::into),
-        )
-        .stderr(log)
-        // Its own group: signals to the agent's group leave traffic running.
-        .process_group(0);
-    match cmd.spawn() {
-        Ok(mut child) => {
-            tracing::info!(pid = child.id(), log = %log_path.display(), "started the UDP data path");
-            // Reap it if it exits while we run; after our exit init does.
-            tokio::spawn(async move {
-                if let Ok(status) = child.wait().await
-                    && !status.success()
-                {
-                    tracing::warn!(%status, "the UDP data path exited");
-                }
-            });
-        }
-        Err(e) => tracing::error!(error = %e, "cannot start the UDP data path"),
-    }
+    cmd.arg("udp-datapath").arg("--lock").arg(lock);
+    crate::detached::spawn(
+        cmd,
+        &run_dir.join("udp-datapath.log"),
+        "the UDP data path",
+        true,
+    );
 }
