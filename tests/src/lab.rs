@@ -29,9 +29,11 @@ use serde::{Deserialize, Serialize};
 use crate::netns::{Netns, kill_all_in, run, wait_for};
 
 pub mod encap_bench;
+pub mod failover_bench;
 pub mod image;
 mod ping;
 mod pods;
+pub mod route_watch;
 mod routes;
 pub mod runtime;
 

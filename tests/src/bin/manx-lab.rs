@@ -118,6 +118,24 @@ enum Cmd {
         #[arg(long, default_value_t = 2000)]
         pings: usize,
     },
+    /// Measure failover: a node dies to the network (its switch port goes
+    /// down) -> every other node removed its routes, with BFD and without
+    /// (hold-timer expiry), trials interleaved in one run (two labs, ids
+    /// <id>-fbfd and <id>-fhold, torn down after).
+    BenchFailover {
+        #[arg(long, default_value_t = 20)]
+        trials: usize,
+        #[arg(long, default_value_t = 3)]
+        nodes: usize,
+        /// BFD minRx and minTx, ms.
+        #[arg(long, default_value_t = 100)]
+        bfd_interval_ms: u32,
+        #[arg(long, default_value_t = 3)]
+        bfd_multiplier: u8,
+        /// keepaliveTime of both arms' BGPPeer, s (hold time 3x, at least 3 s).
+        #[arg(long, default_value_t = 1)]
+        keepalive_secs: u32,
+    },
     /// Measure a runtime's pod create (CNI ADD) and delete (CNI DEL) with
     /// Manx beside the same with bridge + host-local (/usr/lib/cni), trials
     /// interleaved in one run (its own 2-node lab, torn down after).
@@ -195,6 +213,23 @@ fn real_main() -> Result<()> {
                 "{}",
                 lab::encap_bench::run_bench(&cli.id, &modes, rounds, secs, pings)?
             );
+            Ok(())
+        }
+        Cmd::BenchFailover {
+            trials,
+            nodes,
+            bfd_interval_ms,
+            bfd_multiplier,
+            keepalive_secs,
+        } => {
+            let spec = lab::failover_bench::FailoverSpec {
+                trials,
+                nodes,
+                bfd_interval_ms,
+                bfd_multiplier,
+                keepalive_secs,
+            };
+            print!("{}", lab::failover_bench::run_bench(&cli.id, &spec)?);
             Ok(())
         }
         Cmd::Stats { secs } => stats(&LabState::load(&cli.id)?, secs),
