@@ -2,6 +2,7 @@
 //! whole crate graph).
 
 mod allowas_tor;
+mod bfd_tor;
 mod bind_mode;
 mod cli;
 mod ecmp_tor;
