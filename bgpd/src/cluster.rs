@@ -25,7 +25,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use datastore::model::{BGPConfiguration, BGPPeer, Node};
+use datastore::model::{BGPConfiguration, BGPFilter, BGPPeer, Node};
 use datastore::selector::Selector;
 
 use crate::config::PeerConfig;
@@ -98,20 +98,22 @@ fn in_scope(scope: &PeerScope, n: &Node) -> bool {
     }
 }
 
-/// Compute this node's peers. `me` must be in `nodes`. BGPPeers and
-/// BGPConfigurations that fail validation are refused (see
-/// [`northbound::usable`]).
+/// Compute this node's peers. `me` must be in `nodes`. BGPPeers,
+/// BGPConfigurations and BGPFilters that fail validation are refused (see
+/// [`northbound::usable`]); `filters` are the ones the peers may name.
 pub fn desired_peers(
     me: &str,
     nodes: &[Node],
     peers: &[BGPPeer],
     configs: &[BGPConfiguration],
+    filters: &[BGPFilter],
     secrets: &dyn SecretReader,
 ) -> Vec<DesiredPeer> {
     let Some(my_node) = nodes.iter().find(|n| n.metadata.name == me) else {
         return vec![];
     };
     let (peers, configs) = northbound::usable_bgp(peers, configs);
+    let filters = northbound::usable_filters(filters);
     let cluster = northbound::cluster_settings(&configs, secrets);
     let node_as = |n: &Node| node_bgp(n).as_number.unwrap_or(cluster.as_number);
     let mine = node_bgp(my_node);
@@ -125,7 +127,7 @@ pub fn desired_peers(
 
     // Explicit peers first: they win over the mesh for the same address.
     for p in &peers {
-        let t: PeerTemplate = northbound::peer_template(p, secrets);
+        let t: PeerTemplate = northbound::peer_template(p, &filters, secrets);
         let peer_type = if t.scope == PeerScope::All {
             PeerType::Global
         } else {
@@ -290,7 +292,7 @@ mod tests {
         ]
         .concat();
         let (n, p, c) = world(&y);
-        let peers = desired_peers("n2", &n, &p, &c, &NoSecrets);
+        let peers = desired_peers("n2", &n, &p, &c, &[], &NoSecrets);
         assert_eq!(peers.len(), 2);
         assert!(
             peers
@@ -312,8 +314,8 @@ mod tests {
     fn mesh_passive_side_is_chosen_by_text_as_calico_does() {
         let y = [node("a", "10.231.0.2", ""), node("b", "10.231.0.10", "")].concat();
         let (n, p, c) = world(&y);
-        let a = desired_peers("a", &n, &p, &c, &NoSecrets);
-        let b = desired_peers("b", &n, &p, &c, &NoSecrets);
+        let a = desired_peers("a", &n, &p, &c, &[], &NoSecrets);
+        let b = desired_peers("b", &n, &p, &c, &[], &NoSecrets);
         assert!(!a[0].config.passive, "10.231.0.2 dials 10.231.0.10");
         assert!(b[0].config.passive, "10.231.0.10 waits for 10.231.0.2");
         for (own, peer) in [
@@ -340,11 +342,11 @@ mod tests {
         let mut y = [node("r", "10.0.0.9", rr_meta), node("a", "10.0.0.10", "")].concat();
         y.push_str("---\napiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata:\n  name: default\nspec:\n  nodeToNodeMeshEnabled: false\n---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: to-rr\nspec:\n  peerSelector: rr == 'true'\n");
         let (n, p, c) = world(&y);
-        let a = desired_peers("a", &n, &p, &c, &NoSecrets);
+        let a = desired_peers("a", &n, &p, &c, &[], &NoSecrets);
         assert_eq!(a.len(), 1, "{a:?}");
         assert_eq!(a[0].config.peer_type, PeerType::Global);
         assert!(a[0].config.passive, "\"10.0.0.9\" > \"10.0.0.10\": a waits");
-        let r = desired_peers("r", &n, &p, &c, &NoSecrets);
+        let r = desired_peers("r", &n, &p, &c, &[], &NoSecrets);
         assert!(
             !r.iter()
                 .any(|p| p.config.address.to_string() == "10.0.0.10" && p.config.passive)
@@ -356,10 +358,10 @@ mod tests {
             "  nodeSelector: all()\n  peerSelector: rr == 'true'",
         );
         let (n, p, c) = world(&y);
-        let a = desired_peers("a", &n, &p, &c, &NoSecrets);
+        let a = desired_peers("a", &n, &p, &c, &[], &NoSecrets);
         assert_eq!(a[0].config.peer_type, PeerType::NodeSpecific);
         assert!(!a[0].config.passive);
-        let r = desired_peers("r", &n, &p, &c, &NoSecrets);
+        let r = desired_peers("r", &n, &p, &c, &[], &NoSecrets);
         assert!(r.iter().all(|p| !p.config.passive), "{r:?}");
     }
 
@@ -381,7 +383,7 @@ mod tests {
             "---\napiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata:\n  name: default\nspec:\n  nodeToNodeMeshEnabled: false\n  asNumber: 63400\n---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: peer-with-route-reflectors\nspec:\n  nodeSelector: all()\n  peerSelector: route-reflector == 'true'\n  password:\n    secretKeyRef:\n      name: bgp-secrets\n      key: rr\n",
         );
         let (n, p, c) = world(&y);
-        let client = desired_peers("c1", &n, &p, &c, &NoSecrets);
+        let client = desired_peers("c1", &n, &p, &c, &[], &NoSecrets);
         assert_eq!(client.len(), 1, "{client:?}");
         assert_eq!(client[0].config.address.to_string(), "10.0.0.1");
         assert_eq!(client[0].config.peer_type, PeerType::NodeSpecific);
@@ -390,7 +392,7 @@ mod tests {
         // The reflector is picked by the peerSelector, so it peers back with
         // every node the BGPPeer applies to: both clients, as RR clients.
         // Node-specific (`nodeSelector: all()`): both sides dial, as Calico.
-        let rr = desired_peers("rr1", &n, &p, &c, &NoSecrets);
+        let rr = desired_peers("rr1", &n, &p, &c, &[], &NoSecrets);
         let addrs: Vec<String> = rr.iter().map(|p| p.config.address.to_string()).collect();
         assert_eq!(addrs, ["10.0.0.11", "10.0.0.12"]);
         assert!(rr.iter().all(|p| p.config.rr_client && !p.config.passive));
@@ -402,7 +404,7 @@ mod tests {
         let mut y = [node("n1", "10.0.0.1", ""), node("n2", "10.0.0.2", "")].concat();
         y.push_str("---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: tor\nspec:\n  node: n1\n  peerIP: 10.0.0.254:1179\n  asNumber: 65001\n---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: n2-explicit\nspec:\n  peerIP: 10.0.0.2\n  asNumber: 64512\n");
         let (n, p, c) = world(&y);
-        let peers = desired_peers("n1", &n, &p, &c, &NoSecrets);
+        let peers = desired_peers("n1", &n, &p, &c, &[], &NoSecrets);
         let tor = peers
             .iter()
             .find(|p| p.config.address.to_string() == "10.0.0.254")
@@ -420,7 +422,7 @@ mod tests {
         assert_eq!(peers.len(), 2);
         // n2 does not get the n1-only ToR peer, and the global peer at its
         // own address is skipped.
-        let peers2 = desired_peers("n2", &n, &p, &c, &NoSecrets);
+        let peers2 = desired_peers("n2", &n, &p, &c, &[], &NoSecrets);
         assert_eq!(peers2.len(), 1);
         assert_eq!(peers2[0].config.peer_type, PeerType::NodeMesh);
     }
@@ -435,7 +437,7 @@ mod tests {
         .concat();
         y.push_str("---\napiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata:\n  name: default\nspec:\n  nodeMeshBFD: {minTx: 100ms, multiplier: 4}\n---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: tor\nspec:\n  peerIP: 10.0.0.254\n  asNumber: 65001\n  bfd: {enabled: true, minRx: 50ms, minTx: 50ms}\n---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: n3-no-bfd\nspec:\n  node: n1\n  peerIP: 10.0.0.3\n  asNumber: 64512\n");
         let (n, p, c) = world(&y);
-        let peers = desired_peers("n1", &n, &p, &c, &NoSecrets);
+        let peers = desired_peers("n1", &n, &p, &c, &[], &NoSecrets);
         let bfd: BTreeMap<String, Option<crate::config::BfdConfig>> = peers
             .iter()
             .map(|p| (p.config.address.to_string(), p.config.bfd))
@@ -461,7 +463,7 @@ mod tests {
         );
         // Without nodeMeshBFD the mesh has no BFD.
         let (n, p, _) = world(&y);
-        let peers = desired_peers("n1", &n, &p, &[], &NoSecrets);
+        let peers = desired_peers("n1", &n, &p, &[], &[], &NoSecrets);
         assert!(
             peers
                 .iter()

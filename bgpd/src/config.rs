@@ -20,6 +20,11 @@
 //!     nextHopMode: auto         # auto | self | keep
 //!     restartTime: 120          # graceful restart (RFC 4724)
 //!     bfd: {minRx: 300, minTx: 300, multiplier: 3}   # RFC 5880/5882, IPv4
+//!     filters:                  # Calico BGPFilters, in order (see crate::policy)
+//!       - name: tor
+//!         importV4: [{action: Reject, prefix: {operator: Equal, cidr: 10.200.0.0/26,
+//!                     minLength: 26, maxLength: 32}}]
+//!         exportV4: [{action: Reject, remotePeersOnly: true}]
 //! networks: [10.65.0.0/26, "fd42:65::/122"]
 //! controlSocket: /run/manx/bgpd.sock
 //! clusterId: 244.0.0.1          # be a route reflector
@@ -193,6 +198,10 @@ pub struct PeerConfig {
     /// loop check.
     #[serde(default)]
     pub allow_local_as: u8,
+    /// Import and export filters, in order (Calico's `BGPPeer.spec.filters`,
+    /// see [`crate::policy`]); changing them keeps the session up.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub filters: Vec<crate::policy::Filter>,
 }
 
 /// A peer's BFD timers; defaults 300 ms × 3.
@@ -283,7 +292,14 @@ impl PeerConfig {
             restart_time: None,
             bfd: None,
             allow_local_as: 0,
+            filters: Vec::new(),
         }
+    }
+
+    /// The peer's filters as one policy, `None` when they hold no rule.
+    pub fn policy(&self) -> Option<std::sync::Arc<crate::policy::Policy>> {
+        let p = crate::policy::Policy::new(self.filters.clone());
+        (!p.is_empty()).then(|| std::sync::Arc::new(p))
     }
 
     /// Where to connect.

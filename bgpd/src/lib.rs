@@ -26,6 +26,7 @@ pub mod control;
 pub mod fsm;
 pub mod northbound;
 pub mod packet;
+pub mod policy;
 pub mod reflector;
 pub mod rib;
 pub mod session;

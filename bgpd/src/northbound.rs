@@ -13,8 +13,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
 use datastore::model::{
-    BFDSpec, BGPConfiguration, BGPConfigurationSpec, BGPPeer, BGPPeerSpec,
-    NextHopMode as V3NextHop, Node, NodeBGPSpec, SecretSource, SourceAddress, parse_go_duration,
+    BFDSpec, BGPConfiguration, BGPConfigurationSpec, BGPFilter, BGPFilterRule, BGPFilterSpec,
+    BGPPeer, BGPPeerSpec, FilterAction, FilterSource, MatchOperator, NextHopMode as V3NextHop,
+    Node, NodeBGPSpec, SecretSource, SourceAddress, parse_go_duration,
 };
 use ipnetwork::IpNetwork;
 
@@ -361,14 +362,21 @@ pub struct PeerTemplate {
     pub bfd: Option<BfdConfig>,
     /// `numAllowedLocalASNumbers` (allowas-in; validation keeps it <= 255).
     pub allow_local_as: u8,
+    /// `filters`, resolved: the BGPFilters that exist, in order.
+    pub filters: Vec<crate::policy::Filter>,
 }
 
 fn non_empty(s: &Option<String>) -> Option<&str> {
     s.as_deref().map(str::trim).filter(|s| !s.is_empty())
 }
 
-/// `BGPPeer` → template.
-pub fn peer_template(p: &BGPPeer, secrets: &dyn SecretReader) -> PeerTemplate {
+/// `BGPPeer` → template; its `filters` are looked up in `filters` (the
+/// usable BGPFilters, see [`usable_filters`]).
+pub fn peer_template(
+    p: &BGPPeer,
+    filters: &[BGPFilter],
+    secrets: &dyn SecretReader,
+) -> PeerTemplate {
     let BGPPeerSpec {
         node,
         node_selector,
@@ -384,9 +392,9 @@ pub fn peer_template(p: &BGPPeer, secrets: &dyn SecretReader) -> PeerTemplate {
         ttl_security,
         bfd: bfd_spec,
         num_allowed_local_as_numbers,
+        filters: filter_names,
         // Refused by validation until Manx acts on them (Calico parity):
         reachable_by: _,
-        filters: _,
     } = &p.spec;
     let scope = match (non_empty(node), non_empty(node_selector)) {
         (Some(n), _) => PeerScope::Node(n.to_string()),
@@ -424,7 +432,104 @@ pub fn peer_template(p: &BGPPeer, secrets: &dyn SecretReader) -> PeerTemplate {
         bfd: bfd(bfd_spec),
         allow_local_as: num_allowed_local_as_numbers
             .map_or(0, |n| u8::try_from(n).unwrap_or(u8::MAX)),
+        filters: resolve_filters(&p.metadata.name, filter_names.as_deref(), filters),
     }
+}
+
+/// The usable BGPFilters of a snapshot (one that fails validation is
+/// refused, as a BGPPeer is, and a peer naming it goes without it).
+pub fn usable_filters(filters: &[BGPFilter]) -> Vec<BGPFilter> {
+    filters
+        .iter()
+        .filter_map(|f| {
+            usable(
+                "BGPFilter",
+                &f.metadata.name,
+                f.clone(),
+                BGPFilter::validate,
+            )
+        })
+        .collect()
+}
+
+/// A BGPPeer's `filters` in order. A name with no (usable) BGPFilter is
+/// skipped, as calico-node skips it (its BIRD config calls only the
+/// filters that exist), and said once per read.
+fn resolve_filters(
+    peer: &str,
+    names: Option<&[String]>,
+    filters: &[BGPFilter],
+) -> Vec<crate::policy::Filter> {
+    let mut out = Vec::new();
+    for name in names.unwrap_or_default() {
+        match filters.iter().find(|f| f.metadata.name == *name) {
+            Some(f) => out.push(filter_rules(f)),
+            None => tracing::warn!(
+                "BGPPeer {peer}: BGPFilter {name} does not exist (or is refused); the peer goes without it, as in Calico"
+            ),
+        }
+    }
+    out
+}
+
+/// `BGPFilter` → the speaker's [`crate::policy::Filter`].
+pub fn filter_rules(f: &BGPFilter) -> crate::policy::Filter {
+    let BGPFilterSpec {
+        export_v4,
+        import_v4,
+        export_v6,
+        import_v6,
+    } = &f.spec;
+    let rules = |list: &[BGPFilterRule]| list.iter().filter_map(filter_rule).collect();
+    crate::policy::Filter {
+        name: f.metadata.name.clone(),
+        import_v4: rules(import_v4),
+        import_v6: rules(import_v6),
+        export_v4: rules(export_v4),
+        export_v6: rules(export_v6),
+    }
+}
+
+/// One rule; `None` only for what validation refuses (a bad CIDR).
+fn filter_rule(r: &BGPFilterRule) -> Option<crate::policy::Rule> {
+    use crate::policy::{Action, MatchOperator as Op, PrefixMatch, Rule};
+    let BGPFilterRule {
+        action,
+        match_operator,
+        cidr,
+        prefix_length,
+        source,
+        // Refused by validation until Manx acts on them:
+        interface: _,
+        peer_type: _,
+        communities: _,
+        as_path_prefix: _,
+        priority: _,
+        operations: _,
+    } = r;
+    let prefix = match (non_empty(cidr), match_operator) {
+        (Some(text), Some(op)) => {
+            let cidr = datastore::model::parse_cidr_or_ip(text).ok()?;
+            let len = |v: Option<i64>| v.and_then(|v| u8::try_from(v).ok());
+            let (min, max) = prefix_length.map_or((None, None), |l| (len(l.min), len(l.max)));
+            let op = match op {
+                MatchOperator::Equal => Op::Equal,
+                MatchOperator::NotEqual => Op::NotEqual,
+                MatchOperator::In => Op::In,
+                MatchOperator::NotIn => Op::NotIn,
+            };
+            Some(PrefixMatch::new(op, cidr, min, max))
+        }
+        _ => None,
+    };
+    Some(Rule {
+        action: match action {
+            FilterAction::Accept => Action::Accept,
+            FilterAction::Reject => Action::Reject,
+        },
+        prefix,
+        remote_peers_only: matches!(source, Some(FilterSource::RemotePeers)),
+    })
 }
 
 impl PeerTemplate {
@@ -443,6 +548,7 @@ impl PeerTemplate {
         // The speaker's BFD is single-hop IPv4 (RFC 5881).
         c.bfd = self.bfd.filter(|_| address.is_ipv4());
         c.allow_local_as = self.allow_local_as;
+        c.filters = self.filters.clone();
         c
     }
 }
@@ -479,12 +585,65 @@ mod tests {
         }
     }
 
+    /// `filters` resolve in order to the BGPFilters that exist (a missing
+    /// one skipped, as Calico does), every rule field translated, and an
+    /// invalid BGPFilter in the store is not used.
+    #[test]
+    fn bgppeer_filters_resolve_in_order_to_the_existing_bgpfilters() {
+        use crate::policy::{Action, MatchOperator as Op, PrefixMatch, Rule};
+        let y = "apiVersion: projectcalico.org/v3\nkind: BGPFilter\nmetadata:\n  name: b\nspec:\n  importV4:\n  - {action: Reject, matchOperator: In, cidr: 10.200.0.0/16, prefixLength: {min: 24, max: 26}}\n  exportV4:\n  - {action: Accept, source: RemotePeers}\n  exportV6:\n  - {action: Reject, matchOperator: NotEqual, cidr: 'fd00::/64'}\n---\napiVersion: projectcalico.org/v3\nkind: BGPFilter\nmetadata:\n  name: a\nspec:\n  importV6:\n  - {action: Accept}\n";
+        let mut filters: Vec<BGPFilter> = parse_manifests(y, "f.yaml")
+            .unwrap()
+            .into_iter()
+            .map(|r| match r {
+                Resource::BGPFilter(f) => f,
+                r => panic!("{r:?}"),
+            })
+            .collect();
+        // One written past validation: refused, so skipped.
+        let mut bad = BGPFilter::new("c", Default::default());
+        bad.spec.import_v4.push(BGPFilterRule {
+            interface: Some("eth0".into()),
+            ..BGPFilterRule::new(FilterAction::Reject)
+        });
+        filters.push(bad);
+        let filters = usable_filters(&filters);
+        let t = peer_template(
+            &peer("  peerIP: 10.0.0.254\n  asNumber: 65001\n  filters: [b, missing, c, a]\n"),
+            &filters,
+            &Secrets,
+        );
+        let names: Vec<&str> = t.filters.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(names, ["b", "a"]);
+        let b = &t.filters[0];
+        assert_eq!(
+            b.import_v4,
+            [Rule::prefix(
+                Action::Reject,
+                PrefixMatch::new(Op::In, "10.200.0.0/16".parse().unwrap(), Some(24), Some(26))
+            )]
+        );
+        assert_eq!(
+            b.export_v4,
+            [Rule {
+                remote_peers_only: true,
+                ..Rule::any(Action::Accept)
+            }]
+        );
+        assert_eq!(b.export_v6[0].prefix.unwrap().operator, Op::NotEqual);
+        assert_eq!(t.filters[1].import_v6, [Rule::any(Action::Accept)]);
+        let c = t.session("10.0.0.254".parse().unwrap(), 179, 65001, None);
+        assert_eq!(c.filters, t.filters);
+        assert!(c.policy().is_some());
+    }
+
     #[test]
     fn every_session_field_of_a_bgppeer_reaches_the_session() {
         let t = peer_template(
             &peer(
                 "  node: n1\n  peerIP: 10.0.0.254:1179\n  asNumber: 65001\n  password:\n    secretKeyRef: {name: s, key: k}\n  sourceAddress: None\n  maxRestartTime: 30s\n  keepaliveTime: 10s\n  nextHopMode: Self\n  ttlSecurity: 2\n  bfd: {minRx: 100ms, minTx: 50ms, multiplier: 5}\n  numAllowedLocalASNumbers: 2\n",
             ),
+            &[],
             &Secrets,
         );
         assert_eq!(t.scope, PeerScope::Node("n1".into()));
@@ -519,11 +678,16 @@ mod tests {
     #[test]
     fn bfd_defaults_off_switch_and_ipv4_only() {
         let v4: IpAddr = "10.0.0.254".parse().unwrap();
-        let none = peer_template(&peer("  peerIP: 10.0.0.254\n  asNumber: 65001\n"), &Secrets);
+        let none = peer_template(
+            &peer("  peerIP: 10.0.0.254\n  asNumber: 65001\n"),
+            &[],
+            &Secrets,
+        );
         assert_eq!(none.session(v4, 179, 65001, None).bfd, None);
         // An empty block asks for BFD at 300 ms x 3.
         let on = peer_template(
             &peer("  peerIP: 10.0.0.254\n  asNumber: 65001\n  bfd: {}\n"),
+            &[],
             &Secrets,
         );
         assert_eq!(
@@ -534,12 +698,17 @@ mod tests {
             &peer(
                 "  peerIP: 10.0.0.254\n  asNumber: 65001\n  bfd: {enabled: false, minRx: 50ms}\n",
             ),
+            &[],
             &Secrets,
         );
         assert_eq!(off.session(v4, 179, 65001, None).bfd, None);
         // A selector peering reaching a node's IPv6 address: that session
         // runs on its hold timer (the speaker's BFD is IPv4).
-        let sel = peer_template(&peer("  peerSelector: rr == 'true'\n  bfd: {}\n"), &Secrets);
+        let sel = peer_template(
+            &peer("  peerSelector: rr == 'true'\n  bfd: {}\n"),
+            &[],
+            &Secrets,
+        );
         let v6: IpAddr = "fd00::2".parse().unwrap();
         assert!(sel.session(v4, 179, 64512, None).bfd.is_some());
         assert_eq!(sel.session(v6, 179, 64512, None).bfd, None);
@@ -549,6 +718,7 @@ mod tests {
     fn defaults_bind_the_node_ip_and_no_gtsm() {
         let t = peer_template(
             &peer("  peerIP: 10.0.0.254\n  asNumber: 65001\n  ttlSecurity: 0\n"),
+            &[],
             &Secrets,
         );
         assert_eq!(t.scope, PeerScope::All);
@@ -559,6 +729,7 @@ mod tests {
         assert_eq!(c.next_hop_mode, NextHopMode::Auto);
         let keep = peer_template(
             &peer("  peerIP: 10.0.0.254\n  asNumber: 65001\n  keepOriginalNextHop: true\n"),
+            &[],
             &Secrets,
         );
         assert_eq!(keep.next_hop_mode, NextHopMode::Keep);

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use datastore::Revision;
 use datastore::client::{Client, RESOURCE_PREFIX};
-use datastore::model::{BGPConfiguration, BGPPeer, Node};
+use datastore::model::{BGPConfiguration, BGPFilter, BGPPeer, Node};
 use futures::StreamExt;
 
 use crate::cluster::{SecretDir, desired_peers};
@@ -39,27 +39,35 @@ fn ds<E: std::fmt::Display>(e: E) -> ReflectorError {
     ReflectorError::Datastore(e.to_string())
 }
 
+/// The resources a reflector's peers come from.
+struct Snapshot {
+    nodes: Vec<Node>,
+    peers: Vec<BGPPeer>,
+    cfgs: Vec<BGPConfiguration>,
+    filters: Vec<BGPFilter>,
+    revision: Revision,
+}
+
 /// The peers Node `me` wants now.
-fn wanted_peers(
-    me: &str,
-    nodes: &[Node],
-    peers: &[BGPPeer],
-    cfgs: &[BGPConfiguration],
-    secrets: &SecretDir,
-) -> Vec<PeerConfig> {
-    desired_peers(me, nodes, peers, cfgs, secrets)
+fn wanted_peers(me: &str, s: &Snapshot, secrets: &SecretDir) -> Vec<PeerConfig> {
+    desired_peers(me, &s.nodes, &s.peers, &s.cfgs, &s.filters, secrets)
         .into_iter()
         .map(|p| p.config)
         .collect()
 }
 
-async fn snapshot(
-    client: &Client,
-) -> Result<(Vec<Node>, Vec<BGPPeer>, Vec<BGPConfiguration>, Revision), ReflectorError> {
+async fn snapshot(client: &Client) -> Result<Snapshot, ReflectorError> {
     let (nodes, r1) = client.list::<Node>().await.map_err(ds)?;
     let (peers, r2) = client.list::<BGPPeer>().await.map_err(ds)?;
     let (cfgs, r3) = client.list::<BGPConfiguration>().await.map_err(ds)?;
-    Ok((nodes, peers, cfgs, r1.max(r2).max(r3)))
+    let (filters, r4) = client.list::<BGPFilter>().await.map_err(ds)?;
+    Ok(Snapshot {
+        nodes,
+        peers,
+        cfgs,
+        filters,
+        revision: r1.max(r2).max(r3).max(r4),
+    })
 }
 
 /// Start the reflector for Node `me`; returns the speaker and a future that
@@ -72,8 +80,10 @@ pub async fn start(
     let cfg = datastore::config::DatastoreConfig::from_env().map_err(ds)?;
     let store = cfg.connect().await.map_err(ds)?;
     let client = Client::new(store.clone());
-    let (nodes, peers, cfgs, rev) = snapshot(&client).await?;
-    let node = nodes
+    let snap = snapshot(&client).await?;
+    let rev = snap.revision;
+    let node = snap
+        .nodes
         .iter()
         .find(|n| n.metadata.name == me)
         .ok_or_else(|| {
@@ -89,7 +99,8 @@ pub async fn start(
         )
     })?;
     let secrets = SecretDir(secrets);
-    let cluster = northbound::cluster_settings(&northbound::usable_bgp(&peers, &cfgs).1, &secrets);
+    let cluster =
+        northbound::cluster_settings(&northbound::usable_bgp(&snap.peers, &snap.cfgs).1, &secrets);
     let me_bgp = northbound::node_bgp(node);
     let mut scfg = SpeakerConfig::new(me_bgp.as_number.unwrap_or(cluster.as_number), addr);
     scfg.cluster_id = me_bgp.rr_cluster_id;
@@ -98,7 +109,7 @@ pub async fn start(
         port: cluster.listen_port,
     });
     scfg.control_socket = control_socket;
-    scfg.peers = wanted_peers(&me, &nodes, &peers, &cfgs, &secrets);
+    scfg.peers = wanted_peers(&me, &snap, &secrets);
     tracing::info!(node = %me, router_id = %addr, cluster_id = ?scfg.cluster_id, peers = scfg.peers.len(), "route reflector from the datastore");
     let speaker = Speaker::start(scfg, None)?;
     let handle = speaker.handle();
@@ -123,9 +134,9 @@ async fn follow(
                 tracing::warn!(error = %e, "datastore watch error; restarting the watch");
                 break;
             }
-            let (nodes, peers, cfgs, r) = snapshot(&client).await?;
-            rev = rev.max(r);
-            let wanted = wanted_peers(&me, &nodes, &peers, &cfgs, &secrets);
+            let snap = snapshot(&client).await?;
+            rev = rev.max(snap.revision);
+            let wanted = wanted_peers(&me, &snap, &secrets);
             tracing::debug!(peers = wanted.len(), "peers recomputed");
             handle.set_peers(wanted);
         }

@@ -140,6 +140,9 @@ struct InPath {
     attrs: Arc<PathAttrs>,
     /// Passed import checks (AS loop, originator / cluster loop).
     eligible: bool,
+    /// Accepted by the peer's import filters ([`crate::policy`]); kept
+    /// either way, so a changed policy is re-applied to what is held.
+    imported: bool,
     /// Kept through the peer's restart, not yet re-announced (RFC 4724 §4.2).
     stale: bool,
 }
@@ -215,7 +218,8 @@ pub struct LocalCommunities {
 pub struct AdjInStats {
     /// Prefixes held.
     pub received: usize,
-    /// Of those, eligible for the decision process.
+    /// Of those, eligible for the decision process (no loop, accepted by
+    /// the import filters).
     pub accepted: usize,
 }
 
@@ -229,6 +233,9 @@ pub struct Rib {
     /// up again gets a new one).
     peers: HashMap<IpAddr, Arc<PeerMeta>>,
     adj_in: HashMap<IpAddr, PrefixMap<InPath>>,
+    /// Import filters of the configured peers that have some (outlive
+    /// their sessions: set with the peer's configuration).
+    import_policy: HashMap<IpAddr, Arc<crate::policy::Policy>>,
     local: BTreeMap<IpNetwork, Arc<PathAttrs>>,
     /// Communities of the originated prefixes, by CIDR.
     local_communities: Vec<LocalCommunities>,
@@ -259,6 +266,7 @@ impl Rib {
             cluster_id: None,
             peers: HashMap::new(),
             adj_in: HashMap::new(),
+            import_policy: HashMap::new(),
             local: BTreeMap::new(),
             local_communities: Vec::new(),
             loc: PrefixMap::default(),
@@ -290,6 +298,37 @@ impl Rib {
             .map(|(p, _)| p)
             .collect();
         self.recompute(learnt)
+    }
+
+    /// Set a peer's import filters (`None`: none) and apply them to the
+    /// paths it sent that are held (its Adj-RIB-In keeps rejected ones
+    /// too, so nothing need be asked of the peer). Returns the prefixes
+    /// whose best path changed.
+    pub fn set_import_policy(
+        &mut self,
+        peer: IpAddr,
+        policy: Option<Arc<crate::policy::Policy>>,
+    ) -> Vec<IpNetwork> {
+        let policy = policy.filter(|p| !p.is_empty());
+        if self.import_policy.get(&peer) == policy.as_ref() {
+            return Vec::new();
+        }
+        match &policy {
+            Some(p) => self.import_policy.insert(peer, p.clone()),
+            None => self.import_policy.remove(&peer),
+        };
+        let Some(table) = self.adj_in.get_mut(&peer) else {
+            return Vec::new();
+        };
+        let mut touched = Vec::new();
+        for (prefix, path) in table.iter_mut() {
+            let imported = policy.as_ref().is_none_or(|p| p.imports(&prefix));
+            if path.imported != imported {
+                path.imported = imported;
+                touched.push(prefix);
+            }
+        }
+        self.recompute(touched)
     }
 
     /// The next hops merged into the kernel route of `prefix`, when it is
@@ -491,6 +530,7 @@ impl Rib {
                     && !cluster_loop
                     && attrs.next_hop.is_some();
                 let attrs = Arc::new(attrs);
+                let policy = self.import_policy.get(&peer);
                 for p in announced {
                     let p = normalize(p);
                     table.insert(
@@ -498,6 +538,7 @@ impl Rib {
                         InPath {
                             attrs: attrs.clone(),
                             eligible,
+                            imported: policy.is_none_or(|f| f.imports(&p)),
                             stale: false,
                         },
                     );
@@ -514,7 +555,7 @@ impl Rib {
             .get(&peer)
             .map_or_else(AdjInStats::default, |t| AdjInStats {
                 received: t.len(),
-                accepted: t.values().filter(|p| p.eligible).count(),
+                accepted: t.values().filter(|p| p.eligible && p.imported).count(),
             })
     }
 
@@ -604,7 +645,7 @@ impl Rib {
         }
         let mut candidates: Vec<Candidate<'_>> = Vec::new();
         for (peer, table) in &self.adj_in {
-            let Some(path) = table.get(prefix).filter(|p| p.eligible) else {
+            let Some(path) = table.get(prefix).filter(|p| p.eligible && p.imported) else {
                 continue;
             };
             let Some(meta) = self.peers.get(peer) else {

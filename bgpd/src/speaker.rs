@@ -774,7 +774,10 @@ impl Actor {
         }
         let passive = cfg.passive;
         self.start_bfd(&cfg);
-        self.peers.insert(addr, Peer::new(cfg, &self.cfg));
+        let peer = Peer::new(cfg, &self.cfg);
+        let changed = self.rib.set_import_policy(addr, peer.policy.clone());
+        self.peers.insert(addr, peer);
+        self.propagate(changed);
         self.run_fsm(addr, SlotKind::Primary, Input::AutomaticStart { passive });
     }
 
@@ -804,14 +807,23 @@ impl Actor {
             if *new == old.cfg {
                 continue;
             }
-            let bfd_only = PeerConfig {
+            let soft_only = PeerConfig {
                 bfd: old.cfg.bfd,
+                filters: old.cfg.filters.clone(),
                 ..new.clone()
             } == old.cfg;
-            if bfd_only {
-                // Only BFD changed: reconfigure it, keep the BGP session
-                // (turning BFD on across a cluster flaps nothing).
-                self.set_bfd(new);
+            let bfd_changed = new.bfd != old.cfg.bfd;
+            let filters_changed = new.filters != old.cfg.filters;
+            if soft_only {
+                // Only BFD or the filters changed: reconfigure them, keep
+                // the BGP session (turning BFD on across a cluster, or
+                // editing a BGPFilter, flaps nothing).
+                if bfd_changed {
+                    self.set_bfd(new);
+                }
+                if filters_changed {
+                    self.set_filters(addr, new.filters.clone());
+                }
             } else {
                 self.remove_peer(addr);
             }
@@ -891,6 +903,7 @@ impl Actor {
             let _ = l.set_md5_key(addr, None);
         }
         let changed = self.rib.peer_down(addr);
+        self.rib.set_import_policy(addr, None);
         self.propagate(changed);
     }
 

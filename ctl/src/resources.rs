@@ -118,8 +118,8 @@ pub fn kind_arg(name: &str) -> Result<KindId> {
     model::kind_from_name(name).ok_or_else(|| {
         anyhow!(
             "unknown resource kind {name:?}: use one of ippool, bgppeer, bgpconfig, node, \
-             ipamconfig, ipreservation, workloadendpoint, felixconfig (or their plurals/short \
-             names)"
+             ipamconfig, ipreservation, workloadendpoint, felixconfig, bgpfilter (or their \
+             plurals/short names)"
         )
     })
 }

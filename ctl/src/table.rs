@@ -87,6 +87,8 @@ pub fn resources_table(items: &[Resource], wide: bool) -> Table {
         (IPAMConfiguration, _) => Table::new(&["NAME", "STRICTAFFINITY", "MAXBLOCKSPERHOST"]),
         (IPReservation, _) => Table::new(&["NAME", "CIDRS"]),
         (FelixConfiguration, _) => Table::new(&["NAME", "WIREGUARD", "WGPORT", "WGMTU"]),
+        // Rules per list: what each filter holds at a glance.
+        (BGPFilter, _) => Table::new(&["NAME", "EXPORTV4", "IMPORTV4", "EXPORTV6", "IMPORTV6"]),
         (WorkloadEndpoint, false) => Table::new(&["WORKLOAD", "NODE", "NETWORKS", "INTERFACE"]),
         (WorkloadEndpoint, true) => Table::new(&[
             "NAMESPACE",
@@ -166,6 +168,13 @@ pub fn resources_table(items: &[Resource], wide: bool) -> Table {
             Resource::IPReservation(r) => {
                 vec![r.metadata.name.clone(), r.spec.reserved_cidrs.join(",")]
             }
+            Resource::BGPFilter(f) => vec![
+                f.metadata.name.clone(),
+                f.spec.export_v4.len().to_string(),
+                f.spec.import_v4.len().to_string(),
+                f.spec.export_v6.len().to_string(),
+                f.spec.import_v6.len().to_string(),
+            ],
             Resource::FelixConfiguration(c) => vec![
                 c.metadata.name.clone(),
                 opt(c.spec.wireguard_enabled),
@@ -241,6 +250,22 @@ mod tests {
             wide.contains("IPIPMODE") && wide.contains("Always"),
             "{wide}"
         );
+    }
+
+    #[test]
+    fn bgpfilter_columns_count_the_rules_of_each_list() {
+        let items = parse_manifests(
+            "apiVersion: projectcalico.org/v3\nkind: BGPFilter\nmetadata:\n  name: tor\nspec:\n  importV4:\n  - {action: Reject, matchOperator: Equal, cidr: 10.0.0.0/8}\n  - {action: Accept}\n  exportV6:\n  - {action: Reject, source: RemotePeers}\n",
+            "t.yaml",
+        )
+        .unwrap();
+        let t = resources_table(&items, false).render();
+        let rows: Vec<Vec<&str>> = t.lines().map(|l| l.split_whitespace().collect()).collect();
+        assert_eq!(
+            rows[0],
+            ["NAME", "EXPORTV4", "IMPORTV4", "EXPORTV6", "IMPORTV6"]
+        );
+        assert_eq!(rows[1], ["tor", "0", "2", "1", "0"]);
     }
 
     #[test]

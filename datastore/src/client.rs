@@ -9,7 +9,7 @@
 //! ```
 //!
 //! `<plural>` is [`KindId::plural`]: `ippools`, `bgpconfigurations`,
-//! `bgppeers`, `nodes`, `ipamconfigurations`, `ipreservations`, `felixconfigurations`,
+//! `bgppeers`, `nodes`, `ipamconfigurations`, `ipreservations`, `felixconfigurations`, `bgpfilters`,
 //! `workloadendpoints`.
 //!
 //! Values are the resource as compact JSON without `resourceVersion`; on
@@ -653,6 +653,7 @@ impl Client {
             KindId::IPReservation => go!(IPReservation),
             KindId::WorkloadEndpoint => go!(WorkloadEndpoint),
             KindId::FelixConfiguration => go!(FelixConfiguration),
+            KindId::BGPFilter => go!(BGPFilter),
         }
     }
 }

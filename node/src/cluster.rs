@@ -11,8 +11,8 @@ use std::net::IpAddr;
 
 use datastore::model::ipam::{AffinityState, BlockAffinity, IPAMBlock};
 use datastore::model::{
-    BGPConfiguration, BGPPeer, EncapMode as V3Encap, FelixConfiguration, FelixConfigurationSpec,
-    IPPool, Node, Resource, WorkloadEndpoint,
+    BGPConfiguration, BGPFilter, BGPPeer, EncapMode as V3Encap, FelixConfiguration,
+    FelixConfigurationSpec, IPPool, Node, Resource, WorkloadEndpoint,
 };
 use datastore::{KeyValue, Listing, Revision, WatchEvent};
 use felix::{
@@ -109,6 +109,10 @@ impl ClusterCache {
             Resource::BGPPeer(p) => Some(p),
             _ => None,
         });
+        let bgp_filters = self.resources("bgpfilters", |r| match r {
+            Resource::BGPFilter(f) => Some(f),
+            _ => None,
+        });
         let workloads = self.resources("workloadendpoints", |r| match r {
             Resource::WorkloadEndpoint(w) if w.spec.node.as_deref() == Some(me) => Some(w),
             _ => None,
@@ -152,6 +156,7 @@ impl ClusterCache {
             bgp_configs,
             felix_configs,
             bgp_peers,
+            bgp_filters,
             workloads,
             local_blocks,
             borrowed,
@@ -222,6 +227,8 @@ pub struct ClusterView {
     /// Valid FelixConfigurations (`default`, `node.<name>`).
     pub felix_configs: Vec<FelixConfiguration>,
     pub bgp_peers: Vec<BGPPeer>,
+    /// BGPFilters, which `bgp_peers` name in `spec.filters`.
+    pub bgp_filters: Vec<BGPFilter>,
     /// WorkloadEndpoints on this node.
     pub workloads: Vec<WorkloadEndpoint>,
     /// Blocks confirmed affine to this node.

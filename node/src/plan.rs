@@ -55,6 +55,7 @@ pub fn bgp(
         &view.nodes,
         &view.bgp_peers,
         &view.bgp_configs,
+        &view.bgp_filters,
         secrets,
     );
     let (_, configs) = northbound::usable_bgp(&[], &view.bgp_configs);

@@ -50,6 +50,9 @@ pub struct ExportTarget {
     pub cluster_id: Option<std::net::Ipv4Addr>,
     /// Next-hop rewriting.
     pub next_hop_mode: NextHopMode,
+    /// The peer's export filters (`None`: none): a rejected prefix is not
+    /// sent; an accepted or unmatched one follows the rules above.
+    pub policy: Option<Arc<crate::policy::Policy>>,
 }
 
 impl ExportTarget {
@@ -62,6 +65,7 @@ impl ExportTarget {
             self.next_hop_mode,
             self.local_addr,
             self.families.clone(),
+            self.policy.clone(),
         )
     }
 }
@@ -89,6 +93,9 @@ pub fn export(
         RouteSource::Local => None,
         RouteSource::Peer(p) => Some(p),
     };
+    if !filters_export(target, prefix, learnt_from) {
+        return None;
+    }
     if learnt_from == Some(target.peer) {
         return None;
     }
@@ -143,6 +150,15 @@ pub fn export(
         }
         _ => None,
     }
+}
+
+/// Whether the target's export filters let `prefix` (learnt from
+/// `from`, or originated here) through.
+fn filters_export(target: &ExportTarget, prefix: &IpNetwork, from: Option<IpAddr>) -> bool {
+    target
+        .policy
+        .as_ref()
+        .is_none_or(|p| p.exports(prefix, from))
 }
 
 /// An Adj-RIB-Out change: the attributes to send (shared), or `None`
@@ -212,6 +228,14 @@ impl<'t> Exporter<'t> {
         best: Option<&BestPath>,
     ) -> Option<Arc<PathAttrs>> {
         let best = best?;
+        // Filters depend on the prefix, the cache below does not.
+        let from = match best.source() {
+            RouteSource::Local => None,
+            RouteSource::Peer(p) => Some(p),
+        };
+        if !filters_export(self.target, prefix, from) {
+            return None;
+        }
         let key = SourceKey {
             attrs: ByAddress(best.attrs.clone()),
             from: best.from.as_deref().copied(),

@@ -90,6 +90,13 @@ impl<V> PrefixMap<V> {
         v4.chain(v6)
     }
 
+    /// Entries in prefix order, values to change.
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (IpNetwork, &mut V)> {
+        let v4 = self.v4.iter_mut().map(|(p, v)| (IpNetwork::V4(*p), v));
+        let v6 = self.v6.iter_mut().map(|(p, v)| (IpNetwork::V6(*p), v));
+        v4.chain(v6)
+    }
+
     /// Values in prefix order.
     pub fn values(&self) -> impl Iterator<Item = &V> {
         self.v4.values().chain(self.v6.values())

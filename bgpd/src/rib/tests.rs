@@ -64,6 +64,7 @@ fn target(peer: &str, ibgp: bool, local: &str) -> ExportTarget {
         rr_client: false,
         cluster_id: None,
         next_hop_mode: crate::config::NextHopMode::Auto,
+        policy: None,
     }
 }
 
@@ -511,4 +512,89 @@ fn local_communities_go_on_the_originated_prefixes_inside_their_cidr() {
             .communities
             .is_empty()
     );
+}
+
+fn policy(filter: crate::policy::Filter) -> Option<Arc<crate::policy::Policy>> {
+    Some(Arc::new(crate::policy::Policy::new(vec![filter])))
+}
+
+fn reject(cidr: &str) -> crate::policy::Rule {
+    use crate::policy::{Action, MatchOperator, PrefixMatch, Rule};
+    Rule::prefix(
+        Action::Reject,
+        PrefixMatch::new(MatchOperator::Equal, net(cidr), None, None),
+    )
+}
+
+/// Import filters: a rejected path is held but never best, and a changed
+/// policy is applied to what is held (no ROUTE-REFRESH needed, RFC 2918).
+#[test]
+fn import_policy_holds_rejected_paths_and_reapplies_live() {
+    let mut rib = rib_with_peers();
+    let tor = ip("198.18.0.3");
+    let filter = crate::policy::Filter {
+        name: "tor".into(),
+        import_v4: vec![reject("10.200.1.0/26")],
+        ..Default::default()
+    };
+    assert!(rib.set_import_policy(tor, policy(filter)).is_empty());
+    let changed = rib.apply_update(
+        tor,
+        &announce(
+            &["10.200.0.0/26", "10.200.1.0/26"],
+            vec![65001],
+            Ipv4Addr::new(198, 18, 0, 3),
+            None,
+        ),
+    );
+    assert_eq!(changed, vec![net("10.200.0.0/26")]);
+    assert!(rib.best(&net("10.200.1.0/26")).is_none());
+    assert_eq!(
+        rib.adj_in_stats(tor),
+        AdjInStats {
+            received: 2,
+            accepted: 1
+        }
+    );
+    // The filter goes: the held path becomes best, nothing asked of the peer.
+    assert_eq!(rib.set_import_policy(tor, None), vec![net("10.200.1.0/26")]);
+    assert!(rib.best(&net("10.200.1.0/26")).is_some());
+    // A policy without rules is none; setting the same again changes nothing.
+    let empty = policy(crate::policy::Filter::default());
+    assert!(rib.set_import_policy(tor, empty).is_empty());
+    // Back: the path leaves the Loc-RIB again.
+    let filter = crate::policy::Filter {
+        name: "tor".into(),
+        import_v4: vec![reject("10.200.0.0/26")],
+        ..Default::default()
+    };
+    assert_eq!(
+        rib.set_import_policy(tor, policy(filter.clone())),
+        vec![net("10.200.0.0/26")]
+    );
+    assert!(rib.set_import_policy(tor, policy(filter)).is_empty());
+    assert!(rib.best(&net("10.200.0.0/26")).is_none());
+}
+
+/// Export filters: a rejected prefix is not exported, whatever the cache
+/// holds for paths with the same attributes; others follow the rules.
+#[test]
+fn export_policy_rejects_by_prefix_before_the_cache() {
+    let mut rib = rib_with_peers();
+    rib.add_local(net("10.67.0.0/26"));
+    rib.add_local(net("10.67.1.0/26"));
+    let mut t = target("198.18.0.3", false, "198.18.0.1");
+    t.policy = policy(crate::policy::Filter {
+        name: "tor".into(),
+        export_v4: vec![reject("10.67.1.0/26")],
+        ..Default::default()
+    });
+    let mut ex = Exporter::new(&t);
+    let a = net("10.67.0.0/26");
+    let b = net("10.67.1.0/26");
+    assert!(ex.export(&a, rib.best(&a)).is_some());
+    assert!(ex.export(&b, rib.best(&b)).is_none());
+    assert!(export(&b, rib.best(&b), &t).is_none());
+    t.policy = None;
+    assert!(export(&b, rib.best(&b), &t).is_some());
 }

@@ -63,6 +63,7 @@ fn target(addr: &str, ibgp: bool, rr_client: bool, cluster: Option<Ipv4Addr>) ->
         rr_client,
         cluster_id: cluster,
         next_hop_mode: NextHopMode::Auto,
+        policy: None,
     }
 }
 

@@ -90,6 +90,9 @@ pub(crate) struct Established {
 #[derive(Debug)]
 pub(crate) struct Peer {
     pub cfg: PeerConfig,
+    /// `cfg.filters` as one policy (`None`: no rule), shared with the
+    /// export targets and the RIB.
+    pub policy: Option<std::sync::Arc<crate::policy::Policy>>,
     pub primary: Slot,
     /// Boxed: rare (a collision in progress), and a reflector has
     /// thousands of peers.
@@ -110,6 +113,7 @@ impl Peer {
     pub fn new(cfg: PeerConfig, global: &SpeakerConfig) -> Peer {
         let fsm = Fsm::new(fsm_config(&cfg, global));
         Peer {
+            policy: cfg.policy(),
             cfg,
             primary: Slot::new(fsm),
             secondary: None,

@@ -46,6 +46,7 @@ impl Actor {
             rr_client: peer.cfg.rr_client,
             cluster_id: self.cfg.cluster_id,
             next_hop_mode: peer.cfg.next_hop_mode,
+            policy: peer.policy.clone(),
         })
     }
 
@@ -139,6 +140,67 @@ impl Actor {
                     conn.send_routes(diff);
                 }
             }
+        }
+    }
+
+    /// A peer's filters changed (its session stays up). Export: what it
+    /// was told under the old filters is diffed against the new ones over
+    /// the whole Loc-RIB, and only the difference is sent (announce or
+    /// withdraw). Import: the RIB applies the new filters to the paths the
+    /// peer sent, all of which its Adj-RIB-In holds, so no ROUTE-REFRESH
+    /// is needed; the best paths that change go out as usual.
+    pub(super) fn set_filters(&mut self, addr: IpAddr, filters: Vec<crate::policy::Filter>) {
+        // Pending Loc-RIB changes go out under the old export filters
+        // first, so the diff below starts from what the peer holds.
+        self.propagate(Vec::new());
+        let Some(peer) = self.peers.get_mut(&addr) else {
+            return;
+        };
+        let names: Vec<String> = filters.iter().map(|f| f.name.clone()).collect();
+        tracing::info!(peer = %addr, filters = ?names, "filters changed: re-evaluating routes, session kept");
+        peer.cfg.filters = filters;
+        let policy = peer.cfg.policy();
+        // `target` reads `peer.policy`, still the old one here.
+        let old_target = self.peers.get(&addr).and_then(|p| self.target(p));
+        if let Some(peer) = self.peers.get_mut(&addr) {
+            peer.policy = policy.clone();
+        }
+        let new_target = self.peers.get(&addr).and_then(|p| self.target(p));
+        if let (Some(old), Some(new)) = (old_target, new_target) {
+            let mut before = Exporter::new(&old);
+            let mut after = Exporter::new(&new);
+            let mut diff: Diff = Vec::new();
+            let mut delta: isize = 0;
+            for (prefix, best) in self.rib.loc_rib() {
+                let b = before.export(&prefix, Some(best));
+                let a = after.export(&prefix, Some(best));
+                if b != a {
+                    delta += isize::from(a.is_some()) - isize::from(b.is_some());
+                    diff.push((prefix, a));
+                }
+            }
+            self.send_diff(addr, &diff, delta);
+        }
+        let changed = self.rib.set_import_policy(addr, policy);
+        self.propagate(changed);
+    }
+
+    /// Send one peer its Adj-RIB-Out changes.
+    fn send_diff(&mut self, addr: IpAddr, diff: &Diff, delta: isize) {
+        if diff.is_empty() {
+            return;
+        }
+        let Some(peer) = self.peers.get_mut(&addr) else {
+            return;
+        };
+        peer.advertised = peer.advertised.saturating_add_signed(delta);
+        let (Some((_, conn)), Some(est)) = (&peer.primary.conn, peer.established.as_ref()) else {
+            return;
+        };
+        if conn.accepts_bytes() {
+            conn.send_raw(encode_all(build_updates(diff.iter().cloned()), &est.caps));
+        } else {
+            conn.send_routes(diff);
         }
     }
 

@@ -251,6 +251,7 @@ mod tests {
             rr_client: true,
             cluster_id: Some(Ipv4Addr::new(1, 1, 1, 1)),
             next_hop_mode: NextHopMode::Auto,
+            policy: None,
         }
     }
 

@@ -384,3 +384,71 @@ async fn speaker_golden_multipath() {
     }
     assert_eq!(only(18).len(), 2, "{}", line(&t, 18));
 }
+
+/// BGPFilter through `PeerConfig.filters`: import and export rules, first
+/// match decides, no match is the default, and live edits re-evaluate
+/// without a session reset (no End-of-RIB is sent again).
+#[tokio::test]
+async fn speaker_golden_filters() {
+    let t = harness::check("filters").await;
+    let announced = |step: &Value, peer: &str| -> Vec<String> {
+        sent(step, peer)
+            .iter()
+            .filter_map(|e| e["announce"].as_str().map(str::to_string))
+            .collect()
+    };
+    let withdrawn = |step: &Value, peer: &str| -> Vec<String> {
+        sent(step, peer)
+            .iter()
+            .filter_map(|e| e["withdraw"].as_str().map(str::to_string))
+            .collect()
+    };
+    let added = |n: u64| -> Vec<String> {
+        route_updates(&line(&t, n))
+            .iter()
+            .filter_map(|u| u["add"].as_str().map(str::to_string))
+            .collect()
+    };
+    // tor's initial table: the export filter holds back 10.67.1.0/26.
+    assert_eq!(announced(&line(&t, 1), "tor"), ["10.67.0.0/26"]);
+    assert_eq!(
+        announced(&line(&t, 2), "ext"),
+        ["10.67.0.0/26", "10.67.1.0/26"]
+    );
+    // Import: Equal rejects 10.200.1.0/26; ext and i1 hear the other only.
+    assert_eq!(added(4), ["10.200.0.0/26"]);
+    assert_eq!(announced(&line(&t, 4), "ext"), ["10.200.0.0/26"]);
+    assert_eq!(announced(&line(&t, 4), "i1"), ["10.200.0.0/26"]);
+    // prefixLength min 25: the /24 passes, the /25 is rejected.
+    assert_eq!(added(5), ["10.201.0.0/24"]);
+    // source RemotePeers: ext's 10.90.1.0/24 is not sent to tor.
+    assert_eq!(announced(&line(&t, 6), "tor"), ["10.91.0.0/24"]);
+    assert_eq!(
+        announced(&line(&t, 6), "i1"),
+        ["10.90.1.0/24", "10.91.0.0/24"]
+    );
+    // Live edit to no filters: tor is sent what it lacked, the held
+    // prefixes become best; nothing is re-sent from scratch (no EOR).
+    let open = line(&t, 8);
+    assert_eq!(announced(&open, "tor"), ["10.67.1.0/26", "10.90.1.0/24"]);
+    assert_eq!(added(8), ["10.200.1.0/26", "10.201.0.128/25"]);
+    assert!(
+        sent(&open, "tor").iter().all(|e| e.get("eor").is_none()),
+        "{open}"
+    );
+    // Two filters: the first accepts 10.200.0.0/26 before the second's
+    // 10.200.0.0/16 reject; export withdraws our first block from tor.
+    let two = line(&t, 10);
+    assert_eq!(withdrawn(&two, "tor"), ["10.67.0.0/26"]);
+    let removed: Vec<String> = route_updates(&two)
+        .iter()
+        .filter_map(|u| u["remove"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(removed, ["10.200.1.0/26"]);
+    assert_eq!(withdrawn(&two, "ext"), ["10.200.1.0/26"]);
+    let best: Vec<String> = rib(&line(&t, 11)).into_iter().map(|(p, _)| p).collect();
+    assert!(best.contains(&"10.200.0.0/26".to_string()), "{best:?}");
+    assert!(!best.contains(&"10.200.1.0/26".to_string()), "{best:?}");
+    // The same session: new announcements meet the new rules.
+    assert_eq!(added(12), ["10.202.0.0/24"]);
+}

@@ -85,6 +85,8 @@ pub struct BGPPeerSpec {
     pub ttl_security: Option<u8>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reachable_by: Option<String>,
+    /// `BGPFilter` names, applied in order on import and export; a name
+    /// with no BGPFilter is skipped (as Calico does).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filters: Option<Vec<String>>,
     /// BFD on the sessions this peering makes (a Manx extension; IPv4).
@@ -280,10 +282,9 @@ impl BGPPeer {
                 .is_some_and(|r| !r.trim().is_empty()),
             "spec.reachableBy",
         );
-        c.unsupported(
-            s.filters.as_ref().is_some_and(|f| !f.is_empty()),
-            "spec.filters",
-        );
+        if let Some(names) = &s.filters {
+            crate::model::bgpfilter::check_filter_names(&mut c, names);
+        }
         if let Some(rb) = s.reachable_by.as_deref().filter(|r| !r.trim().is_empty())
             && rb.parse::<IpAddr>().is_err()
         {

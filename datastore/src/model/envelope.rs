@@ -14,10 +14,10 @@ use serde::{Deserialize, Serialize};
 use crate::model::meta::{API_VERSION, ObjectMeta};
 use crate::model::validate::closest;
 use crate::model::{
-    BGPConfiguration, BGPConfigurationSpec, BGPPeer, BGPPeerSpec, FelixConfiguration,
-    FelixConfigurationSpec, IPAMConfiguration, IPAMConfigurationSpec, IPPool, IPPoolSpec,
-    IPReservation, IPReservationSpec, KindId, Node, NodeSpec, Resource, WorkloadEndpoint,
-    WorkloadEndpointSpec, with_resource,
+    BGPConfiguration, BGPConfigurationSpec, BGPFilter, BGPFilterSpec, BGPPeer, BGPPeerSpec,
+    FelixConfiguration, FelixConfigurationSpec, IPAMConfiguration, IPAMConfigurationSpec, IPPool,
+    IPPoolSpec, IPReservation, IPReservationSpec, KindId, Node, NodeSpec, Resource,
+    WorkloadEndpoint, WorkloadEndpointSpec, with_resource,
 };
 
 const TOP_FIELDS: &[&str] = &["apiVersion", "kind", "metadata", "spec"];
@@ -32,6 +32,7 @@ enum AnySpec {
     IPReservation(IPReservationSpec),
     WorkloadEndpoint(WorkloadEndpointSpec),
     FelixConfiguration(FelixConfigurationSpec),
+    BGPFilter(BGPFilterSpec),
 }
 
 struct SpecSeed(KindId);
@@ -56,6 +57,7 @@ impl<'de> DeserializeSeed<'de> for SpecSeed {
             KindId::FelixConfiguration => {
                 AnySpec::FelixConfiguration(FelixConfigurationSpec::deserialize(d)?)
             }
+            KindId::BGPFilter => AnySpec::BGPFilter(BGPFilterSpec::deserialize(d)?),
         })
     }
 }
@@ -170,6 +172,7 @@ impl<'de> Visitor<'de> for ResourceVisitor {
             AnySpec::FelixConfiguration(spec) => {
                 Resource::FelixConfiguration(FelixConfiguration { metadata, spec })
             }
+            AnySpec::BGPFilter(spec) => Resource::BGPFilter(BGPFilter { metadata, spec }),
         })
     }
 }
@@ -236,6 +239,7 @@ envelope_serde!(IPAMConfiguration);
 envelope_serde!(IPReservation);
 envelope_serde!(WorkloadEndpoint);
 envelope_serde!(FelixConfiguration);
+envelope_serde!(BGPFilter);
 envelope_serde!(@de Node);
 
 impl Serialize for Node {

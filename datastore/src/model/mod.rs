@@ -22,6 +22,7 @@
 
 pub mod bfd;
 pub mod bgpconfig;
+pub mod bgpfilter;
 pub mod bgppeer;
 mod envelope;
 pub mod felixconfig;
@@ -43,6 +44,10 @@ pub use bfd::{BFDSpec, BfdTimers};
 pub use bgpconfig::{
     BGPConfiguration, BGPConfigurationSpec, BindMode, CidrEntry, Community, CommunityValue,
     DEFAULT_AS_NUMBER, DEFAULT_BGP_PORT, MultipathSpec, PrefixAdvertisement, parse_community,
+};
+pub use bgpfilter::{
+    BGPFilter, BGPFilterRule, BGPFilterSpec, FilterAction, FilterSource, MatchOperator,
+    PrefixLength,
 };
 pub use bgppeer::{BGPPeer, BGPPeerSpec, NextHopMode, SourceAddress, parse_peer_ip};
 pub use felixconfig::{
@@ -73,12 +78,13 @@ pub enum KindId {
     IPReservation,
     WorkloadEndpoint,
     FelixConfiguration,
+    BGPFilter,
 }
 
 impl KindId {
     /// Every kind, in a stable order (the order `manxctl` applies a mixed
     /// manifest in is the caller's business).
-    pub const ALL: [KindId; 8] = [
+    pub const ALL: [KindId; 9] = [
         KindId::IPPool,
         KindId::BGPConfiguration,
         KindId::BGPPeer,
@@ -87,6 +93,7 @@ impl KindId {
         KindId::IPReservation,
         KindId::WorkloadEndpoint,
         KindId::FelixConfiguration,
+        KindId::BGPFilter,
     ];
 
     /// The `kind:` string, e.g. `IPPool`.
@@ -100,6 +107,7 @@ impl KindId {
             KindId::IPReservation => "IPReservation",
             KindId::WorkloadEndpoint => "WorkloadEndpoint",
             KindId::FelixConfiguration => "FelixConfiguration",
+            KindId::BGPFilter => "BGPFilter",
         }
     }
 
@@ -114,6 +122,7 @@ impl KindId {
             KindId::IPReservation => "ipreservations",
             KindId::WorkloadEndpoint => "workloadendpoints",
             KindId::FelixConfiguration => "felixconfigurations",
+            KindId::BGPFilter => "bgpfilters",
         }
     }
 
@@ -128,6 +137,7 @@ impl KindId {
             KindId::IPReservation => "ipreservation",
             KindId::WorkloadEndpoint => "workloadendpoint",
             KindId::FelixConfiguration => "felixconfiguration",
+            KindId::BGPFilter => "bgpfilter",
         }
     }
 
@@ -157,6 +167,7 @@ impl KindId {
                 "felixconfig",
                 "felixconfigs",
             ],
+            KindId::BGPFilter => &["bgpfilter", "bgpfilters"],
         }
     }
 
@@ -228,6 +239,7 @@ pub enum Resource {
     IPReservation(IPReservation),
     WorkloadEndpoint(WorkloadEndpoint),
     FelixConfiguration(FelixConfiguration),
+    BGPFilter(BGPFilter),
 }
 
 /// Calls `$body` with `$x` bound to the inner typed value of a `Resource`.
@@ -242,6 +254,7 @@ macro_rules! with_resource {
             Resource::IPReservation($x) => $body,
             Resource::WorkloadEndpoint($x) => $body,
             Resource::FelixConfiguration($x) => $body,
+            Resource::BGPFilter($x) => $body,
         }
     };
 }
@@ -258,6 +271,7 @@ impl Resource {
             Resource::IPReservation(_) => KindId::IPReservation,
             Resource::WorkloadEndpoint(_) => KindId::WorkloadEndpoint,
             Resource::FelixConfiguration(_) => KindId::FelixConfiguration,
+            Resource::BGPFilter(_) => KindId::BGPFilter,
         }
     }
     pub fn metadata(&self) -> &ObjectMeta {
@@ -352,6 +366,7 @@ impl_kind!(IPAMConfiguration);
 impl_kind!(IPReservation);
 impl_kind!(WorkloadEndpoint);
 impl_kind!(FelixConfiguration);
+impl_kind!(BGPFilter);
 
 /// Validate a set of objects together: each on its own, plus no two objects
 /// of one kind with one name, and no overlapping pools.

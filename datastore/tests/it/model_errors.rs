@@ -314,28 +314,56 @@ fn bgppeer_fields_manx_does_not_act_on_are_refused() {
             "apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: tor\nspec:\n  peerIP: 10.0.0.1\n  asNumber: 65001\n{extra}"
         )
     };
-    for (extra, field) in [
-        ("  reachableBy: 10.0.0.254\n", "spec.reachableBy"),
-        ("  filters: [export-only]\n", "spec.filters"),
-    ] {
-        let e = err(&peer(extra), "peer.yaml");
-        assert_eq!(
-            e.to_string(),
-            format!(
-                "peer.yaml:8:3: BGPPeer tor: {field} is not supported by Manx yet: Manx would not act on it, so it is refused; remove it"
-            )
-        );
-    }
-    // sourceAddress, ttlSecurity and numAllowedLocalASNumbers act, and are accepted.
+    let e = err(&peer("  reachableBy: 10.0.0.254\n"), "peer.yaml");
+    assert_eq!(
+        e.to_string(),
+        "peer.yaml:8:3: BGPPeer tor: spec.reachableBy is not supported by Manx yet: Manx would not act on it, so it is refused; remove it"
+    );
+    // sourceAddress, ttlSecurity, numAllowedLocalASNumbers and filters act, and are accepted.
     parse_manifests(
-        &peer("  sourceAddress: None\n  ttlSecurity: 2\n  numAllowedLocalASNumbers: 2\n  filters: []\n"),
+        &peer("  sourceAddress: None\n  ttlSecurity: 2\n  numAllowedLocalASNumbers: 2\n  filters: [export-only]\n"),
         "ok.yaml",
     )
     .unwrap();
+    let e = err(&peer("  filters: [Export_Only]\n"), "peer.yaml");
+    assert!(
+        e.to_string()
+            .contains("BGPPeer tor: spec.filters[0] is not a BGPFilter name"),
+        "{e}"
+    );
     let e = err(&peer("  numAllowedLocalASNumbers: 256\n"), "peer.yaml");
     assert!(
         e.to_string()
             .contains("spec.numAllowedLocalASNumbers 256 is out of range 0..=255"),
         "{e}"
     );
+}
+
+/// Calico's BGPFilter sample reads; a rule's problems are refused by field
+/// at their line, a newer Calico field by name, a misspelt one as unknown.
+#[test]
+fn bgpfilter_rules_are_checked_by_field_and_line() {
+    let sample = "apiVersion: projectcalico.org/v3\nkind: BGPFilter\nmetadata:\n  name: my-filter\nspec:\n  exportV4:\n    - action: Accept\n      matchOperator: In\n      cidr: 77.0.0.0/16\n      source: RemotePeers\n  importV4:\n    - action: Accept\n      matchOperator: In\n      cidr: 55.0.0.0/16\n      prefixLength:\n        min: 30\n    - action: Reject\n      matchOperator: NotIn\n      cidr: 44.0.0.0/16\n  exportV6:\n    - action: Reject\n      source: RemotePeers\n  importV6:\n    - action: Accept\n      matchOperator: Equal\n      cidr: 5000::0/64\n    - action: Reject\n";
+    let got = parse_manifests(sample, "filter.yaml").unwrap();
+    assert_eq!(got.len(), 1);
+    let bad = "apiVersion: projectcalico.org/v3\nkind: BGPFilter\nmetadata:\n  name: tor\nspec:\n  importV4:\n    - action: Reject\n      cidr: 10.0.0.0/8\n      source: RemotePeers\n";
+    let e = err(bad, "filter.yaml");
+    let s = e.to_string();
+    assert!(
+        s.contains("filter.yaml:8:7: BGPFilter tor: spec.importV4[0].cidr needs matchOperator"),
+        "{s}"
+    );
+    assert!(
+        s.contains("filter.yaml:9:7: BGPFilter tor: spec.importV4[0].source is not applicable to import rules"),
+        "{s}"
+    );
+    let newer = "apiVersion: projectcalico.org/v3\nkind: BGPFilter\nmetadata:\n  name: tor\nspec:\n  exportV4:\n    - action: Accept\n      peerType: eBGP\n";
+    let s = err(newer, "filter.yaml").to_string();
+    assert!(
+        s.contains("spec.exportV4[0].peerType is not supported by Manx yet"),
+        "{s}"
+    );
+    let typo = "apiVersion: projectcalico.org/v3\nkind: BGPFilter\nmetadata:\n  name: tor\nspec:\n  exportV4:\n    - action: Accept\n      cidrs: 10.0.0.0/8\n";
+    let s = err(typo, "filter.yaml").to_string();
+    assert!(s.contains("cidrs") && s.contains("unknown field"), "{s}");
 }

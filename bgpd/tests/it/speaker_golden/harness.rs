@@ -20,6 +20,10 @@
 //! * `{"step":"drop","peer":N}` — close the TCP connection, no NOTIFICATION.
 //! * `{"step":"cease","peer":N}` — NOTIFICATION Cease/Administrative Shutdown, then close.
 //! * `{"step":"rib"}` — also record the DUT's Loc-RIB.
+//! * `{"step":"filters","peer":N,"filters":[..]}` — set the filters of the
+//!   DUT's session with `N` live (the speaker step's peers take the same
+//!   `"filters":[..]`): `bgpd::policy::Filter`s as `manx-bgpd`'s YAML
+//!   writes them.
 //! * `{"step":"multipath","ebgp":B?,"ibgp":B?,"relaxNeighborAS":B?}` — change
 //!   which equal paths merge (the speaker step takes the same as
 //!   `"multipath":{..}`); a route update with `next_hops` is a multipath one.
@@ -90,6 +94,13 @@ pub struct Harness {
     routes: mpsc::UnboundedReceiver<RouteUpdate>,
     peers: BTreeMap<String, PeerEntry>,
     names: HashMap<IpAddr, String>,
+    /// The DUT's peer configurations, in the speaker step's order.
+    configs: Vec<PeerConfig>,
+}
+
+/// A `"filters":[..]` list.
+fn filters(v: &Value) -> Vec<bgpd::policy::Filter> {
+    serde_json::from_value(v.clone()).unwrap_or_else(|e| panic!("filters {v}: {e}"))
 }
 
 fn s<'a>(v: &'a Value, key: &str) -> &'a str {
@@ -262,6 +273,9 @@ impl Harness {
                 Some("keep") => NextHopMode::Keep,
                 Some(other) => panic!("next_hop_mode {other:?}: use auto, self or keep"),
             };
+            if let Some(f) = p.get("filters") {
+                pc.filters = filters(f);
+            }
             cfg.peers.push(pc);
             names.insert(address, name.clone());
             peers.insert(
@@ -275,6 +289,7 @@ impl Harness {
             );
         }
         let (tx, routes) = mpsc::unbounded_channel();
+        let configs = cfg.peers.clone();
         let speaker = Speaker::start(cfg, Some(tx)).expect("start the speaker under test");
         Harness {
             handle: speaker.handle(),
@@ -283,6 +298,7 @@ impl Harness {
             routes,
             peers,
             names,
+            configs,
         }
     }
 
@@ -483,6 +499,17 @@ impl Harness {
                 .await;
             }
             "multipath" => self.handle.set_multipath(multipath(step)),
+            "filters" => {
+                let (_, e) = self.peer(step);
+                let addr = e.address;
+                let wanted = filters(&step["filters"]);
+                for c in &mut self.configs {
+                    if c.address == addr {
+                        c.filters = wanted.clone();
+                    }
+                }
+                self.handle.set_peers(self.configs.clone());
+            }
             "rib" => {
                 let mut routes = self.handle.routes().await;
                 routes.retain(|r| !is_sentinel(&r.prefix));
