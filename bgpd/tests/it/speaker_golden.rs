@@ -13,7 +13,8 @@
 //! the key facts of its scenario directly (so a wrong re-bless fails too);
 //! the sections are cited at each assertion. Scenarios: full mesh, RR
 //! reflection, RR loop rejection, best-path ties, next-hop modes, graceful
-//! restart (helper), graceful restart with notification (RFC 8538).
+//! restart (helper), graceful restart with notification (RFC 8538), BFD Down during a
+//! graceful restart with and without the peer's C bit (RFC 5882 §4.3.2).
 
 mod harness;
 pub mod peer;
@@ -451,4 +452,55 @@ async fn speaker_golden_filters() {
     assert!(!best.contains(&"10.200.1.0/26".to_string()), "{best:?}");
     // The same session: new announcements meet the new rules.
     assert_eq!(added(12), ["10.202.0.0/24"]);
+}
+
+#[tokio::test]
+async fn speaker_golden_bfd_c_bit() {
+    let t = harness::check("bfd_c_bit").await;
+    // BFD Up changes nothing.
+    for n in [6, 7] {
+        let up = line(&t, n);
+        assert!(
+            route_updates(&up).is_empty() && sent_to(&up).is_empty(),
+            "{up}"
+        );
+    }
+    // RFC 4724 §4.2: both sessions end without a NOTIFICATION; their
+    // routes are kept as stale, nothing is removed or withdrawn.
+    for n in [8, 9] {
+        let drop = line(&t, n);
+        assert!(
+            route_updates(&drop).is_empty() && sent_to(&drop).is_empty(),
+            "{drop}"
+        );
+    }
+    let kept: Vec<String> = rib(&line(&t, 10)).into_iter().map(|(p, _)| p).collect();
+    assert!(kept.contains(&"10.72.1.0/26".to_string()), "{kept:?}");
+    assert!(kept.contains(&"10.72.2.0/26".to_string()), "{kept:?}");
+    // RFC 5882 §4.3.2: c's BFD (C bit set) goes Down during the restart:
+    // its forwarding path failed, so its stale route goes at once.
+    let c_down = line(&t, 11);
+    assert_eq!(route_updates(&c_down).len(), 1, "{c_down}");
+    assert_eq!(route_updates(&c_down)[0]["remove"], "10.72.1.0/26");
+    assert_eq!(sent(&c_down, "o").len(), 1, "{c_down}");
+    assert_eq!(sent(&c_down, "o")[0]["withdraw"], "10.72.1.0/26");
+    // n's BFD (C bit clear) shares its control plane's fate: its BFD Down
+    // says nothing the lost BGP session did not; the restart time stands.
+    let n_down = line(&t, 12);
+    assert!(
+        route_updates(&n_down).is_empty() && sent_to(&n_down).is_empty(),
+        "{n_down}"
+    );
+    let rib_after: Vec<(String, String)> = rib(&line(&t, 13));
+    assert_eq!(
+        rib_after,
+        vec![("10.72.2.0/26".to_string(), "n".to_string())]
+    );
+    // ... until its restart timer runs out (the harness checked that this
+    // came no sooner than 3 s after the drop).
+    let flush = line(&t, 14);
+    assert_eq!(route_updates(&flush).len(), 1, "{flush}");
+    assert_eq!(route_updates(&flush)[0]["remove"], "10.72.2.0/26");
+    assert_eq!(sent(&flush, "o")[0]["withdraw"], "10.72.2.0/26");
+    assert!(rib(&line(&t, 15)).is_empty());
 }

@@ -24,6 +24,15 @@
 //!   DUT's session with `N` live (the speaker step's peers take the same
 //!   `"filters":[..]`): `bgpd::policy::Filter`s as `manx-bgpd`'s YAML
 //!   writes them.
+//! * BFD (RFC 5882): `"bfdd":true` in the speaker step serves the DUT's
+//!   BFD from a scripted manx-bfdd (the real control socket protocol of
+//!   `bgpd::bfd::daemon`, JSON lines over a unix socket) and a peer with
+//!   `"bfd":true` asks it for a session. `{"step":"bfd","peer":N,"to":"up|down",
+//!   "c_bit":B}` — that session's state change as manx-bfdd reports it, with
+//!   the peer's C bit (control plane independent, RFC 5880 §4.1).
+//!   `{"step":"await_stale_flush","peer":N}` — wait until the DUT dropped
+//!   every route of `N` (a restart timer running out), failing if that came
+//!   sooner than the restart time `N` advertised after its `drop`.
 //! * `{"step":"multipath","ebgp":B?,"ibgp":B?,"relaxNeighborAS":B?}` — change
 //!   which equal paths merge (the speaker step takes the same as
 //!   `"multipath":{..}`); a route update with `next_hops` is a multipath one.
@@ -46,9 +55,11 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use bgpd::config::{ListenConfig, NextHopMode};
+use bgpd::bfd::{Diag, State as BfdState, io::Event as BfdEvent};
+use bgpd::config::{BfdConfig, ListenConfig, NextHopMode};
 use bgpd::packet::{AsSegment, Message, Notification, Origin, PathAttribute, Update};
 use bgpd::rib::{Multipath, RouteSource};
 use bgpd::{PeerConfig, RouteUpdate, Speaker, SpeakerConfig, SpeakerHandle};
@@ -84,6 +95,66 @@ struct PeerEntry {
     address: IpAddr,
     asn: u32,
     session: Option<ScriptedPeer>,
+    /// The restart time it advertised on connect.
+    restart_time: Option<u16>,
+    /// When the script dropped its connection.
+    dropped_at: Option<Instant>,
+    /// Its BFD session's state as the scripted manx-bfdd last reported it.
+    bfd: BfdState,
+}
+
+/// A scripted manx-bfdd: the DUT connects to its socket and asks for
+/// sessions (`add` lines); the script decides what it reports back.
+struct FakeBfdd {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+    /// Peers the DUT asked for (`add`).
+    asked: Arc<Mutex<Vec<Ipv4Addr>>>,
+    events: mpsc::UnboundedSender<BfdEvent>,
+}
+
+impl FakeBfdd {
+    fn start() -> FakeBfdd {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bfdd.sock");
+        let listener = tokio::net::UnixListener::bind(&path).unwrap();
+        let asked = Arc::new(Mutex::new(Vec::new()));
+        let (events, mut rx) = mpsc::unbounded_channel::<BfdEvent>();
+        let seen = asked.clone();
+        tokio::spawn(async move {
+            // One client: the DUT's speaker.
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let (read, mut write) = stream.into_split();
+            let mut lines = BufReader::new(read).lines();
+            loop {
+                tokio::select! {
+                    line = lines.next_line() => {
+                        let Ok(Some(line)) = line else { return };
+                        let req: bgpd::bfd::daemon::Request =
+                            serde_json::from_str(&line).expect("a manx-bfdd request line");
+                        if let bgpd::bfd::daemon::Request::Add { spec } = req {
+                            seen.lock().unwrap().push(spec.peer);
+                        }
+                    }
+                    ev = rx.recv() => {
+                        let Some(ev) = ev else { return };
+                        let mut line = serde_json::to_string(&ev).unwrap();
+                        line.push('\n');
+                        write.write_all(line.as_bytes()).await.unwrap();
+                    }
+                }
+            }
+        });
+        FakeBfdd {
+            _dir: dir,
+            path,
+            asked,
+            events,
+        }
+    }
 }
 
 /// A running scenario.
@@ -96,6 +167,7 @@ pub struct Harness {
     names: HashMap<IpAddr, String>,
     /// The DUT's peer configurations, in the speaker step's order.
     configs: Vec<PeerConfig>,
+    bfdd: Option<FakeBfdd>,
 }
 
 /// A `"filters":[..]` list.
@@ -258,6 +330,11 @@ impl Harness {
                     .collect()
             })
             .unwrap_or_default();
+        let bfdd = step["bfdd"]
+            .as_bool()
+            .unwrap_or(false)
+            .then(FakeBfdd::start);
+        cfg.bfdd_socket = bfdd.as_ref().map(|b| b.path.clone());
         let mut peers = BTreeMap::new();
         let mut names = HashMap::new();
         for (i, p) in step["peers"].as_array().expect("peers").iter().enumerate() {
@@ -276,6 +353,13 @@ impl Harness {
             if let Some(f) = p.get("filters") {
                 pc.filters = filters(f);
             }
+            if p["bfd"].as_bool().unwrap_or(false) {
+                assert!(
+                    bfdd.is_some(),
+                    "peer {name}: bfd needs \"bfdd\": true in the speaker step"
+                );
+                pc.bfd = Some(BfdConfig::default());
+            }
             cfg.peers.push(pc);
             names.insert(address, name.clone());
             peers.insert(
@@ -285,6 +369,9 @@ impl Harness {
                     address,
                     asn,
                     session: None,
+                    restart_time: None,
+                    dropped_at: None,
+                    bfd: BfdState::Down,
                 },
             );
         }
@@ -299,6 +386,7 @@ impl Harness {
             peers,
             names,
             configs,
+            bfdd,
         }
     }
 
@@ -419,6 +507,8 @@ impl Harness {
                     notification: step["gr_notification"].as_bool().unwrap_or(false),
                 };
                 let local = e.address;
+                e.restart_time = spec.restart_time;
+                e.dropped_at = None;
                 e.session = Some(ScriptedPeer::connect_retrying(local, listen, &spec, LIMIT).await);
                 // The initial table ends with End-of-RIB (RFC 4724 §2).
                 let initial = self
@@ -479,6 +569,7 @@ impl Harness {
             kind @ ("drop" | "cease") => {
                 let (name, e) = self.peer(step);
                 let addr = e.address;
+                e.dropped_at = Some(Instant::now());
                 let mut session = e.session.take().expect("connected");
                 if kind == "cease" {
                     let cease = Notification::cease_shutdown("scripted");
@@ -509,6 +600,30 @@ impl Harness {
                     }
                 }
                 self.handle.set_peers(self.configs.clone());
+            }
+            "bfd" => self.bfd_step(step).await,
+            "await_stale_flush" => {
+                let (name, e) = self.peer(step);
+                let (addr, dropped, restart) = (
+                    e.address,
+                    e.dropped_at
+                        .unwrap_or_else(|| panic!("step {step}: {name} was never dropped")),
+                    e.restart_time.unwrap_or_else(|| {
+                        panic!("step {step}: {name} advertised no restart time")
+                    }),
+                );
+                self.poll(&format!("{name}'s stale routes flushed"), async |h| {
+                    !h.routes()
+                        .await
+                        .iter()
+                        .any(|r| r.source == RouteSource::Peer(addr))
+                })
+                .await;
+                let waited = dropped.elapsed();
+                assert!(
+                    waited >= Duration::from_secs(u64::from(restart)),
+                    "{name}'s stale routes went {waited:?} after its drop, before its restart time of {restart} s (RFC 4724 §4.2)"
+                );
             }
             "rib" => {
                 let mut routes = self.handle.routes().await;
@@ -581,6 +696,55 @@ impl Harness {
         }
         line.push('}');
         line
+    }
+
+    /// A `bfd` step: the scripted manx-bfdd reports the peer's session
+    /// going to `to`, with the peer's C bit; done once the DUT shows the new
+    /// state (its reaction, routes included, happens in the same turn).
+    async fn bfd_step(&mut self, step: &Value) {
+        let to = match s(step, "to") {
+            "up" => BfdState::Up,
+            "down" => BfdState::Down,
+            other => panic!("step {step}: to {other:?}: use up or down"),
+        };
+        let c_bit = step["c_bit"].as_bool().unwrap_or(false);
+        let (name, e) = self.peer(step);
+        let IpAddr::V4(peer) = e.address else {
+            panic!("IPv4 peers only")
+        };
+        let from = std::mem::replace(&mut e.bfd, to);
+        let addr = e.address;
+        let bfdd = self
+            .bfdd
+            .as_ref()
+            .unwrap_or_else(|| panic!("step {step}: no \"bfdd\": true in the speaker step"));
+        let asked = bfdd.asked.clone();
+        self.poll(
+            &format!("the DUT asking manx-bfdd for {name}'s session"),
+            async |_| asked.lock().unwrap().contains(&peer),
+        )
+        .await;
+        let diag = if to == BfdState::Up {
+            Diag::None
+        } else {
+            Diag::ControlDetectionTimeExpired
+        };
+        bfdd.events
+            .send(BfdEvent {
+                peer,
+                from,
+                to,
+                diag,
+                remote_control_plane_independent: c_bit,
+            })
+            .unwrap();
+        self.poll(&format!("the DUT seeing {name}'s BFD {to:?}"), async |h| {
+            h.peers()
+                .await
+                .iter()
+                .any(|p| p.address == addr && p.bfd == Some(to))
+        })
+        .await;
     }
 
     /// Everything the DUT sent because of the step: originate the DUT
