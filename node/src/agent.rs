@@ -827,16 +827,21 @@ pub async fn run(cfg: NodeConfig) -> Result<()> {
     let initial = plan::bgp(&view, &name, &tunnels, &secrets);
     scfg.listen = Some(listen_config(initial.listen, &uplink));
     scfg.control_socket = Some(cfg.run_dir.join("bgp.sock"));
-    // BFD through manx-bfdd, which survives our restarts (C bit); without
-    // the binary, in-process BFD (a restart then looks like a node death
-    // to peers with BFD).
-    let bfdd = crate::bfdd::binary();
-    match &bfdd {
-        Some(_) => scfg.bfdd_socket = Some(crate::bfdd::socket_path(&cfg.run_dir)),
-        None => tracing::warn!(
+    // BFD through manx-bfdd, which survives our restarts (C bit): one we
+    // start, or (MANX_BFDD=external) one something else runs; without the
+    // binary, in-process BFD (a restart then looks like a node death to
+    // peers with BFD).
+    let (socket, bfdd) = crate::bfdd::plan(cfg.bfdd, crate::bfdd::binary(), &cfg.run_dir);
+    match (&socket, cfg.bfdd) {
+        (Some(path), crate::config::BfddMode::External) => {
+            tracing::info!(socket = %path.display(), "MANX_BFDD=external: using the manx-bfdd something else runs; starting none")
+        }
+        (None, _) => tracing::warn!(
             "no manx-bfdd beside manx-node: BFD runs in-process and does not survive a restart of manx-node"
         ),
+        _ => {}
     }
+    scfg.bfdd_socket = socket;
     let (bfd_wanted, bfd_wanted_rx) = watch::channel(false);
     let feed = RouteFeed::new();
     // The speaker starts with its peers, so that its initial convergence

@@ -10,12 +10,17 @@
 //! the agent's group (a restart) leave it running; its socket is
 //! `$MANX_RUN_DIR/bfdd.sock` (0600), its log `$MANX_RUN_DIR/bfdd.log`.
 //! Under systemd the agent's unit needs `KillMode=process` for it to
-//! survive a restart of the unit (deploy/ does so).
+//! survive a restart of the unit (deploy/ does so). In a container it
+//! cannot outlive the container (its PID namespace ends with manx-node):
+//! there something else runs it (the `manx-bfdd` DaemonSet) and manx-node,
+//! with `MANX_BFDD=external`, only connects ([`plan`]).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tokio::sync::watch;
+
+use crate::config::BfddMode;
 
 /// manx-bfdd's control socket in `run_dir`.
 pub fn socket_path(run_dir: &Path) -> PathBuf {
@@ -27,6 +32,23 @@ pub fn binary() -> Option<PathBuf> {
     let exe = std::env::current_exe().ok()?;
     let bin = exe.parent()?.join("manx-bfdd");
     bin.exists().then_some(bin)
+}
+
+/// Where the speaker's BFD goes and what manx-node supervises, for
+/// `MANX_BFDD` `mode` and the binary beside manx-node: (the control socket,
+/// if BFD goes through manx-bfdd; the binary to keep running, if manx-node
+/// starts it). `external` always uses the socket and starts nothing;
+/// `spawn` without a binary leaves BFD in-process.
+pub fn plan(
+    mode: BfddMode,
+    binary: Option<PathBuf>,
+    run_dir: &Path,
+) -> (Option<PathBuf>, Option<PathBuf>) {
+    match (mode, binary) {
+        (BfddMode::External, _) => (Some(socket_path(run_dir)), None),
+        (BfddMode::Spawn, Some(bin)) => (Some(socket_path(run_dir)), Some(bin)),
+        (BfddMode::Spawn, None) => (None, None),
+    }
 }
 
 /// Whether a manx-bfdd answers on `socket`.
@@ -67,6 +89,37 @@ async fn start(bin: &Path, run_dir: &Path, socket: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn external_uses_the_socket_and_starts_nothing() {
+        let run = Path::new("/var/run/manx");
+        let sock = Some(PathBuf::from("/var/run/manx/bfdd.sock"));
+        let bin = Some(PathBuf::from("/usr/local/bin/manx-bfdd"));
+        assert_eq!(
+            plan(BfddMode::External, bin.clone(), run),
+            (sock.clone(), None)
+        );
+        assert_eq!(plan(BfddMode::External, None, run), (sock.clone(), None));
+        assert_eq!(plan(BfddMode::Spawn, bin.clone(), run), (sock, bin));
+        assert_eq!(plan(BfddMode::Spawn, None, run), (None, None));
+    }
+
+    #[test]
+    fn manx_bfdd_mode_parses_from_its_variable_and_refuses_others() {
+        use clap::Parser;
+        let parse = |args: &[&str]| {
+            crate::config::NodeConfig::try_parse_from(
+                std::iter::once("manx-node").chain(args.iter().copied()),
+            )
+        };
+        assert_eq!(parse(&[]).unwrap().bfdd, BfddMode::Spawn);
+        assert_eq!(
+            parse(&["--bfdd", "External"]).unwrap().bfdd,
+            BfddMode::External
+        );
+        let err = parse(&["--bfdd", "sidecar"]).unwrap_err().to_string();
+        assert!(err.contains("spawn") && err.contains("external"), "{err}");
+    }
 
     #[test]
     fn the_socket_lives_in_the_run_dir() {

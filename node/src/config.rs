@@ -36,6 +36,20 @@ impl std::str::FromStr for IpSetting {
     }
 }
 
+/// Who runs manx-bfdd, the BFD process that outlives manx-node
+/// (`MANX_BFDD`, see `crate::bfdd`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BfddMode {
+    /// manx-node starts it (the binary beside manx-node) once a peer has
+    /// BFD, or uses one already answering on `$MANX_RUN_DIR/bfdd.sock`.
+    Spawn,
+    /// Something else runs it (a DaemonSet or unit of its own) at
+    /// `$MANX_RUN_DIR/bfdd.sock`: manx-node only connects (retrying until it
+    /// answers) and never starts one, so it survives a restart of
+    /// manx-node's container.
+    External,
+}
+
 /// Encapsulation setting of the default pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum PoolEncap {
@@ -141,6 +155,15 @@ pub struct NodeConfig {
         default_value = felix::dataplane::DEFAULT_WIREGUARD_KEY_FILE
     )]
     pub wireguard_key_file: PathBuf,
+    /// Who runs manx-bfdd: `spawn` (manx-node, the default) or `external`.
+    #[arg(
+        long,
+        env = "MANX_BFDD",
+        value_enum,
+        default_value = "spawn",
+        ignore_case = true
+    )]
+    pub bfdd: BfddMode,
     /// `/livez`, `/readyz` and `/metrics`.
     #[arg(long, env = "MANX_HEALTH_LISTEN", default_value = "127.0.0.1:9099")]
     pub health_listen: SocketAddr,

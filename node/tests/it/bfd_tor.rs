@@ -5,6 +5,10 @@
 //! `BGPPeer.spec.bfd` (100 ms x 3), served by manx-bfdd (the binary beside
 //! manx-node), and originates its service range 10.96.0.0/12.
 //!
+//! The BIRD rack runs manx-bfdd itself (as a DaemonSet of its own would)
+//! and manx-node with `MANX_BFDD=external`, which must use it and start
+//! none; the FRR rack has manx-node start it (the default).
+//!
 //! One set-up per daemon, two checks:
 //!
 //! 1. kill -9 of manx-node, restarted 3 s later: manx-bfdd keeps BFD Up
@@ -70,6 +74,9 @@ struct Rack {
     node: Netns,
     tor_ip: String,
     node_ip: String,
+    /// manx-node with `MANX_BFDD=external` (manx-bfdd run by the test, as
+    /// a DaemonSet of its own would run it) instead of starting its own.
+    external_bfdd: bool,
 }
 
 fn manx_bfdd() -> PathBuf {
@@ -146,12 +153,18 @@ fn rack(name: &str, subnet: u8) -> Rack {
         node,
         tor_ip,
         node_ip,
+        external_bfdd: false,
     }
 }
 
 impl Rack {
     fn start_node(&self) -> Daemon {
-        crate::support::start_manx_node(&self.node, self.dir.path(), "bfd-node", POOL, &[])
+        let env: &[(&str, &str)] = if self.external_bfdd {
+            &[("MANX_BFDD", "external")]
+        } else {
+            &[]
+        };
+        crate::support::start_manx_node(&self.node, self.dir.path(), "bfd-node", POOL, env)
     }
 }
 
@@ -358,7 +371,20 @@ fn bird2_with_bfd_keeps_routes_through_kill_9_and_drops_a_dead_node() {
     if !prereqs(&[BIRD, BIRDC]) {
         return;
     }
-    let rack = rack("mxbfdbird", 57);
+    let mut rack = rack("mxbfdbird", 57);
+    // This rack runs manx-bfdd itself, as a DaemonSet of its own would (its
+    // socket in manx-node's run dir); manx-node (MANX_BFDD=external) uses
+    // it and starts none. The FRR rack covers manx-node starting it.
+    rack.external_bfdd = true;
+    let sock = rack.dir.path().join("run").join("bfdd.sock");
+    let bfdd = Daemon::spawn(
+        &rack.node,
+        rack.dir.path(),
+        "external-bfdd",
+        manx_bfdd().to_str().unwrap(),
+        &["--socket", sock.to_str().unwrap()],
+        &[],
+    );
     let conf = rack.dir.path().join("bird.conf");
     let sock = rack.dir.path().join("bird.ctl");
     std::fs::write(&conf, bird_conf(&rack.tor_ip, &rack.node_ip)).unwrap();
@@ -382,6 +408,16 @@ fn bird2_with_bfd_keeps_routes_through_kill_9_and_drops_a_dead_node() {
         node: rack.node_ip.clone(),
     };
     kill_9_then_node_death(&rack, &bird, "bird2");
+    assert!(
+        !rack.dir.path().join("run").join("bfdd.log").exists(),
+        "manx-node started a manx-bfdd of its own with MANX_BFDD=external"
+    );
+    assert_eq!(
+        bfdd.log_text().matches("manx-bfdd serving").count(),
+        1,
+        "the external manx-bfdd did not serve once:\n{}",
+        bfdd.log_text()
+    );
 }
 
 struct Frr {

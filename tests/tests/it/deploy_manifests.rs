@@ -143,3 +143,77 @@ fn conflist_and_systemd_units() {
     let containerfile = std::fs::read_to_string(deploy().join("Containerfile")).unwrap();
     assert!(containerfile.contains("FROM ") && containerfile.contains("manx-node"));
 }
+
+/// manx-bfdd runs in a DaemonSet of its own (so a restart or update of the
+/// manx-node pod leaves BFD Up, issue 20), on the host network, with its
+/// socket in the /var/run/manx hostPath that manx-node mounts, and
+/// manx-node is told not to start one (`MANX_BFDD=external`).
+#[test]
+fn manx_bfdd_runs_outside_the_agent_pod() {
+    let objs = docs(&deploy().join("kubernetes/manx-node.yaml"));
+    let daemonset = |name: &str| {
+        objs.iter()
+            .find(|o| {
+                s(o, &["kind"]) == Some("DaemonSet") && s(o, &["metadata", "name"]) == Some(name)
+            })
+            .unwrap_or_else(|| panic!("no DaemonSet {name} in manx-node.yaml"))
+    };
+    let container = |ds: &Value, name: &str| -> Value {
+        ds["spec"]["template"]["spec"]["containers"]
+            .as_sequence()
+            .and_then(|c| c.iter().find(|c| s(c, &["name"]) == Some(name)).cloned())
+            .unwrap_or_else(|| panic!("no container {name}"))
+    };
+    let mounts_run_dir = |ds: &Value, c: &Value| {
+        let volume = c["volumeMounts"]
+            .as_sequence()
+            .and_then(|m| {
+                m.iter()
+                    .find(|m| s(m, &["mountPath"]) == Some("/var/run/manx"))
+            })
+            .and_then(|m| s(m, &["name"]))
+            .map(str::to_string);
+        ds["spec"]["template"]["spec"]["volumes"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+            .any(|v| {
+                volume.as_deref() == s(v, &["name"])
+                    && s(v, &["hostPath", "path"]) == Some("/var/run/manx")
+            })
+    };
+    let (node, bfdd) = (daemonset("manx-node"), daemonset("manx-bfdd"));
+    let (agent, daemon) = (container(node, "manx-node"), container(bfdd, "manx-bfdd"));
+    assert!(bfdd["spec"]["template"]["spec"]["hostNetwork"].as_bool() == Some(true));
+    let command: Vec<&str> = daemon["command"]
+        .as_sequence()
+        .expect("manx-bfdd command")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(
+        command,
+        [
+            "/usr/local/bin/manx-bfdd",
+            "--socket",
+            "/var/run/manx/bfdd.sock"
+        ]
+    );
+    assert!(
+        mounts_run_dir(node, &agent),
+        "manx-node does not mount /var/run/manx"
+    );
+    assert!(
+        mounts_run_dir(bfdd, &daemon),
+        "manx-bfdd does not mount /var/run/manx"
+    );
+    let external = agent["env"]
+        .as_sequence()
+        .into_iter()
+        .flatten()
+        .any(|e| s(e, &["name"]) == Some("MANX_BFDD") && s(e, &["value"]) == Some("external"));
+    assert!(
+        external,
+        "manx-node would start its own manx-bfdd (set MANX_BFDD=external)"
+    );
+}
