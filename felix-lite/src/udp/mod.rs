@@ -3,23 +3,31 @@
 //!
 //! ```text
 //!   kernel: route <block> via <node> dev udp.manx ──► TUN queue i ──► worker i ─┐
-//!                                                                              │ read ≤64 packets,
-//!   route watcher (RTNLGRP_IPV4_ROUTE) ─► BlockTable (Arc, generation) ─► lookup │ owner per packet,
-//!                                                                              │ one sendmmsg
-//!   UDP :8285 socket i (reuseport) ──► recvmmsg ≤64 ──► owner? IPv4? ──► write TUN queue i
+//!                                                                              │ read ≤32 packets
+//!   route watcher (RTNLGRP_IPV4_ROUTE) ─► BlockTable (Arc, generation) ─► lookup │ (TSO: ≤64 KiB),
+//!                                                                              │ owner, cut, one
+//!                                                                              │ GSO sendmmsg
+//!   UDP :8285 socket i (reuseport) ──► recvmmsg ≤64 (GRO) ──► owner? ──► join TCP runs ──►
+//!                                                               one TSO write to TUN queue i
 //! ```
 //!
-//! A datagram's payload is the bare inner IPv4 packet, as Flannel's. Datagrams from
-//! addresses that own no block are dropped. Buffers are allocated once per worker.
+//! A datagram's payload is the bare inner IPv4 packet with complete checksums, as
+//! Flannel's. Datagrams from addresses that own no block are dropped. Buffers are
+//! allocated once per worker. With TUN offloads ([`offload`]: `IFF_VNET_HDR`,
+//! `TUNSETOFFLOAD` TSO/USO) a TCP burst is one TUN read, cut in userspace ([`tx`]), and
+//! a received run of one flow's segments is one TUN write ([`rx`]).
 //!
 //! It runs as a process of its own (`manx-node udp-datapath`), not inside the agent: the
 //! agent restarts (upgrades, a crash, a datastore outage) must not stop pod traffic, as
 //! they do not for the kernel's VXLAN or IPIP. It needs nothing from the agent but the
 //! kernel's routes, which outlive the agent too. It exits when `udp.manx` is deleted.
 
+pub mod offload;
+pub mod rx;
 pub mod sys;
 pub mod table;
 pub mod tun;
+pub mod tx;
 
 use std::fs::File;
 use std::io;
@@ -34,10 +42,8 @@ pub use table::BlockTable;
 
 use crate::netlink::{Netlink, RealNetlink};
 
-/// Packets per `recvmmsg` / `sendmmsg`.
+/// Datagrams per `recvmmsg`.
 pub const BATCH: usize = 64;
-/// Bytes per TUN packet buffer: the largest packet of a 16 KiB-jumbo uplink.
-pub const SLOT: usize = 16 * 1024;
 /// Bytes per receive buffer: a `UDP_GRO` coalesced datagram is at most 64 KiB.
 pub const RX_SLOT: usize = 64 * 1024;
 
@@ -157,10 +163,33 @@ pub fn run(cfg: &UdpConfig) -> Result<Counters, UdpError> {
             None => return Err(UdpError::DeviceGone(cfg.device.clone())),
         }
     };
+    // TUN offloads unless turned off: the first queue sets the device's flags and its
+    // offloads for all (MANX_UDP_NO_OFFLOAD=1 clears them: the kernel cuts and sums).
+    let mut vnet = std::env::var_os("MANX_UDP_NO_OFFLOAD").is_none();
+    let first = match tun::open_queue_with(&cfg.device, true, vnet) {
+        Ok(f) => f,
+        Err(e) if vnet => {
+            tracing::info!(error = %e, "TUN refuses IFF_VNET_HDR: no TUN offloads");
+            vnet = false;
+            tun::open_queue(&cfg.device, true)
+                .map_err(setup(format!("attach queue 0 of {}", cfg.device)))?
+        }
+        Err(e) => return Err(setup(format!("attach queue 0 of {}", cfg.device))(e)),
+    };
+    let offloads = if vnet {
+        tun::negotiate_offload(&first)
+    } else {
+        tun::set_offload(&first, 0).map_err(setup("TUNSETOFFLOAD 0"))?;
+        0
+    };
+    let mut first = Some(first);
     let mut workers = Vec::new();
     for q in 0..queues {
-        let tun = tun::open_queue(&cfg.device, true)
-            .map_err(setup(format!("attach queue {q} of {}", cfg.device)))?;
+        let tun = match first.take() {
+            Some(f) => f,
+            None => tun::open_queue_with(&cfg.device, true, vnet)
+                .map_err(setup(format!("attach queue {q} of {}", cfg.device)))?,
+        };
         let sock = sys::udp_socket(cfg.port, 4 << 20)
             .map_err(setup(format!("bind UDP port {}", cfg.port)))?;
         let shared = shared.clone();
@@ -169,10 +198,15 @@ pub fn run(cfg: &UdpConfig) -> Result<Counters, UdpError> {
         workers.push(
             std::thread::Builder::new()
                 .name(format!("udp-q{q}"))
-                .spawn(move || worker(&tun, &sock, port, &shared, &device))
+                .spawn(move || worker(&tun, &sock, port, vnet, &shared, &device))
                 .map_err(setup("spawn worker"))?,
         );
     }
+    tracing::info!(
+        vnet_hdr = vnet,
+        offloads = format!("{offloads:#x}"),
+        "TUN offloads"
+    );
     tracing::info!(device = %cfg.device, index = oif, queues, port = cfg.port, "UDP data path running");
     let watch = watch_routes(&nl, &cfg.device, &shared);
     shared.stop.store(true, Ordering::Release);
@@ -238,17 +272,20 @@ fn watch_routes(nl: &RealNetlink, device: &str, shared: &Shared) -> Result<(), U
     }
 }
 
-fn ipv4_dst(p: &[u8]) -> Option<Ipv4Addr> {
-    (p.len() >= 20 && p[0] >> 4 == 4).then(|| Ipv4Addr::new(p[16], p[17], p[18], p[19]))
-}
-
 /// One queue: TUN → UDP and UDP → TUN, a batch of each per wake-up.
-fn worker(tun: &File, sock: &OwnedFd, port: u16, shared: &Shared, device: &str) -> Counters {
+fn worker(
+    tun: &File,
+    sock: &OwnedFd,
+    port: u16,
+    vnet: bool,
+    shared: &Shared,
+    device: &str,
+) -> Counters {
     let (tfd, sfd) = (tun.as_raw_fd(), sock.as_raw_fd());
-    let mut out = sys::Batch::new(BATCH, SLOT);
-    let mut inb = sys::Batch::new(BATCH, RX_SLOT);
     // Coalesced sends and receives, unless the kernel refuses (then one datagram each).
-    let mut gso = std::env::var_os("MANX_UDP_NO_GSO").is_none();
+    let gso = std::env::var_os("MANX_UDP_NO_GSO").is_none();
+    let mut out = tx::TxPath::new(vnet, gso, port);
+    let mut inb = sys::Batch::new(BATCH, RX_SLOT);
     if gso && !sys::enable_gro(sfd) {
         tracing::info!("no UDP_GRO on this kernel: one datagram per receive");
     }
@@ -272,15 +309,10 @@ fn worker(tun: &File, sock: &OwnedFd, port: u16, shared: &Shared, device: &str) 
             }
         };
         if tev != 0 {
-            let mut n = 0;
-            while n < out.len() {
-                match sys::read(tfd, out.slot_mut(n)) {
+            while out.has_room() {
+                match sys::read(tfd, out.slot()) {
                     Ok(len) => {
-                        let Some(dst) = ipv4_dst(&out.slot_mut(n)[..len]) else {
-                            c.no_owner += 1;
-                            continue;
-                        };
-                        let owner = match last {
+                        let owner = |dst: Ipv4Addr| match last {
                             Some((d, o)) if d == dst => Some(o),
                             _ => {
                                 let o = table.lookup(dst);
@@ -288,12 +320,13 @@ fn worker(tun: &File, sock: &OwnedFd, port: u16, shared: &Shared, device: &str) 
                                 o
                             }
                         };
-                        match owner {
-                            Some(o) => {
-                                out.address(n, len, o, port);
-                                n += 1;
+                        match out.commit(len, owner) {
+                            tx::Outcome::Queued(_) => {}
+                            tx::Outcome::NoOwner => c.no_owner += 1,
+                            tx::Outcome::Malformed(e) => {
+                                tracing::debug!(error = %e, "TUN read dropped");
+                                c.errors += 1;
                             }
-                            None => c.no_owner += 1,
                         }
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -306,44 +339,21 @@ fn worker(tun: &File, sock: &OwnedFd, port: u16, shared: &Shared, device: &str) 
                     }
                 }
             }
-            if n > 0 {
-                let (sent, refused) = if gso {
-                    let (sent, refused) = out.send_gso(sfd, n);
-                    if refused == n && n > 1 {
-                        // EIO / EINVAL for a GSO send: a kernel or uplink without it.
-                        tracing::info!("UDP GSO refused: sending one datagram per packet");
-                        gso = false;
-                        out.send(sfd, n)
-                    } else {
-                        (sent, refused)
-                    }
-                } else {
-                    out.send(sfd, n)
-                };
-                c.tx += sent as u64;
-                c.errors += refused as u64;
-            }
+            let (sent, refused) = out.flush(sfd);
+            c.tx += sent as u64;
+            c.errors += refused as u64;
         }
         if sev != 0 {
             match inb.recv(sfd) {
                 Ok(n) => {
                     for i in 0..n {
-                        let (data, src, truncated, seg) = inb.received(i);
+                        let (data, src, truncated, seg) = inb.received_mut(i);
                         if truncated || !table.is_peer(src) {
                             c.rejected += 1;
                             continue;
                         }
-                        // One inner packet per datagram; GRO gives several of `seg` bytes.
-                        for pkt in data.chunks(seg.unwrap_or(data.len()).max(1)) {
-                            if ipv4_dst(pkt).is_none() {
-                                c.rejected += 1;
-                                continue;
-                            }
-                            match sys::write(tfd, pkt) {
-                                Ok(_) => c.rx += 1,
-                                Err(_) => c.errors += 1,
-                            }
-                        }
+                        let seg = seg.unwrap_or(data.len());
+                        rx::write_datagram(tun, data, seg, vnet, &mut c);
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}

@@ -1,5 +1,6 @@
-//! The few syscalls the data path needs that std does not wrap: batched `recvmmsg` /
-//! `sendmmsg` over preallocated buffers, a `SO_REUSEPORT` UDP socket, `poll`, `flock`.
+//! The few syscalls the data path needs that std does not wrap: batched `recvmmsg`
+//! receives over preallocated buffers (sends: [`super::tx`]), a `SO_REUSEPORT` UDP
+//! socket, `poll`, `flock`.
 #![allow(unsafe_code)]
 
 use std::fs::File;
@@ -40,15 +41,32 @@ const UDP_SEGMENT: libc::c_int = 103;
 /// `UDP_GRO` (Linux 5.0): receive coalesced datagrams with their size in a cmsg.
 const UDP_GRO: libc::c_int = 104;
 /// Room for one cmsg carrying an int.
-const CTRL: usize = 32;
+pub(crate) const CTRL: usize = 32;
 /// Bytes of one GSO send at most (an IPv4 datagram's 64 KiB less headers).
-const GSO_MAX_BYTES: usize = 65_000;
+pub(crate) const GSO_MAX_BYTES: usize = 65_000;
 /// Datagrams of one GSO send at most (the kernel's UDP_MAX_SEGMENTS is 64 or 128).
-const GSO_MAX_SEGMENTS: usize = 64;
+pub(crate) const GSO_MAX_SEGMENTS: usize = 64;
 
 /// Ask for coalesced receives (`UDP_GRO`); false where the kernel lacks it.
 pub fn enable_gro(fd: RawFd) -> bool {
     setsockopt_int(fd, SOL_UDP, UDP_GRO, 1).is_ok()
+}
+
+/// Write a `UDP_SEGMENT` cmsg of datagram size `size` into `m.msg_control` and set
+/// `msg_controllen`.
+///
+/// # Safety
+/// `m.msg_control` must point at [`CTRL`] writable bytes, 8-byte aligned.
+pub(crate) unsafe fn put_segment_cmsg(m: &mut libc::msghdr, size: u16) {
+    // SAFETY: the caller's buffer holds CMSG_SPACE(2) (24 bytes).
+    unsafe {
+        m.msg_controllen = libc::CMSG_SPACE(2) as _;
+        let c = libc::CMSG_FIRSTHDR(m);
+        (*c).cmsg_level = SOL_UDP;
+        (*c).cmsg_type = UDP_SEGMENT;
+        (*c).cmsg_len = libc::CMSG_LEN(2) as _;
+        std::ptr::write_unaligned(libc::CMSG_DATA(c) as *mut u16, size);
+    }
 }
 
 /// A blocking IPv4 UDP socket bound to `0.0.0.0:port` with `SO_REUSEPORT`, so each worker
@@ -81,7 +99,7 @@ pub fn udp_socket(port: u16, bufsize: libc::c_int) -> io::Result<OwnedFd> {
     Ok(sock)
 }
 
-fn sockaddr(ip: Ipv4Addr, port: u16) -> libc::sockaddr_in {
+pub(crate) fn sockaddr(ip: Ipv4Addr, port: u16) -> libc::sockaddr_in {
     libc::sockaddr_in {
         sin_family: libc::AF_INET as libc::sa_family_t,
         sin_port: port.to_be(),
@@ -156,9 +174,6 @@ pub struct Batch {
     msgs: Vec<libc::mmsghdr>,
     /// Per-slot control buffers (UDP_GRO / UDP_SEGMENT cmsgs), u64 for alignment.
     ctrl: Vec<[u64; CTRL / 8]>,
-    /// The grouped messages of a GSO send, and the datagrams in each.
-    grouped: Vec<libc::mmsghdr>,
-    sizes: Vec<usize>,
 }
 
 // SAFETY: the raw pointers in `iov` and `msgs` point into this Batch's own heap buffers,
@@ -185,8 +200,6 @@ impl Batch {
             addr: vec![unsafe { std::mem::zeroed() }; slots],
             msgs: vec![unsafe { std::mem::zeroed() }; slots],
             ctrl: vec![[0; CTRL / 8]; slots],
-            grouped: vec![unsafe { std::mem::zeroed() }; slots],
-            sizes: vec![0; slots],
         };
         let base = b.buf.as_mut_ptr();
         for i in 0..slots {
@@ -212,14 +225,10 @@ impl Batch {
         self.msgs.is_empty()
     }
 
-    /// Slot `i`'s whole buffer.
-    pub fn slot_mut(&mut self, i: usize) -> &mut [u8] {
-        &mut self.buf[i * self.slot..(i + 1) * self.slot]
-    }
-
-    /// Datagram `i` as received: its bytes, its source, whether it was truncated, and the
-    /// size of each datagram in it when the kernel coalesced several (`UDP_GRO`).
-    pub fn received(&self, i: usize) -> (&[u8], Ipv4Addr, bool, Option<usize>) {
+    /// Datagram `i` as received: its bytes (to rewrite in place), its source, whether it
+    /// was truncated, and the size of each datagram in it when the kernel coalesced
+    /// several (`UDP_GRO`).
+    pub fn received_mut(&mut self, i: usize) -> (&mut [u8], Ipv4Addr, bool, Option<usize>) {
         let m = &self.msgs[i];
         let len = (m.msg_len as usize).min(self.slot);
         let src = Ipv4Addr::from(u32::from_be(self.addr[i].sin_addr.s_addr));
@@ -238,102 +247,11 @@ impl Batch {
             }
         }
         (
-            &self.buf[i * self.slot..i * self.slot + len],
+            &mut self.buf[i * self.slot..i * self.slot + len],
             src,
             truncated,
             gso,
         )
-    }
-
-    /// Make slot `i` a datagram of its first `len` bytes to `dst:port`.
-    pub fn address(&mut self, i: usize, len: usize, dst: Ipv4Addr, port: u16) {
-        self.iov[i].iov_len = len.min(self.slot);
-        self.addr[i] = sockaddr(dst, port);
-        self.msgs[i].msg_hdr.msg_namelen =
-            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-    }
-
-    /// Send slots `0..n` with `sendmmsg`, as many calls as it takes. A datagram the kernel
-    /// refuses (no route to that node, say) is skipped. Returns (sent, refused).
-    pub fn send(&mut self, fd: RawFd, n: usize) -> (usize, usize) {
-        let (mut done, mut refused) = (0, 0);
-        while done < n {
-            // SAFETY: msgs[done..n] are initialised mmsghdrs pointing into our buffers.
-            let rc =
-                unsafe { libc::sendmmsg(fd, self.msgs[done..].as_mut_ptr(), (n - done) as u32, 0) };
-            if rc > 0 {
-                done += rc as usize;
-            } else if rc < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
-                continue;
-            } else {
-                done += 1;
-                refused += 1;
-            }
-        }
-        (n - refused, refused)
-    }
-
-    /// Send slots `0..n` as `send` does, but runs of datagrams to one node of one size
-    /// (the last may be shorter) go as one GSO send (`UDP_SEGMENT`): one trip through
-    /// the UDP/IP stack for up to 64 datagrams, cut at the device or never on a veth.
-    pub fn send_gso(&mut self, fd: RawFd, n: usize) -> (usize, usize) {
-        let mut k = 0;
-        let mut i = 0;
-        while i < n {
-            let size = self.iov[i].iov_len;
-            let dst = self.addr[i].sin_addr.s_addr;
-            let max = GSO_MAX_SEGMENTS.min(GSO_MAX_BYTES / size.max(1)).max(1);
-            let mut j = i + 1;
-            while j < n
-                && j - i < max
-                && self.addr[j].sin_addr.s_addr == dst
-                && self.iov[j].iov_len <= size
-            {
-                j += 1;
-                if self.iov[j - 1].iov_len < size {
-                    break;
-                }
-            }
-            let g = &mut self.grouped[k];
-            *g = self.msgs[i];
-            g.msg_hdr.msg_iov = &mut self.iov[i];
-            g.msg_hdr.msg_iovlen = j - i;
-            if j - i > 1 {
-                g.msg_hdr.msg_control = self.ctrl[i].as_mut_ptr() as *mut libc::c_void;
-                // SAFETY: CMSG_SPACE(2) (24) fits the 32-byte buffer of slot i, which no
-                // other message of this send uses.
-                unsafe {
-                    g.msg_hdr.msg_controllen = libc::CMSG_SPACE(2) as _;
-                    let c = libc::CMSG_FIRSTHDR(&g.msg_hdr);
-                    (*c).cmsg_level = SOL_UDP;
-                    (*c).cmsg_type = UDP_SEGMENT;
-                    (*c).cmsg_len = libc::CMSG_LEN(2) as _;
-                    std::ptr::write_unaligned(libc::CMSG_DATA(c) as *mut u16, size as u16);
-                }
-            } else {
-                g.msg_hdr.msg_control = std::ptr::null_mut();
-                g.msg_hdr.msg_controllen = 0;
-            }
-            self.sizes[k] = j - i;
-            k += 1;
-            i = j;
-        }
-        let (mut done, mut refused) = (0, 0);
-        while done < k {
-            // SAFETY: grouped[done..k] are initialised mmsghdrs pointing into our buffers.
-            let rc = unsafe {
-                libc::sendmmsg(fd, self.grouped[done..].as_mut_ptr(), (k - done) as u32, 0)
-            };
-            if rc > 0 {
-                done += rc as usize;
-            } else if rc < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
-                continue;
-            } else {
-                refused += self.sizes[done];
-                done += 1;
-            }
-        }
-        (n - refused, refused)
     }
 
     /// Receive up to a batch of datagrams without waiting (`recvmmsg`, `MSG_DONTWAIT`).
@@ -361,50 +279,5 @@ impl Batch {
         } else {
             Ok(rc as usize)
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A GSO send of a run to one address arrives as separate datagrams of the run's
-    /// sizes (the kernel cuts it; 127.0.0.1 only), and a run breaks at another size.
-    #[test]
-    fn gso_runs_arrive_as_separate_datagrams() {
-        let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        rx.set_read_timeout(Some(std::time::Duration::from_secs(2)))
-            .unwrap();
-        let port = rx.local_addr().unwrap().port();
-        let tx = udp_socket(0, 1 << 20).unwrap();
-        let mut b = Batch::new(8, 2048);
-        let sizes = [100, 100, 100, 100, 40, 300, 300];
-        for (i, len) in sizes.iter().enumerate() {
-            b.slot_mut(i)[..*len].fill(i as u8);
-            b.address(i, *len, Ipv4Addr::LOCALHOST, port);
-        }
-        assert_eq!(b.send_gso(tx.as_raw_fd(), sizes.len()), (sizes.len(), 0));
-        let mut got = Vec::new();
-        let mut buf = [0u8; 4096];
-        for _ in 0..sizes.len() {
-            let n = rx.recv(&mut buf).unwrap();
-            assert!(
-                buf[..n].iter().all(|b| *b == buf[0]),
-                "datagram mixes slots"
-            );
-            got.push((n, buf[0]));
-        }
-        assert_eq!(
-            got,
-            [
-                (100, 0),
-                (100, 1),
-                (100, 2),
-                (100, 3),
-                (40, 4),
-                (300, 5),
-                (300, 6)
-            ]
-        );
     }
 }
