@@ -456,8 +456,10 @@ fn decode_json(text: &str) -> (Vec<Resource>, Vec<Origin>, Vec<ManifestProblem>)
 // ---- locating validation errors --------------------------------------------
 
 /// Find the line/column of a dotted field path (`spec.bgp.asNumber`,
-/// `spec.reservedCIDRs[1]`) in a YAML or JSON document: each component must
-/// appear as a key, more indented than the previous one, after it.
+/// `spec.reservedCIDRs[1]`, `spec.importV4[2].cidr`) in a YAML or JSON
+/// document: each component must appear as a key, more indented than the
+/// previous one, after it; an index picks that item of a block sequence
+/// (`- ...` lines; a flow sequence `[..]` gives the key's place).
 fn locate_field(text: &str, path: &str) -> Option<(usize, usize)> {
     let lines: Vec<&str> = text.lines().collect();
     let mut from = 0;
@@ -482,8 +484,55 @@ fn locate_field(text: &str, path: &str) -> Option<(usize, usize)> {
         found = Some((i, col));
         from = i + 1;
         min_indent = col + 1;
+        let index = comp
+            .split_once('[')
+            .and_then(|(_, r)| r.strip_suffix(']'))
+            .and_then(|n| n.parse::<usize>().ok());
+        if let Some(n) = index
+            && let Some((line, content_col)) = sequence_item(&lines, i, col, n)
+        {
+            found = Some((line, content_col));
+            // The item's first key is on its `- ` line.
+            from = line;
+            min_indent = content_col;
+        }
     }
     found.map(|(i, col)| (i + 1, col + 1))
+}
+
+/// The `n`th item of the block sequence under the key at line `key_line`
+/// (column `key_col`): its line and the column of its content.
+fn sequence_item(
+    lines: &[&str],
+    key_line: usize,
+    key_col: usize,
+    n: usize,
+) -> Option<(usize, usize)> {
+    let mut seen = 0;
+    let mut item_indent = None;
+    for (i, line) in lines.iter().enumerate().skip(key_line + 1) {
+        let trimmed = line.trim_start();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        let indent = line.len() - trimmed.len();
+        let dash = trimmed == "-" || trimmed.starts_with("- ");
+        // The sequence ends at the next key at the key's level or above
+        // (items may sit at the key's own indent, as YAML allows).
+        if indent < key_col || (indent == key_col && !dash) {
+            return None;
+        }
+        // Items are the dashes at the first one's indent (deeper ones
+        // belong to a sequence inside an item).
+        if dash && *item_indent.get_or_insert(indent) == indent {
+            if seen == n {
+                let content = trimmed.trim_start_matches('-').trim_start();
+                return Some((i, line.len() - content.len()));
+            }
+            seen += 1;
+        }
+    }
+    None
 }
 
 fn locate_validation_errors(
@@ -568,6 +617,11 @@ mod tests {
         assert_eq!(locate_field(doc, "spec.blockSize"), Some((7, 3)));
         assert_eq!(locate_field(doc, "metadata.name"), Some((4, 3)));
         assert_eq!(locate_field(doc, "spec.nope"), None);
+        let rules = "spec:\n  importV4:\n  - action: Accept\n    cidr: 10.0.0.0/8\n  - action: Reject\n    communities:\n      - 1:2\n    cidr: 10.1.0.0/16\n  exportV4:\n    - action: Reject\n      cidr: 10.2.0.0/16\n";
+        assert_eq!(locate_field(rules, "spec.importV4[0].cidr"), Some((4, 5)));
+        assert_eq!(locate_field(rules, "spec.importV4[1].cidr"), Some((8, 5)));
+        assert_eq!(locate_field(rules, "spec.importV4[1]"), Some((5, 5)));
+        assert_eq!(locate_field(rules, "spec.exportV4[0].cidr"), Some((11, 7)));
     }
 
     #[test]

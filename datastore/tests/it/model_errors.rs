@@ -357,6 +357,13 @@ fn bgpfilter_rules_are_checked_by_field_and_line() {
         s.contains("filter.yaml:9:7: BGPFilter tor: spec.importV4[0].source is not applicable to import rules"),
         "{s}"
     );
+    // The second rule's problem is at the second rule's line.
+    let second = "apiVersion: projectcalico.org/v3\nkind: BGPFilter\nmetadata:\n  name: tor\nspec:\n  exportV4:\n  - action: Reject\n    matchOperator: In\n    cidr: 10.0.0.0/8\n  - action: Reject\n    cidr: 10.1.0.0/16\n";
+    let s = err(second, "filter.yaml").to_string();
+    assert!(
+        s.starts_with("filter.yaml:11:5: BGPFilter tor: spec.exportV4[1].cidr needs matchOperator"),
+        "{s}"
+    );
     let newer = "apiVersion: projectcalico.org/v3\nkind: BGPFilter\nmetadata:\n  name: tor\nspec:\n  exportV4:\n    - action: Accept\n      peerType: eBGP\n";
     let s = err(newer, "filter.yaml").to_string();
     assert!(
