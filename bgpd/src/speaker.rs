@@ -123,6 +123,9 @@ enum Command {
     Control(Request, oneshot::Sender<Response>),
     /// Stop; `graceful`: close sessions without a NOTIFICATION.
     Shutdown(String, bool, oneshot::Sender<()>),
+    /// Connection tasks the actor still holds while they close (tests).
+    #[cfg(test)]
+    Closing(oneshot::Sender<usize>),
 }
 
 /// Queries waiting for the actor at most.
@@ -243,6 +246,16 @@ impl SpeakerHandle {
                 ..Default::default()
             },
         }
+    }
+
+    /// How many closing connection tasks the actor holds (tests).
+    #[cfg(test)]
+    pub(crate) async fn closing_connections(&self) -> usize {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Command::Closing(tx)).await.is_err() {
+            return 0;
+        }
+        rx.await.unwrap_or(0)
     }
 
     /// The peer table.
@@ -539,6 +552,10 @@ impl Actor {
                     Some(Command::Control(req, reply)) => {
                         self.apply_desired(&desired);
                         let _ = reply.send(self.control(req));
+                    }
+                    #[cfg(test)]
+                    Some(Command::Closing(reply)) => {
+                        let _ = reply.send(self.closing.len());
                     }
                     Some(Command::Shutdown(msg, graceful, done)) => {
                         self.apply_desired(&desired);
@@ -1200,5 +1217,7 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_flap;
 #[cfg(test)]
 mod tests_open_sent;

@@ -176,7 +176,15 @@ impl Actor {
             ConnEvent::Closed(reason) => {
                 tracing::debug!(peer = %addr, ?reason, "connection closed");
                 self.conn_owner.remove(&id);
-                Input::TcpConnectionFails
+                self.run_fsm(addr, kind, Input::TcpConnectionFails);
+                // The FSM's CloseConnection put the task in `closing`, but
+                // this was its last event: nothing would ever take it out
+                // again, and each peer flap kept a finished task's cell
+                // (bgp-load --churn). It is finishing on its own.
+                if let Some(task) = self.closing.remove(&id) {
+                    task.detach();
+                }
+                return;
             }
         };
         self.run_fsm(addr, kind, input);
