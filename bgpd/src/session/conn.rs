@@ -67,6 +67,19 @@ const WRITE_BATCH: usize = 64 * 1024;
 /// Buffers handed to one `writev` (well under `IOV_MAX`).
 const MAX_IOV: usize = 64;
 
+/// A shared encoding shorter than this is copied into the connection's
+/// own buffer instead of queued as a buffer of its own: an update group's
+/// UPDATEs are often one small message each, and a batch of 64 KiB of them
+/// was a thousand `Bytes` in the queue, whose capacity (never given back by
+/// a `VecDeque`) was most of a reflector's memory with 1,000 clients
+/// (heaptrack: 21 MiB of 27 after the table went out, 31 of 38 after a
+/// minute of churn). Copying a few hundred octets costs less than the
+/// iovec it saves.
+const COPY_SHARED_BELOW: usize = 2048;
+
+/// Queue slots a drained batch keeps; a larger queue is given back.
+const BATCH_SLOTS_KEPT: usize = 16;
+
 /// Reads per wake-up before the other branches get a turn.
 const READS_PER_TURN: usize = 4;
 
@@ -423,6 +436,7 @@ fn encode_takes(
     for take in takes {
         match take {
             Take::Message(msg) => encode(&msg, tracker, &mut encoded),
+            Take::Bytes(b) if b.len() < COPY_SHARED_BELOW => encoded.extend_from_slice(&b),
             Take::Bytes(b) => {
                 flush_encoded(&mut encoded, batch);
                 batch.push_back(b);
@@ -645,6 +659,9 @@ async fn run_connection(
                     waiting_since = Some(Instant::now());
                     stall_reported = false;
                 }
+                if batch.is_empty() && batch.capacity() > BATCH_SLOTS_KEPT {
+                    batch.shrink_to(BATCH_SLOTS_KEPT);
+                }
             }
             r = stream.readable(), if read => {
                 r?;
@@ -774,10 +791,33 @@ mod tests {
         let mut want = encoded(&[Message::Keepalive]);
         want.extend(b"acccdd");
         assert_eq!(flat, want);
-        // Partial writes advance across buffer boundaries.
-        advance(&mut batch, 19 + 2);
-        assert_eq!(&batch[0][..], b"cc");
-        advance(&mut batch, 3);
+        // Small shared encodings were copied: one buffer, not five.
+        assert_eq!(batch.len(), 1);
+    }
+
+    /// A large shared encoding is queued as it is (no copy) between the
+    /// connection's own buffers; partial writes advance across buffers.
+    #[test]
+    fn large_shared_encodings_are_queued_not_copied() {
+        let big = Bytes::from(vec![7u8; COPY_SHARED_BELOW]);
+        let mut o = Outbox::default();
+        o.push_bytes(Bytes::from_static(b"ab"));
+        o.push_bytes(big.clone());
+        o.push_bytes(Bytes::from_static(b"cd"));
+        let mut batch = VecDeque::new();
+        encode_takes(
+            o.take(WRITE_BATCH),
+            &mut CapsTracker::default(),
+            &mut batch,
+            1,
+        );
+        assert_eq!(batch.len(), 3);
+        assert_eq!(&batch[0][..], b"ab");
+        assert_eq!(batch[1].as_ptr(), big.as_ptr(), "the shared buffer itself");
+        assert_eq!(&batch[2][..], b"cd");
+        advance(&mut batch, 1);
+        assert_eq!(&batch[0][..], b"b");
+        advance(&mut batch, 1 + COPY_SHARED_BELOW + 1);
         assert_eq!(batch.len(), 1);
         assert_eq!(&batch[0][..], b"d");
     }
