@@ -200,6 +200,12 @@ pub struct LabSpec {
     /// manx-node's `MANX_STALE_WORKLOAD_SCAN_SECS` (its default if unset).
     #[serde(default)]
     pub stale_scan_secs: Option<f64>,
+    /// The host numbers of the nodes' addresses (`172.30.<subnet>.<host>`),
+    /// node1 first; a node past the end of the list (all of them when it is
+    /// empty) gets 10 + its number (node1 `.11`). Lets a test put nodes
+    /// where text and numeric order disagree (`.2`, `.4`, `.20`).
+    #[serde(default)]
+    pub hosts: Vec<u8>,
 }
 
 fn default_autodetect() -> String {
@@ -228,7 +234,13 @@ impl LabSpec {
             runtime: Runtime::Cni,
             stale_grace_secs: None,
             stale_scan_secs: None,
+            hosts: Vec::new(),
         }
+    }
+
+    /// The host number of node `i` (1-based): see [`LabSpec::hosts`].
+    pub fn host(&self, i: usize) -> u8 {
+        self.hosts.get(i - 1).copied().unwrap_or(10 + i as u8)
     }
 }
 
@@ -577,7 +589,7 @@ fn build(state: &mut LabState) -> Result<()> {
     let n = state.spec.nodes;
     for i in 1..=n {
         let subnet = if cross && i > n.div_ceil(2) { 1 } else { 0 };
-        let host = 10 + i as u8;
+        let host = state.spec.host(i);
         let name = format!("node{i}");
         let netns = Netns::create(&ns_name(&id, &format!("n{i}")))?.persist();
         state.namespaces.push(netns.clone());

@@ -16,6 +16,7 @@ mod deploy_manifests;
 mod dual_stack;
 mod fast_failover;
 mod lab_hygiene;
+mod mixed_bird1;
 mod no_ipip_kernel;
 mod no_wireguard_kernel;
 mod node_agent;
