@@ -42,6 +42,9 @@ pub struct DesiredPeer {
     pub node: Option<String>,
     /// The `BGPPeer` this came from (none for the mesh).
     pub source: Option<String>,
+    /// Its `reachableBy` gateway (a `peerIP` peer only): the node routes
+    /// the peer's address via it, as calico-node's BIRD static route does.
+    pub reachable_by: Option<IpAddr>,
 }
 
 impl DesiredPeer {
@@ -158,6 +161,10 @@ pub fn desired_peers(
                 config,
                 node: node.map(|n| n.metadata.name.clone()),
                 source: Some(t.name.clone()),
+                reachable_by: match t.target {
+                    PeerTarget::Address { .. } => t.reachable_by,
+                    _ => None,
+                },
             }
         };
         match &t.target {
@@ -219,6 +226,7 @@ pub fn desired_peers(
                         config,
                         node: Some(n.metadata.name.clone()),
                         source: None,
+                        reachable_by: None,
                     }
                 });
             }

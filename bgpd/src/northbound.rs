@@ -101,6 +101,10 @@ pub struct ClusterSettings {
     /// `prefixAdvertisements`, names resolved through `communities`: the
     /// communities of the prefixes this node originates.
     pub local_communities: Vec<crate::rib::LocalCommunities>,
+    /// `ignoredInterfaces`: interface patterns whose addresses are no
+    /// connected subnets for the routes from outside the pools (the
+    /// dataplane's, not the speaker's).
+    pub ignored_interfaces: Vec<String>,
 }
 
 impl Default for ClusterSettings {
@@ -119,6 +123,7 @@ impl Default for ClusterSettings {
             multipath: crate::rib::Multipath::default(),
             mesh_bfd: None,
             local_communities: Vec::new(),
+            ignored_interfaces: Vec::new(),
         }
     }
 }
@@ -182,8 +187,7 @@ pub fn cluster_settings(
         // Read through `prefix_advertisements` (names resolve against it).
         communities: _,
         prefix_advertisements,
-        // Refused by validation until Manx acts on it (Calico parity):
-        ignored_interfaces: _,
+        ignored_interfaces,
         node_mesh_password,
         node_mesh_max_restart_time,
         multipath,
@@ -203,6 +207,7 @@ pub fn cluster_settings(
         multipath: multipath_of(multipath.as_ref()),
         mesh_bfd: bfd(node_mesh_bfd),
         local_communities: local_communities(&cfg.spec, prefix_advertisements.as_deref()),
+        ignored_interfaces: ignored_interfaces.clone().unwrap_or_default(),
     }
 }
 
@@ -364,6 +369,9 @@ pub struct PeerTemplate {
     pub allow_local_as: u8,
     /// `filters`, resolved: the BGPFilters that exist, in order.
     pub filters: Vec<crate::policy::Filter>,
+    /// `reachableBy`: the gateway a `peerIP` is reached through (the node
+    /// routes the peer's address via it; the speaker does not use it).
+    pub reachable_by: Option<IpAddr>,
 }
 
 fn non_empty(s: &Option<String>) -> Option<&str> {
@@ -393,8 +401,7 @@ pub fn peer_template(
         bfd: bfd_spec,
         num_allowed_local_as_numbers,
         filters: filter_names,
-        // Refused by validation until Manx acts on them (Calico parity):
-        reachable_by: _,
+        reachable_by,
     } = &p.spec;
     let scope = match (non_empty(node), non_empty(node_selector)) {
         (Some(n), _) => PeerScope::Node(n.to_string()),
@@ -433,6 +440,7 @@ pub fn peer_template(
         allow_local_as: num_allowed_local_as_numbers
             .map_or(0, |n| u8::try_from(n).unwrap_or(u8::MAX)),
         filters: resolve_filters(&p.metadata.name, filter_names.as_deref(), filters),
+        reachable_by: non_empty(reachable_by).and_then(|r| r.parse().ok()),
     }
 }
 

@@ -52,6 +52,16 @@ struct Snapshot {
 fn wanted_peers(me: &str, s: &Snapshot, secrets: &SecretDir) -> Vec<PeerConfig> {
     desired_peers(me, &s.nodes, &s.peers, &s.cfgs, &s.filters, secrets)
         .into_iter()
+        .inspect(|p| {
+            if let Some(gw) = p.reachable_by {
+                // The reflector programs no routes: the host must route the peer.
+                tracing::warn!(
+                    peer = %p.address(),
+                    bgppeer = p.source.as_deref().unwrap_or(""),
+                    "reachableBy {gw} is not installed by manx-bgpd --from-datastore (it programs no routes): route the peer through {gw} on this host"
+                );
+            }
+        })
         .map(|p| p.config)
         .collect()
 }

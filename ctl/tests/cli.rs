@@ -232,19 +232,19 @@ fn ipam_configure_and_show() {
 }
 
 /// Calico's documented BGPConfiguration example with `bindMode: NodeIP` and
-/// `ignoredInterfaces`: `manxctl apply` refuses the field Manx does not act on
-/// yet, by file, line, object and field, and writes nothing (not even the
-/// pool beside it); without it, the example applies.
+/// an `ignoredInterfaces` entry that would ignore every interface: `manxctl
+/// apply` refuses it by file, line, object and field, and writes nothing (not
+/// even the pool beside it); with a real interface, the example applies.
 #[test]
 fn apply_refuses_fields_manx_does_not_act_on_and_writes_nothing() {
     let ctl = Ctl::new();
     let example = "apiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata:\n  name: default\nspec:\n  logSeverityScreen: Info\n  nodeToNodeMeshEnabled: true\n  asNumber: 63400\n  bindMode: NodeIP\n  listenPort: 178\n";
-    let communities = "  ignoredInterfaces:\n    - eth9\n";
+    let ignored = "  ignoredInterfaces:\n    - \"*\"\n";
     let beside = "---\napiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata:\n  name: beside\nspec:\n  cidr: 10.9.0.0/16\n";
-    let err = ctl.apply_fails("bgpconfig.yaml", &format!("{example}{communities}{beside}"));
+    let err = ctl.apply_fails("bgpconfig.yaml", &format!("{example}{ignored}{beside}"));
     assert!(
         err.contains(
-            "bgpconfig.yaml:11:3: BGPConfiguration default: spec.ignoredInterfaces is not supported by Manx yet"
+            "BGPConfiguration default: spec.ignoredInterfaces[0] \"*\" would ignore every interface"
         ),
         "{err}"
     );
@@ -255,10 +255,17 @@ fn apply_refuses_fields_manx_does_not_act_on_and_writes_nothing() {
 
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bgpconfig.yaml");
-    std::fs::write(&path, format!("{example}{beside}")).unwrap();
+    std::fs::write(
+        &path,
+        format!("{example}  ignoredInterfaces:\n    - eth9\n{beside}"),
+    )
+    .unwrap();
     ctl.ok(&["apply", "-f", path.to_str().unwrap()]);
     let cfg = ctl.ok(&["get", "bgpconfiguration", "default", "-o", "yaml"]);
-    assert!(cfg.contains("bindMode: NodeIP"), "{cfg}");
+    assert!(
+        cfg.contains("bindMode: NodeIP") && cfg.contains("eth9"),
+        "{cfg}"
+    );
 }
 
 /// `n` IPPool documents, /26s from 10.64.0.0 on.

@@ -37,7 +37,7 @@
 //! metric 100), so it does not install at all and reports `kernel already has a route for
 //! 0.0.0.0/0 (proto dhcp); not replaced`.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 
 use ipnetwork::IpNetwork;
@@ -150,6 +150,9 @@ pub struct DesiredDataplane {
     pub external: BTreeMap<IpNetwork, External>,
     /// `wireguard.manx`, when WireGuard is on and the uplink has an IPv4 address.
     pub wireguard: Option<WireguardDevice>,
+    /// The host routes to BGP peers through their `reachableBy` gateways
+    /// ([`DataplaneInput::peer_routes`]), by peer: installed (then in `routes`), or why not.
+    pub peer_routes: BTreeMap<IpAddr, Result<(), String>>,
 }
 
 /// One route from outside the pools, and what the calculation made of it.
@@ -292,7 +295,46 @@ struct Resolver<'a> {
     own: BTreeSet<IpAddr>,
     /// Foreign routes by destination, the lowest metric of each.
     foreign: HashMap<IpNetwork, &'a ForeignRoute>,
+    /// The installed host routes to `reachableBy` peers: peer → (gateway, device).
+    peers: HashMap<IpAddr, (IpAddr, String)>,
+    /// Destinations of ignored interfaces' device routes: not followed by next hops.
+    ignored_device_routes: HashSet<IpNetwork>,
+    /// Every link's subnets, ignored ones included → device: where a static route's
+    /// gateway may be (BIRD finds a static `via` neighbour on any interface).
+    neighbours: HashMap<IpNetwork, &'a str>,
 }
+
+/// Interfaces calico-node's BIRD always leaves out of `protocol direct`: workload veths and
+/// kube-proxy's IPVS dummy (an address per cluster IP).
+pub const ALWAYS_IGNORED_INTERFACES: [&str; 2] = ["cali*", "kube-ipvs*"];
+
+/// Whether interface `name` matches BIRD pattern `pattern` (`*` any run of characters, `?`
+/// any one), as BIRD's `interface` lists match.
+pub fn interface_matches(pattern: &str, name: &str) -> bool {
+    fn go(p: &[u8], n: &[u8]) -> bool {
+        match (p.first(), n.first()) {
+            (None, None) => true,
+            (Some(b'*'), _) => go(&p[1..], n) || (!n.is_empty() && go(p, &n[1..])),
+            (Some(b'?'), Some(_)) => go(&p[1..], &n[1..]),
+            (Some(a), Some(b)) if a == b => go(&p[1..], &n[1..]),
+            _ => false,
+        }
+    }
+    go(pattern.as_bytes(), name.as_bytes())
+}
+
+/// Whether `dev`'s addresses are left out of the connected subnets: `ignoredInterfaces`
+/// and [`ALWAYS_IGNORED_INTERFACES`].
+fn ignored(input: &DataplaneInput, dev: &str) -> bool {
+    ALWAYS_IGNORED_INTERFACES
+        .iter()
+        .copied()
+        .chain(input.ignored_interfaces.iter().map(String::as_str))
+        .any(|p| interface_matches(p, dev))
+}
+
+/// Route protocol of the kernel's own device routes (`proto kernel`).
+const RTPROT_KERNEL: u8 = 2;
 
 impl<'a> Resolver<'a> {
     fn new(input: &'a DataplaneInput, view: &'a KernelView) -> Self {
@@ -304,23 +346,41 @@ impl<'a> Resolver<'a> {
                 .flatten()
                 .map(move |a| (a, u.iface.as_str()))
         });
+        let mut neighbours = HashMap::new();
         for (addr, dev) in uplink.chain(view.addresses.iter().map(|(a, d)| (*a, d.as_str()))) {
-            connected.entry(masked(addr)).or_insert(dev);
             own.insert(addr.ip());
+            neighbours.entry(masked(addr)).or_insert(dev);
+            if !ignored(input, dev) {
+                connected.entry(masked(addr)).or_insert(dev);
+            }
         }
         own.extend(input.tunnel_addrs.values().copied());
         let mut foreign: HashMap<IpNetwork, &ForeignRoute> = HashMap::new();
+        let mut device_routes = HashSet::new();
         for r in &view.routes {
             let e = foreign.entry(r.dst).or_insert(r);
             if r.metric < e.metric {
                 *e = r;
+            }
+            // An ignored interface's subnet route: no way through for a next hop (BIRD's
+            // kernel protocol never learns `proto kernel` routes either).
+            if r.protocol == RTPROT_KERNEL && r.dev.as_deref().is_some_and(|d| ignored(input, d)) {
+                device_routes.insert(r.dst);
             }
         }
         Resolver {
             connected,
             own,
             foreign,
+            ignored_device_routes: device_routes,
+            neighbours,
+            peers: HashMap::new(),
         }
+    }
+
+    /// The device of the longest subnet of any link holding `ip`.
+    fn neighbour_dev(&self, ip: IpAddr) -> Option<&'a str> {
+        supernets(IpNetwork::from(ip)).find_map(|n| self.neighbours.get(&n).copied())
     }
 
     /// Where a next hop leads: (gateway, device, onlink, the resolving route), or why not.
@@ -340,6 +400,10 @@ impl<'a> Resolver<'a> {
                 "next hop {nh} is link-local: its link is not known"
             )));
         }
+        // A peer's own host route (`reachableBy`) is the longest match there is.
+        if let Some((gateway, dev)) = self.peers.get(&nh) {
+            return Ok((*gateway, dev.clone(), false, Some(IpNetwork::from(nh))));
+        }
         for net in supernets(IpNetwork::from(nh)) {
             if let Some(dev) = self.connected.get(&net) {
                 return Ok((nh, dev.to_string(), false, None));
@@ -347,6 +411,9 @@ impl<'a> Resolver<'a> {
             let Some(r) = self.foreign.get(&net) else {
                 continue;
             };
+            if self.ignored_device_routes.contains(&net) {
+                continue;
+            }
             let proto = protocol_name(r.protocol);
             return match (r.kind, &r.dev) {
                 (RouteKind::Unicast, Some(dev)) => {
@@ -368,14 +435,51 @@ impl<'a> Resolver<'a> {
     }
 }
 
+/// Add the host routes to the BGP peers reached through a gateway (`reachableBy`) to
+/// `out`, as calico-node's BIRD installs its static `route <peer>/32 via <gateway>`: the
+/// gateway must be on a connected subnet (BIRD's static `via` needs a neighbour there), and
+/// the route never takes over one of Manx's (a block, a workload) or another protocol's
+/// route for the same prefix. Each installed one is known to `r` for the next hops that
+/// follow it.
+fn add_peer_routes(input: &DataplaneInput, r: &mut Resolver<'_>, out: &mut DesiredDataplane) {
+    for (&peer, &gateway) in &input.peer_routes {
+        let dst = IpNetwork::from(peer);
+        let outcome = if peer.is_ipv4() != gateway.is_ipv4() {
+            Err(format!("gateway {gateway} is of the other address family"))
+        } else if r.own.contains(&peer) {
+            Err(format!("{peer} is this node's own address"))
+        } else if r.own.contains(&gateway) {
+            Err(format!("gateway {gateway} is this node's own address"))
+        } else if out.routes.contains_key(&dst) {
+            Err(format!("Manx already routes {dst} (a block or a workload)"))
+        } else if let Some(f) = r.foreign.get(&dst) {
+            Err(format!(
+                "kernel already has a route for {dst} (proto {}); not replaced",
+                protocol_name(f.protocol)
+            ))
+        } else {
+            r.neighbour_dev(gateway)
+                .ok_or_else(|| format!("gateway {gateway} is not on a connected subnet"))
+        };
+        if let Ok(dev) = outcome {
+            out.routes.insert(
+                dst,
+                NextHop::Via {
+                    gateway,
+                    dev: dev.to_string(),
+                    onlink: false,
+                },
+            );
+            r.peers.insert(peer, (gateway, dev.to_string()));
+        }
+        out.peer_routes.insert(peer, outcome.map(|_| ()));
+    }
+}
+
 /// Add the routes from outside the pools to `out` (whose Manx routes are complete). A
 /// route with several next hops (ECMP) becomes one multipath route over those that
 /// resolve; the ones that do not are listed in [`ExternalOutcome::Installed::left_out`].
-fn add_external(input: &DataplaneInput, view: &KernelView, out: &mut DesiredDataplane) {
-    if input.external_routes.is_empty() {
-        return;
-    }
-    let r = Resolver::new(input, view);
+fn add_external(input: &DataplaneInput, r: &Resolver<'_>, out: &mut DesiredDataplane) {
     let pools: BTreeSet<IpNetwork> = input.pools.iter().map(|p| masked(p.cidr)).collect();
     let manx: BTreeSet<IpNetwork> = out.routes.keys().map(|k| masked(*k)).collect();
     let mut resolved = HashMap::new();
@@ -384,7 +488,7 @@ fn add_external(input: &DataplaneInput, view: &KernelView, out: &mut DesiredData
         let prefix = masked(*prefix);
         let refused = next_hops
             .iter()
-            .find_map(|nh| refusal(prefix, *nh, &r, &pools, &manx));
+            .find_map(|nh| refusal(prefix, *nh, r, &pools, &manx));
         let outcome = match refused {
             Some(no) => no,
             None => {
@@ -661,8 +765,14 @@ pub fn compute_with(
         }
     }
 
-    // Every other best BGP route, last: it must not take over any of the above.
-    add_external(input, kernel, &mut out);
+    // The host routes to `reachableBy` peers, then every other best BGP route, last:
+    // neither may take over any of the above, and BGP next hops at such a peer resolve
+    // through its route.
+    if !input.external_routes.is_empty() || !input.peer_routes.is_empty() {
+        let mut r = Resolver::new(input, kernel);
+        add_peer_routes(input, &mut r, &mut out);
+        add_external(input, &r, &mut out);
+    }
 
     out.nat = NatSpec::from_pools(&input.pools);
     out
@@ -787,6 +897,8 @@ pub(crate) mod fixture {
             ]),
             external_routes: BTreeMap::new(),
             wireguard: None,
+            peer_routes: BTreeMap::new(),
+            ignored_interfaces: Vec::new(),
         }
     }
 
@@ -1122,6 +1234,122 @@ mod tests {
         assert_eq!(
             d.routes[&net("10.201.0.0/24")],
             via("192.0.2.9", "eth1", false)
+        );
+    }
+
+    /// `reachableBy` (calico-node's BIRD: static `route <peer>/32 via <gateway>`): a host
+    /// route via the gateway on its connected subnet; the peer's BGP routes, next hop the
+    /// peer, resolve through it ahead of a covering kernel route; a gateway off every
+    /// connected subnet, or a prefix another protocol already routes, is not installed.
+    #[test]
+    fn reachable_by_peer_gets_a_host_route_that_its_next_hops_follow() {
+        let mut i = ext(&[("10.210.0.0/24", "203.0.113.7")]);
+        i.peer_routes = [
+            (ip("203.0.113.7"), ip("198.19.1.254")),
+            (ip("203.0.113.8"), ip("192.0.2.1")),
+            (ip("203.0.113.9"), ip("198.19.1.253")),
+        ]
+        .into();
+        let view = KernelView {
+            addresses: vec![],
+            routes: vec![
+                // The host's default route would take the peer elsewhere.
+                foreign("0.0.0.0/0", Some("198.19.1.250"), Some("eth0"), 16),
+                foreign("203.0.113.9/32", Some("198.19.1.250"), Some("eth0"), 4),
+            ],
+        };
+        let d = with(&i, &view);
+        assert_eq!(
+            d.routes[&net("203.0.113.7/32")],
+            via("198.19.1.254", "eth0", false)
+        );
+        assert_eq!(d.peer_routes[&ip("203.0.113.7")], Ok(()));
+        assert_eq!(
+            d.routes[&net("10.210.0.0/24")],
+            via("198.19.1.254", "eth0", false)
+        );
+        assert_eq!(
+            outcome(&d, "10.210.0.0/24"),
+            &ExternalOutcome::Installed {
+                through: Some(net("203.0.113.7/32")),
+                left_out: vec![]
+            }
+        );
+        assert!(!d.routes.contains_key(&net("203.0.113.8/32")));
+        assert_eq!(
+            d.peer_routes[&ip("203.0.113.8")],
+            Err("gateway 192.0.2.1 is not on a connected subnet".into())
+        );
+        assert!(!d.routes.contains_key(&net("203.0.113.9/32")));
+        assert_eq!(
+            d.peer_routes[&ip("203.0.113.9")],
+            Err(
+                "kernel already has a route for 203.0.113.9/32 (proto static); not replaced".into()
+            )
+        );
+        // Without the peer route the next hop follows the default route.
+        i.peer_routes.clear();
+        let d = with(&i, &view);
+        assert_eq!(
+            d.routes[&net("10.210.0.0/24")],
+            via("198.19.1.250", "eth0", false)
+        );
+        assert!(d.peer_routes.is_empty());
+    }
+
+    /// `ignoredInterfaces` (calico-node: `protocol direct { interface -"eth1", -"cali*",
+    /// -"kube-ipvs*", "*"; }`): an ignored link's subnet is no connected subnet for BGP next
+    /// hops, and its device route is not followed either (BIRD never learns `proto
+    /// kernel` routes), so a next hop there resolves through another route or not at all;
+    /// a prefix inside that subnet is no longer refused as "inside a connected subnet".
+    #[test]
+    fn ignored_interfaces_are_not_connected_subnets_for_next_hops() {
+        assert!(interface_matches("vpn*", "vpn0") && interface_matches("eth1", "eth1"));
+        assert!(!interface_matches("eth1", "eth10") && !interface_matches("vpn*", "xvpn0"));
+        assert!(interface_matches("e?h*", "eth1.100") && interface_matches("*", ""));
+        let mut i = ext(&[
+            ("10.220.0.0/24", "192.0.2.9"),
+            ("192.0.2.128/25", "198.19.1.254"),
+        ]);
+        let view = KernelView {
+            addresses: vec![(net("192.0.2.1/24"), "eth1".into())],
+            routes: vec![foreign("192.0.2.0/24", None, Some("eth1"), RTPROT_KERNEL)],
+        };
+        let d = with(&i, &view);
+        assert_eq!(
+            d.routes[&net("10.220.0.0/24")],
+            via("192.0.2.9", "eth1", false)
+        );
+        assert!(refused(&d, "192.0.2.128/25").starts_with("inside connected subnet 192.0.2.0/24"));
+
+        i.ignored_interfaces = vec!["eth*".into()];
+        // The uplink (eth0) matches too: its subnet is no longer connected either.
+        let d = with(&i, &view);
+        assert_eq!(
+            unreachable(&d, "10.220.0.0/24"),
+            "next hop 192.0.2.9 is unreachable: no connected subnet or kernel route covers it"
+        );
+        i.ignored_interfaces = vec!["eth1".into()];
+        let mut with_default = view.clone();
+        with_default
+            .routes
+            .push(foreign("0.0.0.0/0", Some("198.19.1.250"), Some("eth0"), 16));
+        let d = with(&i, &with_default);
+        assert_eq!(
+            d.routes[&net("10.220.0.0/24")],
+            via("198.19.1.250", "eth0", false)
+        );
+        assert_eq!(
+            d.routes[&net("192.0.2.128/25")],
+            via("198.19.1.254", "eth0", false)
+        );
+        // A reachableBy gateway on an ignored link still works (BIRD's static `via` finds
+        // its neighbour on any interface).
+        i.peer_routes = [(ip("203.0.113.7"), ip("192.0.2.254"))].into();
+        let d = with(&i, &with_default);
+        assert_eq!(
+            d.routes[&net("203.0.113.7/32")],
+            via("192.0.2.254", "eth1", false)
         );
     }
 

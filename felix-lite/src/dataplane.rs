@@ -25,7 +25,7 @@ use crate::clock::Clock;
 use crate::nat::{NatBackend, NatError, NatReconciler};
 use crate::netlink::{
     ENOENT, EOPNOTSUPP, KernelLink, KernelNextHop, LinkKind, LinkSpec, NeighTable, Neighbour,
-    Netlink, NlError, RouteKind,
+    Netlink, NlError, RouteKind, RouteOp,
 };
 use crate::reconcile::routes::{RouteMap, manx_multipath_route, manx_route};
 use crate::reconcile::{LinkReconciler, NeighbourReconciler, RouteReconciler};
@@ -210,6 +210,8 @@ pub struct Dataplane<N, S, F, C> {
     /// The kernel as last read for the routes from outside the pools, and when.
     kernel_view: Option<(KernelView, Instant)>,
     external: Vec<ExternalRouteStatus>,
+    /// The `reachableBy` peer routes of the last apply that are not installed, one line each.
+    peer_route_problems: Vec<String>,
     wireguard: WireguardState,
 }
 
@@ -246,6 +248,7 @@ impl<N: Netlink, S: Sysctls, F: NatBackend, C: Clock> Dataplane<N, S, F, C> {
             globals_done: false,
             kernel_view: None,
             external: Vec::new(),
+            peer_route_problems: Vec::new(),
             wireguard: WireguardState::default(),
         }
     }
@@ -280,6 +283,48 @@ impl<N: Netlink, S: Sysctls, F: NatBackend, C: Clock> Dataplane<N, S, F, C> {
     /// The routes from outside the pools as of the last apply, in prefix order.
     pub fn external_routes(&self) -> &[ExternalRouteStatus] {
         &self.external
+    }
+
+    /// The host routes to `reachableBy` peers of the last apply that are not installed,
+    /// one line each saying why.
+    pub fn peer_route_problems(&self) -> &[String] {
+        &self.peer_route_problems
+    }
+
+    /// Before the first [`Self::apply`] (which purges what it does not want): add only the
+    /// host routes to `reachableBy` peers, so that their sessions can come up while the
+    /// rest of the dataplane waits for BGP to be relearnt. Adds, never replaces: a route
+    /// already there (the previous agent's, or another protocol's) stays, and the first
+    /// apply reconciles. Returns how many were added.
+    pub async fn add_peer_routes(&mut self, input: &DataplaneInput) -> Result<usize, NlError> {
+        if input.peer_routes.is_empty() {
+            return Ok(0);
+        }
+        let links = self.nl.links().await?;
+        let addrs = self.nl.addresses().await?;
+        let routes = self.nl.routes().await?;
+        let view = KernelView::from_kernel(&links, &addrs, &routes);
+        let only_peers = DataplaneInput {
+            node_name: input.node_name.clone(),
+            uplink: input.uplink.clone(),
+            tunnel_addrs: input.tunnel_addrs.clone(),
+            peer_routes: input.peer_routes.clone(),
+            ..DataplaneInput::default()
+        };
+        let desired = calc::compute_with(&only_peers, &self.cfg, &self.unsupported, &view);
+        let ops: Vec<RouteOp> = kernel_routes(&desired, &links)
+            .into_values()
+            .map(RouteOp::Add)
+            .collect();
+        let mut added = 0;
+        for r in self.nl.apply_routes(ops).await {
+            match r {
+                Ok(()) => added += 1,
+                Err(e) if e.is_exists() => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(added)
     }
 
     /// The MAC the kind's device gets on this node (record it in the Node resource);
@@ -371,7 +416,7 @@ impl<N: Netlink, S: Sysctls, F: NatBackend, C: Clock> Dataplane<N, S, F, C> {
         // Routes from outside the pools resolve through the kernel's other routes: read
         // them when due (one dump serves the route resync below too).
         let mut dumped = None;
-        if input.external_routes.is_empty() {
+        if input.external_routes.is_empty() && input.peer_routes.is_empty() {
             self.kernel_view = None;
         } else if full || self.scan_due() {
             let addrs = self.nl.addresses().await?;
@@ -409,7 +454,12 @@ impl<N: Netlink, S: Sysctls, F: NatBackend, C: Clock> Dataplane<N, S, F, C> {
 
         // Routes. Those from outside the pools never take over another protocol's route.
         let kroutes = kernel_routes(&desired, &links);
-        let guarded: HashSet<IpNetwork> = desired.external.keys().copied().collect();
+        let guarded: HashSet<IpNetwork> = desired
+            .external
+            .keys()
+            .copied()
+            .chain(desired.peer_routes.keys().map(|p| IpNetwork::from(*p)))
+            .collect();
         let stats = match dumped {
             // The dump is still the kernel's routes if no device came or went since.
             Some(routes) if full && report.link_writes == 0 => {
@@ -425,6 +475,7 @@ impl<N: Netlink, S: Sysctls, F: NatBackend, C: Clock> Dataplane<N, S, F, C> {
             }
         };
         self.note_external(&desired, &kroutes, &stats);
+        self.note_peer_routes(input, &desired, &stats);
         report.routes_added = stats.added;
         report.routes_replaced = stats.replaced;
         report.routes_deleted = stats.deleted;
@@ -582,6 +633,40 @@ impl<N: Netlink, S: Sysctls, F: NatBackend, C: Clock> Dataplane<N, S, F, C> {
     }
 
     /// Record what became of each route from outside the pools; log each change of state.
+    /// Record (and log once each) the `reachableBy` peer routes that are not installed.
+    fn note_peer_routes(
+        &mut self,
+        input: &DataplaneInput,
+        desired: &DesiredDataplane,
+        stats: &crate::reconcile::RouteStats,
+    ) {
+        let problems: Vec<String> = desired
+            .peer_routes
+            .iter()
+            .filter_map(|(peer, outcome)| {
+                let gw = input.peer_routes.get(peer)?;
+                let why = match outcome {
+                    Err(why) => why.clone(),
+                    Ok(()) if stats.refused.contains(&IpNetwork::from(*peer)) => format!(
+                        "kernel already has a route for {} of another protocol; not replaced",
+                        IpNetwork::from(*peer)
+                    ),
+                    Ok(()) => return None,
+                };
+                Some(format!(
+                    "route to BGP peer {peer} via its reachableBy gateway {gw} not installed: {why}"
+                ))
+            })
+            .collect();
+        for p in problems
+            .iter()
+            .filter(|p| !self.peer_route_problems.contains(p))
+        {
+            tracing::warn!("{p}");
+        }
+        self.peer_route_problems = problems;
+    }
+
     fn note_external(
         &mut self,
         desired: &DesiredDataplane,
@@ -781,7 +866,7 @@ impl<N: Netlink, S: Sysctls, F: NatBackend, C: Clock> Dataplane<N, S, F, C> {
                             "dataplane applied"
                         );
                     }
-                    if current.external_routes.is_empty() {
+                    if current.external_routes.is_empty() && current.peer_routes.is_empty() {
                         self.cfg.resync_interval
                     } else {
                         // Next hops follow the kernel's other routes, read this often.
@@ -807,6 +892,7 @@ impl<N: Netlink, S: Sysctls, F: NatBackend, C: Clock> Dataplane<N, S, F, C> {
                 elapsed,
                 degraded: self.degraded_pools(),
                 external_routes: self.external.clone(),
+                peer_route_problems: self.peer_route_problems.clone(),
                 wireguard_public_key: self.wireguard.public_key.clone(),
             });
             tokio::select! {
@@ -834,6 +920,8 @@ pub struct Applied<'a> {
     pub degraded: Vec<DegradedPool>,
     /// The routes from outside the pools, installed or not and why.
     pub external_routes: Vec<ExternalRouteStatus>,
+    /// The host routes to `reachableBy` peers that are not installed, one line each.
+    pub peer_route_problems: Vec<String>,
     /// This node's WireGuard public key (base64) once `wireguard.manx` is configured; None
     /// while WireGuard is off or the kernel has none.
     pub wireguard_public_key: Option<String>,

@@ -173,6 +173,20 @@ pub struct DataplaneInput {
     /// WireGuard encryption between nodes (`FelixConfiguration.wireguardEnabled`), if on.
     #[serde(default)]
     pub wireguard: Option<WireguardSettings>,
+    /// BGP peers reached through a gateway (`BGPPeer.spec.reachableBy`): peer address →
+    /// gateway. Each is a host route `<peer>/32 via <gateway>` (`/128` for IPv6), as
+    /// calico-node's BIRD installs it from a static route, so the session comes up when the
+    /// peer is not on a connected subnet; BGP next hops at the peer's address resolve
+    /// through it. The gateway must be on a connected subnet.
+    #[serde(default)]
+    pub peer_routes: BTreeMap<IpAddr, IpAddr>,
+    /// Interface patterns (`BGPConfiguration.spec.ignoredInterfaces`, BIRD's: `*` any run of
+    /// characters) whose addresses are not connected subnets for the routes from outside
+    /// the pools (their BGP next hops), as calico-node's BIRD leaves them out of
+    /// `protocol direct` (with `cali*` and `kube-ipvs*`, always left out): a next hop there
+    /// resolves only through a route of the kernel that is not a device route, or not at all.
+    #[serde(default)]
+    pub ignored_interfaces: Vec<String>,
 }
 
 /// WireGuard settings of this node (its merged `FelixConfiguration`).

@@ -211,6 +211,8 @@ struct Agent {
     remote: RemoteRoutes,
     /// The communities last given to the speaker (`prefixAdvertisements`).
     local_communities: Vec<bgpd::rib::LocalCommunities>,
+    /// `ignoredInterfaces` of the last plan, for the dataplane.
+    ignored_interfaces: Vec<String>,
     /// This node's tunnel addresses and MACs.
     tunnels: Tunnels,
     /// Tunnel kinds with an allocation task running.
@@ -249,6 +251,7 @@ impl Agent {
         self.view = self.cache.view(&self.name);
         let plan = plan::bgp(&self.view, &self.name, &self.tunnels, &self.secrets);
         crate::logging::follow_datastore_level(plan.log_level);
+        self.ignored_interfaces = plan.ignored_interfaces.clone();
         let listen = Some(listen_config(plan.listen, &self.uplink));
         if self.running.is_some() {
             if plan.cluster_id != self.speaker_cfg.cluster_id {
@@ -490,6 +493,8 @@ impl Agent {
             &self.uplink,
             &self.remote,
             &self.tunnels,
+            &self.peers,
+            &self.ignored_interfaces,
         );
         if let Some(tx) = &self.dp_tx {
             tx.send_if_modified(|cur| {
@@ -799,7 +804,7 @@ pub async fn run(cfg: NodeConfig) -> Result<()> {
         wireguard_key_file: cfg.wireguard_key_file.clone(),
         ..Default::default()
     };
-    let dp = felix::Dataplane::new(
+    let mut dp = felix::Dataplane::new(
         nl,
         felix::sysctl::ProcSysctl::default(),
         felix::nat::NftCli::default(),
@@ -850,6 +855,24 @@ pub async fn run(cfg: NodeConfig) -> Result<()> {
     // second to resend its routes (a BIRD ToR helping our restart) had them
     // purged from the kernel by the first sync.
     let mut first = scfg.clone();
+    // The host routes to `reachableBy` peers go in now: the first sync waits
+    // for every session, and those need their route to come up.
+    let peer_routes = plan::peer_routes(&initial.peers);
+    if !peer_routes.is_empty() {
+        let input = felix::DataplaneInput {
+            node_name: name.clone(),
+            uplink: Some(uplink.clone()),
+            peer_routes,
+            ..Default::default()
+        };
+        match dp.add_peer_routes(&input).await {
+            Ok(n) => tracing::info!(
+                added = n,
+                "routes to reachableBy peers before the first sync"
+            ),
+            Err(e) => tracing::warn!(error = %e, "cannot add the routes to reachableBy peers yet"),
+        }
+    }
     first.peers = initial.peers.into_iter().map(|p| p.config).collect();
     let speaker = Speaker::start_with_feed(first, feed.clone()).map_err(|e| anyhow!("{e}"))?;
     let control = match &scfg.control_socket {
@@ -919,6 +942,7 @@ pub async fn run(cfg: NodeConfig) -> Result<()> {
         networks: vec![],
         remote: RemoteRoutes::new(),
         local_communities: Vec::new(),
+        ignored_interfaces: Vec::new(),
         tunnels,
         allocating: BTreeSet::new(),
         dataplane: Some((dp, observer)),

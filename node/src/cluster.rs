@@ -338,6 +338,9 @@ impl ClusterView {
             tunnel_addrs: tunnels.addrs.clone(),
             external_routes,
             wireguard: self.wireguard(me),
+            // From the speaker's plan: see `plan::dataplane`.
+            peer_routes: BTreeMap::new(),
+            ignored_interfaces: Vec::new(),
         }
     }
 

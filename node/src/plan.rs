@@ -41,6 +41,8 @@ pub struct BgpPlan {
     pub multipath: bgpd::rib::Multipath,
     /// Communities of the originated prefixes (`prefixAdvertisements`).
     pub local_communities: Vec<bgpd::rib::LocalCommunities>,
+    /// `ignoredInterfaces`, for the dataplane's next-hop resolution.
+    pub ignored_interfaces: Vec<String>,
 }
 
 /// The speaker's side of the plan.
@@ -89,6 +91,7 @@ pub fn bgp(
         listen,
         multipath: settings.multipath,
         local_communities: settings.local_communities.clone(),
+        ignored_interfaces: settings.ignored_interfaces.clone(),
         peers,
         networks: networks(view, &settings),
         cluster_id,
@@ -120,15 +123,30 @@ pub fn networks(view: &ClusterView, settings: &ClusterSettings) -> Vec<IpNetwork
     out
 }
 
-/// The dataplane's side of the plan.
+/// The dataplane's side of the plan: `peers` are the speaker's sessions
+/// (their `reachableBy` gateways become host routes), `ignored_interfaces`
+/// [`BgpPlan::ignored_interfaces`] (for next-hop resolution).
 pub fn dataplane(
     view: &ClusterView,
     name: &str,
     uplink: &Uplink,
     remote: &RemoteRoutes,
     tunnels: &Tunnels,
+    peers: &[DesiredPeer],
+    ignored_interfaces: &[String],
 ) -> DataplaneInput {
-    view.dataplane_input(name, uplink, remote, tunnels)
+    let mut input = view.dataplane_input(name, uplink, remote, tunnels);
+    input.peer_routes = peer_routes(peers);
+    input.ignored_interfaces = ignored_interfaces.to_vec();
+    input
+}
+
+/// The host routes to peers with a `reachableBy` gateway: peer address → gateway.
+pub fn peer_routes(peers: &[DesiredPeer]) -> BTreeMap<IpAddr, IpAddr> {
+    peers
+        .iter()
+        .filter_map(|p| Some((p.address(), p.reachable_by?)))
+        .collect()
 }
 
 #[cfg(test)]
@@ -222,10 +240,11 @@ mod tests {
             p.networks
         );
 
-        // A default config that fails validation (here: a field Manx refuses)
-        // is refused whole, as desired_peers refuses it: its
-        // serviceClusterIPs are not announced either.
-        spec.ignored_interfaces = Some(vec!["eth9".into()]);
+        // A default config that fails validation (here: an ignoredInterfaces
+        // entry that would ignore every interface) is refused whole, as
+        // desired_peers refuses it: its serviceClusterIPs are not announced
+        // either.
+        spec.ignored_interfaces = Some(vec!["*".into()]);
         v.bgp_configs[0].spec = spec;
         let p = bgp(&v, "a", &Tunnels::default(), &NoSecrets);
         assert_eq!(p.networks, [net("10.65.1.0/26"), net("10.65.2.7/32")]);
@@ -353,12 +372,82 @@ mod tests {
         };
         let b: IpAddr = "198.19.1.2".parse().unwrap();
         let remote = RemoteRoutes::from([(net("10.65.3.0/26"), (vec![b], b))]);
-        let input = dataplane(&v, "a", &uplink, &remote, &Tunnels::default());
+        let input = dataplane(
+            &v,
+            "a",
+            &uplink,
+            &remote,
+            &Tunnels::default(),
+            &p.peers,
+            &p.ignored_interfaces,
+        );
         assert_eq!(input.remote_blocks.len(), 1);
         assert_eq!(input.remote_blocks[0].node, "b");
         assert_eq!(input.local_blocks, [net("10.65.1.0/26")]);
         assert_eq!(input.peers.len(), 2);
         assert!(input.external_routes.is_empty());
+        assert!(input.peer_routes.is_empty() && input.ignored_interfaces.is_empty());
+    }
+
+    /// `reachableBy` becomes a host route to the peer via the gateway, and
+    /// `ignoredInterfaces` of `default` goes to the dataplane's next-hop
+    /// resolution; mesh peers have no gateway.
+    #[test]
+    fn reachable_by_and_ignored_interfaces_reach_the_dataplane() {
+        let mut v = view();
+        v.bgp_peers = vec![BGPPeer {
+            metadata: ObjectMeta::named("far"),
+            spec: BGPPeerSpec {
+                peer_ip: Some("203.0.113.7".into()),
+                as_number: Some(datastore::model::AsNumber(65002)),
+                reachable_by: Some("198.19.1.254".into()),
+                ..Default::default()
+            },
+        }];
+        v.bgp_configs = vec![BGPConfiguration {
+            metadata: ObjectMeta::named("default"),
+            spec: BGPConfigurationSpec {
+                ignored_interfaces: Some(vec!["eth1".into(), "vpn*".into()]),
+                ..Default::default()
+            },
+        }];
+        let p = bgp(&v, "a", &Tunnels::default(), &NoSecrets);
+        assert_eq!(p.ignored_interfaces, ["eth1", "vpn*"]);
+        let far = p
+            .peers
+            .iter()
+            .find(|p| p.source.as_deref() == Some("far"))
+            .unwrap();
+        assert_eq!(far.reachable_by, Some("198.19.1.254".parse().unwrap()));
+        assert!(
+            p.peers
+                .iter()
+                .filter(|p| p.source.is_none())
+                .all(|p| p.reachable_by.is_none())
+        );
+        let uplink = Uplink {
+            iface: "eth0".into(),
+            v4: Some(net("198.19.1.1/24")),
+            v6: None,
+            mtu: 1500,
+        };
+        let input = dataplane(
+            &v,
+            "a",
+            &uplink,
+            &RemoteRoutes::new(),
+            &Tunnels::default(),
+            &p.peers,
+            &p.ignored_interfaces,
+        );
+        assert_eq!(
+            input.peer_routes,
+            BTreeMap::from([(
+                "203.0.113.7".parse().unwrap(),
+                "198.19.1.254".parse().unwrap()
+            )])
+        );
+        assert_eq!(input.ignored_interfaces, ["eth1", "vpn*"]);
     }
 
     /// Every best route reaches the dataplane: pool prefixes as other
@@ -385,7 +474,7 @@ mod tests {
                 (vec!["198.19.1.77".parse().unwrap()], tor),
             ),
         ]);
-        let input = dataplane(&v, "a", &uplink, &remote, &Tunnels::default());
+        let input = dataplane(&v, "a", &uplink, &remote, &Tunnels::default(), &[], &[]);
         assert_eq!(input.remote_blocks.len(), 1);
         assert_eq!(
             input.external_routes,

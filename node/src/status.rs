@@ -23,6 +23,7 @@ impl DataplaneStatus {
     /// From one dataplane apply.
     pub fn from_applied(a: &felix::Applied<'_>) -> DataplaneStatus {
         let mut warnings: Vec<String> = a.degraded.iter().map(|d| d.reason.clone()).collect();
+        warnings.extend(a.peer_route_problems.iter().cloned());
         let not_installed = a
             .external_routes
             .iter()
@@ -106,6 +107,9 @@ mod tests {
             elapsed: std::time::Duration::ZERO,
             degraded: vec![],
             wireguard_public_key: None,
+            peer_route_problems: vec![
+                "route to BGP peer 10.0.9.9 via its reachableBy gateway 198.19.60.9 not installed: gateway 198.19.60.9 is not on a connected subnet".into(),
+            ],
             external_routes: vec![
                 route(
                     "10.200.0.0/26",
@@ -123,6 +127,7 @@ mod tests {
         assert_eq!(
             s.warnings,
             [
+                "route to BGP peer 10.0.9.9 via its reachableBy gateway 198.19.60.9 not installed: gateway 198.19.60.9 is not on a connected subnet",
                 "1 of 2 BGP routes from outside the IP pools not installed: see manxctl node status --routes"
             ]
         );

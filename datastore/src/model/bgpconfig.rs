@@ -97,6 +97,9 @@ pub struct BGPConfigurationSpec {
     pub node_mesh_max_restart_time: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bind_mode: Option<BindMode>,
+    /// Interfaces (BIRD patterns: `eth1`, `vpn*`) whose addresses are not
+    /// connected subnets for the routes from outside the pools, as
+    /// calico-node's BIRD leaves them out of `protocol direct`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ignored_interfaces: Option<Vec<String>>,
     /// Manx extension: which equal BGP paths become one multipath (ECMP)
@@ -198,6 +201,24 @@ pub fn parse_community(text: &str) -> Result<CommunityValue, String> {
     }
 }
 
+/// An `ignoredInterfaces` entry as libcalico-go validates it: 1 to 15 of
+/// `[A-Za-z0-9_.*-]`, a BIRD interface pattern (`*` any run of characters),
+/// and not `*` alone (that would ignore every interface).
+pub fn check_interface_pattern(p: &str) -> Result<(), String> {
+    let ok = (1..=15).contains(&p.len())
+        && p.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.*-".contains(&b));
+    if !ok {
+        return Err(format!(
+            "{p:?} is not an interface name or pattern: 1 to 15 of letters, digits, '_', '.', '-' and '*' (any run of characters)"
+        ));
+    }
+    if p == "*" {
+        return Err("\"*\" would ignore every interface: name the interfaces (eth1, vpn*)".into());
+    }
+    Ok(())
+}
+
 const LOG_LEVELS: &[&str] = &["Debug", "Info", "Warning", "Error", "Fatal", "None"];
 
 impl BGPConfiguration {
@@ -257,6 +278,8 @@ impl BGPConfiguration {
                     "spec.prefixAdvertisements",
                 ),
                 (s.node_mesh_bfd.is_some(), "spec.nodeMeshBFD"),
+                // Calico reads it from `default` only (confd's global key).
+                (s.ignored_interfaces.is_some(), "spec.ignoredInterfaces"),
             ] {
                 if set {
                     c.error(
@@ -266,12 +289,11 @@ impl BGPConfiguration {
                 }
             }
         }
-        // Calico fields Manx does not act on yet (empty lists ask for
-        // nothing).
-        c.unsupported(
-            s.ignored_interfaces.as_ref().is_some_and(|l| !l.is_empty()),
-            "spec.ignoredInterfaces",
-        );
+        for (i, pattern) in s.ignored_interfaces.iter().flatten().enumerate() {
+            if let Err(why) = check_interface_pattern(pattern) {
+                c.error(&format!("spec.ignoredInterfaces[{i}]"), why);
+            }
+        }
         if let Some(level) = &s.log_severity_screen
             && !LOG_LEVELS.contains(&level.as_str())
         {

@@ -83,6 +83,8 @@ pub struct BGPPeerSpec {
     pub num_allowed_local_as_numbers: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl_security: Option<u8>,
+    /// The gateway `peerIP` is reached through: a host route to the peer
+    /// via it (Calico's BIRD static `route <peerIP>/32 via <reachableBy>`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reachable_by: Option<String>,
     /// `BGPFilter` names, applied in order on import and export; a name
@@ -275,20 +277,33 @@ impl BGPPeer {
                 ),
             );
         }
-        // Calico fields Manx does not act on yet (their defaults are fine).
-        c.unsupported(
-            s.reachable_by
-                .as_deref()
-                .is_some_and(|r| !r.trim().is_empty()),
-            "spec.reachableBy",
-        );
         if let Some(names) = &s.filters {
             crate::model::bgpfilter::check_filter_names(&mut c, names);
         }
-        if let Some(rb) = s.reachable_by.as_deref().filter(|r| !r.trim().is_empty())
-            && rb.parse::<IpAddr>().is_err()
-        {
-            c.error("spec.reachableBy", format!("{rb:?} is not an IP address"));
+        if let Some(rb) = s.reachable_by.as_deref().filter(|r| !r.trim().is_empty()) {
+            match (rb.trim().parse::<IpAddr>(), s.peer_addr()) {
+                (Err(_), _) => c.error(
+                    "spec.reachableBy",
+                    format!("{rb:?} is not an IP address: give the gateway the peer is reached through"),
+                ),
+                (Ok(_), None) => c.error(
+                    "spec.reachableBy",
+                    "needs peerIP: the route it makes is to the peer's address; with peerSelector, remove reachableBy",
+                ),
+                (Ok(gw), Some((peer, _))) if gw.is_ipv4() != peer.is_ipv4() => c.error(
+                    "spec.reachableBy",
+                    format!("{gw} and peerIP {peer} are of different address families: give a gateway of the peer's family"),
+                ),
+                (Ok(gw), Some((peer, _))) if gw == peer => c.error(
+                    "spec.reachableBy",
+                    format!("{gw} is peerIP itself: give the gateway the peer is reached through, or remove reachableBy"),
+                ),
+                (Ok(gw), _) if gw.is_unspecified() || gw.is_multicast() => c.error(
+                    "spec.reachableBy",
+                    format!("{gw} cannot be a gateway: give a unicast address"),
+                ),
+                _ => {}
+            }
         }
         c.finish()
     }

@@ -251,10 +251,9 @@ fn as_numbers_in_all_notations() {
 }
 
 /// Calico's documented BGPConfiguration example (docs: BGP configuration
-/// resource), with `bindMode: NodeIP`: every field of it acts (communities
-/// and prefixAdvertisements included) and is accepted; a field Manx does
-/// not act on yet (ignoredInterfaces) is refused by name and line, not
-/// stored and ignored.
+/// resource), with `bindMode: NodeIP`: every field of it acts (communities,
+/// prefixAdvertisements and ignoredInterfaces included) and is accepted; a
+/// bad value is refused by name and line.
 const CALICO_BGPCONFIG: &str = "\
 apiVersion: projectcalico.org/v3
 kind: BGPConfiguration
@@ -282,46 +281,66 @@ spec:
 ";
 
 #[test]
-fn fields_manx_does_not_act_on_are_refused_by_name_and_line() {
+fn calico_bgpconfig_example_is_accepted_and_bad_values_refused_by_name_and_line() {
     parse_manifests(CALICO_BGPCONFIG, "bgpconfig.yaml").unwrap();
+    let head = CALICO_BGPCONFIG
+        .split("  communities:")
+        .next()
+        .unwrap()
+        .to_string();
     // Empty lists ask for nothing and are accepted too.
-    let acted_on = CALICO_BGPCONFIG
-        .split("  communities:")
-        .next()
-        .unwrap()
-        .to_string()
-        + "  communities: []\n  ignoredInterfaces: []\n";
-    parse_manifests(&acted_on, "ok.yaml").unwrap();
-    let ignored = CALICO_BGPCONFIG
-        .split("  communities:")
-        .next()
-        .unwrap()
-        .to_string()
-        + "  ignoredInterfaces:\n    - eth9\n";
-    let e = err(&ignored, "bgpconfig.yaml");
+    parse_manifests(
+        &(head.clone() + "  communities: []\n  ignoredInterfaces: []\n"),
+        "ok.yaml",
+    )
+    .unwrap();
+    // ignoredInterfaces acts: names and BIRD patterns, as libcalico-go checks them.
+    parse_manifests(
+        &(head.clone() + "  ignoredInterfaces:\n    - eth9\n    - vpn*\n    - eth1.100\n"),
+        "ok.yaml",
+    )
+    .unwrap();
+    for (bad, why) in [
+        ("\"*\"", "\"*\" would ignore every interface"),
+        ("eth 1", "\"eth 1\" is not an interface name or pattern"),
+        (
+            "averyveryverylongname",
+            "is not an interface name or pattern",
+        ),
+    ] {
+        let e = err(
+            &(head.clone() + &format!("  ignoredInterfaces:\n    - {bad}\n")),
+            "bgpconfig.yaml",
+        );
+        assert!(
+            e.to_string()
+                .contains("BGPConfiguration default: spec.ignoredInterfaces[0] ")
+                && e.to_string().contains(why),
+            "{bad}: {e}"
+        );
+    }
+    // Calico reads it from `default` only.
+    let node = "apiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata:\n  name: node.n1\nspec:\n  ignoredInterfaces:\n    - eth9\n";
+    let e = err(node, "node.yaml");
     assert!(
         e.to_string().contains(
-            "bgpconfig.yaml:16:3: BGPConfiguration default: spec.ignoredInterfaces is not supported by Manx yet"
+            "spec.ignoredInterfaces can only be set in the BGPConfiguration named \"default\""
         ),
         "{e}"
     );
 }
 
 #[test]
-fn bgppeer_fields_manx_does_not_act_on_are_refused() {
+fn bgppeer_fields_act_and_bad_values_are_refused() {
     let peer = |extra: &str| {
         format!(
             "apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: tor\nspec:\n  peerIP: 10.0.0.1\n  asNumber: 65001\n{extra}"
         )
     };
-    let e = err(&peer("  reachableBy: 10.0.0.254\n"), "peer.yaml");
-    assert_eq!(
-        e.to_string(),
-        "peer.yaml:8:3: BGPPeer tor: spec.reachableBy is not supported by Manx yet: Manx would not act on it, so it is refused; remove it"
-    );
-    // sourceAddress, ttlSecurity, numAllowedLocalASNumbers and filters act, and are accepted.
+    // sourceAddress, ttlSecurity, numAllowedLocalASNumbers, filters and reachableBy
+    // act, and are accepted: no BGPPeer field is refused any more.
     parse_manifests(
-        &peer("  sourceAddress: None\n  ttlSecurity: 2\n  numAllowedLocalASNumbers: 2\n  filters: [export-only]\n"),
+        &peer("  sourceAddress: None\n  ttlSecurity: 2\n  numAllowedLocalASNumbers: 2\n  filters: [export-only]\n  reachableBy: 10.0.0.254\n"),
         "ok.yaml",
     )
     .unwrap();
@@ -373,4 +392,41 @@ fn bgpfilter_rules_are_checked_by_field_and_line() {
     let typo = "apiVersion: projectcalico.org/v3\nkind: BGPFilter\nmetadata:\n  name: tor\nspec:\n  exportV4:\n    - action: Accept\n      cidrs: 10.0.0.0/8\n";
     let s = err(typo, "filter.yaml").to_string();
     assert!(s.contains("cidrs") && s.contains("unknown field"), "{s}");
+}
+
+/// `reachableBy` acts (a host route to the peer via the gateway): a gateway of
+/// the peer's family, not the peer itself, and only with `peerIP`.
+#[test]
+fn bgppeer_reachable_by_is_a_gateway_of_the_peers_family() {
+    let peer = |spec: &str| {
+        format!(
+            "apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: tor\nspec:\n{spec}"
+        )
+    };
+    parse_manifests(
+        &peer("  peerIP: 10.0.1.1\n  asNumber: 65001\n  reachableBy: 10.0.0.254\n"),
+        "ok.yaml",
+    )
+    .unwrap();
+    for (spec, want) in [
+        (
+            "  peerIP: 10.0.1.1\n  asNumber: 65001\n  reachableBy: gw1\n",
+            "BGPPeer tor: spec.reachableBy \"gw1\" is not an IP address: give the gateway the peer is reached through",
+        ),
+        (
+            "  peerIP: fd00::1\n  asNumber: 65001\n  reachableBy: 10.0.0.254\n",
+            "BGPPeer tor: spec.reachableBy 10.0.0.254 and peerIP fd00::1 are of different address families",
+        ),
+        (
+            "  peerIP: 10.0.1.1\n  asNumber: 65001\n  reachableBy: 10.0.1.1\n",
+            "BGPPeer tor: spec.reachableBy 10.0.1.1 is peerIP itself",
+        ),
+        (
+            "  peerSelector: rr == 'true'\n  reachableBy: 10.0.0.254\n",
+            "BGPPeer tor: spec.reachableBy needs peerIP",
+        ),
+    ] {
+        let e = err(&peer(spec), "peer.yaml").to_string();
+        assert!(e.contains(want), "{spec}: {e}");
+    }
 }

@@ -8,6 +8,7 @@ mod cli;
 mod ecmp_tor;
 mod ipam_socket;
 mod kernel_vxlan6;
+mod reachable_by;
 mod stale_reclaim;
 mod tor_routes;
 
