@@ -19,7 +19,10 @@
 //! deleted (CEASE Peer De-configured, its routes withdrawn everywhere), a
 //! label edit that changes no session, the `BGPPeer` deleted — each
 //! without disturbing the other sessions (no NOTIFICATION, no close, the
-//! same `since`).
+//! same `since`). The explicit peer names a `BGPFilter` that does not
+//! exist at first (skipped, as Calico does); created live, it withdraws a
+//! client block from that peer and keeps one of its prefixes from the
+//! clients, on the same session.
 //!
 //! Everything runs in a network namespace of our own (`mxsc-<pid>-<n>`,
 //! addresses 127.0.80.0/24 on its loopback), so the reflector's `0.0.0.0`
@@ -110,6 +113,25 @@ spec:
   node: rr1
   peerIP: 127.0.80.20:1180
   asNumber: 64512
+  filters: [tor-out]
+";
+
+/// The BGPFilter `tor` names, created later (until then it does not exist
+/// and the peer goes without it, as in Calico).
+const TOR_FILTER: &str = "---
+apiVersion: projectcalico.org/v3
+kind: BGPFilter
+metadata:
+  name: tor-out
+spec:
+  exportV4:
+  - action: Reject
+    matchOperator: Equal
+    cidr: 10.80.1.0/26
+  importV4:
+  - action: Reject
+    matchOperator: In
+    cidr: 10.80.21.0/24
 ";
 
 async fn apply(client: &Client, yaml: &str) {
@@ -353,6 +375,31 @@ async fn scenario(manx: Command, dir: &Path) {
     }
     assert_eq!(since(&control, "127.0.80.11"), c1_since);
     assert_eq!(since(&control, "127.0.80.12"), c2_since);
+
+    // Live: the BGPFilter tor names appears. Export: c1's block is
+    // withdrawn from tor (only); import: of tor's next two prefixes the
+    // clients get the one the filter lets in. Same session throughout.
+    apply(&client_ds, TOR_FILTER).await;
+    expect(&mut tor, "tor", |u| {
+        u.withdrawals().iter().any(|(_, n)| n.prefix == p1)
+    })
+    .await;
+    let (p21, p22) = (net("10.80.21.0/26"), net("10.80.22.0/26"));
+    tor.announce(&[p21, p22], &attrs20).await;
+    for (c, who) in [(&mut c1, "c1"), (&mut c2, "c2"), (&mut c3, "c3")] {
+        let got = expect(c, who, |u| announces(u, p22)).await;
+        assert!(
+            !got.iter().any(|u| announces(u, p21)),
+            "{who} got the prefix tor's import filter rejects: {got:?}"
+        );
+        assert!(
+            !got.iter()
+                .any(|u| u.withdrawals().iter().any(|(_, n)| n.prefix == p1)),
+            "{who} lost c1's block: the filter is tor's only"
+        );
+    }
+    undisturbed(&mut tor, "tor");
+    assert_eq!(since(&control, "127.0.80.11"), c1_since);
 
     // Live: Node c2 deleted: its session ends with CEASE / Peer
     // De-configured (RFC 4486 §4, subcode 3) and its block is withdrawn
