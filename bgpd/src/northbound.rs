@@ -462,19 +462,34 @@ pub fn usable_filters(filters: &[BGPFilter]) -> Vec<BGPFilter> {
 
 /// A BGPPeer's `filters` in order. A name with no (usable) BGPFilter is
 /// skipped, as calico-node skips it (its BIRD config calls only the
-/// filters that exist), and said once per read.
+/// filters that exist), and said once per peer and name while it lasts
+/// (peers are recomputed on every cluster change: a warning each time
+/// would flood the log).
 fn resolve_filters(
     peer: &str,
     names: Option<&[String]>,
     filters: &[BGPFilter],
 ) -> Vec<crate::policy::Filter> {
+    use std::collections::BTreeSet;
+    use std::sync::Mutex;
+    // (peer, filter) pairs warned about and still missing.
+    static WARNED: Mutex<BTreeSet<(String, String)>> = Mutex::new(BTreeSet::new());
+    let mut warned = WARNED.lock().unwrap_or_else(|e| e.into_inner());
     let mut out = Vec::new();
     for name in names.unwrap_or_default() {
+        let key = (peer.to_string(), name.clone());
         match filters.iter().find(|f| f.metadata.name == *name) {
-            Some(f) => out.push(filter_rules(f)),
-            None => tracing::warn!(
-                "BGPPeer {peer}: BGPFilter {name} does not exist (or is refused); the peer goes without it, as in Calico"
-            ),
+            Some(f) => {
+                warned.remove(&key);
+                out.push(filter_rules(f));
+            }
+            None => {
+                if warned.insert(key) {
+                    tracing::warn!(
+                        "BGPPeer {peer}: BGPFilter {name} does not exist (or is refused); the peer goes without it, as in Calico"
+                    );
+                }
+            }
         }
     }
     out
