@@ -41,7 +41,9 @@ fn vxlan_always() {
 
 /// (c) CrossSubnet across two subnets joined by a router: the same-subnet
 /// peer is routed directly, the other subnet's through the tunnel (VXLAN
-/// here; IPIP needs a kernel with ipip, see tests/vm).
+/// here; IPIP needs a kernel with ipip, see tests/vm). Then the same pool
+/// switched to `udpMode: CrossSubnet` (Flannel's UDP backend, a Manx
+/// extension): the other subnet goes through `udp.manx` and its data path.
 #[test]
 fn crosssubnet_two_subnets() {
     if !require() {
@@ -60,6 +62,35 @@ fn crosssubnet_two_subnets() {
         2,
         "other subnet tunnelled: {r}"
     );
+
+    let n1 = lab.0.nodes[0].clone();
+    let udp = r#"{"spec":{"vxlanMode":"Never","udpMode":"CrossSubnet"}}"#;
+    lab.0
+        .manxctl(&n1, &["patch", "ippool", "default-ipv4-ippool", "-p", udp])
+        .unwrap();
+    let r = manx_e2e::netns::wait_for(
+        "node1's routes through udp.manx",
+        std::time::Duration::from_secs(20),
+        || {
+            let r = lab.routes(0);
+            Ok((r.matches("dev udp.manx proto 77 onlink").count() == 2
+                && !r.contains("vxlan.manx"))
+            .then_some(r))
+        },
+    )
+    .unwrap();
+    assert!(
+        r.contains("via 172.30.0.12 dev eth0 proto 77"),
+        "same subnet still direct: {r}"
+    );
+    let (rx0, tx0) = link_packets(&n1.netns, "udp.manx");
+    lab.assert_all_ping();
+    let (rx1, tx1) = link_packets(&n1.netns, "udp.manx");
+    assert!(
+        rx1 > rx0 && tx1 > tx0,
+        "pings through udp.manx: rx {rx0}->{rx1} tx {tx0}->{tx1}"
+    );
+    assert_eq!(procs_with(&n1.netns, "udp-datapath"), 1);
 }
 
 /// (d) Two route reflectors (same cluster id) and four clients with the
