@@ -13,7 +13,8 @@
 //! Everything lives in two namespaces on 198.19.50.0/24 (pool 10.19.0.0/16,
 //! ToR prefixes in 10.200.0.0/16 and 192.0.2.0/24). The IPv6 test does the
 //! same over an IPv6 session on fd31:50::/64 and checks the other way too:
-//! the ToR receives the node's IPv6 block.
+//! the ToR receives the node's IPv6 block; a BGPFilter's `importV6` rule
+//! keeps one of the ToR's IPv6 prefixes out of the node's kernel.
 
 use std::path::Path;
 use std::process::Command;
@@ -22,7 +23,10 @@ use std::time::Duration;
 
 use datastore::client::Client;
 use datastore::embedded::EmbeddedStore;
-use datastore::model::{AsNumber, BGPPeer, BGPPeerSpec, ObjectMeta};
+use datastore::model::{
+    AsNumber, BGPFilter, BGPFilterRule, BGPFilterSpec, BGPPeer, BGPPeerSpec, FilterAction,
+    MatchOperator, ObjectMeta, PrefixLength,
+};
 use manx_status::{NodeStatus, RouteRow};
 use testkit::netns::veth;
 use testkit::{Daemon, Netns, Prereqs, eventually};
@@ -291,10 +295,26 @@ fn ipv6_tor_receives_the_blocks_and_its_routes_are_programmed() {
             spec: BGPPeerSpec {
                 peer_ip: Some(TOR6.into()),
                 as_number: Some(AsNumber(65001)),
+                filters: Some(vec!["tor6".into()]),
                 ..Default::default()
             },
         };
         client.create(&peer).await.unwrap();
+        // importV6: /64s inside fd19:201::/48 are rejected.
+        let filter = BGPFilter::new(
+            "tor6",
+            BGPFilterSpec {
+                import_v6: vec![BGPFilterRule {
+                    prefix_length: Some(PrefixLength {
+                        min: Some(64),
+                        max: None,
+                    }),
+                    ..BGPFilterRule::cidr(FilterAction::Reject, MatchOperator::In, "fd19:201::/48")
+                }],
+                ..Default::default()
+            },
+        );
+        client.create(&filter).await.unwrap();
     });
 
     let conf = dir.path().join("bird.conf");
@@ -304,7 +324,7 @@ fn ipv6_tor_receives_the_blocks_and_its_routes_are_programmed() {
         format!(
             "router id 198.19.51.1;\nlog stderr all;\nprotocol device {{ scan time 2; }}\n\
              protocol static tor6_net {{ ipv6; route fd19:200::/64 blackhole; \
-             route ::/0 blackhole; }}\n\
+             route fd19:201::/64 blackhole; route ::/0 blackhole; }}\n\
              protocol bgp manx {{\n  local {TOR6} as 65001;\n  neighbor {NODE6} as 64512;\n  \
              hold time 9; connect retry time 1; connect delay time 1; error wait time 1, 5;\n  \
              ipv6 {{ import all; export where source = RTS_STATIC; }};\n}}\n"
@@ -408,6 +428,13 @@ fn ipv6_tor_receives_the_blocks_and_its_routes_are_programmed() {
         "{}\n{}",
         node.ip(&["-6", "route", "show"]),
         manx.log_text()
+    );
+    // The BGPFilter's importV6 rule: fd19:201::/64 came in the same burst
+    // and is never programmed.
+    assert!(
+        !has6("fd19:201::/64"),
+        "{}",
+        node.ip(&["-6", "route", "show"])
     );
     // One session, IPv6; nothing IPv4 on either side.
     let protocols = birdc(&["show", "protocols", "manx"]);
