@@ -33,12 +33,17 @@ pub mod failover_bench;
 pub mod image;
 mod ping;
 mod pods;
+pub mod route_monitor;
 pub mod route_watch;
 mod routes;
 pub mod runtime;
 
 pub use ping::{PingMatrix, PingPlan, ping, ping_all, ping_pairs, probe};
-pub use pods::{add_pod, cni, cni_config, convergence_trial, create_pods, del_pod, percentile};
+pub use pods::{
+    Trial, add_pod, cni, cni_config, cni_timing_file, convergence_setup, convergence_trial,
+    create_pods, del_pod, percentile,
+};
+pub use route_monitor::RouteMonitors;
 pub use routes::{NodeRoutes, parse_routes, routes};
 pub use runtime::{NodeRuntime, Runtime};
 
@@ -425,6 +430,14 @@ pub fn preflight(spec: &LabSpec) -> Result<()> {
     {
         missing.push(line);
     }
+    if spec.datastore == StoreKind::Embedded
+        && let Some(max) = std::fs::read_to_string(INOTIFY_INSTANCES)
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+        && let Some(line) = inotify_check(spec.nodes, inotify_instances_in_use(), max)
+    {
+        missing.push(line);
+    }
     if !missing.is_empty() {
         bail!(
             "this host lacks what the lab needs:\n  - {}",
@@ -432,6 +445,42 @@ pub fn preflight(spec: &LabSpec) -> Result<()> {
         );
     }
     Ok(())
+}
+
+const INOTIFY_INSTANCES: &str = "/proc/sys/fs/inotify/max_user_instances";
+
+/// inotify instances open on the host now (every process's
+/// `anon_inode:inotify` descriptors; the lab runs as root, and the limit
+/// is per user).
+fn inotify_instances_in_use() -> usize {
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    procs
+        .flatten()
+        .filter_map(|p| std::fs::read_dir(p.path().join("fd")).ok())
+        .flat_map(|fds| fds.flatten())
+        .filter(|fd| {
+            std::fs::read_link(fd.path()).is_ok_and(|l| l.as_os_str() == "anon_inode:inotify")
+        })
+        .count()
+}
+
+/// `None` if `nodes` more inotify instances fit under the per-user limit
+/// `max` beside the `in_use` ones (with a margin for the host), else the one
+/// line naming the sysctl to raise. On the embedded store every manx-node
+/// hears the others' commits through an inotify instance of its own; one
+/// that gets none polls the file every 10 ms instead (the idle CPU the
+/// instance saves), so the lab refuses rather than run that way.
+pub fn inotify_check(nodes: usize, in_use: usize, max: usize) -> Option<String> {
+    const MARGIN: usize = 16;
+    if in_use + nodes + MARGIN <= max {
+        return None;
+    }
+    let want = (in_use + nodes + MARGIN).next_power_of_two().max(max * 2);
+    Some(format!(
+        "{nodes} nodes on the embedded datastore need an inotify instance each (one manx-node each hears the others' commits through one), and {in_use} of the {max} allowed per user are in use (fs.inotify.max_user_instances): raise it first with `sysctl -w fs.inotify.max_user_instances={want}` (the lab does not change host settings), or use --datastore etcd"
+    ))
 }
 
 /// Find `tool` on PATH.
@@ -1311,6 +1360,19 @@ mod tests {
             "{line}"
         );
         assert!(line.contains("= 1024"), "{line}");
+    }
+
+    #[test]
+    fn the_inotify_check_names_the_sysctl_in_one_line() {
+        assert_eq!(inotify_check(100, 3, 128), None);
+        let line = inotify_check(100, 20, 128).unwrap();
+        assert!(!line.contains('\n'));
+        assert!(
+            line.contains("sysctl -w fs.inotify.max_user_instances=256"),
+            "{line}"
+        );
+        assert!(line.contains("20 of the 128"), "{line}");
+        assert!(line.contains("--datastore etcd"), "{line}");
     }
 
     #[test]

@@ -91,12 +91,20 @@ enum Cmd {
         secs: f64,
     },
     /// Measure convergence: CNI ADD of a pod that claims a new block until
-    /// the block's route is on every other node (its own lab, torn down after).
+    /// the block's route is in every other node's kernel (a route monitor
+    /// per node), beside the ADD alone, its steps and the nodes' CPU per
+    /// ADD (its own lab per size, torn down after).
     BenchConvergence {
         #[arg(long, default_value_t = 50)]
         trials: usize,
-        #[arg(long, default_value_t = 3)]
-        nodes: usize,
+        /// Cluster sizes, comma-separated: one lab after another, same
+        /// build; with two or more, the largest is compared with the
+        /// smallest (is the ADD's cost independent of the size?).
+        #[arg(long, value_delimiter = ',', default_value = "3")]
+        nodes: Vec<usize>,
+        /// Reflectors (nodes 1..=R, mesh off) instead of the full mesh.
+        #[arg(long, default_value_t = 0)]
+        route_reflectors: usize,
         /// dual: every pod claims an IPv4 and an IPv6 block, and the IPv6
         /// figure is printed beside the IPv4 one of the same trials.
         #[arg(long, default_value = "ipv4")]
@@ -200,8 +208,9 @@ fn real_main() -> Result<()> {
         Cmd::BenchConvergence {
             trials,
             nodes,
+            route_reflectors,
             ip_family,
-        } => bench_convergence(&cli.id, trials, nodes, ip_family),
+        } => bench_convergence(&cli.id, trials, &nodes, route_reflectors, ip_family),
         Cmd::BenchRuntime { runtime, trials } => bench_runtime(&cli.id, runtime, trials),
         Cmd::BenchEncap {
             modes,
@@ -287,78 +296,202 @@ fn report(state: &LabState, plan: lab::PingPlan) -> Result<()> {
     Ok(())
 }
 
-fn bench_convergence(id: &str, trials: usize, nodes: usize, family: IpFamily) -> Result<()> {
+/// One size's results of `bench-convergence`.
+struct ConvergenceRun {
+    nodes: usize,
+    trials: Vec<lab::Trial>,
+    /// Mean of each ADD step over the trials, in first-seen order.
+    steps: Vec<(String, Duration)>,
+    /// manx-node CPU, summed over every node: idle (per second, before the
+    /// trials) and during the trials.
+    idle_cpu_per_s: Duration,
+    trial_cpu: Duration,
+    trial_wall: Duration,
+}
+
+impl ConvergenceRun {
+    fn adds(&self) -> Vec<Duration> {
+        self.trials.iter().map(|t| t.add).collect()
+    }
+
+    /// Per trial, for family `v6`: (last other node had it, the ADD).
+    fn convergence(&self, v6: bool) -> Vec<(Duration, Duration)> {
+        self.trials
+            .iter()
+            .filter_map(|t| {
+                let c = t.convergence();
+                c.iter()
+                    .find(|(ip, _)| ip.is_ipv6() == v6)
+                    .map(|(_, d)| (*d, t.add))
+            })
+            .collect()
+    }
+
+    fn step(&self, name: &str) -> Option<Duration> {
+        self.steps.iter().find(|(n, _)| n == name).map(|(_, d)| *d)
+    }
+
+    /// manx-node CPU per ADD over every node, less what they use idle.
+    fn cpu_per_add(&self) -> (Duration, Duration) {
+        let n = self.trials.len().max(1) as u32;
+        let idle = self.idle_cpu_per_s.mul_f64(self.trial_wall.as_secs_f64());
+        (self.trial_cpu / n, self.trial_cpu.saturating_sub(idle) / n)
+    }
+}
+
+/// utime + stime of every running manx-node of the lab.
+fn nodes_cpu(state: &LabState) -> Duration {
+    let ticks: u64 = state
+        .nodes
+        .iter()
+        .filter_map(|n| n.pid.and_then(cpu_ticks))
+        .sum();
+    Duration::from_secs_f64(ticks as f64 / 100.0)
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into())
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn bench_convergence(
+    id: &str,
+    trials: usize,
+    sizes: &[usize],
+    route_reflectors: usize,
+    family: IpFamily,
+) -> Result<()> {
+    if trials == 0 {
+        bail!("--trials 0: nothing to measure");
+    }
+    if let Some(n) = sizes.iter().find(|&&n| n < 2 || route_reflectors >= n) {
+        bail!("--nodes {n}: a lab needs at least 2 nodes, and more than --route-reflectors");
+    }
+    let bin_dir = lab::default_bin_dir();
+    let build = if bin_dir.ends_with("release") {
+        "release"
+    } else if bin_dir.ends_with("debug") {
+        "debug"
+    } else {
+        "binaries"
+    };
+    println!(
+        "bench-convergence: {trials} trials per size, {family}, {}, {build} build ({}); load average at start {}",
+        if route_reflectors > 0 {
+            format!("{route_reflectors} route reflectors")
+        } else {
+            "full mesh".into()
+        },
+        bin_dir.display(),
+        loadavg()
+    );
+    let mut runs = Vec::new();
+    for &nodes in sizes {
+        let run = convergence_size(id, trials, nodes, route_reflectors, family)?;
+        print_convergence(&run, family);
+        runs.push(run);
+    }
+    if let [first, .., last] = &runs[..] {
+        print_scaling(first, last);
+    }
+    Ok(())
+}
+
+/// Bring up a lab of `nodes`, run the trials, tear it down.
+fn convergence_size(
+    id: &str,
+    trials: usize,
+    nodes: usize,
+    route_reflectors: usize,
+    family: IpFamily,
+) -> Result<ConvergenceRun> {
     let id = format!("{id}-conv");
     let mut spec = LabSpec::new(&id, nodes, Mode::Direct);
     spec.pods_per_node = 0;
     spec.ip_family = family;
+    spec.route_reflectors = route_reflectors;
+    let t_up = std::time::Instant::now();
     let mut state = lab::up(spec)?;
-    type Trials = (Vec<Duration>, Vec<Vec<(std::net::IpAddr, Duration)>>);
-    let res = (|| -> Result<Trials> {
-        // blockSize 32 (128): every pod claims a block of its own per
-        // family, so every trial is "the first pod on a node claims a new
-        // block".
-        let mut pools = String::new();
-        let mut defaults = Vec::new();
-        if family.v4() {
-            pools.push_str("apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata:\n  name: conv\nspec:\n  cidr: 10.70.0.0/16\n  blockSize: 32\n---\n");
-            defaults.push("default-ipv4-ippool");
-        }
-        if family.v6() {
-            pools.push_str("apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata:\n  name: conv6\nspec:\n  cidr: fd70::/112\n  blockSize: 128\n---\n");
-            defaults.push("default-ipv6-ippool");
-        }
-        let manifest = state.dir.join("conv-pool.yaml");
-        std::fs::write(&manifest, pools)?;
-        let first = state.nodes[0].clone();
-        state.manxctl(&first, &["apply", "-f", &manifest.display().to_string()])?;
-        for pool in defaults {
-            state.manxctl(
-                &first,
-                &[
-                    "patch",
-                    "ippool",
-                    pool,
-                    "-p",
-                    r#"{"spec":{"disabled":true}}"#,
-                ],
-            )?;
-        }
-        let (mut adds, mut conv) = (Vec::new(), Vec::new());
+    progress(format!(
+        "{nodes}-node lab up in {:.1} s; load average {}",
+        t_up.elapsed().as_secs_f64(),
+        loadavg()
+    ));
+    let res = (|| -> Result<ConvergenceRun> {
+        lab::convergence_setup(&state)?;
+        let netns: Vec<String> = state.nodes.iter().map(|n| n.netns.clone()).collect();
+        let monitors = lab::RouteMonitors::start(&netns)?;
+        // The nodes' idle CPU, after the pool change has settled.
+        std::thread::sleep(Duration::from_secs(2));
+        let idle_window = Duration::from_secs(5);
+        let c0 = nodes_cpu(&state);
+        std::thread::sleep(idle_window);
+        let idle_cpu_per_s = (nodes_cpu(&state).saturating_sub(c0)).div_f64(5.0);
+        let (c1, w1) = (nodes_cpu(&state), std::time::Instant::now());
+        let mut done = Vec::new();
         for t in 0..trials {
-            let (a, c) = lab::convergence_trial(&mut state, t % nodes, 1000 + t)?;
-            adds.push(a);
-            conv.push(c);
+            done.push(lab::convergence_trial(
+                &mut state,
+                &monitors,
+                t % nodes,
+                1000 + t,
+            )?);
         }
-        Ok((adds, conv))
+        let (trial_cpu, trial_wall) = (nodes_cpu(&state).saturating_sub(c1), w1.elapsed());
+        let mut steps: Vec<(String, Duration)> = Vec::new();
+        let with_steps = done.iter().filter(|t| !t.steps.is_empty()).count().max(1) as u32;
+        for t in &done {
+            for (name, d) in &t.steps {
+                match steps.iter_mut().find(|(n, _)| n == name) {
+                    Some((_, sum)) => *sum += *d,
+                    None => steps.push((name.clone(), *d)),
+                }
+            }
+        }
+        for (_, d) in &mut steps {
+            *d /= with_steps;
+        }
+        Ok(ConvergenceRun {
+            nodes,
+            trials: done,
+            steps,
+            idle_cpu_per_s,
+            trial_cpu,
+            trial_wall,
+        })
     })();
     let _ = lab::down(&id);
-    let (mut adds, conv) = res?;
-    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    res
+}
+
+fn print_convergence(run: &ConvergenceRun, family: IpFamily) {
+    let n = run.nodes;
     println!(
-        "convergence over {trials} trials on {nodes} nodes, {family} (CNI ADD claiming a new block -> route on every other node):"
+        "{n} nodes, {} trials (CNI ADD claiming a new block -> its route in every other node's kernel, seen by a route monitor per node); load average {}:",
+        run.trials.len(),
+        loadavg()
+    );
+    let mut adds = run.adds();
+    let (a50, a99) = (
+        lab::percentile(&mut adds, 50.0),
+        lab::percentile(&mut adds, 99.0),
     );
     let mut p99s = Vec::new();
     for (label, v6) in [("IPv4", false), ("IPv6", true)] {
         if (v6 && !family.v6()) || (!v6 && !family.v4()) {
             continue;
         }
-        let mut c: Vec<Duration> = conv
-            .iter()
-            .filter_map(|t| t.iter().find(|(ip, _)| ip.is_ipv6() == v6).map(|(_, d)| *d))
-            .collect();
-        let mut after: Vec<Duration> = conv
-            .iter()
-            .zip(&adds)
-            .filter_map(|(t, a)| {
-                t.iter()
-                    .find(|(ip, _)| ip.is_ipv6() == v6)
-                    .map(|(_, d)| d.saturating_sub(*a))
-            })
-            .collect();
+        let pairs = run.convergence(v6);
+        let mut c: Vec<Duration> = pairs.iter().map(|(c, _)| *c).collect();
+        let mut after: Vec<Duration> = pairs.iter().map(|(c, a)| c.saturating_sub(*a)).collect();
         let (c50, c99) = (lab::percentile(&mut c, 50.0), lab::percentile(&mut c, 99.0));
         println!(
-            "  {label} block: convergence   p50 {:8.1} ms   p99 {:8.1} ms;  after ADD returned   p50 {:8.1} ms   p99 {:8.1} ms",
+            "  {label} block on the last other node: p50 {:8.1} ms   p99 {:8.1} ms;  after the ADD returned   p50 {:8.1} ms   p99 {:8.1} ms",
             ms(c50),
             ms(c99),
             ms(lab::percentile(&mut after, 50.0)),
@@ -366,14 +499,30 @@ fn bench_convergence(id: &str, trials: usize, nodes: usize, family: IpFamily) ->
         );
         p99s.push((label, c50, c99));
     }
-    let (a50, a99) = (
-        lab::percentile(&mut adds, 50.0),
-        lab::percentile(&mut adds, 99.0),
-    );
     println!(
-        "  baseline: the CNI ADD alone   p50 {:8.1} ms   p99 {:8.1} ms",
+        "  baseline: the CNI ADD alone    p50 {:8.1} ms   p99 {:8.1} ms",
         ms(a50),
         ms(a99)
+    );
+    if !run.steps.is_empty() {
+        let parts: Vec<String> = run
+            .steps
+            .iter()
+            .map(|(s, d)| format!("{s} {:.1}", ms(*d)))
+            .collect();
+        println!(
+            "  CNI ADD steps, mean ms (MANX_CNI_TIMING; (parenthesised) ran alongside): {}",
+            parts.join(" | ")
+        );
+    }
+    let (cpu, above_idle) = run.cpu_per_add();
+    println!(
+        "  manx-node CPU summed over the {n} nodes: idle {:.1}% of a core ({:.2}% per node); per ADD {:.1} ms ({:.1} ms above idle, {:.2} ms per node)",
+        run.idle_cpu_per_s.as_secs_f64() * 100.0,
+        run.idle_cpu_per_s.as_secs_f64() * 100.0 / n as f64,
+        ms(cpu),
+        ms(above_idle),
+        ms(above_idle) / n as f64
     );
     for (label, _, c99) in &p99s {
         println!(
@@ -389,7 +538,56 @@ fn bench_convergence(id: &str, trials: usize, nodes: usize, family: IpFamily) ->
             ms(v6_99) / ms(v4_99).max(0.001)
         );
     }
-    Ok(())
+}
+
+/// The largest size against the smallest, same run and build: is the ADD's
+/// cost independent of the cluster's size?
+fn print_scaling(small: &ConvergenceRun, large: &ConvergenceRun) {
+    let (mut s, mut l) = (small.adds(), large.adds());
+    let ratio = |a: f64, b: f64| a / b.max(0.001);
+    println!(
+        "CNI ADD at {} nodes against {} nodes (baseline), same run and build:",
+        large.nodes, small.nodes
+    );
+    println!(
+        "  ADD p50 {:.1} vs {:.1} ms ({:.2}x), p99 {:.1} vs {:.1} ms ({:.2}x)",
+        ms(lab::percentile(&mut l, 50.0)),
+        ms(lab::percentile(&mut s, 50.0)),
+        ratio(
+            ms(lab::percentile(&mut l, 50.0)),
+            ms(lab::percentile(&mut s, 50.0))
+        ),
+        ms(lab::percentile(&mut l, 99.0)),
+        ms(lab::percentile(&mut s, 99.0)),
+        ratio(
+            ms(lab::percentile(&mut l, 99.0)),
+            ms(lab::percentile(&mut s, 99.0))
+        ),
+    );
+    let names: Vec<&String> = large.steps.iter().map(|(n, _)| n).collect();
+    let parts: Vec<String> = names
+        .iter()
+        .filter_map(|n| {
+            let (a, b) = (large.step(n)?, small.step(n)?);
+            Some(format!(
+                "{n} {:.1} vs {:.1} ({:.2}x)",
+                ms(a),
+                ms(b),
+                ratio(ms(a), ms(b))
+            ))
+        })
+        .collect();
+    if !parts.is_empty() {
+        println!("  steps, mean ms: {}", parts.join(" | "));
+    }
+    let (lc, sc) = (large.cpu_per_add().1, small.cpu_per_add().1);
+    println!(
+        "  manx-node CPU per ADD above idle, all nodes: {:.1} vs {:.1} ms ({:.2}x for {:.1}x the nodes)",
+        ms(lc),
+        ms(sc),
+        ratio(ms(lc), ms(sc)),
+        large.nodes as f64 / small.nodes as f64
+    );
 }
 
 fn bench_runtime(id: &str, runtime: Runtime, trials: usize) -> Result<()> {

@@ -1,12 +1,17 @@
 //! Pods of a lab: created and deleted through the real `manx` CNI plugin, pinged
-//! pairwise, and timed from ADD until their route is on every other node.
+//! pairwise, and timed from ADD until their route is on every other node
+//! (seen by a route monitor in each node, [`super::route_monitor`]). Every
+//! CNI call of the lab appends its step timings to [`cni_timing_file`].
 
 use std::io::Write;
+use std::net::IpAddr;
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
+use ipnetwork::IpNetwork;
 
+use super::route_monitor::RouteMonitors;
 use super::runtime::{self, Runtime};
 use super::{ETCD_ENDPOINT, LabNode, LabPod, LabState, StoreKind, ns_name, progress};
 use crate::netns::Netns;
@@ -50,6 +55,7 @@ pub fn cni(state: &LabState, node: &LabNode, command: &str, pod: &str) -> Result
         .env("CNI_IFNAME", "eth0")
         .env("CNI_PATH", &state.spec.bin_dir)
         .env("MANX_IPAM_LOCK_DIR", &node.run_dir)
+        .env("MANX_CNI_TIMING", cni_timing_file(state))
         .env(
             "CNI_ARGS",
             format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME={pod}"),
@@ -123,8 +129,13 @@ pub fn add_pod(state: &mut LabState, node: &LabNode, p: usize) -> Result<LabPod>
     state.namespaces.push(pod_ns.clone());
     state.save()?;
     let result = cni(state, node, "ADD", &pod_ns)?;
+    record_pod(state, node, &pod_ns, &result)
+}
+
+/// Record the pod `pod_ns` on `node` from its CNI ADD `result`.
+fn record_pod(state: &mut LabState, node: &LabNode, pod_ns: &str, result: &str) -> Result<LabPod> {
     let v: serde_json::Value =
-        serde_json::from_str(&result).with_context(|| format!("CNI result {result:?}"))?;
+        serde_json::from_str(result).with_context(|| format!("CNI result {result:?}"))?;
     let ips: Vec<String> = v["ips"]
         .as_array()
         .into_iter()
@@ -147,9 +158,9 @@ pub fn add_pod(state: &mut LabState, node: &LabNode, p: usize) -> Result<LabPod>
     }
     progress(format!("pod {pod_ns} on {}: {}", node.name, ips.join(" ")));
     let pod = LabPod {
-        name: pod_ns.clone(),
+        name: pod_ns.to_string(),
         node: node.name.clone(),
-        netns: pod_ns,
+        netns: pod_ns.to_string(),
         ip,
         ips,
         container: false,
@@ -188,86 +199,146 @@ pub fn del_pod(state: &mut LabState, pod: &str) -> Result<()> {
     Ok(())
 }
 
-/// One convergence trial: CNI ADD of a pod on `node` (in pools whose
-/// blockSize makes every pod claim a new block) until each of its blocks'
-/// routes is in every other node's table. Returns the ADD duration and, per
-/// pod address (one per family of the lab), the time from the start of the
-/// ADD until the last other node had the route. The families are polled
-/// together (in alternating order), so one does not wait behind the other.
+/// The file the lab's CNI plugin calls append their step timings to
+/// (`MANX_CNI_TIMING`, one JSON line per invocation).
+pub fn cni_timing_file(state: &LabState) -> std::path::PathBuf {
+    state.dir.join("cni-timing.jsonl")
+}
+
+/// What [`convergence_setup`] writes: pools whose blockSize gives every pod
+/// a block of its own (per family), the default pools disabled, so every
+/// trial's ADD is "the first pod on a node claims a new block".
+pub fn convergence_setup(state: &LabState) -> Result<()> {
+    let family = state.spec.ip_family;
+    let mut pools = String::new();
+    let mut defaults = Vec::new();
+    if family.v4() {
+        pools.push_str("apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata:\n  name: conv\nspec:\n  cidr: 10.70.0.0/16\n  blockSize: 32\n---\n");
+        defaults.push("default-ipv4-ippool");
+    }
+    if family.v6() {
+        pools.push_str("apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata:\n  name: conv6\nspec:\n  cidr: fd70::/112\n  blockSize: 128\n---\n");
+        defaults.push("default-ipv6-ippool");
+    }
+    let manifest = state.dir.join("conv-pool.yaml");
+    std::fs::write(&manifest, pools)?;
+    let first = &state.nodes[0];
+    state.manxctl(first, &["apply", "-f", &manifest.display().to_string()])?;
+    for pool in defaults {
+        state.manxctl(
+            first,
+            &[
+                "patch",
+                "ippool",
+                pool,
+                "-p",
+                r#"{"spec":{"disabled":true}}"#,
+            ],
+        )?;
+    }
+    Ok(())
+}
+
+/// One trial of [`convergence_trial`].
+#[derive(Debug, Clone)]
+pub struct Trial {
+    /// The CNI ADD (the plugin's process, spawn to exit).
+    pub add: Duration,
+    /// Per pod address (one per family of the lab): when each other node's
+    /// kernel got its route, from the start of the ADD, by node index.
+    pub arrivals: Vec<(IpAddr, Vec<(usize, Duration)>)>,
+    /// The ADD's steps from the plugin's timing record: `exec` (spawn to
+    /// the plugin's first instruction), its own steps, `exit` (the rest).
+    /// Empty if no record was found.
+    pub steps: Vec<(String, Duration)>,
+}
+
+impl Trial {
+    /// Per address: when the last other node had the route.
+    pub fn convergence(&self) -> Vec<(IpAddr, Duration)> {
+        self.arrivals
+            .iter()
+            .map(|(ip, a)| (*ip, a.iter().map(|(_, d)| *d).max().unwrap_or_default()))
+            .collect()
+    }
+}
+
+/// One convergence trial: CNI ADD of a pod on node `node` (in the pools of
+/// [`convergence_setup`], so it claims a new block per family) until every
+/// other node's kernel has each block's route, as seen by `monitors` (one
+/// rtnetlink route monitor per node, subscribed before the ADD starts).
+/// The pod's namespace is made before the clock starts: the ADD is the
+/// plugin's run alone.
 pub fn convergence_trial(
     state: &mut LabState,
+    monitors: &RouteMonitors,
     node: usize,
     p: usize,
-) -> Result<(Duration, Vec<(std::net::IpAddr, Duration)>)> {
-    let n = state.nodes[node].clone();
-    let t0 = std::time::Instant::now();
-    let pod = add_pod(state, &n, p)?;
-    let add = t0.elapsed();
-    let others: Vec<Netns> = state
-        .nodes
-        .iter()
-        .filter(|o| o.name != n.name)
-        .map(|o| Netns::adopt(&o.netns))
-        .collect();
-    let addrs = pod.addrs();
-    // Per address: the nodes that still lack its route, and when the last got it.
-    let mut pending: Vec<Vec<&Netns>> = addrs.iter().map(|_| others.iter().collect()).collect();
-    let mut done: Vec<Option<Duration>> = vec![None; addrs.len()];
-    let deadline = t0 + Duration::from_secs(10);
-    let mut reversed = false;
-    while done.iter().any(Option::is_none) {
-        // Each round checks the families in the other order, so neither
-        // is always seen one `ip` run later than the other.
-        let mut order: Vec<usize> = (0..addrs.len()).collect();
-        if reversed {
-            order.reverse();
-        }
-        reversed = !reversed;
-        for i in order {
-            let ip = &addrs[i];
-            if done[i].is_some() {
-                continue;
-            }
-            // `ip route show <prefix>` lists IPv4 routes only without -6.
-            let (family, len) = if ip.is_ipv6() {
-                ("-6", 128)
-            } else {
-                ("-4", 32)
-            };
-            let prefix = format!("{ip}/{len}");
-            let mut still = Vec::new();
-            for ns in pending[i].drain(..) {
-                let out = ns.ip(&[family, "-o", "route", "show", &prefix])?;
-                if !out.contains("proto 77") {
-                    still.push(ns);
-                }
-            }
-            if still.is_empty() {
-                done[i] = Some(t0.elapsed());
-            }
-            pending[i] = still;
-        }
-        if std::time::Instant::now() >= deadline {
-            let missing: Vec<String> = addrs
-                .iter()
-                .zip(&pending)
-                .filter(|(_, p)| !p.is_empty())
-                .map(|(ip, p)| {
-                    let names: Vec<&str> = p.iter().map(|ns| ns.name()).collect();
-                    format!("{ip} in {}", names.join(", "))
-                })
-                .collect();
-            bail!(
-                "timed out after 10 s waiting for the routes to {}",
-                missing.join("; ")
-            );
-        }
-        std::thread::sleep(Duration::from_millis(5));
+) -> Result<Trial> {
+    if state.spec.runtime != Runtime::Cni {
+        bail!("convergence trials run the CNI plugin directly (runtime cni)");
     }
-    Ok((
+    let n = state.nodes[node].clone();
+    let pod_ns = Netns::create(&ns_name(&state.spec.id, &format!("{}-p{p}", n.name)))?.persist();
+    state.namespaces.push(pod_ns.clone());
+    state.save()?;
+    let spawned = unix_ns();
+    let t0 = Instant::now();
+    let result = cni(state, &n, "ADD", &pod_ns)?;
+    let add = t0.elapsed();
+    let exited = unix_ns();
+    let pod = record_pod(state, &n, &pod_ns, &result)?;
+    let others: Vec<usize> = (0..state.nodes.len()).filter(|&i| i != node).collect();
+    let deadline = t0 + Duration::from_secs(10);
+    let mut arrivals = Vec::new();
+    for ip in pod.addrs() {
+        let seen = monitors.wait_for(IpNetwork::from(ip), &others, t0, deadline)?;
+        arrivals.push((ip, seen));
+    }
+    let steps = cni_steps(state, &pod_ns, "ADD", spawned, exited);
+    Ok(Trial {
         add,
-        addrs.into_iter().zip(done.into_iter().flatten()).collect(),
-    ))
+        arrivals,
+        steps,
+    })
+}
+
+fn unix_ns() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
+}
+
+/// The steps of `container`'s `cmd` record in the lab's timing file, with
+/// `exec` and `exit` from the wall clock around the plugin's process.
+fn cni_steps(
+    state: &LabState,
+    container: &str,
+    cmd: &str,
+    spawned: u128,
+    exited: u128,
+) -> Vec<(String, Duration)> {
+    let text = std::fs::read_to_string(cni_timing_file(state)).unwrap_or_default();
+    let Some(v) = text
+        .lines()
+        .rev()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["cmd"] == cmd && v["container"] == container)
+    else {
+        return Vec::new();
+    };
+    let start = v["start_unix_ns"].as_u64().unwrap_or(0) as u128;
+    let total = Duration::from_micros(v["total_us"].as_u64().unwrap_or(0));
+    let ns = |d: u128| Duration::from_nanos(d.min(u64::MAX as u128) as u64);
+    let mut steps = vec![("exec".to_string(), ns(start.saturating_sub(spawned)))];
+    for s in v["steps"].as_array().into_iter().flatten() {
+        let name = s[0].as_str().unwrap_or("?").to_string();
+        steps.push((name, Duration::from_micros(s[1].as_u64().unwrap_or(0))));
+    }
+    let end = start + total.as_nanos();
+    steps.push(("exit".to_string(), ns(exited.saturating_sub(end))));
+    steps
 }
 
 /// The p-th percentile (0..=100) of `v` (sorted in place).

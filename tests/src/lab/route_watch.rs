@@ -4,7 +4,7 @@
 //! instead of polling `ip route`.
 //!
 //! ```text
-//!   thread (setns into the node) ── NETLINK_ROUTE, group RTMGRP_IPV4_ROUTE
+//!   thread (setns into the node) ── NETLINK_ROUTE, groups RTMGRP_IPV4_ROUTE|RTMGRP_IPV6_ROUTE
 //!        │ recv → decode → RouteEvent { at: Instant, .. }
 //!        ▼
 //!   Arc<Mutex<Vec<RouteEvent>>> ◄── RouteWatch::lost_all (the benchmark)
@@ -25,8 +25,10 @@ use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 
 /// Manx's route protocol number (`felix_lite::MANX_ROUTE_PROTOCOL`).
 pub const MANX_PROTO: u8 = 77;
-/// The IPv4 route multicast group (`RTMGRP_IPV4_ROUTE` in rtnetlink.h).
+/// The IPv4 and IPv6 route multicast groups (`RTMGRP_IPV4_ROUTE`,
+/// `RTMGRP_IPV6_ROUTE` in rtnetlink.h).
 const RTMGRP_IPV4_ROUTE: u32 = 0x40;
+const RTMGRP_IPV6_ROUTE: u32 = 0x400;
 
 /// One change of a Manx route, as the kernel announced it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,6 +99,20 @@ impl RouteWatch {
         self.events.lock().unwrap().clone()
     }
 
+    /// When a Manx route to `dst` was first added (or replaced) at or
+    /// after `since`: `None` while none was. An error if the listener
+    /// failed (its socket overran: events may be missing).
+    pub fn first_added(&self, dst: &IpNetwork, since: Instant) -> Result<Option<Instant>> {
+        if let Some(e) = self.failed.lock().unwrap().clone() {
+            anyhow::bail!(e);
+        }
+        let events = self.events.lock().unwrap();
+        Ok(events
+            .iter()
+            .find(|e| e.at >= since && !e.deleted && e.dst == *dst)
+            .map(|e| e.at))
+    }
+
     /// When the last of `dsts` stopped going via `gateway` after `since`
     /// (deleted, or replaced by a route without it): `None` while one of
     /// them still does. An error if the listener failed (its socket
@@ -141,15 +157,15 @@ impl Drop for RouteWatch {
     }
 }
 
-/// Enter the namespace (this thread only) and subscribe to its IPv4 route
-/// changes; the socket stays in that namespace.
+/// Enter the namespace (this thread only) and subscribe to its IPv4 and
+/// IPv6 route changes; the socket stays in that namespace.
 fn subscribe(netns: &std::path::Path) -> Result<Socket> {
     let f = std::fs::File::open(netns).with_context(|| format!("opening {netns:?}"))?;
     nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET)
         .with_context(|| format!("setns {netns:?}"))?;
     let mut sock = Socket::new(NETLINK_ROUTE).context("netlink socket")?;
-    sock.bind(&SocketAddr::new(0, RTMGRP_IPV4_ROUTE))
-        .context("netlink subscribe to RTMGRP_IPV4_ROUTE")?;
+    sock.bind(&SocketAddr::new(0, RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_ROUTE))
+        .context("netlink subscribe to RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_ROUTE")?;
     let opts = socket2::SockRef::from(&sock);
     // Wake up now and then to see the stop flag.
     opts.set_read_timeout(Some(Duration::from_millis(100)))
@@ -268,6 +284,38 @@ mod tests {
             dst: dst.parse().unwrap(),
             gateways: gw.iter().map(|g| g.parse().unwrap()).collect(),
         }
+    }
+
+    #[test]
+    fn first_added_is_the_first_addition_since_the_trial() {
+        let t0 = Instant::now();
+        let t = |ms| t0 + Duration::from_millis(ms);
+        let w = RouteWatch {
+            netns: "x".into(),
+            events: Arc::new(Mutex::new(vec![
+                ev(
+                    t0 - Duration::from_secs(1),
+                    false,
+                    "10.70.0.5/32",
+                    &["172.30.0.12"],
+                ),
+                ev(t(10), true, "10.70.0.5/32", &[]),
+                ev(t(20), false, "10.70.0.6/32", &["172.30.0.12"]),
+                ev(t(30), false, "10.70.0.5/32", &["172.30.0.12"]),
+                ev(t(40), false, "10.70.0.5/32", &["172.30.0.13"]),
+                ev(t(50), false, "fd70::5/128", &["fd30::12"]),
+            ])),
+            failed: Arc::new(Mutex::new(None)),
+            stop: Arc::new(AtomicBool::new(true)),
+            thread: None,
+        };
+        let dst: IpNetwork = "10.70.0.5/32".parse().unwrap();
+        assert_eq!(w.first_added(&dst, t0).unwrap(), Some(t(30)));
+        assert_eq!(w.first_added(&dst, t(41)).unwrap(), None);
+        let v6: IpNetwork = "fd70::5/128".parse().unwrap();
+        assert_eq!(w.first_added(&v6, t0).unwrap(), Some(t(50)));
+        *w.failed.lock().unwrap() = Some("overran".into());
+        assert!(w.first_added(&dst, t0).is_err());
     }
 
     #[test]

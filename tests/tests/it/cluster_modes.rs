@@ -2,7 +2,7 @@
 //! and each node's routes take the path the pool's mode asks for.
 
 use crate::common::{Lab, require};
-use manx_e2e::lab::Mode;
+use manx_e2e::lab::{self, Mode};
 
 /// (a) 3-node mesh with direct routes: remote blocks via the peer's address
 /// on the uplink, a blackhole per local block.
@@ -20,6 +20,33 @@ fn mesh_direct_routes() {
     assert!(r.contains("via 172.30.0.13 dev eth0 proto 77"), "{r}");
     assert!(r.contains("blackhole 10.65."), "{r}");
     assert!(!r.contains("vxlan.manx"), "{r}");
+
+    // bench-convergence's measurement on this lab: a route monitor per
+    // node sees a new block's route arrive on each other node, and the
+    // kernel's table agrees; the ADD's steps are in the timing file.
+    let mut lab = lab;
+    lab::convergence_setup(&lab.0).unwrap();
+    let netns: Vec<String> = lab.0.nodes.iter().map(|n| n.netns.clone()).collect();
+    let monitors = lab::RouteMonitors::start(&netns).unwrap();
+    let trial = lab::convergence_trial(&mut lab.0, &monitors, 1, 900).unwrap();
+    let (ip, arrivals) = &trial.arrivals[0];
+    assert!(ip.to_string().starts_with("10.70."), "{ip}");
+    let mut seen: Vec<usize> = arrivals.iter().map(|(n, _)| *n).collect();
+    seen.sort();
+    assert_eq!(seen, [0, 2], "{arrivals:?}");
+    for n in [0, 2] {
+        let r = lab.routes(n);
+        assert!(
+            r.lines()
+                .any(|l| l.starts_with(&format!("{ip} via 172.30.0.12")) && l.contains("proto 77")),
+            "node{} has no route to {ip} via node2: {r}",
+            n + 1
+        );
+    }
+    let steps: Vec<&str> = trial.steps.iter().map(|(s, _)| s.as_str()).collect();
+    for s in ["exec", "ipam||veth", "endpoint", "exit"] {
+        assert!(steps.contains(&s), "{s} missing from {steps:?}");
+    }
 }
 
 /// (b) VXLAN Always: remote blocks through vxlan.manx.
