@@ -278,6 +278,21 @@ enum Poll {
     Compacted(Listing),
 }
 
+/// A watch poll's query: the rows past the watcher's revision, by revision.
+///
+/// The prefix terms carry a unary `+`, which keeps SQLite from using the
+/// `(key, id)` index for them: with it, SQLite walked every row under the
+/// prefix (for manx-node's `/manx/` watch, the whole log, history included)
+/// and sorted them, on every poll of every watcher. The rowid range reads
+/// only the rows written since the last poll, whatever the store's size.
+fn poll_sql(bounded: bool) -> String {
+    format!(
+        "SELECT id, key, value, created, deleted FROM kv_log
+         WHERE id > ?1 AND +key >= ?2 {} ORDER BY id LIMIT {WATCH_BATCH}",
+        if bounded { "AND +key < ?3" } else { "" }
+    )
+}
+
 fn poll_in(conn: &mut Connection, prefix: &str, after: Revision) -> rusqlite::Result<Poll> {
     let tx = conn.transaction()?;
     if after < compacted_revision(&tx)? {
@@ -286,12 +301,7 @@ fn poll_in(conn: &mut Connection, prefix: &str, after: Revision) -> rusqlite::Re
     }
     let revision = current_revision(&tx)?;
     let end = prefix_end(prefix.as_bytes());
-    let sql = format!(
-        "SELECT id, key, value, created, deleted FROM kv_log
-         WHERE id > ?1 AND key >= ?2 {} ORDER BY id LIMIT {WATCH_BATCH}",
-        if end.is_some() { "AND key < ?3" } else { "" }
-    );
-    let mut stmt = tx.prepare_cached(&sql)?;
+    let mut stmt = tx.prepare_cached(&poll_sql(end.is_some()))?;
     let map = |r: &rusqlite::Row<'_>| {
         let id: i64 = r.get(0)?;
         let key = decode_key(r.get(1)?)?;

@@ -152,3 +152,32 @@ async fn keys_with_high_bytes_stay_in_their_prefix() {
         .collect();
     assert_eq!(keys, ["/p/é", "/p\u{7f}", "/p\u{80}x"]);
 }
+
+/// A watch poll reads the rows past its revision through the rowid, never
+/// the `(key, id)` index over its whole prefix (which made every poll of
+/// manx-node's `/manx/` watch walk the whole log and sort it).
+#[test]
+fn watch_poll_reads_by_revision_not_by_prefix() {
+    let dir = tempfile::tempdir().unwrap();
+    let conn = open_connection(&dir.path().join("m.db"), false).unwrap();
+    conn.execute_batch(SCHEMA).unwrap();
+    for bounded in [true, false] {
+        let sql = format!("EXPLAIN QUERY PLAN {}", poll_sql(bounded));
+        let mut stmt = conn.prepare(&sql).unwrap();
+        let detail = |r: &rusqlite::Row<'_>| r.get::<_, String>(3);
+        let (prefix, end) = (b"/manx/".to_vec(), b"/manx0".to_vec());
+        let rows = if bounded {
+            stmt.query_map(params![0, prefix, end], detail)
+        } else {
+            stmt.query_map(params![0, prefix], detail)
+        };
+        let plan: Vec<String> = rows.unwrap().collect::<rusqlite::Result<_>>().unwrap();
+        let plan = plan.join("; ");
+        assert!(
+            plan.contains("INTEGER PRIMARY KEY (rowid>?)"),
+            "bounded {bounded}: {plan}"
+        );
+        assert!(!plan.contains("kv_log_key_id"), "bounded {bounded}: {plan}");
+        assert!(!plan.contains("TEMP B-TREE"), "bounded {bounded}: {plan}");
+    }
+}

@@ -248,7 +248,7 @@ impl Agent {
     /// After a burst of datastore events: plan, then hand each part to its
     /// owner. Never waits.
     fn recompute(&mut self) {
-        self.view = self.cache.view(&self.name);
+        self.view = self.cache.view();
         let plan = plan::bgp(&self.view, &self.name, &self.tunnels, &self.secrets);
         crate::logging::follow_datastore_level(plan.log_level);
         self.ignored_interfaces = plan.ignored_interfaces.clone();
@@ -775,9 +775,9 @@ pub async fn run(cfg: NodeConfig) -> Result<()> {
         block_grace,
     );
 
-    let mut cache = ClusterCache::default();
+    let mut cache = ClusterCache::new(&name);
     cache.reset(store.list(WATCH_PREFIX).await?);
-    let view = cache.view(&name);
+    let view = cache.view();
     let mut tunnels = Tunnels::default();
     for tunnel in Tunnel::ALL {
         let addr = startup::tunnel_address(

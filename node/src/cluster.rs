@@ -26,30 +26,54 @@ use crate::startup::Tunnels;
 /// The prefix the node watches.
 pub const WATCH_PREFIX: &str = "/manx/";
 
-/// Raw keys and values, as of `revision`.
+/// Raw keys and values, as of `revision`: those that can change this
+/// node's view ([`ClusterCache::keeps`]).
+///
+/// Every write to the store reaches every node's watch. A node used to keep
+/// every key and rebuild its whole view (decoding every pool, node, block
+/// and endpoint of the cluster) after each, so one pod's ADD cost each of N
+/// nodes O(N) work. Keys that cannot matter here are now dropped as they
+/// arrive: other nodes' endpoints and affinities, IPAM handles, and blocks
+/// that lend this node no address. Such a write leaves the node idle.
 #[derive(Debug, Default, Clone)]
 pub struct ClusterCache {
+    me: String,
     kvs: BTreeMap<String, Vec<u8>>,
     pub revision: Revision,
 }
 
 impl ClusterCache {
+    /// An empty cache for node `me`.
+    pub fn new(me: &str) -> ClusterCache {
+        ClusterCache {
+            me: me.to_string(),
+            ..Default::default()
+        }
+    }
+
     /// Replace everything with a listing.
     pub fn reset(&mut self, listing: Listing) {
-        self.kvs = listing
-            .items
-            .into_iter()
-            .map(|kv| (kv.key, kv.value))
-            .collect();
+        let mut kvs = BTreeMap::new();
+        for kv in listing.items {
+            if self.keeps(&kv.key, &kv.value) {
+                kvs.insert(kv.key, kv.value);
+            }
+        }
+        self.kvs = kvs;
         self.revision = listing.revision;
     }
 
-    /// Apply one watch event. Returns true if anything changed.
+    /// Apply one watch event. Returns true if this node's view may have
+    /// changed (a kept key changed, or one kept before is gone).
     pub fn apply(&mut self, ev: WatchEvent) -> bool {
         self.revision = self.revision.max(ev.revision());
         match ev {
             WatchEvent::Put(KeyValue { key, value, .. }) => {
-                self.kvs.insert(key, value.clone()) != Some(value)
+                if self.keeps(&key, &value) {
+                    self.kvs.insert(key, value.clone()) != Some(value)
+                } else {
+                    self.kvs.remove(&key).is_some()
+                }
             }
             WatchEvent::Delete { key, .. } => self.kvs.remove(&key).is_some(),
             WatchEvent::Resync(listing) => {
@@ -57,6 +81,36 @@ impl ClusterCache {
                 true
             }
         }
+    }
+
+    /// Whether `key` with `value` can change [`ClusterCache::view`]: not an
+    /// IPAM handle, nor another node's affinity or endpoint, nor a block
+    /// that lends this node no address. Anything else is kept (an
+    /// undecodable endpoint too, so the view warns about it).
+    fn keeps(&self, key: &str, value: &[u8]) -> bool {
+        if let Some(ipam_key) = key.strip_prefix(ipam::keys::ROOT) {
+            if ipam_key.starts_with("handle/") {
+                return false;
+            }
+            if let Some(host) = ipam_key.strip_prefix("host/") {
+                return host
+                    .strip_prefix(self.me.as_str())
+                    .is_some_and(|r| r.starts_with('/'));
+            }
+            if ipam_key.starts_with("assignment/") {
+                return serde_json::from_slice::<IPAMBlock>(value)
+                    .is_ok_and(|b| !borrowed_from(&b, &self.me).is_empty());
+            }
+            return true;
+        }
+        let endpoints = format!("{}workloadendpoints/", datastore::client::RESOURCE_PREFIX);
+        if key.starts_with(&endpoints) {
+            return match serde_json::from_slice::<Resource>(value) {
+                Ok(Resource::WorkloadEndpoint(w)) => w.spec.node.as_deref() == Some(&self.me),
+                _ => true,
+            };
+        }
+        true
     }
 
     fn under<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = (&'a String, &'a Vec<u8>)> {
@@ -81,7 +135,8 @@ impl ClusterCache {
     }
 
     /// The derived view.
-    pub fn view(&self, me: &str) -> ClusterView {
+    pub fn view(&self) -> ClusterView {
+        let me = self.me.as_str();
         let pools = self.resources("ippools", |r| match r {
             Resource::IPPool(p) => Some(p),
             _ => None,
@@ -131,23 +186,9 @@ impl ClusterCache {
         // as /32 (/128) so the other nodes route them here, not to the
         // block's owner.
         let mut borrowed = Vec::new();
-        let me_affinity = format!("host:{me}");
         for (_, v) in self.under(&ipam::keys::all_blocks_prefix()) {
-            let Ok(b) = serde_json::from_slice::<IPAMBlock>(v) else {
-                continue;
-            };
-            if b.affinity.as_deref() == Some(me_affinity.as_str()) {
-                continue;
-            }
-            for (ordinal, alloc) in b.allocations.iter().enumerate() {
-                let Some(attr) = alloc.and_then(|i| b.attributes.get(i)) else {
-                    continue;
-                };
-                if attr.secondary.get("node").map(String::as_str) == Some(me)
-                    && let Some(ip) = nth_addr(&b.cidr, ordinal)
-                {
-                    borrowed.push(IpNetwork::from(ip));
-                }
+            if let Ok(b) = serde_json::from_slice::<IPAMBlock>(v) {
+                borrowed.extend(borrowed_from(&b, me));
             }
         }
         ClusterView {
@@ -162,6 +203,26 @@ impl ClusterCache {
             borrowed,
         }
     }
+}
+
+/// The addresses of block `b` allocated to node `me` while the block is
+/// not affine to `me` (borrowed), as host prefixes.
+fn borrowed_from(b: &IPAMBlock, me: &str) -> Vec<IpNetwork> {
+    if b.affinity.as_deref().and_then(|a| a.strip_prefix("host:")) == Some(me) {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for (ordinal, alloc) in b.allocations.iter().enumerate() {
+        let Some(attr) = alloc.and_then(|i| b.attributes.get(i)) else {
+            continue;
+        };
+        if attr.secondary.get("node").map(String::as_str) == Some(me)
+            && let Some(ip) = nth_addr(&b.cidr, ordinal)
+        {
+            out.push(IpNetwork::from(ip));
+        }
+    }
+    out
 }
 
 /// The key at `Node.status.wireguardPublicKey` (where calico-node publishes it).
@@ -370,6 +431,131 @@ impl ClusterView {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn put(key: &str, value: serde_json::Value, revision: Revision) -> WatchEvent {
+        WatchEvent::Put(KeyValue {
+            key: key.into(),
+            value: serde_json::to_vec(&value).unwrap(),
+            create_revision: revision,
+            mod_revision: revision,
+        })
+    }
+
+    fn endpoint(node: &str) -> serde_json::Value {
+        serde_json::json!({
+            "apiVersion": "projectcalico.org/v3",
+            "kind": "WorkloadEndpoint",
+            "metadata": {"name": format!("{node}-k8s-p-eth0"), "namespace": "default"},
+            "spec": {"node": node, "endpoint": "eth0"},
+        })
+    }
+
+    /// A block affine to `owner` whose ordinal 5 is held by a pod on `user`.
+    fn block(owner: &str, user: Option<&str>) -> serde_json::Value {
+        let mut allocations = vec![serde_json::Value::Null; 64];
+        let mut attributes = vec![];
+        if let Some(user) = user {
+            allocations[5] = 0.into();
+            attributes.push(serde_json::json!({"handle_id": "h", "secondary": {"node": user}}));
+        }
+        serde_json::json!({
+            "cidr": "10.65.1.0/26",
+            "affinity": format!("host:{owner}"),
+            "allocations": allocations,
+            "unallocated": [],
+            "attributes": attributes,
+        })
+    }
+
+    /// Only what can change this node's view wakes it: another node's
+    /// endpoint, affinity or block, and every handle, are dropped on
+    /// arrival; a block starts and stops counting as it lends this node an
+    /// address; its own endpoint and affinity, and any Node, count.
+    #[test]
+    fn the_cache_keeps_only_what_this_node_derives_its_view_from() {
+        let wep = |n: &str| {
+            format!("/manx/v3/projectcalico.org/workloadendpoints/default/{n}-k8s-p-eth0")
+        };
+        let block_key = "/manx/ipam/v2/assignment/ipv4/block/10.65.1.0-26";
+        let mut c = ClusterCache::new("node1");
+        assert!(!c.apply(put(&wep("node2"), endpoint("node2"), 1)));
+        assert!(!c.apply(put(
+            "/manx/ipam/v2/handle/k8s-pod-network.c1",
+            serde_json::json!({"handleID": "x", "block": {}}),
+            2
+        )));
+        assert!(!c.apply(put(
+            "/manx/ipam/v2/host/node2/ipv4/block/10.65.1.0-26",
+            serde_json::json!({"state": "confirmed", "node": "node2", "cidr": "10.65.1.0/26"}),
+            3
+        )));
+        // A node named like a prefix of another is not that node.
+        assert!(!c.apply(put(
+            "/manx/ipam/v2/host/node11/ipv4/block/10.65.2.0-26",
+            serde_json::json!({"state": "confirmed", "node": "node11", "cidr": "10.65.2.0/26"}),
+            4
+        )));
+        assert!(!c.apply(put(block_key, block("node2", None), 5)));
+        assert!(!c.apply(put(block_key, block("node2", Some("node3")), 6)));
+        assert_eq!(c.revision, 6);
+        assert_eq!(c.view(), ClusterView::default());
+
+        assert!(c.apply(put(block_key, block("node2", Some("node1")), 7)));
+        assert_eq!(
+            c.view().borrowed,
+            vec!["10.65.1.5/32".parse::<IpNetwork>().unwrap()]
+        );
+        // Our own block lends us nothing: the address is in our block route.
+        assert!(c.apply(put(block_key, block("node1", Some("node1")), 8)));
+        assert!(c.view().borrowed.is_empty());
+        assert!(!c.apply(put(block_key, block("node2", None), 9)));
+
+        assert!(c.apply(put(&wep("node1"), endpoint("node1"), 10)));
+        assert_eq!(c.view().workloads.len(), 1);
+        assert!(c.apply(put(
+            "/manx/ipam/v2/host/node1/ipv4/block/10.65.3.0-26",
+            serde_json::json!({"state": "confirmed", "node": "node1", "cidr": "10.65.3.0/26"}),
+            11
+        )));
+        assert_eq!(
+            c.view().local_blocks,
+            vec!["10.65.3.0/26".parse::<IpNetwork>().unwrap()]
+        );
+        assert!(c.apply(put(
+            "/manx/v3/projectcalico.org/nodes/node7",
+            serde_json::json!({"apiVersion": "projectcalico.org/v3", "kind": "Node", "metadata": {"name": "node7"}, "spec": {}}),
+            12
+        )));
+        assert_eq!(c.view().nodes.len(), 1);
+        // Deletes of dropped keys change nothing; of kept ones, the view.
+        assert!(!c.apply(WatchEvent::Delete {
+            key: wep("node2"),
+            revision: 13
+        }));
+        assert!(c.apply(WatchEvent::Delete {
+            key: wep("node1"),
+            revision: 14
+        }));
+        assert!(c.view().workloads.is_empty());
+
+        // A listing is filtered the same way.
+        let mut fresh = ClusterCache::new("node1");
+        let kv = |key: String, value: serde_json::Value| KeyValue {
+            key,
+            value: serde_json::to_vec(&value).unwrap(),
+            create_revision: 1,
+            mod_revision: 1,
+        };
+        fresh.reset(Listing {
+            items: vec![
+                kv(wep("node1"), endpoint("node1")),
+                kv(wep("node2"), endpoint("node2")),
+            ],
+            revision: 20,
+        });
+        assert_eq!(fresh.kvs.len(), 1);
+        assert_eq!(fresh.view().workloads.len(), 1);
+    }
 
     #[test]
     fn nth_addr_counts_from_the_network() {
