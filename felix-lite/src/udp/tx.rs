@@ -25,6 +25,9 @@ pub const READS: usize = 32;
 pub const READ_SLOT: usize = offload::VNET_HDR_LEN + 65_535;
 /// Segment headers, datagrams and groups per flush.
 const SEGS: usize = 2048;
+/// Bytes queued before a flush: a couple of 64 KiB TSO reads. More makes the first
+/// read's datagrams wait for the later reads and the receiver idle meanwhile.
+const FLUSH_BYTES: usize = 128 * 1024;
 /// Datagrams one read may become: a 64 KiB TSO packet at the kernel's smallest MSS (88)
 /// is 745; a USO packet is at most 128 (UDP_MAX_SEGMENTS).
 const MAX_SEGS_PER_READ: usize = 768;
@@ -67,6 +70,7 @@ pub struct TxPath {
     niov: usize,
     groups: Vec<Group>,
     ngroups: usize,
+    bytes: usize,
     msgs: Vec<libc::mmsghdr>,
     addr: Vec<libc::sockaddr_in>,
     ctrl: Vec<[u64; 4]>,
@@ -104,6 +108,7 @@ impl TxPath {
             niov: 0,
             groups: vec![Group::default(); SEGS],
             ngroups: 0,
+            bytes: 0,
             msgs: vec![unsafe { std::mem::zeroed() }; SEGS],
             addr: vec![unsafe { std::mem::zeroed() }; SEGS],
             ctrl: vec![[0; 4]; SEGS],
@@ -118,6 +123,7 @@ impl TxPath {
     /// Whether another read fits before a flush.
     pub fn has_room(&self) -> bool {
         self.used < READS
+            && self.bytes < FLUSH_BYTES
             && self.nseg + MAX_SEGS_PER_READ <= SEGS
             && self.ngroups + MAX_SEGS_PER_READ <= SEGS
             && self.niov + 2 * MAX_SEGS_PER_READ <= self.iov.len()
@@ -207,6 +213,7 @@ impl TxPath {
         }
         g.count += 1;
         g.bytes += size;
+        self.bytes += size;
         g.closed = size < g.size;
     }
 
@@ -276,6 +283,7 @@ impl TxPath {
         self.nseg = 0;
         self.niov = 0;
         self.ngroups = 0;
+        self.bytes = 0;
         (sent, refused)
     }
 
