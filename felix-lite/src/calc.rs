@@ -429,6 +429,12 @@ impl<'a> Resolver<'a> {
                 ))),
             };
         }
+        if let Some(dev) = self.neighbour_dev(nh) {
+            return Err(ExternalOutcome::Unreachable(format!(
+                "next hop {nh} is on a subnet of {dev}, which ignoredInterfaces (or cali*, \
+                 kube-ipvs*) leaves out, and no other kernel route covers it"
+            )));
+        }
         Err(ExternalOutcome::Unreachable(format!(
             "next hop {nh} is unreachable: no connected subnet or kernel route covers it"
         )))
@@ -1327,7 +1333,8 @@ mod tests {
         let d = with(&i, &view);
         assert_eq!(
             unreachable(&d, "10.220.0.0/24"),
-            "next hop 192.0.2.9 is unreachable: no connected subnet or kernel route covers it"
+            "next hop 192.0.2.9 is on a subnet of eth1, which ignoredInterfaces (or cali*, \
+             kube-ipvs*) leaves out, and no other kernel route covers it"
         );
         i.ignored_interfaces = vec!["eth1".into()];
         let mut with_default = view.clone();

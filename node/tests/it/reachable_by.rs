@@ -10,6 +10,13 @@
 //! 198.19.61.1, forwarding) — the far peer, BIRD 2 (198.19.61.2, eBGP AS
 //! 65002, multihop, exporting 10.204.0.0/24). The node has no route to
 //! 198.19.61.0/24 but the one reachableBy makes.
+//!
+//! The same set-up shows `BGPConfiguration.spec.ignoredInterfaces`: the
+//! peer also exports 10.205.0.0/24 with next hop 192.0.2.9, on the subnet of
+//! the node's `aux0`: installed via aux0, until `ignoredInterfaces: [aux*]`
+//! takes that subnet out of the connected ones (as calico-node's BIRD leaves
+//! the interface out of `protocol direct`): then unreachable, said in the
+//! status, and gone from the kernel.
 
 use std::path::Path;
 use std::process::Command;
@@ -18,7 +25,9 @@ use std::time::Duration;
 
 use datastore::client::Client;
 use datastore::embedded::EmbeddedStore;
-use datastore::model::{AsNumber, BGPPeer, BGPPeerSpec, ObjectMeta};
+use datastore::model::{
+    AsNumber, BGPConfiguration, BGPConfigurationSpec, BGPPeer, BGPPeerSpec, ObjectMeta,
+};
 use testkit::netns::veth;
 use testkit::{Daemon, Netns, Prereqs, eventually};
 
@@ -82,6 +91,13 @@ fn reachable_by_peer_two_hops_away_comes_up_through_its_gateway() {
     gw.sysctl("net.ipv4.ip_forward", "1");
     far.ip(&["addr", "add", &format!("{FAR}/24"), "dev", "eth0"]);
     far.ip(&["route", "add", "198.19.60.0/24", "via", "198.19.61.1"]);
+    // A second link (a veth pair inside the node: this kernel has no dummy).
+    node.ip(&[
+        "link", "add", "aux0", "type", "veth", "peer", "name", "aux1",
+    ]);
+    node.ip(&["addr", "add", "192.0.2.1/24", "dev", "aux0"]);
+    node.ip(&["link", "set", "aux0", "up"]);
+    node.ip(&["link", "set", "aux1", "up"]);
 
     // The BGPPeer exists before manx-node starts: its first sync waits for
     // this session, which needs the route.
@@ -103,11 +119,13 @@ fn reachable_by_peer_two_hops_away_comes_up_through_its_gateway() {
         &conf,
         format!(
             "router id {FAR};\nlog stderr all;\nprotocol device {{ scan time 2; }}\n\
-             protocol static far_net {{ ipv4; route 10.204.0.0/24 blackhole; }}\n\
+             protocol static far_net {{ ipv4; route 10.204.0.0/24 blackhole; \
+             route 10.205.0.0/24 blackhole; }}\n\
              protocol bgp manx {{\n  local {FAR} as 65002;\n  neighbor {NODE} as 64512;\n  \
              multihop;\n  hold time 9; connect retry time 1; connect delay time 1; \
              error wait time 1, 5;\n  \
-             ipv4 {{ import all; export where source = RTS_STATIC; }};\n}}\n"
+             ipv4 {{ import all; export filter {{\n    if source != RTS_STATIC then reject;\n    \
+             if net = 10.205.0.0/24 then bgp_next_hop = 192.0.2.9;\n    accept;\n  }}; }};\n}}\n"
         ),
     )
     .unwrap();
@@ -181,6 +199,47 @@ fn reachable_by_peer_two_hops_away_comes_up_through_its_gateway() {
         manx.log_text()
     );
     assert!(!gone, "the reachableBy route went away during the restart");
+
+    // ignoredInterfaces: the next hop on aux0's subnet is reached over aux0
+    // until the subnet no longer counts as connected.
+    let on_aux0 = "10.205.0.0/24 via 192.0.2.9 dev aux0 proto 77";
+    assert!(
+        eventually(LIMIT, || has_route(&node, on_aux0)),
+        "{}",
+        node.ip(&["route", "show"])
+    );
+    let cfg = BGPConfiguration {
+        metadata: ObjectMeta::named("default"),
+        spec: BGPConfigurationSpec {
+            ignored_interfaces: Some(vec!["aux*".into()]),
+            ..Default::default()
+        },
+    };
+    runtime().block_on(store.create(&cfg)).unwrap();
+    let row = || {
+        runtime()
+            .block_on(manx_status::query(&dir.path().join("run")))
+            .ok()?
+            .routes
+            .into_iter()
+            .find(|r| r.prefix == "10.205.0.0/24")
+    };
+    assert!(
+        eventually(LIMIT, || !node
+            .ip(&["route", "show"])
+            .contains("10.205.0.0/24")
+            && row().is_some_and(|r| r.state == "unreachable")),
+        "{:?}\n{}",
+        row(),
+        node.ip(&["route", "show"])
+    );
+    assert_eq!(
+        row().unwrap().info,
+        "next hop 192.0.2.9 is on a subnet of aux0, which ignoredInterfaces (or cali*, \
+         kube-ipvs*) leaves out, and no other kernel route covers it"
+    );
+    // The reachableBy route and what follows it are not affected.
+    assert!(has_route(&node, &host_route) && has_route(&node, &far_net));
 
     // The BGPPeer goes: so do its route and the session's prefix.
     runtime()
