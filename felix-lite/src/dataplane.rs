@@ -561,13 +561,10 @@ impl<N: Netlink, S: Sysctls, F: NatBackend, C: Clock> Dataplane<N, S, F, C> {
         else {
             return Ok(writes);
         };
-        let set = socket
-            .set_device(wireguard::DEVICE, key, dev)
-            .and_then(|()| socket.public_key(wireguard::DEVICE));
-        match set {
-            Ok(public) => {
+        match socket.set_device(wireguard::DEVICE, key, dev) {
+            Ok(kernel) => {
                 writes += 1;
-                let public = public.map(|k| wireguard::base64_encode(&k));
+                let public = kernel.public_key.map(|k| wireguard::base64_encode(&k));
                 if public != self.wireguard.public_key {
                     tracing::info!(
                         device = wireguard::DEVICE,

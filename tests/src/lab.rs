@@ -953,36 +953,75 @@ pub fn start_node(state: &mut LabState, i: usize) -> Result<()> {
 
 fn wait_ready(state: &LabState) -> Result<()> {
     for node in &state.nodes {
-        let ns = Netns::adopt(&node.netns);
-        wait_for(
-            &format!("{} /readyz", node.name),
-            Duration::from_secs(60),
-            || {
-                if let Some(pid) = node.pid
-                    && !Path::new(&format!("/proc/{pid}")).exists()
-                {
-                    bail!(
-                        "manx-node on {} exited (see {})",
-                        node.name,
-                        node.run_dir.join("manx-node.log").display()
-                    );
-                }
-                let out = ns
-                    .command(state.bin("manxctl"))
-                    .args(["node", "ready"])
-                    .env("MANX_RUN_DIR", &node.run_dir)
-                    .envs(state.store_env())
-                    .stderr(Stdio::piped())
-                    .output()?;
-                if out.status.success() {
-                    Ok(Some(()))
-                } else {
-                    bail!("{}", String::from_utf8_lossy(&out.stderr).trim())
-                }
-            },
-        )?;
-        progress(format!("{} ready ({})", node.name, node.ip));
+        wait_node_ready(state, node)?;
     }
+    Ok(())
+}
+
+/// Stop manx-node on node `name` as an operator does (SIGTERM to its process group: kernel
+/// routes stay in place, its BGP peers keep its routes for the graceful restart), start it
+/// again with the same environment and wait until it is ready. A node that has not exited
+/// 10 s after SIGTERM is killed.
+pub fn restart_node(id: &str, name: &str) -> Result<LabState> {
+    let mut state = LabState::load(id)?;
+    let Some(i) = state.nodes.iter().position(|n| n.name == name) else {
+        bail!(
+            "lab {id:?} has no node {name:?} (nodes: {})",
+            state
+                .nodes
+                .iter()
+                .map(|n| n.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    };
+    if let Some(pid) = state.nodes[i].pid {
+        signal_group(pid, "manx-node", nix::sys::signal::Signal::SIGTERM);
+        let gone = wait_for(
+            &format!("manx-node on {name} (pid {pid}) to exit"),
+            Duration::from_secs(10),
+            || Ok((!running(pid)).then_some(())),
+        );
+        if gone.is_err() {
+            kill_group(pid, "manx-node");
+        }
+    }
+    start_node(&mut state, i)?;
+    state.save()?;
+    wait_node_ready(&state, &state.nodes[i])?;
+    Ok(state)
+}
+
+fn wait_node_ready(state: &LabState, node: &LabNode) -> Result<()> {
+    let ns = Netns::adopt(&node.netns);
+    wait_for(
+        &format!("{} /readyz", node.name),
+        Duration::from_secs(60),
+        || {
+            if let Some(pid) = node.pid
+                && !Path::new(&format!("/proc/{pid}")).exists()
+            {
+                bail!(
+                    "manx-node on {} exited (see {})",
+                    node.name,
+                    node.run_dir.join("manx-node.log").display()
+                );
+            }
+            let out = ns
+                .command(state.bin("manxctl"))
+                .args(["node", "ready"])
+                .env("MANX_RUN_DIR", &node.run_dir)
+                .envs(state.store_env())
+                .stderr(Stdio::piped())
+                .output()?;
+            if out.status.success() {
+                Ok(Some(()))
+            } else {
+                bail!("{}", String::from_utf8_lossy(&out.stderr).trim())
+            }
+        },
+    )?;
+    progress(format!("{} ready ({})", node.name, node.ip));
     Ok(())
 }
 
@@ -1127,11 +1166,23 @@ pub fn process_group(pid: u32) -> Option<(u32, String)> {
 /// SIGKILL the process group `pid` leads, if `pid` still is the lab's
 /// `comm` leading its own group (not a reused pid).
 fn kill_group(pid: u32, comm: &str) {
+    signal_group(pid, comm, nix::sys::signal::Signal::SIGKILL);
+}
+
+/// `pid` exists and is not a zombie (an orphan's zombie stays until init reaps it; in the
+/// VM, init is a shell that may never do so).
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X")
+    })
+}
+
+/// Send `signal` to the process group `pid` leads, under the same check as [`kill_group`].
+fn signal_group(pid: u32, comm: &str, signal: nix::sys::signal::Signal) {
     if process_group(pid).is_some_and(|(g, c)| g == pid && c == comm) {
-        let _ = nix::sys::signal::killpg(
-            nix::unistd::Pid::from_raw(pid as i32),
-            nix::sys::signal::Signal::SIGKILL,
-        );
+        let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid as i32), signal);
     }
 }
 

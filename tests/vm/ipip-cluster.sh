@@ -1,7 +1,5 @@
-# Guest script for shared/vm/run-in-vm.sh: a 4-node Manx cluster with IPIP in a real kernel.
-#
-# Run by tests/vm/run.sh (see there). The VM's init *sources* this file, so everything runs in a
-# subshell: `exit` then ends only the subshell, whose status becomes the VM's exit status.
+# Guest script (run by tests/vm/guest.sh in the VM tests/vm/run.sh boots): a 4-node Manx
+# cluster with IPIP in a real kernel. Its exit status is 0 when every check passed.
 #
 #  1. `manx-lab up --mode ipip` (ipipMode Always, 4 nodes on one L2 segment): every node's tunl0
 #     carries its IPAM tunnel address (manxctl's ipv4IPIPTunnelAddr) with MTU = uplink MTU - 20,

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# IPIP end to end in a real kernel: build static Manx binaries and run tests/vm/ipip-cluster.sh
-# (a 4-node manx-lab cluster, ipipMode Always then CrossSubnet) in a Debian 6.1 kernel under qemu,
-# through ../shared/vm/run-in-vm.sh (the repository's sibling `shared/` checkout).
+# IPIP and WireGuard end to end in a real kernel: build static Manx binaries and run, in one boot
+# of a Debian 6.1 kernel under qemu (through ../shared/vm/run-in-vm.sh, the repository's sibling
+# `shared/` checkout), tests/vm/guest.sh: tests/vm/ipip-cluster.sh (a 4-node manx-lab cluster,
+# ipipMode Always then CrossSubnet), then tests/vm/wireguard-cluster.sh (3 nodes with WireGuard:
+# uplink capture, key rotation).
 #
 #   tests/vm/run.sh            # from anywhere; exit 0 = every check passed
 #
@@ -11,6 +13,7 @@
 #   STATIC_TARGET_DIR  CARGO_TARGET_DIR of the static build (default <repo>/target/static; reused)
 #   MANX_VM_RUNNER     run-in-vm.sh to use (default <repo>/../shared/vm/run-in-vm.sh)
 #   VM_MEM, VM_TIMEOUT passed to run-in-vm.sh (defaults here 2048 MiB, 1200 s: qemu TCG is slow)
+#   MANX_VM_TESTS      guest scripts to run (default "ipip-cluster wireguard-cluster")
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 RUNNER=${MANX_VM_RUNNER:-$(dirname "$ROOT")/shared/vm/run-in-vm.sh}
@@ -83,9 +86,40 @@ for l in $(ldd "$NFT" | grep -oE '/[^ ]+\.so[^ ]*' | grep -vE '/(libc\.so|ld-lin
   FILES+=("$l")
 done
 
+# WireGuard: the module and the crypto it needs (modules.dep of this kernel: wireguard needs
+# libcurve25519-generic, curve25519-x86_64, libchacha20poly1305 (poly1305-x86_64,
+# chacha-x86_64 -> libchacha), udp_tunnel and ip6_udp_tunnel, the last two loaded by the
+# runner); wireguard-cluster.sh insmods them in dependency order.
+for m in lib/crypto/libcurve25519-generic arch/x86/crypto/curve25519-x86_64 lib/crypto/libchacha \
+         arch/x86/crypto/chacha-x86_64 arch/x86/crypto/poly1305-x86_64 lib/crypto/libchacha20poly1305 \
+         drivers/net/wireguard/wireguard; do
+  f=$(ls "$KMOD/$m.ko"* 2>/dev/null | head -n1) || true
+  [ -n "$f" ] || { echo "vm: $m.ko not found under $KMOD: the WireGuard test needs it" >&2; exit 1; }
+  FILES+=("$f")
+done
+
+# tcpdump for the WireGuard test's uplink capture: this machine's, with its libraries, behind a
+# wrapper like nft's (.ci/run installs tcpdump).
+TCPDUMP=$(command -v tcpdump || true)
+[ -n "$TCPDUMP" ] || { echo "vm: no tcpdump on this machine (apt-get install -y tcpdump): the WireGuard test captures with it" >&2; exit 1; }
+cp -L "$TCPDUMP" "$X/tcpdump.bin"
+printf '#!/bin/sh\nLD_LIBRARY_PATH=/opt exec /opt/tcpdump.bin "$@"\n' >"$X/tcpdump"; chmod +x "$X/tcpdump"
+FILES+=("$X/tcpdump" "$X/tcpdump.bin")
+for l in $(ldd "$TCPDUMP" | grep -oE '/[^ ]+\.so[^ ]*' | grep -vE '/(libc\.so|ld-linux)'); do
+  FILES+=("$l")
+done
+
+TESTS=${MANX_VM_TESTS:-ipip-cluster wireguard-cluster}
+echo "$TESTS" >"$X/vm-tests"
+FILES+=("$X/vm-tests")
+for t in $TESTS; do
+  [ -f "$ROOT/tests/vm/$t.sh" ] || { echo "vm: MANX_VM_TESTS names $t, but tests/vm/$t.sh does not exist" >&2; exit 1; }
+  FILES+=("$ROOT/tests/vm/$t.sh")
+done
+
 export VM_MEM=${VM_MEM:-2048} VM_TIMEOUT=${VM_TIMEOUT:-1200}
 rc=0
-bash "$RUNNER" "$ROOT/tests/vm/ipip-cluster.sh" "${FILES[@]}" || rc=$?
+bash "$RUNNER" "$ROOT/tests/vm/guest.sh" "${FILES[@]}" || rc=$?
 t2=$(date +%s)
 echo "vm: guest run took $((t2 - t1)) s (exit $rc); total $((t2 - t0)) s" >&2
 exit "$rc"

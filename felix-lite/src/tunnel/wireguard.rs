@@ -14,7 +14,7 @@
 //! root-only file; it is never logged ([`PrivateKey`]'s `Debug` prints no key) and never
 //! leaves the node: the public key is read back from the kernel, which computes it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
@@ -29,8 +29,7 @@ use netlink_packet_generic::ctrl::nlas::GenlCtrlAttrs;
 use netlink_packet_generic::ctrl::{GenlCtrl, GenlCtrlCmd};
 use netlink_packet_wireguard::{
     WireguardAddressFamily, WireguardAllowedIp, WireguardAllowedIpAttr, WireguardAttribute,
-    WireguardCmd, WireguardDeviceFlags, WireguardMessage, WireguardPeer, WireguardPeerAttribute,
-    WireguardPeerFlags,
+    WireguardCmd, WireguardMessage, WireguardPeer, WireguardPeerAttribute, WireguardPeerFlags,
 };
 
 use crate::netlink::NlError;
@@ -150,49 +149,150 @@ pub fn unsupported_message() -> String {
     )
 }
 
-/// The `WG_CMD_SET_DEVICE` message that makes `ifname` exactly `dev` with key `key`: the
-/// peer list is replaced (peers not listed are removed) and each peer's allowed IPs too.
+/// The persistent-keepalive interval (seconds) a peer is added with for the length of one
+/// message: the kernel sends a keepalive, and so a handshake initiation, the moment a peer's
+/// interval goes from 0 to non-zero (`set_peer` in drivers/net/wireguard/netlink.c). See
+/// [`set_device_message`].
+const HANDSHAKE_KICK_SECS: u16 = 1;
+
+/// The `WG_CMD_SET_DEVICE` message that makes `ifname` exactly `dev` with key `key`, given
+/// the peers the kernel has now (`present`), and the peers it adds.
+///
+/// Peers are changed one by one, never replaced as a whole (`WGDEVICE_F_REPLACE_PEERS`
+/// would remove every peer and re-add it, dropping every session of the node on any change
+/// of any block or node): a peer of `dev` gets its endpoint and exactly its allowed IPs
+/// (`WGPEER_F_REPLACE_ALLOWEDIPS`), which leave its session alone, and a peer of `present`
+/// not in `dev` is removed (`WGPEER_F_REMOVE_ME`) last: a node's new key takes over its
+/// allowed IPs from the old one (the kernel moves a prefix to the peer that inserts it)
+/// before the old one goes, so no packet meanwhile finds no peer (WireGuard answers those
+/// with ICMP host unreachable, and ping then pauses).
+///
+/// A peer not in `present` (a node that appeared or published a new key, e.g. after its key
+/// file was deleted and manx-node restarted) is handshaken at once: it is added with a
+/// keepalive interval, which makes the kernel send a handshake initiation immediately, and
+/// [`end_handshake_kick_message`] sets the interval back to 0 (no persistent keepalive, as
+/// Calico's default). Without that, a node with a new key whose first initiation reached a
+/// peer before the peer knew the key would wait out WireGuard's 5 s REKEY_TIMEOUT before
+/// trying again, and traffic only it sends would stop for those 5 s.
 pub fn set_device_message(
     ifname: &str,
     key: &PrivateKey,
     dev: &WireguardDevice,
-) -> WireguardMessage {
-    let peers = dev
-        .peers
-        .iter()
-        .map(|(pk, p)| {
-            let allowed = p
-                .allowed_ips
-                .iter()
-                .map(|net| {
-                    WireguardAllowedIp(vec![
-                        WireguardAllowedIpAttr::Family(if net.is_ipv4() {
-                            WireguardAddressFamily::Ipv4
-                        } else {
-                            WireguardAddressFamily::Ipv6
-                        }),
-                        WireguardAllowedIpAttr::IpAddr(net.network()),
-                        WireguardAllowedIpAttr::Cidr(net.prefix()),
-                    ])
-                })
-                .collect();
-            WireguardPeer(vec![
-                WireguardPeerAttribute::PublicKey(*pk),
-                WireguardPeerAttribute::Flags(WireguardPeerFlags::ReplaceAllowedIps),
-                WireguardPeerAttribute::Endpoint(p.endpoint),
-                WireguardPeerAttribute::AllowedIps(allowed),
-            ])
-        })
-        .collect();
-    WireguardMessage {
+    present: &BTreeSet<PublicKey>,
+) -> (WireguardMessage, Vec<PublicKey>) {
+    let mut peers = Vec::with_capacity(dev.peers.len());
+    let mut added = Vec::new();
+    for (pk, p) in &dev.peers {
+        let allowed = p
+            .allowed_ips
+            .iter()
+            .map(|net| {
+                WireguardAllowedIp(vec![
+                    WireguardAllowedIpAttr::Family(if net.is_ipv4() {
+                        WireguardAddressFamily::Ipv4
+                    } else {
+                        WireguardAddressFamily::Ipv6
+                    }),
+                    WireguardAllowedIpAttr::IpAddr(net.network()),
+                    WireguardAllowedIpAttr::Cidr(net.prefix()),
+                ])
+            })
+            .collect();
+        let keepalive = if present.contains(pk) {
+            0
+        } else {
+            added.push(*pk);
+            HANDSHAKE_KICK_SECS
+        };
+        peers.push(WireguardPeer(vec![
+            WireguardPeerAttribute::PublicKey(*pk),
+            WireguardPeerAttribute::Flags(WireguardPeerFlags::ReplaceAllowedIps),
+            WireguardPeerAttribute::Endpoint(p.endpoint),
+            WireguardPeerAttribute::AllowedIps(allowed),
+            // Last: the kernel sends the kick's keepalive after endpoint and allowed IPs are set.
+            WireguardPeerAttribute::PersistentKeepalive(keepalive),
+        ]));
+    }
+    peers.extend(
+        present
+            .iter()
+            .filter(|pk| !dev.peers.contains_key(*pk))
+            .map(|pk| {
+                WireguardPeer(vec![
+                    WireguardPeerAttribute::PublicKey(*pk),
+                    WireguardPeerAttribute::Flags(WireguardPeerFlags::RemoveMe),
+                ])
+            }),
+    );
+    let msg = WireguardMessage {
         cmd: WireguardCmd::SetDevice,
         attributes: vec![
             WireguardAttribute::IfName(ifname.to_string()),
             WireguardAttribute::PrivateKey(*key.bytes()),
             WireguardAttribute::ListenPort(dev.port),
-            WireguardAttribute::Flags(WireguardDeviceFlags::ReplacePeers),
             WireguardAttribute::Peers(peers),
         ],
+    };
+    (msg, added)
+}
+
+/// The message that ends the handshake kick of [`set_device_message`]: the `added` peers'
+/// keepalive interval back to 0. The initiation already under way and the keepalive queued
+/// behind it are still sent (the kernel checks the interval only when its timer fires).
+pub fn end_handshake_kick_message(ifname: &str, added: &[PublicKey]) -> WireguardMessage {
+    WireguardMessage {
+        cmd: WireguardCmd::SetDevice,
+        attributes: vec![
+            WireguardAttribute::IfName(ifname.to_string()),
+            WireguardAttribute::Peers(
+                added
+                    .iter()
+                    .map(|pk| {
+                        WireguardPeer(vec![
+                            WireguardPeerAttribute::PublicKey(*pk),
+                            WireguardPeerAttribute::Flags(WireguardPeerFlags::UpdateOnly),
+                            WireguardPeerAttribute::PersistentKeepalive(0),
+                        ])
+                    })
+                    .collect(),
+            ),
+        ],
+    }
+}
+
+/// What the kernel's WireGuard device holds (`WG_CMD_GET_DEVICE`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KernelDevice {
+    /// The public key computed from its private key, if it has one.
+    pub public_key: Option<PublicKey>,
+    /// Its peers' public keys.
+    pub peers: BTreeSet<PublicKey>,
+}
+
+impl KernelDevice {
+    /// The device from the messages of a `WG_CMD_GET_DEVICE` dump (a device with many peers
+    /// comes in several, each repeating the device's own attributes).
+    pub fn from_dump<'a>(messages: impl IntoIterator<Item = &'a WireguardMessage>) -> Self {
+        let mut dev = KernelDevice::default();
+        for attr in messages.into_iter().flat_map(|m| m.attributes.iter()) {
+            match attr {
+                WireguardAttribute::PublicKey(k) if *k != [0u8; KEY_LEN] => {
+                    dev.public_key = Some(*k)
+                }
+                WireguardAttribute::Peers(peers) => {
+                    for p in peers {
+                        if let Some(pk) = p.0.iter().find_map(|a| match a {
+                            WireguardPeerAttribute::PublicKey(k) => Some(*k),
+                            _ => None,
+                        }) {
+                            dev.peers.insert(pk);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        dev
     }
 }
 
@@ -243,14 +343,25 @@ impl WireguardSocket {
         Ok(s)
     }
 
-    /// Configure `ifname` as `dev` with `key` (`WG_CMD_SET_DEVICE`).
+    /// Configure `ifname` as `dev` with `key`, changing only what differs from the kernel's
+    /// peers (see [`set_device_message`]); returns the device as the kernel then has it.
     pub fn set_device(
         &mut self,
         ifname: &str,
         key: &PrivateKey,
         dev: &WireguardDevice,
-    ) -> Result<(), NlError> {
-        let mut msg = GenlMessage::from_payload(set_device_message(ifname, key, dev));
+    ) -> Result<KernelDevice, NlError> {
+        let before = self.device(ifname)?;
+        let (msg, added) = set_device_message(ifname, key, dev, &before.peers);
+        self.set(msg, ifname)?;
+        if !added.is_empty() {
+            self.set(end_handshake_kick_message(ifname, &added), ifname)?;
+        }
+        self.device(ifname)
+    }
+
+    fn set(&mut self, msg: WireguardMessage, ifname: &str) -> Result<(), NlError> {
+        let mut msg = GenlMessage::from_payload(msg);
         msg.set_resolved_family_id(self.family);
         self.request(
             msg,
@@ -261,9 +372,8 @@ impl WireguardSocket {
         Ok(())
     }
 
-    /// The public key the kernel computed for `ifname` (`WG_CMD_GET_DEVICE`), if it has a
-    /// private key.
-    pub fn public_key(&mut self, ifname: &str) -> Result<Option<PublicKey>, NlError> {
+    /// The kernel's view of `ifname` (`WG_CMD_GET_DEVICE`): its public key and peers.
+    pub fn device(&mut self, ifname: &str) -> Result<KernelDevice, NlError> {
         let mut msg = GenlMessage::from_payload(WireguardMessage {
             cmd: WireguardCmd::GetDevice,
             attributes: vec![WireguardAttribute::IfName(ifname.to_string())],
@@ -275,13 +385,7 @@ impl WireguardSocket {
             "get wireguard device",
             ifname,
         )?;
-        Ok(answers
-            .iter()
-            .flat_map(|m| m.payload.attributes.iter())
-            .find_map(|a| match a {
-                WireguardAttribute::PublicKey(k) if *k != [0u8; KEY_LEN] => Some(*k),
-                _ => None,
-            }))
+        Ok(KernelDevice::from_dump(answers.iter().map(|m| &m.payload)))
     }
 
     /// Send one request; collect the answers up to the ACK or the end of the dump.
@@ -449,39 +553,123 @@ mod tests {
         assert_eq!(format!("{k:?}"), "PrivateKey(<redacted>)");
     }
 
-    #[test]
-    fn set_device_replaces_peers_and_their_allowed_ips() {
-        let key = PrivateKey::clamped([9; 32]);
-        let dev = WireguardDevice {
-            mtu: 1440,
-            port: 51820,
-            peers: BTreeMap::from([(
-                [1; 32],
-                WireguardPeerSpec {
-                    endpoint: "198.19.0.2:51820".parse().unwrap(),
-                    allowed_ips: vec!["10.19.1.0/26".parse().unwrap()],
-                },
-            )]),
-        };
-        let msg = set_device_message(DEVICE, &key, &dev);
+    fn peer(endpoint: &str, block: &str) -> WireguardPeerSpec {
+        WireguardPeerSpec {
+            endpoint: endpoint.parse().unwrap(),
+            allowed_ips: vec![block.parse().unwrap()],
+        }
+    }
+
+    fn emit_and_parse(msg: &WireguardMessage) -> WireguardMessage {
         // Emit, then parse back as the kernel would read it.
         let mut buf = vec![0u8; msg.buffer_len()];
         msg.emit(&mut buf);
         let header = GenlHeader { cmd: 1, version: 1 };
-        let back = WireguardMessage::parse_with_param(&buf[..], header).unwrap();
+        WireguardMessage::parse_with_param(&buf[..], header).unwrap()
+    }
+
+    /// Peers change one by one (never WGDEVICE_F_REPLACE_PEERS, which would drop every
+    /// session): a gone peer is removed last, a kept one gets exactly its allowed IPs and no
+    /// keepalive, a new one is kicked into a handshake (keepalive on, then off again).
+    #[test]
+    fn set_device_changes_peers_one_by_one_and_kicks_new_ones() {
+        let key = PrivateKey::clamped([9; 32]);
+        let dev = WireguardDevice {
+            mtu: 1440,
+            port: 51820,
+            peers: BTreeMap::from([
+                ([1; 32], peer("198.19.0.2:51820", "10.19.1.0/26")),
+                ([3; 32], peer("198.19.0.3:51820", "10.19.3.0/26")),
+            ]),
+        };
+        // In the kernel now: [3] (kept) and [2] (a node's old key, gone from the cluster).
+        let present = BTreeSet::from([[2; 32], [3; 32]]);
+        let (msg, added) = set_device_message(DEVICE, &key, &dev, &present);
+        assert_eq!(added, vec![[1; 32]]);
+        let back = emit_and_parse(&msg);
         assert_eq!(back, msg);
-        assert!(back.attributes.contains(&WireguardAttribute::Flags(
-            WireguardDeviceFlags::ReplacePeers
-        )));
-        let WireguardAttribute::Peers(peers) = &back.attributes[4] else {
+        assert!(
+            !back
+                .attributes
+                .iter()
+                .any(|a| matches!(a, WireguardAttribute::Flags(_))),
+            "no device flags (no REPLACE_PEERS): {back:?}"
+        );
+        let WireguardAttribute::Peers(peers) = &back.attributes[3] else {
             panic!("peers last: {back:?}")
         };
-        assert!(peers[0].contains(&WireguardPeerAttribute::Flags(
-            WireguardPeerFlags::ReplaceAllowedIps
-        )));
-        assert!(peers[0].contains(&WireguardPeerAttribute::Endpoint(
-            dev.peers[&[1; 32]].endpoint
-        )));
+        assert_eq!(
+            peers.last().unwrap().0,
+            vec![
+                WireguardPeerAttribute::PublicKey([2; 32]),
+                WireguardPeerAttribute::Flags(WireguardPeerFlags::RemoveMe),
+            ],
+            "the removal comes last"
+        );
+        assert_eq!(peers.len(), 3);
+        let of = |k: [u8; 32]| {
+            peers
+                .iter()
+                .find(|p| p.0.contains(&WireguardPeerAttribute::PublicKey(k)))
+                .unwrap()
+        };
+        for (k, keepalive) in [([1; 32], HANDSHAKE_KICK_SECS), ([3; 32], 0)] {
+            let p = of(k);
+            assert!(p.0.contains(&WireguardPeerAttribute::Flags(
+                WireguardPeerFlags::ReplaceAllowedIps
+            )));
+            assert!(p.0.contains(&WireguardPeerAttribute::Endpoint(dev.peers[&k].endpoint)));
+            assert_eq!(
+                p.0.last(),
+                Some(&WireguardPeerAttribute::PersistentKeepalive(keepalive)),
+                "{p:?}"
+            );
+        }
+        let end = emit_and_parse(&end_handshake_kick_message(DEVICE, &added));
+        let WireguardAttribute::Peers(peers) = &end.attributes[1] else {
+            panic!("{end:?}")
+        };
+        assert_eq!(
+            peers[0].0,
+            vec![
+                WireguardPeerAttribute::PublicKey([1; 32]),
+                WireguardPeerAttribute::Flags(WireguardPeerFlags::UpdateOnly),
+                WireguardPeerAttribute::PersistentKeepalive(0),
+            ]
+        );
+        // The same device again: nothing added, nothing removed.
+        let (msg, added) =
+            set_device_message(DEVICE, &key, &dev, &BTreeSet::from([[1; 32], [3; 32]]));
+        assert!(added.is_empty());
+        let WireguardAttribute::Peers(peers) = &msg.attributes[3] else {
+            panic!()
+        };
+        assert_eq!(peers.len(), 2);
+    }
+
+    /// A dump in two messages (many peers): the key once, the peers of both.
+    #[test]
+    fn kernel_device_collects_peers_across_dump_messages() {
+        let part = |peer: [u8; 32]| WireguardMessage {
+            cmd: WireguardCmd::GetDevice,
+            attributes: vec![
+                WireguardAttribute::IfName(DEVICE.into()),
+                WireguardAttribute::PublicKey([7; 32]),
+                WireguardAttribute::Peers(vec![WireguardPeer(vec![
+                    WireguardPeerAttribute::PublicKey(peer),
+                    WireguardPeerAttribute::PersistentKeepalive(0),
+                ])]),
+            ],
+        };
+        let msgs = [part([1; 32]), part([2; 32])];
+        let dev = KernelDevice::from_dump(msgs.iter());
+        assert_eq!(dev.public_key, Some([7; 32]));
+        assert_eq!(dev.peers, BTreeSet::from([[1; 32], [2; 32]]));
+        let empty = WireguardMessage {
+            cmd: WireguardCmd::GetDevice,
+            attributes: vec![WireguardAttribute::PublicKey([0; 32])],
+        };
+        assert_eq!(KernelDevice::from_dump([&empty]), KernelDevice::default());
     }
 
     #[test]

@@ -83,6 +83,13 @@ enum Cmd {
     },
     /// Remove every namespace, link, process and file the lab made.
     Down,
+    /// Restart manx-node on one node (SIGTERM, then start it again with the
+    /// same environment; waits until it is ready). Delete the node's
+    /// `wireguard.key` in its run dir first to rotate its WireGuard key.
+    RestartNode {
+        /// The node's name (node1, node2, ...).
+        node: String,
+    },
     /// Each manx-node's resident memory (VmRSS) and CPU over a window
     /// (utime + stime from /proc/<pid>/stat), and the host's neighbour table.
     Stats {
@@ -242,6 +249,15 @@ fn real_main() -> Result<()> {
             Ok(())
         }
         Cmd::Stats { secs } => stats(&LabState::load(&cli.id)?, secs),
+        Cmd::RestartNode { node } => {
+            let t0 = std::time::Instant::now();
+            lab::restart_node(&cli.id, &node)?;
+            progress(format!(
+                "{node} restarted and ready in {:.1} s",
+                t0.elapsed().as_secs_f64()
+            ));
+            Ok(())
+        }
         Cmd::Down => {
             lab::down(&cli.id)?;
             progress(format!("lab {:?} removed", cli.id));

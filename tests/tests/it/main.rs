@@ -2,7 +2,7 @@
 //! graph); the lab guard and the skip rules shared by the lab tests are in
 //! `common`.
 //!
-//! Test names carry their module (`resilience::heavy_…`, `vm_ipip::heavy_vm_…`):
+//! Test names carry their module (`resilience::heavy_…`, `vm::heavy_vm_…`):
 //! .config/nextest.toml's `test(heavy_vm_)` and `package(manx-e2e)` overrides
 //! still select them. Every lab uses its own id (namespaces `mxlab-<id>-…`,
 //! files `/run/manx-lab/<id>/`), so tests sharing this process do not collide.
@@ -22,4 +22,4 @@ mod no_wireguard_kernel;
 mod node_agent;
 mod resilience;
 mod runtimes;
-mod vm_ipip;
+mod vm;
