@@ -31,7 +31,7 @@ use datastore::model::{
     PrefixAdvertisement, parse_manifests,
 };
 use testkit::netns::veth;
-use testkit::{Daemon, Netns, Prereqs, eventually};
+use testkit::{Netns, Prereqs, eventually};
 
 const BIRD: &str = "/usr/sbin/bird";
 const BIRDC: &str = "/usr/sbin/birdc";
@@ -149,20 +149,7 @@ fn num_allowed_local_as_numbers_accepts_our_as_from_another_rack() {
     let conf = dir.path().join("bird.conf");
     let sock = dir.path().join("bird.ctl");
     std::fs::write(&conf, bird_conf()).unwrap();
-    let _bird = Daemon::spawn(
-        &spine,
-        dir.path(),
-        "bird",
-        BIRD,
-        &[
-            "-f",
-            "-s",
-            sock.to_str().unwrap(),
-            "-c",
-            conf.to_str().unwrap(),
-        ],
-        &[],
-    );
+    let _bird = crate::support::spawn_bird(&spine, dir.path(), &conf, &sock);
     let mut manx =
         crate::support::start_manx_node(&node, dir.path(), NODENAME, "10.22.0.0/16", &[]);
     assert!(

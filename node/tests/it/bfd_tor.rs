@@ -388,20 +388,7 @@ fn bird2_with_bfd_keeps_routes_through_kill_9_and_drops_a_dead_node() {
     let conf = rack.dir.path().join("bird.conf");
     let sock = rack.dir.path().join("bird.ctl");
     std::fs::write(&conf, bird_conf(&rack.tor_ip, &rack.node_ip)).unwrap();
-    let daemon = Daemon::spawn(
-        &rack.tor,
-        rack.dir.path(),
-        "bird",
-        BIRD,
-        &[
-            "-f",
-            "-s",
-            sock.to_str().unwrap(),
-            "-c",
-            conf.to_str().unwrap(),
-        ],
-        &[],
-    );
+    let daemon = crate::support::spawn_bird(&rack.tor, rack.dir.path(), &conf, &sock);
     let bird = Bird {
         daemon,
         sock,

@@ -18,7 +18,7 @@ use datastore::client::Client;
 use datastore::embedded::EmbeddedStore;
 use datastore::model::{AsNumber, BGPPeer, BGPPeerSpec, ObjectMeta};
 use testkit::netns::veth;
-use testkit::{Daemon, Netns, Prereqs, eventually};
+use testkit::{Netns, Prereqs, eventually};
 
 const BIRD: &str = "/usr/sbin/bird";
 const BIRDC: &str = "/usr/sbin/birdc";
@@ -96,14 +96,7 @@ fn equal_paths_from_two_tors_are_one_multipath_route() {
         let conf = sub.join("bird.conf");
         let sock = sub.join("bird.ctl");
         std::fs::write(&conf, bird_conf(tor, addr)).unwrap();
-        let args = [
-            "-f",
-            "-s",
-            sock.to_str().unwrap(),
-            "-c",
-            conf.to_str().unwrap(),
-        ];
-        birds.push(Daemon::spawn(ns, &sub, "bird", BIRD, &args, &[]));
+        birds.push(crate::support::spawn_bird(ns, &sub, &conf, &sock));
         socks.push(sock);
     }
     let birdc = |sock: &Path, args: &[&str]| {

@@ -129,20 +129,7 @@ fn reachable_by_peer_two_hops_away_comes_up_through_its_gateway() {
         ),
     )
     .unwrap();
-    let _bird = Daemon::spawn(
-        &far,
-        dir.path(),
-        "bird",
-        BIRD,
-        &[
-            "-f",
-            "-s",
-            sock.to_str().unwrap(),
-            "-c",
-            conf.to_str().unwrap(),
-        ],
-        &[],
-    );
+    let _bird = crate::support::spawn_bird(&far, dir.path(), &conf, &sock);
     // Not `testkit::run`: the control socket may not be there yet.
     let birdc = |args: &[&str]| {
         Command::new(BIRDC)

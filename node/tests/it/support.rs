@@ -43,3 +43,23 @@ pub fn start_manx_node(
         &env,
     )
 }
+
+/// BIRD 2 (`/usr/sbin/bird`) in the foreground in `ns` with the config
+/// `conf` and its control socket at `sock`, its log in `dir`: the ToR or
+/// peer of the namespace tests.
+pub fn spawn_bird(ns: &Netns, dir: &Path, conf: &Path, sock: &Path) -> Daemon {
+    Daemon::spawn(
+        ns,
+        dir,
+        "bird",
+        "/usr/sbin/bird",
+        &[
+            "-f",
+            "-s",
+            sock.to_str().unwrap(),
+            "-c",
+            conf.to_str().unwrap(),
+        ],
+        &[],
+    )
+}

@@ -124,20 +124,7 @@ fn tor_routes_outside_the_pools_are_programmed_via_the_bgp_next_hop() {
     let conf = dir.path().join("bird.conf");
     let sock = dir.path().join("bird.ctl");
     std::fs::write(&conf, bird_conf()).unwrap();
-    let _bird = Daemon::spawn(
-        &tor,
-        dir.path(),
-        "bird",
-        BIRD,
-        &[
-            "-f",
-            "-s",
-            sock.to_str().unwrap(),
-            "-c",
-            conf.to_str().unwrap(),
-        ],
-        &[],
-    );
+    let _bird = crate::support::spawn_bird(&tor, dir.path(), &conf, &sock);
     let birdc = |args: &[&str]| {
         testkit::run(Command::new(BIRDC).arg("-s").arg(&sock).args(args));
     };
@@ -331,20 +318,7 @@ fn ipv6_tor_receives_the_blocks_and_its_routes_are_programmed() {
         ),
     )
     .unwrap();
-    let _bird = Daemon::spawn(
-        &tor,
-        dir.path(),
-        "bird",
-        BIRD,
-        &[
-            "-f",
-            "-s",
-            sock.to_str().unwrap(),
-            "-c",
-            conf.to_str().unwrap(),
-        ],
-        &[],
-    );
+    let _bird = crate::support::spawn_bird(&tor, dir.path(), &conf, &sock);
     let birdc = |args: &[&str]| testkit::run(Command::new(BIRDC).arg("-s").arg(&sock).args(args));
     let mut manx = crate::support::start_manx_node(
         &node,
